@@ -1,0 +1,65 @@
+//! The handler layer: routes, request validation and JSON answers for both listeners.
+//!
+//! Runs on HTTP worker threads. Reads come from the published snapshot (lock-free `ArcSwap`
+//! load, never a wait on the writer); writes are handed to the writer over its bounded channel
+//! with the request's [`Replier`], so a worker never blocks on a commit.
+
+mod admin;
+mod registry;
+
+pub use admin::AdminApi;
+pub use registry::RegistryApi;
+
+use crate::error::ApiError;
+use crate::http::Response;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// The error response of SPEC §5 for `e`.
+pub fn error_response(e: &ApiError) -> Response {
+    Response::error(e.code.status(), e.code.as_str(), &e.message)
+}
+
+pub fn json_response(status: u16, value: &serde_json::Value) -> Response {
+    Response::json(status, serde_json::to_vec(value).expect("JSON values serialize"))
+}
+
+/// What `/readyz` reports, set by the roles as they come up (and down).
+#[derive(Default)]
+pub struct Readiness {
+    pub registry_bound: AtomicBool,
+    pub state_restored: AtomicBool,
+    pub metrics_served: AtomicBool,
+    pub writer_ready: AtomicBool,
+    pub storage_ready: AtomicBool,
+    pub draining: AtomicBool,
+    /// Why state could not be restored (corruption), if so.
+    pub restore_error: parking_lot::Mutex<Option<String>>,
+}
+
+impl Readiness {
+    pub fn set(flag: &AtomicBool, on: bool) {
+        flag.store(on, Ordering::SeqCst);
+    }
+}
+
+/// Record one answered request in the metrics (both listeners).
+pub fn observe(route: &'static str, status: u16, elapsed: Duration, corr_id: &str) {
+    let m = crate::metrics::m();
+    m.request_latency_seconds
+        .with_label_values(&[route])
+        .observe(elapsed.as_secs_f64());
+    let mut code = itoa_buf(status);
+    m.http_requests_total
+        .with_label_values(&[route, code.as_str()])
+        .inc();
+    code.clear();
+    log::debug!(
+        "msg=request corr_id={corr_id} route={route} status={status} elapsed_us={}",
+        elapsed.as_micros()
+    );
+}
+
+fn itoa_buf(n: u16) -> String {
+    n.to_string()
+}

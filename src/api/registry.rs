@@ -1,0 +1,438 @@
+//! Routes of the registry listener (SPEC §5): the read plane and the write plane.
+
+use super::{error_response, json_response, Readiness};
+use crate::domain::descriptor::Kind;
+use crate::domain::dsse;
+use crate::domain::signers::SignerSet;
+use crate::domain::state;
+use crate::error::ApiError;
+use crate::http::{Handler, Method, Outcome, Replier, Request, Response};
+use crate::metrics::m;
+use crate::roles::writer::WriteRequest;
+use crate::snapshot::Snapshot;
+use arc_swap::ArcSwap;
+use crossbeam_channel::{Sender, TrySendError};
+use serde::Deserialize;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Page sizes of listings: default and ceiling.
+const PAGE_DEFAULT: usize = 100;
+const PAGE_MAX: usize = 1000;
+/// Signatures in one `/approve` at most.
+const APPROVE_SIGNATURES_MAX: usize = 64;
+
+/// Hands a `/registry/stream` connection to the fan-out side (SPEC §5: streams never pin a
+/// worker).
+pub trait StreamHub: Send + Sync {
+    fn subscribe(&self, request: &Request) -> Outcome;
+}
+
+pub struct RegistryApi {
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub signers: Arc<ArcSwap<SignerSet>>,
+    pub writer: Sender<WriteRequest>,
+    /// Maintenance mode: write routes answer 503 (`--read-only`, or switched at run time).
+    pub read_only: Arc<AtomicBool>,
+    pub readiness: Arc<Readiness>,
+    pub poisoned: Arc<parking_lot::Mutex<Option<String>>>,
+    pub stream: Option<Arc<dyn StreamHub>>,
+}
+
+enum Route {
+    Head,
+    Version(String),
+    Descriptor(String, String),
+    Descriptors,
+    Log,
+    Signers,
+    Stream,
+    Propose,
+    Approve,
+    Commit,
+    Proposal(String),
+}
+
+impl Route {
+    fn template(&self) -> &'static str {
+        match self {
+            Route::Head => "/registry/head",
+            Route::Version(_) => "/registry/{version}",
+            Route::Descriptor(..) => "/registry/descriptors/{kind}/{id}",
+            Route::Descriptors => "/registry/descriptors",
+            Route::Log => "/registry/log",
+            Route::Signers => "/registry/signers",
+            Route::Stream => "/registry/stream",
+            Route::Propose => "/propose",
+            Route::Approve => "/approve",
+            Route::Commit => "/commit",
+            Route::Proposal(_) => "/proposals/{id}",
+        }
+    }
+
+    fn is_write(&self) -> bool {
+        matches!(self, Route::Propose | Route::Approve | Route::Commit)
+    }
+
+    fn parse(path: &str) -> Option<Route> {
+        let mut parts = path.strip_prefix('/')?.split('/');
+        let route = match (parts.next()?, parts.next(), parts.next(), parts.next()) {
+            ("registry", Some("head"), None, _) => Route::Head,
+            ("registry", Some("signers"), None, _) => Route::Signers,
+            ("registry", Some("log"), None, _) => Route::Log,
+            ("registry", Some("stream"), None, _) => Route::Stream,
+            ("registry", Some("descriptors"), None, _) => Route::Descriptors,
+            ("registry", Some("descriptors"), Some(kind), Some(id)) => {
+                Route::Descriptor(kind.to_string(), id.to_string())
+            }
+            ("registry", Some(v), None, _) if !v.is_empty() => Route::Version(v.to_string()),
+            ("propose", None, _, _) => Route::Propose,
+            ("approve", None, _, _) => Route::Approve,
+            ("commit", None, _, _) => Route::Commit,
+            ("proposals", Some(id), None, _) => Route::Proposal(id.to_string()),
+            _ => return None,
+        };
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(route)
+    }
+}
+
+impl Handler for RegistryApi {
+    fn handle(&self, req: Request, replier: Replier) -> Outcome {
+        let Some(route) = Route::parse(&req.path) else {
+            return Outcome::Respond(
+                error_response(&ApiError::not_found(format!("no route {}", req.path)))
+                    .route("unmatched"),
+            );
+        };
+        let template = route.template();
+        let want = if route.is_write() {
+            Method::Post
+        } else {
+            Method::Get
+        };
+        let method_ok = req.method == want || (want == Method::Get && req.method == Method::Head);
+        if !method_ok {
+            let allow = if want == Method::Post { "POST" } else { "GET, HEAD" };
+            let e = ApiError::new(
+                crate::error::Code::MethodNotAllowed,
+                format!("{template} allows {allow}"),
+            );
+            return Outcome::Respond(
+                error_response(&e)
+                    .header("Allow", allow.to_string())
+                    .route(template),
+            );
+        }
+        let result = match route {
+            Route::Head => Ok(self.head(&req)),
+            Route::Version(v) => self.version(&v),
+            Route::Descriptor(kind, id) => self.descriptor(&kind, &id),
+            Route::Descriptors => self.descriptors(&req),
+            Route::Log => self.log(&req),
+            Route::Signers => Ok(Response::json(200, self.signers.load().to_json())),
+            Route::Stream => match &self.stream {
+                Some(hub) => return hub.subscribe(&req),
+                None => Err(ApiError::unavailable("the stream is not running")),
+            },
+            Route::Propose | Route::Approve | Route::Commit | Route::Proposal(_) => {
+                return self.write(route, req, replier)
+            }
+        };
+        let response = result.unwrap_or_else(|e| error_response(&e));
+        Outcome::Respond(response.route(template))
+    }
+
+    fn observe(&self, route: &'static str, status: u16, elapsed: Duration, corr_id: &str) {
+        super::observe(route, status, elapsed, corr_id);
+    }
+
+    fn inflight(&self, now: usize) {
+        m().inflight_requests.set(now as i64);
+    }
+
+    fn rejected_busy(&self) {
+        m().rejected_total.with_label_values(&["busy"]).inc();
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApproveBody {
+    proposal_id: String,
+    signatures: Vec<SignatureBody>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignatureBody {
+    keyid: String,
+    sig: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommitBody {
+    proposal_id: String,
+}
+
+fn check_proposal_id(id: &str) -> Result<(), ApiError> {
+    if crate::domain::is_hash_hex(id) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "proposal_id must be 64 lower-case hex digits",
+        ))
+    }
+}
+
+fn parse_u64(name: &str, v: Option<&str>, default: u64) -> Result<u64, ApiError> {
+    match v {
+        None => Ok(default),
+        Some(s) => s
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("{name} must be a non-negative integer"))),
+    }
+}
+
+fn page_limit(v: Option<&str>) -> Result<usize, ApiError> {
+    let n = parse_u64("limit", v, PAGE_DEFAULT as u64)?;
+    if n == 0 || n > PAGE_MAX as u64 {
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {PAGE_MAX}"
+        )));
+    }
+    Ok(n as usize)
+}
+
+impl RegistryApi {
+    fn head(&self, req: &Request) -> Response {
+        let snap = self.snapshot.load();
+        let etag = format!("\"{}\"", snap.version());
+        if req
+            .header("if-none-match")
+            .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+        {
+            return Response::new(304, Vec::new()).header("ETag", etag);
+        }
+        Response::json(200, snap.head_json.to_vec())
+            .header("ETag", etag)
+            .header("Cache-Control", "no-cache".to_string())
+    }
+
+    fn version(&self, v: &str) -> Result<Response, ApiError> {
+        let version: u64 = v
+            .parse()
+            .map_err(|_| ApiError::not_found(format!("no version {v:?}")))?;
+        let snap = self.snapshot.load();
+        let record = snap.record(version).ok_or_else(|| {
+            ApiError::not_found(format!("no version {version} (HEAD is {})", snap.version()))
+        })?;
+        Ok(Response::json(200, record.to_json()))
+    }
+
+    fn descriptor(&self, kind: &str, id: &str) -> Result<Response, ApiError> {
+        let kind = Kind::parse(kind)
+            .ok_or_else(|| ApiError::bad_request(format!("kind {kind:?} is not node, service or region")))?;
+        if !crate::domain::descriptor::valid_id(id) {
+            return Err(ApiError::bad_request(format!("id {id:?} is not a valid id")));
+        }
+        let snap = self.snapshot.load();
+        let d = snap
+            .descriptors
+            .get(&(kind, Arc::from(id)))
+            .ok_or_else(|| ApiError::not_found(format!("no descriptor {}/{id}", kind.as_str())))?;
+        Ok(Response::json(200, d.to_json()))
+    }
+
+    fn descriptors(&self, req: &Request) -> Result<Response, ApiError> {
+        let kind = req
+            .query_param("kind")
+            .map(|k| {
+                Kind::parse(k).ok_or_else(|| {
+                    ApiError::bad_request(format!("kind {k:?} is not node, service or region"))
+                })
+            })
+            .transpose()?;
+        let limit = page_limit(req.query_param("limit"))?;
+        let snap = self.snapshot.load();
+        // Without a kind the cursor is "kind/id"; with one it is the id alone.
+        let after = req.query_param("after");
+        let (page, more) = match (kind, after) {
+            (Some(k), a) => state::page(&snap.descriptors, Some(k), a, limit),
+            (None, None) => state::page(&snap.descriptors, None, None, limit),
+            (None, Some(cursor)) => {
+                let (k, id) = cursor
+                    .split_once("%2F")
+                    .or_else(|| cursor.split_once('/'))
+                    .and_then(|(k, id)| Some((Kind::parse(k)?, id)))
+                    .ok_or_else(|| {
+                        ApiError::bad_request("after without kind must be a kind/id cursor")
+                    })?;
+                let (mut first, more_first) = state::page(&snap.descriptors, Some(k), Some(id), limit);
+                let mut more = more_first;
+                // Continue into the following kinds.
+                for next_kind in [Kind::Node, Kind::Region, Kind::Service] {
+                    if next_kind <= k || first.len() == limit {
+                        continue;
+                    }
+                    let (rest, m) =
+                        state::page(&snap.descriptors, Some(next_kind), None, limit - first.len());
+                    more = m;
+                    first.extend(rest);
+                }
+                if first.len() == limit && !more {
+                    more = snap
+                        .descriptors
+                        .range((
+                            std::ops::Bound::Excluded((first[limit - 1].kind, first[limit - 1].id.clone())),
+                            std::ops::Bound::Unbounded,
+                        ))
+                        .next()
+                        .is_some();
+                }
+                (first, more)
+            }
+        };
+        let next = (more && !page.is_empty()).then(|| {
+            let last = &page[page.len() - 1];
+            if kind.is_some() {
+                last.id.to_string()
+            } else {
+                format!("{}/{}", last.kind.as_str(), last.id)
+            }
+        });
+        let items: Vec<serde_json::Value> = page.iter().map(|d| d.to_value()).collect();
+        Ok(json_response(
+            200,
+            &serde_json::json!({"version": snap.version(), "descriptors": items, "next": next}),
+        ))
+    }
+
+    fn log(&self, req: &Request) -> Result<Response, ApiError> {
+        let from = parse_u64("from", req.query_param("from"), 0)?;
+        let limit = page_limit(req.query_param("limit"))? as u64;
+        let snap = self.snapshot.load();
+        let head = snap.version();
+        let end = from.saturating_add(limit).min(head.saturating_add(1));
+        let records: Vec<serde_json::Value> = (from..end)
+            .filter_map(|v| snap.record(v))
+            .map(|r| r.to_value())
+            .collect();
+        let next = (end <= head).then_some(end);
+        Ok(json_response(
+            200,
+            &serde_json::json!({"head": head, "records": records, "next": next}),
+        ))
+    }
+
+    fn write(&self, route: Route, req: Request, replier: Replier) -> Outcome {
+        let template = route.template();
+        let respond = |e: ApiError| Outcome::Respond(error_response(&e).route(template));
+        let is_write = route.is_write();
+        if is_write && self.read_only.load(Ordering::Relaxed) {
+            m().rejected_total.with_label_values(&["deps"]).inc();
+            return respond(ApiError::unavailable(
+                "the registry is in read-only (maintenance) mode",
+            ));
+        }
+        if is_write {
+            if let Some(reason) = self.poisoned.lock().clone() {
+                m().rejected_total.with_label_values(&["deps"]).inc();
+                return respond(ApiError::unavailable(format!("write plane stopped: {reason}")));
+            }
+            if !self.readiness.writer_ready.load(Ordering::Relaxed) {
+                m().rejected_total.with_label_values(&["deps"]).inc();
+                return respond(ApiError::unavailable("the write plane is not ready"));
+            }
+        }
+        let request = match route {
+            Route::Propose => WriteRequest::Propose {
+                bytes: req.body,
+                replier,
+            },
+            Route::Proposal(id) => {
+                if let Err(e) = check_proposal_id(&id) {
+                    return respond(e);
+                }
+                WriteRequest::GetProposal { id, replier }
+            }
+            Route::Approve => {
+                let body: ApproveBody = match serde_json::from_slice(&req.body) {
+                    Ok(b) => b,
+                    Err(e) => return respond(ApiError::bad_request(format!("bad approval: {e}"))),
+                };
+                if let Err(e) = check_proposal_id(&body.proposal_id) {
+                    return respond(e);
+                }
+                if body.signatures.len() > APPROVE_SIGNATURES_MAX {
+                    return respond(ApiError::too_large(format!(
+                        "at most {APPROVE_SIGNATURES_MAX} signatures per approval"
+                    )));
+                }
+                let mut signatures = Vec::with_capacity(body.signatures.len());
+                for (i, s) in body.signatures.into_iter().enumerate() {
+                    let Some(sig) = dsse::decode_sig(&s.sig) else {
+                        return respond(ApiError::bad_request(format!(
+                            "signatures[{i}].sig is not base64 of 64 bytes"
+                        )));
+                    };
+                    signatures.push((s.keyid, sig));
+                }
+                WriteRequest::Approve {
+                    proposal_id: body.proposal_id,
+                    signatures,
+                    replier,
+                }
+            }
+            Route::Commit => {
+                let body: CommitBody = match serde_json::from_slice(&req.body) {
+                    Ok(b) => b,
+                    Err(e) => return respond(ApiError::bad_request(format!("bad commit: {e}"))),
+                };
+                if let Err(e) = check_proposal_id(&body.proposal_id) {
+                    return respond(e);
+                }
+                WriteRequest::Commit {
+                    proposal_id: body.proposal_id,
+                    replier,
+                }
+            }
+            _ => unreachable!("write() is only called for write-plane routes"),
+        };
+        match self.writer.try_send(request) {
+            Ok(()) => Outcome::Deferred,
+            Err(TrySendError::Full(r)) => {
+                m().rejected_total.with_label_values(&["busy"]).inc();
+                let replier = take_replier(r);
+                replier.send(
+                    error_response(&ApiError::busy("the writer queue is full"))
+                        .header("Retry-After", "1".to_string())
+                        .route(template),
+                );
+                Outcome::Deferred
+            }
+            Err(TrySendError::Disconnected(r)) => {
+                m().rejected_total.with_label_values(&["deps"]).inc();
+                take_replier(r).send(
+                    error_response(&ApiError::unavailable("the writer is not running"))
+                        .route(template),
+                );
+                Outcome::Deferred
+            }
+        }
+    }
+}
+
+fn take_replier(r: WriteRequest) -> Replier {
+    match r {
+        WriteRequest::Propose { replier, .. }
+        | WriteRequest::GetProposal { replier, .. }
+        | WriteRequest::Approve { replier, .. }
+        | WriteRequest::Commit { replier, .. } => replier,
+        WriteRequest::Shutdown => unreachable!("workers never send Shutdown"),
+    }
+}

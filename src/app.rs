@@ -1,0 +1,319 @@
+//! Wiring: load config, restore state, start every role, wait on signals, drain.
+//!
+//! Thread map (see docs/ARCHITECTURE.md): `signals` (this module's loop, on the main thread),
+//! `registry-accept` + `registry-worker-{i}`, `metrics-accept` + `metrics-worker-0`, `writer`,
+//! `verify-{i}`, `fsync`, and the storage roles.
+
+use crate::api::{AdminApi, Readiness, RegistryApi};
+use crate::config::{Config, Flags};
+use crate::domain::signers::SignerSet;
+use crate::http::{Listener, Server};
+use crate::metrics::m;
+use crate::roles::fsync::{FsyncParts, SyncTarget};
+use crate::roles::verifier;
+use crate::roles::writer::{
+    Internal, Journal, MemoryJournal, NoEvents, WriteRequest, Writer, WriterParts,
+    WriterSettings,
+};
+use crate::snapshot::Snapshot;
+use arc_swap::ArcSwap;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Exit codes.
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_CONFIG: i32 = 2;
+pub const EXIT_START: i32 = 1;
+
+/// Bounded capacity of the writer's request channel; a full channel answers `429 busy`.
+const WRITER_QUEUE: usize = 4096;
+/// Bounded capacity of the verifier job channel.
+const VERIFY_QUEUE: usize = 8192;
+
+pub struct Options {
+    pub config_path: PathBuf,
+    pub flags: Flags,
+}
+
+fn settings(config: &Config) -> WriterSettings {
+    WriterSettings {
+        ttl: Duration::from_secs(config.raw.proposals.ttl_secs),
+        max_pending: config.raw.proposals.max_pending,
+        limits: config.proposal_limits(),
+    }
+}
+
+/// Run the server until SIGTERM/SIGINT. Returns the process exit code.
+pub fn run(opts: Options) -> i32 {
+    // Signals first, before any thread exists, so every thread inherits the mask handling.
+    let mut signals = match signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot register signal handlers: {e}");
+            return EXIT_START;
+        }
+    };
+    let config = match Config::load(&opts.config_path, opts.flags.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    crate::logging::init(config.raw.log_level.as_deref());
+    let started = Instant::now();
+    log::info!(
+        "msg=starting service=svc-registry version={} config={:?} registry_id={} workers={} amnesia={} read_only={} uds_only={}",
+        env!("CARGO_PKG_VERSION"),
+        config.path.display().to_string(),
+        config.raw.registry_id,
+        config.workers,
+        config.flags.amnesia,
+        config.flags.read_only,
+        config.flags.uds_only
+    );
+
+    let readiness = Arc::new(Readiness::default());
+    let read_only = Arc::new(AtomicBool::new(config.flags.read_only));
+    let poisoned = Arc::new(parking_lot::Mutex::new(None));
+    let signers: Arc<ArcSwap<SignerSet>> = Arc::new(ArcSwap::from_pointee(config.signers.clone()));
+    let writer_settings = Arc::new(ArcSwap::from_pointee(settings(&config)));
+    let chaos_delay_ms = Arc::new(AtomicU64::new(0));
+
+    // The metrics listener comes up first so /healthz and /readyz answer during restore.
+    let admin = Arc::new(AdminApi {
+        readiness: readiness.clone(),
+        read_only: read_only.clone(),
+        poisoned: poisoned.clone(),
+        writes_enabled: !config.flags.read_only,
+    });
+    let mut admin_limits = config.http_limits();
+    admin_limits.workers = 1;
+    let metrics_server = match Listener::bind_tcp(&config.raw.metrics_addr)
+        .and_then(|l| Server::start("metrics", l, admin_limits, admin))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!(
+                "msg=\"cannot bind metrics listener\" addr={} error={e:?}",
+                config.raw.metrics_addr
+            );
+            return EXIT_START;
+        }
+    };
+    Readiness::set(&readiness.metrics_served, true);
+
+    // State: genesis (amnesia) or what storage restores.
+    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::genesis(&config.raw.registry_id)));
+    let journal: Box<dyn Journal> = Box::new(MemoryJournal::new());
+    let sync_target: Option<Box<dyn SyncTarget>> = None;
+    Readiness::set(&readiness.state_restored, true);
+    Readiness::set(&readiness.storage_ready, true);
+    m().registry_head_version.set(snapshot.load().version() as i64);
+
+    // Writer, verifiers, fsync.
+    let (requests_tx, requests_rx) = crossbeam_channel::bounded::<WriteRequest>(WRITER_QUEUE);
+    let (internal_tx, internal_rx) = crossbeam_channel::unbounded::<Internal>();
+    let (verify_tx, verify_rx) = crossbeam_channel::bounded(VERIFY_QUEUE);
+    let verifier_threads = verifier::start(
+        config.workers,
+        verify_rx,
+        internal_tx.clone(),
+        Internal::Verified,
+    );
+    let (sync_tx, fsync_thread) = match sync_target {
+        Some(target) => {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let parts = FsyncParts {
+                target,
+                requests: rx,
+                done: internal_tx.clone(),
+                always: config.raw.storage.fsync == crate::config::FsyncMode::Always,
+                batch_max_delay: Duration::from_millis(config.raw.storage.fsync_batch_max_delay_ms),
+                chaos_delay_ms: chaos_delay_ms.clone(),
+            };
+            let handle = std::thread::Builder::new()
+                .name("fsync".into())
+                .spawn(move || crate::roles::fsync::run(parts))
+                .expect("spawning the fsync thread");
+            (Some(tx), Some(handle))
+        }
+        None => (None, None),
+    };
+    drop(internal_tx);
+    let writer = Writer::new(WriterParts {
+        registry_id: config.raw.registry_id.clone(),
+        snapshot: snapshot.clone(),
+        signers: signers.clone(),
+        settings: writer_settings.clone(),
+        requests: requests_rx,
+        internal_rx,
+        verify_tx,
+        sync_tx,
+        journal,
+        publisher: Box::new(NoEvents),
+        poisoned: poisoned.clone(),
+        clock: crate::clock::now_unix,
+    });
+    let writer_thread = std::thread::Builder::new()
+        .name("writer".into())
+        .spawn(move || writer.run())
+        .expect("spawning the writer thread");
+    Readiness::set(&readiness.writer_ready, true);
+
+    // The registry listener.
+    let registry_api = Arc::new(RegistryApi {
+        snapshot: snapshot.clone(),
+        signers: signers.clone(),
+        writer: requests_tx.clone(),
+        read_only: read_only.clone(),
+        readiness: readiness.clone(),
+        poisoned: poisoned.clone(),
+        stream: None,
+    });
+    let listener = if config.flags.uds_only {
+        let path = config.raw.uds_path.clone().expect("validated: uds_only needs uds_path");
+        Listener::bind_unix(&path)
+    } else {
+        Listener::bind_tcp(&config.raw.registry_addr)
+    };
+    let registry_server = match listener
+        .and_then(|l| Server::start("registry", l, config.http_limits(), registry_api))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("msg=\"cannot bind registry listener\" error={e:?}");
+            return EXIT_START;
+        }
+    };
+    Readiness::set(&readiness.registry_bound, true);
+    log::info!(
+        "ready=1 service=svc-registry role=read-plane registry_addr={} metrics_addr={} startup_ms={}",
+        registry_server.local_addr(),
+        metrics_server.local_addr(),
+        started.elapsed().as_millis()
+    );
+    if !config.flags.read_only {
+        m().registry_write_plane_ready.set(1);
+        log::info!(
+            "ready=1 service=svc-registry role=write-plane fsync={:?} amnesia={}",
+            config.raw.storage.fsync,
+            config.flags.amnesia
+        );
+    }
+
+    // The signal loop. SIGTERM/SIGINT drain on another thread so that a second signal can
+    // still end the process at once; the drain thread closes the signal iterator when done.
+    let drain_timeout = Duration::from_secs(config.raw.http.drain_timeout_secs);
+    let mut config = config;
+    let mut servers = Some((registry_server, metrics_server));
+    let mut drain_thread = None;
+    let signals_handle = signals.handle();
+    for signal in signals.forever() {
+        match signal {
+            SIGHUP => reload(&mut config, &signers, &writer_settings),
+            _ => {
+                let Some((registry_server, metrics_server)) = servers.take() else {
+                    log::warn!("msg=\"second signal: exiting now\" signal={signal}");
+                    std::process::exit(130);
+                };
+                log::info!(
+                    "msg=draining signal={signal} deadline_secs={}",
+                    drain_timeout.as_secs()
+                );
+                Readiness::set(&readiness.draining, true);
+                let requests_tx = requests_tx.clone();
+                let signals_handle = signals_handle.clone();
+                drain_thread = Some(
+                    std::thread::Builder::new()
+                        .name("drain".into())
+                        .spawn(move || {
+                            let deadline = Instant::now() + drain_timeout;
+                            // In-flight requests finish first (commits included: the writer
+                            // still runs), then the writer makes everything staged durable.
+                            let clean = registry_server.shutdown(deadline);
+                            if !clean {
+                                log::warn!("msg=\"drain deadline passed with requests in flight\"");
+                            }
+                            let _ = requests_tx.send(WriteRequest::Shutdown);
+                            metrics_server.shutdown(deadline);
+                            signals_handle.close();
+                        })
+                        .expect("spawning the drain thread"),
+                );
+            }
+        }
+    }
+    if let Some(t) = drain_thread {
+        let _ = t.join();
+    }
+    drop(requests_tx);
+    let _ = writer_thread.join();
+    for t in verifier_threads {
+        let _ = t.join();
+    }
+    if let Some(t) = fsync_thread {
+        let _ = t.join();
+    }
+    log::info!("shutdown_complete=1 service=svc-registry");
+    EXIT_OK
+}
+
+/// SIGHUP: re-read the config; apply what can change live; refuse an invalid file.
+fn reload(
+    config: &mut Config,
+    signers: &Arc<ArcSwap<SignerSet>>,
+    writer_settings: &Arc<ArcSwap<WriterSettings>>,
+) {
+    match Config::load(&config.path, config.flags.clone()) {
+        Ok(new) => {
+            let mut restart_needed = Vec::new();
+            let (a, b) = (&config.raw, &new.raw);
+            for (key, changed) in [
+                ("registry_id", a.registry_id != b.registry_id),
+                ("registry_addr", a.registry_addr != b.registry_addr),
+                ("metrics_addr", a.metrics_addr != b.metrics_addr),
+                ("uds_path", a.uds_path != b.uds_path),
+                ("data_dir", a.data_dir != b.data_dir),
+                ("workers", config.workers != new.workers),
+            ] {
+                if changed {
+                    restart_needed.push(key);
+                }
+            }
+            if a.registry_id != b.registry_id {
+                m().registry_reload_fail_total.inc();
+                log::error!(
+                    "msg=\"reload refused: registry_id cannot change\" config={:?}",
+                    config.path.display().to_string()
+                );
+                return;
+            }
+            signers.store(Arc::new(new.signers.clone()));
+            writer_settings.store(Arc::new(settings(&new)));
+            crate::logging::set_level(new.raw.log_level.as_deref());
+            log::info!(
+                "msg=reloaded audit=1 threshold={} keys={} restart_needed_for={:?}",
+                new.signers.threshold,
+                new.signers.keys.len(),
+                restart_needed.join(",")
+            );
+            m().registry_reload_success_total.inc();
+            let keep = config.raw.clone();
+            *config = new;
+            // Settings that need a restart keep their running values in the effective config.
+            config.raw.registry_addr = keep.registry_addr;
+            config.raw.metrics_addr = keep.metrics_addr;
+            config.raw.uds_path = keep.uds_path;
+            config.raw.data_dir = keep.data_dir;
+        }
+        Err(e) => {
+            m().registry_reload_fail_total.inc();
+            log::error!("msg=\"reload refused; keeping the old config\" error={:?}", e.to_string());
+        }
+    }
+}
+

@@ -1,0 +1,502 @@
+//! Configuration: raw TOML → validated [`Config`]. Every limit the service enforces is here.
+//!
+//! Unknown keys are rejected (the error names the key and the file). Environment variables
+//! override the file (`REGISTRY_ADDR`, `METRICS_ADDR`, `RON_BUS_SOCK`); flags override both.
+
+use crate::domain::signers::{SignerKey, SignerSet};
+use ed25519_dalek::VerifyingKey;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The file as written, before validation. Field names are the SPEC §7 keys.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub registry_id: String,
+    #[serde(default = "default_registry_addr")]
+    pub registry_addr: String,
+    #[serde(default = "default_metrics_addr")]
+    pub metrics_addr: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uds_path: Option<PathBuf>,
+    pub data_dir: PathBuf,
+    /// HTTP worker threads; 0 or absent = one per core.
+    #[serde(default)]
+    pub workers: usize,
+    #[serde(default = "default_max_inflight")]
+    pub max_inflight: usize,
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Log filter in `RUST_LOG` syntax; `RUST_LOG` overrides it. Changeable by SIGHUP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+    pub signers: RawSigners,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub proposals: ProposalsConfig,
+    #[serde(default)]
+    pub sse: SseConfig,
+    #[serde(default)]
+    pub bus: BusConfig,
+    #[serde(default)]
+    pub chaos: ChaosConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSigners {
+    pub threshold: usize,
+    #[serde(default)]
+    pub keys: Vec<RawKey>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKey {
+    pub keyid: String,
+    pub public_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<String>,
+}
+
+/// Transport bounds (both listeners). Not in SPEC §7's list: they are this product's answer to
+/// SPEC §5's hostile-client paragraph, documented in docs/OPERATIONS.md.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub max_connections: usize,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub head_timeout_ms: u64,
+    pub body_timeout_ms: u64,
+    pub idle_timeout_secs: u64,
+    pub write_timeout_ms: u64,
+    /// SIGTERM: how long in-flight work may take before the process exits anyway.
+    pub drain_timeout_secs: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_connections: 10_000,
+            max_header_bytes: 16 * 1024,
+            max_headers: 64,
+            head_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            idle_timeout_secs: 60,
+            write_timeout_ms: 10_000,
+            drain_timeout_secs: 5,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncMode {
+    Batch,
+    Always,
+    Never,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub fsync: FsyncMode,
+    pub fsync_batch_max_delay_ms: u64,
+    pub checkpoint_every_commits: u64,
+    pub checkpoint_interval_secs: u64,
+    pub segment_bytes: u64,
+    /// How many checkpoints to keep.
+    pub checkpoints_kept: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            fsync: FsyncMode::Batch,
+            fsync_batch_max_delay_ms: 2,
+            checkpoint_every_commits: 10_000,
+            checkpoint_interval_secs: 60,
+            segment_bytes: 64 * 1024 * 1024,
+            checkpoints_kept: 3,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProposalsConfig {
+    pub ttl_secs: u64,
+    pub max_pending: usize,
+    pub max_ops: usize,
+    /// Bytes of one descriptor body at most.
+    pub max_descriptor_bytes: usize,
+}
+
+impl Default for ProposalsConfig {
+    fn default() -> Self {
+        ProposalsConfig {
+            ttl_secs: 3600,
+            max_pending: 1024,
+            max_ops: 256,
+            max_descriptor_bytes: 64 * 1024,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SseConfig {
+    pub max_subscribers: usize,
+    pub buffer_events: usize,
+    pub heartbeat_secs: u64,
+}
+
+impl Default for SseConfig {
+    fn default() -> Self {
+        SseConfig {
+            max_subscribers: 1024,
+            buffer_events: 256,
+            heartbeat_secs: 15,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BusConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChaosConfig {
+    pub enabled: bool,
+}
+
+fn default_registry_addr() -> String {
+    "127.0.0.1:9444".to_string()
+}
+fn default_metrics_addr() -> String {
+    "127.0.0.1:9909".to_string()
+}
+fn default_max_inflight() -> usize {
+    1024
+}
+fn default_max_body_bytes() -> usize {
+    1024 * 1024
+}
+
+/// Command-line switches that shape the config (SPEC §7).
+#[derive(Clone, Debug, Default)]
+pub struct Flags {
+    pub amnesia: bool,
+    pub uds_only: bool,
+    pub read_only: bool,
+}
+
+/// A validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    pub raw: RawConfig,
+    pub signers: SignerSet,
+    pub workers: usize,
+    pub flags: Flags,
+}
+
+/// A configuration that cannot be used, with a message naming the file and the problem.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Upper bounds that keep a typo from turning a limit into no limit.
+const MAX_WORKERS: usize = 256;
+const MAX_BODY_BYTES_CEILING: usize = 64 * 1024 * 1024;
+
+impl Config {
+    /// Read, apply the environment, and validate.
+    pub fn load(path: &Path, flags: Flags) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
+        Self::from_toml(&text, path, flags, &|name| std::env::var(name).ok())
+    }
+
+    /// Parse `text` (from `path`, for messages) with `env` as the environment.
+    pub fn from_toml(
+        text: &str,
+        path: &Path,
+        flags: Flags,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut raw: RawConfig = toml::from_str(text)
+            .map_err(|e| ConfigError(format!("{}: {}", path.display(), e.to_string().trim_end())))?;
+        if let Some(v) = env("REGISTRY_ADDR") {
+            raw.registry_addr = v;
+        }
+        if let Some(v) = env("METRICS_ADDR") {
+            raw.metrics_addr = v;
+        }
+        if let Some(v) = env("RON_BUS_SOCK") {
+            raw.bus.socket = Some(PathBuf::from(v));
+        }
+        Self::validate(raw, path, flags)
+    }
+
+    pub fn validate(raw: RawConfig, path: &Path, flags: Flags) -> Result<Config, ConfigError> {
+        let fail = |msg: String| ConfigError(format!("{}: {msg}", path.display()));
+        let id_ok = !raw.registry_id.is_empty()
+            && raw.registry_id.len() <= 128
+            && raw
+                .registry_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+        if !id_ok {
+            return Err(fail(format!(
+                "registry_id {:?} must match [A-Za-z0-9._:-]{{1,128}}",
+                raw.registry_id
+            )));
+        }
+        for (key, addr) in [
+            ("registry_addr", &raw.registry_addr),
+            ("metrics_addr", &raw.metrics_addr),
+        ] {
+            if addr.parse::<std::net::SocketAddr>().is_err() {
+                return Err(fail(format!("{key} {addr:?} is not an IP:port address")));
+            }
+        }
+        if flags.uds_only && raw.uds_path.is_none() {
+            return Err(fail("--uds-only needs uds_path to be set".to_string()));
+        }
+        let workers = match raw.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n if n <= MAX_WORKERS => n,
+            n => return Err(fail(format!("workers = {n} is above {MAX_WORKERS}"))),
+        };
+        let positive: [(&str, u64); 14] = [
+            ("max_inflight", raw.max_inflight as u64),
+            ("max_body_bytes", raw.max_body_bytes as u64),
+            ("http.max_connections", raw.http.max_connections as u64),
+            ("http.max_header_bytes", raw.http.max_header_bytes as u64),
+            ("http.max_headers", raw.http.max_headers as u64),
+            ("http.head_timeout_ms", raw.http.head_timeout_ms),
+            ("http.write_timeout_ms", raw.http.write_timeout_ms),
+            ("http.idle_timeout_secs", raw.http.idle_timeout_secs),
+            ("proposals.ttl_secs", raw.proposals.ttl_secs),
+            ("proposals.max_pending", raw.proposals.max_pending as u64),
+            ("proposals.max_ops", raw.proposals.max_ops as u64),
+            ("sse.max_subscribers", raw.sse.max_subscribers as u64),
+            ("sse.buffer_events", raw.sse.buffer_events as u64),
+            ("sse.heartbeat_secs", raw.sse.heartbeat_secs),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(fail(format!("{key} must be greater than 0")));
+            }
+        }
+        if raw.max_body_bytes > MAX_BODY_BYTES_CEILING {
+            return Err(fail(format!(
+                "max_body_bytes = {} is above {MAX_BODY_BYTES_CEILING}",
+                raw.max_body_bytes
+            )));
+        }
+        if raw.http.max_header_bytes < 1024 {
+            return Err(fail("http.max_header_bytes must be at least 1024".to_string()));
+        }
+        if raw.storage.segment_bytes < 64 * 1024 || raw.storage.segment_bytes > (1 << 40) {
+            return Err(fail(format!(
+                "storage.segment_bytes = {} must be between 65536 and 2^40",
+                raw.storage.segment_bytes
+            )));
+        }
+        if (raw.storage.segment_bytes as usize) < raw.max_body_bytes * 2 + 4096 {
+            return Err(fail(
+                "storage.segment_bytes must hold at least two records of max_body_bytes".to_string(),
+            ));
+        }
+        if raw.storage.checkpoints_kept == 0 {
+            return Err(fail("storage.checkpoints_kept must be at least 1".to_string()));
+        }
+        if raw.proposals.max_descriptor_bytes == 0
+            || raw.proposals.max_descriptor_bytes > raw.max_body_bytes
+        {
+            return Err(fail(
+                "proposals.max_descriptor_bytes must be between 1 and max_body_bytes".to_string(),
+            ));
+        }
+        let signers = parse_signers(&raw.signers).map_err(fail)?;
+        Ok(Config {
+            path: path.to_path_buf(),
+            raw,
+            signers,
+            workers,
+            flags,
+        })
+    }
+
+    /// The effective config as TOML. There are no secret fields (signer keys are public), so
+    /// nothing needs redacting; the function exists so that a secret added later is redacted
+    /// here, in one place.
+    pub fn to_toml(&self) -> String {
+        let mut raw = self.raw.clone();
+        raw.workers = self.workers;
+        toml::to_string(&raw).expect("a validated config serializes")
+    }
+
+    pub fn http_limits(&self) -> crate::http::Limits {
+        let h = &self.raw.http;
+        crate::http::Limits {
+            workers: self.workers,
+            max_connections: h.max_connections,
+            max_inflight: self.raw.max_inflight,
+            max_header_bytes: h.max_header_bytes,
+            max_headers: h.max_headers,
+            max_body_bytes: self.raw.max_body_bytes,
+            head_timeout: Duration::from_millis(h.head_timeout_ms),
+            body_timeout: Duration::from_millis(h.body_timeout_ms.max(1)),
+            idle_timeout: Duration::from_secs(h.idle_timeout_secs),
+            write_timeout: Duration::from_millis(h.write_timeout_ms),
+        }
+    }
+
+    pub fn proposal_limits(&self) -> crate::domain::proposal::ProposalLimits {
+        crate::domain::proposal::ProposalLimits {
+            max_ops: self.raw.proposals.max_ops,
+            max_descriptor_bytes: self.raw.proposals.max_descriptor_bytes,
+        }
+    }
+}
+
+/// Parse and validate `[signers]`.
+pub fn parse_signers(raw: &RawSigners) -> Result<SignerSet, String> {
+    let mut keys = Vec::with_capacity(raw.keys.len());
+    for (i, k) in raw.keys.iter().enumerate() {
+        let bytes: [u8; 32] = hex::decode(&k.public_key)
+            .ok()
+            .filter(|_| k.public_key.bytes().all(|b| !b.is_ascii_uppercase()))
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| {
+                format!(
+                    "signers.keys[{i}] ({:?}): public_key must be 64 lower-case hex digits (32 bytes)",
+                    k.keyid
+                )
+            })?;
+        let public = VerifyingKey::from_bytes(&bytes).map_err(|_| {
+            format!(
+                "signers.keys[{i}] ({:?}): public_key is not a valid ed25519 point",
+                k.keyid
+            )
+        })?;
+        let time = |field: &str, v: &Option<String>| -> Result<Option<i64>, String> {
+            v.as_deref()
+                .map(|t| {
+                    crate::clock::parse_rfc3339(t).ok_or_else(|| {
+                        format!("signers.keys[{i}] ({:?}): {field} {t:?} is not RFC 3339", k.keyid)
+                    })
+                })
+                .transpose()
+        };
+        keys.push(SignerKey {
+            keyid: k.keyid.clone(),
+            public,
+            not_before: time("not_before", &k.not_before)?,
+            not_after: time("not_after", &k.not_after)?,
+        });
+    }
+    SignerSet::new(raw.threshold, keys).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY_A: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+    const KEY_B: &str = "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c";
+
+    fn config(extra: &str, keys: &str) -> Result<Config, String> {
+        let text = format!(
+            "registry_id = \"r\"\ndata_dir = \"/tmp/x\"\n{extra}\n[signers]\n{keys}"
+        );
+        Config::from_toml(&text, Path::new("test.toml"), Flags::default(), &|_| None)
+            .map_err(|e| e.0)
+    }
+
+    fn two_keys(threshold: usize) -> String {
+        format!(
+            "threshold = {threshold}\n[[signers.keys]]\nkeyid = \"a\"\npublic_key = \"{KEY_A}\"\n[[signers.keys]]\nkeyid = \"b\"\npublic_key = \"{KEY_B}\"\n"
+        )
+    }
+
+    #[test]
+    fn a_minimal_config_gets_defaults() {
+        let c = config("", &two_keys(2)).unwrap();
+        assert_eq!(c.raw.registry_addr, "127.0.0.1:9444");
+        assert_eq!(c.raw.storage.fsync, FsyncMode::Batch);
+        assert_eq!(c.signers.threshold, 2);
+        assert!(c.workers >= 1);
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_the_file() {
+        let err = config("colour = 1", &two_keys(1)).unwrap_err();
+        assert!(err.contains("test.toml") && err.contains("colour"), "{err}");
+        let err = config("[storage]\nfsyncc = \"batch\"", &two_keys(1)).unwrap_err();
+        assert!(err.contains("fsyncc"), "{err}");
+    }
+
+    #[test]
+    fn bad_signer_sets_are_refused_with_the_reason() {
+        for (keys, needle) in [
+            (two_keys(0), "threshold"),
+            (two_keys(3), "threshold"),
+            (two_keys(2).replace(KEY_B, KEY_A), "same public_key"),
+            (two_keys(2).replace(KEY_B, "zz"), "hex"),
+            (two_keys(2).replace(KEY_B, &KEY_B.to_uppercase()), "lower-case"),
+            (
+                two_keys(2).replace(
+                    KEY_B,
+                    "0100000000000000000000000000000000000000000000000000000000000000",
+                ),
+                "weak",
+            ),
+            (two_keys(2).replace("keyid = \"b\"", "keyid = \"a\""), "twice"),
+            (
+                two_keys(1).replace("keyid = \"b\"", "keyid = \"b\"\nnot_before = \"soon\""),
+                "RFC 3339",
+            ),
+        ] {
+            let err = config("", &keys).unwrap_err();
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let text = format!("registry_id = \"r\"\ndata_dir = \"d\"\n[signers]\n{}", two_keys(1));
+        let env = |k: &str| (k == "REGISTRY_ADDR").then(|| "127.0.0.1:0".to_string());
+        let c = Config::from_toml(&text, Path::new("t"), Flags::default(), &env).unwrap();
+        assert_eq!(c.raw.registry_addr, "127.0.0.1:0");
+    }
+
+    #[test]
+    fn effective_config_round_trips_through_toml() {
+        let c = config("", &two_keys(2)).unwrap();
+        let again = Config::from_toml(&c.to_toml(), Path::new("t"), Flags::default(), &|_| None)
+            .unwrap();
+        assert_eq!(again.to_toml(), c.to_toml());
+    }
+}

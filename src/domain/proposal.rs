@@ -1,0 +1,217 @@
+//! Proposals: parsing and validation of the exact bytes a proposer submits (SPEC §2).
+//!
+//! The bytes are kept as submitted, because they are what signers sign and what proposal_id
+//! hashes; the parsed form only drives validation and application.
+
+use super::descriptor::{valid_id, Kind};
+use crate::error::ApiError;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::sync::Arc;
+
+/// Bounds a proposal must stay within; from `[proposals]` and `max_body_bytes`.
+#[derive(Clone, Copy, Debug)]
+pub struct ProposalLimits {
+    pub max_ops: usize,
+    pub max_descriptor_bytes: usize,
+}
+
+#[derive(Clone, Debug)]
+pub enum Op {
+    Put {
+        kind: Kind,
+        id: Arc<str>,
+        body: Arc<RawValue>,
+    },
+    Delete {
+        kind: Kind,
+        id: Arc<str>,
+    },
+}
+
+impl Op {
+    pub fn target(&self) -> (Kind, &Arc<str>) {
+        match self {
+            Op::Put { kind, id, .. } | Op::Delete { kind, id } => (*kind, id),
+        }
+    }
+}
+
+/// A validated proposal.
+#[derive(Clone, Debug)]
+pub struct Proposal {
+    pub registry_id: String,
+    pub base_version: u64,
+    pub ops: Vec<Op>,
+    pub note: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProposal {
+    registry_id: String,
+    base_version: u64,
+    ops: Vec<RawOp>,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum OpName {
+    Put,
+    Delete,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOp {
+    op: OpName,
+    kind: String,
+    id: String,
+    #[serde(default)]
+    body: Option<Box<RawValue>>,
+}
+
+/// Parse and validate proposal bytes for a registry. Every failure is `400 bad_request` except
+/// size limits (`413 too_large`).
+pub fn parse(
+    bytes: &[u8],
+    registry_id: &str,
+    limits: &ProposalLimits,
+) -> Result<Proposal, ApiError> {
+    let raw: RawProposal = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("proposal is not valid: {e}")))?;
+    if raw.registry_id != registry_id {
+        return Err(ApiError::bad_request(format!(
+            "proposal is for registry_id {:?}, this registry is {:?}",
+            raw.registry_id, registry_id
+        )));
+    }
+    if raw.ops.is_empty() {
+        return Err(ApiError::bad_request("proposal has no ops"));
+    }
+    if raw.ops.len() > limits.max_ops {
+        return Err(ApiError::too_large(format!(
+            "proposal has {} ops, the limit is {}",
+            raw.ops.len(),
+            limits.max_ops
+        )));
+    }
+    let mut ops = Vec::with_capacity(raw.ops.len());
+    let mut seen = std::collections::HashSet::new();
+    for (i, op) in raw.ops.into_iter().enumerate() {
+        let kind = Kind::parse(&op.kind).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "ops[{i}].kind {:?} is not node, service or region",
+                op.kind
+            ))
+        })?;
+        if !valid_id(&op.id) {
+            return Err(ApiError::bad_request(format!(
+                "ops[{i}].id {:?} does not match [A-Za-z0-9._:-]{{1,128}}",
+                op.id
+            )));
+        }
+        if !seen.insert((kind, op.id.clone())) {
+            return Err(ApiError::bad_request(format!(
+                "ops[{i}] targets {}/{} a second time",
+                kind.as_str(),
+                op.id
+            )));
+        }
+        let id: Arc<str> = op.id.into();
+        ops.push(match (op.op, op.body) {
+            (OpName::Put, Some(body)) => {
+                if !body.get().starts_with('{') {
+                    return Err(ApiError::bad_request(format!(
+                        "ops[{i}].body must be a JSON object"
+                    )));
+                }
+                if body.get().len() > limits.max_descriptor_bytes {
+                    return Err(ApiError::too_large(format!(
+                        "ops[{i}].body is {} bytes, the limit is {}",
+                        body.get().len(),
+                        limits.max_descriptor_bytes
+                    )));
+                }
+                Op::Put {
+                    kind,
+                    id,
+                    body: Arc::from(body),
+                }
+            }
+            (OpName::Put, None) => {
+                return Err(ApiError::bad_request(format!("ops[{i}] put needs a body")))
+            }
+            (OpName::Delete, None) => Op::Delete { kind, id },
+            (OpName::Delete, Some(_)) => {
+                return Err(ApiError::bad_request(format!(
+                    "ops[{i}] delete takes no body"
+                )))
+            }
+        });
+    }
+    Ok(Proposal {
+        registry_id: raw.registry_id,
+        base_version: raw.base_version,
+        ops,
+        note: raw.note,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Code;
+
+    const LIMITS: ProposalLimits = ProposalLimits {
+        max_ops: 3,
+        max_descriptor_bytes: 64,
+    };
+
+    fn check(text: &str) -> Result<Proposal, Code> {
+        parse(text.as_bytes(), "r", &LIMITS).map_err(|e| e.code)
+    }
+
+    #[test]
+    fn the_spec_example_parses() {
+        let p = check(
+            r#"{"registry_id": "r", "base_version": 41, "ops": [
+                {"op": "put", "kind": "node", "id": "node-7", "body": {"addr": "10.0.0.7:9000"}},
+                {"op": "delete", "kind": "service", "id": "svc-old"}], "note": "n"}"#,
+        )
+        .unwrap();
+        assert_eq!(p.base_version, 41);
+        assert_eq!(p.ops.len(), 2);
+        match &p.ops[0] {
+            Op::Put { body, .. } => assert_eq!(body.get(), r#"{"addr": "10.0.0.7:9000"}"#),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_proposals_are_rejected_with_the_right_code() {
+        let op = r#"{"op":"put","kind":"node","id":"n","body":{}}"#;
+        let cases = [
+            (r#"{"registry_id":"r","base_version":0,"ops":[]}"#.to_string(), Code::BadRequest),
+            (format!(r#"{{"registry_id":"other","base_version":0,"ops":[{op}]}}"#), Code::BadRequest),
+            (format!(r#"{{"registry_id":"r","base_version":0,"ops":[{op}],"extra":1}}"#), Code::BadRequest),
+            (r#"{"registry_id":"r","base_version":0,"ops":[{"op":"put","kind":"node","id":"n","body":{},"x":1}]}"#.to_string(), Code::BadRequest),
+            (r#"{"registry_id":"r","base_version":0,"ops":[{"op":"put","kind":"pod","id":"n","body":{}}]}"#.to_string(), Code::BadRequest),
+            (r#"{"registry_id":"r","base_version":0,"ops":[{"op":"put","kind":"node","id":"a/b","body":{}}]}"#.to_string(), Code::BadRequest),
+            (r#"{"registry_id":"r","base_version":0,"ops":[{"op":"put","kind":"node","id":"n","body":[1]}]}"#.to_string(), Code::BadRequest),
+            (r#"{"registry_id":"r","base_version":0,"ops":[{"op":"put","kind":"node","id":"n"}]}"#.to_string(), Code::BadRequest),
+            (r#"{"registry_id":"r","base_version":0,"ops":[{"op":"delete","kind":"node","id":"n","body":{}}]}"#.to_string(), Code::BadRequest),
+            (r#"{"registry_id":"r","base_version":0,"ops":[{"op":"upsert","kind":"node","id":"n"}]}"#.to_string(), Code::BadRequest),
+            (format!(r#"{{"registry_id":"r","base_version":0,"ops":[{op},{op}]}}"#), Code::BadRequest),
+            (format!(r#"{{"registry_id":"r","base_version":-1,"ops":[{op}]}}"#), Code::BadRequest),
+            ("not json".to_string(), Code::BadRequest),
+            (r#"{"registry_id":"r","base_version":0,"ops":[{"op":"delete","kind":"node","id":"a"},{"op":"delete","kind":"node","id":"b"},{"op":"delete","kind":"node","id":"c"},{"op":"delete","kind":"node","id":"d"}]}"#.to_string(), Code::TooLarge),
+            (format!(r#"{{"registry_id":"r","base_version":0,"ops":[{{"op":"put","kind":"node","id":"n","body":{{"k":"{}"}}}}]}}"#, "x".repeat(64)), Code::TooLarge),
+        ];
+        for (text, code) in cases {
+            assert_eq!(check(&text).err(), Some(code), "{text}");
+        }
+    }
+}

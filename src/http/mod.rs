@@ -1,0 +1,304 @@
+//! The HTTP transport: every line of HTTP code lives under this module.
+//!
+//! tiny_http 0.12 cannot meet SPEC §5's hostile-client paragraph from the outside (one thread per
+//! connection, no read or write timeouts, no header caps; see docs/ARCHITECTURE.md "Transport"),
+//! so this is a small HTTP/1.1 server of our own: `httparse` parses request heads, and each
+//! worker thread runs one `mio` readiness loop over non-blocking sockets. No futures, no async
+//! runtime.
+//!
+//! The handler layer above (src/api) sees only [`Request`], [`Response`], [`Outcome`] and
+//! [`Replier`]; it knows nothing about sockets, buffers or deadlines.
+//!
+//! Threads: one acceptor thread per listener (bounded by `max_connections`), `workers` event-loop
+//! threads. A handler may answer at once ([`Outcome::Respond`]), later from another thread
+//! through its [`Replier`] ([`Outcome::Deferred`]) without blocking the worker, or take the
+//! connection away for streaming ([`Outcome::Stream`]).
+
+pub mod client;
+mod conn;
+mod server;
+
+pub use server::{Listener, Server, ServerHandle};
+
+use std::time::{Duration, Instant};
+
+/// Limits and deadlines of one listener; every one is a bound on what a client can cost us.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Number of event-loop worker threads.
+    pub workers: usize,
+    /// Open connections at most; over it new connections are closed at accept.
+    pub max_connections: usize,
+    /// Requests being handled at most (dispatched, not yet answered); over it `429 busy`.
+    pub max_inflight: usize,
+    /// Request head (request line + headers) bytes at most; over it `431`.
+    pub max_header_bytes: usize,
+    /// Header lines at most; over it `431`.
+    pub max_headers: usize,
+    /// Request body bytes at most, declared or chunked; over it `413`.
+    pub max_body_bytes: usize,
+    /// The whole request head must arrive within this time from its first byte.
+    pub head_timeout: Duration,
+    /// The body must arrive within this time after the head.
+    pub body_timeout: Duration,
+    /// A keep-alive connection with no request in progress is closed after this.
+    pub idle_timeout: Duration,
+    /// A response that makes no write progress for this long closes the connection.
+    pub write_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            workers: 2,
+            max_connections: 10_000,
+            max_inflight: 1024,
+            max_header_bytes: 16 * 1024,
+            max_headers: 64,
+            max_body_bytes: 1024 * 1024,
+            head_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// HTTP methods the service knows; anything else is `Other` (answered 405 or 404 by routing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Put,
+    Delete,
+    Other,
+}
+
+impl Method {
+    pub fn parse(s: &str) -> Method {
+        match s {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "DELETE" => Method::Delete,
+            _ => Method::Other,
+        }
+    }
+}
+
+/// A fully read request: head parsed, body read and de-chunked (bounded by `max_body_bytes`).
+#[derive(Debug)]
+pub struct Request {
+    pub method: Method,
+    /// The path part of the request target, percent-decoding NOT applied.
+    pub path: String,
+    /// The raw query string without `?`, if any.
+    pub query: Option<String>,
+    /// Header names lower-cased; values as sent (lossy UTF-8).
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// `X-Corr-Id` from the request if it was sane (≤ 64 visible ASCII chars), else generated.
+    pub corr_id: String,
+    /// When the first byte of this request arrived.
+    pub started: Instant,
+}
+
+impl Request {
+    /// The first header with this (lower-case) name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The first query parameter with this name (no percent-decoding; our parameters are
+    /// numbers and ids from a restricted alphabet).
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        self.query.as_deref()?.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k == name).then_some(v)
+        })
+    }
+}
+
+/// A complete response. The transport adds `Content-Length`, `Connection`, `Date`-free framing
+/// and `X-Corr-Id`.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    /// Route template for metrics (`/registry/{version}`), set by the router.
+    pub route: &'static str,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+    /// Ask the transport to close the connection after this response.
+    pub close: bool,
+}
+
+impl Response {
+    pub fn new(status: u16, body: Vec<u8>) -> Response {
+        Response {
+            status,
+            route: "unknown",
+            headers: Vec::new(),
+            body,
+            close: false,
+        }
+    }
+
+    /// A JSON response (`Content-Type: application/json`).
+    pub fn json(status: u16, body: Vec<u8>) -> Response {
+        Response::new(status, body).header("Content-Type", "application/json".to_string())
+    }
+
+    /// The SPEC §5 error body `{"error": CODE, "message": TEXT}`.
+    pub fn error(status: u16, code: &str, message: &str) -> Response {
+        let body = serde_json::to_vec(&serde_json::json!({"error": code, "message": message}))
+            .expect("serializing a JSON object of two strings cannot fail");
+        Response::json(status, body)
+    }
+
+    pub fn header(mut self, name: &'static str, value: String) -> Response {
+        self.headers.push((name, value));
+        self
+    }
+
+    pub fn route(mut self, route: &'static str) -> Response {
+        self.route = route;
+        self
+    }
+}
+
+/// A connection taken away from the transport for streaming (SSE). The owner writes `pending`
+/// first (the response head the transport built), then whatever it likes, and closes it by
+/// dropping it. The socket is non-blocking and registered with no poller.
+pub struct StreamSocket {
+    pub socket: Socket,
+    pub pending: Vec<u8>,
+    pub corr_id: String,
+}
+
+/// A TCP or Unix-domain stream socket (non-blocking, `mio`).
+pub enum Socket {
+    Tcp(mio::net::TcpStream),
+    Unix(mio::net::UnixStream),
+}
+
+impl std::io::Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => s.read(buf),
+            Socket::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl std::io::Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => s.write(buf),
+            Socket::Unix(s) => s.write(buf),
+        }
+    }
+    fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => s.write_vectored(bufs),
+            Socket::Unix(s) => s.write_vectored(bufs),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl mio::event::Source for Socket {
+    fn register(
+        &mut self,
+        registry: &mio::Registry,
+        token: mio::Token,
+        interests: mio::Interest,
+    ) -> std::io::Result<()> {
+        match self {
+            Socket::Tcp(s) => s.register(registry, token, interests),
+            Socket::Unix(s) => s.register(registry, token, interests),
+        }
+    }
+    fn reregister(
+        &mut self,
+        registry: &mio::Registry,
+        token: mio::Token,
+        interests: mio::Interest,
+    ) -> std::io::Result<()> {
+        match self {
+            Socket::Tcp(s) => s.reregister(registry, token, interests),
+            Socket::Unix(s) => s.reregister(registry, token, interests),
+        }
+    }
+    fn deregister(&mut self, registry: &mio::Registry) -> std::io::Result<()> {
+        match self {
+            Socket::Tcp(s) => s.deregister(registry),
+            Socket::Unix(s) => s.deregister(registry),
+        }
+    }
+}
+
+/// What a handler does with a request.
+pub enum Outcome {
+    /// Answer now, on this worker.
+    Respond(Response),
+    /// The handler moved its [`Replier`] into a job on another thread, which will answer.
+    /// The connection waits (no further pipelined request is read) but the worker does not.
+    Deferred,
+    /// Take the connection away: the transport serializes `head` (status + headers, no
+    /// Content-Length, `Connection: close`), puts it in [`StreamSocket::pending`] and calls
+    /// `take` on the worker thread. `take` must not block.
+    Stream {
+        head: Response,
+        take: Box<dyn FnOnce(StreamSocket) + Send>,
+    },
+}
+
+/// The way back to a waiting connection. Sending wakes the connection's worker. Dropping a
+/// Replier without sending answers `503 unavailable`, so a job lost on a dead thread never
+/// leaves a client hanging.
+pub struct Replier {
+    pub(crate) inner: Option<server::ReplyTarget>,
+    pub corr_id: String,
+    pub started: Instant,
+}
+
+impl Replier {
+    pub fn send(mut self, response: Response) {
+        if let Some(target) = self.inner.take() {
+            target.complete(response);
+        }
+    }
+}
+
+impl Drop for Replier {
+    fn drop(&mut self) {
+        if let Some(target) = self.inner.take() {
+            target.complete(Response::error(
+                503,
+                "unavailable",
+                "the request was dropped before it was answered",
+            ));
+        }
+    }
+}
+
+/// The handler layer: called on worker threads, must not block for long.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, request: Request, replier: Replier) -> Outcome;
+
+    /// Called by the transport once per answered request (metrics, access log).
+    fn observe(&self, _route: &'static str, _status: u16, _elapsed: Duration, _corr_id: &str) {}
+
+    /// Called by the transport whenever the number of requests in flight changes.
+    fn inflight(&self, _now: usize) {}
+
+    /// Called when a request is refused because `max_inflight` is reached.
+    fn rejected_busy(&self) {}
+}

@@ -1,0 +1,196 @@
+//! Every metric the service exports, in one place (SPEC §6).
+//!
+//! One process-wide registry. Buckets resolve sub-millisecond work (a head read, one
+//! `verify_strict`), the 50 ms read SLO and the 750 ms commit SLO of the runbook.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+use std::sync::LazyLock;
+
+/// 10 µs .. 10 s, dense around the SLO thresholds (0.05 s reads, 0.75 s commits).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
+];
+
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub request_latency_seconds: HistogramVec,
+    pub http_requests_total: IntCounterVec,
+    pub rejected_total: IntCounterVec,
+    pub bus_lagged_total: IntCounter,
+    pub registry_checkpoint_age_seconds: IntGauge,
+    pub commit_latency_seconds: Histogram,
+    pub approval_verify_seconds: Histogram,
+    pub fsync_seconds: Histogram,
+    pub fsync_batch_size: Histogram,
+    pub inflight_requests: IntGauge,
+    pub registry_head_version: IntGauge,
+    pub sse_subscribers: IntGauge,
+    pub registry_pending_proposals: IntGauge,
+    pub registry_cas_conflicts_total: IntCounter,
+    pub registry_commits_total: IntCounter,
+    pub registry_reload_success_total: IntCounter,
+    pub registry_reload_fail_total: IntCounter,
+    pub registry_write_plane_ready: IntGauge,
+    pub registry_chaos_storage_latency_ms: IntGauge,
+}
+
+fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
+        .expect("static histogram options are valid")
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let m = Metrics {
+            registry: Registry::new(),
+            request_latency_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "request_latency_seconds",
+                    "HTTP request latency from first byte to response queued, by route template",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["route"],
+            )
+            .expect("valid"),
+            http_requests_total: IntCounterVec::new(
+                Opts::new("http_requests_total", "HTTP responses by route template and status"),
+                &["route", "code"],
+            )
+            .expect("valid"),
+            rejected_total: IntCounterVec::new(
+                Opts::new(
+                    "rejected_total",
+                    "Requests shed: busy (concurrency or queue cap), deps (write plane unavailable)",
+                ),
+                &["reason"],
+            )
+            .expect("valid"),
+            bus_lagged_total: IntCounter::new(
+                "bus_lagged_total",
+                "Events dropped for slow stream or bus subscribers (lossy by design)",
+            )
+            .expect("valid"),
+            registry_checkpoint_age_seconds: IntGauge::new(
+                "registry_checkpoint_age_seconds",
+                "Seconds since the last checkpoint was written (or since start if none)",
+            )
+            .expect("valid"),
+            commit_latency_seconds: histogram(
+                "commit_latency_seconds",
+                "Commit request: received by the writer to durable and published",
+                LATENCY_BUCKETS,
+            ),
+            approval_verify_seconds: histogram(
+                "approval_verify_seconds",
+                "One verify_strict of an approval signature",
+                LATENCY_BUCKETS,
+            ),
+            fsync_seconds: histogram("fsync_seconds", "One log sync", LATENCY_BUCKETS),
+            fsync_batch_size: histogram(
+                "fsync_batch_size",
+                "Commits made durable by one log sync",
+                BATCH_BUCKETS,
+            ),
+            inflight_requests: IntGauge::new(
+                "inflight_requests",
+                "Requests being handled (dispatched, not yet answered)",
+            )
+            .expect("valid"),
+            registry_head_version: IntGauge::new(
+                "registry_head_version",
+                "Published HEAD version",
+            )
+            .expect("valid"),
+            sse_subscribers: IntGauge::new("sse_subscribers", "Open stream subscribers")
+                .expect("valid"),
+            registry_pending_proposals: IntGauge::new(
+                "registry_pending_proposals",
+                "Proposals waiting for approvals or commit",
+            )
+            .expect("valid"),
+            registry_cas_conflicts_total: IntCounter::new(
+                "registry_cas_conflicts_total",
+                "Commits refused because base_version was not HEAD",
+            )
+            .expect("valid"),
+            registry_commits_total: IntCounter::new(
+                "registry_commits_total",
+                "Commits made durable and published",
+            )
+            .expect("valid"),
+            registry_reload_success_total: IntCounter::new(
+                "registry_reload_success_total",
+                "SIGHUP reloads applied",
+            )
+            .expect("valid"),
+            registry_reload_fail_total: IntCounter::new(
+                "registry_reload_fail_total",
+                "SIGHUP reloads refused (invalid config; the old one stays)",
+            )
+            .expect("valid"),
+            registry_write_plane_ready: IntGauge::new(
+                "registry_write_plane_ready",
+                "1 when the write plane accepts writes",
+            )
+            .expect("valid"),
+            registry_chaos_storage_latency_ms: IntGauge::new(
+                "registry_chaos_storage_latency_ms",
+                "Injected storage sync latency (chaos), 0 when none",
+            )
+            .expect("valid"),
+        };
+        let r = &m.registry;
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(m.request_latency_seconds.clone()),
+            Box::new(m.http_requests_total.clone()),
+            Box::new(m.rejected_total.clone()),
+            Box::new(m.bus_lagged_total.clone()),
+            Box::new(m.registry_checkpoint_age_seconds.clone()),
+            Box::new(m.commit_latency_seconds.clone()),
+            Box::new(m.approval_verify_seconds.clone()),
+            Box::new(m.fsync_seconds.clone()),
+            Box::new(m.fsync_batch_size.clone()),
+            Box::new(m.inflight_requests.clone()),
+            Box::new(m.registry_head_version.clone()),
+            Box::new(m.sse_subscribers.clone()),
+            Box::new(m.registry_pending_proposals.clone()),
+            Box::new(m.registry_cas_conflicts_total.clone()),
+            Box::new(m.registry_commits_total.clone()),
+            Box::new(m.registry_reload_success_total.clone()),
+            Box::new(m.registry_reload_fail_total.clone()),
+            Box::new(m.registry_write_plane_ready.clone()),
+            Box::new(m.registry_chaos_storage_latency_ms.clone()),
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
+        ];
+        for c in collectors {
+            r.register(c).expect("metric names are unique");
+        }
+        // Labelled series exist from the start so dashboards and alerts see zeros, not gaps.
+        for reason in ["busy", "deps"] {
+            m.rejected_total.with_label_values(&[reason]);
+        }
+        m
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("encoding to a Vec cannot fail");
+        out
+    }
+}
+
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// Shorthand for the global metrics.
+pub fn m() -> &'static Metrics {
+    &METRICS
+}

@@ -1,0 +1,66 @@
+//! Verifier pool: `verify_strict` of approval signatures on several threads.
+//!
+//! Threads: `verifiers` threads named `verify-{i}`. Input: one bounded job channel shared by all
+//! (MPMC), fed only by the writer. Output: each job's result goes to the writer's internal
+//! channel. State: none. Shutdown: when the writer drops the job sender, each thread drains and
+//! exits.
+//!
+//! The writer never verifies inline, so a burst of approvals uses every core while the writer
+//! keeps sequencing commits.
+
+use crate::domain::signers::verify_strict;
+use crossbeam_channel::{Receiver, Sender};
+use ed25519_dalek::VerifyingKey;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+pub struct VerifyJob {
+    pub key: VerifyingKey,
+    pub sig: [u8; 64],
+    pub pae: Arc<[u8]>,
+    /// Which request and which signature within it, for the writer's bookkeeping.
+    pub request: u64,
+    pub index: usize,
+}
+
+pub struct Verified {
+    pub request: u64,
+    pub index: usize,
+    pub ok: bool,
+}
+
+/// Start `threads` verifiers. `done` receives one [`Verified`] per job, wrapped by `wrap`.
+pub fn start<T: Send + 'static>(
+    threads: usize,
+    jobs: Receiver<VerifyJob>,
+    done: Sender<T>,
+    wrap: fn(Verified) -> T,
+) -> Vec<JoinHandle<()>> {
+    (0..threads.max(1))
+        .map(|i| {
+            let jobs = jobs.clone();
+            let done = done.clone();
+            std::thread::Builder::new()
+                .name(format!("verify-{i}"))
+                .spawn(move || {
+                    for job in jobs.iter() {
+                        let started = Instant::now();
+                        let ok = verify_strict(&job.key, &job.sig, &job.pae);
+                        crate::metrics::m()
+                            .approval_verify_seconds
+                            .observe(started.elapsed().as_secs_f64());
+                        let result = Verified {
+                            request: job.request,
+                            index: job.index,
+                            ok,
+                        };
+                        if done.send(wrap(result)).is_err() {
+                            return;
+                        }
+                    }
+                })
+                .expect("spawning a verifier thread")
+        })
+        .collect()
+}

@@ -1,0 +1,64 @@
+//! The immutable snapshot that HTTP workers read lock-free through `ArcSwap`.
+//!
+//! Architecture invariant: only the writer thread builds and publishes snapshots, and it publishes
+//! version V only after V is durable. A snapshot never changes after publication; building V+1
+//! shares structure with V (persistent map and vector), so publishing is O(ops · log n).
+
+use crate::domain::record::CommitRecord;
+use crate::domain::state::Descriptors;
+use std::sync::Arc;
+
+pub struct Snapshot {
+    pub registry_id: Arc<str>,
+    pub head: Arc<CommitRecord>,
+    /// `/registry/head` body, encoded once at publication.
+    pub head_json: Arc<[u8]>,
+    pub descriptors: Descriptors,
+    /// Every record from genesis to head; index = version.
+    pub history: imbl::Vector<Arc<CommitRecord>>,
+}
+
+impl Snapshot {
+    pub fn genesis(registry_id: &str) -> Snapshot {
+        let head = Arc::new(CommitRecord::genesis(registry_id));
+        let mut history = imbl::Vector::new();
+        history.push_back(head.clone());
+        Snapshot::new(registry_id.into(), head, Descriptors::new(), history)
+    }
+
+    pub fn new(
+        registry_id: Arc<str>,
+        head: Arc<CommitRecord>,
+        descriptors: Descriptors,
+        history: imbl::Vector<Arc<CommitRecord>>,
+    ) -> Snapshot {
+        debug_assert_eq!(history.len() as u64, head.version + 1);
+        let head_json = serde_json::to_vec(&head.head_json(descriptors.len() as u64))
+            .expect("head serializes")
+            .into();
+        Snapshot {
+            registry_id,
+            head,
+            head_json,
+            descriptors,
+            history,
+        }
+    }
+
+    pub fn version(&self) -> u64 {
+        self.head.version
+    }
+
+    /// The record at `version`, if committed.
+    pub fn record(&self, version: u64) -> Option<&Arc<CommitRecord>> {
+        usize::try_from(version).ok().and_then(|v| self.history.get(v))
+    }
+
+    /// The next snapshot after applying a commit record whose state is `descriptors`.
+    pub fn next(&self, record: Arc<CommitRecord>, descriptors: Descriptors) -> Snapshot {
+        assert_eq!(record.version, self.version() + 1, "versions advance by one");
+        let mut history = self.history.clone();
+        history.push_back(record.clone());
+        Snapshot::new(self.registry_id.clone(), record, descriptors, history)
+    }
+}
