@@ -14,3 +14,4 @@ pub mod roles;
 pub mod api;
 pub mod app;
 pub mod logging;
+pub mod cli;

@@ -1,0 +1,360 @@
+//! The logic behind `ronctl`: each command is a function returning a message for the operator on
+//! failure. Output goes to stdout; reviews and warnings to stderr.
+
+use crate::domain::audit;
+use crate::domain::record::CommitRecord;
+use crate::domain::signers::{sign_payload, SignerSet};
+use crate::domain::{dsse, sha256_hex};
+use crate::http::client::{self, ClientResponse, Target};
+use ed25519_dalek::SigningKey;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub type CliResult = Result<(), String>;
+
+/// Where the server is.
+pub struct Conn {
+    pub registry: Target,
+    pub admin: Target,
+    pub timeout: Duration,
+}
+
+impl Conn {
+    pub fn new(url: &str, admin_url: &str, unix: Option<PathBuf>, timeout: Duration) -> Result<Conn, String> {
+        let registry = match unix {
+            Some(p) => Target::Unix(p),
+            None => Target::parse(url).map_err(|e| format!("--url {url:?}: {e}"))?,
+        };
+        let admin = Target::parse(admin_url).map_err(|e| format!("--admin-url {admin_url:?}: {e}"))?;
+        Ok(Conn {
+            registry,
+            admin,
+            timeout,
+        })
+    }
+
+    fn call(&self, target: &Target, method: &str, path: &str, body: Option<&[u8]>) -> Result<ClientResponse, String> {
+        let headers: &[(&str, &str)] = if body.is_some() {
+            &[("Content-Type", "application/json")]
+        } else {
+            &[]
+        };
+        client::request(target, method, path, headers, body, self.timeout)
+            .map_err(|e| format!("cannot reach {}: {e}", describe(target)))
+    }
+
+    /// Call the registry API and insist on `want`; any other status becomes a clear message.
+    pub fn registry(&self, method: &str, path: &str, body: Option<&[u8]>, want: u16) -> Result<serde_json::Value, String> {
+        let r = self.call(&self.registry, method, path, body)?;
+        expect(r, want, method, path)
+    }
+
+    pub fn admin(&self, method: &str, path: &str, body: Option<&[u8]>, want: u16) -> Result<serde_json::Value, String> {
+        let r = self.call(&self.admin, method, path, body)?;
+        expect(r, want, method, path)
+    }
+}
+
+fn describe(t: &Target) -> String {
+    match t {
+        Target::Tcp(a) => format!("http://{a}"),
+        Target::Unix(p) => format!("unix:{}", p.display()),
+    }
+}
+
+fn expect(r: ClientResponse, want: u16, method: &str, path: &str) -> Result<serde_json::Value, String> {
+    let value: Option<serde_json::Value> = serde_json::from_slice(&r.body).ok();
+    if r.status == want {
+        return value.ok_or_else(|| format!("{method} {path}: the answer is not JSON"));
+    }
+    let (code, message) = value
+        .as_ref()
+        .map(|v| {
+            (
+                v["error"].as_str().unwrap_or("?").to_string(),
+                v["message"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .unwrap_or_else(|| ("?".into(), String::from_utf8_lossy(&r.body).into_owned()));
+    let hint = match r.status {
+        400 => " (the request is malformed; check the file and the id)",
+        403 => " (the key is not a configured signer, is outside its validity window, or the signature is wrong)",
+        404 => " (no such version, proposal or descriptor)",
+        409 => " (HEAD moved or the proposal is already committed: re-propose on the current HEAD)",
+        410 => " (the proposal expired: propose it again)",
+        412 => " (more approvals are needed)",
+        413 => " (too large: split the proposal)",
+        429 => " (the server is busy: retry shortly)",
+        503 => " (writes are unavailable: read-only mode, not ready, or storage failed; see /readyz)",
+        507 => " (the server's disk is full)",
+        _ => "",
+    };
+    Err(format!("{method} {path}: {} {code}: {message}{hint}", r.status))
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// A signer key file.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyFile {
+    #[serde(rename = "_warning", default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+    pub keyid: String,
+    /// The 32-byte ed25519 seed, hex.
+    pub secret_key: String,
+    pub public_key: String,
+}
+
+pub fn load_key(path: &Path) -> Result<(String, SigningKey), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let kf: KeyFile = serde_json::from_str(&text).map_err(|e| format!("{}: not a key file: {e}", path.display()))?;
+    let seed: [u8; 32] = hex::decode(&kf.secret_key)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| format!("{}: secret_key must be 64 hex digits", path.display()))?;
+    let key = SigningKey::from_bytes(&seed);
+    if hex::encode(key.verifying_key().as_bytes()) != kf.public_key {
+        return Err(format!("{}: public_key does not match secret_key", path.display()));
+    }
+    Ok((kf.keyid, key))
+}
+
+pub fn keygen(out: &Path, keyid: Option<&str>) -> CliResult {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut seed = [0u8; 32];
+    getrandom::getrandom(&mut seed).map_err(|e| format!("no randomness: {e}"))?;
+    let key = SigningKey::from_bytes(&seed);
+    let public = hex::encode(key.verifying_key().as_bytes());
+    let keyid = keyid.map(str::to_string).unwrap_or_else(|| format!("key-{}", &public[..8]));
+    let file = KeyFile {
+        warning: None,
+        keyid: keyid.clone(),
+        secret_key: hex::encode(seed),
+        public_key: public.clone(),
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    f.write_all(serde_json::to_string_pretty(&file).expect("serializes").as_bytes())
+        .and_then(|_| f.write_all(b"\n"))
+        .and_then(|_| f.sync_all())
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    println!("keyid = {keyid:?}");
+    println!("public_key = {public:?}");
+    eprintln!(
+        "wrote private key to {} (mode 0600). Add to the server config:\n\n[[signers.keys]]\nkeyid = {keyid:?}\npublic_key = {public:?}",
+        out.display()
+    );
+    Ok(())
+}
+
+pub fn head(conn: &Conn) -> CliResult {
+    print_json(&conn.registry("GET", "/registry/head", None, 200)?);
+    Ok(())
+}
+
+pub fn get(conn: &Conn, version: u64) -> CliResult {
+    print_json(&conn.registry("GET", &format!("/registry/{version}"), None, 200)?);
+    Ok(())
+}
+
+pub fn propose(conn: &Conn, file: &Path) -> CliResult {
+    let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let v = conn.registry("POST", "/propose", Some(&bytes), 202)?;
+    eprintln!("proposal accepted; expires at {}", v["expires_at"].as_str().unwrap_or("?"));
+    println!("{}", v["proposal_id"].as_str().unwrap_or(""));
+    Ok(())
+}
+
+/// Fetch a proposal and check its payload really is what `id` names (never trust the server
+/// for the bytes we are about to sign).
+fn fetch_payload(conn: &Conn, id: &str) -> Result<(serde_json::Value, Vec<u8>), String> {
+    let v = conn.registry("GET", &format!("/proposals/{id}"), None, 200)?;
+    let payload = v["payload"]
+        .as_str()
+        .and_then(dsse::unb64)
+        .ok_or("the server's proposal has no base64 payload")?;
+    if sha256_hex(&payload) != id {
+        return Err(format!("the server returned a payload whose SHA-256 is not {id}: refusing to sign"));
+    }
+    Ok((v, payload))
+}
+
+fn show_review(v: &serde_json::Value, payload: &[u8]) {
+    eprintln!("proposal {}", v["proposal_id"].as_str().unwrap_or("?"));
+    eprintln!(
+        "state: {}   approvals: {:?} of threshold {}",
+        v["state"].as_str().unwrap_or("?"),
+        v["approvals"],
+        v["threshold"]
+    );
+    if let Some(diff) = v["diff"].as_array() {
+        for d in diff {
+            eprintln!(
+                "  {} {}/{}\n    current:  {}\n    proposed: {}",
+                d["op"].as_str().unwrap_or("?"),
+                d["kind"].as_str().unwrap_or("?"),
+                d["id"].as_str().unwrap_or("?"),
+                d["current"],
+                d["proposed"]
+            );
+        }
+    }
+    eprintln!("payload ({} bytes): {}", payload.len(), String::from_utf8_lossy(payload));
+}
+
+pub fn approve(
+    conn: &Conn,
+    id: &str,
+    signer: Option<&Path>,
+    export_payload: Option<&Path>,
+    import_sig: Option<&Path>,
+) -> CliResult {
+    let signature = if let Some(sig_file) = import_sig {
+        let text = std::fs::read_to_string(sig_file).map_err(|e| format!("{}: {e}", sig_file.display()))?;
+        let v: SigJson = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", sig_file.display()))?;
+        serde_json::json!({"keyid": v.keyid, "sig": v.sig})
+    } else {
+        let (v, payload) = fetch_payload(conn, id)?;
+        show_review(&v, &payload);
+        if let Some(out) = export_payload {
+            std::fs::write(out, &payload).map_err(|e| format!("{}: {e}", out.display()))?;
+            eprintln!("wrote the exact payload to {}; sign it offline with `ronctl sign`", out.display());
+            return Ok(());
+        }
+        let (keyid, key) = load_key(signer.ok_or("--signer is required")?)?;
+        let sig = dsse::encode_sig(&sign_payload(&key, &payload));
+        serde_json::json!({"keyid": keyid, "sig": sig})
+    };
+    let body = serde_json::to_vec(&serde_json::json!({"proposal_id": id, "signatures": [signature]}))
+        .expect("serializes");
+    let v = conn.registry("POST", "/approve", Some(&body), 200)?;
+    println!("approvals {} of {}", v["approvals"], v["threshold"]);
+    Ok(())
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SigJson {
+    keyid: String,
+    sig: String,
+}
+
+pub fn sign_offline(payload: &Path, signer: &Path, out: Option<&Path>) -> CliResult {
+    let bytes = std::fs::read(payload).map_err(|e| format!("{}: {e}", payload.display()))?;
+    let (keyid, key) = load_key(signer)?;
+    eprintln!("signing proposal {} ({} bytes) as {keyid}", sha256_hex(&bytes), bytes.len());
+    let sig = SigJson {
+        keyid,
+        sig: dsse::encode_sig(&sign_payload(&key, &bytes)),
+    };
+    let text = serde_json::to_string(&sig).expect("serializes");
+    match out {
+        Some(p) => std::fs::write(p, text + "\n").map_err(|e| format!("{}: {e}", p.display())),
+        None => {
+            println!("{text}");
+            Ok(())
+        }
+    }
+}
+
+pub fn commit(conn: &Conn, id: &str) -> CliResult {
+    let body = serde_json::to_vec(&serde_json::json!({"proposal_id": id})).expect("serializes");
+    let v = conn.registry("POST", "/commit", Some(&body), 200)?;
+    println!("version {} hash {}", v["version"], v["hash"].as_str().unwrap_or(""));
+    Ok(())
+}
+
+/// Parse a signer set in the JSON form of `/registry/signers`.
+pub fn signers_from_json(v: &serde_json::Value) -> Result<SignerSet, String> {
+    let raw = crate::config::RawSigners {
+        threshold: v["threshold"].as_u64().ok_or("signers: no threshold")? as usize,
+        keys: v["keys"]
+            .as_array()
+            .ok_or("signers: no keys")?
+            .iter()
+            .map(|k| crate::config::RawKey {
+                keyid: k["keyid"].as_str().unwrap_or_default().to_string(),
+                public_key: k["public_key"].as_str().unwrap_or_default().to_string(),
+                not_before: k["not_before"].as_str().map(str::to_string),
+                not_after: k["not_after"].as_str().map(str::to_string),
+            })
+            .collect(),
+    };
+    crate::config::parse_signers(&raw)
+}
+
+pub fn verify(conn: &Conn, pinned: Option<&Path>, log_file: Option<&Path>, registry_id: Option<&str>) -> CliResult {
+    let signers = match pinned {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+            signers_from_json(&v).map_err(|e| format!("{}: {e}", p.display()))?
+        }
+        None => {
+            eprintln!("warning: no --signers given: checking against the server's own published signer set (pin keys to detect a lying server)");
+            signers_from_json(&conn.registry("GET", "/registry/signers", None, 200)?)?
+        }
+    };
+    let values: Vec<serde_json::Value> = match log_file {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+            match v {
+                serde_json::Value::Array(a) => a,
+                mut page => page["records"].take().as_array().cloned().ok_or("log file: no records")?,
+            }
+        }
+        None => {
+            let mut all = Vec::new();
+            let mut from = 0u64;
+            loop {
+                let mut page = conn.registry("GET", &format!("/registry/log?from={from}&limit=1000"), None, 200)?;
+                all.extend(page["records"].take().as_array().cloned().unwrap_or_default());
+                match page["next"].as_u64() {
+                    Some(n) if n > from => from = n,
+                    _ => break,
+                }
+            }
+            all
+        }
+    };
+    let mut records = Vec::with_capacity(values.len());
+    for (i, v) in values.into_iter().enumerate() {
+        records.push(CommitRecord::from_value(v).map_err(|e| format!("record {i}: {}", e.message))?);
+    }
+    let registry_id = match registry_id {
+        Some(r) => r.to_string(),
+        None => match records.get(1) {
+            Some(r) => serde_json::from_slice::<serde_json::Value>(&r.payload)
+                .ok()
+                .and_then(|v| v["registry_id"].as_str().map(str::to_string))
+                .ok_or("record 1 has no registry_id")?,
+            None => {
+                println!("log holds only genesis; pass --registry-id to check it");
+                return Ok(());
+            }
+        },
+    };
+    match audit::verify_chain(&registry_id, &records, &signers) {
+        Ok(n) => {
+            println!("ok: {n} records (versions 0..={}) verify: hash chain intact, every commit has a quorum", n.saturating_sub(1));
+            Ok(())
+        }
+        Err(b) => Err(format!("BROKEN at version {}: {}", b.version, b.reason)),
+    }
+}
+
+pub fn config_print(path: &Path) -> CliResult {
+    let config = crate::config::Config::load(path, crate::config::Flags::default()).map_err(|e| e.to_string())?;
+    print!("{}", config.to_toml());
+    Ok(())
+}

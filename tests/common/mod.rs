@@ -1,0 +1,379 @@
+//! Test harness: start the real `svc-registry` binary on 127.0.0.1:0 in a temp dir and talk to it
+//! over HTTP like a user would.
+#![allow(dead_code)]
+
+use ed25519_dalek::SigningKey;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+pub use svc_registry::http::client::{ClientResponse, Target};
+
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A signer of the test registry.
+pub struct Signer {
+    pub keyid: String,
+    pub key: SigningKey,
+}
+
+impl Signer {
+    pub fn new(keyid: &str, seed: u8) -> Signer {
+        Signer {
+            keyid: keyid.to_string(),
+            key: SigningKey::from_bytes(&[seed; 32]),
+        }
+    }
+    pub fn public_hex(&self) -> String {
+        hex::encode(self.key.verifying_key().as_bytes())
+    }
+    /// A DSSE approval of `payload`, standard base64.
+    pub fn sign(&self, payload: &[u8]) -> String {
+        svc_registry::domain::dsse::encode_sig(&svc_registry::domain::signers::sign_payload(
+            &self.key, payload,
+        ))
+    }
+}
+
+/// What the config of a test server holds.
+pub struct Setup {
+    pub registry_id: String,
+    pub threshold: usize,
+    pub signers: Vec<Signer>,
+    /// Top-level TOML lines (before any table).
+    pub top: String,
+    /// Extra tables appended at the end (`[http]`, `[storage]` …).
+    pub tables: String,
+    pub flags: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Reuse this data dir (restart tests); a fresh temp dir otherwise.
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            registry_id: "test-registry".into(),
+            threshold: 2,
+            signers: vec![Signer::new("a", 1), Signer::new("b", 2), Signer::new("c", 3)],
+            top: String::new(),
+            tables: String::new(),
+            flags: Vec::new(),
+            env: Vec::new(),
+            data_dir: None,
+        }
+    }
+}
+
+impl Setup {
+    pub fn config_text(&self, data_dir: &Path) -> String {
+        let mut text = format!(
+            "registry_id = {:?}\nregistry_addr = \"127.0.0.1:0\"\nmetrics_addr = \"127.0.0.1:0\"\ndata_dir = {:?}\nuds_path = {:?}\nworkers = 2\n{}\n[signers]\nthreshold = {}\n",
+            self.registry_id,
+            data_dir.display().to_string(),
+            data_dir.join("registry.sock").display().to_string(),
+            self.top,
+            self.threshold
+        );
+        for s in &self.signers {
+            text.push_str(&format!(
+                "[[signers.keys]]\nkeyid = {:?}\npublic_key = {:?}\n",
+                s.keyid,
+                s.public_hex()
+            ));
+        }
+        text.push_str(&self.tables);
+        text
+    }
+}
+
+pub struct TestServer {
+    pub child: Child,
+    pub registry: String,
+    pub metrics: String,
+    pub dir: Arc<tempfile::TempDir>,
+    pub data_dir: PathBuf,
+    pub config_path: PathBuf,
+    pub logs: Arc<Mutex<Vec<String>>>,
+    pub setup: Setup,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_svc-registry")
+}
+
+pub fn ronctl_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ronctl")
+}
+
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split(' ')
+        .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+}
+
+impl TestServer {
+    pub fn start(setup: Setup) -> TestServer {
+        Self::try_start(setup).unwrap_or_else(|(logs, status)| {
+            panic!("server did not become ready (exit {status:?}):\n{}", logs.join("\n"))
+        })
+    }
+
+    /// Start and wait for the read-plane ready line; on failure the captured log lines and the
+    /// exit status.
+    pub fn try_start(
+        setup: Setup,
+    ) -> Result<TestServer, (Vec<String>, Option<ExitStatus>)> {
+        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        let data_dir = setup
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().join("data"));
+        let config_path = dir.path().join("config.toml");
+        std::fs::write(&config_path, setup.config_text(&data_dir)).expect("write config");
+        Self::spawn(setup, dir, data_dir, config_path)
+    }
+
+    fn spawn(
+        setup: Setup,
+        dir: Arc<tempfile::TempDir>,
+        data_dir: PathBuf,
+        config_path: PathBuf,
+    ) -> Result<TestServer, (Vec<String>, Option<ExitStatus>)> {
+        let mut cmd = Command::new(bin());
+        cmd.arg("--config")
+            .arg(&config_path)
+            .args(&setup.flags)
+            .env_remove("RUST_LOG")
+            .env_remove("REGISTRY_ADDR")
+            .env_remove("METRICS_ADDR")
+            .env_remove("RON_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in &setup.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn svc-registry");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if line.contains("role=read-plane") {
+                        let _ = tx.send(line.clone());
+                    }
+                    logs.lock().unwrap().push(line);
+                }
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(line) => {
+                    let registry = field(&line, "registry_addr").unwrap_or("").to_string();
+                    let metrics = field(&line, "metrics_addr").unwrap_or("").to_string();
+                    return Ok(TestServer {
+                        child,
+                        registry,
+                        metrics,
+                        dir,
+                        data_dir,
+                        config_path,
+                        logs,
+                        setup,
+                    });
+                }
+                Err(_) => {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        std::thread::sleep(Duration::from_millis(100));
+                        let lines = logs.lock().unwrap().clone();
+                        return Err((lines, Some(status)));
+                    }
+                    if Instant::now() > deadline {
+                        let _ = child.kill();
+                        let lines = logs.lock().unwrap().clone();
+                        return Err((lines, None));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stop (SIGKILL) and start again on the same data dir and config.
+    pub fn restart_killed(self) -> TestServer {
+        let mut me = self;
+        let _ = me.child.kill();
+        let _ = me.child.wait();
+        let setup = std::mem::take(&mut me.setup);
+        let (dir, data_dir, config_path) = (me.dir.clone(), me.data_dir.clone(), me.config_path.clone());
+        Self::spawn(setup, dir, data_dir, config_path).unwrap_or_else(|(logs, status)| {
+            panic!("restart failed (exit {status:?}):\n{}", logs.join("\n"))
+        })
+    }
+
+    pub fn target(&self) -> Target {
+        Target::Tcp(self.registry.clone())
+    }
+
+    pub fn metrics_target(&self) -> Target {
+        Target::Tcp(self.metrics.clone())
+    }
+
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> ClientResponse {
+        svc_registry::http::client::request(&self.target(), method, path, headers, body, TIMEOUT)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    pub fn get(&self, path: &str) -> ClientResponse {
+        self.request("GET", path, &[], None)
+    }
+
+    pub fn post(&self, path: &str, body: &[u8]) -> ClientResponse {
+        self.request(
+            "POST",
+            path,
+            &[("Content-Type", "application/json")],
+            Some(body),
+        )
+    }
+
+    pub fn admin(&self, method: &str, path: &str, body: Option<&[u8]>) -> ClientResponse {
+        svc_registry::http::client::request(&self.metrics_target(), method, path, &[], body, TIMEOUT)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    /// Wait until a log line contains `needle`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.logs().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on the PID of a child we spawned and have not reaped.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A field of /proc/PID/status (e.g. "Threads", "VmRSS"), as the leading number.
+    pub fn proc_status(&self, key: &str) -> u64 {
+        let text = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':')))
+            .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
+            .unwrap_or(0)
+    }
+
+    /// The value of a metric line starting with `series` (e.g. `rejected_total{reason="busy"}`).
+    pub fn metric(&self, series: &str) -> f64 {
+        let body = self.admin("GET", "/metrics", None).body;
+        let text = String::from_utf8_lossy(&body);
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .filter(|rest| rest.starts_with(' '))
+                    .and_then(|rest| rest.trim().parse().ok())
+            })
+            .unwrap_or(0.0)
+    }
+
+    pub fn head(&self) -> serde_json::Value {
+        json(&self.get("/registry/head"))
+    }
+
+    /// propose → approve with the first `threshold` signers → commit. Returns the commit JSON.
+    pub fn commit_ops(&self, base_version: u64, ops: serde_json::Value) -> serde_json::Value {
+        let payload = serde_json::to_vec(&serde_json::json!({
+            "registry_id": self.setup.registry_id,
+            "base_version": base_version,
+            "ops": ops,
+        }))
+        .unwrap();
+        self.commit_payload(&payload)
+    }
+
+    pub fn commit_payload(&self, payload: &[u8]) -> serde_json::Value {
+        let r = self.post("/propose", payload);
+        assert_eq!(r.status, 202, "propose: {}", r.text());
+        let id = json(&r)["proposal_id"].as_str().unwrap().to_string();
+        let sigs: Vec<serde_json::Value> = self.setup.signers[..self.setup.threshold]
+            .iter()
+            .map(|s| serde_json::json!({"keyid": s.keyid, "sig": s.sign(payload)}))
+            .collect();
+        let r = self.post(
+            "/approve",
+            &serde_json::to_vec(&serde_json::json!({"proposal_id": id, "signatures": sigs})).unwrap(),
+        );
+        assert_eq!(r.status, 200, "approve: {}", r.text());
+        let r = self.post("/commit", format!(r#"{{"proposal_id":"{id}"}}"#).as_bytes());
+        assert_eq!(r.status, 200, "commit: {}", r.text());
+        json(&r)
+    }
+}
+
+impl Default for Signer {
+    fn default() -> Self {
+        Signer::new("a", 1)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn json(r: &ClientResponse) -> serde_json::Value {
+    serde_json::from_slice(&r.body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): status {} {}", r.status, r.text()))
+}
+
+pub trait Text {
+    fn text(&self) -> String;
+}
+
+impl Text for ClientResponse {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A put op for `commit_ops`.
+pub fn put(kind: &str, id: &str, body: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"op": "put", "kind": kind, "id": id, "body": body})
+}

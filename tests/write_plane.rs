@@ -1,0 +1,292 @@
+//! The quorum write plane through HTTP: every error row of SPEC §5 that a write can reach,
+//! "a rejected write changes nothing", CAS races, and interop with independent test vectors.
+
+mod common;
+use common::*;
+use serde_json::json as j;
+use std::sync::Arc;
+
+fn proposal(s: &TestServer, base: u64, ops: serde_json::Value) -> Vec<u8> {
+    serde_json::to_vec(&j!({"registry_id": s.setup.registry_id, "base_version": base, "ops": ops})).unwrap()
+}
+
+fn propose(s: &TestServer, payload: &[u8]) -> String {
+    let r = s.post("/propose", payload);
+    assert_eq!(r.status, 202, "{}", r.text());
+    json(&r)["proposal_id"].as_str().unwrap().to_string()
+}
+
+fn approve(s: &TestServer, id: &str, sigs: &[(&str, String)]) -> ClientResponse {
+    let sigs: Vec<_> = sigs.iter().map(|(k, sig)| j!({"keyid": k, "sig": sig})).collect();
+    s.post("/approve", &serde_json::to_vec(&j!({"proposal_id": id, "signatures": sigs})).unwrap())
+}
+
+fn commit(s: &TestServer, id: &str) -> ClientResponse {
+    s.post("/commit", format!(r#"{{"proposal_id":"{id}"}}"#).as_bytes())
+}
+
+/// Everything a reader can see, to compare before and after a rejected write.
+fn observable(s: &TestServer) -> (serde_json::Value, serde_json::Value) {
+    (s.head(), json(&s.get("/registry/descriptors?limit=1000")))
+}
+
+#[test]
+fn propose_approve_commit_advances_head_by_one_with_a_verifiable_record() {
+    let s = TestServer::start(Setup::default());
+    let payload = proposal(&s, 0, j!([put("node", "node-7", j!({"addr": "10.0.0.7:9000"}))]));
+    let id = propose(&s, &payload);
+    assert_eq!(id, svc_registry::domain::sha256_hex(&payload));
+    // Idempotent re-submit.
+    assert_eq!(propose(&s, &payload), id);
+    let view = json(&s.get(&format!("/proposals/{id}")));
+    assert_eq!(view["state"], "pending");
+    assert_eq!(view["threshold"], 2);
+    assert_eq!(view["diff"][0]["current"], serde_json::Value::Null);
+    assert_eq!(view["diff"][0]["proposed"], j!({"addr": "10.0.0.7:9000"}));
+    let a = &s.setup.signers[0];
+    let r = approve(&s, &id, &[("a", a.sign(&payload))]);
+    assert_eq!(json(&r), j!({"proposal_id": id, "approvals": 1, "threshold": 2}));
+    // A repeated signature is idempotent.
+    let r = approve(&s, &id, &[("a", a.sign(&payload))]);
+    assert_eq!(json(&r)["approvals"], 1);
+    let r = commit(&s, &id);
+    assert_eq!(r.status, 412, "{}", r.text());
+    assert_eq!(json(&r)["error"], "quorum_not_met");
+    let r = approve(&s, &id, &[("b", s.setup.signers[1].sign(&payload))]);
+    assert_eq!(json(&r)["approvals"], 2);
+    let r = commit(&s, &id);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let c = json(&r);
+    assert_eq!(c["version"], 1);
+    let head = s.head();
+    assert_eq!(head["version"], 1);
+    assert_eq!(head["hash"], c["hash"]);
+    assert_eq!(head["descriptors"], 1);
+    let rec = json(&s.get("/registry/1"));
+    assert_eq!(rec["proposal_id"], id);
+    assert_eq!(rec["envelope"]["payloadType"], "application/vnd.svc-registry.proposal.v1+json");
+    assert_eq!(rec["envelope"]["payload"], svc_registry::domain::dsse::b64(&payload));
+    assert_eq!(rec["envelope"]["signatures"].as_array().unwrap().len(), 2);
+    let record = svc_registry::domain::record::CommitRecord::from_value(rec).unwrap();
+    let genesis = json(&s.get("/registry/0"));
+    assert!(record.verify_link("test-registry", genesis["hash"].as_str().unwrap()));
+    // Committed: a second commit conflicts, the proposal view says so.
+    assert_eq!(commit(&s, &id).status, 409);
+    assert_eq!(json(&s.get(&format!("/proposals/{id}")))["state"], "committed");
+    assert_eq!(s.metric("registry_head_version"), 1.0);
+}
+
+#[test]
+fn every_write_error_row_is_reachable_and_changes_nothing() {
+    let mut setup = Setup::default();
+    setup.tables = "[proposals]\nmax_ops = 2\nmax_descriptor_bytes = 64\n".into();
+    setup.top = "max_body_bytes = 4096\n".into();
+    let s = TestServer::start(setup);
+    s.commit_ops(0, j!([put("node", "keep", j!({"v": 1}))]));
+    let before = observable(&s);
+    let code = |r: &ClientResponse| json(r)["error"].as_str().unwrap().to_string();
+
+    // 400: malformed JSON, unknown field, bad kind/id, wrong registry_id, bad hex/base64.
+    for body in [
+        b"{not json".to_vec(),
+        br#"{"registry_id":"test-registry","base_version":1,"ops":[{"op":"delete","kind":"node","id":"keep"}],"evil":1}"#.to_vec(),
+        br#"{"registry_id":"test-registry","base_version":1,"ops":[{"op":"delete","kind":"pod","id":"keep"}]}"#.to_vec(),
+        br#"{"registry_id":"test-registry","base_version":1,"ops":[{"op":"delete","kind":"node","id":"a b"}]}"#.to_vec(),
+        br#"{"registry_id":"other-registry","base_version":1,"ops":[{"op":"delete","kind":"node","id":"keep"}]}"#.to_vec(),
+    ] {
+        let r = s.post("/propose", &body);
+        assert_eq!((r.status, code(&r)), (400, "bad_request".into()), "{}", String::from_utf8_lossy(&body));
+    }
+    assert_eq!(s.get("/proposals/not-hex").status, 400);
+    assert_eq!(s.post("/commit", br#"{"proposal_id":"ABC"}"#).status, 400);
+    let payload = proposal(&s, 1, j!([{"op": "delete", "kind": "node", "id": "keep"}]));
+    let id = propose(&s, &payload);
+    let r = approve(&s, &id, &[("a", "!!!not-base64".into())]);
+    assert_eq!(r.status, 400);
+    let r = s.post("/approve", format!(r#"{{"proposal_id":"{id}","signatures":[],"x":1}}"#).as_bytes());
+    assert_eq!(r.status, 400);
+
+    // 403: unknown keyid; signature that does not verify (wrong key, wrong bytes).
+    let r = approve(&s, &id, &[("zed", s.setup.signers[0].sign(&payload))]);
+    assert_eq!((r.status, code(&r)), (403, "forbidden".into()));
+    let r = approve(&s, &id, &[("a", s.setup.signers[1].sign(&payload))]);
+    assert_eq!((r.status, code(&r)), (403, "forbidden".into()));
+    let mut other = payload.clone();
+    other.push(b' ');
+    let r = approve(&s, &id, &[("a", s.setup.signers[0].sign(&other))]);
+    assert_eq!(r.status, 403);
+    // One bad signature among good ones refuses the whole request: nothing is recorded.
+    let r = approve(&s, &id, &[("a", s.setup.signers[0].sign(&payload)), ("b", s.setup.signers[0].sign(&payload))]);
+    assert_eq!(r.status, 403);
+    assert_eq!(json(&s.get(&format!("/proposals/{id}")))["approvals"], j!([]));
+
+    // 404: unknown proposal.
+    let unknown = "0".repeat(64);
+    assert_eq!(s.get(&format!("/proposals/{unknown}")).status, 404);
+    assert_eq!(commit(&s, &unknown).status, 404);
+    assert_eq!(approve(&s, &unknown, &[("a", s.setup.signers[0].sign(b"x"))]).status, 404);
+
+    // 412: under quorum.
+    approve(&s, &id, &[("a", s.setup.signers[0].sign(&payload))]);
+    let r = commit(&s, &id);
+    assert_eq!((r.status, code(&r)), (412, "quorum_not_met".into()));
+
+    // 409: stale base_version at propose and at commit; delete of an absent descriptor.
+    let r = s.post("/propose", &proposal(&s, 0, j!([put("node", "x", j!({}))])));
+    assert_eq!((r.status, code(&r)), (409, "conflict".into()));
+    let absent = proposal(&s, 1, j!([{"op": "delete", "kind": "service", "id": "ghost"}]));
+    let absent_id = propose(&s, &absent);
+    approve(&s, &absent_id, &[("a", s.setup.signers[0].sign(&absent)), ("b", s.setup.signers[1].sign(&absent))]);
+    let r = commit(&s, &absent_id);
+    assert_eq!((r.status, code(&r)), (409, "conflict".into()), "{}", r.text());
+
+    // 413: too many ops, a descriptor body over its cap, a body over max_body_bytes.
+    let r = s.post("/propose", &proposal(&s, 1, j!([put("node", "a", j!({})), put("node", "b", j!({})), put("node", "c", j!({}))])));
+    assert_eq!((r.status, code(&r)), (413, "too_large".into()));
+    let r = s.post("/propose", &proposal(&s, 1, j!([put("node", "a", j!({"k": "x".repeat(100)}))])));
+    assert_eq!(r.status, 413);
+    let r = s.post("/propose", &vec![b' '; 5000]);
+    assert_eq!(r.status, 413);
+
+    assert_eq!(observable(&s), before, "rejected writes changed what readers see");
+    // The proposal with one approval still commits once it has two.
+    approve(&s, &id, &[("c", s.setup.signers[2].sign(&payload))]);
+    assert_eq!(commit(&s, &id).status, 200);
+    assert_eq!(s.head()["version"], 2);
+}
+
+#[test]
+fn proposals_expire_after_their_ttl_with_410() {
+    let mut setup = Setup::default();
+    setup.tables = "[proposals]\nttl_secs = 1\n".into();
+    let s = TestServer::start(setup);
+    let payload = proposal(&s, 0, j!([put("node", "n", j!({}))]));
+    let id = propose(&s, &payload);
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let r = approve(&s, &id, &[("a", s.setup.signers[0].sign(&payload))]);
+    assert_eq!((r.status, json(&r)["error"].as_str().unwrap()), (410, "expired"));
+    assert_eq!(commit(&s, &id).status, 410);
+    assert_eq!(json(&s.get(&format!("/proposals/{id}")))["state"], "expired");
+}
+
+#[test]
+fn pending_proposals_are_capped_with_429() {
+    let mut setup = Setup::default();
+    setup.tables = "[proposals]\nmax_pending = 2\n".into();
+    let s = TestServer::start(setup);
+    for i in 0..2 {
+        propose(&s, &proposal(&s, 0, j!([put("node", &format!("n{i}"), j!({}))])));
+    }
+    let r = s.post("/propose", &proposal(&s, 0, j!([put("node", "n9", j!({}))])));
+    assert_eq!((r.status, json(&r)["error"].as_str().unwrap()), (429, "busy"));
+}
+
+#[test]
+fn racing_committers_on_one_base_yield_exactly_one_winner_per_version() {
+    let s = Arc::new(TestServer::start(Setup::default()));
+    let rounds = 8;
+    let racers = 6;
+    for round in 0..rounds {
+        let base = round as u64;
+        // Every racer prepares a fully approved proposal on the same base...
+        let ids: Vec<String> = (0..racers)
+            .map(|r| {
+                let payload = proposal(&s, base, j!([put("node", &format!("r{round}-{r}"), j!({}))]));
+                let id = propose(&s, &payload);
+                let sigs: Vec<(&str, String)> = vec![("a", s.setup.signers[0].sign(&payload)), ("b", s.setup.signers[1].sign(&payload))];
+                assert_eq!(approve(&s, &id, &sigs).status, 200);
+                id
+            })
+            .collect();
+        // ...then they all commit at once.
+        let handles: Vec<_> = ids
+            .into_iter()
+            .map(|id| {
+                let s = s.clone();
+                std::thread::spawn(move || commit(&s, &id).status)
+            })
+            .collect();
+        let statuses: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(statuses.iter().filter(|&&c| c == 200).count(), 1, "{statuses:?}");
+        assert_eq!(statuses.iter().filter(|&&c| c == 409).count(), racers - 1, "{statuses:?}");
+        assert_eq!(s.head()["version"], base + 1);
+    }
+    // The whole chain verifies.
+    let log = json(&s.get("/registry/log?from=0&limit=1000"));
+    let records: Vec<_> = log["records"].as_array().unwrap().iter().cloned()
+        .map(|v| svc_registry::domain::record::CommitRecord::from_value(v).unwrap())
+        .collect();
+    assert_eq!(records.len(), rounds + 1);
+    let signers = svc_registry::cli::signers_from_json(&json(&s.get("/registry/signers"))).unwrap();
+    assert_eq!(svc_registry::domain::audit::verify_chain("test-registry", &records, &signers), Ok(rounds as u64 + 1));
+}
+
+#[test]
+fn readers_never_see_a_torn_or_backwards_snapshot_while_commits_land() {
+    let s = Arc::new(TestServer::start(Setup::default()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (s, stop) = (s.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut last = 0u64;
+                let mut reads = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let h = s.head();
+                    let v = h["version"].as_u64().unwrap();
+                    assert!(v >= last, "HEAD went backwards: {last} -> {v}");
+                    // Each commit adds one descriptor: a torn snapshot would disagree.
+                    assert_eq!(h["descriptors"].as_u64().unwrap(), v, "{h}");
+                    if v > 0 {
+                        let rec = json(&s.get(&format!("/registry/{v}")));
+                        assert_eq!(rec["hash"], h["hash"]);
+                    }
+                    last = v;
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+    for v in 0..20u64 {
+        s.commit_ops(v, j!([put("service", &format!("s{v}"), j!({"v": v}))]));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        assert!(r.join().unwrap() > 0);
+    }
+}
+
+#[test]
+fn independent_test_vectors_commit_to_the_same_hashes_over_http() {
+    let v: serde_json::Value = serde_json::from_str(include_str!("vectors/dsse_chain.json")).unwrap();
+    let keys = v["keys"].as_array().unwrap();
+    let signers = keys
+        .iter()
+        .map(|k| {
+            let seed: [u8; 32] = hex::decode(k["seed_hex"].as_str().unwrap()).unwrap().try_into().unwrap();
+            Signer { keyid: k["keyid"].as_str().unwrap().into(), key: ed25519_dalek::SigningKey::from_bytes(&seed) }
+        })
+        .collect();
+    let s = TestServer::start(Setup {
+        registry_id: v["registry_id"].as_str().unwrap().into(),
+        threshold: 2,
+        signers,
+        ..Setup::default()
+    });
+    assert_eq!(s.head()["hash"], v["genesis_hash"]);
+    for ver in v["versions"].as_array().unwrap() {
+        let payload = svc_registry::domain::dsse::unb64(ver["payload_b64"].as_str().unwrap()).unwrap();
+        let id = propose(&s, &payload);
+        assert_eq!(id, ver["proposal_id"].as_str().unwrap());
+        let sigs: Vec<(&str, String)> = ver["signatures"].as_array().unwrap().iter()
+            .map(|x| (x["keyid"].as_str().unwrap(), x["sig"].as_str().unwrap().to_string()))
+            .collect();
+        assert_eq!(approve(&s, &id, &sigs).status, 200);
+        let c = json(&commit(&s, &id));
+        assert_eq!(c["version"], ver["version"]);
+        assert_eq!(c["hash"], ver["hash"]);
+        let rec = json(&s.get(&format!("/registry/{}", ver["version"])));
+        assert_eq!(rec["prev_hash"], ver["prev_hash"]);
+    }
+}
