@@ -12,7 +12,7 @@ use crate::metrics::m;
 use crate::roles::fsync::{FsyncParts, SyncTarget};
 use crate::roles::verifier;
 use crate::roles::writer::{
-    Internal, Journal, MemoryJournal, NoEvents, WriteRequest, Writer, WriterParts,
+    Internal, Journal, MemoryJournal, WriteRequest, Writer, WriterParts,
     WriterSettings,
 };
 use crate::snapshot::Snapshot;
@@ -43,6 +43,15 @@ fn settings(config: &Config) -> WriterSettings {
         ttl: Duration::from_secs(config.raw.proposals.ttl_secs),
         max_pending: config.raw.proposals.max_pending,
         limits: config.proposal_limits(),
+    }
+}
+
+fn sse_settings(config: &Config) -> crate::roles::sse::SseSettings {
+    crate::roles::sse::SseSettings {
+        max_subscribers: config.raw.sse.max_subscribers,
+        buffer_events: config.raw.sse.buffer_events as u64,
+        heartbeat: Duration::from_secs(config.raw.sse.heartbeat_secs),
+        write_timeout: Duration::from_millis(config.raw.http.write_timeout_ms),
     }
 }
 
@@ -144,6 +153,14 @@ pub fn run(opts: Options) -> i32 {
         None => (None, None),
     };
     drop(internal_tx);
+    let (sse_hub, sse_thread) =
+        match crate::roles::sse::SseHub::start(snapshot.clone(), sse_settings(&config)) {
+            Ok(x) => x,
+            Err(e) => {
+                log::error!("msg=\"cannot start the stream fan-out\" error={e:?}");
+                return EXIT_START;
+            }
+        };
     let writer = Writer::new(WriterParts {
         registry_id: config.raw.registry_id.clone(),
         snapshot: snapshot.clone(),
@@ -154,7 +171,7 @@ pub fn run(opts: Options) -> i32 {
         verify_tx,
         sync_tx,
         journal,
-        publisher: Box::new(NoEvents),
+        publisher: Box::new(crate::roles::sse::StreamPublisher(sse_hub.clone())),
         poisoned: poisoned.clone(),
         clock: crate::clock::now_unix,
     });
@@ -172,7 +189,7 @@ pub fn run(opts: Options) -> i32 {
         read_only: read_only.clone(),
         readiness: readiness.clone(),
         poisoned: poisoned.clone(),
-        stream: None,
+        stream: Some(sse_hub.clone()),
     });
     let listener = if config.flags.uds_only {
         let path = config.raw.uds_path.clone().expect("validated: uds_only needs uds_path");
@@ -214,7 +231,10 @@ pub fn run(opts: Options) -> i32 {
     let signals_handle = signals.handle();
     for signal in signals.forever() {
         match signal {
-            SIGHUP => reload(&mut config, &signers, &writer_settings),
+            SIGHUP => {
+                reload(&mut config, &signers, &writer_settings);
+                sse_hub.set_settings(sse_settings(&config));
+            }
             _ => {
                 let Some((registry_server, metrics_server)) = servers.take() else {
                     log::warn!("msg=\"second signal: exiting now\" signal={signal}");
@@ -227,11 +247,14 @@ pub fn run(opts: Options) -> i32 {
                 Readiness::set(&readiness.draining, true);
                 let requests_tx = requests_tx.clone();
                 let signals_handle = signals_handle.clone();
+                let sse_hub = sse_hub.clone();
                 drain_thread = Some(
                     std::thread::Builder::new()
                         .name("drain".into())
                         .spawn(move || {
                             let deadline = Instant::now() + drain_timeout;
+                            // Streams end first: they never finish by themselves.
+                            sse_hub.shutdown();
                             // In-flight requests finish first (commits included: the writer
                             // still runs), then the writer makes everything staged durable.
                             let clean = registry_server.shutdown(deadline);
@@ -258,6 +281,7 @@ pub fn run(opts: Options) -> i32 {
     if let Some(t) = fsync_thread {
         let _ = t.join();
     }
+    let _ = sse_thread.join();
     log::info!("shutdown_complete=1 service=svc-registry");
     EXIT_OK
 }

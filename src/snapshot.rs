@@ -33,7 +33,8 @@ impl Snapshot {
         history: imbl::Vector<Arc<CommitRecord>>,
     ) -> Snapshot {
         debug_assert_eq!(history.len() as u64, head.version + 1);
-        let head_json = serde_json::to_vec(&head.head_json(descriptors.len() as u64))
+        debug_assert_eq!(head.descriptors, descriptors.len() as u64);
+        let head_json = serde_json::to_vec(&head.head_json())
             .expect("head serializes")
             .into();
         Snapshot {

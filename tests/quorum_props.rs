@@ -2,6 +2,8 @@
 //! of the proposal — whatever mix of duplicates, unknown keys, wrong bytes, expired keys and
 //! replays from another registry the approvals contain. Checked through HTTP on one server.
 
+#![allow(clippy::field_reassign_with_default)]
+
 mod common;
 use common::*;
 use proptest::prelude::*;
@@ -34,8 +36,8 @@ fn commit_succeeds_iff_threshold_distinct_valid_keys_signed_the_pae() {
     let s = TestServer::start(Setup::default());
     let outsider = Signer::new("outsider", 9);
     let signers: Vec<&Signer> = s.setup.signers.iter().chain([&outsider]).collect();
-    let mut head = 0u64;
-    let mut case = 0u32;
+    let head = std::cell::Cell::new(0u64);
+    let case = std::cell::Cell::new(0u32);
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
         cases: 48,
         failure_persistence: None,
@@ -43,9 +45,10 @@ fn commit_succeeds_iff_threshold_distinct_valid_keys_signed_the_pae() {
     });
     runner
         .run(&proptest::collection::vec(attempt(), 0..7), |attempts| {
-            case += 1;
+            case.set(case.get() + 1);
+            let (case, base) = (case.get(), head.get());
             let payload = serde_json::to_vec(&j!({
-                "registry_id": "test-registry", "base_version": head,
+                "registry_id": "test-registry", "base_version": base,
                 "ops": [put("node", &format!("case-{case}"), j!({}))],
             }))
             .unwrap();
@@ -78,11 +81,11 @@ fn commit_succeeds_iff_threshold_distinct_valid_keys_signed_the_pae() {
             let r = s.post("/commit", format!(r#"{{"proposal_id":"{id}"}}"#).as_bytes());
             if model.len() >= 2 {
                 prop_assert_eq!(r.status, 200, "{:?}: {}", attempts, r.text());
-                head += 1;
+                head.set(base + 1);
             } else {
                 prop_assert_eq!(r.status, 412, "{:?}: {}", attempts, r.text());
             }
-            prop_assert_eq!(s.head()["version"].as_u64().unwrap(), head);
+            prop_assert_eq!(s.head()["version"].as_u64().unwrap(), head.get());
             Ok(())
         })
         .unwrap();

@@ -1,5 +1,7 @@
 //! The read plane at genesis and after commits, through HTTP against the real binary.
 
+#![allow(clippy::field_reassign_with_default)]
+
 mod common;
 use common::*;
 use svc_registry::domain::chain::{genesis_hash, ZERO_HASH};

@@ -1,6 +1,8 @@
 //! The quorum write plane through HTTP: every error row of SPEC §5 that a write can reach,
 //! "a rejected write changes nothing", CAS races, and interop with independent test vectors.
 
+#![allow(clippy::field_reassign_with_default)]
+
 mod common;
 use common::*;
 use serde_json::json as j;

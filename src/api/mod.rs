@@ -8,7 +8,7 @@ mod admin;
 mod registry;
 
 pub use admin::AdminApi;
-pub use registry::RegistryApi;
+pub use registry::{RegistryApi, StreamHub};
 
 use crate::error::ApiError;
 use crate::http::Response;

@@ -20,6 +20,9 @@ pub struct CommitRecord {
     pub payload: Arc<[u8]>,
     /// (keyid, standard base64 signature), sorted by keyid.
     pub signatures: Vec<(String, String)>,
+    /// Descriptors in the state at this version (not covered by the hash; lets stream replay
+    /// rebuild each version's head without the state).
+    pub descriptors: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -45,6 +48,8 @@ struct RecordJson {
     hash: String,
     prev_hash: String,
     committed_at: String,
+    #[serde(default)]
+    descriptors: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     proposal_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -73,6 +78,7 @@ impl CommitRecord {
             proposal_id: String::new(),
             payload: Arc::from(&[][..]),
             signatures: Vec::new(),
+            descriptors: 0,
         }
     }
 
@@ -94,13 +100,13 @@ impl CommitRecord {
                 )
     }
 
-    pub fn head_json(&self, descriptors: u64) -> HeadJson {
+    pub fn head_json(&self) -> HeadJson {
         HeadJson {
             version: self.version,
             hash: self.hash.clone(),
             prev_hash: self.prev_hash.clone(),
             committed_at: crate::clock::rfc3339_ms(self.committed_at_ms),
-            descriptors,
+            descriptors: self.descriptors,
         }
     }
 
@@ -111,6 +117,7 @@ impl CommitRecord {
             hash: self.hash.clone(),
             prev_hash: self.prev_hash.clone(),
             committed_at: crate::clock::rfc3339_ms(self.committed_at_ms),
+            descriptors: self.descriptors,
             proposal_id: (!genesis).then(|| self.proposal_id.clone()),
             envelope: (!genesis).then(|| EnvelopeJson {
                 payload_type: dsse::PAYLOAD_TYPE.to_string(),
@@ -186,6 +193,7 @@ impl CommitRecord {
             proposal_id,
             payload: payload.into(),
             signatures,
+            descriptors: raw.descriptors,
         })
     }
 }
@@ -211,6 +219,7 @@ mod tests {
             proposal_id: pid,
             payload,
             signatures: sigs,
+            descriptors: 3,
         };
         let back = CommitRecord::from_json(&rec.to_json()).unwrap();
         assert_eq!(back, rec);

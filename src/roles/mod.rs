@@ -2,5 +2,6 @@
 //! and out (all bounded), which state it owns alone, and how it shuts down.
 
 pub mod fsync;
+pub mod sse;
 pub mod verifier;
 pub mod writer;

@@ -675,6 +675,7 @@ impl Writer {
             proposal_id: id.to_string(),
             payload: bytes,
             signatures: approvals,
+            descriptors: descriptors.len() as u64,
         });
         let position = match self.p.journal.append(&record.to_json()) {
             Ok(pos) => pos,
