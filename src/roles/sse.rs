@@ -416,13 +416,16 @@ impl FanOut {
                 more = true;
             }
             if !sub.out.is_empty() && sub.last_progress.elapsed() > settings.write_timeout {
-                drop_dead.push(t);
+                // A subscriber that stopped reading is a lagging one, whatever its cursor.
+                drop_lagged.push(t);
             }
         }
-        for t in drop_lagged {
+        drop_lagged.dedup();
+        for t in &drop_lagged {
             m().bus_lagged_total.inc();
-            self.remove(t, true);
+            self.remove(*t, true);
         }
+        drop_dead.retain(|t| !drop_lagged.contains(t));
         drop_dead.dedup();
         for t in drop_dead {
             self.remove(t, false);
