@@ -15,3 +15,4 @@ pub mod api;
 pub mod app;
 pub mod logging;
 pub mod cli;
+pub mod restore;
