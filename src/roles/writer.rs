@@ -119,11 +119,15 @@ pub trait Publisher: Send {
     fn published(&mut self, snapshot: &Arc<Snapshot>, records: &[Arc<CommitRecord>]);
 }
 
-/// A publisher that does nothing beyond the snapshot.
-pub struct NoEvents;
+/// Several publishers, called in order.
+pub struct Publishers(pub Vec<Box<dyn Publisher>>);
 
-impl Publisher for NoEvents {
-    fn published(&mut self, _: &Arc<Snapshot>, _: &[Arc<CommitRecord>]) {}
+impl Publisher for Publishers {
+    fn published(&mut self, snapshot: &Arc<Snapshot>, records: &[Arc<CommitRecord>]) {
+        for p in &mut self.0 {
+            p.published(snapshot, records);
+        }
+    }
 }
 
 /// Live settings of the writer that SIGHUP may change.

@@ -1,0 +1,137 @@
+//! Micro-benchmarks of the costs benchmarkers ask about: signature verification, PAE + SHA-256,
+//! proposal parsing, snapshot publication at 1k / 100k / 1M descriptors, head encoding, and
+//! approvals/s through the verifier pool with 1 vs N threads.
+//!
+//! Run: `cargo bench --bench core` (figures in docs/PERFORMANCE.md).
+
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ed25519_dalek::SigningKey;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use svc_registry::domain::descriptor::Kind;
+use svc_registry::domain::proposal::{self, Op, ProposalLimits};
+use svc_registry::domain::record::CommitRecord;
+use svc_registry::domain::{chain, dsse, sha256_hex, signers, state};
+use svc_registry::snapshot::Snapshot;
+
+const PROPOSAL: &[u8] = br#"{"registry_id":"bench","base_version":41,"ops":[{"op":"put","kind":"node","id":"node-7","body":{"addr":"10.0.0.7:9000","zone":"eu-1","weight":10}}],"note":"a typical single-op proposal of about three hundred bytes, padded with a note to look like the real thing"}"#;
+
+fn limits() -> ProposalLimits {
+    ProposalLimits {
+        max_ops: 256,
+        max_descriptor_bytes: 65536,
+    }
+}
+
+fn crypto(c: &mut Criterion) {
+    let key = SigningKey::from_bytes(&[7; 32]);
+    let pae = dsse::pae(PROPOSAL);
+    let sig = signers::sign_payload(&key, PROPOSAL);
+    let vk = key.verifying_key();
+    c.bench_function("verify_strict", |b| {
+        b.iter(|| assert!(signers::verify_strict(black_box(&vk), black_box(&sig), black_box(&pae))))
+    });
+    c.bench_function("sign_dsse", |b| b.iter(|| signers::sign_payload(&key, black_box(PROPOSAL))));
+    c.bench_function("pae_and_sha256", |b| {
+        b.iter(|| (dsse::pae(black_box(PROPOSAL)), sha256_hex(black_box(PROPOSAL))))
+    });
+    c.bench_function("proposal_parse_validate", |b| {
+        b.iter(|| proposal::parse(black_box(PROPOSAL), "bench", &limits()).unwrap())
+    });
+    let sigs = vec![
+        ("a".to_string(), dsse::encode_sig(&sig)),
+        ("b".to_string(), dsse::encode_sig(&sig)),
+    ];
+    c.bench_function("commit_hash", |b| {
+        b.iter(|| chain::commit_hash("bench", 42, chain::ZERO_HASH, "p", black_box(&sigs)))
+    });
+}
+
+fn snapshot_of(n: usize) -> Snapshot {
+    let body: Arc<serde_json::value::RawValue> =
+        Arc::from(serde_json::value::RawValue::from_string(r#"{"addr":"10.0.0.1:9000"}"#.into()).unwrap());
+    let ops: Vec<Op> = (0..n)
+        .map(|i| Op::Put {
+            kind: Kind::Node,
+            id: format!("node-{i:08}").into(),
+            body: body.clone(),
+        })
+        .collect();
+    let descriptors = state::apply(&state::Descriptors::new(), &ops, 1).unwrap();
+    let genesis = Snapshot::genesis("bench");
+    let mut rec = CommitRecord::genesis("bench");
+    rec.version = 1;
+    rec.descriptors = n as u64;
+    genesis.next(Arc::new(rec), descriptors)
+}
+
+fn publish(c: &mut Criterion) {
+    let mut g = c.benchmark_group("snapshot_publish_one_op");
+    g.sample_size(30);
+    let p = proposal::parse(PROPOSAL, "bench", &limits()).unwrap();
+    for n in [1_000usize, 100_000, 1_000_000] {
+        let base = snapshot_of(n);
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| {
+                let d = state::apply(&base.descriptors, &p.ops, 2).unwrap();
+                let mut rec = (*base.head).clone();
+                rec.version = 2;
+                rec.descriptors = d.len() as u64;
+                black_box(base.next(Arc::new(rec), d))
+            })
+        });
+    }
+    g.finish();
+    let snap = snapshot_of(10);
+    c.bench_function("head_json_encode", |b| {
+        b.iter(|| serde_json::to_vec(&black_box(&snap.head).head_json()).unwrap())
+    });
+}
+
+/// Approvals/s through the real verifier pool: `n` threads, a burst of `jobs` signatures.
+fn approvals_per_sec(threads: usize, jobs: usize) -> Duration {
+    use svc_registry::roles::verifier::{start, VerifyJob, Verified};
+    let key = SigningKey::from_bytes(&[9; 32]);
+    let pae: Arc<[u8]> = dsse::pae(PROPOSAL).into();
+    let sig = signers::sign_payload(&key, PROPOSAL);
+    let (jtx, jrx) = crossbeam_channel::bounded(jobs);
+    let (dtx, drx) = crossbeam_channel::unbounded::<Verified>();
+    let handles = start(threads, jrx, dtx, |v| v);
+    let started = Instant::now();
+    for i in 0..jobs {
+        jtx.send(VerifyJob {
+            key: key.verifying_key(),
+            sig,
+            pae: pae.clone(),
+            request: i as u64,
+            index: 0,
+        })
+        .unwrap();
+    }
+    for _ in 0..jobs {
+        assert!(drx.recv().unwrap().ok);
+    }
+    let elapsed = started.elapsed();
+    drop(jtx);
+    for h in handles {
+        h.join().unwrap();
+    }
+    elapsed
+}
+
+fn verifier_pool(c: &mut Criterion) {
+    let mut g = c.benchmark_group("verifier_pool_approvals");
+    g.sample_size(10);
+    const JOBS: usize = 2_000;
+    g.throughput(Throughput::Elements(JOBS as u64));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for threads in [1, cores.max(2)] {
+        g.bench_with_input(BenchmarkId::from_parameter(threads), &threads, |b, &t| {
+            b.iter_custom(|iters| (0..iters).map(|_| approvals_per_sec(t, JOBS)).sum())
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, crypto, publish, verifier_pool);
+criterion_main!(benches);
