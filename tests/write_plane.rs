@@ -76,6 +76,9 @@ fn propose_approve_commit_advances_head_by_one_with_a_verifiable_record() {
     assert_eq!(commit(&s, &id).status, 409);
     assert_eq!(json(&s.get(&format!("/proposals/{id}")))["state"], "committed");
     assert_eq!(s.metric("registry_head_version"), 1.0);
+    // Deferred answers are labelled with their route template.
+    assert_eq!(s.metric(r#"http_requests_total{code="200",route="/commit"}"#), 1.0);
+    assert_eq!(s.metric(r#"http_requests_total{code="202",route="/propose"}"#), 2.0);
 }
 
 #[test]

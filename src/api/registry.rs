@@ -331,6 +331,7 @@ impl RegistryApi {
 
     fn write(&self, route: Route, req: Request, replier: Replier) -> Outcome {
         let template = route.template();
+        let replier = replier.with_route(template);
         let respond = |e: ApiError| Outcome::Respond(error_response(&e).route(template));
         let is_write = route.is_write();
         if is_write && self.read_only.load(Ordering::Relaxed) {

@@ -267,24 +267,38 @@ pub struct Replier {
     pub(crate) inner: Option<server::ReplyTarget>,
     pub corr_id: String,
     pub started: Instant,
+    /// Route template given to an answer that does not name its own (metrics labels).
+    pub route: &'static str,
 }
 
 impl Replier {
-    pub fn send(mut self, response: Response) {
+    pub fn send(mut self, mut response: Response) {
         if let Some(target) = self.inner.take() {
+            if response.route == "unknown" {
+                response.route = self.route;
+            }
             target.complete(response);
         }
+    }
+
+    /// Label deferred answers with `route`.
+    pub fn with_route(mut self, route: &'static str) -> Replier {
+        self.route = route;
+        self
     }
 }
 
 impl Drop for Replier {
     fn drop(&mut self) {
         if let Some(target) = self.inner.take() {
-            target.complete(Response::error(
-                503,
-                "unavailable",
-                "the request was dropped before it was answered",
-            ));
+            target.complete(
+                Response::error(
+                    503,
+                    "unavailable",
+                    "the request was dropped before it was answered",
+                )
+                .route(self.route),
+            );
         }
     }
 }

@@ -1074,6 +1074,7 @@ fn dispatch(
         }),
         corr_id: corr_id.clone(),
         started,
+        route: "unknown",
     };
     INLINE.with(|slot| {
         *slot.borrow_mut() = Some(Inline {

@@ -29,7 +29,11 @@ use std::time::{Duration, Instant};
 
 const WAKER: Token = Token(0);
 /// Bytes queued per subscriber before its cursor stops advancing (then it starts to lag).
-const OUT_HIGH_WATER: usize = 64 * 1024;
+const OUT_HIGH_WATER: usize = 16 * 1024;
+/// Kernel send buffer of a stream socket. Linux autotunes loopback send buffers up to ~4 MiB,
+/// which would let a reader that never reads absorb thousands of events before backpressure
+/// shows; a fixed buffer makes `buffer_events` mean what it says.
+const STREAM_SNDBUF: usize = 64 * 1024;
 /// Formatted events kept for reuse across subscribers.
 const EVENT_CACHE: usize = 4096;
 
@@ -300,6 +304,9 @@ impl FanOut {
         };
         out.extend_from_slice(&heartbeat(head));
         let mut socket = stream.socket;
+        if let Socket::Tcp(tcp) = &socket {
+            let _ = socket2::SockRef::from(tcp).set_send_buffer_size(STREAM_SNDBUF);
+        }
         if self
             .poll
             .registry()
