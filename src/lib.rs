@@ -10,6 +10,7 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod snapshot;
+pub mod log;
 pub mod roles;
 pub mod api;
 pub mod app;

@@ -1,0 +1,259 @@
+//! Checkpoints: the caller's snapshot, written whole and atomically next to the log.
+//!
+//! File `checkpoints/checkpoint-{seq:020}.ckpt` (integers little-endian):
+//!
+//! ```text
+//! offset 0        8 bytes  magic "SVCRCKP1"
+//! offset 8        u64      seq (the caller's version number; must match the file name)
+//! offset 16       u64      payload length n
+//! offset 24       n bytes  payload
+//! offset 24 + n   u32      CRC32C of bytes 0 .. 24 + n
+//! ```
+//!
+//! Written to `checkpoint-{seq:020}.ckpt.tmp`, fsynced, renamed into place, then the directory is
+//! fsynced. A crash at any point leaves either the old set of checkpoints or the new one (plus
+//! perhaps a temp file, removed at the next open). Checkpoints touch only `checkpoints/`, so a
+//! checkpoint thread can write them while the writer appends.
+
+use std::path::{Path, PathBuf};
+
+use super::error::LogError;
+use super::io::{read_full, Io};
+
+const MAGIC: &[u8; 8] = b"SVCRCKP1";
+const HEADER_BYTES: usize = 24;
+const CRC_BYTES: usize = 4;
+pub(crate) const CHECKPOINT_PREFIX: &str = "checkpoint-";
+pub(crate) const CHECKPOINT_SUFFIX: &str = ".ckpt";
+const TEMP_SUFFIX: &str = ".tmp";
+
+/// A checkpoint that verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The caller's version number.
+    pub seq: u64,
+    pub payload: Vec<u8>,
+    pub path: PathBuf,
+}
+
+/// `data_dir/checkpoints`
+pub fn checkpoints_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("checkpoints")
+}
+
+pub(crate) fn checkpoint_name(seq: u64) -> String {
+    format!("{CHECKPOINT_PREFIX}{seq:020}{CHECKPOINT_SUFFIX}")
+}
+
+pub(crate) fn parse_checkpoint_name(name: &str) -> Option<u64> {
+    let digits = name
+        .strip_prefix(CHECKPOINT_PREFIX)?
+        .strip_suffix(CHECKPOINT_SUFFIX)?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+pub(crate) fn encode(seq: u64, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(HEADER_BYTES + payload.len() + CRC_BYTES);
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&seq.to_le_bytes());
+    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(payload);
+    let crc = crc32c::crc32c(&bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    bytes
+}
+
+/// Check a checkpoint file's bytes; returns the payload or why it is unusable.
+pub(crate) fn decode(expected_seq: u64, bytes: &[u8]) -> Result<&[u8], String> {
+    if bytes.len() < HEADER_BYTES + CRC_BYTES {
+        return Err(format!("file is only {} bytes long", bytes.len()));
+    }
+    if &bytes[0..8] != MAGIC {
+        return Err("bad magic".to_string());
+    }
+    let seq = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+    let len = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
+    let want = (HEADER_BYTES + CRC_BYTES) as u64 + len;
+    if bytes.len() as u64 != want {
+        return Err(format!(
+            "file is {} bytes long, its header says {want}",
+            bytes.len()
+        ));
+    }
+    let body = bytes.len() - CRC_BYTES;
+    let stored = u32::from_le_bytes(bytes[body..].try_into().expect("4 bytes"));
+    let crc = crc32c::crc32c(&bytes[..body]);
+    if stored != crc {
+        return Err(format!(
+            "checksum mismatch (stored {stored:#010x}, computed {crc:#010x})"
+        ));
+    }
+    if seq != expected_seq {
+        return Err(format!("holds seq {seq} but is named for {expected_seq}"));
+    }
+    Ok(&bytes[HEADER_BYTES..body])
+}
+
+pub(crate) fn read_whole(io: &dyn Io, path: &Path) -> Result<Vec<u8>, LogError> {
+    let file = io.open(path).map_err(|e| LogError::io("open", path, e))?;
+    let size = file.size().map_err(|e| LogError::io("stat", path, e))?;
+    let mut bytes = vec![0u8; size as usize];
+    let got = read_full(&*file, 0, &mut bytes).map_err(|e| LogError::io("read", path, e))?;
+    bytes.truncate(got);
+    Ok(bytes)
+}
+
+/// The checkpoint files in `dir` as (seq, path), newest first.
+pub(crate) fn list(io: &dyn Io, dir: &Path) -> Result<Vec<(u64, PathBuf)>, LogError> {
+    let names = io
+        .list_dir(dir)
+        .map_err(|e| LogError::io("list dir", dir, e))?;
+    let mut found: Vec<(u64, PathBuf)> = names
+        .iter()
+        .filter_map(|name| parse_checkpoint_name(name).map(|seq| (seq, dir.join(name))))
+        .collect();
+    found.sort_unstable_by_key(|f| std::cmp::Reverse(f.0));
+    Ok(found)
+}
+
+/// Write a checkpoint of the caller's state at version `seq`, then delete all but the newest
+/// `keep` checkpoints (at least 1: the one just written). Returns the checkpoint's path.
+///
+/// Safe to call from a thread other than the writer: it touches only `checkpoints/`. Not safe to
+/// call from two threads at once with the same `seq`.
+pub fn write_checkpoint(
+    data_dir: &Path,
+    io: &dyn Io,
+    seq: u64,
+    payload: &[u8],
+    keep: usize,
+) -> Result<PathBuf, LogError> {
+    let dir = checkpoints_dir(data_dir);
+    let path = dir.join(checkpoint_name(seq));
+    let temp = dir.join(format!("{}{TEMP_SUFFIX}", checkpoint_name(seq)));
+    let bytes = encode(seq, payload);
+    {
+        let file = io
+            .create(&temp)
+            .map_err(|e| LogError::io_or_no_space("create", &temp, e))?;
+        file.write_at(0, &bytes)
+            .map_err(|e| LogError::io_or_no_space("write", &temp, e))?;
+        // The contents must be durable before the rename can be: otherwise a crash could leave
+        // the new name pointing at an empty or partial file.
+        file.sync()
+            .map_err(|e| LogError::io_or_no_space("fsync", &temp, e))?;
+    }
+    io.rename(&temp, &path)
+        .map_err(|e| LogError::io("rename", &temp, e))?;
+    // IMPORTANT: the rename is durable only once the directory is fsynced.
+    io.sync_dir(&dir)
+        .map_err(|e| LogError::io("fsync dir", &dir, e))?;
+
+    let keep = keep.max(1);
+    for (old_seq, old_path) in list(io, &dir)?.into_iter().skip(keep) {
+        // An old checkpoint that reappears after a crash is harmless, so no directory sync here.
+        if let Err(e) = io.remove(&old_path) {
+            log::warn!(
+                "msg=\"cannot remove an old checkpoint\" path={} seq={old_seq} error=\"{e}\"",
+                old_path.display()
+            );
+        }
+    }
+    Ok(path)
+}
+
+/// Remove temp files left by a crash during `write_checkpoint`. Called at open, under the lock.
+pub(crate) fn remove_temps(io: &dyn Io, dir: &Path) -> Result<(), LogError> {
+    let names = io
+        .list_dir(dir)
+        .map_err(|e| LogError::io("list dir", dir, e))?;
+    for name in names.iter().filter(|n| n.ends_with(TEMP_SUFFIX)) {
+        let path = dir.join(name);
+        log::info!(
+            "msg=\"removing an unfinished checkpoint temp file\" path={}",
+            path.display()
+        );
+        io.remove(&path)
+            .map_err(|e| LogError::io("remove", &path, e))?;
+    }
+    Ok(())
+}
+
+/// The newest checkpoint that verifies, trying older ones in turn. Unusable ones are skipped
+/// with a warning (and left on disk for an operator to look at).
+pub(crate) fn load_newest(io: &dyn Io, data_dir: &Path) -> Result<Option<Checkpoint>, LogError> {
+    let dir = checkpoints_dir(data_dir);
+    let found = list(io, &dir)?;
+    let mut skipped = 0usize;
+    for (seq, path) in &found {
+        let verdict = read_whole(io, path).and_then(|bytes| match decode(*seq, &bytes) {
+            Ok(payload) => Ok(payload.to_vec()),
+            Err(reason) => Err(LogError::corrupt(path, 0, reason)),
+        });
+        match verdict {
+            Ok(payload) => {
+                if skipped == 0 {
+                    log::info!(
+                        "msg=\"loaded checkpoint\" path={} seq={seq} bytes={}",
+                        path.display(),
+                        payload.len()
+                    );
+                } else {
+                    log::warn!(
+                        "msg=\"loaded an older checkpoint; newer ones were unusable\" path={} \
+                         seq={seq} bytes={} skipped_newer={skipped}",
+                        path.display(),
+                        payload.len()
+                    );
+                }
+                return Ok(Some(Checkpoint {
+                    seq: *seq,
+                    payload,
+                    path: path.clone(),
+                }));
+            }
+            Err(e) => {
+                skipped += 1;
+                log::warn!(
+                    "msg=\"skipping unusable checkpoint, trying an older one\" path={} seq={seq} error=\"{e}\"",
+                    path.display()
+                );
+            }
+        }
+    }
+    if !found.is_empty() {
+        log::warn!(
+            "msg=\"no checkpoint verified; recovering from the whole log\" checkpoints={}",
+            found.len()
+        );
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_decode() {
+        let bytes = encode(42, b"state");
+        assert_eq!(decode(42, &bytes), Ok(&b"state"[..]));
+        assert!(decode(41, &bytes).unwrap_err().contains("named for 41"));
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x10;
+            assert!(decode(42, &bad).is_err(), "flip at {i} not caught");
+        }
+        assert!(decode(42, &bytes[..bytes.len() - 1]).is_err());
+        assert!(decode(42, &[]).is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(parse_checkpoint_name(&checkpoint_name(7)), Some(7));
+        assert_eq!(parse_checkpoint_name("checkpoint-7.ckpt.tmp"), None);
+    }
+}
