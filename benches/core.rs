@@ -29,11 +29,24 @@ fn crypto(c: &mut Criterion) {
     let sig = signers::sign_payload(&key, PROPOSAL);
     let vk = key.verifying_key();
     c.bench_function("verify_strict", |b| {
-        b.iter(|| assert!(signers::verify_strict(black_box(&vk), black_box(&sig), black_box(&pae))))
+        b.iter(|| {
+            assert!(signers::verify_strict(
+                black_box(&vk),
+                black_box(&sig),
+                black_box(&pae)
+            ))
+        })
     });
-    c.bench_function("sign_dsse", |b| b.iter(|| signers::sign_payload(&key, black_box(PROPOSAL))));
+    c.bench_function("sign_dsse", |b| {
+        b.iter(|| signers::sign_payload(&key, black_box(PROPOSAL)))
+    });
     c.bench_function("pae_and_sha256", |b| {
-        b.iter(|| (dsse::pae(black_box(PROPOSAL)), sha256_hex(black_box(PROPOSAL))))
+        b.iter(|| {
+            (
+                dsse::pae(black_box(PROPOSAL)),
+                sha256_hex(black_box(PROPOSAL)),
+            )
+        })
     });
     c.bench_function("proposal_parse_validate", |b| {
         b.iter(|| proposal::parse(black_box(PROPOSAL), "bench", &limits()).unwrap())
@@ -48,8 +61,9 @@ fn crypto(c: &mut Criterion) {
 }
 
 fn snapshot_of(n: usize) -> Snapshot {
-    let body: Arc<serde_json::value::RawValue> =
-        Arc::from(serde_json::value::RawValue::from_string(r#"{"addr":"10.0.0.1:9000"}"#.into()).unwrap());
+    let body: Arc<serde_json::value::RawValue> = Arc::from(
+        serde_json::value::RawValue::from_string(r#"{"addr":"10.0.0.1:9000"}"#.into()).unwrap(),
+    );
     let ops: Vec<Op> = (0..n)
         .map(|i| Op::Put {
             kind: Kind::Node,
@@ -90,7 +104,7 @@ fn publish(c: &mut Criterion) {
 
 /// Approvals/s through the real verifier pool: `n` threads, a burst of `jobs` signatures.
 fn approvals_per_sec(threads: usize, jobs: usize) -> Duration {
-    use svc_registry::roles::verifier::{start, VerifyJob, Verified};
+    use svc_registry::roles::verifier::{start, Verified, VerifyJob};
     let key = SigningKey::from_bytes(&[9; 32]);
     let pae: Arc<[u8]> = dsse::pae(PROPOSAL).into();
     let sig = signers::sign_payload(&key, PROPOSAL);

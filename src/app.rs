@@ -5,15 +5,14 @@
 //! `verify-{i}`, `fsync`, and the storage roles.
 
 use crate::api::{AdminApi, Readiness, RegistryApi};
-use crate::config::{Config, Flags};
+use crate::config::{Config, Flags, FsyncMode};
 use crate::domain::signers::SignerSet;
 use crate::http::{Listener, Server};
 use crate::metrics::m;
 use crate::roles::fsync::{FsyncParts, SyncTarget};
 use crate::roles::verifier;
 use crate::roles::writer::{
-    Internal, Journal, MemoryJournal, WriteRequest, Writer, WriterParts,
-    WriterSettings,
+    Internal, Journal, MemoryJournal, WriteRequest, Writer, WriterParts, WriterSettings,
 };
 use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
@@ -116,12 +115,81 @@ pub fn run(opts: Options) -> i32 {
     Readiness::set(&readiness.metrics_served, true);
 
     // State: genesis (amnesia) or what storage restores.
-    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::genesis(&config.raw.registry_id)));
-    let journal: Box<dyn Journal> = Box::new(MemoryJournal::new());
-    let sync_target: Option<Box<dyn SyncTarget>> = None;
+    let mut recent_commits = Vec::new();
+    let mut checkpoint_version = 0;
+    let mut storage = None;
+    let (initial, journal, sync_target): (Snapshot, Box<dyn Journal>, Option<Box<dyn SyncTarget>>) =
+        if config.flags.amnesia {
+            log::info!("msg=\"amnesia: state lives in memory only; nothing is written to disk\"");
+            (
+                Snapshot::genesis(&config.raw.registry_id),
+                Box::new(MemoryJournal::new()),
+                None,
+            )
+        } else {
+            let opts = crate::log::StorageOptions {
+                segment_bytes: config.raw.storage.segment_bytes,
+                checkpoints_kept: config.raw.storage.checkpoints_kept,
+            };
+            let restore_started = Instant::now();
+            match crate::storage::open(&config.raw.data_dir, &config.raw.registry_id, &opts) {
+                Ok(opened) => {
+                    let sync = config.raw.storage.fsync != FsyncMode::Never;
+                    if !sync {
+                        log::warn!("msg=\"fsync = never: acknowledged commits can be lost on a crash; for benchmarks only\"");
+                    }
+                    log::info!(
+                        "msg=\"state restored\" data_dir={:?} version={} descriptors={} from_checkpoint={} elapsed_ms={}",
+                        config.raw.data_dir.display().to_string(),
+                        opened.restored.snapshot.version(),
+                        opened.restored.snapshot.descriptors.len(),
+                        opened.restored.from_checkpoint,
+                        restore_started.elapsed().as_millis()
+                    );
+                    recent_commits = opened.restored.recent_commits;
+                    checkpoint_version = opened.restored.from_checkpoint;
+                    let journal = Box::new(crate::storage::DiskJournal {
+                        writer: opened.writer,
+                        sync,
+                    });
+                    let target: Option<Box<dyn SyncTarget>> =
+                        sync.then(|| Box::new(opened.syncer.clone()) as Box<dyn SyncTarget>);
+                    storage = Some((opened.syncer, opened.lock, opened.data_dir));
+                    (
+                        opened.restored.snapshot,
+                        journal as Box<dyn Journal>,
+                        target,
+                    )
+                }
+                Err(crate::storage::OpenError::Locked(msg)) => {
+                    log::error!(
+                        "msg=\"data directory is in use by another process\" error={msg:?}"
+                    );
+                    eprintln!("error: {msg}");
+                    metrics_server.shutdown(Instant::now() + Duration::from_secs(1));
+                    return EXIT_START;
+                }
+                Err(crate::storage::OpenError::Refused(msg)) => {
+                    // Never skip corruption: stay up, not ready, with the reason, until told
+                    // to stop. An operator restores from a backup (docs/OPERATIONS.md).
+                    log::error!("msg=\"state restore failed; not ready\" error={msg:?}");
+                    *readiness.restore_error.lock() = Some(msg);
+                    for signal in signals.forever() {
+                        if signal != SIGHUP {
+                            break;
+                        }
+                    }
+                    metrics_server.shutdown(Instant::now() + Duration::from_secs(1));
+                    log::info!("shutdown_complete=1 service=svc-registry");
+                    return EXIT_START;
+                }
+            }
+        };
+    let snapshot = Arc::new(ArcSwap::from_pointee(initial));
     Readiness::set(&readiness.state_restored, true);
     Readiness::set(&readiness.storage_ready, true);
-    m().registry_head_version.set(snapshot.load().version() as i64);
+    m().registry_head_version
+        .set(snapshot.load().version() as i64);
 
     // Writer, verifiers, fsync.
     let (requests_tx, requests_rx) = crossbeam_channel::bounded::<WriteRequest>(WRITER_QUEUE);
@@ -161,7 +229,39 @@ pub fn run(opts: Options) -> i32 {
                 return EXIT_START;
             }
         };
-    let writer = Writer::new(WriterParts {
+    // Checkpoints (not with --amnesia).
+    let (checkpoint_tx, checkpoint_thread) = match &storage {
+        Some((_, _, data_dir)) => {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            let data_dir = data_dir.clone();
+            let keep = config.raw.storage.checkpoints_kept;
+            let parts = crate::roles::checkpoint::CheckpointParts {
+                snapshot: snapshot.clone(),
+                wake: rx,
+                every_commits: config.raw.storage.checkpoint_every_commits.max(1),
+                interval: Duration::from_secs(config.raw.storage.checkpoint_interval_secs.max(1)),
+                last_version: checkpoint_version,
+                write: Box::new(move |seq, bytes| {
+                    crate::log::write_checkpoint(&data_dir, &crate::log::OsIo, seq, bytes, keep)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }),
+            };
+            let handle = std::thread::Builder::new()
+                .name("checkpoint".into())
+                .spawn(move || crate::roles::checkpoint::run(parts))
+                .expect("spawning the checkpoint thread");
+            (Some(tx), Some(handle))
+        }
+        None => (None, None),
+    };
+    let mut publishers: Vec<Box<dyn crate::roles::writer::Publisher>> = vec![Box::new(
+        crate::roles::sse::StreamPublisher(sse_hub.clone()),
+    )];
+    if let Some(tx) = checkpoint_tx {
+        publishers.push(Box::new(crate::roles::checkpoint::CheckpointNudge(tx)));
+    }
+    let mut writer = Writer::new(WriterParts {
         registry_id: config.raw.registry_id.clone(),
         snapshot: snapshot.clone(),
         signers: signers.clone(),
@@ -171,10 +271,13 @@ pub fn run(opts: Options) -> i32 {
         verify_tx,
         sync_tx,
         journal,
-        publisher: Box::new(crate::roles::sse::StreamPublisher(sse_hub.clone())),
+        publisher: Box::new(crate::roles::writer::Publishers(publishers)),
         poisoned: poisoned.clone(),
         clock: crate::clock::now_unix,
     });
+    for (proposal_id, version) in recent_commits {
+        writer.remember_committed(proposal_id, version);
+    }
     let writer_thread = std::thread::Builder::new()
         .name("writer".into())
         .spawn(move || writer.run())
@@ -192,7 +295,11 @@ pub fn run(opts: Options) -> i32 {
         stream: Some(sse_hub.clone()),
     });
     let listener = if config.flags.uds_only {
-        let path = config.raw.uds_path.clone().expect("validated: uds_only needs uds_path");
+        let path = config
+            .raw
+            .uds_path
+            .clone()
+            .expect("validated: uds_only needs uds_path");
         Listener::bind_unix(&path)
     } else {
         Listener::bind_tcp(&config.raw.registry_addr)
@@ -282,6 +389,12 @@ pub fn run(opts: Options) -> i32 {
         let _ = t.join();
     }
     let _ = sse_thread.join();
+    // The writer is gone, so the checkpoint thread's wake channel is closed: it writes a final
+    // checkpoint if commits happened since the last one, then exits.
+    if let Some(t) = checkpoint_thread {
+        let _ = t.join();
+    }
+    drop(storage);
     log::info!("shutdown_complete=1 service=svc-registry");
     EXIT_OK
 }
@@ -336,8 +449,10 @@ fn reload(
         }
         Err(e) => {
             m().registry_reload_fail_total.inc();
-            log::error!("msg=\"reload refused; keeping the old config\" error={:?}", e.to_string());
+            log::error!(
+                "msg=\"reload refused; keeping the old config\" error={:?}",
+                e.to_string()
+            );
         }
     }
 }
-

@@ -21,12 +21,18 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(url: &str, admin_url: &str, unix: Option<PathBuf>, timeout: Duration) -> Result<Conn, String> {
+    pub fn new(
+        url: &str,
+        admin_url: &str,
+        unix: Option<PathBuf>,
+        timeout: Duration,
+    ) -> Result<Conn, String> {
         let registry = match unix {
             Some(p) => Target::Unix(p),
             None => Target::parse(url).map_err(|e| format!("--url {url:?}: {e}"))?,
         };
-        let admin = Target::parse(admin_url).map_err(|e| format!("--admin-url {admin_url:?}: {e}"))?;
+        let admin =
+            Target::parse(admin_url).map_err(|e| format!("--admin-url {admin_url:?}: {e}"))?;
         Ok(Conn {
             registry,
             admin,
@@ -34,7 +40,13 @@ impl Conn {
         })
     }
 
-    fn call(&self, target: &Target, method: &str, path: &str, body: Option<&[u8]>) -> Result<ClientResponse, String> {
+    fn call(
+        &self,
+        target: &Target,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<ClientResponse, String> {
         let headers: &[(&str, &str)] = if body.is_some() {
             &[("Content-Type", "application/json")]
         } else {
@@ -45,12 +57,24 @@ impl Conn {
     }
 
     /// Call the registry API and insist on `want`; any other status becomes a clear message.
-    pub fn registry(&self, method: &str, path: &str, body: Option<&[u8]>, want: u16) -> Result<serde_json::Value, String> {
+    pub fn registry(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        want: u16,
+    ) -> Result<serde_json::Value, String> {
         let r = self.call(&self.registry, method, path, body)?;
         expect(r, want, method, path)
     }
 
-    pub fn admin(&self, method: &str, path: &str, body: Option<&[u8]>, want: u16) -> Result<serde_json::Value, String> {
+    pub fn admin(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        want: u16,
+    ) -> Result<serde_json::Value, String> {
         let r = self.call(&self.admin, method, path, body)?;
         expect(r, want, method, path)
     }
@@ -63,7 +87,12 @@ fn describe(t: &Target) -> String {
     }
 }
 
-fn expect(r: ClientResponse, want: u16, method: &str, path: &str) -> Result<serde_json::Value, String> {
+fn expect(
+    r: ClientResponse,
+    want: u16,
+    method: &str,
+    path: &str,
+) -> Result<serde_json::Value, String> {
     let value: Option<serde_json::Value> = serde_json::from_slice(&r.body).ok();
     if r.status == want {
         return value.ok_or_else(|| format!("{method} {path}: the answer is not JSON"));
@@ -90,7 +119,10 @@ fn expect(r: ClientResponse, want: u16, method: &str, path: &str) -> Result<serd
         507 => " (the server's disk is full)",
         _ => "",
     };
-    Err(format!("{method} {path}: {} {code}: {message}{hint}", r.status))
+    Err(format!(
+        "{method} {path}: {} {code}: {message}{hint}",
+        r.status
+    ))
 }
 
 fn print_json(v: &serde_json::Value) {
@@ -111,14 +143,18 @@ pub struct KeyFile {
 
 pub fn load_key(path: &Path) -> Result<(String, SigningKey), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let kf: KeyFile = serde_json::from_str(&text).map_err(|e| format!("{}: not a key file: {e}", path.display()))?;
+    let kf: KeyFile = serde_json::from_str(&text)
+        .map_err(|e| format!("{}: not a key file: {e}", path.display()))?;
     let seed: [u8; 32] = hex::decode(&kf.secret_key)
         .ok()
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| format!("{}: secret_key must be 64 hex digits", path.display()))?;
     let key = SigningKey::from_bytes(&seed);
     if hex::encode(key.verifying_key().as_bytes()) != kf.public_key {
-        return Err(format!("{}: public_key does not match secret_key", path.display()));
+        return Err(format!(
+            "{}: public_key does not match secret_key",
+            path.display()
+        ));
     }
     Ok((kf.keyid, key))
 }
@@ -130,7 +166,9 @@ pub fn keygen(out: &Path, keyid: Option<&str>) -> CliResult {
     getrandom::getrandom(&mut seed).map_err(|e| format!("no randomness: {e}"))?;
     let key = SigningKey::from_bytes(&seed);
     let public = hex::encode(key.verifying_key().as_bytes());
-    let keyid = keyid.map(str::to_string).unwrap_or_else(|| format!("key-{}", &public[..8]));
+    let keyid = keyid
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("key-{}", &public[..8]));
     let file = KeyFile {
         warning: None,
         keyid: keyid.clone(),
@@ -143,10 +181,14 @@ pub fn keygen(out: &Path, keyid: Option<&str>) -> CliResult {
         .mode(0o600)
         .open(out)
         .map_err(|e| format!("{}: {e}", out.display()))?;
-    f.write_all(serde_json::to_string_pretty(&file).expect("serializes").as_bytes())
-        .and_then(|_| f.write_all(b"\n"))
-        .and_then(|_| f.sync_all())
-        .map_err(|e| format!("{}: {e}", out.display()))?;
+    f.write_all(
+        serde_json::to_string_pretty(&file)
+            .expect("serializes")
+            .as_bytes(),
+    )
+    .and_then(|_| f.write_all(b"\n"))
+    .and_then(|_| f.sync_all())
+    .map_err(|e| format!("{}: {e}", out.display()))?;
     println!("keyid = {keyid:?}");
     println!("public_key = {public:?}");
     eprintln!(
@@ -169,7 +211,10 @@ pub fn get(conn: &Conn, version: u64) -> CliResult {
 pub fn propose(conn: &Conn, file: &Path) -> CliResult {
     let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let v = conn.registry("POST", "/propose", Some(&bytes), 202)?;
-    eprintln!("proposal accepted; expires at {}", v["expires_at"].as_str().unwrap_or("?"));
+    eprintln!(
+        "proposal accepted; expires at {}",
+        v["expires_at"].as_str().unwrap_or("?")
+    );
     println!("{}", v["proposal_id"].as_str().unwrap_or(""));
     Ok(())
 }
@@ -183,7 +228,9 @@ fn fetch_payload(conn: &Conn, id: &str) -> Result<(serde_json::Value, Vec<u8>), 
         .and_then(dsse::unb64)
         .ok_or("the server's proposal has no base64 payload")?;
     if sha256_hex(&payload) != id {
-        return Err(format!("the server returned a payload whose SHA-256 is not {id}: refusing to sign"));
+        return Err(format!(
+            "the server returned a payload whose SHA-256 is not {id}: refusing to sign"
+        ));
     }
     Ok((v, payload))
 }
@@ -191,7 +238,7 @@ fn fetch_payload(conn: &Conn, id: &str) -> Result<(serde_json::Value, Vec<u8>), 
 fn show_review(v: &serde_json::Value, payload: &[u8]) {
     eprintln!("proposal {}", v["proposal_id"].as_str().unwrap_or("?"));
     eprintln!(
-        "state: {}   approvals: {:?} of threshold {}",
+        "state: {}   approvals: {} of threshold {}",
         v["state"].as_str().unwrap_or("?"),
         v["approvals"],
         v["threshold"]
@@ -208,7 +255,11 @@ fn show_review(v: &serde_json::Value, payload: &[u8]) {
             );
         }
     }
-    eprintln!("payload ({} bytes): {}", payload.len(), String::from_utf8_lossy(payload));
+    eprintln!(
+        "payload ({} bytes): {}",
+        payload.len(),
+        String::from_utf8_lossy(payload)
+    );
 }
 
 pub fn approve(
@@ -219,23 +270,29 @@ pub fn approve(
     import_sig: Option<&Path>,
 ) -> CliResult {
     let signature = if let Some(sig_file) = import_sig {
-        let text = std::fs::read_to_string(sig_file).map_err(|e| format!("{}: {e}", sig_file.display()))?;
-        let v: SigJson = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", sig_file.display()))?;
+        let text = std::fs::read_to_string(sig_file)
+            .map_err(|e| format!("{}: {e}", sig_file.display()))?;
+        let v: SigJson =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", sig_file.display()))?;
         serde_json::json!({"keyid": v.keyid, "sig": v.sig})
     } else {
         let (v, payload) = fetch_payload(conn, id)?;
         show_review(&v, &payload);
         if let Some(out) = export_payload {
             std::fs::write(out, &payload).map_err(|e| format!("{}: {e}", out.display()))?;
-            eprintln!("wrote the exact payload to {}; sign it offline with `ronctl sign`", out.display());
+            eprintln!(
+                "wrote the exact payload to {}; sign it offline with `ronctl sign`",
+                out.display()
+            );
             return Ok(());
         }
         let (keyid, key) = load_key(signer.ok_or("--signer is required")?)?;
         let sig = dsse::encode_sig(&sign_payload(&key, &payload));
         serde_json::json!({"keyid": keyid, "sig": sig})
     };
-    let body = serde_json::to_vec(&serde_json::json!({"proposal_id": id, "signatures": [signature]}))
-        .expect("serializes");
+    let body =
+        serde_json::to_vec(&serde_json::json!({"proposal_id": id, "signatures": [signature]}))
+            .expect("serializes");
     let v = conn.registry("POST", "/approve", Some(&body), 200)?;
     println!("approvals {} of {}", v["approvals"], v["threshold"]);
     Ok(())
@@ -251,7 +308,11 @@ struct SigJson {
 pub fn sign_offline(payload: &Path, signer: &Path, out: Option<&Path>) -> CliResult {
     let bytes = std::fs::read(payload).map_err(|e| format!("{}: {e}", payload.display()))?;
     let (keyid, key) = load_key(signer)?;
-    eprintln!("signing proposal {} ({} bytes) as {keyid}", sha256_hex(&bytes), bytes.len());
+    eprintln!(
+        "signing proposal {} ({} bytes) as {keyid}",
+        sha256_hex(&bytes),
+        bytes.len()
+    );
     let sig = SigJson {
         keyid,
         sig: dsse::encode_sig(&sign_payload(&key, &bytes)),
@@ -269,7 +330,11 @@ pub fn sign_offline(payload: &Path, signer: &Path, out: Option<&Path>) -> CliRes
 pub fn commit(conn: &Conn, id: &str) -> CliResult {
     let body = serde_json::to_vec(&serde_json::json!({"proposal_id": id})).expect("serializes");
     let v = conn.registry("POST", "/commit", Some(&body), 200)?;
-    println!("version {} hash {}", v["version"], v["hash"].as_str().unwrap_or(""));
+    println!(
+        "version {} hash {}",
+        v["version"],
+        v["hash"].as_str().unwrap_or("")
+    );
     Ok(())
 }
 
@@ -292,11 +357,17 @@ pub fn signers_from_json(v: &serde_json::Value) -> Result<SignerSet, String> {
     crate::config::parse_signers(&raw)
 }
 
-pub fn verify(conn: &Conn, pinned: Option<&Path>, log_file: Option<&Path>, registry_id: Option<&str>) -> CliResult {
+pub fn verify(
+    conn: &Conn,
+    pinned: Option<&Path>,
+    log_file: Option<&Path>,
+    registry_id: Option<&str>,
+) -> CliResult {
     let signers = match pinned {
         Some(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?;
             signers_from_json(&v).map_err(|e| format!("{}: {e}", p.display()))?
         }
         None => {
@@ -307,18 +378,34 @@ pub fn verify(conn: &Conn, pinned: Option<&Path>, log_file: Option<&Path>, regis
     let values: Vec<serde_json::Value> = match log_file {
         Some(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?;
             match v {
                 serde_json::Value::Array(a) => a,
-                mut page => page["records"].take().as_array().cloned().ok_or("log file: no records")?,
+                mut page => page["records"]
+                    .take()
+                    .as_array()
+                    .cloned()
+                    .ok_or("log file: no records")?,
             }
         }
         None => {
             let mut all = Vec::new();
             let mut from = 0u64;
             loop {
-                let mut page = conn.registry("GET", &format!("/registry/log?from={from}&limit=1000"), None, 200)?;
-                all.extend(page["records"].take().as_array().cloned().unwrap_or_default());
+                let mut page = conn.registry(
+                    "GET",
+                    &format!("/registry/log?from={from}&limit=1000"),
+                    None,
+                    200,
+                )?;
+                all.extend(
+                    page["records"]
+                        .take()
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default(),
+                );
                 match page["next"].as_u64() {
                     Some(n) if n > from => from = n,
                     _ => break,
@@ -329,7 +416,8 @@ pub fn verify(conn: &Conn, pinned: Option<&Path>, log_file: Option<&Path>, regis
     };
     let mut records = Vec::with_capacity(values.len());
     for (i, v) in values.into_iter().enumerate() {
-        records.push(CommitRecord::from_value(v).map_err(|e| format!("record {i}: {}", e.message))?);
+        records
+            .push(CommitRecord::from_value(v).map_err(|e| format!("record {i}: {}", e.message))?);
     }
     let registry_id = match registry_id {
         Some(r) => r.to_string(),
@@ -354,7 +442,8 @@ pub fn verify(conn: &Conn, pinned: Option<&Path>, log_file: Option<&Path>, regis
 }
 
 pub fn config_print(path: &Path) -> CliResult {
-    let config = crate::config::Config::load(path, crate::config::Flags::default()).map_err(|e| e.to_string())?;
+    let config = crate::config::Config::load(path, crate::config::Flags::default())
+        .map_err(|e| e.to_string())?;
     print!("{}", config.to_toml());
     Ok(())
 }

@@ -32,13 +32,18 @@ pub fn rfc3339(unix_secs: i64) -> String {
 pub fn rfc3339_ms(unix_ms: i64) -> String {
     let t = OffsetDateTime::from_unix_timestamp_nanos(unix_ms as i128 * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    let t = t.replace_nanosecond((unix_ms.rem_euclid(1000) as u32) * 1_000_000).unwrap_or(t);
-    t.format(&Rfc3339).unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_string())
+    let t = t
+        .replace_nanosecond((unix_ms.rem_euclid(1000) as u32) * 1_000_000)
+        .unwrap_or(t);
+    t.format(&Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_string())
 }
 
 /// Parse RFC 3339 into Unix seconds.
 pub fn parse_rfc3339(text: &str) -> Option<i64> {
-    OffsetDateTime::parse(text, &Rfc3339).ok().map(|t| t.unix_timestamp())
+    OffsetDateTime::parse(text, &Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp())
 }
 
 #[cfg(test)]
@@ -50,7 +55,10 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(parse_rfc3339("2026-01-01T00:00:00Z"), Some(1_767_225_600));
         assert_eq!(parse_rfc3339(&rfc3339(1_767_225_600)), Some(1_767_225_600));
-        assert_eq!(parse_rfc3339("2026-01-01T01:00:00+01:00"), Some(1_767_225_600));
+        assert_eq!(
+            parse_rfc3339("2026-01-01T01:00:00+01:00"),
+            Some(1_767_225_600)
+        );
         assert_eq!(parse_rfc3339("yesterday"), None);
         assert_eq!(rfc3339_ms(1_767_225_600_123), "2026-01-01T00:00:00.123Z");
     }

@@ -243,8 +243,9 @@ impl Config {
         flags: Flags,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let mut raw: RawConfig = toml::from_str(text)
-            .map_err(|e| ConfigError(format!("{}: {}", path.display(), e.to_string().trim_end())))?;
+        let mut raw: RawConfig = toml::from_str(text).map_err(|e| {
+            ConfigError(format!("{}: {}", path.display(), e.to_string().trim_end()))
+        })?;
         if let Some(v) = env("REGISTRY_ADDR") {
             raw.registry_addr = v;
         }
@@ -315,7 +316,9 @@ impl Config {
             )));
         }
         if raw.http.max_header_bytes < 1024 {
-            return Err(fail("http.max_header_bytes must be at least 1024".to_string()));
+            return Err(fail(
+                "http.max_header_bytes must be at least 1024".to_string(),
+            ));
         }
         if raw.storage.segment_bytes < 64 * 1024 || raw.storage.segment_bytes > (1 << 40) {
             return Err(fail(format!(
@@ -325,11 +328,14 @@ impl Config {
         }
         if (raw.storage.segment_bytes as usize) < raw.max_body_bytes * 2 + 4096 {
             return Err(fail(
-                "storage.segment_bytes must hold at least two records of max_body_bytes".to_string(),
+                "storage.segment_bytes must hold at least two records of max_body_bytes"
+                    .to_string(),
             ));
         }
         if raw.storage.checkpoints_kept == 0 {
-            return Err(fail("storage.checkpoints_kept must be at least 1".to_string()));
+            return Err(fail(
+                "storage.checkpoints_kept must be at least 1".to_string(),
+            ));
         }
         if raw.proposals.max_descriptor_bytes == 0
             || raw.proposals.max_descriptor_bytes > raw.max_body_bytes
@@ -405,7 +411,10 @@ pub fn parse_signers(raw: &RawSigners) -> Result<SignerSet, String> {
             v.as_deref()
                 .map(|t| {
                     crate::clock::parse_rfc3339(t).ok_or_else(|| {
-                        format!("signers.keys[{i}] ({:?}): {field} {t:?} is not RFC 3339", k.keyid)
+                        format!(
+                            "signers.keys[{i}] ({:?}): {field} {t:?} is not RFC 3339",
+                            k.keyid
+                        )
                     })
                 })
                 .transpose()
@@ -428,9 +437,8 @@ mod tests {
     const KEY_B: &str = "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c";
 
     fn config(extra: &str, keys: &str) -> Result<Config, String> {
-        let text = format!(
-            "registry_id = \"r\"\ndata_dir = \"/tmp/x\"\n{extra}\n[signers]\n{keys}"
-        );
+        let text =
+            format!("registry_id = \"r\"\ndata_dir = \"/tmp/x\"\n{extra}\n[signers]\n{keys}");
         Config::from_toml(&text, Path::new("test.toml"), Flags::default(), &|_| None)
             .map_err(|e| e.0)
     }
@@ -465,7 +473,10 @@ mod tests {
             (two_keys(3), "threshold"),
             (two_keys(2).replace(KEY_B, KEY_A), "same public_key"),
             (two_keys(2).replace(KEY_B, "zz"), "hex"),
-            (two_keys(2).replace(KEY_B, &KEY_B.to_uppercase()), "lower-case"),
+            (
+                two_keys(2).replace(KEY_B, &KEY_B.to_uppercase()),
+                "lower-case",
+            ),
             (
                 two_keys(2).replace(
                     KEY_B,
@@ -473,7 +484,10 @@ mod tests {
                 ),
                 "weak",
             ),
-            (two_keys(2).replace("keyid = \"b\"", "keyid = \"a\""), "twice"),
+            (
+                two_keys(2).replace("keyid = \"b\"", "keyid = \"a\""),
+                "twice",
+            ),
             (
                 two_keys(1).replace("keyid = \"b\"", "keyid = \"b\"\nnot_before = \"soon\""),
                 "RFC 3339",
@@ -486,7 +500,10 @@ mod tests {
 
     #[test]
     fn environment_overrides_the_file() {
-        let text = format!("registry_id = \"r\"\ndata_dir = \"d\"\n[signers]\n{}", two_keys(1));
+        let text = format!(
+            "registry_id = \"r\"\ndata_dir = \"d\"\n[signers]\n{}",
+            two_keys(1)
+        );
         let env = |k: &str| (k == "REGISTRY_ADDR").then(|| "127.0.0.1:0".to_string());
         let c = Config::from_toml(&text, Path::new("t"), Flags::default(), &env).unwrap();
         assert_eq!(c.raw.registry_addr, "127.0.0.1:0");
@@ -495,8 +512,8 @@ mod tests {
     #[test]
     fn effective_config_round_trips_through_toml() {
         let c = config("", &two_keys(2)).unwrap();
-        let again = Config::from_toml(&c.to_toml(), Path::new("t"), Flags::default(), &|_| None)
-            .unwrap();
+        let again =
+            Config::from_toml(&c.to_toml(), Path::new("t"), Flags::default(), &|_| None).unwrap();
         assert_eq!(again.to_toml(), c.to_toml());
     }
 }

@@ -12,9 +12,7 @@ struct Logger {
 
 impl log::Log for Logger {
     fn enabled(&self, metadata: &log::Metadata) -> bool {
-        FILTER
-            .get()
-            .is_some_and(|f| f.read().enabled(metadata))
+        FILTER.get().is_some_and(|f| f.read().enabled(metadata))
     }
 
     fn log(&self, record: &log::Record) {

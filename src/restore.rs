@@ -133,8 +133,9 @@ pub fn restore<R: Located>(
     let mut recent = std::collections::VecDeque::new();
     for (i, r) in records.iter().enumerate() {
         let where_ = || r.location();
-        let rec = CommitRecord::from_json(r.payload())
-            .map_err(|e| RestoreError(format!("{}: record is not valid: {}", where_(), e.message)))?;
+        let rec = CommitRecord::from_json(r.payload()).map_err(|e| {
+            RestoreError(format!("{}: record is not valid: {}", where_(), e.message))
+        })?;
         let expect = i as u64 + 1;
         if rec.version != expect {
             return Err(RestoreError(format!(
@@ -152,10 +153,20 @@ pub fn restore<R: Located>(
         }
         if rec.version > cp_version {
             let p = proposal::parse(&rec.payload, registry_id, &limits).map_err(|e| {
-                RestoreError(format!("{}: version {} payload: {}", where_(), rec.version, e.message))
+                RestoreError(format!(
+                    "{}: version {} payload: {}",
+                    where_(),
+                    rec.version,
+                    e.message
+                ))
             })?;
             descriptors = state::apply(&descriptors, &p.ops, rec.version).map_err(|e| {
-                RestoreError(format!("{}: version {} does not apply: {}", where_(), rec.version, e.message))
+                RestoreError(format!(
+                    "{}: version {} does not apply: {}",
+                    where_(),
+                    rec.version,
+                    e.message
+                ))
             })?;
             if rec.descriptors != descriptors.len() as u64 {
                 return Err(RestoreError(format!(
@@ -234,7 +245,15 @@ mod tests {
                 r#"{{"registry_id":"r","base_version":{},"ops":[{{"op":"put","kind":"node","id":"n{v}","body":{{"v":{v}}}}}]}}"#,
                 v - 1
             );
-            let p = proposal::parse(payload.as_bytes(), "r", &ProposalLimits { max_ops: 9, max_descriptor_bytes: 99 }).unwrap();
+            let p = proposal::parse(
+                payload.as_bytes(),
+                "r",
+                &ProposalLimits {
+                    max_ops: 9,
+                    max_descriptor_bytes: 99,
+                },
+            )
+            .unwrap();
             let descriptors = state::apply(&prev.descriptors, &p.ops, v).unwrap();
             let pid = sha256_hex(payload.as_bytes());
             let sigs = vec![("k".to_string(), "c2ln".to_string())];
@@ -265,8 +284,18 @@ mod tests {
         let from_cp = restore("r", Some((3, &cp)), &recs).unwrap();
         assert_eq!(from_cp.from_checkpoint, 3);
         assert_eq!(from_cp.snapshot.head_json, full.snapshot.head_json);
-        let a: Vec<Vec<u8>> = full.snapshot.descriptors.values().map(|d| d.to_json()).collect();
-        let b: Vec<Vec<u8>> = from_cp.snapshot.descriptors.values().map(|d| d.to_json()).collect();
+        let a: Vec<Vec<u8>> = full
+            .snapshot
+            .descriptors
+            .values()
+            .map(|d| d.to_json())
+            .collect();
+        let b: Vec<Vec<u8>> = from_cp
+            .snapshot
+            .descriptors
+            .values()
+            .map(|d| d.to_json())
+            .collect();
         assert_eq!(a, b);
         assert_eq!(full.recent_commits.len(), 5);
     }
@@ -278,7 +307,10 @@ mod tests {
         v["hash"] = serde_json::json!("0".repeat(64));
         recs[1].0 = serde_json::to_vec(&v).unwrap();
         let err = restore("r", None, &recs).err().unwrap().0;
-        assert!(err.contains("record #2") && err.contains("broken hash chain"), "{err}");
+        assert!(
+            err.contains("record #2") && err.contains("broken hash chain"),
+            "{err}"
+        );
 
         let (recs, _) = chain_of(3);
         let cp = checkpoint_bytes(&snaps[2]);

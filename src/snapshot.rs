@@ -52,12 +52,18 @@ impl Snapshot {
 
     /// The record at `version`, if committed.
     pub fn record(&self, version: u64) -> Option<&Arc<CommitRecord>> {
-        usize::try_from(version).ok().and_then(|v| self.history.get(v))
+        usize::try_from(version)
+            .ok()
+            .and_then(|v| self.history.get(v))
     }
 
     /// The next snapshot after applying a commit record whose state is `descriptors`.
     pub fn next(&self, record: Arc<CommitRecord>, descriptors: Descriptors) -> Snapshot {
-        assert_eq!(record.version, self.version() + 1, "versions advance by one");
+        assert_eq!(
+            record.version,
+            self.version() + 1,
+            "versions advance by one"
+        );
         let mut history = self.history.clone();
         history.push_back(record.clone());
         Snapshot::new(self.registry_id.clone(), record, descriptors, history)

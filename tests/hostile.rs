@@ -34,7 +34,9 @@ fn read_to_close(t: &mut TcpStream) -> (Vec<u8>, Instant) {
 }
 
 fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 #[test]
@@ -56,9 +58,15 @@ fn slowloris_one_header_byte_per_second_is_cut_off_at_the_head_deadline() {
     }
     let (bytes, closed_at) = read_to_close(&mut t);
     let closed = cut_off_after.unwrap_or(closed_at - started);
-    assert!(closed < Duration::from_millis(3000), "slow client held the connection {closed:?}");
+    assert!(
+        closed < Duration::from_millis(3000),
+        "slow client held the connection {closed:?}"
+    );
     let text = String::from_utf8_lossy(&bytes);
-    assert!(!text.contains("200 OK"), "a slowloris request must not be served: {text}");
+    assert!(
+        !text.contains("200 OK"),
+        "a slowloris request must not be served: {text}"
+    );
     // The server still answers others.
     assert_eq!(s.get("/registry/head").status, 200);
 }
@@ -89,7 +97,10 @@ fn a_64_kib_header_gets_431_and_memory_does_not_grow() {
     let (bytes, _) = read_to_close(&mut t);
     assert!(String::from_utf8_lossy(&bytes).starts_with("HTTP/1.1 431"));
     let rss_after = s.proc_status("VmRSS");
-    assert!(rss_after < rss_before + 8 * 1024, "RSS grew from {rss_before} kB to {rss_after} kB");
+    assert!(
+        rss_after < rss_before + 8 * 1024,
+        "RSS grew from {rss_before} kB to {rss_after} kB"
+    );
 }
 
 #[test]
@@ -97,14 +108,16 @@ fn a_body_over_the_cap_gets_413_before_it_is_sent() {
     let s = TestServer::start(tight());
     let mut t = connect(&s);
     // Declare 10 MB and send none of it: the answer must come anyway.
-    t.write_all(b"POST /propose HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n").unwrap();
+    t.write_all(b"POST /propose HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n")
+        .unwrap();
     let (bytes, _) = read_to_close(&mut t);
     let text = String::from_utf8_lossy(&bytes);
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
     assert!(text.contains("too_large"));
     // Chunked: refused while reading, once the cap is crossed.
     let mut t = connect(&s);
-    t.write_all(b"POST /propose HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
+    t.write_all(b"POST /propose HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .unwrap();
     let chunk = format!("{:x}\r\n{}\r\n", 16384, "a".repeat(16384));
     for _ in 0..8 {
         if t.write_all(chunk.as_bytes()).is_err() {
@@ -124,7 +137,8 @@ fn a_thousand_idle_keepalive_connections_cost_few_threads_and_little_memory() {
     for _ in 0..1000 {
         let mut t = connect(&s);
         // Each makes one request and keeps the connection open.
-        t.write_all(b"GET /registry/head HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        t.write_all(b"GET /registry/head HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
         let mut buf = [0u8; 4096];
         let n = t.read(&mut buf).unwrap();
         assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
@@ -132,12 +146,22 @@ fn a_thousand_idle_keepalive_connections_cost_few_threads_and_little_memory() {
     }
     let threads = s.proc_status("Threads");
     let rss = s.proc_status("VmRSS");
-    assert!(threads < 256 && threads <= threads_before + 2, "threads {threads_before} -> {threads}");
+    assert!(
+        threads < 256 && threads <= threads_before + 2,
+        "threads {threads_before} -> {threads}"
+    );
     // Documented bound (docs/PERFORMANCE.md): under 16 MiB of growth for 1,000 idle connections.
-    assert!(rss < rss_before + 16 * 1024, "RSS {rss_before} kB -> {rss} kB");
+    assert!(
+        rss < rss_before + 16 * 1024,
+        "RSS {rss_before} kB -> {rss} kB"
+    );
     let started = Instant::now();
     assert_eq!(s.get("/registry/head").status, 200);
-    assert!(started.elapsed() < Duration::from_secs(1), "a new reader waited {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "a new reader waited {:?}",
+        started.elapsed()
+    );
     eprintln!("1000 idle connections: threads {threads_before} -> {threads}, RSS {rss_before} kB -> {rss} kB");
     drop(idle);
 }
@@ -147,14 +171,22 @@ fn a_client_that_never_reads_is_cut_off_at_the_write_timeout() {
     let s = TestServer::start(tight());
     // Make /registry/log pages large: 200 commits.
     for v in 0..200u64 {
-        s.commit_ops(v, serde_json::json!([put("node", &format!("n{v}"), serde_json::json!({"pad": "x".repeat(200)}))]));
+        s.commit_ops(
+            v,
+            serde_json::json!([put(
+                "node",
+                &format!("n{v}"),
+                serde_json::json!({"pad": "x".repeat(200)})
+            )]),
+        );
     }
     // Let connections of the setup finish their lingering close.
     std::thread::sleep(Duration::from_millis(1200));
     let fds_before = fd_count(s.pid());
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
-    sock.connect(&s.registry.parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    sock.connect(&s.registry.parse::<std::net::SocketAddr>().unwrap().into())
+        .unwrap();
     let mut t: TcpStream = sock.into();
     // Pipeline many big responses and never read.
     let req = b"GET /registry/log?from=0&limit=1000 HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -164,7 +196,11 @@ fn a_client_that_never_reads_is_cut_off_at_the_write_timeout() {
         }
     }
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(fd_count(s.pid()), fds_before + 1, "the stuck connection is open");
+    assert_eq!(
+        fd_count(s.pid()),
+        fds_before + 1,
+        "the stuck connection is open"
+    );
     // Others are served meanwhile.
     let started = Instant::now();
     assert_eq!(s.get("/registry/head").status, 200);
@@ -174,7 +210,11 @@ fn a_client_that_never_reads_is_cut_off_at_the_write_timeout() {
     while fd_count(s.pid()) > fds_before && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(fd_count(s.pid()), fds_before, "the stuck connection was not closed");
+    assert_eq!(
+        fd_count(s.pid()),
+        fds_before,
+        "the stuck connection was not closed"
+    );
     drop(t);
 }
 
@@ -194,7 +234,11 @@ fn garbage_and_malformed_requests_get_400_and_never_crash_the_server() {
         let _ = t.write_all(junk);
         let (bytes, _) = read_to_close(&mut t);
         let text = String::from_utf8_lossy(&bytes);
-        assert!(text.starts_with("HTTP/1.1 400") || text.is_empty(), "{:?} -> {text}", String::from_utf8_lossy(junk));
+        assert!(
+            text.starts_with("HTTP/1.1 400") || text.is_empty(),
+            "{:?} -> {text}",
+            String::from_utf8_lossy(junk)
+        );
     }
     assert_eq!(s.get("/registry/head").status, 200);
 }

@@ -58,19 +58,39 @@ fn commit_succeeds_iff_threshold_distinct_valid_keys_signed_the_pae() {
             let mut model = std::collections::BTreeSet::new();
             for a in &attempts {
                 let (keyid, sig, counts) = match *a {
-                    Attempt::Good(i) => (signers[i].keyid.clone(), signers[i].sign(&payload), i < 3),
+                    Attempt::Good(i) => {
+                        (signers[i].keyid.clone(), signers[i].sign(&payload), i < 3)
+                    }
                     Attempt::RawPayload(i) => {
                         use ed25519_dalek::Signer as _;
                         let sig = signers[i].key.sign(&payload).to_bytes();
-                        (signers[i].keyid.clone(), svc_registry::domain::dsse::encode_sig(&sig), false)
+                        (
+                            signers[i].keyid.clone(),
+                            svc_registry::domain::dsse::encode_sig(&sig),
+                            false,
+                        )
                     }
                     Attempt::OtherRegistry(i) => {
-                        let other = String::from_utf8(payload.clone()).unwrap().replace("test-registry", "evil-registry");
-                        (signers[i].keyid.clone(), signers[i].sign(other.as_bytes()), false)
+                        let other = String::from_utf8(payload.clone())
+                            .unwrap()
+                            .replace("test-registry", "evil-registry");
+                        (
+                            signers[i].keyid.clone(),
+                            signers[i].sign(other.as_bytes()),
+                            false,
+                        )
                     }
-                    Attempt::WrongKeyid(i, k) => (signers[k].keyid.clone(), signers[i].sign(&payload), i == k),
+                    Attempt::WrongKeyid(i, k) => {
+                        (signers[k].keyid.clone(), signers[i].sign(&payload), i == k)
+                    }
                 };
-                let r = s.post("/approve", &serde_json::to_vec(&j!({"proposal_id": id, "signatures": [{"keyid": keyid, "sig": sig}]})).unwrap());
+                let r = s.post(
+                    "/approve",
+                    &serde_json::to_vec(
+                        &j!({"proposal_id": id, "signatures": [{"keyid": keyid, "sig": sig}]}),
+                    )
+                    .unwrap(),
+                );
                 if counts {
                     prop_assert_eq!(r.status, 200, "{:?}: {}", a, r.text());
                     model.insert(keyid);
@@ -102,15 +122,31 @@ fn keys_count_only_inside_their_validity_window() {
         Signer::new("future", 8).public_hex()
     );
     let s = TestServer::start(setup);
-    let payload = serde_json::to_vec(&j!({"registry_id": "test-registry", "base_version": 0, "ops": [put("node", "n", j!({}))]})).unwrap();
-    let id = json(&s.post("/propose", &payload))["proposal_id"].as_str().unwrap().to_string();
+    let payload = serde_json::to_vec(
+        &j!({"registry_id": "test-registry", "base_version": 0, "ops": [put("node", "n", j!({}))]}),
+    )
+    .unwrap();
+    let id = json(&s.post("/propose", &payload))["proposal_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     for (keyid, seed) in [("old", 7), ("future", 8)] {
         let sig = Signer::new(keyid, seed).sign(&payload);
-        let r = s.post("/approve", &serde_json::to_vec(&j!({"proposal_id": id, "signatures": [{"keyid": keyid, "sig": sig}]})).unwrap());
+        let r = s.post(
+            "/approve",
+            &serde_json::to_vec(
+                &j!({"proposal_id": id, "signatures": [{"keyid": keyid, "sig": sig}]}),
+            )
+            .unwrap(),
+        );
         assert_eq!(r.status, 403, "{keyid}: {}", r.text());
         assert!(json(&r)["message"].as_str().unwrap().contains("validity"));
     }
-    assert_eq!(s.post("/commit", format!(r#"{{"proposal_id":"{id}"}}"#).as_bytes()).status, 412);
+    assert_eq!(
+        s.post("/commit", format!(r#"{{"proposal_id":"{id}"}}"#).as_bytes())
+            .status,
+        412
+    );
     let published = json(&s.get("/registry/signers"));
     assert_eq!(published["keys"][1]["not_after"], "2021-01-01T00:00:00Z");
 }

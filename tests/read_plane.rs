@@ -28,7 +28,10 @@ fn head_etag_answers_if_none_match_with_304() {
     let r = s.request("GET", "/registry/head", &[("If-None-Match", "\"0\"")], None);
     assert_eq!(r.status, 304);
     assert!(r.body.is_empty());
-    s.commit_ops(0, serde_json::json!([put("node", "n1", serde_json::json!({}))]));
+    s.commit_ops(
+        0,
+        serde_json::json!([put("node", "n1", serde_json::json!({}))]),
+    );
     let r = s.request("GET", "/registry/head", &[("If-None-Match", "\"0\"")], None);
     assert_eq!(r.status, 200);
     assert_eq!(r.header("etag"), Some("\"1\""));
@@ -41,7 +44,11 @@ fn version_zero_is_the_genesis_record_and_unknown_versions_are_404() {
     assert_eq!(g["version"], 0);
     assert_eq!(g["hash"], genesis_hash("test-registry"));
     assert!(g.get("envelope").is_none());
-    for path in ["/registry/1", "/registry/18446744073709551615", "/registry/abc"] {
+    for path in [
+        "/registry/1",
+        "/registry/18446744073709551615",
+        "/registry/abc",
+    ] {
         let r = s.get(path);
         assert_eq!(r.status, 404, "{path}");
         assert_eq!(json(&r)["error"], "not_found");
@@ -75,11 +82,19 @@ fn descriptors_are_served_single_and_paged_by_kind_then_id() {
         .collect();
     s.commit_ops(0, serde_json::Value::Array(ops));
     let d = json(&s.get("/registry/descriptors/node/n1"));
-    assert_eq!(d, serde_json::json!({"kind": "node", "id": "n1", "version": 1, "body": {"addr": "10.0.0.1:1"}}));
+    assert_eq!(
+        d,
+        serde_json::json!({"kind": "node", "id": "n1", "version": 1, "body": {"addr": "10.0.0.1:1"}})
+    );
     assert_eq!(s.get("/registry/descriptors/node/zz").status, 404);
     assert_eq!(s.get("/registry/descriptors/pod/n1").status, 400);
     let p = json(&s.get("/registry/descriptors?kind=service&limit=2"));
-    let ids: Vec<_> = p["descriptors"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap().to_string()).collect();
+    let ids: Vec<_> = p["descriptors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(ids, ["a", "b"]);
     assert_eq!(p["next"], "b");
     let p = json(&s.get("/registry/descriptors?kind=service&after=b&limit=2"));
@@ -90,7 +105,12 @@ fn descriptors_are_served_single_and_paged_by_kind_then_id() {
     assert_eq!(p["descriptors"][0]["kind"], "node");
     assert_eq!(p["next"], "service/a");
     let p = json(&s.get("/registry/descriptors?limit=5&after=service/a"));
-    let ids: Vec<_> = p["descriptors"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap().to_string()).collect();
+    let ids: Vec<_> = p["descriptors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(ids, ["b", "c"]);
     assert_eq!(s.get("/registry/descriptors?limit=0").status, 400);
     assert_eq!(s.get("/registry/descriptors?limit=100000").status, 400);
@@ -100,7 +120,10 @@ fn descriptors_are_served_single_and_paged_by_kind_then_id() {
 fn log_pages_records_in_order_and_signers_are_published() {
     let s = TestServer::start(Setup::default());
     for v in 0..3 {
-        s.commit_ops(v, serde_json::json!([put("region", &format!("r{v}"), serde_json::json!({}))]));
+        s.commit_ops(
+            v,
+            serde_json::json!([put("region", &format!("r{v}"), serde_json::json!({}))]),
+        );
     }
     let page = json(&s.get("/registry/log?from=0&limit=2"));
     let recs = page["records"].as_array().unwrap();
@@ -117,20 +140,39 @@ fn log_pages_records_in_order_and_signers_are_published() {
     assert_eq!(signers["threshold"], 2);
     assert_eq!(signers["keys"].as_array().unwrap().len(), 3);
     assert_eq!(signers["keys"][0]["keyid"], "a");
-    assert_eq!(signers["keys"][0]["public_key"], s.setup.signers[0].public_hex());
+    assert_eq!(
+        signers["keys"][0]["public_key"],
+        s.setup.signers[0].public_hex()
+    );
 }
 
 #[test]
 fn corr_id_is_echoed_or_generated_and_logged_for_writes() {
     let s = TestServer::start(Setup::default());
-    let r = s.request("GET", "/registry/head", &[("X-Corr-Id", "trace-abc-123")], None);
+    let r = s.request(
+        "GET",
+        "/registry/head",
+        &[("X-Corr-Id", "trace-abc-123")],
+        None,
+    );
     assert_eq!(r.header("x-corr-id"), Some("trace-abc-123"));
     let r = s.get("/registry/head");
-    let generated = r.header("x-corr-id").expect("a generated corr id").to_string();
+    let generated = r
+        .header("x-corr-id")
+        .expect("a generated corr id")
+        .to_string();
     assert!(!generated.is_empty());
-    assert_ne!(generated, s.get("/registry/head").header("x-corr-id").unwrap());
+    assert_ne!(
+        generated,
+        s.get("/registry/head").header("x-corr-id").unwrap()
+    );
     let payload = br#"{"registry_id":"test-registry","base_version":0,"ops":[{"op":"delete","kind":"node","id":"x"}]}"#;
-    let r = s.request("POST", "/propose", &[("X-Corr-Id", "write-corr-77")], Some(payload));
+    let r = s.request(
+        "POST",
+        "/propose",
+        &[("X-Corr-Id", "write-corr-77")],
+        Some(payload),
+    );
     assert_eq!(r.status, 202);
     assert_eq!(r.header("x-corr-id"), Some("write-corr-77"));
     assert!(s.wait_log("corr_id=write-corr-77", TIMEOUT), "{}", s.logs());
@@ -167,8 +209,14 @@ fn health_readiness_and_metrics_are_served_on_the_metrics_listener() {
     ] {
         assert!(text.contains(name), "missing {name}");
     }
-    assert!(text.contains(r#"request_latency_seconds_bucket{route="/registry/head",le="0.0001"}"#), "sub-ms bucket");
-    assert!(text.contains(r#"http_requests_total{code="404",route="/registry/{version}"}"#), "route templates");
+    assert!(
+        text.contains(r#"request_latency_seconds_bucket{route="/registry/head",le="0.0001"}"#),
+        "sub-ms bucket"
+    );
+    assert!(
+        text.contains(r#"http_requests_total{code="404",route="/registry/{version}"}"#),
+        "route templates"
+    );
     assert!(text.contains(r#"rejected_total{reason="busy"} 0"#));
 }
 

@@ -23,8 +23,9 @@ struct Stream {
 
 impl Stream {
     fn open(s: &TestServer, path: &str, headers: &[(&str, &str)]) -> Stream {
-        let (head, reader) = svc_registry::http::client::open_stream(&s.target(), path, headers, TIMEOUT)
-            .expect("open stream");
+        let (head, reader) =
+            svc_registry::http::client::open_stream(&s.target(), path, headers, TIMEOUT)
+                .expect("open stream");
         assert_eq!(head.status, 200);
         assert_eq!(head.header("content-type"), Some("text/event-stream"));
         Stream { reader }
@@ -43,7 +44,11 @@ impl Stream {
                 if event.is_empty() {
                     continue;
                 }
-                return Some(Event { event, id, data: serde_json::from_str(&data).unwrap_or(serde_json::Value::Null) });
+                return Some(Event {
+                    event,
+                    id,
+                    data: serde_json::from_str(&data).unwrap_or(serde_json::Value::Null),
+                });
             }
             if let Some(v) = line.strip_prefix("event: ") {
                 event = v.to_string();
@@ -94,7 +99,10 @@ fn resume_with_last_event_id_and_since_is_gapless_under_concurrent_commits() {
         let s = s.clone();
         std::thread::spawn(move || commit_n(&s, 10, 30))
     };
-    for (path, headers) in [("/registry/stream", vec![("Last-Event-ID", "3")]), ("/registry/stream?since=3", vec![])] {
+    for (path, headers) in [
+        ("/registry/stream", vec![("Last-Event-ID", "3")]),
+        ("/registry/stream?since=3", vec![]),
+    ] {
         let mut st = Stream::open(&s, path, &headers);
         let mut seen = Vec::new();
         while seen.last() != Some(&40) {
@@ -146,12 +154,15 @@ fn stuck_subscribers_are_dropped_and_counted_while_writes_and_reads_go_on() {
     // 20 subscribers that never read a byte, with tiny receive buffers.
     let stuck: Vec<TcpStream> = (0..20)
         .map(|_| {
-            let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            let sock =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
             sock.set_recv_buffer_size(4096).unwrap();
-            sock.connect(&s.registry.parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+            sock.connect(&s.registry.parse::<std::net::SocketAddr>().unwrap().into())
+                .unwrap();
             let mut t: TcpStream = sock.into();
             use std::io::Write;
-            t.write_all(b"GET /registry/stream HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            t.write_all(b"GET /registry/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
             t
         })
         .collect();
@@ -162,7 +173,11 @@ fn stuck_subscribers_are_dropped_and_counted_while_writes_and_reads_go_on() {
     let mut v = 0u64;
     let started = Instant::now();
     while s.metric("bus_lagged_total") < 20.0 {
-        assert!(v < 5000 && started.elapsed() < Duration::from_secs(120), "still {} lagged after {v} commits", s.metric("bus_lagged_total"));
+        assert!(
+            v < 5000 && started.elapsed() < Duration::from_secs(120),
+            "still {} lagged after {v} commits",
+            s.metric("bus_lagged_total")
+        );
         let c = s.commit_ops(v, j!([put("node", &format!("n{v}"), j!({}))]));
         assert_eq!(c["version"], v + 1);
         v += 1;
@@ -177,7 +192,9 @@ fn stuck_subscribers_are_dropped_and_counted_while_writes_and_reads_go_on() {
 #[test]
 fn two_hundred_subscribers_all_get_the_commit_and_workers_stay_free() {
     let s = TestServer::start(Setup::default());
-    let mut streams: Vec<Stream> = (0..200).map(|_| Stream::open(&s, "/registry/stream", &[])).collect();
+    let mut streams: Vec<Stream> = (0..200)
+        .map(|_| Stream::open(&s, "/registry/stream", &[]))
+        .collect();
     // Workers are not pinned: reads answer while 200 streams are open on 2 workers.
     assert_eq!(s.get("/registry/head").status, 200);
     assert_eq!(s.metric("sse_subscribers"), 200.0);

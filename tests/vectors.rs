@@ -5,34 +5,64 @@ use svc_registry::domain::{chain, dsse, sha256_hex, signers};
 
 #[test]
 fn pae_proposal_id_signatures_and_chain_match_the_vectors() {
-    let v: serde_json::Value = serde_json::from_str(include_str!("vectors/dsse_chain.json")).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(include_str!("vectors/dsse_chain.json")).unwrap();
     assert_eq!(v["payload_type"], dsse::PAYLOAD_TYPE);
     let registry_id = v["registry_id"].as_str().unwrap();
-    assert_eq!(chain::genesis_hash(registry_id), v["genesis_hash"].as_str().unwrap());
-    let keys: Vec<(String, ed25519_dalek::SigningKey)> = v["keys"].as_array().unwrap().iter()
+    assert_eq!(
+        chain::genesis_hash(registry_id),
+        v["genesis_hash"].as_str().unwrap()
+    );
+    let keys: Vec<(String, ed25519_dalek::SigningKey)> = v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
         .map(|k| {
-            let seed: [u8; 32] = hex::decode(k["seed_hex"].as_str().unwrap()).unwrap().try_into().unwrap();
+            let seed: [u8; 32] = hex::decode(k["seed_hex"].as_str().unwrap())
+                .unwrap()
+                .try_into()
+                .unwrap();
             let sk = ed25519_dalek::SigningKey::from_bytes(&seed);
-            assert_eq!(hex::encode(sk.verifying_key().as_bytes()), k["public_key"].as_str().unwrap());
+            assert_eq!(
+                hex::encode(sk.verifying_key().as_bytes()),
+                k["public_key"].as_str().unwrap()
+            );
             (k["keyid"].as_str().unwrap().to_string(), sk)
         })
         .collect();
     let mut prev = chain::genesis_hash(registry_id);
     for ver in v["versions"].as_array().unwrap() {
         let payload = dsse::unb64(ver["payload_b64"].as_str().unwrap()).unwrap();
-        assert_eq!(dsse::pae(&payload), dsse::unb64(ver["pae_b64"].as_str().unwrap()).unwrap());
+        assert_eq!(
+            dsse::pae(&payload),
+            dsse::unb64(ver["pae_b64"].as_str().unwrap()).unwrap()
+        );
         assert_eq!(sha256_hex(&payload), ver["proposal_id"].as_str().unwrap());
         let mut sigs = Vec::new();
         for (x, (keyid, sk)) in ver["signatures"].as_array().unwrap().iter().zip(&keys) {
             assert_eq!(x["keyid"].as_str().unwrap(), keyid);
             let ours = dsse::encode_sig(&signers::sign_payload(sk, &payload));
-            assert_eq!(ours, x["sig"].as_str().unwrap(), "ed25519 is deterministic: same bytes");
-            assert!(signers::verify_strict(&sk.verifying_key(), &dsse::decode_sig(&ours).unwrap(), &dsse::pae(&payload)));
+            assert_eq!(
+                ours,
+                x["sig"].as_str().unwrap(),
+                "ed25519 is deterministic: same bytes"
+            );
+            assert!(signers::verify_strict(
+                &sk.verifying_key(),
+                &dsse::decode_sig(&ours).unwrap(),
+                &dsse::pae(&payload)
+            ));
             sigs.push((keyid.clone(), ours));
         }
         assert_eq!(ver["prev_hash"].as_str().unwrap(), prev);
         let version = ver["version"].as_u64().unwrap();
-        let h = chain::commit_hash(registry_id, version, &prev, ver["proposal_id"].as_str().unwrap(), &sigs);
+        let h = chain::commit_hash(
+            registry_id,
+            version,
+            &prev,
+            ver["proposal_id"].as_str().unwrap(),
+            &sigs,
+        );
         assert_eq!(h, ver["hash"].as_str().unwrap());
         prev = h;
     }

@@ -9,7 +9,8 @@ use serde_json::json as j;
 use std::sync::Arc;
 
 fn proposal(s: &TestServer, base: u64, ops: serde_json::Value) -> Vec<u8> {
-    serde_json::to_vec(&j!({"registry_id": s.setup.registry_id, "base_version": base, "ops": ops})).unwrap()
+    serde_json::to_vec(&j!({"registry_id": s.setup.registry_id, "base_version": base, "ops": ops}))
+        .unwrap()
 }
 
 fn propose(s: &TestServer, payload: &[u8]) -> String {
@@ -19,8 +20,14 @@ fn propose(s: &TestServer, payload: &[u8]) -> String {
 }
 
 fn approve(s: &TestServer, id: &str, sigs: &[(&str, String)]) -> ClientResponse {
-    let sigs: Vec<_> = sigs.iter().map(|(k, sig)| j!({"keyid": k, "sig": sig})).collect();
-    s.post("/approve", &serde_json::to_vec(&j!({"proposal_id": id, "signatures": sigs})).unwrap())
+    let sigs: Vec<_> = sigs
+        .iter()
+        .map(|(k, sig)| j!({"keyid": k, "sig": sig}))
+        .collect();
+    s.post(
+        "/approve",
+        &serde_json::to_vec(&j!({"proposal_id": id, "signatures": sigs})).unwrap(),
+    )
 }
 
 fn commit(s: &TestServer, id: &str) -> ClientResponse {
@@ -35,7 +42,11 @@ fn observable(s: &TestServer) -> (serde_json::Value, serde_json::Value) {
 #[test]
 fn propose_approve_commit_advances_head_by_one_with_a_verifiable_record() {
     let s = TestServer::start(Setup::default());
-    let payload = proposal(&s, 0, j!([put("node", "node-7", j!({"addr": "10.0.0.7:9000"}))]));
+    let payload = proposal(
+        &s,
+        0,
+        j!([put("node", "node-7", j!({"addr": "10.0.0.7:9000"}))]),
+    );
     let id = propose(&s, &payload);
     assert_eq!(id, svc_registry::domain::sha256_hex(&payload));
     // Idempotent re-submit.
@@ -47,7 +58,10 @@ fn propose_approve_commit_advances_head_by_one_with_a_verifiable_record() {
     assert_eq!(view["diff"][0]["proposed"], j!({"addr": "10.0.0.7:9000"}));
     let a = &s.setup.signers[0];
     let r = approve(&s, &id, &[("a", a.sign(&payload))]);
-    assert_eq!(json(&r), j!({"proposal_id": id, "approvals": 1, "threshold": 2}));
+    assert_eq!(
+        json(&r),
+        j!({"proposal_id": id, "approvals": 1, "threshold": 2})
+    );
     // A repeated signature is idempotent.
     let r = approve(&s, &id, &[("a", a.sign(&payload))]);
     assert_eq!(json(&r)["approvals"], 1);
@@ -66,19 +80,34 @@ fn propose_approve_commit_advances_head_by_one_with_a_verifiable_record() {
     assert_eq!(head["descriptors"], 1);
     let rec = json(&s.get("/registry/1"));
     assert_eq!(rec["proposal_id"], id);
-    assert_eq!(rec["envelope"]["payloadType"], "application/vnd.svc-registry.proposal.v1+json");
-    assert_eq!(rec["envelope"]["payload"], svc_registry::domain::dsse::b64(&payload));
+    assert_eq!(
+        rec["envelope"]["payloadType"],
+        "application/vnd.svc-registry.proposal.v1+json"
+    );
+    assert_eq!(
+        rec["envelope"]["payload"],
+        svc_registry::domain::dsse::b64(&payload)
+    );
     assert_eq!(rec["envelope"]["signatures"].as_array().unwrap().len(), 2);
     let record = svc_registry::domain::record::CommitRecord::from_value(rec).unwrap();
     let genesis = json(&s.get("/registry/0"));
     assert!(record.verify_link("test-registry", genesis["hash"].as_str().unwrap()));
     // Committed: a second commit conflicts, the proposal view says so.
     assert_eq!(commit(&s, &id).status, 409);
-    assert_eq!(json(&s.get(&format!("/proposals/{id}")))["state"], "committed");
+    assert_eq!(
+        json(&s.get(&format!("/proposals/{id}")))["state"],
+        "committed"
+    );
     assert_eq!(s.metric("registry_head_version"), 1.0);
     // Deferred answers are labelled with their route template.
-    assert_eq!(s.metric(r#"http_requests_total{code="200",route="/commit"}"#), 1.0);
-    assert_eq!(s.metric(r#"http_requests_total{code="202",route="/propose"}"#), 2.0);
+    assert_eq!(
+        s.metric(r#"http_requests_total{code="200",route="/commit"}"#),
+        1.0
+    );
+    assert_eq!(
+        s.metric(r#"http_requests_total{code="202",route="/propose"}"#),
+        2.0
+    );
 }
 
 #[test]
@@ -108,7 +137,10 @@ fn every_write_error_row_is_reachable_and_changes_nothing() {
     let id = propose(&s, &payload);
     let r = approve(&s, &id, &[("a", "!!!not-base64".into())]);
     assert_eq!(r.status, 400);
-    let r = s.post("/approve", format!(r#"{{"proposal_id":"{id}","signatures":[],"x":1}}"#).as_bytes());
+    let r = s.post(
+        "/approve",
+        format!(r#"{{"proposal_id":"{id}","signatures":[],"x":1}}"#).as_bytes(),
+    );
     assert_eq!(r.status, 400);
 
     // 403: unknown keyid; signature that does not verify (wrong key, wrong bytes).
@@ -121,15 +153,28 @@ fn every_write_error_row_is_reachable_and_changes_nothing() {
     let r = approve(&s, &id, &[("a", s.setup.signers[0].sign(&other))]);
     assert_eq!(r.status, 403);
     // One bad signature among good ones refuses the whole request: nothing is recorded.
-    let r = approve(&s, &id, &[("a", s.setup.signers[0].sign(&payload)), ("b", s.setup.signers[0].sign(&payload))]);
+    let r = approve(
+        &s,
+        &id,
+        &[
+            ("a", s.setup.signers[0].sign(&payload)),
+            ("b", s.setup.signers[0].sign(&payload)),
+        ],
+    );
     assert_eq!(r.status, 403);
-    assert_eq!(json(&s.get(&format!("/proposals/{id}")))["approvals"], j!([]));
+    assert_eq!(
+        json(&s.get(&format!("/proposals/{id}")))["approvals"],
+        j!([])
+    );
 
     // 404: unknown proposal.
     let unknown = "0".repeat(64);
     assert_eq!(s.get(&format!("/proposals/{unknown}")).status, 404);
     assert_eq!(commit(&s, &unknown).status, 404);
-    assert_eq!(approve(&s, &unknown, &[("a", s.setup.signers[0].sign(b"x"))]).status, 404);
+    assert_eq!(
+        approve(&s, &unknown, &[("a", s.setup.signers[0].sign(b"x"))]).status,
+        404
+    );
 
     // 412: under quorum.
     approve(&s, &id, &[("a", s.setup.signers[0].sign(&payload))]);
@@ -139,21 +184,55 @@ fn every_write_error_row_is_reachable_and_changes_nothing() {
     // 409: stale base_version at propose and at commit; delete of an absent descriptor.
     let r = s.post("/propose", &proposal(&s, 0, j!([put("node", "x", j!({}))])));
     assert_eq!((r.status, code(&r)), (409, "conflict".into()));
-    let absent = proposal(&s, 1, j!([{"op": "delete", "kind": "service", "id": "ghost"}]));
+    let absent = proposal(
+        &s,
+        1,
+        j!([{"op": "delete", "kind": "service", "id": "ghost"}]),
+    );
     let absent_id = propose(&s, &absent);
-    approve(&s, &absent_id, &[("a", s.setup.signers[0].sign(&absent)), ("b", s.setup.signers[1].sign(&absent))]);
+    approve(
+        &s,
+        &absent_id,
+        &[
+            ("a", s.setup.signers[0].sign(&absent)),
+            ("b", s.setup.signers[1].sign(&absent)),
+        ],
+    );
     let r = commit(&s, &absent_id);
-    assert_eq!((r.status, code(&r)), (409, "conflict".into()), "{}", r.text());
+    assert_eq!(
+        (r.status, code(&r)),
+        (409, "conflict".into()),
+        "{}",
+        r.text()
+    );
 
     // 413: too many ops, a descriptor body over its cap, a body over max_body_bytes.
-    let r = s.post("/propose", &proposal(&s, 1, j!([put("node", "a", j!({})), put("node", "b", j!({})), put("node", "c", j!({}))])));
+    let r = s.post(
+        "/propose",
+        &proposal(
+            &s,
+            1,
+            j!([
+                put("node", "a", j!({})),
+                put("node", "b", j!({})),
+                put("node", "c", j!({}))
+            ]),
+        ),
+    );
     assert_eq!((r.status, code(&r)), (413, "too_large".into()));
-    let r = s.post("/propose", &proposal(&s, 1, j!([put("node", "a", j!({"k": "x".repeat(100)}))])));
+    let r = s.post(
+        "/propose",
+        &proposal(&s, 1, j!([put("node", "a", j!({"k": "x".repeat(100)}))])),
+    );
     assert_eq!(r.status, 413);
     let r = s.post("/propose", &vec![b' '; 5000]);
     assert_eq!(r.status, 413);
 
-    assert_eq!(observable(&s), before, "rejected writes changed what readers see");
+    assert_eq!(
+        observable(&s),
+        before,
+        "rejected writes changed what readers see"
+    );
     // The proposal with one approval still commits once it has two.
     approve(&s, &id, &[("c", s.setup.signers[2].sign(&payload))]);
     assert_eq!(commit(&s, &id).status, 200);
@@ -169,9 +248,15 @@ fn proposals_expire_after_their_ttl_with_410() {
     let id = propose(&s, &payload);
     std::thread::sleep(std::time::Duration::from_millis(2100));
     let r = approve(&s, &id, &[("a", s.setup.signers[0].sign(&payload))]);
-    assert_eq!((r.status, json(&r)["error"].as_str().unwrap()), (410, "expired"));
+    assert_eq!(
+        (r.status, json(&r)["error"].as_str().unwrap()),
+        (410, "expired")
+    );
     assert_eq!(commit(&s, &id).status, 410);
-    assert_eq!(json(&s.get(&format!("/proposals/{id}")))["state"], "expired");
+    assert_eq!(
+        json(&s.get(&format!("/proposals/{id}")))["state"],
+        "expired"
+    );
 }
 
 #[test]
@@ -180,10 +265,19 @@ fn pending_proposals_are_capped_with_429() {
     setup.tables = "[proposals]\nmax_pending = 2\n".into();
     let s = TestServer::start(setup);
     for i in 0..2 {
-        propose(&s, &proposal(&s, 0, j!([put("node", &format!("n{i}"), j!({}))])));
+        propose(
+            &s,
+            &proposal(&s, 0, j!([put("node", &format!("n{i}"), j!({}))])),
+        );
     }
-    let r = s.post("/propose", &proposal(&s, 0, j!([put("node", "n9", j!({}))])));
-    assert_eq!((r.status, json(&r)["error"].as_str().unwrap()), (429, "busy"));
+    let r = s.post(
+        "/propose",
+        &proposal(&s, 0, j!([put("node", "n9", j!({}))])),
+    );
+    assert_eq!(
+        (r.status, json(&r)["error"].as_str().unwrap()),
+        (429, "busy")
+    );
 }
 
 #[test]
@@ -196,9 +290,16 @@ fn racing_committers_on_one_base_yield_exactly_one_winner_per_version() {
         // Every racer prepares a fully approved proposal on the same base...
         let ids: Vec<String> = (0..racers)
             .map(|r| {
-                let payload = proposal(&s, base, j!([put("node", &format!("r{round}-{r}"), j!({}))]));
+                let payload = proposal(
+                    &s,
+                    base,
+                    j!([put("node", &format!("r{round}-{r}"), j!({}))]),
+                );
                 let id = propose(&s, &payload);
-                let sigs: Vec<(&str, String)> = vec![("a", s.setup.signers[0].sign(&payload)), ("b", s.setup.signers[1].sign(&payload))];
+                let sigs: Vec<(&str, String)> = vec![
+                    ("a", s.setup.signers[0].sign(&payload)),
+                    ("b", s.setup.signers[1].sign(&payload)),
+                ];
                 assert_eq!(approve(&s, &id, &sigs).status, 200);
                 id
             })
@@ -212,18 +313,33 @@ fn racing_committers_on_one_base_yield_exactly_one_winner_per_version() {
             })
             .collect();
         let statuses: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-        assert_eq!(statuses.iter().filter(|&&c| c == 200).count(), 1, "{statuses:?}");
-        assert_eq!(statuses.iter().filter(|&&c| c == 409).count(), racers - 1, "{statuses:?}");
+        assert_eq!(
+            statuses.iter().filter(|&&c| c == 200).count(),
+            1,
+            "{statuses:?}"
+        );
+        assert_eq!(
+            statuses.iter().filter(|&&c| c == 409).count(),
+            racers - 1,
+            "{statuses:?}"
+        );
         assert_eq!(s.head()["version"], base + 1);
     }
     // The whole chain verifies.
     let log = json(&s.get("/registry/log?from=0&limit=1000"));
-    let records: Vec<_> = log["records"].as_array().unwrap().iter().cloned()
+    let records: Vec<_> = log["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .cloned()
         .map(|v| svc_registry::domain::record::CommitRecord::from_value(v).unwrap())
         .collect();
     assert_eq!(records.len(), rounds + 1);
     let signers = svc_registry::cli::signers_from_json(&json(&s.get("/registry/signers"))).unwrap();
-    assert_eq!(svc_registry::domain::audit::verify_chain("test-registry", &records, &signers), Ok(rounds as u64 + 1));
+    assert_eq!(
+        svc_registry::domain::audit::verify_chain("test-registry", &records, &signers),
+        Ok(rounds as u64 + 1)
+    );
 }
 
 #[test]
@@ -264,13 +380,20 @@ fn readers_never_see_a_torn_or_backwards_snapshot_while_commits_land() {
 
 #[test]
 fn independent_test_vectors_commit_to_the_same_hashes_over_http() {
-    let v: serde_json::Value = serde_json::from_str(include_str!("vectors/dsse_chain.json")).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(include_str!("vectors/dsse_chain.json")).unwrap();
     let keys = v["keys"].as_array().unwrap();
     let signers = keys
         .iter()
         .map(|k| {
-            let seed: [u8; 32] = hex::decode(k["seed_hex"].as_str().unwrap()).unwrap().try_into().unwrap();
-            Signer { keyid: k["keyid"].as_str().unwrap().into(), key: ed25519_dalek::SigningKey::from_bytes(&seed) }
+            let seed: [u8; 32] = hex::decode(k["seed_hex"].as_str().unwrap())
+                .unwrap()
+                .try_into()
+                .unwrap();
+            Signer {
+                keyid: k["keyid"].as_str().unwrap().into(),
+                key: ed25519_dalek::SigningKey::from_bytes(&seed),
+            }
         })
         .collect();
     let s = TestServer::start(Setup {
@@ -281,11 +404,20 @@ fn independent_test_vectors_commit_to_the_same_hashes_over_http() {
     });
     assert_eq!(s.head()["hash"], v["genesis_hash"]);
     for ver in v["versions"].as_array().unwrap() {
-        let payload = svc_registry::domain::dsse::unb64(ver["payload_b64"].as_str().unwrap()).unwrap();
+        let payload =
+            svc_registry::domain::dsse::unb64(ver["payload_b64"].as_str().unwrap()).unwrap();
         let id = propose(&s, &payload);
         assert_eq!(id, ver["proposal_id"].as_str().unwrap());
-        let sigs: Vec<(&str, String)> = ver["signatures"].as_array().unwrap().iter()
-            .map(|x| (x["keyid"].as_str().unwrap(), x["sig"].as_str().unwrap().to_string()))
+        let sigs: Vec<(&str, String)> = ver["signatures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| {
+                (
+                    x["keyid"].as_str().unwrap(),
+                    x["sig"].as_str().unwrap().to_string(),
+                )
+            })
             .collect();
         assert_eq!(approve(&s, &id, &sigs).status, 200);
         let c = json(&commit(&s, &id));

@@ -63,13 +63,19 @@ impl AdminApi {
 impl Handler for AdminApi {
     fn handle(&self, req: Request, _replier: Replier) -> Outcome {
         let (route, response) = match req.path.as_str() {
-            "/healthz" => ("/healthz", Ok(json_response(200, &serde_json::json!({"status": "ok"})))),
+            "/healthz" => (
+                "/healthz",
+                Ok(json_response(200, &serde_json::json!({"status": "ok"}))),
+            ),
             "/readyz" => {
                 let (ready, read, write, reasons) = self.readiness();
                 let body = serde_json::json!({
                     "ready": ready, "read": read, "write": write, "reasons": reasons,
                 });
-                ("/readyz", Ok(json_response(if ready { 200 } else { 503 }, &body)))
+                (
+                    "/readyz",
+                    Ok(json_response(if ready { 200 } else { 503 }, &body)),
+                )
             }
             "/metrics" => (
                 "/metrics",

@@ -21,7 +21,10 @@ pub fn error_response(e: &ApiError) -> Response {
 }
 
 pub fn json_response(status: u16, value: &serde_json::Value) -> Response {
-    Response::json(status, serde_json::to_vec(value).expect("JSON values serialize"))
+    Response::json(
+        status,
+        serde_json::to_vec(value).expect("JSON values serialize"),
+    )
 }
 
 /// What `/readyz` reports, set by the roles as they come up (and down).

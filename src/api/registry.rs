@@ -116,7 +116,11 @@ impl Handler for RegistryApi {
         };
         let method_ok = req.method == want || (want == Method::Get && req.method == Method::Head);
         if !method_ok {
-            let allow = if want == Method::Post { "POST" } else { "GET, HEAD" };
+            let allow = if want == Method::Post {
+                "POST"
+            } else {
+                "GET, HEAD"
+            };
             let e = ApiError::new(
                 crate::error::Code::MethodNotAllowed,
                 format!("{template} allows {allow}"),
@@ -235,10 +239,13 @@ impl RegistryApi {
     }
 
     fn descriptor(&self, kind: &str, id: &str) -> Result<Response, ApiError> {
-        let kind = Kind::parse(kind)
-            .ok_or_else(|| ApiError::bad_request(format!("kind {kind:?} is not node, service or region")))?;
+        let kind = Kind::parse(kind).ok_or_else(|| {
+            ApiError::bad_request(format!("kind {kind:?} is not node, service or region"))
+        })?;
         if !crate::domain::descriptor::valid_id(id) {
-            return Err(ApiError::bad_request(format!("id {id:?} is not a valid id")));
+            return Err(ApiError::bad_request(format!(
+                "id {id:?} is not a valid id"
+            )));
         }
         let snap = self.snapshot.load();
         let d = snap
@@ -272,15 +279,20 @@ impl RegistryApi {
                     .ok_or_else(|| {
                         ApiError::bad_request("after without kind must be a kind/id cursor")
                     })?;
-                let (mut first, more_first) = state::page(&snap.descriptors, Some(k), Some(id), limit);
+                let (mut first, more_first) =
+                    state::page(&snap.descriptors, Some(k), Some(id), limit);
                 let mut more = more_first;
                 // Continue into the following kinds.
                 for next_kind in [Kind::Node, Kind::Region, Kind::Service] {
                     if next_kind <= k || first.len() == limit {
                         continue;
                     }
-                    let (rest, m) =
-                        state::page(&snap.descriptors, Some(next_kind), None, limit - first.len());
+                    let (rest, m) = state::page(
+                        &snap.descriptors,
+                        Some(next_kind),
+                        None,
+                        limit - first.len(),
+                    );
                     more = m;
                     first.extend(rest);
                 }
@@ -288,7 +300,10 @@ impl RegistryApi {
                     more = snap
                         .descriptors
                         .range((
-                            std::ops::Bound::Excluded((first[limit - 1].kind, first[limit - 1].id.clone())),
+                            std::ops::Bound::Excluded((
+                                first[limit - 1].kind,
+                                first[limit - 1].id.clone(),
+                            )),
                             std::ops::Bound::Unbounded,
                         ))
                         .next()
@@ -343,7 +358,9 @@ impl RegistryApi {
         if is_write {
             if let Some(reason) = self.poisoned.lock().clone() {
                 m().rejected_total.with_label_values(&["deps"]).inc();
-                return respond(ApiError::unavailable(format!("write plane stopped: {reason}")));
+                return respond(ApiError::unavailable(format!(
+                    "write plane stopped: {reason}"
+                )));
             }
             if !self.readiness.writer_ready.load(Ordering::Relaxed) {
                 m().rejected_total.with_label_values(&["deps"]).inc();

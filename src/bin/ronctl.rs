@@ -18,10 +18,20 @@ struct Cli {
 #[derive(Args, Debug, Clone)]
 struct Conn {
     /// The registry listener.
-    #[arg(long, global = true, env = "RON_REGISTRY_URL", default_value = "http://127.0.0.1:9444")]
+    #[arg(
+        long,
+        global = true,
+        env = "RON_REGISTRY_URL",
+        default_value = "http://127.0.0.1:9444"
+    )]
     url: String,
     /// The metrics listener (health, metrics and admin routes).
-    #[arg(long, global = true, env = "RON_ADMIN_URL", default_value = "http://127.0.0.1:9909")]
+    #[arg(
+        long,
+        global = true,
+        env = "RON_ADMIN_URL",
+        default_value = "http://127.0.0.1:9909"
+    )]
     admin_url: String,
     /// Talk to the registry API over this Unix socket instead of --url.
     #[arg(long, global = true, value_name = "PATH")]
@@ -161,7 +171,12 @@ fn main() -> ExitCode {
                 signers,
                 log_file,
                 registry_id,
-            } => cli::verify(&conn, signers.as_deref(), log_file.as_deref(), registry_id.as_deref()),
+            } => cli::verify(
+                &conn,
+                signers.as_deref(),
+                log_file.as_deref(),
+                registry_id.as_deref(),
+            ),
         },
     };
     match result {

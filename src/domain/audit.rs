@@ -25,7 +25,10 @@ pub fn verify_chain(
     for (i, rec) in records.iter().enumerate() {
         let expect = i as u64;
         if rec.version != expect {
-            return fail(expect, format!("expected version {expect}, found {}", rec.version));
+            return fail(
+                expect,
+                format!("expected version {expect}, found {}", rec.version),
+            );
         }
         if !rec.verify_link(registry_id, &prev_hash) {
             let why = if rec.version > 0 && rec.prev_hash != prev_hash {
@@ -48,7 +51,10 @@ pub fn verify_chain(
                 Ok(p) => {
                     return fail(
                         rec.version,
-                        format!("payload base_version {} does not precede it", p.base_version),
+                        format!(
+                            "payload base_version {} does not precede it",
+                            p.base_version
+                        ),
                     )
                 }
                 Err(e) => return fail(rec.version, format!("payload: {}", e.message)),

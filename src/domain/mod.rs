@@ -22,5 +22,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Is `s` 64 lower-case hex digits (a SHA-256 in the form SPEC uses)?
 pub fn is_hash_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }

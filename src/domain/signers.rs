@@ -19,7 +19,8 @@ pub struct SignerKey {
 
 impl SignerKey {
     pub fn valid_at(&self, unix_secs: i64) -> bool {
-        self.not_before.is_none_or(|t| unix_secs >= t) && self.not_after.is_none_or(|t| unix_secs <= t)
+        self.not_before.is_none_or(|t| unix_secs >= t)
+            && self.not_after.is_none_or(|t| unix_secs <= t)
     }
 }
 
@@ -47,7 +48,9 @@ impl std::fmt::Display for SignerSetError {
                 f,
                 "signers.threshold = {threshold} must be between 1 and the number of keys ({keys})"
             ),
-            SignerSetError::DuplicateKeyid(k) => write!(f, "signers.keys: keyid {k:?} appears twice"),
+            SignerSetError::DuplicateKeyid(k) => {
+                write!(f, "signers.keys: keyid {k:?} appears twice")
+            }
             SignerSetError::DuplicatePublicKey { first, second } => write!(
                 f,
                 "signers.keys: {first:?} and {second:?} have the same public_key"
@@ -114,9 +117,9 @@ impl SignerSet {
         pae: &[u8],
         now_unix: i64,
     ) -> Result<usize, ApiError> {
-        let slot = self
-            .slot(keyid)
-            .ok_or_else(|| ApiError::forbidden(format!("keyid {keyid:?} is not a configured signer")))?;
+        let slot = self.slot(keyid).ok_or_else(|| {
+            ApiError::forbidden(format!("keyid {keyid:?} is not a configured signer"))
+        })?;
         let key = &self.keys[slot];
         if !key.valid_at(now_unix) {
             return Err(ApiError::forbidden(format!(
@@ -124,7 +127,9 @@ impl SignerSet {
             )));
         }
         if !verify_strict(&key.public, sig, pae) {
-            return Err(ApiError::forbidden(format!("signature by {keyid:?} does not verify")));
+            return Err(ApiError::forbidden(format!(
+                "signature by {keyid:?} does not verify"
+            )));
         }
         Ok(slot)
     }

@@ -30,11 +30,7 @@ pub struct CheckpointParts {
 pub struct CheckpointNudge(pub Sender<()>);
 
 impl crate::roles::writer::Publisher for CheckpointNudge {
-    fn published(
-        &mut self,
-        _: &Arc<Snapshot>,
-        _: &[Arc<crate::domain::record::CommitRecord>],
-    ) {
+    fn published(&mut self, _: &Arc<Snapshot>, _: &[Arc<crate::domain::record::CommitRecord>]) {
         let _ = self.0.try_send(());
     }
 }
@@ -52,8 +48,8 @@ pub fn run(mut p: CheckpointParts) {
             .set(last_at.elapsed().as_secs() as i64);
         let snap = p.snapshot.load_full();
         let behind = snap.version().saturating_sub(last_version);
-        let due = behind > 0
-            && (closed || behind >= p.every_commits || last_at.elapsed() >= p.interval);
+        let due =
+            behind > 0 && (closed || behind >= p.every_commits || last_at.elapsed() >= p.interval);
         if due {
             let started = Instant::now();
             let bytes = crate::restore::checkpoint_bytes(&snap);
@@ -73,7 +69,10 @@ pub fn run(mut p: CheckpointParts) {
                 Err(e) => {
                     // A failed checkpoint loses nothing (the log has every record); it is
                     // retried at the next trigger and shows as a growing checkpoint age.
-                    log::error!("msg=\"checkpoint failed\" version={} error={e:?}", snap.version());
+                    log::error!(
+                        "msg=\"checkpoint failed\" version={} error={e:?}",
+                        snap.version()
+                    );
                 }
             }
         } else if behind == 0 {

@@ -159,17 +159,24 @@ impl crate::api::StreamHub for SseHub {
         // Reserve a slot before handing over, so the cap holds under a burst.
         if self
             .count
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1))
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
             .is_err()
         {
             m().rejected_total.with_label_values(&["busy"]).inc();
             return Outcome::Respond(
-                Response::error(429, "busy", &format!("{max} stream subscribers is the limit"))
-                    .header("Retry-After", "1".to_string())
-                    .route(route),
+                Response::error(
+                    429,
+                    "busy",
+                    &format!("{max} stream subscribers is the limit"),
+                )
+                .header("Retry-After", "1".to_string())
+                .route(route),
             );
         }
-        m().sse_subscribers.set(self.count.load(Ordering::SeqCst) as i64);
+        m().sse_subscribers
+            .set(self.count.load(Ordering::SeqCst) as i64);
         let tx = self.tx.clone();
         let waker = self.waker.clone();
         let count = self.count.clone();
@@ -234,7 +241,9 @@ impl FanOut {
                 if token == WAKER {
                     continue;
                 }
-                let Some(sub) = self.subs.get_mut(&token) else { continue };
+                let Some(sub) = self.subs.get_mut(&token) else {
+                    continue;
+                };
                 if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                     // Clients send nothing on a stream; anything read is discarded, EOF ends it.
                     let mut buf = [0u8; 512];
@@ -316,7 +325,10 @@ impl FanOut {
             self.count.fetch_sub(1, Ordering::SeqCst);
             return;
         }
-        log::debug!("msg=\"stream subscribed\" corr_id={} since={since:?} head={head}", stream.corr_id);
+        log::debug!(
+            "msg=\"stream subscribed\" corr_id={} since={since:?} head={head}",
+            stream.corr_id
+        );
         self.subs.insert(
             token,
             Subscriber {
@@ -374,7 +386,9 @@ impl FanOut {
                         break;
                     }
                     let v = sub.next;
-                    let Some(bytes) = self.event_bytes(snap, v) else { break };
+                    let Some(bytes) = self.event_bytes(snap, v) else {
+                        break;
+                    };
                     let sub = self.subs.get_mut(&t).expect("present");
                     sub.out.extend_from_slice(&bytes);
                     sub.next += 1;
@@ -444,7 +458,8 @@ impl FanOut {
         if let Some(mut sub) = self.subs.remove(&token) {
             let _ = self.poll.registry().deregister(&mut sub.socket);
             self.count.fetch_sub(1, Ordering::SeqCst);
-            m().sse_subscribers.set(self.count.load(Ordering::SeqCst) as i64);
+            m().sse_subscribers
+                .set(self.count.load(Ordering::SeqCst) as i64);
             if lagged {
                 log::info!(
                     "msg=\"stream subscriber dropped: fell behind\" corr_id={} next={}",

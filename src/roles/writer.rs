@@ -26,7 +26,7 @@ use crate::domain::state;
 use crate::error::{ApiError, Code};
 use crate::http::{Replier, Response};
 use crate::metrics::m;
-use crate::roles::verifier::{VerifyJob, Verified};
+use crate::roles::verifier::{Verified, VerifyJob};
 use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
 use crossbeam_channel::{select, Receiver, Sender, TrySendError};
@@ -72,6 +72,8 @@ pub enum Internal {
 pub enum JournalError {
     /// The disk is full; nothing was written (507, the write plane stays up).
     NoSpace(String),
+    /// The record does not fit a log segment; nothing was written (413).
+    TooLarge(String),
     /// Anything else; the write plane is poisoned.
     Failed(String),
 }
@@ -332,7 +334,9 @@ impl Writer {
         let now = self.now();
         self.expire();
         if self.committed.contains_key(&id) {
-            return Err(ApiError::conflict(format!("proposal {id} is already committed")));
+            return Err(ApiError::conflict(format!(
+                "proposal {id} is already committed"
+            )));
         }
         if let Some(p) = self.pending.get(&id) {
             if !p.expired {
@@ -383,9 +387,10 @@ impl Writer {
             },
         );
         self.expire();
-        log::info!("msg=proposed corr_id={corr_id} proposal_id={id} base_version={}", {
-            self.pending[&id].proposal.base_version
-        });
+        log::info!(
+            "msg=proposed corr_id={corr_id} proposal_id={id} base_version={}",
+            { self.pending[&id].proposal.base_version }
+        );
         Ok(accepted(&id, expires_unix))
     }
 
@@ -405,7 +410,10 @@ impl Writer {
             p.expired = true;
             return Err(ApiError::new(
                 Code::Expired,
-                format!("proposal {id} expired at {}", crate::clock::rfc3339(p.expires_unix)),
+                format!(
+                    "proposal {id} expired at {}",
+                    crate::clock::rfc3339(p.expires_unix)
+                ),
             ));
         }
         Ok(p)
@@ -596,7 +604,11 @@ impl Writer {
             "msg=approved audit=1 corr_id={} proposal_id={} keyids={:?} approvals={k} threshold={}",
             a.replier.corr_id,
             a.proposal_id,
-            a.signatures.iter().map(|s| s.0.as_str()).collect::<Vec<_>>().join(","),
+            a.signatures
+                .iter()
+                .map(|s| s.0.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
             signers.threshold
         );
         let body = serde_json::json!({
@@ -673,7 +685,13 @@ impl Writer {
         let descriptors = state::apply(&base.descriptors, &proposal.ops, version)?;
         let record = Arc::new(CommitRecord {
             version,
-            hash: chain::commit_hash(&self.p.registry_id, version, &base.head.hash, id, &approvals),
+            hash: chain::commit_hash(
+                &self.p.registry_id,
+                version,
+                &base.head.hash,
+                id,
+                &approvals,
+            ),
             prev_hash: base.head.hash.clone(),
             committed_at_ms: crate::clock::now_unix_ms(),
             proposal_id: id.to_string(),
@@ -684,11 +702,18 @@ impl Writer {
         let position = match self.p.journal.append(&record.to_json()) {
             Ok(pos) => pos,
             Err(JournalError::NoSpace(msg)) => {
-                return Err(ApiError::new(Code::StorageFull, format!("disk full: {msg}")))
+                log::error!("msg=\"commit refused: disk full\" error={msg:?}");
+                return Err(ApiError::new(
+                    Code::StorageFull,
+                    format!("disk full: {msg}"),
+                ));
             }
+            Err(JournalError::TooLarge(msg)) => return Err(ApiError::too_large(msg)),
             Err(JournalError::Failed(msg)) => {
                 self.poison(format!("log append failed: {msg}"));
-                return Err(ApiError::unavailable("storage failed; the write plane is stopped"));
+                return Err(ApiError::unavailable(
+                    "storage failed; the write plane is stopped",
+                ));
             }
         };
         let snapshot = Arc::new(base.next(record, descriptors));
@@ -704,7 +729,9 @@ impl Writer {
         if let Some(tx) = &self.p.sync_tx {
             if self.p.journal.needs_sync() && tx.send(position).is_err() {
                 self.poison("the fsync thread is gone".to_string());
-                return Err(ApiError::unavailable("storage failed; the write plane is stopped"));
+                return Err(ApiError::unavailable(
+                    "storage failed; the write plane is stopped",
+                ));
             }
         }
         Ok(version)
@@ -737,7 +764,8 @@ impl Writer {
         m().registry_commits_total.inc_by(made_visible.len() as u64);
         self.p.publisher.published(&snapshot, &made_visible);
         for ((replier, started), record) in answers {
-            m().commit_latency_seconds.observe(started.elapsed().as_secs_f64());
+            m().commit_latency_seconds
+                .observe(started.elapsed().as_secs_f64());
             let body = serde_json::json!({"version": record.version, "hash": record.hash});
             replier.send(json(200, &body));
         }
@@ -775,7 +803,10 @@ fn accepted(id: &str, expires_unix: i64) -> Response {
 }
 
 fn json(status: u16, value: &serde_json::Value) -> Response {
-    Response::json(status, serde_json::to_vec(value).expect("JSON values serialize"))
+    Response::json(
+        status,
+        serde_json::to_vec(value).expect("JSON values serialize"),
+    )
 }
 
 pub fn err(e: &ApiError) -> Response {

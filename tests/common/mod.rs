@@ -56,7 +56,11 @@ impl Default for Setup {
         Setup {
             registry_id: "test-registry".into(),
             threshold: 2,
-            signers: vec![Signer::new("a", 1), Signer::new("b", 2), Signer::new("c", 3)],
+            signers: vec![
+                Signer::new("a", 1),
+                Signer::new("b", 2),
+                Signer::new("c", 3),
+            ],
             top: String::new(),
             tables: String::new(),
             flags: Vec::new(),
@@ -115,15 +119,16 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 impl TestServer {
     pub fn start(setup: Setup) -> TestServer {
         Self::try_start(setup).unwrap_or_else(|(logs, status)| {
-            panic!("server did not become ready (exit {status:?}):\n{}", logs.join("\n"))
+            panic!(
+                "server did not become ready (exit {status:?}):\n{}",
+                logs.join("\n")
+            )
         })
     }
 
     /// Start and wait for the read-plane ready line; on failure the captured log lines and the
     /// exit status.
-    pub fn try_start(
-        setup: Setup,
-    ) -> Result<TestServer, (Vec<String>, Option<ExitStatus>)> {
+    pub fn try_start(setup: Setup) -> Result<TestServer, (Vec<String>, Option<ExitStatus>)> {
         let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
         let data_dir = setup
             .data_dir
@@ -208,7 +213,8 @@ impl TestServer {
         let _ = me.child.kill();
         let _ = me.child.wait();
         let setup = std::mem::take(&mut me.setup);
-        let (dir, data_dir, config_path) = (me.dir.clone(), me.data_dir.clone(), me.config_path.clone());
+        let (dir, data_dir, config_path) =
+            (me.dir.clone(), me.data_dir.clone(), me.config_path.clone());
         Self::spawn(setup, dir, data_dir, config_path).unwrap_or_else(|(logs, status)| {
             panic!("restart failed (exit {status:?}):\n{}", logs.join("\n"))
         })
@@ -247,8 +253,15 @@ impl TestServer {
     }
 
     pub fn admin(&self, method: &str, path: &str, body: Option<&[u8]>) -> ClientResponse {
-        svc_registry::http::client::request(&self.metrics_target(), method, path, &[], body, TIMEOUT)
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+        svc_registry::http::client::request(
+            &self.metrics_target(),
+            method,
+            path,
+            &[],
+            body,
+            TIMEOUT,
+        )
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     }
 
     pub fn logs(&self) -> String {
@@ -291,7 +304,8 @@ impl TestServer {
 
     /// A field of /proc/PID/status (e.g. "Threads", "VmRSS"), as the leading number.
     pub fn proc_status(&self, key: &str) -> u64 {
-        let text = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let text =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         text.lines()
             .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':')))
             .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
@@ -336,7 +350,8 @@ impl TestServer {
             .collect();
         let r = self.post(
             "/approve",
-            &serde_json::to_vec(&serde_json::json!({"proposal_id": id, "signatures": sigs})).unwrap(),
+            &serde_json::to_vec(&serde_json::json!({"proposal_id": id, "signatures": sigs}))
+                .unwrap(),
         );
         assert_eq!(r.status, 200, "approve: {}", r.text());
         let r = self.post("/commit", format!(r#"{{"proposal_id":"{id}"}}"#).as_bytes());

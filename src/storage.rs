@@ -1,0 +1,110 @@
+//! Glue between the writer's roles and the on-disk log: the journal and sync target the writer
+//! and fsync thread use, and start-up restore from `data_dir`.
+
+use crate::log::{self as rlog, LogError, LogWriter, OsIo, StorageOptions, Syncer};
+use crate::restore::{self, Located, Restored};
+use crate::roles::fsync::SyncTarget;
+use crate::roles::writer::{Journal, JournalError};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+impl Located for rlog::Record {
+    fn location(&self) -> String {
+        format!("{}:{}", self.path.display(), self.offset)
+    }
+    fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+}
+
+/// The writer's journal on disk.
+pub struct DiskJournal {
+    pub writer: LogWriter,
+    /// false with `fsync = "never"`: commits are acknowledged without a sync (benchmarks only).
+    pub sync: bool,
+}
+
+impl Journal for DiskJournal {
+    fn append(&mut self, payload: &[u8]) -> Result<u64, JournalError> {
+        self.writer.append(payload).map_err(|e| match e {
+            LogError::NoSpace { .. } => JournalError::NoSpace(e.to_string()),
+            LogError::TooLarge { .. } => JournalError::TooLarge(e.to_string()),
+            other => JournalError::Failed(other.to_string()),
+        })
+    }
+    fn needs_sync(&self) -> bool {
+        self.sync
+    }
+}
+
+impl SyncTarget for Syncer {
+    fn sync_to(&self, position: u64) -> Result<u64, String> {
+        Syncer::sync_to(self, position).map_err(|e| e.to_string())
+    }
+}
+
+/// Why start-up could not restore state.
+pub enum OpenError {
+    /// Another process holds the data directory: exit at once.
+    Locked(String),
+    /// Corruption or an I/O failure: stay up, not ready, with this reason.
+    Refused(String),
+}
+
+pub struct OpenedStorage {
+    pub restored: Restored,
+    pub writer: LogWriter,
+    pub syncer: Syncer,
+    pub lock: rlog::DirLock,
+    pub data_dir: PathBuf,
+}
+
+/// Open `data_dir`, recover the log and rebuild the snapshot.
+pub fn open(
+    data_dir: &Path,
+    registry_id: &str,
+    opts: &StorageOptions,
+) -> Result<OpenedStorage, OpenError> {
+    let opened = rlog::open(data_dir, opts, Arc::new(OsIo)).map_err(|e| match e {
+        LogError::Locked { .. } => OpenError::Locked(e.to_string()),
+        other => OpenError::Refused(other.to_string()),
+    })?;
+    if let Some(t) = &opened.truncated_tail {
+        log::warn!(
+            "msg=\"torn log tail truncated\" path={:?} offset={} bytes={} reason={:?}",
+            t.path.display().to_string(),
+            t.offset,
+            t.zeroed_bytes,
+            t.reason
+        );
+    }
+    let cp = opened
+        .checkpoint
+        .as_ref()
+        .map(|c| (c.seq, c.payload.as_slice()));
+    let restored = match restore::restore(registry_id, cp, &opened.records) {
+        Ok(r) => r,
+        Err(e) if cp.is_some() => {
+            // The checkpoint disagrees with the log (the log is the source of truth): replay
+            // the whole log instead, and say so.
+            log::warn!(
+                "msg=\"checkpoint unusable; replaying the whole log\" checkpoint={:?} error={:?}",
+                opened
+                    .checkpoint
+                    .as_ref()
+                    .map(|c| c.path.display().to_string()),
+                e.0
+            );
+            restore::restore(registry_id, None, &opened.records)
+                .map_err(|e| OpenError::Refused(e.0))?
+        }
+        Err(e) => return Err(OpenError::Refused(e.0)),
+    };
+    Ok(OpenedStorage {
+        restored,
+        writer: opened.writer,
+        syncer: opened.syncer,
+        lock: opened.lock,
+        data_dir: data_dir.to_path_buf(),
+    })
+}
