@@ -2,6 +2,8 @@
 //! acknowledged commit came back and the whole chain verifies. `CRASH_ROUNDS` sets the rounds
 //! (default 20).
 
+#![allow(clippy::field_reassign_with_default)]
+
 mod common;
 use common::*;
 use serde_json::json as j;
