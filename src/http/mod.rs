@@ -264,14 +264,45 @@ pub enum Outcome {
 /// Replier without sending answers `503 unavailable`, so a job lost on a dead thread never
 /// leaves a client hanging.
 pub struct Replier {
-    pub(crate) inner: Option<server::ReplyTarget>,
+    pub(crate) inner: Option<ReplyTo>,
     pub corr_id: String,
     pub started: Instant,
     /// Route template given to an answer that does not name its own (metrics labels).
     pub route: &'static str,
 }
 
+/// Where a [`Replier`]'s answer goes.
+pub(crate) enum ReplyTo {
+    /// The worker that owns the waiting connection.
+    Worker(server::ReplyTarget),
+    /// A plain channel: simulations, benchmarks and tests that drive the writer without HTTP.
+    Channel(crossbeam_channel::Sender<Response>),
+}
+
+impl ReplyTo {
+    fn complete(self, response: Response) {
+        match self {
+            ReplyTo::Worker(target) => target.complete(response),
+            ReplyTo::Channel(tx) => {
+                let _ = tx.send(response);
+            }
+        }
+    }
+}
+
 impl Replier {
+    /// A Replier not tied to any connection: its answer arrives on the returned channel.
+    pub fn detached(corr_id: &str) -> (Replier, crossbeam_channel::Receiver<Response>) {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let replier = Replier {
+            inner: Some(ReplyTo::Channel(tx)),
+            corr_id: corr_id.to_string(),
+            started: Instant::now(),
+            route: "unknown",
+        };
+        (replier, rx)
+    }
+
     pub fn send(mut self, mut response: Response) {
         if let Some(target) = self.inner.take() {
             if response.route == "unknown" {

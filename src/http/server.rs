@@ -1065,13 +1065,13 @@ fn dispatch(
     ctx.generation += 1;
     let generation = ctx.generation;
     let replier = Replier {
-        inner: Some(ReplyTarget {
+        inner: Some(super::ReplyTo::Worker(ReplyTarget {
             tx: ctx.done_tx.clone(),
             waker: ctx.waker.clone(),
             worker: ctx.id,
             token: key,
             generation,
-        }),
+        })),
         corr_id: corr_id.clone(),
         started,
         route: "unknown",

@@ -275,7 +275,8 @@ impl Writer {
         self.staged = self.p.snapshot.load_full();
     }
 
-    fn on_request(&mut self, req: WriteRequest) {
+    /// Handle one request (the thread body calls this; simulations call it directly).
+    pub fn on_request(&mut self, req: WriteRequest) {
         if let Some(reason) = self.poisoned() {
             m().rejected_total.with_label_values(&["deps"]).inc();
             let replier = match req {
@@ -737,7 +738,8 @@ impl Writer {
         Ok(version)
     }
 
-    fn on_internal(&mut self, msg: Internal) {
+    /// Handle one verifier result or durability notice (see [`Writer::on_request`]).
+    pub fn on_internal(&mut self, msg: Internal) {
         match msg {
             Internal::Verified(v) => self.on_verified(v),
             Internal::Durable(position) => self.on_durable(position),
