@@ -113,6 +113,10 @@ pub fn run(opts: Options) -> i32 {
         }
     };
     Readiness::set(&readiness.metrics_served, true);
+    log::info!(
+        "msg=\"metrics listener bound\" metrics_addr={}",
+        metrics_server.local_addr()
+    );
 
     // State: genesis (amnesia) or what storage restores.
     let mut recent_commits = Vec::new();

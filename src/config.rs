@@ -326,11 +326,14 @@ impl Config {
                 raw.storage.segment_bytes
             )));
         }
-        if (raw.storage.segment_bytes as usize) < raw.max_body_bytes * 2 + 4096 {
-            return Err(fail(
-                "storage.segment_bytes must hold at least two records of max_body_bytes"
-                    .to_string(),
-            ));
+        // A record holds the proposal base64-encoded (4/3) plus signatures and framing.
+        if raw.storage.segment_bytes < raw.max_body_bytes as u64 * 2 + 65536 {
+            return Err(fail(format!(
+                "storage.segment_bytes = {} must be at least 2 x max_body_bytes + 65536 = {} \
+                 (one record holds a whole proposal, base64-encoded)",
+                raw.storage.segment_bytes,
+                raw.max_body_bytes as u64 * 2 + 65536
+            )));
         }
         if raw.storage.checkpoints_kept == 0 {
             return Err(fail(

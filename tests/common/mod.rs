@@ -145,6 +145,31 @@ impl TestServer {
         data_dir: PathBuf,
         config_path: PathBuf,
     ) -> Result<TestServer, (Vec<String>, Option<ExitStatus>)> {
+        Self::spawn_until(setup, dir, data_dir, config_path, "role=read-plane")
+    }
+
+    /// Restart (after a SIGKILL or an exit) and wait only for the metrics listener, for servers
+    /// expected to come up not ready. `registry` is empty in the result.
+    pub fn restart_unready(self) -> TestServer {
+        let mut me = self;
+        let _ = me.child.kill();
+        let _ = me.child.wait();
+        let setup = std::mem::take(&mut me.setup);
+        let (dir, data_dir, config_path) =
+            (me.dir.clone(), me.data_dir.clone(), me.config_path.clone());
+        Self::spawn_until(setup, dir, data_dir, config_path, "metrics listener bound")
+            .unwrap_or_else(|(logs, status)| {
+                panic!("restart failed (exit {status:?}):\n{}", logs.join("\n"))
+            })
+    }
+
+    fn spawn_until(
+        setup: Setup,
+        dir: Arc<tempfile::TempDir>,
+        data_dir: PathBuf,
+        config_path: PathBuf,
+        ready_marker: &'static str,
+    ) -> Result<TestServer, (Vec<String>, Option<ExitStatus>)> {
         let mut cmd = Command::new(bin());
         cmd.arg("--config")
             .arg(&config_path)
@@ -167,7 +192,7 @@ impl TestServer {
             let logs = logs.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if line.contains("role=read-plane") {
+                    if line.contains(ready_marker) {
                         let _ = tx.send(line.clone());
                     }
                     logs.lock().unwrap().push(line);
