@@ -265,6 +265,28 @@ pub fn run(opts: Options) -> i32 {
     if let Some(tx) = checkpoint_tx {
         publishers.push(Box::new(crate::roles::checkpoint::CheckpointNudge(tx)));
     }
+    // The bus (lossy, typed events) and its optional local socket.
+    let bus = crate::bus::Bus::new();
+    publishers.push(Box::new(crate::bus::BusPublisher(bus.clone())));
+    let bus_socket = match &config.raw.bus.socket {
+        Some(path) => match crate::bus::SocketServer::start(bus.clone(), path) {
+            Ok(server) => {
+                log::info!(
+                    "msg=\"bus socket listening\" path={:?}",
+                    path.display().to_string()
+                );
+                Some(server)
+            }
+            Err(e) => {
+                log::error!(
+                    "msg=\"cannot bind the bus socket\" path={:?} error={e:?}",
+                    path.display().to_string()
+                );
+                return EXIT_START;
+            }
+        },
+        None => None,
+    };
     let mut writer = Writer::new(WriterParts {
         registry_id: config.raw.registry_id.clone(),
         snapshot: snapshot.clone(),
@@ -359,6 +381,7 @@ pub fn run(opts: Options) -> i32 {
                 let requests_tx = requests_tx.clone();
                 let signals_handle = signals_handle.clone();
                 let sse_hub = sse_hub.clone();
+                let bus_for_drain = bus.clone();
                 drain_thread = Some(
                     std::thread::Builder::new()
                         .name("drain".into())
@@ -366,6 +389,7 @@ pub fn run(opts: Options) -> i32 {
                             let deadline = Instant::now() + drain_timeout;
                             // Streams end first: they never finish by themselves.
                             sse_hub.shutdown();
+                            bus_for_drain.publish(crate::bus::Event::Shutdown);
                             // In-flight requests finish first (commits included: the writer
                             // still runs), then the writer makes everything staged durable.
                             let clean = registry_server.shutdown(deadline);
@@ -393,6 +417,9 @@ pub fn run(opts: Options) -> i32 {
         let _ = t.join();
     }
     let _ = sse_thread.join();
+    if let Some(server) = bus_socket {
+        server.stop();
+    }
     // The writer is gone, so the checkpoint thread's wake channel is closed: it writes a final
     // checkpoint if commits happened since the last one, then exits.
     if let Some(t) = checkpoint_thread {

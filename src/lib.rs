@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod app;
+pub mod bus;
 pub mod cli;
 pub mod clock;
 pub mod config;

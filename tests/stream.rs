@@ -230,3 +230,28 @@ fn sigterm_ends_streams_with_a_final_event() {
     assert!(status.success());
     assert!(s.logs().contains("shutdown_complete=1"));
 }
+
+#[test]
+fn the_bus_socket_streams_commit_events_as_json_lines_until_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("bus.sock");
+    let mut setup = Setup::default();
+    setup.tables = format!("[bus]\nsocket = {:?}\n", sock.display().to_string());
+    let mut s = TestServer::start(setup);
+    let client = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut lines = std::io::BufReader::new(client).lines();
+    // The subscription is registered asynchronously: commit until the first event shows.
+    std::thread::sleep(Duration::from_millis(200));
+    let c = s.commit_ops(0, j!([put("node", "n", j!({}))]));
+    let line = lines.next().unwrap().unwrap();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v, j!({"type": "commit", "version": 1, "hash": c["hash"]}));
+    s.signal(libc::SIGTERM);
+    let line = lines.next().unwrap().unwrap();
+    assert_eq!(line, r#"{"type":"shutdown"}"#);
+    assert!(s.wait_exit(Duration::from_secs(10)).unwrap().success());
+    assert!(!sock.exists(), "the socket file is removed at exit");
+}

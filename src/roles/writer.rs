@@ -119,6 +119,9 @@ pub trait Publisher: Send {
     /// Called after `snapshot` was stored in the ArcSwap; `records` are the versions it made
     /// visible, oldest first.
     fn published(&mut self, snapshot: &Arc<Snapshot>, records: &[Arc<CommitRecord>]);
+
+    /// The write plane stopped (storage failure).
+    fn shed(&mut self, _reason: &str) {}
 }
 
 /// Several publishers, called in order.
@@ -128,6 +131,12 @@ impl Publisher for Publishers {
     fn published(&mut self, snapshot: &Arc<Snapshot>, records: &[Arc<CommitRecord>]) {
         for p in &mut self.0 {
             p.published(snapshot, records);
+        }
+    }
+
+    fn shed(&mut self, reason: &str) {
+        for p in &mut self.0 {
+            p.shed(reason);
         }
     }
 }
@@ -262,6 +271,7 @@ impl Writer {
 
     fn poison(&mut self, reason: String) {
         log::error!("msg=\"write plane stopped\" reason={reason:?}");
+        self.p.publisher.shed(&reason);
         *self.p.poisoned.lock() = Some(reason);
         m().registry_write_plane_ready.set(0);
         // Nothing staged past the last durable point may ever be acknowledged.
