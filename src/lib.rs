@@ -16,6 +16,7 @@ pub mod log;
 pub mod logging;
 pub mod metrics;
 pub mod restore;
+pub mod tail;
 pub mod roles;
 pub mod snapshot;
 pub mod storage;
