@@ -98,17 +98,17 @@ pub fn tail(target: &Target, opts: &TailOptions, out: &mut dyn Write) -> Result<
             }
         };
         backoff = Duration::from_millis(100);
-        loop {
-            let e = match next_event(&mut *reader) {
-                Ok(Some(e)) => e,
-                Ok(None) | Err(_) => break,
-            };
+        while let Ok(Some(e)) = next_event(&mut *reader) {
             let show = match e.event.as_str() {
                 "heartbeat" => opts.heartbeats,
                 _ => true,
             };
             if show {
-                let line = if opts.json { e.data.clone() } else { summary(&e) };
+                let line = if opts.json {
+                    e.data.clone()
+                } else {
+                    summary(&e)
+                };
                 writeln!(out, "{line}").map_err(|e| e.to_string())?;
                 out.flush().map_err(|e| e.to_string())?;
             }

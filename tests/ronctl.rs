@@ -1,0 +1,289 @@
+//! ronctl end to end against the real server: keygen → propose → approve ×M → commit → verify,
+//! offline signing, and verify catching a tampered record.
+
+#![allow(clippy::field_reassign_with_default)]
+
+mod common;
+use common::*;
+use std::process::Command;
+
+fn ronctl(s: &TestServer, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(ronctl_bin())
+        .args([
+            "--url",
+            &format!("http://{}", s.registry),
+            "--admin-url",
+            &format!("http://{}", s.metrics),
+        ])
+        .args(args)
+        .env_remove("RON_REGISTRY_URL")
+        .env_remove("RON_ADMIN_URL")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn keygen_propose_approve_commit_verify_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    // Three fresh keys from ronctl keygen, configured as a 2-of-3 signer set.
+    let mut signers = Vec::new();
+    let mut key_files = Vec::new();
+    for name in ["alice", "bob", "carol"] {
+        let path = dir.path().join(format!("{name}.key"));
+        let out = Command::new(ronctl_bin())
+            .args(["keygen", "--out", path.to_str().unwrap(), "--keyid", name])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&path).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600, "private key file mode");
+        let (keyid, key) = svc_registry::cli::load_key(&path).unwrap();
+        assert_eq!(keyid, name);
+        assert!(stdout.contains(&hex::encode(key.verifying_key().as_bytes())));
+        signers.push(Signer { keyid, key });
+        key_files.push(path);
+    }
+    // keygen refuses to overwrite a key.
+    let again = Command::new(ronctl_bin())
+        .args(["keygen", "--out", key_files[0].to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+
+    let s = TestServer::start(Setup {
+        signers,
+        ..Setup::default()
+    });
+    let proposal = dir.path().join("p.json");
+    std::fs::write(&proposal, br#"{"registry_id": "test-registry", "base_version": 0, "ops": [{"op": "put", "kind": "node", "id": "node-7", "body": {"addr": "10.0.0.7:9000"}}]}"#).unwrap();
+    let (ok, out, err) = ronctl(
+        &s,
+        &["registry", "propose", "--file", proposal.to_str().unwrap()],
+    );
+    assert!(ok, "{err}");
+    let id = out.trim().to_string();
+    assert_eq!(id.len(), 64);
+
+    // First approval shows the diff it signs.
+    let (ok, out, err) = ronctl(
+        &s,
+        &[
+            "registry",
+            "approve",
+            "--id",
+            &id,
+            "--signer",
+            key_files[0].to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("approvals 1 of 2"), "{out}");
+    assert!(
+        err.contains("node/node-7") && err.contains("10.0.0.7:9000"),
+        "the review shows the diff: {err}"
+    );
+    // Commit under quorum fails with a clear message and a non-zero exit.
+    let (ok, _, err) = ronctl(&s, &["registry", "commit", "--id", &id]);
+    assert!(!ok);
+    assert!(
+        err.contains("412") && err.contains("quorum_not_met"),
+        "{err}"
+    );
+
+    // Second approval made offline: export the payload, sign it, import the signature.
+    let payload = dir.path().join("payload.bin");
+    let sig = dir.path().join("sig.json");
+    assert!(
+        ronctl(
+            &s,
+            &[
+                "registry",
+                "approve",
+                "--id",
+                &id,
+                "--export-payload",
+                payload.to_str().unwrap()
+            ]
+        )
+        .0
+    );
+    let out = Command::new(ronctl_bin())
+        .args([
+            "sign",
+            "--payload",
+            payload.to_str().unwrap(),
+            "--signer",
+            key_files[1].to_str().unwrap(),
+            "--out",
+            sig.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (ok, out, err) = ronctl(
+        &s,
+        &[
+            "registry",
+            "approve",
+            "--id",
+            &id,
+            "--import-sig",
+            sig.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("approvals 2 of 2"), "{out}");
+
+    let (ok, out, err) = ronctl(&s, &["registry", "commit", "--id", &id]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("version 1 hash "), "{out}");
+    let (ok, out, _) = ronctl(&s, &["registry", "head"]);
+    assert!(ok && out.contains("\"version\": 1"), "{out}");
+    let (ok, out, _) = ronctl(&s, &["registry", "get", "1"]);
+    assert!(ok && out.contains(&id));
+
+    // verify against pinned keys (the signer set as published, saved to a file).
+    let pinned = dir.path().join("signers.json");
+    std::fs::write(&pinned, s.get("/registry/signers").body).unwrap();
+    let (ok, out, err) = ronctl(
+        &s,
+        &["registry", "verify", "--signers", pinned.to_str().unwrap()],
+    );
+    assert!(ok, "{err}");
+    assert!(out.starts_with("ok: 2 records"), "{out}");
+    // Unpinned works but warns.
+    let (ok, _, err) = ronctl(&s, &["registry", "verify"]);
+    assert!(ok && err.contains("warning"), "{err}");
+}
+
+#[test]
+fn verify_detects_a_tampered_record_and_names_the_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(Setup::default());
+    for v in 0..3u64 {
+        s.commit_ops(
+            v,
+            serde_json::json!([put("node", &format!("n{v}"), serde_json::json!({"v": v}))]),
+        );
+    }
+    let pinned = dir.path().join("signers.json");
+    std::fs::write(&pinned, s.get("/registry/signers").body).unwrap();
+    let log = json(&s.get("/registry/log?from=0&limit=100"));
+    let good = dir.path().join("good.json");
+    std::fs::write(&good, serde_json::to_vec(&log).unwrap()).unwrap();
+    let (ok, out, err) = ronctl(
+        &s,
+        &[
+            "registry",
+            "verify",
+            "--signers",
+            pinned.to_str().unwrap(),
+            "--log-file",
+            good.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("4 records"));
+
+    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+        // A rewritten payload (different descriptor) at version 2.
+        (
+            "payload",
+            Box::new(|l: &mut serde_json::Value| {
+                let p = svc_registry::domain::dsse::b64(br#"{"registry_id":"test-registry","base_version":1,"ops":[{"op":"put","kind":"node","id":"evil","body":{}}]}"#);
+                l["records"][2]["envelope"]["payload"] = serde_json::json!(p);
+            }),
+        ),
+        // A forged hash link.
+        (
+            "hash",
+            Box::new(|l: &mut serde_json::Value| {
+                l["records"][2]["hash"] = serde_json::json!("0".repeat(64))
+            }),
+        ),
+        // A signature swapped for one over other bytes: the chain is recomputed by the forger
+        // but the quorum no longer verifies.
+        (
+            "signature",
+            Box::new(|l: &mut serde_json::Value| {
+                let other = Signer::new("a", 1).sign(b"something else");
+                l["records"][2]["envelope"]["signatures"][0]["sig"] = serde_json::json!(other);
+                let recs: Vec<svc_registry::domain::record::CommitRecord> = l["records"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| {
+                        svc_registry::domain::record::CommitRecord::from_value(r.clone()).unwrap()
+                    })
+                    .collect();
+                let mut prev = recs[1].hash.clone();
+                for i in 2..recs.len() {
+                    let r = &recs[i];
+                    let h = svc_registry::domain::chain::commit_hash(
+                        "test-registry",
+                        r.version,
+                        &prev,
+                        &r.proposal_id,
+                        &r.signatures,
+                    );
+                    l["records"][i]["prev_hash"] = serde_json::json!(prev);
+                    l["records"][i]["hash"] = serde_json::json!(h.clone());
+                    prev = h;
+                }
+            }),
+        ),
+    ];
+    for (name, tamper) in cases {
+        let mut bad = log.clone();
+        tamper(&mut bad);
+        let path = dir.path().join(format!("bad-{name}.json"));
+        std::fs::write(&path, serde_json::to_vec(&bad).unwrap()).unwrap();
+        let (ok, _, err) = ronctl(
+            &s,
+            &[
+                "registry",
+                "verify",
+                "--signers",
+                pinned.to_str().unwrap(),
+                "--log-file",
+                path.to_str().unwrap(),
+            ],
+        );
+        assert!(!ok, "{name}: tampering not detected");
+        assert!(err.contains("BROKEN at version 2"), "{name}: {err}");
+    }
+}
+
+#[test]
+fn ronctl_reports_unreachable_servers_and_http_errors_clearly() {
+    let s = TestServer::start(Setup::default());
+    let (ok, _, err) = ronctl(&s, &["registry", "get", "42"]);
+    assert!(!ok);
+    assert!(err.contains("404") && err.contains("not_found"), "{err}");
+    let out = Command::new(ronctl_bin())
+        .args(["--url", "http://127.0.0.1:1", "registry", "head"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot reach"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
