@@ -201,7 +201,8 @@ fn verify_detects_a_tampered_record_and_names_the_version() {
     assert!(ok, "{err}");
     assert!(out.contains("4 records"));
 
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+    type Tamper = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Tamper)> = vec![
         // A rewritten payload (different descriptor) at version 2.
         (
             "payload",
