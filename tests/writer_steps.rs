@@ -1,0 +1,243 @@
+//! The writer driven step by step (no HTTP, no threads): group commit ordering, a failed sync
+//! poisoning the write plane, and a full disk refusing without applying anything.
+
+use arc_swap::ArcSwap;
+use crossbeam_channel::Receiver;
+use ed25519_dalek::SigningKey;
+use std::sync::Arc;
+use std::time::Duration;
+use svc_registry::domain::proposal::ProposalLimits;
+use svc_registry::domain::signers::{sign_payload, verify_strict, SignerKey, SignerSet};
+use svc_registry::http::{Replier, Response};
+use svc_registry::roles::verifier::{Verified, VerifyJob};
+use svc_registry::roles::writer::*;
+use svc_registry::snapshot::Snapshot;
+
+/// A journal that needs syncs and can be told to fail appends with a full disk.
+struct TestJournal {
+    end: u64,
+    full: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Journal for TestJournal {
+    fn append(&mut self, payload: &[u8]) -> Result<u64, JournalError> {
+        if self.full.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(JournalError::NoSpace("test disk is full".into()));
+        }
+        self.end += payload.len() as u64;
+        Ok(self.end)
+    }
+    fn needs_sync(&self) -> bool {
+        true
+    }
+}
+
+struct Rig {
+    writer: Writer,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    verify_rx: Receiver<VerifyJob>,
+    sync_rx: Receiver<u64>,
+    poisoned: Arc<parking_lot::Mutex<Option<String>>>,
+    full: Arc<std::sync::atomic::AtomicBool>,
+    keys: Vec<SigningKey>,
+}
+
+fn rig() -> Rig {
+    let keys: Vec<SigningKey> = (1..=3).map(|i| SigningKey::from_bytes(&[i; 32])).collect();
+    let set = SignerSet::new(
+        2,
+        keys.iter()
+            .enumerate()
+            .map(|(i, k)| SignerKey {
+                keyid: format!("k{i}"),
+                public: k.verifying_key(),
+                not_before: None,
+                not_after: None,
+            })
+            .collect(),
+    )
+    .unwrap();
+    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::genesis("r")));
+    let (_req_tx, req_rx) = crossbeam_channel::bounded(1);
+    let (_int_tx, int_rx) = crossbeam_channel::unbounded();
+    let (verify_tx, verify_rx) = crossbeam_channel::unbounded();
+    let (sync_tx, sync_rx) = crossbeam_channel::unbounded();
+    let poisoned = Arc::new(parking_lot::Mutex::new(None));
+    let full = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = Writer::new(WriterParts {
+        registry_id: "r".into(),
+        snapshot: snapshot.clone(),
+        signers: Arc::new(ArcSwap::from_pointee(set)),
+        settings: Arc::new(ArcSwap::from_pointee(WriterSettings {
+            ttl: Duration::from_secs(60),
+            max_pending: 16,
+            limits: ProposalLimits {
+                max_ops: 8,
+                max_descriptor_bytes: 1024,
+            },
+        })),
+        requests: req_rx,
+        internal_rx: int_rx,
+        verify_tx,
+        sync_tx: Some(sync_tx),
+        journal: Box::new(TestJournal {
+            end: 0,
+            full: full.clone(),
+        }),
+        publisher: Box::new(Publishers(Vec::new())),
+        poisoned: poisoned.clone(),
+        clock: || 1_000,
+    });
+    Rig {
+        writer,
+        snapshot,
+        verify_rx,
+        sync_rx,
+        poisoned,
+        full,
+        keys,
+    }
+}
+
+fn answer(rx: &Receiver<Response>) -> (u16, serde_json::Value) {
+    let r = rx.try_recv().expect("answered");
+    (r.status, serde_json::from_slice(&r.body).unwrap())
+}
+
+impl Rig {
+    fn payload(&self, base: u64, id: &str) -> Vec<u8> {
+        format!(r#"{{"registry_id":"r","base_version":{base},"ops":[{{"op":"put","kind":"node","id":"{id}","body":{{}}}}]}}"#).into_bytes()
+    }
+
+    /// Propose and approve with two keys, verifying on this thread; returns the proposal id.
+    fn approved(&mut self, payload: &[u8]) -> String {
+        let (r, rx) = Replier::detached("t");
+        self.writer.on_request(WriteRequest::Propose {
+            bytes: payload.to_vec(),
+            replier: r,
+        });
+        let (status, v) = answer(&rx);
+        assert_eq!(status, 202, "{v}");
+        let id = v["proposal_id"].as_str().unwrap().to_string();
+        let sigs = (0..2)
+            .map(|i| (format!("k{i}"), sign_payload(&self.keys[i], payload)))
+            .collect();
+        let (r, rx) = Replier::detached("t");
+        self.writer.on_request(WriteRequest::Approve {
+            proposal_id: id.clone(),
+            signatures: sigs,
+            replier: r,
+        });
+        // Play the verifier pool.
+        for job in self.verify_rx.try_iter().collect::<Vec<_>>() {
+            let ok = verify_strict(&job.key, &job.sig, &job.pae);
+            self.writer.on_internal(Internal::Verified(Verified {
+                request: job.request,
+                index: job.index,
+                ok,
+            }));
+        }
+        assert_eq!(answer(&rx).0, 200);
+        id
+    }
+
+    fn commit(&mut self, id: &str) -> Receiver<Response> {
+        let (r, rx) = Replier::detached("t");
+        self.writer.on_request(WriteRequest::Commit {
+            proposal_id: id.to_string(),
+            replier: r,
+        });
+        rx
+    }
+}
+
+#[test]
+fn commits_are_answered_and_published_only_after_the_sync_that_covers_them() {
+    let mut rig = rig();
+    let p1 = rig.payload(0, "a");
+    let id1 = rig.approved(&p1);
+    let c1 = rig.commit(&id1);
+    // Staged, not durable: no answer, nothing published, but the next commit builds on it.
+    assert!(c1.try_recv().is_err());
+    assert_eq!(rig.snapshot.load().version(), 0);
+    let p2 = rig.payload(1, "b");
+    let id2 = rig.approved(&p2);
+    let c2 = rig.commit(&id2);
+    let positions: Vec<u64> = rig.sync_rx.try_iter().collect();
+    assert_eq!(positions.len(), 2);
+    // One sync covering the first only: version 1 is published and answered, 2 waits.
+    rig.writer.on_internal(Internal::Durable(positions[0]));
+    assert_eq!(
+        answer(&c1),
+        (
+            200,
+            serde_json::json!({"version": 1, "hash": rig.snapshot.load().head.hash})
+        )
+    );
+    assert!(c2.try_recv().is_err());
+    assert_eq!(rig.snapshot.load().version(), 1);
+    // The group sync covering both.
+    rig.writer.on_internal(Internal::Durable(positions[1]));
+    assert_eq!(answer(&c2).0, 200);
+    assert_eq!(rig.snapshot.load().version(), 2);
+}
+
+#[test]
+fn a_failed_sync_answers_503_and_stops_every_later_write_but_not_reads() {
+    let mut rig = rig();
+    let p1 = rig.payload(0, "a");
+    let id1 = rig.approved(&p1);
+    let c1 = rig.commit(&id1);
+    assert_eq!(rig.sync_rx.try_iter().count(), 1);
+    rig.writer
+        .on_internal(Internal::SyncFailed("EIO on fdatasync".into()));
+    let (status, v) = answer(&c1);
+    assert_eq!((status, v["error"].as_str().unwrap()), (503, "unavailable"));
+    assert!(rig.poisoned.lock().as_deref().unwrap().contains("EIO"));
+    assert_eq!(
+        rig.snapshot.load().version(),
+        0,
+        "nothing unsynced was published"
+    );
+    // Every later write: 503, nothing retried.
+    let (r, rx) = Replier::detached("t");
+    rig.writer.on_request(WriteRequest::Propose {
+        bytes: rig.payload(0, "z"),
+        replier: r,
+    });
+    assert_eq!(answer(&rx).0, 503);
+    let (r, rx) = Replier::detached("t");
+    rig.writer.on_request(WriteRequest::Commit {
+        proposal_id: id1,
+        replier: r,
+    });
+    assert_eq!(answer(&rx).0, 503);
+    assert_eq!(
+        rig.sync_rx.try_iter().count(),
+        0,
+        "nothing was appended or synced after the failure"
+    );
+}
+
+#[test]
+fn a_full_disk_refuses_with_507_and_applies_nothing() {
+    let mut rig = rig();
+    let p1 = rig.payload(0, "a");
+    let id1 = rig.approved(&p1);
+    rig.full.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (status, v) = answer(&rig.commit(&id1));
+    assert_eq!(
+        (status, v["error"].as_str().unwrap()),
+        (507, "storage_full")
+    );
+    assert!(
+        rig.poisoned.lock().is_none(),
+        "a full disk does not stop the write plane"
+    );
+    // Space comes back: the same proposal commits at version 1.
+    rig.full.store(false, std::sync::atomic::Ordering::SeqCst);
+    let c = rig.commit(&id1);
+    let pos = rig.sync_rx.try_iter().last().unwrap();
+    rig.writer.on_internal(Internal::Durable(pos));
+    assert_eq!(answer(&c).1["version"], 1);
+}
