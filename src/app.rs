@@ -9,6 +9,7 @@ use crate::config::{Config, Flags, FsyncMode};
 use crate::domain::signers::SignerSet;
 use crate::http::{Listener, Server};
 use crate::metrics::m;
+use crate::ops::{BackupSource, Backups, Chaos, CommitBudget, Maintenance, SyncHealth};
 use crate::roles::fsync::{FsyncParts, SyncTarget};
 use crate::roles::verifier;
 use crate::roles::writer::{
@@ -18,7 +19,7 @@ use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -85,18 +86,53 @@ pub fn run(opts: Options) -> i32 {
     );
 
     let readiness = Arc::new(Readiness::default());
-    let read_only = Arc::new(AtomicBool::new(config.flags.read_only));
     let poisoned = Arc::new(parking_lot::Mutex::new(None));
+    // The bus (lossy, typed events); its optional local socket starts with the writer below.
+    let bus = crate::bus::Bus::new();
+    let maintenance = {
+        let file = &config.raw.maintenance;
+        let on = config.flags.read_only || file.read_only;
+        let reason = if config.flags.read_only {
+            "started with --read-only".to_string()
+        } else {
+            file.reason
+                .clone()
+                .unwrap_or_else(|| "[maintenance] read_only = true in the config".to_string())
+        };
+        Arc::new(Maintenance::new(
+            on,
+            Some(reason),
+            poisoned.clone(),
+            readiness.clone(),
+            bus.clone(),
+        ))
+    };
+    let read_only = maintenance.read_only.clone();
     let signers: Arc<ArcSwap<SignerSet>> = Arc::new(ArcSwap::from_pointee(config.signers.clone()));
     let writer_settings = Arc::new(ArcSwap::from_pointee(settings(&config)));
-    let chaos_delay_ms = Arc::new(AtomicU64::new(0));
+    let syncs_storage = !config.flags.amnesia && config.raw.storage.fsync != FsyncMode::Never;
+    let chaos = Chaos::new(
+        config.raw.chaos.enabled,
+        config.raw.chaos.max_latency_ms,
+        syncs_storage,
+    );
+    let sync_health = Arc::new(SyncHealth::default());
+    let commit_budget = Arc::new(CommitBudget {
+        budget_ms: AtomicU64::new(config.raw.storage.commit_budget_ms),
+        health: sync_health.clone(),
+        chaos: chaos.clone(),
+    });
+    let backups = Backups::new(config.flags.amnesia);
+    let effective_config = Arc::new(ArcSwap::from_pointee(effective_toml(&config)));
 
     // The metrics listener comes up first so /healthz and /readyz answer during restore.
     let admin = Arc::new(AdminApi {
         readiness: readiness.clone(),
-        read_only: read_only.clone(),
+        maintenance: maintenance.clone(),
         poisoned: poisoned.clone(),
-        writes_enabled: !config.flags.read_only,
+        chaos: chaos.clone(),
+        backups: backups.clone(),
+        effective_config: effective_config.clone(),
     });
     let mut admin_limits = config.http_limits();
     admin_limits.workers = 1;
@@ -190,6 +226,14 @@ pub fn run(opts: Options) -> i32 {
             }
         };
     let snapshot = Arc::new(ArcSwap::from_pointee(initial));
+    if let Some((syncer, _, data_dir)) = &storage {
+        backups.set_source(BackupSource {
+            syncer: syncer.clone(),
+            data_dir: data_dir.clone(),
+            snapshot: snapshot.clone(),
+            registry_id: config.raw.registry_id.clone(),
+        });
+    }
     Readiness::set(&readiness.state_restored, true);
     Readiness::set(&readiness.storage_ready, true);
     m().registry_head_version
@@ -214,7 +258,8 @@ pub fn run(opts: Options) -> i32 {
                 done: internal_tx.clone(),
                 always: config.raw.storage.fsync == crate::config::FsyncMode::Always,
                 batch_max_delay: Duration::from_millis(config.raw.storage.fsync_batch_max_delay_ms),
-                chaos_delay_ms: chaos_delay_ms.clone(),
+                chaos_delay_ms: chaos.storage_latency_ms.clone(),
+                health: sync_health.clone(),
             };
             let handle = std::thread::Builder::new()
                 .name("fsync".into())
@@ -265,8 +310,7 @@ pub fn run(opts: Options) -> i32 {
     if let Some(tx) = checkpoint_tx {
         publishers.push(Box::new(crate::roles::checkpoint::CheckpointNudge(tx)));
     }
-    // The bus (lossy, typed events) and its optional local socket.
-    let bus = crate::bus::Bus::new();
+    // The bus's optional local socket.
     publishers.push(Box::new(crate::bus::BusPublisher(bus.clone())));
     let bus_socket = match &config.raw.bus.socket {
         Some(path) => match crate::bus::SocketServer::start(bus.clone(), path) {
@@ -319,6 +363,7 @@ pub fn run(opts: Options) -> i32 {
         readiness: readiness.clone(),
         poisoned: poisoned.clone(),
         stream: Some(sse_hub.clone()),
+        commit_budget: Some(commit_budget.clone()),
     });
     let listener = if config.flags.uds_only {
         let path = config
@@ -346,7 +391,7 @@ pub fn run(opts: Options) -> i32 {
         metrics_server.local_addr(),
         started.elapsed().as_millis()
     );
-    if !config.flags.read_only {
+    if !maintenance.is_on() {
         m().registry_write_plane_ready.set(1);
         log::info!(
             "ready=1 service=svc-registry role=write-plane fsync={:?} amnesia={}",
@@ -362,12 +407,19 @@ pub fn run(opts: Options) -> i32 {
     let mut servers = Some((registry_server, metrics_server));
     let mut drain_thread = None;
     let signals_handle = signals.handle();
+    let live = Live {
+        signers: signers.clone(),
+        writer_settings: writer_settings.clone(),
+        sse_hub: sse_hub.clone(),
+        chaos: chaos.clone(),
+        maintenance: maintenance.clone(),
+        commit_budget: commit_budget.clone(),
+        effective_config: effective_config.clone(),
+        bus: bus.clone(),
+    };
     for signal in signals.forever() {
         match signal {
-            SIGHUP => {
-                reload(&mut config, &signers, &writer_settings);
-                sse_hub.set_settings(sse_settings(&config));
-            }
+            SIGHUP => reload(&mut config, &live),
             _ => {
                 let Some((registry_server, metrics_server)) = servers.take() else {
                     log::warn!("msg=\"second signal: exiting now\" signal={signal}");
@@ -430,60 +482,99 @@ pub fn run(opts: Options) -> i32 {
     EXIT_OK
 }
 
-/// SIGHUP: re-read the config; apply what can change live; refuse an invalid file.
-fn reload(
-    config: &mut Config,
-    signers: &Arc<ArcSwap<SignerSet>>,
-    writer_settings: &Arc<ArcSwap<WriterSettings>>,
-) {
-    match Config::load(&config.path, config.flags.clone()) {
-        Ok(new) => {
-            let mut restart_needed = Vec::new();
-            let (a, b) = (&config.raw, &new.raw);
-            for (key, changed) in [
-                ("registry_id", a.registry_id != b.registry_id),
-                ("registry_addr", a.registry_addr != b.registry_addr),
-                ("metrics_addr", a.metrics_addr != b.metrics_addr),
-                ("uds_path", a.uds_path != b.uds_path),
-                ("data_dir", a.data_dir != b.data_dir),
-                ("workers", config.workers != new.workers),
-            ] {
-                if changed {
-                    restart_needed.push(key);
-                }
-            }
-            if a.registry_id != b.registry_id {
-                m().registry_reload_fail_total.inc();
-                log::error!(
-                    "msg=\"reload refused: registry_id cannot change\" config={:?}",
-                    config.path.display().to_string()
-                );
-                return;
-            }
-            signers.store(Arc::new(new.signers.clone()));
-            writer_settings.store(Arc::new(settings(&new)));
-            crate::logging::set_level(new.raw.log_level.as_deref());
-            log::info!(
-                "msg=reloaded audit=1 threshold={} keys={} restart_needed_for={:?}",
-                new.signers.threshold,
-                new.signers.keys.len(),
-                restart_needed.join(",")
-            );
-            m().registry_reload_success_total.inc();
-            let keep = config.raw.clone();
-            *config = new;
-            // Settings that need a restart keep their running values in the effective config.
-            config.raw.registry_addr = keep.registry_addr;
-            config.raw.metrics_addr = keep.metrics_addr;
-            config.raw.uds_path = keep.uds_path;
-            config.raw.data_dir = keep.data_dir;
+/// The running config as `GET /admin/config` shows it: the flags (as a comment), then the
+/// effective TOML with secrets redacted ([`Config::to_toml`]).
+fn effective_toml(config: &Config) -> String {
+    let f = &config.flags;
+    let flags: Vec<&str> = [
+        (f.amnesia, "--amnesia"),
+        (f.uds_only, "--uds-only"),
+        (f.read_only, "--read-only"),
+    ]
+    .into_iter()
+    .filter_map(|(on, name)| on.then_some(name))
+    .collect();
+    let mut text = format!(
+        "# svc-registry effective config: {} + environment{}\n",
+        config.path.display(),
+        if flags.is_empty() {
+            String::new()
+        } else {
+            format!(" + flags {}", flags.join(" "))
         }
+    );
+    text.push_str(&config.to_toml());
+    text
+}
+
+/// What a SIGHUP can change in the running process.
+struct Live {
+    signers: Arc<ArcSwap<SignerSet>>,
+    writer_settings: Arc<ArcSwap<WriterSettings>>,
+    sse_hub: Arc<crate::roles::sse::SseHub>,
+    chaos: Arc<Chaos>,
+    maintenance: Arc<Maintenance>,
+    commit_budget: Arc<CommitBudget>,
+    effective_config: Arc<ArcSwap<String>>,
+    bus: Arc<crate::bus::Bus>,
+}
+
+/// SIGHUP: re-read the config file; apply the keys that can change live
+/// ([`crate::config::LIVE_KEYS`]), report the ones that need a restart and keep their running
+/// values; refuse an invalid file (or one of another registry) and keep the old config whole.
+fn reload(config: &mut Config, live: &Live) {
+    let path = config.path.display().to_string();
+    let planned =
+        Config::load(&config.path, config.flags.clone()).and_then(|new| config.plan_reload(new));
+    let plan = match planned {
+        Ok(plan) => plan,
         Err(e) => {
             m().registry_reload_fail_total.inc();
             log::error!(
-                "msg=\"reload refused; keeping the old config\" error={:?}",
+                "msg=\"reload refused; keeping the old config\" audit=1 config={path:?} error={:?}",
                 e.to_string()
             );
+            live.bus.publish(crate::bus::Event::Reload { ok: false });
+            return;
         }
+    };
+    let new = plan.effective;
+    live.signers.store(Arc::new(new.signers.clone()));
+    live.writer_settings.store(Arc::new(settings(&new)));
+    live.sse_hub.set_settings(sse_settings(&new));
+    crate::logging::set_level(new.raw.log_level.as_deref());
+    live.chaos
+        .configure(new.raw.chaos.enabled, new.raw.chaos.max_latency_ms);
+    live.commit_budget
+        .budget_ms
+        .store(new.raw.storage.commit_budget_ms, Ordering::SeqCst);
+    if new.raw.maintenance != config.raw.maintenance {
+        let file = &new.raw.maintenance;
+        let reason = file.reason.clone().or_else(|| {
+            file.read_only
+                .then(|| "[maintenance] read_only = true in the config".to_string())
+        });
+        live.maintenance.set(file.read_only, reason, "sighup", "-");
     }
+    live.effective_config.store(Arc::new(effective_toml(&new)));
+    m().registry_reload_success_total.inc();
+    let line = format!(
+        "msg=reloaded audit=1 config={path:?} applied={:?} restart_needed_for={:?} threshold={} keys={} chaos_enabled={} commit_budget_ms={}",
+        plan.applied.join(","),
+        plan.restart_needed.join(","),
+        new.signers.threshold,
+        new.signers.keys.len(),
+        new.raw.chaos.enabled,
+        new.raw.storage.commit_budget_ms
+    );
+    if plan.restart_needed.is_empty() {
+        log::info!("{line}");
+    } else {
+        // Loud: the file says something the process is not doing until it restarts.
+        log::warn!(
+            "{line} note=\"changes to restart_needed_for keys take effect at the next restart\""
+        );
+    }
+    live.bus.publish(crate::bus::Event::Reload { ok: true });
+    *config = new;
 }

@@ -65,7 +65,7 @@ impl Conn {
         want: u16,
     ) -> Result<serde_json::Value, String> {
         let r = self.call(&self.registry, method, path, body)?;
-        expect(r, want, method, path)
+        expect(r, want, method, path, false)
     }
 
     pub fn admin(
@@ -76,7 +76,17 @@ impl Conn {
         want: u16,
     ) -> Result<serde_json::Value, String> {
         let r = self.call(&self.admin, method, path, body)?;
-        expect(r, want, method, path)
+        expect(r, want, method, path, true)
+    }
+
+    /// An admin route answering text (not JSON).
+    pub fn admin_text(&self, path: &str) -> Result<String, String> {
+        let r = self.call(&self.admin, "GET", path, None)?;
+        if r.status == 200 {
+            return String::from_utf8(r.body)
+                .map_err(|_| format!("GET {path}: the answer is not UTF-8"));
+        }
+        expect(r, 200, "GET", path, true).map(|_| String::new())
     }
 }
 
@@ -92,6 +102,7 @@ fn expect(
     want: u16,
     method: &str,
     path: &str,
+    admin: bool,
 ) -> Result<serde_json::Value, String> {
     let value: Option<serde_json::Value> = serde_json::from_slice(&r.body).ok();
     if r.status == want {
@@ -107,6 +118,11 @@ fn expect(
         })
         .unwrap_or_else(|| ("?".into(), String::from_utf8_lossy(&r.body).into_owned()));
     let hint = match r.status {
+        _ if admin => match r.status {
+            404 => " (is --admin-url the metrics listener of a current svc-registry?)",
+            429 => " (one at a time: retry when the running one is done)",
+            _ => "",
+        },
         400 => " (the request is malformed; check the file and the id)",
         403 => " (the key is not a configured signer, is outside its validity window, or the signature is wrong)",
         404 => " (no such version, proposal or descriptor)",
@@ -441,9 +457,88 @@ pub fn verify(
     }
 }
 
-pub fn config_print(path: &Path) -> CliResult {
-    let config = crate::config::Config::load(path, crate::config::Flags::default())
-        .map_err(|e| e.to_string())?;
-    print!("{}", config.to_toml());
+/// `config print`: with a file, the effective config it gives (file + environment); without,
+/// the running server's (`GET /admin/config` on --admin-url). Secrets are redacted either way.
+pub fn config_print(conn: &Conn, path: Option<&Path>) -> CliResult {
+    match path {
+        Some(path) => {
+            let config = crate::config::Config::load(path, crate::config::Flags::default())
+                .map_err(|e| e.to_string())?;
+            print!("{}", config.to_toml());
+        }
+        None => print!("{}", conn.admin_text("/admin/config")?),
+    }
+    Ok(())
+}
+
+/// `chaos inject`.
+pub fn chaos_inject(conn: &Conn, fault: &str, ms: u64, for_secs: Option<u64>) -> CliResult {
+    let mut body = serde_json::json!({"fault": fault, "ms": ms});
+    if let Some(s) = for_secs {
+        body["for_secs"] = s.into();
+    }
+    let body = serde_json::to_vec(&body).expect("serializes");
+    let v = conn.admin("POST", "/admin/chaos", Some(&body), 200)?;
+    match v["expires_at"].as_str() {
+        Some(at) => println!("injected {fault} {ms} ms until {at}"),
+        None => println!("injected {fault} {ms} ms until cleared (ronctl chaos clear)"),
+    }
+    Ok(())
+}
+
+/// `chaos clear`.
+pub fn chaos_clear(conn: &Conn) -> CliResult {
+    let v = conn.admin("DELETE", "/admin/chaos", None, 200)?;
+    match v["was_ms"].as_u64() {
+        Some(ms) if ms > 0 => println!("cleared storage-latency ({ms} ms)"),
+        _ => println!("no fault was injected"),
+    }
+    Ok(())
+}
+
+/// `chaos status`.
+pub fn chaos_status(conn: &Conn) -> CliResult {
+    print_json(&conn.admin("GET", "/admin/chaos", None, 200)?);
+    Ok(())
+}
+
+/// `maintenance on|off|status`: `on` = `Some(true)`.
+pub fn maintenance(conn: &Conn, on: Option<bool>, reason: Option<&str>) -> CliResult {
+    let v = match on {
+        None => conn.admin("GET", "/admin/maintenance", None, 200)?,
+        Some(on) => {
+            let body = serde_json::to_vec(&serde_json::json!({"read_only": on, "reason": reason}))
+                .expect("serializes");
+            conn.admin("POST", "/admin/maintenance", Some(&body), 200)?
+        }
+    };
+    match v["reason"].as_str() {
+        Some(reason) if v["read_only"] == true => println!("read-only (maintenance): {reason}"),
+        _ => println!("writes enabled"),
+    }
+    Ok(())
+}
+
+/// `backup --to DIR`: the server copies its data directory into DIR (a path on the server's
+/// host; a relative one is made absolute against this directory, for a server on this host).
+pub fn backup(conn: &Conn, to: &Path) -> CliResult {
+    let to = std::path::absolute(to).map_err(|e| format!("{}: {e}", to.display()))?;
+    let body = serde_json::to_vec(&serde_json::json!({"to": to})).expect("serializes");
+    // A large data directory takes a while to copy: wait for the answer at least an hour.
+    let patient = Conn {
+        registry: conn.registry.clone(),
+        admin: conn.admin.clone(),
+        timeout: conn.timeout.max(Duration::from_secs(3600)),
+    };
+    let v = patient.admin("POST", "/admin/backup", Some(&body), 200)?;
+    println!(
+        "backup of {} complete in {}: every version up to {} (log position {}), {} ms",
+        v["registry_id"].as_str().unwrap_or("?"),
+        v["to"].as_str().unwrap_or("?"),
+        v["min_version"],
+        v["lsn"],
+        v["elapsed_ms"]
+    );
+    eprintln!("restore: stop the server, point data_dir at this directory (or copy it there), start; see docs/OPERATIONS.md");
     Ok(())
 }

@@ -44,6 +44,8 @@ pub struct RawConfig {
     pub bus: BusConfig,
     #[serde(default)]
     pub chaos: ChaosConfig,
+    #[serde(default)]
+    pub maintenance: MaintenanceConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -114,6 +116,10 @@ pub struct StorageConfig {
     pub segment_bytes: u64,
     /// How many checkpoints to keep.
     pub checkpoints_kept: usize,
+    /// `/commit` is shed (503, `Retry-After: 1`) while storage is slower than this: a log sync
+    /// running or recently finished over it, or injected latency above it. 0 = no budget.
+    /// Changeable by SIGHUP.
+    pub commit_budget_ms: u64,
 }
 
 impl Default for StorageConfig {
@@ -125,6 +131,7 @@ impl Default for StorageConfig {
             checkpoint_interval_secs: 60,
             segment_bytes: 64 * 1024 * 1024,
             checkpoints_kept: 3,
+            commit_budget_ms: 0,
         }
     }
 }
@@ -175,10 +182,54 @@ pub struct BusConfig {
     pub socket: Option<PathBuf>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ChaosConfig {
+    /// The admin routes `/admin/chaos` work only when this is true. Changeable by SIGHUP
+    /// (switching it off clears any injected fault).
     pub enabled: bool,
+    /// The largest storage latency an injection may ask for.
+    pub max_latency_ms: u64,
+}
+
+impl Default for ChaosConfig {
+    fn default() -> Self {
+        ChaosConfig {
+            enabled: false,
+            max_latency_ms: 5_000,
+        }
+    }
+}
+
+/// Maintenance (read-only) mode from the file. `--read-only` and `POST /admin/maintenance`
+/// switch it too; a SIGHUP applies this table only when it differs from the previous file's,
+/// so a reload for another reason never undoes a switch made through the admin route.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MaintenanceConfig {
+    pub read_only: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Bytes of a maintenance reason at most (it is shown in /readyz and logged).
+pub const MAINTENANCE_REASON_BYTES_MAX: usize = 256;
+/// Ceiling of `chaos.max_latency_ms`.
+const CHAOS_LATENCY_MS_CEILING: u64 = 60_000;
+
+/// Check a maintenance reason: at most [`MAINTENANCE_REASON_BYTES_MAX`] bytes, no control
+/// characters.
+pub fn check_maintenance_reason(reason: &str) -> Result<(), String> {
+    if reason.len() > MAINTENANCE_REASON_BYTES_MAX {
+        return Err(format!(
+            "reason is {} bytes; at most {MAINTENANCE_REASON_BYTES_MAX}",
+            reason.len()
+        ));
+    }
+    if reason.chars().any(char::is_control) {
+        return Err("reason must not contain control characters".to_string());
+    }
+    Ok(())
 }
 
 fn default_registry_addr() -> String {
@@ -347,6 +398,21 @@ impl Config {
                 "proposals.max_descriptor_bytes must be between 1 and max_body_bytes".to_string(),
             ));
         }
+        if raw.chaos.max_latency_ms == 0 || raw.chaos.max_latency_ms > CHAOS_LATENCY_MS_CEILING {
+            return Err(fail(format!(
+                "chaos.max_latency_ms = {} must be between 1 and {CHAOS_LATENCY_MS_CEILING}",
+                raw.chaos.max_latency_ms
+            )));
+        }
+        if raw.storage.commit_budget_ms != 0 && raw.storage.commit_budget_ms < 10 {
+            return Err(fail(format!(
+                "storage.commit_budget_ms = {} must be 0 (no budget) or at least 10",
+                raw.storage.commit_budget_ms
+            )));
+        }
+        if let Some(reason) = &raw.maintenance.reason {
+            check_maintenance_reason(reason).map_err(|e| fail(format!("maintenance.{e}")))?;
+        }
         let signers = parse_signers(&raw.signers).map_err(fail)?;
         Ok(Config {
             path: path.to_path_buf(),
@@ -387,6 +453,136 @@ impl Config {
             max_ops: self.raw.proposals.max_ops,
             max_descriptor_bytes: self.raw.proposals.max_descriptor_bytes,
         }
+    }
+}
+
+/// Keys a SIGHUP applies to the running process (a table name covers all its keys). Every
+/// other key needs a restart: a reload reports it and keeps the running value, so nothing is
+/// half-applied (a key added later is restart-only until it is listed here).
+pub const LIVE_KEYS: &[&str] = &[
+    "log_level",
+    "signers",
+    "proposals",
+    "sse",
+    "chaos",
+    "maintenance",
+    "storage.commit_budget_ms",
+];
+
+/// Whether `key` (dotted path) is applied by a SIGHUP.
+pub fn is_live_key(key: &str) -> bool {
+    LIVE_KEYS.iter().any(|live| {
+        key == *live
+            || key
+                .strip_prefix(live)
+                .is_some_and(|rest| rest.starts_with('.'))
+    })
+}
+
+/// What a SIGHUP does with a new file: the config to run with from now on and what changed.
+#[derive(Debug)]
+pub struct ReloadPlan {
+    /// The new file's live settings over the running restart-only settings.
+    pub effective: Config,
+    /// Changed keys that are applied now (dotted paths, sorted).
+    pub applied: Vec<String>,
+    /// Changed keys that need a restart; their running values stay (dotted paths, sorted).
+    pub restart_needed: Vec<String>,
+}
+
+impl Config {
+    /// Plan a reload from the running config `self` to the freshly loaded `new`. Refused (the
+    /// running config stays) if `registry_id` differs — a file of another registry must never
+    /// lend this one its signer set — or if the new live settings do not fit the running
+    /// restart-only ones (e.g. `proposals.max_descriptor_bytes` above the running
+    /// `max_body_bytes`).
+    pub fn plan_reload(&self, new: Config) -> Result<ReloadPlan, ConfigError> {
+        let fail = |msg: String| ConfigError(format!("{}: {msg}", new.path.display()));
+        if new.raw.registry_id != self.raw.registry_id {
+            return Err(fail(format!(
+                "registry_id {:?} differs from the running {:?}; it names the registry in every \
+                 hash and cannot change (is this another registry's file?)",
+                new.raw.registry_id, self.raw.registry_id
+            )));
+        }
+        let old_tree = toml::Value::try_from(&self.raw).expect("a validated config serializes");
+        let new_tree = toml::Value::try_from(&new.raw).expect("a validated config serializes");
+        let (mut old_leaves, mut new_leaves) = (Vec::new(), Vec::new());
+        flatten("", &old_tree, &mut old_leaves);
+        flatten("", &new_tree, &mut new_leaves);
+        let old_map: std::collections::BTreeMap<_, _> = old_leaves.into_iter().collect();
+        let new_map: std::collections::BTreeMap<_, _> = new_leaves.into_iter().collect();
+        let keys: std::collections::BTreeSet<&String> =
+            old_map.keys().chain(new_map.keys()).collect();
+        let mut effective_tree = new_tree.clone();
+        let (mut applied, mut restart_needed) = (Vec::new(), Vec::new());
+        for key in keys {
+            let (before, after) = (old_map.get(key), new_map.get(key));
+            if before == after {
+                continue;
+            }
+            if is_live_key(key) {
+                applied.push(key.clone());
+            } else {
+                restart_needed.push(key.clone());
+                set_path(&mut effective_tree, key, before.cloned());
+            }
+        }
+        let raw: RawConfig = effective_tree
+            .try_into()
+            .map_err(|e| fail(format!("cannot merge with the running config: {e}")))?;
+        let effective = Config::validate(raw, &new.path, new.flags.clone()).map_err(|e| {
+            ConfigError(format!(
+                "the new live settings do not fit the running settings that need a restart: {e}"
+            ))
+        })?;
+        Ok(ReloadPlan {
+            effective,
+            applied,
+            restart_needed,
+        })
+    }
+}
+
+/// Leaves of a TOML tree as (dotted path, value); arrays are leaves.
+fn flatten(prefix: &str, value: &toml::Value, out: &mut Vec<(String, toml::Value)>) {
+    match value {
+        toml::Value::Table(table) => {
+            for (k, v) in table {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&path, v, out);
+            }
+        }
+        leaf => out.push((prefix.to_string(), leaf.clone())),
+    }
+}
+
+/// Set (or with `None` remove) the leaf at dotted `path`, creating tables on the way.
+fn set_path(tree: &mut toml::Value, path: &str, value: Option<toml::Value>) {
+    let mut node = tree;
+    let mut parts = path.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let toml::Value::Table(table) = node else {
+            return;
+        };
+        if parts.peek().is_none() {
+            match value {
+                Some(v) => {
+                    table.insert(part.to_string(), v);
+                }
+                None => {
+                    table.remove(part);
+                }
+            }
+            return;
+        }
+        node = table
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::map::Map::new()));
     }
 }
 
@@ -510,6 +706,125 @@ mod tests {
         let env = |k: &str| (k == "REGISTRY_ADDR").then(|| "127.0.0.1:0".to_string());
         let c = Config::from_toml(&text, Path::new("t"), Flags::default(), &env).unwrap();
         assert_eq!(c.raw.registry_addr, "127.0.0.1:0");
+    }
+
+    #[test]
+    fn new_operator_keys_are_validated() {
+        let c = config("", &two_keys(2)).unwrap();
+        assert_eq!(c.raw.chaos.max_latency_ms, 5_000);
+        assert_eq!(c.raw.storage.commit_budget_ms, 0);
+        assert!(!c.raw.maintenance.read_only);
+        for (extra, needle) in [
+            ("[chaos]\nmax_latency_ms = 0", "chaos.max_latency_ms"),
+            ("[chaos]\nmax_latency_ms = 60001", "chaos.max_latency_ms"),
+            ("[storage]\ncommit_budget_ms = 5", "commit_budget_ms"),
+            (
+                "[maintenance]\nread_only = true\nreason = \"a\\u0007b\"",
+                "maintenance.reason",
+            ),
+            ("[maintenance]\nreadonly = true", "readonly"),
+        ] {
+            let err = config(extra, &two_keys(2)).unwrap_err();
+            assert!(err.contains(needle), "{extra}: {err}");
+        }
+        let long = format!(
+            "[maintenance]\nread_only = true\nreason = \"{}\"",
+            "x".repeat(MAINTENANCE_REASON_BYTES_MAX + 1)
+        );
+        assert!(config(&long, &two_keys(2)).is_err());
+        let c = config(
+            "[maintenance]\nread_only = true\nreason = \"disk swap\"\n[storage]\ncommit_budget_ms = 750",
+            &two_keys(2),
+        )
+        .unwrap();
+        assert_eq!(c.raw.maintenance.reason.as_deref(), Some("disk swap"));
+        assert_eq!(c.raw.storage.commit_budget_ms, 750);
+    }
+
+    #[test]
+    fn a_reload_applies_live_keys_and_keeps_restart_only_ones() {
+        let old = config("", &two_keys(1)).unwrap();
+        let new = config(
+            "registry_addr = \"127.0.0.1:1\"\nlog_level = \"debug\"\n[http]\nmax_connections = 7\n[storage]\ncommit_budget_ms = 100\nfsync = \"always\"\n[proposals]\nmax_ops = 3\n[chaos]\nenabled = true",
+            &two_keys(2),
+        )
+        .unwrap();
+        let plan = old.plan_reload(new).unwrap();
+        assert_eq!(
+            plan.applied,
+            [
+                "chaos.enabled",
+                "log_level",
+                "proposals.max_ops",
+                "signers.threshold",
+                "storage.commit_budget_ms"
+            ]
+        );
+        assert_eq!(
+            plan.restart_needed,
+            ["http.max_connections", "registry_addr", "storage.fsync"]
+        );
+        let e = &plan.effective;
+        assert_eq!(e.signers.threshold, 2);
+        assert_eq!(e.raw.proposals.max_ops, 3);
+        assert_eq!(e.raw.log_level.as_deref(), Some("debug"));
+        assert_eq!(e.raw.storage.commit_budget_ms, 100);
+        // Not half-applied: the running values stay.
+        assert_eq!(e.raw.registry_addr, old.raw.registry_addr);
+        assert_eq!(e.raw.http.max_connections, old.raw.http.max_connections);
+        assert_eq!(e.raw.storage.fsync, FsyncMode::Batch);
+        // A key removed from the file that needs a restart keeps its running value too.
+        let with_uds = config("uds_path = \"/run/x.sock\"", &two_keys(1)).unwrap();
+        let plan = with_uds
+            .plan_reload(config("", &two_keys(1)).unwrap())
+            .unwrap();
+        assert_eq!(plan.restart_needed, ["uds_path"]);
+        assert_eq!(
+            plan.effective.raw.uds_path.as_deref(),
+            Some(Path::new("/run/x.sock"))
+        );
+    }
+
+    #[test]
+    fn a_reload_is_refused_for_another_registry_or_a_misfit_with_running_settings() {
+        let old = config("max_body_bytes = 65536", &two_keys(1)).unwrap();
+        let other = Config::from_toml(
+            &format!(
+                "registry_id = \"other\"\ndata_dir = \"/tmp/x\"\n[signers]\n{}",
+                two_keys(1)
+            ),
+            Path::new("test.toml"),
+            Flags::default(),
+            &|_| None,
+        )
+        .unwrap();
+        let err = old.plan_reload(other).unwrap_err().0;
+        assert!(err.contains("registry_id"), "{err}");
+        // Valid alone, but its live max_descriptor_bytes exceeds the running max_body_bytes.
+        let bigger = config(
+            "max_body_bytes = 1048576\n[proposals]\nmax_descriptor_bytes = 500000",
+            &two_keys(1),
+        )
+        .unwrap();
+        let err = old.plan_reload(bigger).unwrap_err().0;
+        assert!(err.contains("max_descriptor_bytes"), "{err}");
+    }
+
+    #[test]
+    fn every_live_key_names_a_real_key() {
+        let c = config("log_level = \"info\"", &two_keys(1)).unwrap();
+        let tree = toml::Value::try_from(&c.raw).unwrap();
+        let mut leaves = Vec::new();
+        flatten("", &tree, &mut leaves);
+        for live in LIVE_KEYS {
+            assert!(
+                leaves
+                    .iter()
+                    .any(|(k, _)| is_live_key(k) && k.starts_with(live)),
+                "{live} matches no key"
+            );
+        }
+        assert!(!is_live_key("signers_extra") && is_live_key("signers.keys"));
     }
 
     #[test]

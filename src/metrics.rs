@@ -38,6 +38,8 @@ pub struct Metrics {
     pub registry_reload_fail_total: IntCounter,
     pub registry_write_plane_ready: IntGauge,
     pub registry_chaos_storage_latency_ms: IntGauge,
+    pub registry_ready: IntGauge,
+    pub registry_read_only: IntGauge,
 }
 
 fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
@@ -144,6 +146,16 @@ impl Metrics {
                 "Injected storage sync latency (chaos), 0 when none",
             )
             .expect("valid"),
+            registry_ready: IntGauge::new(
+                "registry_ready",
+                "1 when /readyz answers 200 (updated at each scrape)",
+            )
+            .expect("valid"),
+            registry_read_only: IntGauge::new(
+                "registry_read_only",
+                "1 in maintenance (read-only) mode",
+            )
+            .expect("valid"),
         };
         let r = &m.registry;
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -166,6 +178,8 @@ impl Metrics {
             Box::new(m.registry_reload_fail_total.clone()),
             Box::new(m.registry_write_plane_ready.clone()),
             Box::new(m.registry_chaos_storage_latency_ms.clone()),
+            Box::new(m.registry_ready.clone()),
+            Box::new(m.registry_read_only.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for c in collectors {

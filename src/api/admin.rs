@@ -1,22 +1,132 @@
-//! Routes of the metrics listener (SPEC §6): health, readiness, metrics.
+//! Routes of the metrics listener (SPEC §6): health, readiness, metrics, and the operator's admin
+//! routes (docs/OPERATIONS.md):
+//!
+//! | route | methods | what |
+//! |---|---|---|
+//! | `/healthz` | GET | 200 while the process lives |
+//! | `/readyz` | GET | readiness with reasons |
+//! | `/metrics` | GET | Prometheus text |
+//! | `/admin/config` | GET | the running effective config as TOML, secrets redacted |
+//! | `/admin/maintenance` | GET, POST | read-only mode on/off with a reason |
+//! | `/admin/chaos` | GET, POST, DELETE | inject / clear faults (`[chaos] enabled` only) |
+//! | `/admin/chaos/clear` | POST | same as DELETE `/admin/chaos` |
+//! | `/admin/backup` | POST | hot backup into a new directory, on its own thread |
+//!
+//! The admin routes have no authentication of their own: the metrics listener belongs on a
+//! loopback or private interface. Every state change is logged with `audit=1`.
 
 use super::{error_response, json_response, Readiness};
 use crate::error::{ApiError, Code};
 use crate::http::{Handler, Method, Outcome, Replier, Request, Response};
+use crate::ops::{BackupError, Backups, Chaos, ChaosError, Maintenance};
+use arc_swap::ArcSwap;
+use serde::Deserialize;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 pub struct AdminApi {
     pub readiness: Arc<Readiness>,
-    pub read_only: Arc<AtomicBool>,
+    pub maintenance: Arc<Maintenance>,
     pub poisoned: Arc<parking_lot::Mutex<Option<String>>>,
-    /// Writes are enabled at start (not `--read-only`): then /readyz needs the write plane.
-    pub writes_enabled: bool,
+    pub chaos: Arc<Chaos>,
+    pub backups: Arc<Backups>,
+    /// The running effective config as TOML (secrets redacted), replaced by each reload.
+    pub effective_config: Arc<ArcSwap<String>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Healthz,
+    Readyz,
+    Metrics,
+    Config,
+    Maintenance,
+    Chaos,
+    ChaosClear,
+    Backup,
+}
+
+impl Route {
+    fn parse(path: &str) -> Option<Route> {
+        Some(match path {
+            "/healthz" => Route::Healthz,
+            "/readyz" => Route::Readyz,
+            "/metrics" => Route::Metrics,
+            "/admin/config" => Route::Config,
+            "/admin/maintenance" => Route::Maintenance,
+            "/admin/chaos" => Route::Chaos,
+            "/admin/chaos/clear" => Route::ChaosClear,
+            "/admin/backup" => Route::Backup,
+            _ => return None,
+        })
+    }
+
+    fn template(self) -> &'static str {
+        match self {
+            Route::Healthz => "/healthz",
+            Route::Readyz => "/readyz",
+            Route::Metrics => "/metrics",
+            Route::Config => "/admin/config",
+            Route::Maintenance => "/admin/maintenance",
+            Route::Chaos => "/admin/chaos",
+            Route::ChaosClear => "/admin/chaos/clear",
+            Route::Backup => "/admin/backup",
+        }
+    }
+
+    fn allow(self) -> &'static str {
+        match self {
+            Route::Healthz | Route::Readyz | Route::Metrics | Route::Config => "GET, HEAD",
+            Route::Maintenance => "GET, HEAD, POST",
+            Route::Chaos => "GET, HEAD, POST, DELETE",
+            Route::ChaosClear | Route::Backup => "POST",
+        }
+    }
+
+    fn allows(self, method: Method) -> bool {
+        let name = match method {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Delete => "DELETE",
+            Method::Put | Method::Other => return false,
+        };
+        self.allow().split(", ").any(|m| m == name)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChaosBody {
+    fault: String,
+    ms: u64,
+    #[serde(default)]
+    for_secs: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MaintenanceBody {
+    read_only: bool,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackupBody {
+    to: PathBuf,
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(req: &Request, what: &str) -> Result<T, ApiError> {
+    serde_json::from_slice(&req.body).map_err(|e| ApiError::bad_request(format!("bad {what}: {e}")))
 }
 
 impl AdminApi {
-    /// (ready, read, write, reasons)
+    /// (ready, read, write, reasons). `reasons` lists everything not fully available, also
+    /// while ready: in maintenance the instance is ready (reads) and says why writes are off.
     pub fn readiness(&self) -> (bool, bool, bool, Vec<String>) {
         let r = &self.readiness;
         let on = |f: &AtomicBool| f.load(Ordering::SeqCst);
@@ -37,74 +147,387 @@ impl AdminApi {
             reasons.push("shutting down".to_string());
         }
         let read = reasons.is_empty();
-        let mut write_reasons = Vec::new();
-        if self.read_only.load(Ordering::SeqCst) {
-            write_reasons.push("read-only (maintenance) mode".to_string());
+        let maintenance = self.maintenance.is_on();
+        if maintenance {
+            reasons.push(format!(
+                "read-only (maintenance) mode: {}",
+                self.maintenance.reason().unwrap_or_default()
+            ));
         }
         if let Some(p) = self.poisoned.lock().clone() {
-            write_reasons.push(format!("write plane stopped: {p}"));
+            reasons.push(format!("write plane stopped: {p}"));
         }
         if !on(&r.writer_ready) {
-            write_reasons.push("writer not ready".to_string());
+            reasons.push("writer not ready".to_string());
         }
         if !on(&r.storage_ready) {
-            write_reasons.push("storage not ready".to_string());
+            reasons.push("storage not ready".to_string());
         }
-        let write = read && write_reasons.is_empty();
-        let need_write = self.writes_enabled && !self.read_only.load(Ordering::SeqCst);
-        let ready = read && (write || !need_write);
-        if need_write || !write_reasons.iter().all(|r| r.starts_with("read-only")) {
-            reasons.extend(write_reasons);
-        }
+        // Every reason past the read ones concerns the write plane.
+        let write = read && reasons.is_empty();
+        let ready = read && (write || maintenance);
         (ready, read, write, reasons)
+    }
+
+    fn maintenance_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "read_only": self.maintenance.is_on(),
+            "reason": self.maintenance.reason(),
+        })
+    }
+
+    fn set_maintenance(&self, req: &Request) -> Result<Response, ApiError> {
+        let body: MaintenanceBody = parse_body(req, "maintenance request")?;
+        if let Some(reason) = &body.reason {
+            crate::config::check_maintenance_reason(reason).map_err(ApiError::bad_request)?;
+        }
+        let changed = self
+            .maintenance
+            .set(body.read_only, body.reason, "admin", &req.corr_id);
+        let mut v = self.maintenance_json();
+        v["changed"] = changed.into();
+        Ok(json_response(200, &v))
+    }
+
+    fn chaos_error(e: ChaosError) -> ApiError {
+        match e {
+            ChaosError::Disabled => ApiError::forbidden(
+                "chaos is disabled: set [chaos] enabled = true (never in production) and reload",
+            ),
+            ChaosError::NoStorage => ApiError::bad_request(
+                "storage-latency has no effect here: this server never syncs storage (--amnesia or fsync = \"never\")",
+            ),
+            ChaosError::Invalid(msg) => ApiError::bad_request(msg),
+        }
+    }
+
+    fn inject(&self, req: &Request) -> Result<Response, ApiError> {
+        if !self.chaos.enabled() {
+            // Refused before the body is even read: nothing changes.
+            return Err(Self::chaos_error(ChaosError::Disabled));
+        }
+        let body: ChaosBody = parse_body(req, "chaos request")?;
+        let expires = self
+            .chaos
+            .inject(&body.fault, body.ms, body.for_secs)
+            .map_err(Self::chaos_error)?;
+        log::warn!(
+            "msg=\"chaos injected\" audit=1 corr_id={} fault={} ms={} for_secs={}",
+            req.corr_id,
+            body.fault,
+            body.ms,
+            body.for_secs.map_or("none".to_string(), |s| s.to_string())
+        );
+        Ok(json_response(
+            200,
+            &serde_json::json!({
+                "fault": body.fault,
+                "ms": body.ms,
+                "expires_at": expires.map(crate::clock::rfc3339_ms),
+            }),
+        ))
+    }
+
+    fn clear_chaos(&self, req: &Request) -> Result<Response, ApiError> {
+        let was = self.chaos.clear().map_err(Self::chaos_error)?;
+        log::warn!(
+            "msg=\"chaos cleared\" audit=1 corr_id={} fault={} was_ms={was}",
+            req.corr_id,
+            crate::ops::FAULT_STORAGE_LATENCY
+        );
+        Ok(json_response(
+            200,
+            &serde_json::json!({"cleared": was > 0, "was_ms": was}),
+        ))
+    }
+
+    /// `POST /admin/backup`: validate, take the one backup slot, and answer from a `backup`
+    /// thread when the copy is done (the worker is not held meanwhile).
+    fn backup(&self, req: &Request, replier: Replier) -> Outcome {
+        let template = Route::Backup.template();
+        let respond = |e: ApiError| Outcome::Respond(error_response(&e).route(template));
+        let body: BackupBody = match parse_body(req, "backup request") {
+            Ok(b) => b,
+            Err(e) => return respond(e),
+        };
+        let (source, slot) = match self.backups.begin(&body.to) {
+            Ok(x) => x,
+            Err(BackupError::Busy) => {
+                return Outcome::Respond(
+                    error_response(&backup_error(&BackupError::Busy))
+                        .header("Retry-After", "5".to_string())
+                        .route(template),
+                )
+            }
+            Err(e) => return respond(backup_error(&e)),
+        };
+        let replier = replier.with_route(template);
+        let to = body.to;
+        let corr_id = req.corr_id.clone();
+        log::info!(
+            "msg=\"backup started\" audit=1 corr_id={corr_id} to={:?}",
+            to.display().to_string()
+        );
+        let spawned = std::thread::Builder::new()
+            .name("backup".into())
+            .spawn(move || {
+                let _slot = slot;
+                match Backups::run(&source, &to) {
+                    Ok(done) => {
+                        log::info!(
+                            "msg=\"backup done\" audit=1 corr_id={corr_id} to={:?} lsn={} min_version={} elapsed_ms={}",
+                            done.to,
+                            done.lsn,
+                            done.min_version,
+                            done.elapsed_ms
+                        );
+                        let value = serde_json::to_value(&done).expect("serializes");
+                        replier.send(json_response(200, &value));
+                    }
+                    Err(e) => {
+                        log::error!(
+                            "msg=\"backup failed\" audit=1 corr_id={corr_id} to={:?} error={:?}",
+                            to.display().to_string(),
+                            e.to_string()
+                        );
+                        replier.send(error_response(&backup_error(&e)));
+                    }
+                }
+            });
+        match spawned {
+            Ok(_) => Outcome::Deferred,
+            // The closure (and its Replier) was dropped: the client gets a 503.
+            Err(e) => {
+                log::error!("msg=\"cannot start a backup thread\" error={e:?}");
+                Outcome::Deferred
+            }
+        }
+    }
+}
+
+fn backup_error(e: &BackupError) -> ApiError {
+    let message = e.to_string();
+    match e {
+        BackupError::Amnesia | BackupError::NotReady | BackupError::Failed(_) => {
+            ApiError::unavailable(message)
+        }
+        BackupError::Busy => ApiError::busy(message),
+        BackupError::BadTarget(_) => ApiError::bad_request(message),
+        BackupError::NotEmpty(_) => ApiError::conflict(message),
+        BackupError::NoSpace(_) => ApiError::new(Code::StorageFull, message),
     }
 }
 
 impl Handler for AdminApi {
-    fn handle(&self, req: Request, _replier: Replier) -> Outcome {
-        let (route, response) = match req.path.as_str() {
-            "/healthz" => (
-                "/healthz",
-                Ok(json_response(200, &serde_json::json!({"status": "ok"}))),
-            ),
-            "/readyz" => {
+    fn handle(&self, req: Request, replier: Replier) -> Outcome {
+        let Some(route) = Route::parse(&req.path) else {
+            return Outcome::Respond(
+                error_response(&ApiError::not_found(format!("no route {}", req.path)))
+                    .route("unmatched"),
+            );
+        };
+        let template = route.template();
+        if !route.allows(req.method) {
+            let e = ApiError::new(
+                Code::MethodNotAllowed,
+                format!("{template} allows {}", route.allow()),
+            );
+            return Outcome::Respond(
+                error_response(&e)
+                    .header("Allow", route.allow().to_string())
+                    .route(template),
+            );
+        }
+        let read = matches!(req.method, Method::Get | Method::Head);
+        let result = match route {
+            Route::Healthz => Ok(json_response(200, &serde_json::json!({"status": "ok"}))),
+            Route::Readyz => {
                 let (ready, read, write, reasons) = self.readiness();
                 let body = serde_json::json!({
                     "ready": ready, "read": read, "write": write, "reasons": reasons,
                 });
-                (
-                    "/readyz",
-                    Ok(json_response(if ready { 200 } else { 503 }, &body)),
-                )
+                Ok(json_response(if ready { 200 } else { 503 }, &body))
             }
-            "/metrics" => (
-                "/metrics",
-                Ok(Response::new(200, crate::metrics::m().render()).header(
+            Route::Metrics => {
+                let m = crate::metrics::m();
+                m.registry_ready.set(self.readiness().0 as i64);
+                Ok(Response::new(200, m.render()).header(
                     "Content-Type",
                     "text/plain; version=0.0.4; charset=utf-8".to_string(),
-                )),
-            ),
-            other => (
-                "unmatched",
-                Err(ApiError::not_found(format!("no route {other}"))),
-            ),
-        };
-        let response = match response {
-            Ok(r) if req.method != Method::Get && req.method != Method::Head => {
-                drop(r);
-                error_response(&ApiError::new(
-                    Code::MethodNotAllowed,
-                    format!("{route} allows GET, HEAD"),
                 ))
-                .header("Allow", "GET, HEAD".to_string())
             }
-            Ok(r) => r,
-            Err(e) => error_response(&e),
+            Route::Config => Ok(Response::new(
+                200,
+                self.effective_config.load().as_bytes().to_vec(),
+            )
+            .header("Content-Type", "text/plain; charset=utf-8".to_string())),
+            Route::Maintenance if read => Ok(json_response(200, &self.maintenance_json())),
+            Route::Maintenance => self.set_maintenance(&req),
+            Route::Chaos if read => Ok(json_response(200, &self.chaos.state_json())),
+            Route::Chaos if req.method == Method::Post => self.inject(&req),
+            Route::Chaos | Route::ChaosClear => self.clear_chaos(&req),
+            Route::Backup => return self.backup(&req, replier),
         };
-        Outcome::Respond(response.route(route))
+        let response = result.unwrap_or_else(|e| error_response(&e));
+        Outcome::Respond(response.route(template))
     }
 
     fn observe(&self, route: &'static str, status: u16, elapsed: Duration, corr_id: &str) {
         super::observe(route, status, elapsed, corr_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::Snapshot;
+    use std::time::Instant;
+
+    fn request(method: Method, path: &str, body: &[u8]) -> Request {
+        Request {
+            method,
+            path: path.to_string(),
+            query: None,
+            headers: Vec::new(),
+            body: body.to_vec(),
+            corr_id: "test".to_string(),
+            started: Instant::now(),
+        }
+    }
+
+    fn api(amnesia: bool) -> AdminApi {
+        let poisoned = Arc::new(parking_lot::Mutex::new(None));
+        let readiness = Arc::new(Readiness::default());
+        AdminApi {
+            readiness: readiness.clone(),
+            maintenance: Arc::new(Maintenance::new(
+                false,
+                None,
+                poisoned.clone(),
+                readiness,
+                crate::bus::Bus::new(),
+            )),
+            poisoned,
+            chaos: Chaos::new(false, 100, true),
+            backups: Backups::new(amnesia),
+            effective_config: Arc::new(ArcSwap::from_pointee("x = 1\n".to_string())),
+        }
+    }
+
+    fn call(api: &AdminApi, method: Method, path: &str, body: &[u8]) -> Response {
+        let (replier, rx) = Replier::detached("test");
+        match api.handle(request(method, path, body), replier) {
+            Outcome::Respond(r) => r,
+            Outcome::Deferred => rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("a deferred answer"),
+            Outcome::Stream { .. } => panic!("no admin route streams"),
+        }
+    }
+
+    #[test]
+    fn wrong_methods_are_405_with_allow() {
+        let api = api(false);
+        let r = call(&api, Method::Post, "/readyz", b"");
+        assert_eq!(r.status, 405);
+        let r = call(&api, Method::Get, "/admin/backup", b"");
+        assert_eq!(r.status, 405);
+        assert!(r.headers.iter().any(|(n, v)| *n == "Allow" && v == "POST"));
+        assert_eq!(call(&api, Method::Get, "/admin/nope", b"").status, 404);
+    }
+
+    #[test]
+    fn a_second_backup_while_one_runs_is_429_and_amnesia_is_503() {
+        let dir = tempfile::tempdir().unwrap();
+        let opened = crate::log::open(
+            &dir.path().join("data"),
+            &crate::log::StorageOptions {
+                segment_bytes: 1 << 20,
+                checkpoints_kept: 2,
+            },
+            Arc::new(crate::log::OsIo),
+        )
+        .unwrap();
+        let api = api(false);
+        api.backups.set_source(crate::ops::BackupSource {
+            syncer: opened.syncer.clone(),
+            data_dir: dir.path().join("data"),
+            snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::genesis("r"))),
+            registry_id: "r".into(),
+        });
+        // Hold the slot as a running backup would.
+        let (_, slot) = api.backups.begin(&dir.path().join("first")).unwrap();
+        let body = format!(r#"{{"to": {:?}}}"#, dir.path().join("second").display());
+        let r = call(&api, Method::Post, "/admin/backup", body.as_bytes());
+        assert_eq!(r.status, 429, "{}", String::from_utf8_lossy(&r.body));
+        assert!(r.headers.iter().any(|(n, _)| *n == "Retry-After"));
+        assert!(!dir.path().join("second").exists(), "nothing was written");
+        drop(slot);
+        let r = call(&api, Method::Post, "/admin/backup", body.as_bytes());
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert!(dir.path().join("second").join("BACKUP.json").exists());
+        // Not empty any more.
+        let r = call(&api, Method::Post, "/admin/backup", body.as_bytes());
+        assert_eq!(r.status, 409, "{}", String::from_utf8_lossy(&r.body));
+        // Inside the data dir, relative, or with ..: refused.
+        for to in [
+            dir.path().join("data").join("b").display().to_string(),
+            "relative/dir".to_string(),
+            format!("{}/x/../y", dir.path().display()),
+        ] {
+            let body = format!(r#"{{"to": {to:?}}}"#);
+            let r = call(&api, Method::Post, "/admin/backup", body.as_bytes());
+            assert_eq!(r.status, 400, "{to}: {}", String::from_utf8_lossy(&r.body));
+        }
+        drop(opened);
+
+        let amnesic = self::api(true);
+        let r = call(
+            &amnesic,
+            Method::Post,
+            "/admin/backup",
+            br#"{"to": "/tmp/x"}"#,
+        );
+        assert_eq!(r.status, 503);
+        assert!(String::from_utf8_lossy(&r.body).contains("--amnesia"));
+    }
+
+    #[test]
+    fn maintenance_shows_its_reason_in_readiness_and_keeps_reads_ready() {
+        let api = api(false);
+        for flag in [
+            &api.readiness.registry_bound,
+            &api.readiness.state_restored,
+            &api.readiness.metrics_served,
+            &api.readiness.writer_ready,
+            &api.readiness.storage_ready,
+        ] {
+            Readiness::set(flag, true);
+        }
+        assert_eq!(api.readiness(), (true, true, true, vec![]));
+        let r = call(
+            &api,
+            Method::Post,
+            "/admin/maintenance",
+            br#"{"read_only": true, "reason": "disk swap"}"#,
+        );
+        assert_eq!(r.status, 200);
+        let (ready, read, write, reasons) = api.readiness();
+        assert!(ready && read && !write);
+        assert_eq!(reasons, ["read-only (maintenance) mode: disk swap"]);
+        let r = call(
+            &api,
+            Method::Post,
+            "/admin/maintenance",
+            br#"{"read_only": true, "reason": "a\nb"}"#,
+        );
+        assert_eq!(r.status, 400, "control characters are refused");
+        call(
+            &api,
+            Method::Post,
+            "/admin/maintenance",
+            br#"{"read_only": false}"#,
+        );
+        assert_eq!(api.readiness(), (true, true, true, vec![]));
     }
 }

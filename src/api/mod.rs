@@ -57,6 +57,14 @@ pub fn observe(route: &'static str, status: u16, elapsed: Duration, corr_id: &st
         .with_label_values(&[route, code.as_str()])
         .inc();
     code.clear();
+    // Audit: every refused approval (a signed request) and every refused commit, whatever
+    // refused it (validation, quorum, CAS, maintenance, budget); the writer logs the detail
+    // under the same corr_id where it has one.
+    if status >= 400 && matches!(route, "/approve" | "/commit") {
+        log::warn!(
+            "msg=\"write rejected\" audit=1 corr_id={corr_id} route={route} status={status}"
+        );
+    }
     log::debug!(
         "msg=request corr_id={corr_id} route={route} status={status} elapsed_us={}",
         elapsed.as_micros()

@@ -38,6 +38,8 @@ pub struct RegistryApi {
     pub readiness: Arc<Readiness>,
     pub poisoned: Arc<parking_lot::Mutex<Option<String>>>,
     pub stream: Option<Arc<dyn StreamHub>>,
+    /// `storage.commit_budget_ms`: commits are shed while storage is slower than this.
+    pub commit_budget: Option<Arc<crate::ops::CommitBudget>>,
 }
 
 enum Route {
@@ -365,6 +367,16 @@ impl RegistryApi {
             if !self.readiness.writer_ready.load(Ordering::Relaxed) {
                 m().rejected_total.with_label_values(&["deps"]).inc();
                 return respond(ApiError::unavailable("the write plane is not ready"));
+            }
+        }
+        if matches!(route, Route::Commit) {
+            if let Some(why) = self.commit_budget.as_ref().and_then(|b| b.exceeded()) {
+                m().rejected_total.with_label_values(&["deps"]).inc();
+                return Outcome::Respond(
+                    error_response(&ApiError::unavailable(format!("commit shed: {why}")))
+                        .header("Retry-After", "1".to_string())
+                        .route(template),
+                );
             }
         }
         let request = match route {

@@ -69,6 +69,74 @@ enum Cmd {
     /// Configuration.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Follow the commit stream (/registry/stream), reconnecting without gaps.
+    Tail {
+        /// Only `registry` exists (the runbook's `--topic registry`).
+        #[arg(long, default_value = "registry", value_parser = ["registry"])]
+        topic: String,
+        /// Replay every commit after this version first.
+        #[arg(long)]
+        from: Option<u64>,
+        /// Print each event's JSON data instead of a summary line.
+        #[arg(long)]
+        json: bool,
+        /// Print heartbeats too.
+        #[arg(long)]
+        heartbeats: bool,
+        /// Stop after this many commits.
+        #[arg(long)]
+        limit: Option<u64>,
+    },
+    /// Fault injection through the admin routes (needs `[chaos] enabled = true`).
+    #[command(subcommand)]
+    Chaos(ChaosCmd),
+    /// Maintenance (read-only) mode, switched at run time.
+    #[command(subcommand)]
+    Maintenance(MaintenanceCmd),
+    /// Hot backup: the server copies its data directory into DIR (on the server's host); a copy
+    /// restores by pointing data_dir at it.
+    Backup {
+        /// A new or empty directory, outside the data directory.
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ChaosCmd {
+    /// Add latency before every storage sync (commits slow down; reads do not).
+    Inject {
+        /// Only `svc-registry` (the runbook's `--target`): ronctl talks to the one server at
+        /// --admin-url.
+        #[arg(long, default_value = "svc-registry", value_parser = ["svc-registry"])]
+        target: String,
+        /// The fault; only `storage-latency` exists.
+        #[arg(long, value_parser = ["storage-latency"])]
+        fault: String,
+        /// Milliseconds added before each log sync.
+        #[arg(long)]
+        ms: u64,
+        /// End the fault after this many seconds (default: until `chaos clear`).
+        #[arg(long = "for", value_name = "SECS")]
+        for_secs: Option<u64>,
+    },
+    /// Remove any injected fault.
+    Clear,
+    /// Show injected faults.
+    Status,
+}
+
+#[derive(Subcommand, Debug)]
+enum MaintenanceCmd {
+    /// Writes answer 503 until `maintenance off`; reads keep working; /readyz shows the reason.
+    On {
+        #[arg(long)]
+        reason: String,
+    },
+    /// Writes enabled again.
+    Off,
+    /// Show the mode and its reason.
+    Status,
 }
 
 #[derive(Subcommand, Debug)]
@@ -119,11 +187,16 @@ enum RegistryCmd {
 
 #[derive(Subcommand, Debug)]
 enum ConfigCmd {
-    /// Print the effective config (file + environment) as TOML, secrets redacted.
+    /// Print the effective config as TOML, secrets redacted: with --config, what that file
+    /// gives (file + environment); without, the running server's (file + environment + flags,
+    /// from --admin-url).
     Print {
-        /// The config file; default $RON_CONFIG.
-        #[arg(long, env = "RON_CONFIG")]
-        config: PathBuf,
+        /// Only `svc-registry` (the runbook's `ronctl config print svc-registry`).
+        #[arg(value_parser = ["svc-registry"])]
+        service: Option<String>,
+        /// The config file.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -149,7 +222,42 @@ fn main() -> ExitCode {
             signer,
             out,
         } => cli::sign_offline(&payload, &signer, out.as_deref()),
-        Cmd::Config(ConfigCmd::Print { config }) => cli::config_print(&config),
+        Cmd::Config(ConfigCmd::Print { service: _, config }) => {
+            cli::config_print(&conn, config.as_deref())
+        }
+        Cmd::Tail {
+            topic: _,
+            from,
+            json,
+            heartbeats,
+            limit,
+        } => {
+            let opts = svc_registry::tail::TailOptions {
+                from,
+                json,
+                heartbeats,
+                limit,
+                // Reads must outlast the server's heartbeat period.
+                timeout: std::time::Duration::from_secs(cli.conn.timeout.max(60)),
+            };
+            svc_registry::tail::tail(&conn.registry, &opts, &mut std::io::stdout().lock())
+        }
+        Cmd::Chaos(c) => match c {
+            ChaosCmd::Inject {
+                target: _,
+                fault,
+                ms,
+                for_secs,
+            } => cli::chaos_inject(&conn, &fault, ms, for_secs),
+            ChaosCmd::Clear => cli::chaos_clear(&conn),
+            ChaosCmd::Status => cli::chaos_status(&conn),
+        },
+        Cmd::Maintenance(c) => match c {
+            MaintenanceCmd::On { reason } => cli::maintenance(&conn, Some(true), Some(&reason)),
+            MaintenanceCmd::Off => cli::maintenance(&conn, Some(false), None),
+            MaintenanceCmd::Status => cli::maintenance(&conn, None, None),
+        },
+        Cmd::Backup { to } => cli::backup(&conn, &to),
         Cmd::Registry(r) => match r {
             RegistryCmd::Head => cli::head(&conn),
             RegistryCmd::Get { version } => cli::get(&conn, version),

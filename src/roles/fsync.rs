@@ -32,6 +32,8 @@ pub struct FsyncParts {
     pub batch_max_delay: Duration,
     /// Injected latency before each sync (chaos `storage-latency`), in milliseconds.
     pub chaos_delay_ms: Arc<AtomicU64>,
+    /// How long syncs take (injected latency included), for the commit budget.
+    pub health: Arc<crate::ops::SyncHealth>,
 }
 
 pub fn run(p: FsyncParts) {
@@ -47,6 +49,8 @@ pub fn run(p: FsyncParts) {
             }
             batch.extend(p.requests.try_iter());
         }
+        let began = Instant::now();
+        p.health.begin();
         let delay = p.chaos_delay_ms.load(Ordering::Relaxed);
         if delay > 0 {
             std::thread::sleep(Duration::from_millis(delay));
@@ -82,5 +86,6 @@ pub fn run(p: FsyncParts) {
                 }
             }
         }
+        p.health.end(began.elapsed());
     }
 }
