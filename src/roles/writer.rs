@@ -634,10 +634,7 @@ impl Writer {
         let started = Instant::now();
         match self.try_commit(&id) {
             Ok(staged_version) => {
-                log::info!(
-                    "msg=committed audit=1 corr_id={} proposal_id={id} version={staged_version}",
-                    replier.corr_id
-                );
+                // The audit line `msg=committed` is written once the record is durable.
                 if let Some(last) = self.waiting.back_mut() {
                     if last.version == staged_version {
                         last.waiter = Some((replier, started));
@@ -778,6 +775,13 @@ impl Writer {
         for ((replier, started), record) in answers {
             m().commit_latency_seconds
                 .observe(started.elapsed().as_secs_f64());
+            log::info!(
+                "msg=committed audit=1 corr_id={} proposal_id={} version={} hash={}",
+                replier.corr_id,
+                record.proposal_id,
+                record.version,
+                record.hash
+            );
             let body = serde_json::json!({"version": record.version, "hash": record.hash});
             replier.send(json(200, &body));
         }
