@@ -8,34 +8,9 @@
 mod common;
 use common::*;
 use serde_json::json as j;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-fn ronctl(s: &TestServer, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(ronctl_bin())
-        .args([
-            "--url",
-            &format!("http://{}", s.registry),
-            "--admin-url",
-            &format!("http://{}", s.metrics),
-        ])
-        .args(args)
-        .env_remove("RON_REGISTRY_URL")
-        .env_remove("RON_ADMIN_URL")
-        .env_remove("RON_CONFIG")
-        .env_remove("REGISTRY_ADDR")
-        .env_remove("METRICS_ADDR")
-        .env_remove("RON_BUS_SOCK")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn chaos_setup(extra_storage: &str) -> Setup {
     let mut setup = Setup::default();
@@ -86,7 +61,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 fn maintenance_switches_at_run_time_with_its_reason_in_readyz_and_the_audit_log() {
     let s = TestServer::start(Setup::default());
     s.commit_ops(0, j!([put("node", "a", j!({}))]));
-    let (ok, out, err) = ronctl(&s, &["maintenance", "on", "--reason", "disk swap OPS-1"]);
+    let (ok, out, err) = s.ronctl(&["maintenance", "on", "--reason", "disk swap OPS-1"]);
     assert!(ok, "{err}");
     assert!(
         out.contains("read-only (maintenance): disk swap OPS-1"),
@@ -120,10 +95,10 @@ fn maintenance_switches_at_run_time_with_its_reason_in_readyz_and_the_audit_log(
         line.contains("audit=1") && line.contains("source=admin") && line.contains("OPS-1"),
         "{line}"
     );
-    let (ok, out, _) = ronctl(&s, &["maintenance", "status"]);
+    let (ok, out, _) = s.ronctl(&["maintenance", "status"]);
     assert!(ok && out.contains("disk swap"), "{out}");
 
-    let (ok, out, err) = ronctl(&s, &["maintenance", "off"]);
+    let (ok, out, err) = s.ronctl(&["maintenance", "off"]);
     assert!(ok, "{err}");
     assert!(out.contains("writes enabled"), "{out}");
     s.commit_ops(1, j!([put("node", "b", j!({}))]));
@@ -147,7 +122,7 @@ fn a_server_started_read_only_can_be_switched_to_writes() {
         v["reasons"],
         j!(["read-only (maintenance) mode: started with --read-only"])
     );
-    let (ok, _, err) = ronctl(&s, &["maintenance", "off"]);
+    let (ok, _, err) = s.ronctl(&["maintenance", "off"]);
     assert!(ok, "{err}");
     assert_eq!(
         s.commit_ops(0, j!([put("node", "a", j!({}))]))["version"],
@@ -179,17 +154,14 @@ fn chaos_is_forbidden_when_disabled_and_changes_nothing() {
         j!({"enabled": false, "max_latency_ms": 5000, "faults": []})
     );
     assert_eq!(s.metric("registry_chaos_storage_latency_ms"), 0.0);
-    let (ok, _, err) = ronctl(
-        &s,
-        &[
-            "chaos",
-            "inject",
-            "--fault",
-            "storage-latency",
-            "--ms",
-            "50",
-        ],
-    );
+    let (ok, _, err) = s.ronctl(&[
+        "chaos",
+        "inject",
+        "--fault",
+        "storage-latency",
+        "--ms",
+        "50",
+    ]);
     assert!(!ok);
     assert!(err.contains("403 forbidden"), "{err}");
     assert!(!s.logs().contains("chaos injected"));
@@ -203,18 +175,15 @@ fn injected_storage_latency_slows_commits_but_not_reads() {
     for _ in 0..2 {
         version = timed_commit(&s, version).0;
     }
-    let (ok, out, err) = ronctl(
-        &s,
-        &[
-            // The runbook's command, verbatim.
-            "chaos",
-            "inject",
-            "--target",
-            "svc-registry",
-            "--fault=storage-latency",
-            "--ms=50",
-        ],
-    );
+    let (ok, out, err) = s.ronctl(&[
+        // The runbook's command, verbatim.
+        "chaos",
+        "inject",
+        "--target",
+        "svc-registry",
+        "--fault=storage-latency",
+        "--ms=50",
+    ]);
     assert!(ok, "{err}");
     assert!(out.contains("until cleared"), "{out}");
     assert_eq!(s.metric("registry_chaos_storage_latency_ms"), 50.0);
@@ -267,7 +236,7 @@ fn injected_storage_latency_slows_commits_but_not_reads() {
         "head median {head_median:?} while commits took {commit_median:?}"
     );
 
-    let (ok, out, err) = ronctl(&s, &["chaos", "clear"]);
+    let (ok, out, err) = s.ronctl(&["chaos", "clear"]);
     assert!(ok, "{err}");
     assert!(out.contains("cleared storage-latency (50 ms)"), "{out}");
     assert_eq!(s.metric("registry_chaos_storage_latency_ms"), 0.0);
@@ -276,19 +245,16 @@ fn injected_storage_latency_slows_commits_but_not_reads() {
     assert!(logs.contains("msg=\"chaos cleared\" audit=1"), "{logs}");
 
     // A timed injection ends by itself.
-    let (ok, out, err) = ronctl(
-        &s,
-        &[
-            "chaos",
-            "inject",
-            "--fault",
-            "storage-latency",
-            "--ms",
-            "20",
-            "--for",
-            "1",
-        ],
-    );
+    let (ok, out, err) = s.ronctl(&[
+        "chaos",
+        "inject",
+        "--fault",
+        "storage-latency",
+        "--ms",
+        "20",
+        "--for",
+        "1",
+    ]);
     assert!(ok, "{err}");
     assert!(out.contains("until 20"), "{out}");
     assert_eq!(s.metric("registry_chaos_storage_latency_ms"), 20.0);
@@ -345,21 +311,18 @@ fn a_commit_budget_sheds_commits_cleanly_while_storage_is_slow() {
 #[test]
 fn config_print_shows_the_running_servers_effective_config_and_a_files() {
     let s = TestServer::start(Setup::default());
-    let (ok, served, err) = ronctl(&s, &["config", "print"]);
+    let (ok, served, err) = s.ronctl(&["config", "print"]);
     assert!(ok, "{err}");
     // The runbook's form names the service.
-    let (ok, same, err) = ronctl(&s, &["config", "print", "svc-registry"]);
+    let (ok, same, err) = s.ronctl(&["config", "print", "svc-registry"]);
     assert!(ok, "{err}");
     assert_eq!(same, served);
-    let (ok, from_file, err) = ronctl(
-        &s,
-        &[
-            "config",
-            "print",
-            "--config",
-            s.config_path.to_str().unwrap(),
-        ],
-    );
+    let (ok, from_file, err) = s.ronctl(&[
+        "config",
+        "print",
+        "--config",
+        s.config_path.to_str().unwrap(),
+    ]);
     assert!(ok, "{err}");
     let (header, body) = served.split_once('\n').unwrap();
     assert!(
@@ -377,13 +340,13 @@ fn config_print_shows_the_running_servers_effective_config_and_a_files() {
     std::fs::write(&s.config_path, text).unwrap();
     s.signal(libc::SIGHUP);
     assert!(s.wait_log("msg=reloaded", TIMEOUT));
-    let (_, served, _) = ronctl(&s, &["config", "print"]);
+    let (_, served, _) = s.ronctl(&["config", "print"]);
     assert!(served.contains("ttl_secs = 77"), "{served}");
     // Flags show in the header.
     let mut setup = Setup::default();
     setup.flags.push("--amnesia".into());
     let amnesic = TestServer::start(setup);
-    let (_, served, _) = ronctl(&amnesic, &["config", "print"]);
+    let (_, served, _) = amnesic.ronctl(&["config", "print"]);
     assert!(
         served.lines().next().unwrap().contains("--amnesia"),
         "{served}"
@@ -503,7 +466,7 @@ fn a_backup_under_commit_load_restores_every_acknowledged_commit() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("backup-1");
     let began = Instant::now();
-    let (ok, out, err) = ronctl(&s, &["backup", "--to", target.to_str().unwrap()]);
+    let (ok, out, err) = s.ronctl(&["backup", "--to", target.to_str().unwrap()]);
     assert!(ok, "{err}");
     assert!(out.contains("backup of test-registry complete"), "{out}");
     // Load goes on a little after the backup, then stops.
@@ -525,7 +488,7 @@ fn a_backup_under_commit_load_restores_every_acknowledged_commit() {
     let newest_before = before.iter().map(|(v, _)| *v).max().unwrap();
     assert!(manifest["min_version"].as_u64().unwrap() >= newest_before);
     // A second backup into the same directory is refused: it is not empty.
-    let (ok, _, err) = ronctl(&s, &["backup", "--to", target.to_str().unwrap()]);
+    let (ok, _, err) = s.ronctl(&["backup", "--to", target.to_str().unwrap()]);
     assert!(!ok);
     assert!(err.contains("409 conflict"), "{err}");
     assert!(s.logs().contains("msg=\"backup done\" audit=1"));
@@ -539,7 +502,7 @@ fn a_backup_under_commit_load_restores_every_acknowledged_commit() {
         assert_eq!(r.status, 200, "version {version} lost");
         assert_eq!(json(&r)["hash"], hash.as_str(), "version {version}");
     }
-    let (ok, out, err) = ronctl(&restored, &["registry", "verify"]);
+    let (ok, out, err) = restored.ronctl(&["registry", "verify"]);
     assert!(ok, "{out}{err}");
     // The copy continues where it ended: a commit on it works.
     let head = restored.head()["version"].as_u64().unwrap();
@@ -553,10 +516,7 @@ fn backup_is_refused_with_amnesia_with_a_clear_message() {
     setup.flags.push("--amnesia".into());
     let s = TestServer::start(setup);
     let dir = tempfile::tempdir().unwrap();
-    let (ok, _, err) = ronctl(
-        &s,
-        &["backup", "--to", dir.path().join("b").to_str().unwrap()],
-    );
+    let (ok, _, err) = s.ronctl(&["backup", "--to", dir.path().join("b").to_str().unwrap()]);
     assert!(!ok);
     assert!(err.contains("503") && err.contains("--amnesia"), "{err}");
     assert!(!dir.path().join("b").exists());
@@ -580,16 +540,13 @@ fn ronctl_tail_follows_the_registry_topic() {
     for v in 0..2 {
         s.commit_ops(v, j!([put("node", &format!("t{v}"), j!({}))]));
     }
-    let (ok, out, err) = ronctl(
-        &s,
-        &["tail", "--topic", "registry", "--from", "0", "--limit", "2"],
-    );
+    let (ok, out, err) = s.ronctl(&["tail", "--topic", "registry", "--from", "0", "--limit", "2"]);
     assert!(ok, "{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out}");
     assert!(lines[0].starts_with("commit version=1 hash="), "{out}");
     assert!(lines[1].starts_with("commit version=2 hash="), "{out}");
-    let (ok, _, err) = ronctl(&s, &["tail", "--topic", "nodes", "--limit", "1"]);
+    let (ok, _, err) = s.ronctl(&["tail", "--topic", "nodes", "--limit", "1"]);
     assert!(!ok);
     assert!(err.contains("registry"), "{err}");
 }

@@ -7,7 +7,6 @@
 mod common;
 use common::*;
 use serde_json::json as j;
-use std::process::Command;
 use std::time::Duration;
 
 fn durable_setup() -> Setup {
@@ -15,26 +14,6 @@ fn durable_setup() -> Setup {
     s.top = "max_body_bytes = 65536\n".into();
     s.tables = "[storage]\nsegment_bytes = 1048576\ncheckpoint_every_commits = 1000\n".into();
     s
-}
-
-fn ronctl(s: &TestServer, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(ronctl_bin())
-        .args([
-            "--url",
-            &format!("http://{}", s.registry),
-            "--admin-url",
-            &format!("http://{}", s.metrics),
-        ])
-        .args(args)
-        .env_remove("RON_REGISTRY_URL")
-        .env_remove("RON_ADMIN_URL")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn stop(mut s: TestServer) -> TestServer {
@@ -54,7 +33,7 @@ fn start_up_refuses_a_corrupted_log_and_a_backup_restores_the_registry() {
     }
     let backups = tempfile::tempdir().unwrap();
     let backup = backups.path().join("2026-01-01_0300");
-    let (ok, _, err) = ronctl(&s, &["backup", "--to", backup.to_str().unwrap()]);
+    let (ok, _, err) = s.ronctl(&["backup", "--to", backup.to_str().unwrap()]);
     assert!(ok, "{err}");
     let v4 = s.head();
     // A commit after the backup: the backup's RPO.
@@ -103,7 +82,7 @@ fn start_up_refuses_a_corrupted_log_and_a_backup_restores_the_registry() {
         404,
         "the commit after the backup is lost: that is the RPO"
     );
-    let (ok, out, err) = ronctl(&restored, &["registry", "verify"]);
+    let (ok, out, err) = restored.ronctl(&["registry", "verify"]);
     assert!(ok, "{out}{err}");
     assert_eq!(restored.admin("GET", "/readyz", None).status, 200);
 }
@@ -115,14 +94,11 @@ fn blue_green_upgrade_with_two_instances_on_different_data_dirs_and_ports() {
         blue.commit_ops(v, j!([put("service", &format!("s{v}"), j!({"v": v}))]));
     }
     // 1. Freeze writes on blue, 2. copy its state for green.
-    let (ok, _, err) = ronctl(
-        &blue,
-        &["maintenance", "on", "--reason", "blue/green cutover"],
-    );
+    let (ok, _, err) = blue.ronctl(&["maintenance", "on", "--reason", "blue/green cutover"]);
     assert!(ok, "{err}");
     let green_dir = tempfile::tempdir().unwrap();
     let green_data = green_dir.path().join("data");
-    let (ok, _, err) = ronctl(&blue, &["backup", "--to", green_data.to_str().unwrap()]);
+    let (ok, _, err) = blue.ronctl(&["backup", "--to", green_data.to_str().unwrap()]);
     assert!(ok, "{err}");
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(green_data.join("BACKUP.json")).unwrap()).unwrap();
@@ -146,12 +122,12 @@ fn blue_green_upgrade_with_two_instances_on_different_data_dirs_and_ports() {
     assert_eq!(green.get("/registry/descriptors/service/s2").status, 200);
 
     // 4. Flip: writes on green; 5. retire blue.
-    let (ok, _, err) = ronctl(&green, &["maintenance", "off"]);
+    let (ok, _, err) = green.ronctl(&["maintenance", "off"]);
     assert!(ok, "{err}");
     green.commit_ops(3, j!([put("service", "after-flip", j!({}))]));
     let blue = stop(blue);
     assert!(blue.logs().contains("shutdown_complete=1"));
-    let (ok, out, err) = ronctl(&green, &["registry", "verify"]);
+    let (ok, out, err) = green.ronctl(&["registry", "verify"]);
     assert!(ok, "{out}{err}");
     assert!(out.contains("ok: 5 records"), "{out}");
 }

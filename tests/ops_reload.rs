@@ -8,7 +8,6 @@
 mod common;
 use common::*;
 use serde_json::json as j;
-use std::process::Command;
 use std::time::{Duration, Instant};
 use svc_registry::domain::audit::verify_chain;
 use svc_registry::domain::record::CommitRecord;
@@ -97,26 +96,6 @@ fn signers_json(s: &TestServer) -> serde_json::Value {
 
 fn rfc3339(unix: i64) -> String {
     svc_registry::clock::rfc3339(unix)
-}
-
-fn ronctl(s: &TestServer, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(ronctl_bin())
-        .args([
-            "--url",
-            &format!("http://{}", s.registry),
-            "--admin-url",
-            &format!("http://{}", s.metrics),
-        ])
-        .args(args)
-        .env_remove("RON_REGISTRY_URL")
-        .env_remove("RON_ADMIN_URL")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]
@@ -282,7 +261,7 @@ fn a_key_rotates_with_overlap_and_history_verifies_against_keys_valid_at_each_co
     assert_eq!(commit(&s, &p2).status, 200);
 
     // Unpinned verify: the published set (retired key included) checks all history.
-    let (ok, out, err) = ronctl(&s, &["registry", "verify"]);
+    let (ok, out, err) = s.ronctl(&["registry", "verify"]);
     assert!(ok, "{out}{err}");
     assert!(out.contains("ok: 3 records"), "{out}");
 
@@ -296,10 +275,7 @@ fn a_key_rotates_with_overlap_and_history_verifies_against_keys_valid_at_each_co
         .retain(|k| k["keyid"] != "a");
     let pinned = dir.path().join("signers.json");
     std::fs::write(&pinned, serde_json::to_vec(&without).unwrap()).unwrap();
-    let (ok, _, err) = ronctl(
-        &s,
-        &["registry", "verify", "--signers", pinned.to_str().unwrap()],
-    );
+    let (ok, _, err) = s.ronctl(&["registry", "verify", "--signers", pinned.to_str().unwrap()]);
     assert!(!ok);
     assert!(err.contains("BROKEN at version 1"), "{err}");
 

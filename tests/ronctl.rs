@@ -7,26 +7,6 @@ mod common;
 use common::*;
 use std::process::Command;
 
-fn ronctl(s: &TestServer, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(ronctl_bin())
-        .args([
-            "--url",
-            &format!("http://{}", s.registry),
-            "--admin-url",
-            &format!("http://{}", s.metrics),
-        ])
-        .args(args)
-        .env_remove("RON_REGISTRY_URL")
-        .env_remove("RON_ADMIN_URL")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn keygen_propose_approve_commit_verify_round_trip() {
     let dir = tempfile::tempdir().unwrap();
@@ -68,26 +48,20 @@ fn keygen_propose_approve_commit_verify_round_trip() {
     });
     let proposal = dir.path().join("p.json");
     std::fs::write(&proposal, br#"{"registry_id": "test-registry", "base_version": 0, "ops": [{"op": "put", "kind": "node", "id": "node-7", "body": {"addr": "10.0.0.7:9000"}}]}"#).unwrap();
-    let (ok, out, err) = ronctl(
-        &s,
-        &["registry", "propose", "--file", proposal.to_str().unwrap()],
-    );
+    let (ok, out, err) = s.ronctl(&["registry", "propose", "--file", proposal.to_str().unwrap()]);
     assert!(ok, "{err}");
     let id = out.trim().to_string();
     assert_eq!(id.len(), 64);
 
     // First approval shows the diff it signs.
-    let (ok, out, err) = ronctl(
-        &s,
-        &[
-            "registry",
-            "approve",
-            "--id",
-            &id,
-            "--signer",
-            key_files[0].to_str().unwrap(),
-        ],
-    );
+    let (ok, out, err) = s.ronctl(&[
+        "registry",
+        "approve",
+        "--id",
+        &id,
+        "--signer",
+        key_files[0].to_str().unwrap(),
+    ]);
     assert!(ok, "{err}");
     assert!(out.contains("approvals 1 of 2"), "{out}");
     assert!(
@@ -95,7 +69,7 @@ fn keygen_propose_approve_commit_verify_round_trip() {
         "the review shows the diff: {err}"
     );
     // Commit under quorum fails with a clear message and a non-zero exit.
-    let (ok, _, err) = ronctl(&s, &["registry", "commit", "--id", &id]);
+    let (ok, _, err) = s.ronctl(&["registry", "commit", "--id", &id]);
     assert!(!ok);
     assert!(
         err.contains("412") && err.contains("quorum_not_met"),
@@ -106,17 +80,14 @@ fn keygen_propose_approve_commit_verify_round_trip() {
     let payload = dir.path().join("payload.bin");
     let sig = dir.path().join("sig.json");
     assert!(
-        ronctl(
-            &s,
-            &[
-                "registry",
-                "approve",
-                "--id",
-                &id,
-                "--export-payload",
-                payload.to_str().unwrap()
-            ]
-        )
+        s.ronctl(&[
+            "registry",
+            "approve",
+            "--id",
+            &id,
+            "--export-payload",
+            payload.to_str().unwrap()
+        ])
         .0
     );
     let out = Command::new(ronctl_bin())
@@ -136,39 +107,33 @@ fn keygen_propose_approve_commit_verify_round_trip() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let (ok, out, err) = ronctl(
-        &s,
-        &[
-            "registry",
-            "approve",
-            "--id",
-            &id,
-            "--import-sig",
-            sig.to_str().unwrap(),
-        ],
-    );
+    let (ok, out, err) = s.ronctl(&[
+        "registry",
+        "approve",
+        "--id",
+        &id,
+        "--import-sig",
+        sig.to_str().unwrap(),
+    ]);
     assert!(ok, "{err}");
     assert!(out.contains("approvals 2 of 2"), "{out}");
 
-    let (ok, out, err) = ronctl(&s, &["registry", "commit", "--id", &id]);
+    let (ok, out, err) = s.ronctl(&["registry", "commit", "--id", &id]);
     assert!(ok, "{err}");
     assert!(out.starts_with("version 1 hash "), "{out}");
-    let (ok, out, _) = ronctl(&s, &["registry", "head"]);
+    let (ok, out, _) = s.ronctl(&["registry", "head"]);
     assert!(ok && out.contains("\"version\": 1"), "{out}");
-    let (ok, out, _) = ronctl(&s, &["registry", "get", "1"]);
+    let (ok, out, _) = s.ronctl(&["registry", "get", "1"]);
     assert!(ok && out.contains(&id));
 
     // verify against pinned keys (the signer set as published, saved to a file).
     let pinned = dir.path().join("signers.json");
     std::fs::write(&pinned, s.get("/registry/signers").body).unwrap();
-    let (ok, out, err) = ronctl(
-        &s,
-        &["registry", "verify", "--signers", pinned.to_str().unwrap()],
-    );
+    let (ok, out, err) = s.ronctl(&["registry", "verify", "--signers", pinned.to_str().unwrap()]);
     assert!(ok, "{err}");
     assert!(out.starts_with("ok: 2 records"), "{out}");
     // Unpinned works but warns.
-    let (ok, _, err) = ronctl(&s, &["registry", "verify"]);
+    let (ok, _, err) = s.ronctl(&["registry", "verify"]);
     assert!(ok && err.contains("warning"), "{err}");
 }
 
@@ -187,17 +152,14 @@ fn verify_detects_a_tampered_record_and_names_the_version() {
     let log = json(&s.get("/registry/log?from=0&limit=100"));
     let good = dir.path().join("good.json");
     std::fs::write(&good, serde_json::to_vec(&log).unwrap()).unwrap();
-    let (ok, out, err) = ronctl(
-        &s,
-        &[
-            "registry",
-            "verify",
-            "--signers",
-            pinned.to_str().unwrap(),
-            "--log-file",
-            good.to_str().unwrap(),
-        ],
-    );
+    let (ok, out, err) = s.ronctl(&[
+        "registry",
+        "verify",
+        "--signers",
+        pinned.to_str().unwrap(),
+        "--log-file",
+        good.to_str().unwrap(),
+    ]);
     assert!(ok, "{err}");
     assert!(out.contains("4 records"));
 
@@ -255,17 +217,14 @@ fn verify_detects_a_tampered_record_and_names_the_version() {
         tamper(&mut bad);
         let path = dir.path().join(format!("bad-{name}.json"));
         std::fs::write(&path, serde_json::to_vec(&bad).unwrap()).unwrap();
-        let (ok, _, err) = ronctl(
-            &s,
-            &[
-                "registry",
-                "verify",
-                "--signers",
-                pinned.to_str().unwrap(),
-                "--log-file",
-                path.to_str().unwrap(),
-            ],
-        );
+        let (ok, _, err) = s.ronctl(&[
+            "registry",
+            "verify",
+            "--signers",
+            pinned.to_str().unwrap(),
+            "--log-file",
+            path.to_str().unwrap(),
+        ]);
         assert!(!ok, "{name}: tampering not detected");
         assert!(err.contains("BROKEN at version 2"), "{name}: {err}");
     }
@@ -274,7 +233,7 @@ fn verify_detects_a_tampered_record_and_names_the_version() {
 #[test]
 fn ronctl_reports_unreachable_servers_and_http_errors_clearly() {
     let s = TestServer::start(Setup::default());
-    let (ok, _, err) = ronctl(&s, &["registry", "get", "42"]);
+    let (ok, _, err) = s.ronctl(&["registry", "get", "42"]);
     assert!(!ok);
     assert!(err.contains("404") && err.contains("not_found"), "{err}");
     let out = Command::new(ronctl_bin())

@@ -289,6 +289,32 @@ impl TestServer {
         .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     }
 
+    /// Run `ronctl` against this server (both listeners, a clean environment); returns
+    /// (success, stdout, stderr).
+    pub fn ronctl(&self, args: &[&str]) -> (bool, String, String) {
+        let out = std::process::Command::new(ronctl_bin())
+            .args([
+                "--url",
+                &format!("http://{}", self.registry),
+                "--admin-url",
+                &format!("http://{}", self.metrics),
+            ])
+            .args(args)
+            .env_remove("RON_REGISTRY_URL")
+            .env_remove("RON_ADMIN_URL")
+            .env_remove("RON_CONFIG")
+            .env_remove("REGISTRY_ADDR")
+            .env_remove("METRICS_ADDR")
+            .env_remove("RON_BUS_SOCK")
+            .output()
+            .expect("run ronctl");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().join("\n")
     }
