@@ -16,15 +16,6 @@ fn durable_setup() -> Setup {
     s
 }
 
-fn stop(mut s: TestServer) -> TestServer {
-    s.signal(libc::SIGTERM);
-    assert!(s
-        .wait_exit(Duration::from_secs(10))
-        .expect("exits")
-        .success());
-    s
-}
-
 #[test]
 fn start_up_refuses_a_corrupted_log_and_a_backup_restores_the_registry() {
     let s = TestServer::start(durable_setup());
@@ -38,7 +29,7 @@ fn start_up_refuses_a_corrupted_log_and_a_backup_restores_the_registry() {
     let v4 = s.head();
     // A commit after the backup: the backup's RPO.
     s.commit_ops(4, j!([put("node", "late", j!({}))]));
-    let s = stop(s);
+    let s = s.stop();
 
     // Damage the middle of the log (checkpoints removed so start-up must read it).
     for e in std::fs::read_dir(s.data_dir.join("checkpoints")).unwrap() {
@@ -125,7 +116,7 @@ fn blue_green_upgrade_with_two_instances_on_different_data_dirs_and_ports() {
     let (ok, _, err) = green.ronctl(&["maintenance", "off"]);
     assert!(ok, "{err}");
     green.commit_ops(3, j!([put("service", "after-flip", j!({}))]));
-    let blue = stop(blue);
+    let blue = blue.stop();
     assert!(blue.logs().contains("shutdown_complete=1"));
     let (ok, out, err) = green.ronctl(&["registry", "verify"]);
     assert!(ok, "{out}{err}");

@@ -32,21 +32,12 @@ fn data_end(path: &std::path::Path) -> usize {
     bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)
 }
 
-fn stop(mut s: TestServer) -> TestServer {
-    s.signal(libc::SIGTERM);
-    assert!(s
-        .wait_exit(Duration::from_secs(10))
-        .expect("exits")
-        .success());
-    s
-}
-
 #[test]
 fn a_torn_tail_is_truncated_with_a_warning_and_everything_before_it_survives() {
     let s = TestServer::start(durable_setup());
     commit_n(&s, 3);
     let head = s.head();
-    let s = stop(s);
+    let s = s.stop();
     // A crash mid-append: a frame header promising more bytes than were written.
     let seg = segment0(&s);
     let end = data_end(&seg);
@@ -67,7 +58,7 @@ fn a_torn_tail_is_truncated_with_a_warning_and_everything_before_it_survives() {
 fn a_bit_flip_mid_log_refuses_to_start_with_the_file_and_offset() {
     let s = TestServer::start(durable_setup());
     commit_n(&s, 4);
-    let s = stop(s);
+    let s = s.stop();
     // Remove checkpoints so start-up must read the damaged record, then flip a bit inside the
     // second record (well before the end).
     for e in std::fs::read_dir(s.data_dir.join("checkpoints")).unwrap() {
@@ -106,7 +97,7 @@ fn a_corrupt_newest_checkpoint_falls_back_to_an_older_one() {
     commit_n(&s, 12);
     let head = s.head();
     let all = json(&s.get("/registry/descriptors?limit=100"));
-    let s = stop(s);
+    let s = s.stop();
     let dir = s.data_dir.join("checkpoints");
     let mut cps: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()

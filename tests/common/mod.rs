@@ -151,16 +151,34 @@ impl TestServer {
     /// Restart (after a SIGKILL or an exit) and wait only for the metrics listener, for servers
     /// expected to come up not ready. `registry` is empty in the result.
     pub fn restart_unready(self) -> TestServer {
+        self.restart_until("metrics listener bound")
+    }
+
+    /// Stop (SIGKILL) and start again on the same data dir and config.
+    pub fn restart_killed(self) -> TestServer {
+        self.restart_until("role=read-plane")
+    }
+
+    fn restart_until(self, marker: &'static str) -> TestServer {
         let mut me = self;
         let _ = me.child.kill();
         let _ = me.child.wait();
         let setup = std::mem::take(&mut me.setup);
         let (dir, data_dir, config_path) =
             (me.dir.clone(), me.data_dir.clone(), me.config_path.clone());
-        Self::spawn_until(setup, dir, data_dir, config_path, "metrics listener bound")
-            .unwrap_or_else(|(logs, status)| {
-                panic!("restart failed (exit {status:?}):\n{}", logs.join("\n"))
-            })
+        Self::spawn_until(setup, dir, data_dir, config_path, marker).unwrap_or_else(
+            |(logs, status)| panic!("restart failed (exit {status:?}):\n{}", logs.join("\n")),
+        )
+    }
+
+    /// SIGTERM, and insist on a clean exit within the drain deadline.
+    pub fn stop(mut self) -> TestServer {
+        self.signal(libc::SIGTERM);
+        let status = self
+            .wait_exit(Duration::from_secs(10))
+            .expect("exits after SIGTERM");
+        assert!(status.success(), "exit {status:?}:\n{}", self.logs());
+        self
     }
 
     fn spawn_until(
@@ -230,19 +248,6 @@ impl TestServer {
                 }
             }
         }
-    }
-
-    /// Stop (SIGKILL) and start again on the same data dir and config.
-    pub fn restart_killed(self) -> TestServer {
-        let mut me = self;
-        let _ = me.child.kill();
-        let _ = me.child.wait();
-        let setup = std::mem::take(&mut me.setup);
-        let (dir, data_dir, config_path) =
-            (me.dir.clone(), me.data_dir.clone(), me.config_path.clone());
-        Self::spawn(setup, dir, data_dir, config_path).unwrap_or_else(|(logs, status)| {
-            panic!("restart failed (exit {status:?}):\n{}", logs.join("\n"))
-        })
     }
 
     pub fn target(&self) -> Target {
