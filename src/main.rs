@@ -9,7 +9,31 @@ use svc_registry::config::{Config, Flags};
 /// Reads are served lock-free from an in-memory snapshot; writes are proposed, approved by M of
 /// N ed25519 signers (DSSE), and committed durably. See docs/OPERATIONS.md.
 #[derive(Parser, Debug)]
-#[command(name = "svc-registry", version, about, long_about = None)]
+#[command(
+    name = "svc-registry",
+    version,
+    about,
+    long_about = None,
+    after_help = "\
+Examples:
+  svc-registry --config configs/dev.toml               # local development (DEV-ONLY keys)
+  svc-registry --config /etc/ron/svc-registry.toml --check-config
+  svc-registry --config node.toml --amnesia --read-only
+
+Environment (overrides the file):
+  RON_CONFIG      config path when --config is absent
+  REGISTRY_ADDR   registry listener, e.g. 0.0.0.0:9444 (port 0 = ephemeral; the ready line names it)
+  METRICS_ADDR    metrics listener, e.g. 127.0.0.1:9909
+  RON_BUS_SOCK    local bus socket path
+  RUST_LOG        log filter, e.g. info,svc_registry=debug
+
+Signals: SIGHUP reloads the config (invalid files are refused, the old config stays);
+SIGTERM/SIGINT drain (finish in-flight requests, make acknowledged writes durable, end streams,
+log shutdown_complete=1, exit 0); a second SIGTERM/SIGINT exits at once.
+
+Exit codes: 0 clean shutdown, 1 start-up failure (bind, data dir in use), 2 invalid config.
+Docs: docs/OPERATIONS.md (runbook), docs/API.md (routes)."
+)]
 struct Cli {
     /// Config file (TOML). Falls back to $RON_CONFIG.
     #[arg(long, env = "RON_CONFIG", value_name = "PATH")]
