@@ -235,3 +235,63 @@ fn read_only_mode_sheds_writes_with_503_and_keeps_reads_and_readiness() {
     assert_eq!(s.metric(r#"rejected_total{reason="deps"}"#), 1.0);
     assert!(!s.logs().contains("role=write-plane"));
 }
+
+#[test]
+fn requests_over_max_inflight_get_429_busy_with_retry_after() {
+    let mut setup = Setup::default();
+    setup.top = "max_inflight = 2\n".into();
+    setup.tables = "[chaos]\nenabled = true\n".into();
+    let s = std::sync::Arc::new(TestServer::start(setup));
+    // Slow every sync so that commits stay in flight (deferred) for a while.
+    let r = s.admin(
+        "POST",
+        "/admin/chaos",
+        Some(br#"{"fault": "storage-latency", "ms": 600}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Two approved proposals: version 1 on base 0, version 2 on base 1.
+    let ids: Vec<String> = (0..2u64)
+        .map(|base| {
+            let payload = serde_json::to_vec(&serde_json::json!({
+                "registry_id": "test-registry", "base_version": base,
+                "ops": [put("node", &format!("n{base}"), serde_json::json!({}))]}))
+            .unwrap();
+            let id = json(&s.post("/propose", &payload))["proposal_id"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let sigs: Vec<_> = s.setup.signers[..2]
+                .iter()
+                .map(|k| serde_json::json!({"keyid": k.keyid, "sig": k.sign(&payload)}))
+                .collect();
+            let body =
+                serde_json::to_vec(&serde_json::json!({"proposal_id": id, "signatures": sigs}))
+                    .unwrap();
+            assert_eq!(s.post("/approve", &body).status, 200);
+            id
+        })
+        .collect();
+    // Both commits wait on their slowed sync: two requests in flight.
+    let committers: Vec<_> = ids
+        .into_iter()
+        .map(|id| {
+            let s = s.clone();
+            let h = std::thread::spawn(move || {
+                s.post("/commit", format!(r#"{{"proposal_id":"{id}"}}"#).as_bytes())
+                    .status
+            });
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            h
+        })
+        .collect();
+    let r = s.get("/registry/head");
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(json(&r)["error"], "busy");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    let statuses: Vec<u16> = committers.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(statuses, [200, 200]);
+    // Once they are answered, reads are served again.
+    assert_eq!(s.get("/registry/head").status, 200);
+    assert!(s.metric(r#"rejected_total{reason="busy"}"#) >= 1.0);
+    assert_eq!(s.metric("inflight_requests"), 0.0);
+}
