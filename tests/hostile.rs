@@ -242,3 +242,50 @@ fn garbage_and_malformed_requests_get_400_and_never_crash_the_server() {
     }
     assert_eq!(s.get("/registry/head").status, 200);
 }
+
+/// Regression (found by the `http_head` fuzz target): a client that sent part of a request and
+/// then closed its side was only noticed at the head (or body) deadline — the data and the FIN
+/// arrived in one edge-triggered wake-up, the short read cleared `readable`, and no later edge
+/// came — so the connection sat in CLOSE_WAIT for `head_timeout_ms` and got a 408 nobody read.
+/// It must be closed as soon as the end of stream is seen.
+#[test]
+fn regression_half_closed_partial_request_is_closed_at_eof_not_at_the_deadline() {
+    let mut setup = tight();
+    setup.tables = "[http]\nhead_timeout_ms = 10000\nbody_timeout_ms = 10000\n".into();
+    let s = TestServer::start(setup);
+    for partial in [
+        &b"GET /registry/head HTT"[..],
+        b"POST /propose HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"registry_id\"",
+        b"POST /propose HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nabc",
+    ] {
+        let mut t = connect(&s);
+        t.write_all(partial).unwrap();
+        t.shutdown(std::net::Shutdown::Write).unwrap();
+        let started = Instant::now();
+        let (bytes, _) = read_to_close(&mut t);
+        let waited = started.elapsed();
+        assert!(
+            waited < Duration::from_secs(2),
+            "{:?}: closed only after {waited:?} ({:?})",
+            String::from_utf8_lossy(partial),
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+    assert_eq!(s.get("/registry/head").status, 200);
+}
+
+/// Regression (found by the `proposal` fuzz target): a put body holding a lone UTF-16 surrogate
+/// escape (`"\udc00"`) used to be accepted and, once committed, made every descriptor listing
+/// that included it answer 503 (the handler panicked re-reading the body) and showed signers
+/// `"proposed": null` in the diff. Now the proposal is refused and the listing keeps working.
+#[test]
+fn regression_lone_surrogate_body_is_refused_and_listings_keep_working() {
+    let s = TestServer::start(tight());
+    s.commit_ops(0, serde_json::json!([put("node", "ok", serde_json::json!({"a": 1}))]));
+    let payload = br#"{"registry_id":"test-registry","base_version":1,"ops":[{"op":"put","kind":"node","id":"bad","body":{"k":"\udc00"}}]}"#;
+    let r = s.post("/propose", payload);
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = s.get("/registry/descriptors?kind=node");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(s.get("/registry/descriptors").status, 200);
+}

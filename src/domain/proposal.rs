@@ -135,6 +135,14 @@ pub fn parse(
                         limits.max_descriptor_bytes
                     )));
                 }
+                // RawValue skips string escapes without decoding them, so a lone UTF-16
+                // surrogate (`"\udc00"`) gets through it although no strict JSON parser reads it
+                // back (and the read plane's listing panicked on it): parse the body for real.
+                if serde_json::from_str::<serde_json::Value>(body.get()).is_err() {
+                    return Err(ApiError::bad_request(format!(
+                        "ops[{i}].body is not valid JSON (a lone UTF-16 surrogate escape?)"
+                    )));
+                }
                 Op::Put {
                     kind,
                     id,
@@ -213,5 +221,26 @@ mod tests {
         for (text, code) in cases {
             assert_eq!(check(&text).err(), Some(code), "{text}");
         }
+    }
+
+    /// Regression (found by the `proposal` fuzz target): `"\udc00"` (a lone low surrogate) was
+    /// accepted inside a put body, because RawValue does not decode escapes. Once committed,
+    /// every `GET /registry/descriptors` page holding it answered 503 (the listing's `json!`
+    /// panicked re-reading the body) and `GET /proposals/{id}` showed signers `"proposed": null`.
+    #[test]
+    fn regression_a_lone_surrogate_escape_in_a_body_is_refused() {
+        for body in [
+            r#"{"k":"\udc00"}"#,
+            r#"{"k":"\ud800"}"#,
+            r#"{"k":"\ud800x"}"#,
+        ] {
+            let text = format!(
+                r#"{{"registry_id":"r","base_version":0,"ops":[{{"op":"put","kind":"node","id":"n","body":{body}}}]}}"#
+            );
+            assert_eq!(check(&text).err(), Some(Code::BadRequest), "{text}");
+        }
+        // A proper pair is fine.
+        let ok = r#"{"registry_id":"r","base_version":0,"ops":[{"op":"put","kind":"node","id":"n","body":{"k":"\ud83d\ude00"}}]}"#;
+        assert!(check(ok).is_ok());
     }
 }

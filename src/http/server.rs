@@ -592,6 +592,9 @@ struct Conn {
     /// The socket may have bytes to read (edge-triggered: set by events, cleared by a short
     /// read or `WouldBlock`).
     readable: bool,
+    /// An event reported the peer's end of stream (or an error): a short read no longer means
+    /// the socket is drained, because the FIN may sit behind the data with no edge to come.
+    read_closed: bool,
     /// First byte of the current request (head deadline), None between requests.
     request_started: Option<Instant>,
     /// When the head completed (body deadline).
@@ -647,6 +650,7 @@ impl Worker {
                 if let Some(conn) = self.conns.get_mut(key) {
                     if event.is_readable() || event.is_read_closed() || event.is_error() {
                         conn.readable = true;
+                        conn.read_closed |= event.is_read_closed() || event.is_error();
                     }
                     self.drive(key);
                 }
@@ -702,6 +706,7 @@ impl Worker {
                 parser: Parser::new(),
                 phase: Phase::Reading,
                 readable: false,
+                read_closed: false,
                 request_started: None,
                 body_started: now,
                 last_activity: now,
@@ -942,8 +947,9 @@ fn service(ctx: &mut Ctx, conn: &mut Conn, key: usize, scratch: &mut [u8]) -> Di
                     // The peer closed: an unfinished request is abandoned.
                     Ok(0) => return Disposition::Close,
                     Ok(n) => {
-                        // A short read drained the socket; the next arrival is a new edge.
-                        if n < scratch.len() {
+                        // A short read drained the socket; the next arrival is a new edge
+                        // (unless the end of stream came with this edge: read on to see it).
+                        if n < scratch.len() && !conn.read_closed {
                             conn.readable = false;
                         }
                         if conn.inbuf.is_empty() {

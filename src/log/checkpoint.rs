@@ -76,7 +76,7 @@ pub(crate) fn decode(expected_seq: u64, bytes: &[u8]) -> Result<&[u8], String> {
     }
     let seq = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
     let len = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
-    let want = (HEADER_BYTES + CRC_BYTES) as u64 + len;
+    let want = len.saturating_add((HEADER_BYTES + CRC_BYTES) as u64);
     if bytes.len() as u64 != want {
         return Err(format!(
             "file is {} bytes long, its header says {want}",
@@ -249,6 +249,16 @@ mod tests {
         }
         assert!(decode(42, &bytes[..bytes.len() - 1]).is_err());
         assert!(decode(42, &[]).is_err());
+    }
+
+    /// Regression (found by the `checkpoint` fuzz target): a length field near `u64::MAX`
+    /// overflowed `24 + 4 + len` — a panic at start-up in debug builds (tests, `cargo run`)
+    /// instead of skipping the damaged checkpoint with a warning.
+    #[test]
+    fn regression_a_huge_length_field_is_refused_not_an_overflow() {
+        let mut bytes = encode(3, b"{}");
+        bytes[16..24].copy_from_slice(&(u64::MAX - 20).to_le_bytes());
+        assert!(decode(3, &bytes).unwrap_err().contains("header says"));
     }
 
     #[test]

@@ -1,0 +1,147 @@
+//! Approval request parsing: the JSON body of `POST /approve` (SPEC §5), through the real route
+//! handler (`RegistryApi`, whose body types are private), with `/commit` bodies and
+//! `/proposals/{id}` paths alongside.
+//!
+//! The handler is driven directly with a `Request`; the writer is a channel this target reads.
+//!
+//! Checked: no panic; a refused request is a SPEC §5 error (400 or 413 with a JSON error body)
+//! and reaches no writer; an accepted one reaches the writer exactly once, with a 64-hex
+//! proposal id, at most 64 signatures, each keyid and signature exactly as the body said.
+
+#![no_main]
+
+use arc_swap::ArcSwap;
+use crossbeam_channel::Receiver;
+use libfuzzer_sys::fuzz_target;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+use svc_registry::api::{Readiness, RegistryApi};
+use svc_registry::domain::dsse;
+use svc_registry::domain::signers::{SignerKey, SignerSet};
+use svc_registry::http::{Handler, Method, Outcome, Replier, Request};
+use svc_registry::roles::writer::WriteRequest;
+use svc_registry::snapshot::Snapshot;
+
+struct Fixture {
+    api: RegistryApi,
+    writer_rx: Receiver<WriteRequest>,
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let keys = (1..=3u8)
+            .map(|i| SignerKey {
+                keyid: format!("k{i}"),
+                public: ed25519_dalek::SigningKey::from_bytes(&[i; 32]).verifying_key(),
+                not_before: None,
+                not_after: None,
+            })
+            .collect();
+        let readiness = Arc::new(Readiness::default());
+        Readiness::set(&readiness.writer_ready, true);
+        let (writer_tx, writer_rx) = crossbeam_channel::bounded(4);
+        Fixture {
+            api: RegistryApi {
+                snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::genesis("fuzz"))),
+                signers: Arc::new(ArcSwap::from_pointee(SignerSet::new(2, keys).unwrap())),
+                writer: writer_tx,
+                read_only: Arc::new(AtomicBool::new(false)),
+                readiness,
+                poisoned: Arc::new(parking_lot::Mutex::new(None)),
+                stream: None,
+                commit_budget: None,
+            },
+            writer_rx,
+        }
+    })
+}
+
+fn is_hash_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&selector, body)) = data.split_first() else {
+        return;
+    };
+    let f = fixture();
+    let (method, path, body) = match selector {
+        0..=159 => (Method::Post, "/approve".to_string(), body.to_vec()),
+        160..=223 => (Method::Post, "/commit".to_string(), body.to_vec()),
+        _ => (
+            Method::Get,
+            format!("/proposals/{}", String::from_utf8_lossy(body)),
+            Vec::new(),
+        ),
+    };
+    let request = Request {
+        method,
+        path: path.clone(),
+        query: None,
+        headers: Vec::new(),
+        body: body.clone(),
+        corr_id: "fuzz".to_string(),
+        started: Instant::now(),
+    };
+    let (replier, answers) = Replier::detached("fuzz");
+    match f.api.handle(request, replier) {
+        Outcome::Respond(r) => {
+            assert!(
+                matches!(r.status, 400 | 404 | 413),
+                "{path}: refused with {}",
+                r.status
+            );
+            let v: serde_json::Value =
+                serde_json::from_slice(&r.body).expect("an error body is JSON");
+            assert!(v["error"].is_string() && v["message"].is_string());
+            assert!(f.writer_rx.try_recv().is_err(), "a refused request reached the writer");
+        }
+        Outcome::Deferred => {
+            let sent = f.writer_rx.try_recv().expect("a deferred request reached the writer");
+            assert!(f.writer_rx.try_recv().is_err(), "more than one writer request");
+            let v: serde_json::Value =
+                serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+            match sent {
+                WriteRequest::Approve {
+                    proposal_id,
+                    signatures,
+                    replier,
+                } => {
+                    assert!(path == "/approve");
+                    assert!(is_hash_hex(&proposal_id), "{proposal_id:?}");
+                    assert_eq!(v["proposal_id"].as_str(), Some(proposal_id.as_str()));
+                    assert!(signatures.len() <= 64);
+                    let listed = v["signatures"].as_array().expect("signatures array");
+                    assert_eq!(listed.len(), signatures.len());
+                    for ((keyid, sig), s) in signatures.iter().zip(listed) {
+                        assert_eq!(s["keyid"].as_str(), Some(keyid.as_str()));
+                        let text = s["sig"].as_str().expect("sig string");
+                        assert_eq!(dsse::decode_sig(text).as_ref(), Some(sig));
+                    }
+                    drop(replier);
+                }
+                WriteRequest::Commit {
+                    proposal_id,
+                    replier,
+                } => {
+                    assert!(path == "/commit");
+                    assert!(is_hash_hex(&proposal_id));
+                    assert_eq!(v["proposal_id"].as_str(), Some(proposal_id.as_str()));
+                    drop(replier);
+                }
+                WriteRequest::GetProposal { id, replier } => {
+                    assert!(path.starts_with("/proposals/"));
+                    assert!(is_hash_hex(&id));
+                    drop(replier);
+                }
+                _ => panic!("unexpected writer request for {path}"),
+            }
+            // A dropped Replier answers 503, so no client is left hanging.
+            let r = answers.try_recv().expect("a dropped replier answers");
+            assert_eq!(r.status, 503);
+        }
+        Outcome::Stream { .. } => panic!("{path} asked for a stream"),
+    }
+});

@@ -1,0 +1,129 @@
+//! Checkpoint decoding: `restore::restore` with an arbitrary checkpoint payload against a valid
+//! log, and arbitrary checkpoint *files* (framing, CRC, name) through `log::open`.
+//!
+//! Input: `[mode] [seq] rest…`. Mode < 128: `rest` is the checkpoint payload given to
+//! `restore` directly. Mode ≥ 128: `rest` becomes a checkpoint file next to a valid log (raw, or
+//! framed with a correct CRC so the payload is what is fuzzed), then the data directory is
+//! opened and restored the way `storage::open` does (falling back to a full replay when the
+//! checkpoint disagrees with the log).
+//!
+//! Checked: no panic; whatever the checkpoint, a restore that succeeds ends at the log's HEAD
+//! with the log's hashes (the log is the source of truth), and the file path always restores.
+
+#![no_main]
+
+mod common;
+
+use common::{chain_of, Rec, REGISTRY};
+use libfuzzer_sys::fuzz_target;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use svc_registry::log::{self as storage, FaultIo, Io, StorageOptions};
+use svc_registry::restore::{self, Restored};
+use svc_registry::snapshot::Snapshot;
+
+const VERSIONS: u64 = 4;
+
+fn fixture() -> &'static (Vec<Rec>, Vec<Snapshot>) {
+    static CHAIN: OnceLock<(Vec<Rec>, Vec<Snapshot>)> = OnceLock::new();
+    CHAIN.get_or_init(|| chain_of(VERSIONS))
+}
+
+/// The restored state must be the log's chain, whatever the checkpoint said.
+fn check_chain(r: &Restored, snaps: &[Snapshot]) {
+    let head = &snaps[VERSIONS as usize];
+    assert_eq!(r.snapshot.version(), VERSIONS);
+    assert_eq!(r.snapshot.head.hash, head.head.hash);
+    assert_eq!(r.snapshot.history.len(), snaps.len());
+    for (got, want) in r.snapshot.history.iter().zip(snaps) {
+        assert_eq!(got.hash, want.head.hash);
+    }
+    assert_eq!(
+        r.snapshot.descriptors.len() as u64,
+        r.snapshot.head.descriptors,
+        "descriptor count disagrees with the head record"
+    );
+}
+
+fn framed(seq: u64, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = b"SVCRCKP1".to_vec();
+    bytes.extend_from_slice(&seq.to_le_bytes());
+    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(payload);
+    let crc = crc32c::crc32c(&bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    bytes
+}
+
+fuzz_target!(|data: &[u8]| {
+    let (recs, snaps) = fixture();
+    let (mode, seq, rest) = match data {
+        [m, s, rest @ ..] => (*m, u64::from(*s % (VERSIONS as u8 + 2)), rest),
+        _ => return,
+    };
+    if mode < 128 {
+        if let Ok(r) = restore::restore(REGISTRY, Some((seq, rest)), recs) {
+            check_chain(&r, snaps);
+            assert_eq!(r.from_checkpoint, seq);
+            if seq > 0 && rest == restore::checkpoint_bytes(&snaps[seq as usize]).as_slice() {
+                // An honest checkpoint gives exactly the full replay.
+                let full = restore::restore(REGISTRY, None, recs).expect("the chain replays");
+                assert_eq!(
+                    common::descriptor_lines(&r.snapshot),
+                    common::descriptor_lines(&full.snapshot)
+                );
+            }
+        }
+        return;
+    }
+
+    // The file path: a valid log of the fixed chain plus one fuzzed checkpoint file.
+    let io = FaultIo::new();
+    let data_dir = Path::new("/data");
+    let opts = StorageOptions {
+        segment_bytes: 4096,
+        checkpoints_kept: 2,
+    };
+    {
+        let mut o = storage::open(data_dir, &opts, Arc::new(io.clone())).expect("fresh log");
+        for r in recs {
+            o.writer.append(&r.0).expect("append");
+        }
+        o.syncer.sync_to(u64::MAX).expect("sync");
+    }
+    let dir = storage::checkpoints_dir(data_dir);
+    let name_seq = if mode & 0x40 != 0 { seq } else { seq ^ 1 };
+    let bytes = if mode & 0x20 != 0 {
+        framed(seq, rest)
+    } else {
+        rest.to_vec()
+    };
+    let name = if mode & 0x10 != 0 {
+        format!("checkpoint-{name_seq:020}.ckpt.tmp")
+    } else {
+        format!("checkpoint-{name_seq:020}.ckpt")
+    };
+    let file = io.create(&dir.join(name)).expect("create checkpoint");
+    file.write_at(0, &bytes).expect("write checkpoint");
+    file.sync().expect("sync checkpoint");
+    io.sync_dir(&dir).expect("sync dir");
+    drop(file);
+
+    let opened = storage::open(data_dir, &opts, Arc::new(io.clone())).expect("the log reopens");
+    assert_eq!(opened.records.len() as u64, VERSIONS);
+    let cp = opened
+        .checkpoint
+        .as_ref()
+        .map(|c| (c.seq, c.payload.as_slice()));
+    if let Some((s, payload)) = cp {
+        assert_eq!(s, name_seq, "a checkpoint loaded under another seq");
+        if mode & 0x20 != 0 {
+            assert_eq!(payload, rest, "a checkpoint payload that is not what was framed");
+        }
+    }
+    // What storage::open does: the checkpoint, else the whole log.
+    let restored = restore::restore(REGISTRY, cp, &opened.records)
+        .or_else(|_| restore::restore(REGISTRY, None, &opened.records))
+        .expect("the log alone always restores");
+    check_chain(&restored, snaps);
+});

@@ -1,0 +1,77 @@
+//! Helpers shared by the fuzz targets: a small valid chain of commit records.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use svc_registry::domain::proposal::{self, ProposalLimits};
+use svc_registry::domain::record::CommitRecord;
+use svc_registry::domain::{chain, sha256_hex, state};
+use svc_registry::restore::Located;
+use svc_registry::snapshot::Snapshot;
+
+pub const REGISTRY: &str = "fuzz";
+
+/// A record payload with a name for error messages.
+pub struct Rec(pub Vec<u8>);
+
+impl Located for Rec {
+    fn location(&self) -> String {
+        "fuzz".to_string()
+    }
+    fn payload(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// The proposal of version `v` (1-based) of the fixed chain: puts, one delete at version 4.
+pub fn proposal_bytes(v: u64) -> Vec<u8> {
+    let ops = match v {
+        4 => r#"[{"op":"delete","kind":"node","id":"n1"},{"op":"put","kind":"region","id":"eu-1","body":{"zone":"a"}}]"#.to_string(),
+        _ => format!(r#"[{{"op":"put","kind":"node","id":"n{v}","body":{{"addr":"10.0.0.{v}:9000"}}}},{{"op":"put","kind":"service","id":"s{v}","body":{{}}}}]"#),
+    };
+    format!(
+        r#"{{"registry_id":"{REGISTRY}","base_version":{},"ops":{ops},"note":"v{v}"}}"#,
+        v - 1
+    )
+    .into_bytes()
+}
+
+/// The fixed chain of `n` commits: record JSON (as stored in the log) and every snapshot
+/// (index = version).
+pub fn chain_of(n: u64) -> (Vec<Rec>, Vec<Snapshot>) {
+    let limits = ProposalLimits {
+        max_ops: 16,
+        max_descriptor_bytes: 1024,
+    };
+    let mut snaps = vec![Snapshot::genesis(REGISTRY)];
+    let mut recs = Vec::new();
+    for v in 1..=n {
+        let prev = snaps.last().expect("genesis");
+        let payload = proposal_bytes(v);
+        let p = proposal::parse(&payload, REGISTRY, &limits).expect("the fixed chain parses");
+        let descriptors = state::apply(&prev.descriptors, &p.ops, v).expect("and applies");
+        let pid = sha256_hex(&payload);
+        let sigs = vec![
+            ("a".to_string(), "c2lnLWE=".to_string()),
+            ("b".to_string(), "c2lnLWI=".to_string()),
+        ];
+        let rec = Arc::new(CommitRecord {
+            version: v,
+            hash: chain::commit_hash(REGISTRY, v, &prev.head.hash, &pid, &sigs),
+            prev_hash: prev.head.hash.clone(),
+            committed_at_ms: 1_767_225_600_000 + v as i64,
+            proposal_id: pid,
+            payload: payload.into(),
+            signatures: sigs,
+            descriptors: descriptors.len() as u64,
+        });
+        recs.push(Rec(rec.to_json()));
+        let next = prev.next(rec, descriptors);
+        snaps.push(next);
+    }
+    (recs, snaps)
+}
+
+/// Descriptors of a snapshot as comparable JSON lines.
+pub fn descriptor_lines(s: &Snapshot) -> Vec<Vec<u8>> {
+    s.descriptors.values().map(|d| d.to_json()).collect()
+}

@@ -1,0 +1,346 @@
+#!/usr/bin/env python3
+"""Build the Markdown results table of perf/run.sh from perf/out/raw/ (argument: the raw dir).
+
+Every goal of issue 7 (and of the benchmark paragraphs of issues 4 and 5) is marked `met` or
+`MISSED` from the figures of this run; nothing is tuned towards a goal.
+"""
+import glob
+import json
+import os
+import re
+import statistics
+import sys
+
+RAW = sys.argv[1]
+
+
+def path(name):
+    return os.path.join(RAW, name)
+
+
+def load(name):
+    try:
+        with open(path(name)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def load_lines(name):
+    try:
+        with open(path(name)) as f:
+            return [json.loads(line) for line in f if line.strip()]
+    except (OSError, ValueError):
+        return []
+
+
+def text(name, default=""):
+    try:
+        with open(path(name)) as f:
+            return f.read().strip()
+    except OSError:
+        return default
+
+
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def wrk_ms(v):
+    m = re.match(r"([\d.]+)(us|ms|s|m)$", v)
+    return float(m.group(1)) * UNITS[m.group(2)] if m else float("nan")
+
+
+def parse_wrk(file):
+    t = open(file).read()
+    r = {"rps": float("nan"), "p50": float("nan"), "p99": float("nan"), "errors": 0, "non2xx": 0}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", t)
+    if m:
+        r["rps"] = float(m.group(1))
+    for pct, key in (("50", "p50"), ("99", "p99")):
+        m = re.search(r"^\s+%s%%\s+(\S+)" % pct, t, re.M)
+        if m:
+            r[key] = wrk_ms(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", t)
+    if m:
+        r["errors"] = sum(int(x) for x in m.groups())
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+    if m:
+        r["non2xx"] = int(m.group(1))
+    m = re.search(r"(\d+) requests in", t)
+    c = re.search(r"server_cpu_s ([\d.]+)", t)
+    r["per_cpu_s"] = int(m.group(1)) / float(c.group(1)) if m and c and float(c.group(1)) > 0 else float("nan")
+    return r
+
+
+def fmt(x, nd=0):
+    if x is None or (isinstance(x, float) and x != x):
+        return "–"
+    if nd == 0:
+        return f"{x:,.0f}"
+    return f"{x:,.{nd}f}"
+
+
+def verdict(ok):
+    return "met" if ok else "**MISSED**"
+
+
+out = []
+p = out.append
+env = text("env.txt")
+p("# perf/run.sh results\n")
+p("```")
+p(env)
+p("```\n")
+
+goals = []  # (goal, measured, verdict)
+
+# ------------------------------------------------------------------ reads
+wrk_files = glob.glob(path("wrk-*.txt"))
+if wrk_files:
+    agg = {}
+    for f in wrk_files:
+        m = re.match(r"wrk-(\w+)-c(\d+)-(\w+)-r(\d+)\.txt", os.path.basename(f))
+        if not m:
+            continue
+        key = (m.group(1), int(m.group(2)), m.group(3))
+        agg.setdefault(key, []).append(parse_wrk(f))
+
+    def mean(key, field):
+        runs = agg.get(key, [])
+        vals = [r[field] for r in runs if r[field] == r[field]]
+        return statistics.mean(vals) if vals else float("nan")
+
+    def total(key, field):
+        return sum(r[field] for r in agg.get(key, []))
+
+    p("## Reads (wrk -t2, keep-alive; mean of the alternated rounds)\n")
+    p("Same bytes everywhere: nginx serves the registry's own response body as a static file; "
+      "etcd's JSON gateway range-reads a value of the same size (its answer is larger: base64 "
+      "plus header). wrk shares the 2 cores with the server under test.\n")
+    p("| path | conns | body B | ours RPS | nginx RPS | etcd RPS | ours/nginx | ours/etcd "
+      "| p50 ms ours / nginx / etcd | p99 ms ours / nginx / etcd | requests per server CPU-s ours / nginx / etcd | ours errors |")
+    p("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for pth in ("head", "version", "version100", "descriptor"):
+        for c in (64, 1000):
+            o, n, e = (pth, c, "ours"), (pth, c, "nginx"), (pth, c, "etcd")
+            if o not in agg:
+                continue
+            ro, rn, re_ = mean(o, "rps"), mean(n, "rps"), mean(e, "rps")
+            errs = total(o, "errors") + total(o, "non2xx")
+            label = {"head": "/registry/head", "version": "/registry/13 (1-op record)",
+                     "version100": "/registry/5 (100-op record)",
+                     "descriptor": "/registry/descriptors/node/…"}[pth]
+            p(f"| {label} | {c} | {text('bytes-' + pth + '.txt')} | {fmt(ro)} | {fmt(rn)} | {fmt(re_)} "
+              f"| {fmt(ro / rn, 2)} | {fmt(ro / re_, 2)} "
+              f"| {fmt(mean(o, 'p50'), 2)} / {fmt(mean(n, 'p50'), 2)} / {fmt(mean(e, 'p50'), 2)} "
+              f"| {fmt(mean(o, 'p99'), 2)} / {fmt(mean(n, 'p99'), 2)} / {fmt(mean(e, 'p99'), 2)} "
+              f"| {fmt(mean(o, 'per_cpu_s'))} / {fmt(mean(n, 'per_cpu_s'))} / {fmt(mean(e, 'per_cpu_s'))} "
+              f"| {errs} |")
+    p("")
+    for c, need in ((64, 0.9), (1000, 0.8)):
+        o, n = ("head", c, "ours"), ("head", c, "nginx")
+        if o in agg and n in agg:
+            ratio = mean(o, "rps") / mean(n, "rps")
+            goals.append((f"/registry/head ≥ {need}× nginx RPS at {c} conns", f"{ratio:.2f}×", verdict(ratio >= need)))
+            p99o, p99n = mean(o, "p99"), mean(n, "p99")
+            goals.append((f"/registry/head p99 ≤ 2× nginx's at {c} conns",
+                          f"{p99o:.2f} ms vs {p99n:.2f} ms ({p99o / p99n:.2f}×)", verdict(p99o <= 2 * p99n)))
+            errs = total(o, "errors") + total(o, "non2xx")
+            goals.append((f"/registry/head no errors at {c} conns", f"{errs} errors", verdict(errs == 0)))
+    o64 = ("head", 64, "ours")
+    if o64 in agg:
+        best = max(mean(("head", c, "ours"), "rps") for c in (64, 1000) if ("head", c, "ours") in agg)
+        goals.append(("/registry/head ≥ 15 × 2,500 = 37,500 RPS", f"{best:,.0f} RPS", verdict(best >= 37500)))
+
+    cc = sorted(glob.glob(path("conncheck-*.json")))
+    if cc:
+        p("### Per-connection service (loadgen conncheck, /registry/head and the same bytes from nginx)\n")
+        p("| server | conns | RPS | responses per connection min / median / max | starved | errors |")
+        p("|---|---|---|---|---|---|")
+        for f in cc:
+            d = json.load(open(f))
+            srv = os.path.basename(f).split("-")[1]
+            p(f"| {srv} | {d['conns']} | {fmt(d['rps'])} | {fmt(d['per_conn_min'])} / {fmt(d['per_conn_p50'])} / "
+              f"{fmt(d['per_conn_max'])} | {d['starved']} | {d['errors'] + d['non2xx']} |")
+            if srv == "ours":
+                goals.append((f"no starved connection at {d['conns']} conns",
+                              f"{d['starved']} starved, min/median {d['min_over_median']}",
+                              verdict(d["starved"] == 0)))
+        p("")
+
+# ------------------------------------------------------------------ writes
+fio = {}
+for name in ("append", "overwrite", "append-after"):
+    d = load(f"fio-{name}.json")
+    if not d:
+        continue
+    job = d["jobs"][0]
+    sync = job.get("sync", {})
+    lat = sync.get("lat_ns", sync)
+    pc = lat.get("percentile", {})
+    fio[name] = {
+        "iops": job["write"]["iops"],
+        "p50": pc.get("50.000000", float("nan")) / 1e6,
+        "p99": pc.get("99.000000", float("nan")) / 1e6,
+        "mean": lat.get("mean", float("nan")) / 1e6,
+    }
+if fio:
+    p("## Disk: fio 4 KiB write + fdatasync (same file system as the data dirs)\n")
+    p("| test | syncs/s | fdatasync mean ms | p50 ms | p99 ms |")
+    p("|---|---|---|---|---|")
+    for name, d in fio.items():
+        p(f"| {name} | {fmt(d['iops'])} | {fmt(d['mean'], 3)} | {fmt(d['p50'], 3)} | {fmt(d['p99'], 3)} |")
+    p("")
+
+def cpu_cell(d):
+    c = d.get("cpu") or {}
+    if "us_per_commit" not in c:
+        return "–"
+    t = c.get("by_thread_us", {})
+    return (f"{c['us_per_commit']:.0f} ({t.get('verify', 0):.0f} / {t.get('registry-worker', 0):.0f} / "
+            f"{t.get('writer', 0):.0f} / {t.get('fsync', 0):.0f})")
+
+
+wf = sorted(glob.glob(path("writes-*-*-c*.json")))
+if wf:
+    p("## Writes: propose → approve (one request per signer) → commit, pipelined committers\n")
+    p("Each client takes the next base version (ticket); proposals and signatures are made before "
+      "the clock starts; a commit is sent once the previous ticket's commit is on the wire. "
+      "\"overtaken\" = 409 \"not HEAD\" answers when a commit reached the writer before its "
+      "predecessor (the two sit on different HTTP workers); it is re-sent. Commit latency = first "
+      "`POST /commit` sent → its 200 (durable).\n")
+    fio_col = f"{fio['append']['p50']:.3f} / {fio['append']['p99']:.3f}" if "append" in fio else "–"
+    if "append-after" in fio:
+        fio_col += f" (after: {fio['append-after']['p50']:.3f} / {fio['append-after']['p99']:.3f})"
+    p(f"| fsync | quorum | C | durable commits/s | commit p50 / p95 / p99 ms | commits per sync (mean) "
+      f"| server fsync mean ms | fio fdatasync p50 / p99 ms | overtaken per commit "
+      f"| server CPU µs per commit: total (verify / HTTP workers / writer / fsync) | errors |")
+    p("|---|---|---|---|---|---|---|---|---|---|---|")
+    order = {"batch": 0, "always": 1}
+    rows = []
+    for f in wf:
+        m = re.match(r"writes-(batch|always)-(\w+)-c(\d+)\.json", os.path.basename(f))
+        if m:
+            rows.append((order[m.group(1)], m.group(2), int(m.group(3)), m.group(1), json.load(open(f))))
+    for _, q, c, fs, d in sorted(rows):
+        cl = d["commit_latency"]
+        s = d["server"]
+        p(f"| {fs} | {q.replace('of', '-of-')} | {c} | {fmt(d['commits_per_s'])} "
+          f"| {fmt(cl['p50_ms'], 2)} / {fmt(cl['p95_ms'], 2)} / {fmt(cl['p99_ms'], 2)} "
+          f"| {fmt(s.get('mean_batch'), 2)} | {fmt(s.get('mean_fsync_ms'), 3)} | {fio_col} "
+          f"| {fmt(d['overtaken_retries'] / max(d['commits'], 1), 2)} | {cpu_cell(d)} | {d['error_count']} |")
+        if fs == "batch" and q == "2of3" and c == 64:
+            goals.append(("≥ 2,500 durable commits/s, 2-of-3, C=64, batch",
+                          f"{d['commits_per_s']:,.0f}/s", verdict(d["commits_per_s"] >= 2500)))
+            goals.append(("commit p99 < 50 ms (2-of-3, C=64, batch)", f"{cl['p99_ms']:.1f} ms",
+                          verdict(cl["p99_ms"] < 50)))
+    p("")
+    d = load("writes-contended-c16.json")
+    if d:
+        p("Uncoordinated committers (each reads HEAD, signs on it in the client, retries from HEAD on "
+          f"any 409), 2-of-3, batch, C=16: **{d['commits_per_s']:,.0f} commits/s**, "
+          f"{d['conflicts']:,} conflicts for {d['commits']:,} commits "
+          f"({d['conflicts'] / max(d['commits'], 1):.1f} per commit), commit p99 "
+          f"{d['commit_latency']['p99_ms']:.2f} ms.\n")
+
+w1 = [(c, load(f"writes-1of1-c{c}.json"), load(f"etcd-puts-c{c}.json")) for c in (1, 16, 64)]
+w1 = [x for x in w1 if x[1] and x[2]]
+if w1:
+    p("## 1-of-1 quorum vs etcd 3.4 durable puts (same keep-alive client, same C; etcd via its JSON gateway)\n")
+    p("| C | ours commits/s | etcd puts/s | ours/etcd | ours commit p50 / p99 ms | etcd put p50 / p99 ms | ours commits per sync | ours overtaken per commit | ours server CPU µs per commit |")
+    p("|---|---|---|---|---|---|---|---|---|")
+    for c, o, e in w1:
+        ratio = o["commits_per_s"] / e["puts_per_s"] if e["puts_per_s"] else float("nan")
+        p(f"| {c} | {fmt(o['commits_per_s'])} | {fmt(e['puts_per_s'])} | {fmt(ratio, 2)} "
+          f"| {fmt(o['commit_latency']['p50_ms'], 2)} / {fmt(o['commit_latency']['p99_ms'], 2)} "
+          f"| {fmt(e['latency']['p50_ms'], 2)} / {fmt(e['latency']['p99_ms'], 2)} | {fmt(o['server'].get('mean_batch'), 2)} "
+          f"| {fmt(o['overtaken_retries'] / max(o['commits'], 1), 2)} | {cpu_cell(o)} |")
+        goals.append((f"1-of-1 durable commits/s ≥ etcd durable puts/s at C={c}", f"{ratio:.2f}×", verdict(ratio >= 1.0)))
+    p("")
+vl = load("verifyloop.json")
+if vl:
+    p(f"verify_strict on one thread in the same run: {vl['verifies_per_s']:,.0f}/s ({vl['us_per_verify']:.1f} µs).\n")
+
+# ------------------------------------------------------------------ stream
+sf = [(n, load(f"stream-n{n}.json")) for n in (1, 100, 1000)]
+sf = [x for x in sf if x[1]]
+if sf:
+    p("## Stream: commit acknowledged → SSE event received (loopback, one mio reader for all subscribers)\n")
+    p("A commit every 20 ms by one client (1-of-1, batch). \"ack → event\" is signed: the event can "
+      "arrive before the 200 (both follow the same publication). CPU per event = the `sse` "
+      "thread's CPU time (schedstat) over the run / events delivered.\n")
+    p("| subscribers | events | missing | ack→event p50 / p99 ms | send→event p50 / p99 ms | commit p50 ms | sse thread µs/event | server µs/event |")
+    p("|---|---|---|---|---|---|---|---|")
+    for n, d in sf:
+        a, s, cpu = d["ack_to_event"], d["send_to_event"], d["cpu"]
+        p(f"| {n} | {fmt(d['events_delivered'])} | {d['events_missing']} | {fmt(a['p50_ms'], 3)} / {fmt(a['p99_ms'], 3)} "
+          f"| {fmt(s['p50_ms'], 3)} / {fmt(s['p99_ms'], 3)} | {fmt(d['commit_latency']['p50_ms'], 3)} "
+          f"| {fmt(cpu.get('sse_us_per_event'), 2)} | {fmt(cpu.get('process_us_per_event'), 2)} |")
+        if n == 100:
+            goals.append(("stream p99 commit→event < 5 ms at 100 subscribers",
+                          f"{a['p99_ms']:.2f} ms (ack→event), {s['p99_ms']:.2f} ms (send→event)",
+                          verdict(a["p99_ms"] < 5 and d["events_missing"] == 0)))
+    p("")
+
+# ------------------------------------------------------------------ startup
+cs = {}
+for name in ("empty", "amnesia", "50k", "50k-log-only", "restore-50k", "1m", "100k-versions"):
+    r = load_lines(f"coldstart-{name}.jsonl")
+    if r:
+        cs[name] = r
+if cs:
+    p("## Start-up: spawn → first 200 from GET /registry/head at the expected version (median of 3)\n")
+    p("| data | descriptors | versions | read-ready ms (ready line) | first head ms | idle RSS MiB | peak RSS MiB | threads |")
+    p("|---|---|---|---|---|---|---|---|")
+    labels = {"empty": "empty", "amnesia": "empty, --amnesia", "50k": "50k (checkpoint + log)",
+              "50k-log-only": "50k, log only (no checkpoint)", "restore-50k": "restore-50k (ronctl backup copy)",
+              "1m": "1M (checkpoint + log)", "100k-versions": "100k descriptors in 100k single-op versions"}
+    for name, r in cs.items():
+        med = lambda k: statistics.median(x[k] for x in r)
+        p(f"| {labels[name]} | {fmt(r[-1]['descriptors'])} | {fmt(r[-1]['version'])} | {fmt(med('ready_line_ms'), 1)} "
+          f"| {fmt(med('first_head_ms'), 1)} | {fmt(med('idle_rss_kb') / 1024, 1)} | {fmt(med('peak_rss_kb') / 1024, 1)} | {r[-1]['threads']} |")
+    p("")
+    for name, limit, what in (("empty", 100, "read-ready < 100 ms, empty"), ("50k", 1000, "read-ready < 1 s, 50k"),
+                              ("restore-50k", 1000, "restore-50k < 1 s (runbook < 10 s)"),
+                              ("1m", 10000, "read-ready < 10 s, 1M"), ("empty", 800, "runbook read-ready < 0.8 s")):
+        if name in cs:
+            v = statistics.median(x["first_head_ms"] for x in cs[name])
+            goals.append((what, f"{v:,.0f} ms", verdict(v < limit)))
+    if "1m" not in cs:
+        goals.append(("read-ready < 10 s, 1M", "not run (--quick)", "–"))
+
+# ------------------------------------------------------------------ footprint
+sb = text("binary-stripped-bytes.txt")
+if cs or sb:
+    p("## Footprint\n")
+    if "amnesia" in cs:
+        rss = statistics.median(x["idle_rss_kb"] for x in cs["amnesia"]) / 1024
+        p(f"- idle RSS, --amnesia (Micronode): {rss:.1f} MiB; with a data dir (empty): "
+          f"{statistics.median(x['idle_rss_kb'] for x in cs['empty']) / 1024:.1f} MiB")
+        goals.append(("idle RSS < 16 MiB (Micronode, --amnesia)", f"{rss:.1f} MiB", verdict(rss < 16)))
+    for name, label in (("50k", "50k"), ("1m", "1M"), ("100k-versions", "100k (100k single-op versions)")):
+        if name in cs:
+            rss = statistics.median(x["idle_rss_kb"] for x in cs[name]) / 1024
+            du = text(f"du-{name}.txt").split()
+            p(f"- RSS at {label} descriptors: {rss:.1f} MiB (data dir on disk {int(du[0]) / 1024:.1f} MiB)" if du else
+              f"- RSS at {label} descriptors: {rss:.1f} MiB")
+    if sb:
+        mib = int(sb) / 1048576
+        p(f"- binary: {int(text('binary-bytes.txt', '0')) / 1048576:.1f} MiB as built (debug = 1), "
+          f"{mib:.1f} MiB stripped")
+        goals.append(("stripped binary < 8 MiB", f"{mib:.1f} MiB", verdict(mib < 8)))
+    if "empty" in cs:
+        p(f"- threads when idle: {cs['empty'][-1]['threads']} (with a data dir), "
+          f"{cs.get('amnesia', cs['empty'])[-1]['threads']} (--amnesia)")
+    p("")
+
+# ------------------------------------------------------------------ goals
+if goals:
+    p("## Goals (issue 7, and the benchmark paragraphs of issues 4 and 5)\n")
+    p("| goal | this run | |")
+    p("|---|---|---|")
+    for g, m, v in goals:
+        p(f"| {g} | {m} | {v} |")
+    p("")
+
+print("\n".join(out))

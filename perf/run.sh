@@ -1,0 +1,267 @@
+#!/usr/bin/env bash
+# perf/run.sh [--quick] [--only SECTION[,SECTION...]]
+#
+# The end-to-end performance harness of issue 7 (and the benchmark paragraphs of issues 4 and 5).
+# Builds the release binaries and perf/loadgen, installs wrk, nginx, etcd, fio from Debian if
+# missing, runs every measurement against 127.0.0.1 only, bounded in time, stops every process it
+# started (by PID), and writes:
+#
+#   perf/out/results.md   the Markdown table (goals marked met / MISSED)
+#   perf/out/raw/         every raw output (wrk text, loadgen/fio JSON, server logs)
+#
+# Sections: reads, writes, stream, startup, footprint. --quick shortens every run (2 s instead of
+# 5 s, one round instead of two) and skips the 1M and 100k-version data sets. Full run ≈ 8–10 min,
+# --quick ≈ 2.5 min, on 2 cores (plus the build). Add --only SECTION,... to run some sections.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+QUICK=0
+ONLY="reads,writes,stream,startup,footprint"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=1 ;;
+        --only) ONLY=$2; shift ;;
+        *) echo "usage: perf/run.sh [--quick] [--only reads,writes,stream,startup,footprint]" >&2; exit 2 ;;
+    esac
+    shift
+done
+want() { [[ ",$ONLY," == *",$1,"* ]]; }
+
+if [ $QUICK = 1 ]; then D=2; ROUNDS=1; WD=2; else D=5; ROUNDS=2; WD=5; fi
+
+trap 'stop_all' EXIT
+trap 'exit 130' INT TERM
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+ensure_tools python3 curl wrk nginx etcd etcdctl fio strip
+mkdir -p "$RAW" "$TMPD"
+# A partial run (--only) keeps the other sections' raw files, so the report stays whole.
+if [ "$ONLY" = "reads,writes,stream,startup,footprint" ]; then rm -rf "${RAW:?}"/*; fi
+rm -rf "${TMPD:?}"/*
+build_all
+if [ "$ONLY" != "reads,writes,stream,startup,footprint" ] && [ -f "$RAW/env.txt" ]; then
+    echo "re-run of $ONLY: $(date -u +%FT%TZ), git $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null), loadavg at start $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RAW/env.txt"
+else {
+    echo "date: $(date -u +%FT%TZ)"
+    echo "quick: $QUICK"
+    echo "nproc: $(nproc)"
+    echo "kernel: $(uname -srm)"
+    lscpu | grep -E '^(Model name|CPU\(s\)|Thread|Core|Socket|Hypervisor|L2|L3)' | sed 's/  */ /g'
+    echo "rustc: $(rustc --version)"
+    echo "git: $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo none)"
+    echo "loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+} >"$RAW/env.txt"
+fi
+
+# ---------------------------------------------------------------- reads
+if want reads; then
+    log "reads: server with 1,000 descriptors in 10 versions of 100 ops, then 5 of 1 op"
+    write_config "$TMPD/reads" 1 1 batch
+    start_registry reads "$TMPD/reads"
+    "$LG" fill --addr "$RA" --descriptors 1000 --ops 100 >"$RAW/reads-fill.json"
+    # Five single-op versions (11..15): a typical commit record.
+    "$LG" fill --addr "$RA" --descriptors 5 --ops 1 >>"$RAW/reads-fill.json"
+    www="$TMPD/www"
+    mkdir -p "$www"
+    declare -A OURS=([head]=/registry/head [version]=/registry/13 [version100]=/registry/5 [descriptor]=/registry/descriptors/node/node-00000042)
+    for p in head version version100 descriptor; do
+        curl -fs "http://$RA${OURS[$p]}" >"$www/$p.json"
+    done
+    start_nginx "$www"
+    start_etcd
+    for p in head version version100 descriptor; do
+        key=$(printf 'perf/%s' "$p" | base64 -w0)
+        val=$(base64 -w0 <"$www/$p.json")
+        curl -fs -X POST "http://$ETCD_ADDR/v3/kv/put" -d "{\"key\":\"$key\",\"value\":\"$val\"}" >/dev/null
+        echo "{\"key\":\"$key\"}" >"$TMPD/etcd-$p.body"
+        wc -c <"$www/$p.json" | tr -d ' ' >"$RAW/bytes-$p.txt"
+        curl -fs -X POST "http://$ETCD_ADDR/v3/kv/range" -d "@$TMPD/etcd-$p.body" | wc -c | tr -d ' ' >"$RAW/bytes-etcd-$p.txt"
+    done
+    for round in $(seq 1 $ROUNDS); do
+        if [ $((round % 2)) = 1 ]; then order="ours nginx etcd"; else order="etcd nginx ours"; fi
+        for p in head version version100 descriptor; do
+            for c in 64 1000; do
+                for srv in $order; do
+                    f="$RAW/wrk-$p-c$c-$srv-r$round.txt"
+                    case $srv in ours) cpid=$SPID ;; nginx) cpid=$NGINX_PID ;; etcd) cpid=$ETCD_PID ;; esac
+                    cpu0=$(python3 "$ROOT/perf/cpu.py" "$cpid")
+                    case $srv in
+                        ours) wrk -t2 -c$c -d${D}s --timeout 5s --latency "http://$RA${OURS[$p]}" >"$f" 2>&1 ;;
+                        nginx) wrk -t2 -c$c -d${D}s --timeout 5s --latency "http://$NGINX_ADDR/$p.json" >"$f" 2>&1 ;;
+                        etcd) WRK_BODY="$(cat "$TMPD/etcd-$p.body")" wrk -t2 -c$c -d${D}s --timeout 5s --latency \
+                            -s "$ROOT/perf/wrk/post.lua" "http://$ETCD_ADDR/v3/kv/range" >"$f" 2>&1 ;;
+                    esac
+                    echo "server_cpu_s $(python3 -c 'import sys; print(round(float(sys.argv[2]) - float(sys.argv[1]), 2))' "$cpu0" "$(python3 "$ROOT/perf/cpu.py" "$cpid")")" >>"$f"
+                    log "reads $p c=$c $srv r$round: $(grep Requests/sec "$f" | tr -s ' ')"
+                done
+            done
+        done
+    done
+    # Per-connection service (wrk's Lua API has no connection identity, so loadgen counts).
+    for c in 64 1000; do
+        "$LG" conncheck --addr "$RA" --path /registry/head --conns $c --secs $D >"$RAW/conncheck-ours-c$c.json"
+        "$LG" conncheck --addr "$NGINX_ADDR" --path /head.json --conns $c --secs $D >"$RAW/conncheck-nginx-c$c.json"
+        log "conncheck c=$c ours: $(cat "$RAW/conncheck-ours-c$c.json")"
+    done
+    curl -fs "http://$MA/metrics" >"$RAW/reads-metrics.txt" || true
+    stop_pid "$ETCD_PID"; forget_pid "$ETCD_PID"
+    stop_pid "$NGINX_PID"; forget_pid "$NGINX_PID"
+    stop_registry
+fi
+
+# ---------------------------------------------------------------- writes
+if want writes; then
+    log "writes: fio fdatasync latency of the disk under $TMPD"
+    mkdir -p "$TMPD/fio"
+    fio --name=append-fdatasync --directory="$TMPD/fio" --rw=write --bs=4k --size=256m \
+        --fdatasync=1 --ioengine=sync --runtime=$((WD > 3 ? 4 : 2)) --time_based \
+        --output-format=json >"$RAW/fio-append.json" 2>"$RAW/fio-append.stderr"
+    rm -f "$TMPD"/fio/*
+    fio --name=overwrite-fdatasync --directory="$TMPD/fio" --rw=write --bs=4k --size=16m \
+        --overwrite=1 --fdatasync=1 --ioengine=sync --runtime=$((WD > 3 ? 4 : 2)) --time_based \
+        --output-format=json >"$RAW/fio-overwrite.json" 2>"$RAW/fio-overwrite.stderr"
+    rm -rf "$TMPD/fio"
+    fio_after() {
+        mkdir -p "$TMPD/fio"
+        fio --name=append-fdatasync --directory="$TMPD/fio" --rw=write --bs=4k --size=256m \
+            --fdatasync=1 --ioengine=sync --runtime=$((WD > 3 ? 4 : 2)) --time_based \
+            --output-format=json >"$RAW/fio-append-after.json" 2>"$RAW/fio-append-after.stderr"
+        rm -rf "$TMPD/fio"
+    }
+    for fsync in batch always; do
+        for q in 2of3 5of7; do
+            m=${q%of*}; n=${q#*of}
+            dir="$TMPD/w-$fsync-$q"
+            write_config "$dir" "$m" "$n" "$fsync"
+            start_registry "w-$fsync-$q" "$dir"
+            for c in 1 16 64; do
+                "$LG" writes --addr "$RA" --metrics "$MA" --pid "$SPID" --clients $c --secs $WD \
+                    --signers "$n" --threshold "$m" --max-proposals $((WD * 5000)) \
+                    >"$RAW/writes-$fsync-$q-c$c.json"
+                log "writes $fsync $q C=$c: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["commits_per_s"], "commits/s p99", d["commit_latency"]["p99_ms"], "ms batch", d["server"].get("mean_batch"))' "$RAW/writes-$fsync-$q-c$c.json")"
+            done
+            stop_registry
+            rm -rf "$dir/data"
+        done
+    done
+    log "writes: uncoordinated committers (contended), 2-of-3 batch, C=16"
+    dir="$TMPD/w-contended"
+    write_config "$dir" 2 3 batch
+    start_registry w-contended "$dir"
+    "$LG" writes --mode contended --addr "$RA" --metrics "$MA" --clients 16 --secs $WD \
+        --signers 3 --threshold 2 >"$RAW/writes-contended-c16.json"
+    stop_registry
+    rm -rf "$dir/data"
+    log "writes: 1-of-1 quorum vs etcd durable puts"
+    dir="$TMPD/w-1of1"
+    write_config "$dir" 1 1 batch
+    start_registry w-1of1 "$dir"
+    start_etcd
+    for c in 1 16 64; do
+        "$LG" writes --addr "$RA" --metrics "$MA" --pid "$SPID" --clients $c --secs $WD --signers 1 --threshold 1 \
+            --max-proposals $((WD * 6000)) >"$RAW/writes-1of1-c$c.json"
+        "$LG" etcd-puts --addr "$ETCD_ADDR" --clients $c --secs $WD >"$RAW/etcd-puts-c$c.json"
+        log "1of1 C=$c: ours $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["commits_per_s"])' "$RAW/writes-1of1-c$c.json")/s, etcd $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["puts_per_s"])' "$RAW/etcd-puts-c$c.json")/s"
+    done
+    stop_pid "$ETCD_PID"; forget_pid "$ETCD_PID"
+    stop_registry
+    rm -rf "$dir/data" "$TMPD/etcd"
+    log "writes: verify_strict on one thread (yardstick)"
+    "$LG" verifyloop --secs 2 >"$RAW/verifyloop.json"
+fi
+
+# ---------------------------------------------------------------- stream
+if want stream; then
+    dir="$TMPD/stream"
+    write_config "$dir" 1 1 batch
+    start_registry stream "$dir"
+    if [ $QUICK = 1 ]; then K=40; else K=150; fi
+    for n in 1 100 1000; do
+        "$LG" stream --addr "$RA" --subscribers $n --commits $K --interval-ms 20 --pid "$SPID" \
+            >"$RAW/stream-n$n.json"
+        log "stream n=$n: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("ack->event p50", d["ack_to_event"]["p50_ms"], "p99", d["ack_to_event"]["p99_ms"], "missing", d["events_missing"], "sse us/event", d["cpu"].get("sse_us_per_event"))' "$RAW/stream-n$n.json")"
+    done
+    curl -fs "http://$MA/metrics" >"$RAW/stream-metrics.txt" || true
+    stop_registry
+    rm -rf "$dir/data"
+fi
+
+# ---------------------------------------------------------------- startup + footprint
+# coldstart DIR NAME [EXPECT] [FLAGS]: three cold starts, raw JSON lines.
+coldstart() {
+    local dir=$1 name=$2 expect=${3:-} flags=${4:-} i
+    : >"$RAW/coldstart-$name.jsonl"
+    for i in 1 2 3; do
+        sync
+        "$LG" coldstart --bin "$BIN" --config "$dir/config.toml" --expect-version "$expect" \
+            --flags "$flags" >>"$RAW/coldstart-$name.jsonl"
+    done
+    log "coldstart $name: $(python3 -c 'import json,sys; r=[json.loads(l) for l in open(sys.argv[1])]; print(sorted(x["first_head_ms"] for x in r), "ms; rss", r[-1]["idle_rss_kb"], "kB")' "$RAW/coldstart-$name.jsonl")"
+}
+
+# fill_dir DIR N [OPS]: a data dir with N descriptors (fsync=never while filling, OPS = 1,000
+# puts per proposal by default), shut down cleanly (durable + final checkpoint); sets
+# FILL_VERSION to its head.
+fill_dir() {
+    local dir=$1 n=$2 ops=${3:-1000}
+    write_config "$dir" 1 1 never
+    start_registry "fill-$n-$ops" "$dir"
+    "$LG" fill --addr "$RA" --descriptors "$n" --ops "$ops" >"$RAW/fill-$n-$ops.json"
+    stop_registry
+    write_config "$dir" 1 1 batch
+    FILL_VERSION=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["version"])' "$RAW/fill-$n-$ops.json")
+    log "filled $dir: $(cat "$RAW/fill-$n-$ops.json")"
+}
+
+if want startup || want footprint; then
+    log "startup: empty"
+    dir="$TMPD/s-empty"
+    write_config "$dir" 1 1 batch
+    coldstart "$dir" empty 0
+    coldstart "$dir" amnesia 0 --amnesia
+    log "startup: 50k descriptors"
+    dir50="$TMPD/s-50k"
+    fill_dir "$dir50" 50000
+    v50=$FILL_VERSION
+    coldstart "$dir50" 50k "$v50"
+    # Log-only replay: the same data dir without its checkpoints.
+    cp -a "$dir50" "$TMPD/s-50k-nockpt"
+    sed -i "s#$dir50/data#$TMPD/s-50k-nockpt/data#" "$TMPD/s-50k-nockpt/config.toml"
+    rm -f "$TMPD/s-50k-nockpt/data/checkpoints/"*
+    coldstart "$TMPD/s-50k-nockpt" 50k-log-only "$v50"
+    # restore-50k: a hot backup (ronctl backup) of the running 50k server, started as a new
+    # data dir.
+    start_registry backup-50k "$dir50"
+    rm -rf "$TMPD/s-50k-restore"
+    mkdir -p "$TMPD/s-50k-restore"
+    "$RONCTL" --url "http://$RA" --admin-url "http://$MA" backup --to "$TMPD/s-50k-restore/data" >"$RAW/backup-50k.txt" 2>&1
+    stop_registry
+    write_config "$TMPD/s-50k-restore" 1 1 batch
+    coldstart "$TMPD/s-50k-restore" restore-50k "$v50"
+    du -sk "$dir50/data" >"$RAW/du-50k.txt"
+    if [ $QUICK = 0 ]; then
+        log "startup: 1M descriptors (fill takes a while)"
+        dir1m="$TMPD/s-1m"
+        fill_dir "$dir1m" 1000000
+        v1m=$FILL_VERSION
+        coldstart "$dir1m" 1m "$v1m"
+        du -sk "$dir1m/data" >"$RAW/du-1m.txt"
+        rm -rf "$dir1m"
+        log "startup: 100k single-op versions (history-heavy shape)"
+        dirv="$TMPD/s-100k-v"
+        fill_dir "$dirv" 100000 1
+        coldstart "$dirv" 100k-versions "$FILL_VERSION"
+        du -sk "$dirv/data" >"$RAW/du-100k-versions.txt"
+        rm -rf "$dirv"
+    fi
+    rm -rf "$dir50" "$TMPD/s-50k-nockpt" "$TMPD/s-50k-restore" "$dir"
+    strip -o "$TMPD/svc-registry.stripped" "$BIN"
+    stat -c %s "$TMPD/svc-registry.stripped" >"$RAW/binary-stripped-bytes.txt"
+    stat -c %s "$BIN" >"$RAW/binary-bytes.txt"
+fi
+
+stop_all
+echo "loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RAW/env.txt"
+python3 "$ROOT/perf/report.py" "$RAW" >"$OUT/results.md"
+log "wrote $OUT/results.md"
+cat "$OUT/results.md"
