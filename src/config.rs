@@ -126,7 +126,7 @@ impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             fsync: FsyncMode::Batch,
-            fsync_batch_max_delay_ms: 2,
+            fsync_batch_max_delay_ms: 0,
             checkpoint_every_commits: 10_000,
             checkpoint_interval_secs: 60,
             segment_bytes: 64 * 1024 * 1024,

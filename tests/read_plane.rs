@@ -191,7 +191,15 @@ fn health_readiness_and_metrics_are_served_on_the_metrics_listener() {
     assert_eq!(v["reasons"], serde_json::json!([]));
     s.get("/registry/head");
     s.get("/registry/7");
-    let text = s.admin("GET", "/metrics", None).text();
+    // A request is observed once its response is written: the scrape may race the worker.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut text = s.admin("GET", "/metrics", None).text();
+    while !text.contains(r#"code="404",route="/registry/{version}""#)
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        text = s.admin("GET", "/metrics", None).text();
+    }
     for name in [
         "request_latency_seconds_bucket",
         "http_requests_total",

@@ -368,6 +368,7 @@ impl Handler for AdminApi {
             Route::Chaos | Route::ChaosClear => self.clear_chaos(&req),
             Route::Backup => return self.backup(&req, replier),
         };
+        replier.dismiss();
         let response = result.unwrap_or_else(|e| error_response(&e));
         Outcome::Respond(response.route(template))
     }

@@ -105,6 +105,7 @@ impl Route {
 impl Handler for RegistryApi {
     fn handle(&self, req: Request, replier: Replier) -> Outcome {
         let Some(route) = Route::parse(&req.path) else {
+            replier.dismiss();
             return Outcome::Respond(
                 error_response(&ApiError::not_found(format!("no route {}", req.path)))
                     .route("unmatched"),
@@ -118,6 +119,7 @@ impl Handler for RegistryApi {
         };
         let method_ok = req.method == want || (want == Method::Get && req.method == Method::Head);
         if !method_ok {
+            replier.dismiss();
             let allow = if want == Method::Post {
                 "POST"
             } else {
@@ -148,6 +150,7 @@ impl Handler for RegistryApi {
                 return self.write(route, req, replier)
             }
         };
+        replier.dismiss();
         let response = result.unwrap_or_else(|e| error_response(&e));
         Outcome::Respond(response.route(template))
     }

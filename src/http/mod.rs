@@ -312,6 +312,12 @@ impl Replier {
         }
     }
 
+    /// Give up the right to answer because the handler answers synchronously with
+    /// [`Outcome::Respond`]; spares building the 503 that dropping it would send.
+    pub fn dismiss(mut self) {
+        self.inner = None;
+    }
+
     /// Label deferred answers with `route`.
     pub fn with_route(mut self, route: &'static str) -> Replier {
         self.route = route;
