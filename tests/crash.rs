@@ -167,7 +167,10 @@ impl ChainCheck {
             for (old, new) in self.verified.iter().zip(&records) {
                 assert_eq!(old, new, "version {} changed", old.version);
             }
-            assert!(records.len() >= self.verified.len(), "the chain got shorter");
+            assert!(
+                records.len() >= self.verified.len(),
+                "the chain got shorter"
+            );
             self.verified = records;
         } else {
             let last = self.verified.len() as u64 - 1;

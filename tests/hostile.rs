@@ -281,11 +281,461 @@ fn regression_half_closed_partial_request_is_closed_at_eof_not_at_the_deadline()
 #[test]
 fn regression_lone_surrogate_body_is_refused_and_listings_keep_working() {
     let s = TestServer::start(tight());
-    s.commit_ops(0, serde_json::json!([put("node", "ok", serde_json::json!({"a": 1}))]));
+    s.commit_ops(
+        0,
+        serde_json::json!([put("node", "ok", serde_json::json!({"a": 1}))]),
+    );
     let payload = br#"{"registry_id":"test-registry","base_version":1,"ops":[{"op":"put","kind":"node","id":"bad","body":{"k":"\udc00"}}]}"#;
     let r = s.post("/propose", payload);
     assert_eq!(r.status, 400, "{}", r.text());
     let r = s.get("/registry/descriptors?kind=node");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(s.get("/registry/descriptors").status, 200);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 8: pipelined garbage, 10,000 abandoned connections, stream clients that never read —
+// each with the server's RSS, thread count and a concurrent reader's latency measured
+// throughout (`cargo test --release --test hostile -- --nocapture` prints the figures).
+
+/// Samples the server's RSS and threads and times a concurrent reader (`GET /registry/head` on
+/// a fresh connection every 20 ms) until stopped.
+struct Probe {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<ProbeReport>>,
+}
+
+#[derive(Debug, Default)]
+struct ProbeReport {
+    rss_max_kb: u64,
+    threads_max: u64,
+    reads: usize,
+    errors: usize,
+    latency_p50: Duration,
+    latency_p99: Duration,
+    latency_max: Duration,
+}
+
+fn proc_field(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':')))
+        .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
+impl Probe {
+    fn start(s: &TestServer) -> Probe {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (pid, target) = (s.pid(), s.target());
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut r = ProbeReport::default();
+            let mut latencies = Vec::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                r.rss_max_kb = r.rss_max_kb.max(proc_field(pid, "VmRSS"));
+                r.threads_max = r.threads_max.max(proc_field(pid, "Threads"));
+                let started = Instant::now();
+                match svc_registry::http::client::request(
+                    &target,
+                    "GET",
+                    "/registry/head",
+                    &[],
+                    None,
+                    Duration::from_secs(5),
+                ) {
+                    Ok(resp) if resp.status == 200 => latencies.push(started.elapsed()),
+                    _ => r.errors += 1,
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            latencies.sort();
+            r.reads = latencies.len();
+            if !latencies.is_empty() {
+                let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+                r.latency_p50 = at(0.5);
+                r.latency_p99 = at(0.99);
+                r.latency_max = *latencies.last().unwrap();
+            }
+            r
+        });
+        Probe {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(mut self) -> ProbeReport {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+/// The server process is running (not exited, not a zombie).
+fn alive(s: &TestServer) -> bool {
+    std::fs::read_to_string(format!("/proc/{}/status", s.pid()))
+        .map(|t| {
+            !t.lines()
+                .any(|l| l.starts_with("State:") && l.contains('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// Wait until `f()` holds (polling), or the timeout.
+fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+fn count(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack
+        .windows(needle.len())
+        .filter(|w| w == &needle)
+        .count()
+}
+
+#[test]
+fn pipelined_requests_then_garbage_are_answered_in_order_then_refused() {
+    let s = TestServer::start(tight());
+    // Three good requests, garbage, a fourth good one, all in one write: three 200s in order,
+    // one 400, then the connection closes (the request after the garbage is never read).
+    let mut t = connect(&s);
+    let get = b"GET /registry/head HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut burst = Vec::new();
+    for _ in 0..3 {
+        burst.extend_from_slice(get);
+    }
+    burst.extend_from_slice(b"\x00\x01\x02 NOT HTTP\r\n\r\n");
+    burst.extend_from_slice(get);
+    t.write_all(&burst).unwrap();
+    let (bytes, _) = read_to_close(&mut t);
+    assert_eq!(
+        count(&bytes, b"HTTP/1.1 200"),
+        3,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    assert_eq!(count(&bytes, b"HTTP/1.1 400"), 1);
+    assert_eq!(count(&bytes, b"HTTP/1.1 "), 4);
+    let first_400 = bytes
+        .windows(12)
+        .position(|w| w == b"HTTP/1.1 400")
+        .unwrap();
+    let last_200 = bytes
+        .windows(12)
+        .rposition(|w| w == b"HTTP/1.1 200")
+        .unwrap();
+    assert!(last_200 < first_400, "answers out of order");
+
+    // A thousand pipelined requests in one write are all answered, in one connection.
+    let mut t = connect(&s);
+    let mut burst = Vec::new();
+    for _ in 0..999 {
+        burst.extend_from_slice(get);
+    }
+    burst.extend_from_slice(b"GET /registry/head HTTP/1.1\r\nConnection: close\r\n\r\n");
+    t.write_all(&burst).unwrap();
+    let (bytes, _) = read_to_close(&mut t);
+    assert_eq!(count(&bytes, b"HTTP/1.1 200"), 1000);
+
+    // 64 connections at once, each pipelining good requests with seeded garbage spliced in, while
+    // a reader is timed: nothing panics, nothing exits, the reader is served throughout.
+    let probe = Probe::start(&s);
+    let threads_before = s.proc_status("Threads");
+    let workers: Vec<_> = (0..64u64)
+        .map(|i| {
+            let addr = s.registry.clone();
+            std::thread::spawn(move || {
+                let mut rng = 0x2545_F491_4F6C_DD1Du64 ^ i;
+                let mut next = move || {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    rng
+                };
+                for _ in 0..20 {
+                    let Ok(mut t) = TcpStream::connect(&addr) else {
+                        continue;
+                    };
+                    let _ = t.set_read_timeout(Some(Duration::from_secs(5)));
+                    let mut burst = Vec::new();
+                    for _ in 0..(next() % 8) {
+                        burst.extend_from_slice(b"GET /registry/head HTTP/1.1\r\n\r\n");
+                    }
+                    let junk: Vec<u8> = (0..next() % 300).map(|_| next() as u8).collect();
+                    let at = (next() as usize) % (burst.len() + 1);
+                    burst.splice(at..at, junk);
+                    let _ = t.write_all(&burst);
+                    let _ = t.shutdown(std::net::Shutdown::Write);
+                    let _ = read_to_close(&mut t);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let report = probe.stop();
+    eprintln!("pipelined garbage (64 clients x 20 connections): {report:?}");
+    assert!(alive(&s), "the server exited");
+    assert_eq!(report.errors, 0, "the reader failed: {report:?}");
+    assert!(report.latency_max < Duration::from_secs(1), "{report:?}");
+    assert!(report.threads_max <= threads_before + 2, "{report:?}");
+    assert!(!s.logs().contains("panicked"), "{}", s.logs());
+    assert_eq!(s.get("/registry/head").status, 200);
+}
+
+/// Raise this process's soft `RLIMIT_NOFILE` towards `want` (children inherit it); returns
+/// what it is now.
+fn raise_nofile(want: u64) -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < want {
+            lim.rlim_cur = want.min(lim.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        }
+    }
+    lim.rlim_cur
+}
+
+#[test]
+fn ten_thousand_connections_opened_and_abandoned_cost_nothing_once_gone() {
+    // The test holds every client socket and the server (a child: same limit) every accepted
+    // one, each plus a few dozen of its own.
+    let wanted = 10_000u64;
+    let limit = raise_nofile(wanted + 512);
+    let n = if limit >= wanted + 512 {
+        wanted
+    } else {
+        let n = limit.saturating_sub(512).max(100);
+        eprintln!("RLIMIT_NOFILE is {limit}: scaling 10,000 connections down to {n}");
+        n
+    };
+    let mut setup = tight();
+    setup.tables.push_str("max_connections = 12000\n");
+    let s = TestServer::start(setup);
+    // Warm up (first requests allocate the workers' buffers), then measure.
+    for _ in 0..20 {
+        assert_eq!(s.get("/registry/head").status, 200);
+    }
+    let fds_before = fd_count(s.pid());
+    let rss_before = s.proc_status("VmRSS");
+    let threads_before = s.proc_status("Threads");
+    let probe = Probe::start(&s);
+    // Three waves: memory must plateau (capacity kept for reuse), never grow wave after wave.
+    let mut rss_after_wave = Vec::new();
+    for wave in 0..3 {
+        let started = Instant::now();
+        let mut held = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let sock =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            sock.connect(&s.registry.parse::<std::net::SocketAddr>().unwrap().into())
+                .unwrap();
+            if i % 2 == 0 {
+                // Half leave with a reset instead of a FIN (no TIME_WAIT left on this side).
+                sock.set_linger(Some(Duration::ZERO)).unwrap();
+            }
+            let mut t: TcpStream = sock.into();
+            match i % 4 {
+                0 => {} // silent
+                1 => {
+                    let _ = t.write_all(b"GET /registry/head HTTP/1.1\r\nHost: x\r\nX-Partial");
+                }
+                2 => {
+                    // A whole request whose answer is never read.
+                    let _ = t.write_all(b"GET /registry/head HTTP/1.1\r\n\r\n");
+                }
+                _ => {
+                    let _ = t.write_all(b"POST /propose HTTP/1.1\r\nContent-Length: 500\r\n\r\n{");
+                }
+            }
+            held.push(t);
+        }
+        let opened_in = started.elapsed();
+        let open_ok = eventually(Duration::from_secs(10), || {
+            fd_count(s.pid()) as u64 >= fds_before as u64 + n * 9 / 10
+        });
+        let fds_open = fd_count(s.pid());
+        let rss_open = s.proc_status("VmRSS");
+        let threads_open = s.proc_status("Threads");
+        drop(held);
+        let closed = eventually(Duration::from_secs(10), || {
+            fd_count(s.pid()) <= fds_before + 2
+        });
+        let closed_in = started.elapsed() - opened_in;
+        std::thread::sleep(Duration::from_millis(300));
+        let rss_after = s.proc_status("VmRSS");
+        rss_after_wave.push(rss_after);
+        eprintln!(
+            "wave {wave}: {n} connections opened in {opened_in:.1?} and abandoned: server fds \
+             {fds_before} -> {fds_open} -> {}, RSS {rss_before} kB -> {rss_open} kB -> \
+             {rss_after} kB, threads {threads_before} -> {threads_open}, all closed within \
+             {closed_in:.1?}",
+            fd_count(s.pid()),
+        );
+        assert!(
+            open_ok,
+            "the server held only {fds_open} fds of {n} connections"
+        );
+        assert!(
+            closed,
+            "abandoned connections are still open: {} fds",
+            fd_count(s.pid())
+        );
+        assert!(threads_open <= threads_before + 2);
+        // Per open connection the server keeps a slot and no buffer: well under 4 KiB each.
+        assert!(
+            rss_open < rss_before + n * 4,
+            "RSS {rss_before} kB -> {rss_open} kB for {n} connections"
+        );
+    }
+    let report = probe.stop();
+    eprintln!(
+        "10,000-connection waves: reader {} reads, p50 {:.1?} p99 {:.1?} max {:.1?}, {} errors, \
+         threads max {}, RSS after each wave {rss_after_wave:?} kB (baseline {rss_before} kB)",
+        report.reads,
+        report.latency_p50,
+        report.latency_p99,
+        report.latency_max,
+        report.errors,
+        report.threads_max
+    );
+    assert!(alive(&s), "the server exited");
+    assert_eq!(report.errors, 0, "the reader failed during the flood");
+    assert!(report.latency_max < Duration::from_secs(1), "{report:?}");
+    assert!(report.threads_max <= threads_before + 2, "{report:?}");
+    // Once they are gone, memory is near the baseline (the connection slab keeps its capacity)
+    // and does not grow from one wave to the next.
+    let (first, last) = (rss_after_wave[0], *rss_after_wave.last().unwrap());
+    assert!(
+        last < rss_before + 8 * 1024,
+        "RSS {rss_before} kB -> {last} kB after the connections left"
+    );
+    assert!(
+        last <= first + 2 * 1024,
+        "RSS grows wave after wave: {rss_after_wave:?} kB"
+    );
+    assert_eq!(s.get("/registry/head").status, 200);
+}
+
+#[test]
+fn stream_clients_that_never_read_are_dropped_and_do_not_slow_commits() {
+    let mut setup = tight();
+    setup
+        .tables
+        .push_str("[sse]\nbuffer_events = 16\nheartbeat_secs = 1\n");
+    let s = TestServer::start(setup);
+    for _ in 0..20 {
+        assert_eq!(s.get("/registry/head").status, 200);
+    }
+    let fds_before = fd_count(s.pid());
+    let rss_before = s.proc_status("VmRSS");
+    let threads_before = s.proc_status("Threads");
+    let subscribers = 200;
+    let mut stuck = Vec::new();
+    for _ in 0..subscribers {
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        sock.connect(&s.registry.parse::<std::net::SocketAddr>().unwrap().into())
+            .unwrap();
+        let mut t: TcpStream = sock.into();
+        t.write_all(b"GET /registry/stream HTTP/1.1\r\nAccept: text/event-stream\r\n\r\n")
+            .unwrap();
+        stuck.push(t); // never read
+    }
+    assert!(eventually(Duration::from_secs(5), || s
+        .metric("sse_subscribers")
+        >= subscribers as f64));
+    // A well-behaved follower alongside.
+    let (head, mut follower) = svc_registry::http::client::open_stream(
+        &s.target(),
+        "/registry/stream",
+        &[],
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_eq!(head.status, 200);
+    let probe = Probe::start(&s);
+    let started = Instant::now();
+    let mut slowest = Duration::ZERO;
+    let commits = 400u64;
+    for v in 0..commits {
+        let t = Instant::now();
+        s.commit_ops(
+            v,
+            serde_json::json!([put(
+                "node",
+                &format!("n{}", v % 50),
+                serde_json::json!({"v": v})
+            )]),
+        );
+        slowest = slowest.max(t.elapsed());
+    }
+    let elapsed = started.elapsed();
+    // The follower sees every commit, in order, while the stuck ones are cut loose.
+    let mut seen = 0u64;
+    let mut line = String::new();
+    while seen < commits {
+        line.clear();
+        use std::io::BufRead;
+        assert!(
+            follower.read_line(&mut line).unwrap() > 0,
+            "follower stream ended"
+        );
+        if let Some(id) = line.trim_end().strip_prefix("id: ") {
+            seen = id.parse().unwrap();
+        }
+    }
+    let dropped = eventually(Duration::from_secs(10), || {
+        s.metric("sse_subscribers") <= 1.0 && fd_count(s.pid()) <= fds_before + 1 + 2
+    });
+    let report = probe.stop();
+    let rss_after = s.proc_status("VmRSS");
+    eprintln!(
+        "{subscribers} never-reading stream clients + {commits} commits in {elapsed:.1?} \
+         (slowest commit {slowest:.1?}): lagged {} dropped, subscribers left {}, fds {fds_before} \
+         -> {}, RSS {rss_before} kB -> peak {} kB -> {rss_after} kB, threads {threads_before} -> \
+         {}; reader {} reads p50 {:.1?} p99 {:.1?} max {:.1?}",
+        s.metric("bus_lagged_total"),
+        s.metric("sse_subscribers"),
+        fd_count(s.pid()),
+        report.rss_max_kb,
+        report.threads_max,
+        report.reads,
+        report.latency_p50,
+        report.latency_p99,
+        report.latency_max
+    );
+    assert!(dropped, "never-reading subscribers were not dropped");
+    assert!(s.metric("bus_lagged_total") >= subscribers as f64);
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a commit took {slowest:?}"
+    );
+    assert_eq!(report.errors, 0);
+    assert!(report.latency_max < Duration::from_secs(1), "{report:?}");
+    assert!(report.threads_max <= threads_before + 2, "{report:?}");
+    assert!(
+        rss_after < rss_before + 16 * 1024,
+        "RSS {rss_before} kB -> {rss_after} kB"
+    );
+    assert!(alive(&s));
+    drop(stuck);
 }

@@ -19,7 +19,8 @@
 //! proposals, and a restore from the newest checkpoint gives exactly the full replay. At the end
 //! of each seed the whole chain goes through `verify_chain` (every quorum signature).
 //!
-//! Runs: `cargo test --test simulation` runs `SIM_SEEDS` seeds (default 2,000) across the cores;
+//! Runs: `cargo test --test simulation` runs `SIM_SEEDS` seeds (default 2,000) across the cores
+//! (`SIM_THREADS` to choose);
 //! `SIM_SEED=N` replays one seed with its step trace; `SIM_SEED_BASE=B` shifts the seed range.
 //! A failure prints the seed, the command that replays it and the last steps.
 //!
@@ -47,8 +48,7 @@ use svc_registry::log::{self as storage, DirLock, FaultIo, FaultKind, Op, Storag
 use svc_registry::restore;
 use svc_registry::roles::verifier::{Verified, VerifyJob};
 use svc_registry::roles::writer::{
-    Internal, Journal, JournalError, Publishers, WriteRequest, Writer, WriterParts,
-    WriterSettings,
+    Internal, Journal, JournalError, Publishers, WriteRequest, Writer, WriterParts, WriterSettings,
 };
 use svc_registry::snapshot::Snapshot;
 use svc_registry::storage::DiskJournal;
@@ -407,7 +407,11 @@ impl Sim {
             match storage::open(Path::new(DATA), &opts, Arc::new(self.io.clone())) {
                 Ok(o) => break o,
                 Err(e) => {
-                    check!(self, injected || self.io.powered_off(), "recovery refused: {e}");
+                    check!(
+                        self,
+                        injected || self.io.powered_off(),
+                        "recovery refused: {e}"
+                    );
                     self.stats.recovery_interrupted += 1;
                     self.log(format!("  recovery failed ({e}); restarting"));
                     if self.io.powered_off() {
@@ -431,7 +435,10 @@ impl Sim {
         // is a bug here (it was written from a published, hence durable, state).
         let full = match restore::restore(REGISTRY, None, &opened.records) {
             Ok(r) => r,
-            Err(e) => panic!("seed {}: the recovered log does not restore: {e}", self.seed),
+            Err(e) => panic!(
+                "seed {}: the recovered log does not restore: {e}",
+                self.seed
+            ),
         };
         let cp = opened
             .checkpoint
@@ -449,11 +456,28 @@ impl Sim {
                     ),
                 };
                 self.stats.checkpoint_restores += 1;
-                check!(self, r.snapshot.head.hash == full.snapshot.head.hash, "checkpoint head");
-                let a: Vec<Vec<u8>> = r.snapshot.descriptors.values().map(|d| d.to_json()).collect();
-                let b: Vec<Vec<u8>> =
-                    full.snapshot.descriptors.values().map(|d| d.to_json()).collect();
-                check!(self, a == b, "restore from checkpoint {seq} differs from a full replay");
+                check!(
+                    self,
+                    r.snapshot.head.hash == full.snapshot.head.hash,
+                    "checkpoint head"
+                );
+                let a: Vec<Vec<u8>> = r
+                    .snapshot
+                    .descriptors
+                    .values()
+                    .map(|d| d.to_json())
+                    .collect();
+                let b: Vec<Vec<u8>> = full
+                    .snapshot
+                    .descriptors
+                    .values()
+                    .map(|d| d.to_json())
+                    .collect();
+                check!(
+                    self,
+                    a == b,
+                    "restore from checkpoint {seq} differs from a full replay"
+                );
                 r
             }
         };
@@ -575,7 +599,11 @@ impl Sim {
         }
         let a: Vec<Vec<u8>> = replay.values().map(|d| d.to_json()).collect();
         let b: Vec<Vec<u8>> = snap.descriptors.values().map(|d| d.to_json()).collect();
-        check!(self, a == b, "recovered descriptors differ from a replay of the chain");
+        check!(
+            self,
+            a == b,
+            "recovered descriptors differ from a replay of the chain"
+        );
         self.known = history
             .iter()
             .map(|r| (r.hash.clone(), r.proposal_id.clone()))
@@ -601,7 +629,14 @@ impl Sim {
         self.lost_sync = false;
         self.armed.clear();
         self.crash_at = None;
-        let line = format!("restart: {}", if power_cut { "power cut" } else { "process kill" });
+        let line = format!(
+            "restart: {}",
+            if power_cut {
+                "power cut"
+            } else {
+                "process kill"
+            }
+        );
         self.log(line);
         self.boot(&staged);
     }
@@ -626,7 +661,11 @@ impl Sim {
                 Some(&rec.proposal_id),
                 "seed {seed}: published version {version} was not staged as such"
             );
-            assert_eq!(self.known.len() as u64, version, "seed {seed}: known chain gap");
+            assert_eq!(
+                self.known.len() as u64,
+                version,
+                "seed {seed}: known chain gap"
+            );
             self.known.push((rec.hash.clone(), rec.proposal_id.clone()));
         }
         life.published = v;
@@ -638,7 +677,10 @@ impl Sim {
             );
         }
         for (av, hash) in &self.acked {
-            assert!(*av <= v, "seed {seed}: acknowledged {av} is not published ({v})");
+            assert!(
+                *av <= v,
+                "seed {seed}: acknowledged {av} is not published ({v})"
+            );
             assert_eq!(
                 &snap.record(*av).expect("acked").hash,
                 hash,
@@ -791,7 +833,11 @@ impl Sim {
         );
         self.log(line);
         let (status, v) = got.unwrap_or_else(|| panic!("seed {}: propose unanswered", self.seed));
-        check!(self, status == expect, "propose answered {status} {v}, expected {expect}");
+        check!(
+            self,
+            status == expect,
+            "propose answered {status} {v}, expected {expect}"
+        );
         if status == 202 {
             check!(self, v["proposal_id"] == id.as_str(), "proposal id {v}");
         }
@@ -944,14 +990,20 @@ impl Sim {
                 let (got_status, v) =
                     got.unwrap_or_else(|| panic!("seed {seed}: approve unanswered"));
                 assert_eq!(got_status, status, "seed {seed}: approve answered {v}");
-                assert!(jobs.is_empty(), "seed {seed}: verify jobs for a settled approval");
+                assert!(
+                    jobs.is_empty(),
+                    "seed {seed}: verify jobs for a settled approval"
+                );
                 if status == 200 {
                     let count = life.props[&id].approvals.len();
                     assert_eq!(v["approvals"], count, "seed {seed}: approval count {v}");
                 }
             }
             Expect::Deferred => {
-                assert!(got.is_none(), "seed {seed}: approve answered before verification");
+                assert!(
+                    got.is_none(),
+                    "seed {seed}: approve answered before verification"
+                );
                 assert_eq!(jobs.len(), to_verify.len(), "seed {seed}: verify job count");
                 let request = jobs[0].request;
                 life.approves.insert(
@@ -1015,13 +1067,25 @@ impl Sim {
             }
         };
         let got = answer(&pending.rx);
-        let line = format!("  verified {} -> {:?} expect {expect}", &id[..8], got.as_ref().map(|g| g.0));
+        let line = format!(
+            "  verified {} -> {:?} expect {expect}",
+            &id[..8],
+            got.as_ref().map(|g| g.0)
+        );
         self.log(line);
         let (status, v) = got.unwrap_or_else(|| panic!("seed {seed}: approval never answered"));
-        check!(self, status == expect, "approval answered {status} {v}, expected {expect}");
+        check!(
+            self,
+            status == expect,
+            "approval answered {status} {v}, expected {expect}"
+        );
         if status == 200 {
             let count = self.life().props[id].approvals.len();
-            check!(self, v["approvals"] == count, "approval count {v}, expected {count}");
+            check!(
+                self,
+                v["approvals"] == count,
+                "approval count {v}, expected {count}"
+            );
         }
     }
 
@@ -1086,13 +1150,20 @@ impl Sim {
         match (expect, got) {
             (Expect::Now(status), Some((got_status, v))) => {
                 assert_eq!(got_status, status, "seed {seed}: commit answered {v}");
-                assert!(positions.is_empty(), "seed {seed}: a refused commit was synced");
+                assert!(
+                    positions.is_empty(),
+                    "seed {seed}: a refused commit was synced"
+                );
             }
             (Expect::Now(status), None) => {
                 panic!("seed {seed}: commit staged, expected {status}")
             }
             (Expect::Stage(next), None) => {
-                assert_eq!(positions.len(), 1, "seed {seed}: one sync request per commit");
+                assert_eq!(
+                    positions.len(),
+                    1,
+                    "seed {seed}: one sync request per commit"
+                );
                 let version = life.staged_head + 1;
                 life.staged_head = version;
                 life.staged_state = next;
@@ -1128,7 +1199,11 @@ impl Sim {
         life.poisoned = true;
         for w in life.waiting.drain(..) {
             let got = answer(&w.rx).map(|g| g.0);
-            assert_eq!(got, Some(503), "seed {seed}: a waiting commit after the failure");
+            assert_eq!(
+                got,
+                Some(503),
+                "seed {seed}: a waiting commit after the failure"
+            );
         }
         life.staged_head = life.published;
         let snap = life.snapshot.load_full();
@@ -1150,7 +1225,10 @@ impl Sim {
         let life = self.life.as_mut().expect("life");
         let upto = life.positions[k - 1];
         let result = life.syncer.sync_to(upto);
-        let line = format!("sync to {upto} ({k} of {}) -> {result:?}", life.positions.len());
+        let line = format!(
+            "sync to {upto} ({k} of {}) -> {result:?}",
+            life.positions.len()
+        );
         self.log(line);
         let seed = self.seed;
         match result {
@@ -1191,8 +1269,7 @@ impl Sim {
                 life.fsync_gone = true;
                 life.positions.clear();
                 let was_poisoned = life.poisoned;
-                life.writer
-                    .on_internal(Internal::SyncFailed(e.to_string()));
+                life.writer.on_internal(Internal::SyncFailed(e.to_string()));
                 if was_poisoned {
                     let life = self.life.as_mut().expect("life");
                     assert!(life.waiting.is_empty());
@@ -1249,7 +1326,11 @@ impl Sim {
         let bytes = restore::checkpoint_bytes(&snap);
         let result =
             storage::write_checkpoint(Path::new(DATA), &self.io, snap.version(), &bytes, 2);
-        let line = format!("checkpoint {} -> {:?}", snap.version(), result.as_ref().err());
+        let line = format!(
+            "checkpoint {} -> {:?}",
+            snap.version(),
+            result.as_ref().err()
+        );
         self.log(line);
         match result {
             Ok(_) => self.stats.checkpoints += 1,
@@ -1273,7 +1354,14 @@ impl Sim {
         } else if life.committed.contains(&id) {
             (200, Some("committed"))
         } else if let Some(p) = life.props.get(&id) {
-            (200, Some(if now >= p.expires { "expired" } else { "pending" }))
+            (
+                200,
+                Some(if now >= p.expires {
+                    "expired"
+                } else {
+                    "pending"
+                }),
+            )
         } else {
             (404, None)
         };
@@ -1287,7 +1375,11 @@ impl Sim {
                 .iter()
                 .map(|s| format!("k{s}"))
                 .collect();
-            assert_eq!(v["approvals"], serde_json::json!(want), "seed {seed}: approvals");
+            assert_eq!(
+                v["approvals"],
+                serde_json::json!(want),
+                "seed {seed}: approvals"
+            );
         }
     }
 
@@ -1352,7 +1444,9 @@ fn simulation_of_the_writer_over_faulty_storage() {
     }
     let seeds = env_u64("SIM_SEEDS").unwrap_or(2_000);
     let base = env_u64("SIM_SEED_BASE").unwrap_or(0);
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let threads = env_u64("SIM_THREADS")
+        .map(|n| n.max(1) as usize)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let next = AtomicU64::new(0);
     let failures = Mutex::new(Vec::new());
     let total = Mutex::new(Stats::default());
@@ -1404,10 +1498,17 @@ fn simulation_of_the_writer_over_faulty_storage() {
         // Replay the seed with its step trace on stderr.
         eprintln!("--- replaying seed {seed} with its trace ---");
         let (_, again) = run_seed(*seed, true);
-        let replayed = if again.is_err() { "fails again" } else { "PASSED on replay (non-deterministic!)" };
+        let replayed = if again.is_err() {
+            "fails again"
+        } else {
+            "PASSED on replay (non-deterministic!)"
+        };
         panic!(
             "{msg}\n(the replay {replayed})\nreplay: SIM_SEED={seed} cargo test --test simulation -- --nocapture"
         );
     }
-    assert!(t.acked > seeds, "the simulation made too little progress to mean anything");
+    assert!(
+        t.acked > seeds,
+        "the simulation made too little progress to mean anything"
+    );
 }
