@@ -175,6 +175,10 @@ def checkpoint():
     write("checkpoint", "payload-wrong-version", bytes([0, 3]) + lying)
     write("checkpoint", "payload-empty-descriptors", bytes([0, 1]) + json.dumps({"registry_id": REGISTRY, "version": 1, "hash": recs[0][1], "descriptors": []}).encode())
     write("checkpoint", "file-temp", bytes([0x80 | 0x40 | 0x20 | 0x10, 2]) + b"{}")
+    # Regression: a length field near u64::MAX overflowed 24 + 4 + len (checkpoint.rs).
+    huge = bytearray(checkpoint_file(2, b"{}"))
+    huge[16:24] = struct.pack("<Q", 2**64 - 21)
+    write("checkpoint", "regression-huge-length", bytes([0x80 | 0x40, 2]) + bytes(huge))
 
 
 def commit_record():
@@ -195,6 +199,8 @@ def proposal_seeds():
     write("proposal", "delete-present", b'{"registry_id":"fuzz","base_version":3,"ops":[{"op":"delete","kind":"node","id":"n2"}]}')
     write("proposal", "unicode-and-escapes", '{"registry_id":"fuzz","base_version":0,"ops":[{"op":"put","kind":"region","id":"r:1.a_b-c","body":{"k":"\\u00e9\\ud83d\\ude00","n":[1,2.5e3,null,true]}}]}'.encode())
     write("proposal", "duplicate-target", b'{"registry_id":"fuzz","base_version":0,"ops":[{"op":"put","kind":"node","id":"a","body":{}},{"op":"delete","kind":"node","id":"a"}]}')
+    # Regression: a lone UTF-16 surrogate escape in a body was accepted (proposal.rs).
+    write("proposal", "regression-lone-surrogate", b'{"registry_id":"fuzz","base_version":0,"ops":[{"op":"put","kind":"node","id":"a","body":{"k":"\\udc00"}}]}')
     write("proposal", "body-not-object", b'{"registry_id":"fuzz","base_version":0,"ops":[{"op":"put","kind":"node","id":"a","body":  [1]}]}')
 
 
@@ -226,6 +232,9 @@ def http_head():
     for i, r in enumerate(reqs):
         write("http_head", "req-%02d" % i, b"\x04" + r)
     write("http_head", "byte-at-a-time", b"\x00" + reqs[0])
+    # Regression: a partial head followed by the client's end of stream was held to the deadline.
+    write("http_head", "regression-partial-then-eof", b"\x04GET /registry/head HTT")
+    write("http_head", "regression-partial-body-then-eof", b"\x04POST /p HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc")
 
 
 def config():

@@ -20,9 +20,9 @@
 //! of each seed the whole chain goes through `verify_chain` (every quorum signature).
 //!
 //! Runs: `cargo test --test simulation` runs `SIM_SEEDS` seeds (default 2,000) across the cores
-//! (`SIM_THREADS` to choose);
-//! `SIM_SEED=N` replays one seed with its step trace; `SIM_SEED_BASE=B` shifts the seed range.
-//! A failure prints the seed, the command that replays it and the last steps.
+//! (`SIM_THREADS` to choose), printing progress every 10,000 seeds; `SIM_SEED_BASE=B` shifts the
+//! seed range; `SIM_SEED=N` replays one seed, printing every step. A failure names its seed and
+//! the command that replays it, and replays it once with the step trace on stderr.
 //!
 //! Determinism: the writer stamps `committed_at` from the wall clock, which changes a record's
 //! length and so which sectors a simulated power cut keeps. The journal below rewrites that
@@ -1462,6 +1462,9 @@ fn simulation_of_the_writer_over_faulty_storage() {
                     return;
                 }
                 let seed = base + i;
+                if i > 0 && i % 10_000 == 0 {
+                    eprintln!("simulation: {i} seeds after {:.0?}", started.elapsed());
+                }
                 let (stats, result) = run_seed(seed, false);
                 total.lock().unwrap().add(&stats);
                 if let Err(e) = result {
