@@ -157,6 +157,10 @@ def log_recovery():
     write("log_recovery", "prog-invalid-mark", bytes([3, 1, 0, 4]) + b"good" + bytes([1, 0, 4]) + b"bad!" + bytes([6, 9]))
     write("log_recovery", "prog-short-last-segment", bytes([1, 1 | 0x08 | 0x60, 0, 30]) + b"z" * 30 + bytes([1, 4, 1, 0, 5]) + b"after" + bytes([1]))
     write("log_recovery", "prog-junk-and-flip", bytes([3, 1, 0, 6]) + b"record" + bytes([1, 6, 8]) + b"\xde\xad\xbe\xef\x01\x02\x03\x04" + bytes([7, 0, 0, 3, 5]))
+    # Regression: a roll marker inside a damaged frame's payload ended rule D's voucher scan, so
+    # a later record vouching for the damage was cut as a torn tail (recovery.rs find_voucher).
+    write("log_recovery", "regression-marker-hides-voucher", bytes.fromhex(
+        "030300050000008f21ddc20000000000000000616c70686100000000a34337c7150000000000000b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b7878787878787878787878787878787878787878787878ffffffff0897b2343800000000000000000000000000000000000000000000000000007365676d656e742d303030303030303030322e6c6f67000000000000000000000000000000000000000000000000616c7068610000000000300b0b1a0b000000fefefefefefefefefefefefefefefefefefefefe7365676d656e742d300000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000005b00000000000000000000000000000000005b00000000db0000001000000100000000000000"))
     write("log_recovery", "prog-other-configured-size", bytes([3, 1 | 0x10 | 0x40, 0, 3]) + b"abc" + bytes([1]))
 
 

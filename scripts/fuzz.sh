@@ -42,7 +42,8 @@ if ! (cd fuzz && cargo +nightly fuzz build 2>&1 | tail -n 3); then
     exit 1
 fi
 
-logs="target/fuzz-logs"
+# One log directory per invocation: runs started side by side must not share log files.
+logs="target/fuzz-logs/$(date +%Y%m%d-%H%M%S)-$$"
 mkdir -p "$logs"
 failed=()
 summary=()
@@ -60,16 +61,17 @@ for t in "${targets[@]}"; do
     fi
     (cd fuzz && cargo +nightly fuzz run "$t" "../$work" "corpus/$t" -- "${args[@]}") >"$log" 2>&1
     rc=$?
-    runs=$(grep -ho 'stat::number_of_executed_units: *[0-9]*' "$log" | awk '{s += $2} END {print s + 0}')
-    rate=$(grep -ho 'stat::average_exec_per_sec: *[0-9]*' "$log" | awk '{s += $2} END {print s + 0}')
-    cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1 | awk '{print $2}')
+    # The log holds libFuzzer's binary-ish progress lines: grep -a.
+    runs=$(grep -aho 'stat::number_of_executed_units: *[0-9]*' "$log" | tail -n 1 | awk '{print $2 + 0}')
+    rate=$(grep -aho 'stat::average_exec_per_sec: *[0-9]*' "$log" | tail -n 1 | awk '{print $2 + 0}')
+    cov=$(grep -aho 'cov: [0-9]*' "$log" | tail -n 1 | awk '{print $2}')
     corpus=$(find "$work" -type f | wc -l)
     line=$(printf '%-16s %6ss  runs %-10s exec/s %-7s cov %-6s corpus %s' \
         "$t" "$seconds" "$runs" "$rate" "${cov:-?}" "$corpus")
     if [ "$rc" -ne 0 ]; then
         failed+=("$t")
         line="$line  FAILED (exit $rc, log $log)"
-        grep -E 'panicked|ERROR: libFuzzer|SUMMARY|Test unit written|deadly signal' "$log" | head -n 20
+        grep -aE 'panicked|ERROR: libFuzzer|SUMMARY|Test unit written|deadly signal' "$log" | head -n 20
     fi
     echo "$line"
     summary+=("$line")

@@ -260,6 +260,20 @@ fuzz_target!(|data: &[u8]| {
         p
     };
     write_segments(&io, &program.segments);
+    if std::env::var_os("FUZZ_DEBUG").is_some() {
+        eprintln!("sb {sb} configured {configured} dirty {} damaged {}", program.dirty, program.damaged);
+        for (i, seg) in program.segments.iter().enumerate() {
+            eprintln!("segment {i}: {} bytes", seg.len());
+        }
+        for f in &program.frames {
+            eprintln!(
+                "frame at {} durable {} {}",
+                f.position,
+                f.durable,
+                f.payload.as_ref().map_or("marker".to_string(), |p| format!("record {} bytes", p.len()))
+            );
+        }
+    }
 
     let opened = match open(&io, configured) {
         Ok(o) => o,
@@ -274,6 +288,9 @@ fuzz_target!(|data: &[u8]| {
     };
     let got = records(&opened);
     let end = opened.writer.end();
+    if std::env::var_os("FUZZ_DEBUG").is_some() {
+        eprintln!("recovered {} records, end {end}, tail {:?}", got.len(), opened.truncated_tail);
+    }
     for pair in got.windows(2) {
         assert!(pair[0].0 < pair[1].0, "record Lsns must grow");
     }

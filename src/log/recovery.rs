@@ -532,20 +532,16 @@ fn find_voucher(
                 break;
             }
             at = candidate;
+            // Every byte position, as the table says: a frame that does not vouch is not skipped
+            // over, nor taken as the end of the segment, because one found by this scan (inside
+            // damaged bytes) need not be a real frame boundary, and trusting it could hide a
+            // voucher behind it — a cut of acknowledged data. (Found by the `log_recovery` fuzz
+            // target: a marker inside a damaged frame's payload ended the scan.)
             match read_frame(&mut reader, sb, at)? {
-                Frame::Record { len, durable } => {
-                    if durable > position {
-                        return Ok(Some((segment.path.clone(), at, durable)));
-                    }
-                    at += FRAME_HEADER_BYTES + len;
+                Frame::Record { durable, .. } | Frame::Marker { durable } if durable > position => {
+                    return Ok(Some((segment.path.clone(), at, durable)));
                 }
-                Frame::Marker { durable } => {
-                    if durable > position {
-                        return Ok(Some((segment.path.clone(), at, durable)));
-                    }
-                    break; // nothing is written after a marker
-                }
-                Frame::ZeroHeader | Frame::Invalid(_) => at += 1,
+                _ => at += 1,
             }
         }
     }
@@ -607,4 +603,57 @@ fn cut_tail(
         tail.reason
     );
     Ok(tail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::segment::encode_header;
+    use super::super::{open, FaultIo, Io, LogError, StorageOptions};
+    use super::*;
+
+    /// Regression (found by the `log_recovery` fuzz target): rule D's scan for a voucher stopped
+    /// at the first roll marker it met, and skipped over any record it met, although what the
+    /// byte scan finds inside damaged bytes need not be a frame boundary. A marker-shaped header
+    /// inside a damaged frame hid a later intact record whose durable mark vouched for the
+    /// damaged position, so the damage was cut as a torn tail instead of refused as corruption.
+    #[test]
+    fn regression_a_marker_inside_damaged_bytes_does_not_hide_a_voucher() {
+        let sb = 256u64;
+        let mut seg = vec![0u8; sb as usize];
+        // A good record at 0.
+        seg[..16].copy_from_slice(&encode_header(5, 0, b"first"));
+        seg[16..21].copy_from_slice(b"first");
+        // Damage at 21: a record header whose CRC does not match its 97 payload bytes...
+        let payload = [b'x'; 97];
+        let mut bad = encode_header(97, 0, &payload);
+        bad[4] ^= 0xFF;
+        seg[21..37].copy_from_slice(&bad);
+        seg[37..134].copy_from_slice(&payload);
+        // ...inside which sits a well-formed roll marker (durable 0: no voucher itself)...
+        seg[60..76].copy_from_slice(&encode_header(ROLL_MARKER_LEN, 0, &[]));
+        // ...and after it an intact record written when 162 (> 21) was already durable.
+        seg[162..178].copy_from_slice(&encode_header(4, 162, b"late"));
+        seg[178..182].copy_from_slice(b"late");
+
+        let io = FaultIo::new();
+        let data = Path::new("/data");
+        let log = data.join("log");
+        io.create_dir_all(&log).unwrap();
+        let file = io.create(&segment_path(&log, 0)).unwrap();
+        file.write_at(0, &seg).unwrap();
+        file.sync().unwrap();
+        io.sync_dir(&log).unwrap();
+        let opts = StorageOptions {
+            segment_bytes: sb,
+            checkpoints_kept: 1,
+        };
+        match open(data, &opts, std::sync::Arc::new(io.clone())) {
+            Err(LogError::Corrupt { offset, .. }) => assert_eq!(offset, 21),
+            Err(e) => panic!("expected Corrupt at 21, got {e}"),
+            Ok(o) => panic!(
+                "cut the damage as a torn tail ({} records kept): the record at 162 vouched for it",
+                o.records.len()
+            ),
+        }
+    }
 }
