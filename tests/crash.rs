@@ -66,14 +66,7 @@ fn committer(
             .as_str()
             .unwrap()
             .to_string();
-        let sigs: Vec<_> = s.setup.signers[..2]
-            .iter()
-            .map(|k| j!({"keyid": k.keyid, "sig": k.sign(&payload)}))
-            .collect();
-        let Ok(r) = post(
-            "/approve",
-            &serde_json::to_vec(&j!({"proposal_id": id, "signatures": sigs})).unwrap(),
-        ) else {
+        let Ok(r) = post("/approve", &s.setup.approve_body(&id, &payload)) else {
             return;
         };
         if r.status != 200 {
@@ -102,18 +95,7 @@ fn verify_all(s: &TestServer, acked: &BTreeMap<u64, String>) {
         head >= max_acked,
         "HEAD {head} is behind the last acknowledged version {max_acked}"
     );
-    let mut records = Vec::new();
-    let mut from = 0;
-    loop {
-        let page = json(&s.get(&format!("/registry/log?from={from}&limit=1000")));
-        for r in page["records"].as_array().unwrap() {
-            records.push(CommitRecord::from_value(r.clone()).unwrap());
-        }
-        match page["next"].as_u64() {
-            Some(n) => from = n,
-            None => break,
-        }
-    }
+    let records = s.records_from(0);
     for (v, hash) in acked {
         assert_eq!(
             &records[*v as usize].hash, hash,
@@ -135,21 +117,6 @@ struct ChainCheck {
 }
 
 impl ChainCheck {
-    fn fetch(s: &TestServer, from: u64) -> Vec<CommitRecord> {
-        let mut records = Vec::new();
-        let mut from = from;
-        loop {
-            let page = json(&s.get(&format!("/registry/log?from={from}&limit=1000")));
-            for r in page["records"].as_array().unwrap() {
-                records.push(CommitRecord::from_value(r.clone()).unwrap());
-            }
-            match page["next"].as_u64() {
-                Some(n) => from = n,
-                None => return records,
-            }
-        }
-    }
-
     fn check(&mut self, s: &TestServer, acked: &BTreeMap<u64, String>, full: bool) {
         let head = s.head()["version"].as_u64().unwrap();
         let max_acked = acked.keys().next_back().copied().unwrap_or(0);
@@ -161,7 +128,7 @@ impl ChainCheck {
             svc_registry::cli::signers_from_json(&json(&s.get("/registry/signers"))).unwrap()
         });
         if full || self.verified.is_empty() {
-            let records = Self::fetch(s, 0);
+            let records = s.records_from(0);
             svc_registry::domain::audit::verify_chain("test-registry", &records, signers)
                 .expect("chain verifies");
             for (old, new) in self.verified.iter().zip(&records) {
@@ -174,7 +141,7 @@ impl ChainCheck {
             self.verified = records;
         } else {
             let last = self.verified.len() as u64 - 1;
-            let tail = Self::fetch(s, last);
+            let tail = s.records_from(last);
             assert_eq!(
                 tail[0].hash, self.verified[last as usize].hash,
                 "version {last} changed after the restart"
@@ -375,14 +342,7 @@ fn a_second_sigterm_during_the_drain_exits_at_once() {
         .as_str()
         .unwrap()
         .to_string();
-    let sigs: Vec<_> = s.setup.signers[..2]
-        .iter()
-        .map(|k| j!({"keyid": k.keyid, "sig": k.sign(&payload)}))
-        .collect();
-    let r = s.post(
-        "/approve",
-        &serde_json::to_vec(&j!({"proposal_id": id, "signatures": sigs})).unwrap(),
-    );
+    let r = s.post("/approve", &s.setup.approve_body(&id, &payload));
     assert_eq!(r.status, 200);
     let committer = {
         let s = s.clone();

@@ -40,14 +40,7 @@ fn proposal(s: &TestServer, base: u64) -> (String, Vec<u8>) {
     let r = s.post("/propose", &payload);
     assert_eq!(r.status, 202, "{}", r.text());
     let id = json(&r)["proposal_id"].as_str().unwrap().to_string();
-    let sigs: Vec<_> = s.setup.signers[..2]
-        .iter()
-        .map(|k| j!({"keyid": k.keyid, "sig": k.sign(&payload)}))
-        .collect();
-    let r = s.post(
-        "/approve",
-        &serde_json::to_vec(&j!({"proposal_id": id, "signatures": sigs})).unwrap(),
-    );
+    let r = s.post("/approve", &s.setup.approve_body(&id, &payload));
     assert_eq!(r.status, 200, "{}", r.text());
     (id, payload)
 }
@@ -434,12 +427,7 @@ fn a_backup_under_commit_load_restores_every_acknowledged_commit() {
                         continue;
                     }
                     let id = json(&r)["proposal_id"].as_str().unwrap().to_string();
-                    let sigs: Vec<_> = s.setup.signers[..2]
-                        .iter()
-                        .map(|k| j!({"keyid": k.keyid, "sig": k.sign(&payload)}))
-                        .collect();
-                    let body = j!({"proposal_id": id, "signatures": sigs});
-                    if s.post("/approve", &serde_json::to_vec(&body).unwrap())
+                    if s.post("/approve", &s.setup.approve_body(&id, &payload))
                         .status
                         != 200
                     {

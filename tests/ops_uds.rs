@@ -101,11 +101,7 @@ fn uds_only_serves_reads_and_a_full_commit_on_the_socket_and_no_tcp_registry_por
     let r = call(&sock, "POST", "/propose", Some(&payload));
     assert_eq!(r.status, 202, "{}", r.text());
     let id = json(&r)["proposal_id"].as_str().unwrap().to_string();
-    let sigs: Vec<_> = s.setup.signers[..2]
-        .iter()
-        .map(|k| j!({"keyid": k.keyid, "sig": k.sign(&payload)}))
-        .collect();
-    let body = serde_json::to_vec(&j!({"proposal_id": id, "signatures": sigs})).unwrap();
+    let body = s.setup.approve_body(&id, &payload);
     assert_eq!(call(&sock, "POST", "/approve", Some(&body)).status, 200);
     let r = call(
         &sock,

@@ -268,14 +268,11 @@ fn requests_over_max_inflight_get_429_busy_with_retry_after() {
                 .as_str()
                 .unwrap()
                 .to_string();
-            let sigs: Vec<_> = s.setup.signers[..2]
-                .iter()
-                .map(|k| serde_json::json!({"keyid": k.keyid, "sig": k.sign(&payload)}))
-                .collect();
-            let body =
-                serde_json::to_vec(&serde_json::json!({"proposal_id": id, "signatures": sigs}))
-                    .unwrap();
-            assert_eq!(s.post("/approve", &body).status, 200);
+            assert_eq!(
+                s.post("/approve", &s.setup.approve_body(&id, &payload))
+                    .status,
+                200
+            );
             id
         })
         .collect();

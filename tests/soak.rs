@@ -23,7 +23,6 @@ use std::io::BufRead;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use svc_registry::domain::record::CommitRecord;
 use svc_registry::http::client;
 
 fn env_secs(name: &str, default: u64) -> u64 {
@@ -131,15 +130,7 @@ fn committer(s: Arc<TestServer>, shared: Arc<Shared>, worker: u64, pace: Duratio
                 return Ok((r.status, json(&r)));
             }
             let pid = json(&r)["proposal_id"].as_str().unwrap().to_string();
-            let sigs: Vec<_> = s.setup.signers[..2]
-                .iter()
-                .map(|k| j!({"keyid": k.keyid, "sig": k.sign(&payload)}))
-                .collect();
-            let r = post(
-                &s,
-                "/approve",
-                &serde_json::to_vec(&j!({"proposal_id": pid, "signatures": sigs})).unwrap(),
-            )?;
+            let r = post(&s, "/approve", &s.setup.approve_body(&pid, &payload))?;
             if r.status != 200 {
                 return Ok((r.status, json(&r)));
             }
@@ -263,21 +254,6 @@ fn follower(s: Arc<TestServer>, shared: Arc<Shared>) {
         }
         if !shared.stop.load(Ordering::Relaxed) {
             shared.now.lock().unwrap().stream_reconnects += 1;
-        }
-    }
-}
-
-fn fetch_chain(s: &TestServer) -> Vec<CommitRecord> {
-    let mut records = Vec::new();
-    let mut from = 0;
-    loop {
-        let page = json(&s.get(&format!("/registry/log?from={from}&limit=1000")));
-        for r in page["records"].as_array().unwrap() {
-            records.push(CommitRecord::from_value(r.clone()).unwrap());
-        }
-        match page["next"].as_u64() {
-            Some(n) => from = n,
-            None => return records,
         }
     }
 }
@@ -474,7 +450,7 @@ fn soak_mixed_load_with_reloads_and_checkpoints() {
         data_dir: Some(data_dir),
         ..setup
     });
-    let records = fetch_chain(&again);
+    let records = again.records_from(0);
     for (v, hash) in &acked {
         assert_eq!(&records[*v as usize].hash, hash, "acknowledged {v} changed");
     }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use svc_registry::domain::record::CommitRecord;
 pub use svc_registry::http::client::{ClientResponse, Target};
 
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -71,6 +72,16 @@ impl Default for Setup {
 }
 
 impl Setup {
+    /// The `POST /approve` body carrying the first `threshold` signers' signatures of `payload`.
+    pub fn approve_body(&self, proposal_id: &str, payload: &[u8]) -> Vec<u8> {
+        let sigs: Vec<serde_json::Value> = self.signers[..self.threshold]
+            .iter()
+            .map(|k| serde_json::json!({"keyid": k.keyid, "sig": k.sign(payload)}))
+            .collect();
+        serde_json::to_vec(&serde_json::json!({"proposal_id": proposal_id, "signatures": sigs}))
+            .unwrap()
+    }
+
     pub fn config_text(&self, data_dir: &Path) -> String {
         let mut text = format!(
             "registry_id = {:?}\nregistry_addr = \"127.0.0.1:0\"\nmetrics_addr = \"127.0.0.1:0\"\ndata_dir = {:?}\nuds_path = {:?}\nworkers = 2\n{}\n[signers]\nthreshold = {}\n",
@@ -385,6 +396,22 @@ impl TestServer {
         json(&self.get("/registry/head"))
     }
 
+    /// Every commit record from version `from` on, page by page through `GET /registry/log`.
+    pub fn records_from(&self, from: u64) -> Vec<CommitRecord> {
+        let mut records = Vec::new();
+        let mut from = from;
+        loop {
+            let page = json(&self.get(&format!("/registry/log?from={from}&limit=1000")));
+            for r in page["records"].as_array().unwrap() {
+                records.push(CommitRecord::from_value(r.clone()).unwrap());
+            }
+            match page["next"].as_u64() {
+                Some(n) => from = n,
+                None => return records,
+            }
+        }
+    }
+
     /// propose → approve with the first `threshold` signers → commit. Returns the commit JSON.
     pub fn commit_ops(&self, base_version: u64, ops: serde_json::Value) -> serde_json::Value {
         let payload = serde_json::to_vec(&serde_json::json!({
@@ -400,15 +427,7 @@ impl TestServer {
         let r = self.post("/propose", payload);
         assert_eq!(r.status, 202, "propose: {}", r.text());
         let id = json(&r)["proposal_id"].as_str().unwrap().to_string();
-        let sigs: Vec<serde_json::Value> = self.setup.signers[..self.setup.threshold]
-            .iter()
-            .map(|s| serde_json::json!({"keyid": s.keyid, "sig": s.sign(payload)}))
-            .collect();
-        let r = self.post(
-            "/approve",
-            &serde_json::to_vec(&serde_json::json!({"proposal_id": id, "signatures": sigs}))
-                .unwrap(),
-        );
+        let r = self.post("/approve", &self.setup.approve_body(&id, payload));
         assert_eq!(r.status, 200, "approve: {}", r.text());
         let r = self.post("/commit", format!(r#"{{"proposal_id":"{id}"}}"#).as_bytes());
         assert_eq!(r.status, 200, "commit: {}", r.text());
