@@ -391,6 +391,12 @@ pub fn verify(
             signers_from_json(&conn.registry("GET", "/registry/signers", None, 200)?)?
         }
     };
+    // Online, the served state is read before the log: the log then reaches at least its
+    // version (history only grows), so the replay can stop exactly there.
+    let served = match log_file {
+        Some(_) => None,
+        None => Some(served_state(conn)?),
+    };
     let values: Vec<serde_json::Value> = match log_file {
         Some(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
@@ -448,13 +454,138 @@ pub fn verify(
             }
         },
     };
-    match audit::verify_chain(&registry_id, &records, &signers) {
-        Ok(n) => {
-            println!("ok: {n} records (versions 0..={}) verify: hash chain intact, every commit has a quorum", n.saturating_sub(1));
-            Ok(())
-        }
-        Err(b) => Err(format!("BROKEN at version {}: {}", b.version, b.reason)),
+    let n = audit::verify_chain(&registry_id, &records, &signers)
+        .map_err(|b| format!("BROKEN at version {}: {}", b.version, b.reason))?;
+    println!(
+        "ok: {n} records (versions 0..={}) verify: hash chain intact, every commit has a quorum",
+        n.saturating_sub(1)
+    );
+    if let Some((version, state)) = served {
+        let count = compare_with_replay(&registry_id, &records, version, &state)?;
+        println!(
+            "ok: the served state at version {version} ({count} descriptors) is the replay of the signed history"
+        );
     }
+    Ok(())
+}
+
+/// The served descriptors: (kind, id) → (version, body).
+type ServedState = std::collections::BTreeMap<(String, String), (u64, serde_json::Value)>;
+
+/// Every descriptor the server serves, all pages at one version (listed again if a commit lands
+/// between two pages).
+fn served_state(conn: &Conn) -> Result<(u64, ServedState), String> {
+    'attempt: for _ in 0..5 {
+        let mut state = ServedState::new();
+        let mut at: Option<u64> = None;
+        let mut after: Option<String> = None;
+        loop {
+            let path = match &after {
+                Some(cursor) => format!("/registry/descriptors?limit=1000&after={cursor}"),
+                None => "/registry/descriptors?limit=1000".to_string(),
+            };
+            let page = conn.registry("GET", &path, None, 200)?;
+            let version = page["version"]
+                .as_u64()
+                .ok_or("descriptors page: no version")?;
+            if *at.get_or_insert(version) != version {
+                continue 'attempt;
+            }
+            for d in page["descriptors"]
+                .as_array()
+                .ok_or("descriptors page: no list")?
+            {
+                let key = (
+                    d["kind"].as_str().unwrap_or_default().to_string(),
+                    d["id"].as_str().unwrap_or_default().to_string(),
+                );
+                let version = d["version"].as_u64().ok_or("descriptor: no version")?;
+                state.insert(key, (version, d["body"].clone()));
+            }
+            match page["next"].as_str() {
+                Some(cursor) => after = Some(cursor.to_string()),
+                None => return Ok((at.unwrap_or(0), state)),
+            }
+        }
+    }
+    Err("the registry changed during every attempt to list its descriptors; try again".into())
+}
+
+/// Replay the signed proposals of versions 1..=`version` from the empty genesis state and
+/// compare the result with what the server serves. A mismatch means the server's state is not
+/// the one its history proves (a forged checkpoint in its data directory, or a lying server).
+fn compare_with_replay(
+    registry_id: &str,
+    records: &[CommitRecord],
+    version: u64,
+    served: &ServedState,
+) -> Result<usize, String> {
+    struct Fetched(Vec<u8>, u64);
+    impl crate::restore::Located for Fetched {
+        fn location(&self) -> String {
+            format!("version {}", self.1)
+        }
+        fn payload(&self) -> &[u8] {
+            &self.0
+        }
+    }
+    if version >= records.len() as u64 {
+        return Err(format!(
+            "the server serves descriptors at version {version} but its log ends at version {}",
+            records.len().saturating_sub(1)
+        ));
+    }
+    let fetched: Vec<Fetched> = records[1..=version as usize]
+        .iter()
+        .map(|r| Fetched(r.to_json(), r.version))
+        .collect();
+    let replayed = crate::restore::restore(registry_id, None, &fetched)
+        .map_err(|e| format!("replaying the signed history: {e}"))?;
+    let mut replay = ServedState::new();
+    for d in replayed.snapshot.descriptors.values() {
+        let v = d.to_value();
+        replay.insert(
+            (d.kind.as_str().to_string(), d.id.to_string()),
+            (d.version, v["body"].clone()),
+        );
+    }
+    let mut differences = Vec::new();
+    for (key, got) in served {
+        match replay.get(key) {
+            None => differences.push(format!(
+                "{}/{} is served but no signed commit put it",
+                key.0, key.1
+            )),
+            Some(want) if want != got => differences.push(format!(
+                "{}/{} is served as of version {} but the signed history gives version {}{}",
+                key.0,
+                key.1,
+                got.0,
+                want.0,
+                if want.1 != got.1 {
+                    " with another body"
+                } else {
+                    ""
+                }
+            )),
+            Some(_) => {}
+        }
+    }
+    for key in replay.keys().filter(|k| !served.contains_key(*k)) {
+        differences.push(format!(
+            "{}/{} is missing from the served state",
+            key.0, key.1
+        ));
+    }
+    if differences.is_empty() {
+        return Ok(replay.len());
+    }
+    let total = differences.len();
+    differences.truncate(10);
+    Err(format!(
+        "STATE DIFFERS at version {version}: {total} descriptor(s) do not match the replay of the signed history:\n  {}",
+        differences.join("\n  ")
+    ))
 }
 
 /// `config print`: with a file, the effective config it gives (file + environment); without,

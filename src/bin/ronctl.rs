@@ -169,14 +169,15 @@ enum RegistryCmd {
         #[arg(long)]
         id: String,
     },
-    /// Download the log and check every hash and quorum signature offline.
+    /// Download the log and check every hash and quorum signature offline; then replay the
+    /// signed proposals and check that the served descriptors are exactly their result.
     Verify {
         /// Pinned signer set: JSON as served by /registry/signers. Without it the server's own
         /// published set is used (with a warning: a compromised server could lie about it).
         #[arg(long)]
         signers: Option<PathBuf>,
         /// Verify records from this file (JSON: an array of records, or a /registry/log page)
-        /// instead of downloading them.
+        /// instead of downloading them (the served state is then not compared).
         #[arg(long)]
         log_file: Option<PathBuf>,
         /// The registry_id the records must belong to (default: the first payload's).
