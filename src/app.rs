@@ -42,6 +42,7 @@ fn settings(config: &Config) -> WriterSettings {
     WriterSettings {
         ttl: Duration::from_secs(config.raw.proposals.ttl_secs),
         max_pending: config.raw.proposals.max_pending,
+        commit_wait: Duration::from_millis(config.raw.proposals.commit_wait_ms),
         limits: config.proposal_limits(),
     }
 }

@@ -144,6 +144,9 @@ pub struct ProposalsConfig {
     pub max_ops: usize,
     /// Bytes of one descriptor body at most.
     pub max_descriptor_bytes: usize,
+    /// How long a commit whose base_version is ahead of HEAD waits for HEAD to reach it before
+    /// its 409 (0: refused at once).
+    pub commit_wait_ms: u64,
 }
 
 impl Default for ProposalsConfig {
@@ -153,6 +156,7 @@ impl Default for ProposalsConfig {
             max_pending: 1024,
             max_ops: 256,
             max_descriptor_bytes: 64 * 1024,
+            commit_wait_ms: 50,
         }
     }
 }
@@ -214,6 +218,8 @@ pub struct MaintenanceConfig {
 
 /// Bytes of a maintenance reason at most (it is shown in /readyz and logged).
 pub const MAINTENANCE_REASON_BYTES_MAX: usize = 256;
+/// Ceiling of `proposals.commit_wait_ms`: a held commit holds its client's request open.
+const MAX_COMMIT_WAIT_MS: u64 = 10_000;
 /// Ceiling of `chaos.max_latency_ms`.
 const CHAOS_LATENCY_MS_CEILING: u64 = 60_000;
 
@@ -390,6 +396,12 @@ impl Config {
             return Err(fail(
                 "storage.checkpoints_kept must be at least 1".to_string(),
             ));
+        }
+        if raw.proposals.commit_wait_ms > MAX_COMMIT_WAIT_MS {
+            return Err(fail(format!(
+                "proposals.commit_wait_ms = {} is above {MAX_COMMIT_WAIT_MS}",
+                raw.proposals.commit_wait_ms
+            )));
         }
         if raw.proposals.max_descriptor_bytes == 0
             || raw.proposals.max_descriptor_bytes > raw.max_body_bytes

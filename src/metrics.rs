@@ -32,6 +32,7 @@ pub struct Metrics {
     pub registry_head_version: IntGauge,
     pub sse_subscribers: IntGauge,
     pub registry_pending_proposals: IntGauge,
+    pub registry_commits_held: IntGauge,
     pub registry_cas_conflicts_total: IntCounter,
     pub registry_commits_total: IntCounter,
     pub registry_reload_success_total: IntCounter,
@@ -116,6 +117,11 @@ impl Metrics {
                 "Proposals waiting for approvals or commit",
             )
             .expect("valid"),
+            registry_commits_held: IntGauge::new(
+                "registry_commits_held",
+                "Commits waiting for HEAD to reach their base_version (proposals.commit_wait_ms)",
+            )
+            .expect("valid"),
             registry_cas_conflicts_total: IntCounter::new(
                 "registry_cas_conflicts_total",
                 "Commits refused because base_version was not HEAD",
@@ -172,6 +178,7 @@ impl Metrics {
             Box::new(m.registry_head_version.clone()),
             Box::new(m.sse_subscribers.clone()),
             Box::new(m.registry_pending_proposals.clone()),
+            Box::new(m.registry_commits_held.clone()),
             Box::new(m.registry_cas_conflicts_total.clone()),
             Box::new(m.registry_commits_total.clone()),
             Box::new(m.registry_reload_success_total.clone()),

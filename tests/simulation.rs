@@ -62,6 +62,7 @@ const START_UNIX: i64 = 1_767_225_600;
 const STEPS: usize = 200;
 const IDS: [&str; 5] = ["a", "b", "c", "d", "e"];
 const THRESHOLD: usize = 2;
+const MAX_PENDING: usize = 4096;
 
 // ---------------------------------------------------------------------------------------------
 // Simulated time and randomness.
@@ -151,6 +152,9 @@ struct Waiting {
     version: u64,
     position: u64,
     rx: Receiver<Response>,
+    /// An answer read before the model knew the commit had staged: a held commit retried
+    /// behind it failed its append in the same step, and the failure answers it 503.
+    early: Option<u16>,
 }
 
 /// An approval whose signatures are with the (simulated) verifier pool.
@@ -181,6 +185,9 @@ struct Life {
     /// Version → proposal id of every commit staged in this lifetime.
     staged_ids: BTreeMap<u64, String>,
     waiting: VecDeque<Waiting>,
+    /// Commits the writer holds (base ahead of the staged head), by base, oldest first.
+    held: BTreeMap<u64, VecDeque<(String, Receiver<Response>)>>,
+    held_count: usize,
     /// Positions sent to the fsync thread and not yet covered by a sync.
     positions: VecDeque<u64>,
     /// The fsync thread reported a failure and exited.
@@ -206,6 +213,9 @@ struct Stats {
     append_failures: u64,
     checkpoints: u64,
     checkpoint_restores: u64,
+    /// Commits held for their base, and how many of those staged once HEAD reached it.
+    held: u64,
+    held_staged: u64,
     max_version: u64,
 }
 
@@ -224,6 +234,8 @@ impl Stats {
         self.append_failures += o.append_failures;
         self.checkpoints += o.checkpoints;
         self.checkpoint_restores += o.checkpoint_restores;
+        self.held += o.held;
+        self.held_staged += o.held_staged;
         self.max_version = self.max_version.max(o.max_version);
     }
 }
@@ -281,6 +293,36 @@ fn limits() -> ProposalLimits {
     ProposalLimits {
         max_ops: 8,
         max_descriptor_bytes: 512,
+    }
+}
+
+/// What the writer must do with a commit of proposal `id` now.
+enum CommitExpect {
+    Now(u16),
+    Stage(BTreeSet<(Kind, String)>),
+    /// Held: its base is ahead of the staged head.
+    Hold(u64),
+}
+
+fn expect_commit(life: &Life, id: &str, now: i64, may_hold: bool) -> CommitExpect {
+    if life.poisoned {
+        return CommitExpect::Now(503);
+    }
+    if life.committed.contains(id) {
+        return CommitExpect::Now(409);
+    }
+    match life.props.get(id) {
+        None => CommitExpect::Now(404),
+        Some(p) if now >= p.expires => CommitExpect::Now(410),
+        Some(p) if p.approvals.len() < THRESHOLD => CommitExpect::Now(412),
+        Some(p) if p.base > life.staged_head && may_hold && life.held_count < MAX_PENDING => {
+            CommitExpect::Hold(p.base)
+        }
+        Some(p) if p.base != life.staged_head => CommitExpect::Now(409),
+        Some(p) => match apply_model(&life.staged_state, &p.ops) {
+            None => CommitExpect::Now(409),
+            Some(next) => CommitExpect::Stage(next),
+        },
     }
 }
 
@@ -495,7 +537,9 @@ impl Sim {
             signers: Arc::new(ArcSwap::from_pointee(self.set.clone())),
             settings: Arc::new(ArcSwap::from_pointee(WriterSettings {
                 ttl: Duration::from_secs(TTL_SECS),
-                max_pending: 4096,
+                max_pending: MAX_PENDING,
+                // Never ends by itself: `step_hold_deadline` ends every wait.
+                commit_wait: Duration::from_secs(600),
                 limits: limits(),
             })),
             requests: req_rx,
@@ -535,6 +579,8 @@ impl Sim {
             staged_state,
             staged_ids: BTreeMap::new(),
             waiting: VecDeque::new(),
+            held: BTreeMap::new(),
+            held_count: 0,
             positions: VecDeque::new(),
             fsync_gone: false,
             held_jobs: Vec::new(),
@@ -709,7 +755,8 @@ impl Sim {
             20..=41 => self.step_approve(),
             42..=63 => self.step_commit(),
             64..=79 => self.step_sync(),
-            80..=83 => self.step_deliver_held(),
+            80..=82 => self.step_deliver_held(),
+            83 => self.step_hold_deadline(),
             84..=86 => self.step_clock(),
             87..=89 => self.step_fault(),
             90..=92 => self.step_checkpoint(),
@@ -779,9 +826,10 @@ impl Sim {
         let (bytes, base, ops) = match &resubmit {
             Some(p) => (p.bytes.clone(), p.base, p.ops.clone()),
             None => {
+                // Ahead of HEAD often enough that held commits meet every other event.
                 let base = match self.rng.below(20) {
                     0 => staged_head.saturating_sub(1),
-                    1 => staged_head + 1,
+                    1..=3 => staged_head + 1,
                     _ => staged_head,
                 };
                 let (mut bytes, ops) = self.new_proposal(base);
@@ -1109,86 +1157,180 @@ impl Sim {
         let id = self.pick_proposal(committable);
         let risky = self.faults_pending();
         let enospc = self.enospc_pending();
-        let seed = self.seed;
         let life = self.life.as_mut().expect("life");
-        enum Expect {
-            Now(u16),
-            Stage(BTreeSet<(Kind, String)>),
-        }
-        let expect = if life.poisoned {
-            Expect::Now(503)
-        } else if life.committed.contains(&id) {
-            Expect::Now(409)
-        } else {
-            match life.props.get(&id) {
-                None => Expect::Now(404),
-                Some(p) if now >= p.expires => Expect::Now(410),
-                Some(p) if p.approvals.len() < THRESHOLD => Expect::Now(412),
-                Some(p) if p.base != life.staged_head => Expect::Now(409),
-                Some(p) => match apply_model(&life.staged_state, &p.ops) {
-                    None => Expect::Now(409),
-                    Some(next) => Expect::Stage(next),
-                },
-            }
-        };
+        let expect = expect_commit(life, &id, now, true);
         let (replier, rx) = Replier::detached("sim");
         life.writer.on_request(WriteRequest::Commit {
             proposal_id: id.clone(),
             replier,
         });
-        let got = answer(&rx);
         let positions: Vec<u64> = life.sync_rx.try_iter().collect();
+        let got = answer(&rx);
         let line = format!(
             "commit {} (staged {}) -> {:?} positions {positions:?}{}",
             &id[..8],
             life.staged_head,
-            got.as_ref().map(|g| g.0),
+            got.as_ref().map(|g| g.1.to_string()),
             if risky { " [faults armed]" } else { "" }
         );
         self.log(line);
+        let mut positions = positions.into_iter();
+        let staged_before = self.life().staged_head;
+        self.settle_commit(id, expect, got, rx, &mut positions, risky, enospc);
+        if self.life().staged_head > staged_before {
+            self.retry_held(&mut positions, risky, enospc);
+        }
+        check!(
+            self,
+            positions.next().is_none(),
+            "a sync was requested for no staged commit"
+        );
+        check!(
+            self,
+            self.life().waiting.iter().all(|w| w.early.is_none()),
+            "a staged commit was answered before its sync"
+        );
+    }
+
+    /// Check the writer's answer (or silence) to one commit against the model's expectation
+    /// and update the model: a staged commit takes the next sync position, a held one joins
+    /// `held`.
+    #[allow(clippy::too_many_arguments)]
+    fn settle_commit(
+        &mut self,
+        id: String,
+        expect: CommitExpect,
+        got: Option<(u16, serde_json::Value)>,
+        rx: Receiver<Response>,
+        positions: &mut impl Iterator<Item = u64>,
+        risky: bool,
+        enospc: bool,
+    ) {
+        let seed = self.seed;
         let life = self.life.as_mut().expect("life");
         match (expect, got) {
-            (Expect::Now(status), Some((got_status, v))) => {
+            (CommitExpect::Now(status), Some((got_status, v))) => {
                 assert_eq!(got_status, status, "seed {seed}: commit answered {v}");
-                assert!(
-                    positions.is_empty(),
-                    "seed {seed}: a refused commit was synced"
-                );
             }
-            (Expect::Now(status), None) => {
-                panic!("seed {seed}: commit staged, expected {status}")
+            (CommitExpect::Now(status), None) => {
+                panic!("seed {seed}: commit staged or held, expected {status}")
             }
-            (Expect::Stage(next), None) => {
-                assert_eq!(
-                    positions.len(),
-                    1,
-                    "seed {seed}: one sync request per commit"
-                );
-                let version = life.staged_head + 1;
-                life.staged_head = version;
-                life.staged_state = next;
-                life.props.remove(&id);
-                life.committed.insert(id.clone());
-                life.staged_ids.insert(version, id);
-                life.waiting.push_back(Waiting {
-                    version,
-                    position: positions[0],
-                    rx,
-                });
-                life.positions.push_back(positions[0]);
+            (CommitExpect::Hold(base), None) => {
+                life.held.entry(base).or_default().push_back((id, rx));
+                life.held_count += 1;
+                self.stats.held += 1;
             }
-            (Expect::Stage(_), Some((507, _))) if enospc => {
-                assert!(positions.is_empty());
-                self.stats.storage_full += 1;
+            (CommitExpect::Hold(_), Some((status, v))) => {
+                panic!("seed {seed}: a commit ahead of HEAD should be held, answered {status} {v}")
             }
-            (Expect::Stage(_), Some((503, _))) if risky => {
-                assert!(positions.is_empty());
-                self.stats.append_failures += 1;
-                self.poisoned_now();
+            (CommitExpect::Stage(next), got) => {
+                // Silence means staged. A 503 may also follow a stage: a held commit retried
+                // behind it failed its append, and the failure answers every staged commit; then
+                // its sync request is the next one (one that failed itself made none, and
+                // nothing stages after a failure). See `Waiting::early`.
+                let position = match got {
+                    None => Some(positions.next().unwrap_or_else(|| {
+                        panic!("seed {seed}: a staged commit without a sync request")
+                    })),
+                    Some((507, _)) if enospc => {
+                        self.stats.storage_full += 1;
+                        None
+                    }
+                    Some((503, _)) if risky => {
+                        let position = positions.next();
+                        if position.is_none() {
+                            self.stats.append_failures += 1;
+                        }
+                        position
+                    }
+                    Some((status, ref v)) => {
+                        panic!("seed {seed}: commit should have staged, answered {status} {v}")
+                    }
+                };
+                let life = self.life.as_mut().expect("life");
+                match position {
+                    Some(position) => {
+                        let version = life.staged_head + 1;
+                        life.staged_head = version;
+                        life.staged_state = next;
+                        life.props.remove(&id);
+                        life.committed.insert(id.clone());
+                        life.staged_ids.insert(version, id);
+                        life.waiting.push_back(Waiting {
+                            version,
+                            position,
+                            rx,
+                            early: got.map(|g| g.0),
+                        });
+                        life.positions.push_back(position);
+                    }
+                    None if got.as_ref().is_some_and(|g| g.0 == 503) => self.poisoned_now(),
+                    None => {}
+                }
             }
-            (Expect::Stage(_), Some((status, v))) => {
-                panic!("seed {seed}: commit should have staged, answered {status} {v}")
+        }
+    }
+
+    /// The staged head grew: the writer retried every held commit whose base it reached, lowest
+    /// base first, oldest first within a base (a retry that stages lets the next base in).
+    fn retry_held(&mut self, positions: &mut impl Iterator<Item = u64>, risky: bool, enospc: bool) {
+        let now = sim_clock();
+        loop {
+            let life = self.life.as_mut().expect("life");
+            let Some(entry) = life.held.first_entry() else {
+                return;
+            };
+            if *entry.key() > life.staged_head {
+                return;
             }
+            let queue = entry.remove();
+            life.held_count -= queue.len();
+            for (id, rx) in queue {
+                let life = self.life.as_mut().expect("life");
+                let expect = expect_commit(life, &id, now, false);
+                let got = answer(&rx);
+                if got.is_none() {
+                    self.stats.held_staged += 1;
+                }
+                self.log(format!(
+                    "  held commit {} retried -> {:?}",
+                    &id[..8],
+                    got.as_ref().map(|g| g.0)
+                ));
+                self.settle_commit(id, expect, got, rx, positions, risky, enospc);
+            }
+        }
+    }
+
+    /// Every held commit's wait ends: each is answered as a commit that is not held would be.
+    fn step_hold_deadline(&mut self) {
+        let now = sim_clock();
+        let life = self.life.as_mut().expect("life");
+        if life.held_count == 0 {
+            return;
+        }
+        life.writer
+            .on_tick(Instant::now() + Duration::from_secs(3600));
+        let held: Vec<(String, Receiver<Response>)> = std::mem::take(&mut life.held)
+            .into_values()
+            .flatten()
+            .collect();
+        life.held_count = 0;
+        self.log(format!(
+            "hold deadline: {} held commits released",
+            held.len()
+        ));
+        let mut none = std::iter::empty();
+        for (id, rx) in held {
+            let life = self.life.as_mut().expect("life");
+            let expect = expect_commit(life, &id, now, false);
+            check!(
+                self,
+                matches!(expect, CommitExpect::Now(_)),
+                "a held commit could stage at its deadline"
+            );
+            let got = answer(&rx);
+            self.settle_commit(id, expect, got, rx, &mut none, false, false);
         }
     }
 
@@ -1197,8 +1339,16 @@ impl Sim {
         let seed = self.seed;
         let life = self.life.as_mut().expect("life");
         life.poisoned = true;
+        for (_, rx) in std::mem::take(&mut life.held).into_values().flatten() {
+            assert_eq!(
+                answer(&rx).map(|g| g.0),
+                Some(503),
+                "seed {seed}: a held commit after the failure"
+            );
+        }
+        life.held_count = 0;
         for w in life.waiting.drain(..) {
-            let got = answer(&w.rx).map(|g| g.0);
+            let got = w.early.or_else(|| answer(&w.rx).map(|g| g.0));
             assert_eq!(
                 got,
                 Some(503),
@@ -1479,7 +1629,8 @@ fn simulation_of_the_writer_over_faulty_storage() {
         "simulation: {} seeds, {} steps in {:.1?}: {} commits acknowledged, {} restarts \
          ({} power cuts, {} kills, {} recoveries interrupted), {} torn tails cut, {} sync \
          failures, {} append failures, {} storage-full refusals, {} checkpoints written, {} \
-         restores from a checkpoint, longest chain {}",
+         restores from a checkpoint, {} commits held for their base ({} staged behind it), \
+         longest chain {}",
         t.seeds,
         t.steps,
         started.elapsed(),
@@ -1494,6 +1645,8 @@ fn simulation_of_the_writer_over_faulty_storage() {
         t.storage_full,
         t.checkpoints,
         t.checkpoint_restores,
+        t.held,
+        t.held_staged,
         t.max_version
     );
     let failures = failures.into_inner().unwrap();

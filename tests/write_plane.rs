@@ -427,3 +427,64 @@ fn independent_test_vectors_commit_to_the_same_hashes_over_http() {
         assert_eq!(rec["prev_hash"], ver["prev_hash"]);
     }
 }
+
+/// A pipelining client sends the commit for base 1 before the one for base 0 has reached the
+/// writer (they travel on different connections and HTTP workers). The later commit waits for
+/// its predecessor instead of failing with 409, and a commit whose predecessor never comes gets
+/// its 409 once `proposals.commit_wait_ms` has passed.
+#[test]
+fn a_commit_that_overtakes_its_predecessor_waits_for_it_within_commit_wait_ms() {
+    let mut setup = Setup::default();
+    setup.tables = "[proposals]\ncommit_wait_ms = 3000\n".into();
+    let s = Arc::new(TestServer::start(setup));
+    let approved = |base: u64, id: &str| {
+        let payload = serde_json::to_vec(&j!({"registry_id": "test-registry",
+            "base_version": base, "ops": [put("node", id, j!({}))]}))
+        .unwrap();
+        let r = s.post("/propose", &payload);
+        assert_eq!(r.status, 202, "{}", r.text());
+        let pid = json(&r)["proposal_id"].as_str().unwrap().to_string();
+        assert_eq!(
+            s.post("/approve", &s.setup.approve_body(&pid, &payload))
+                .status,
+            200
+        );
+        format!(r#"{{"proposal_id":"{pid}"}}"#)
+    };
+    let (first, second) = (approved(0, "a"), approved(1, "b"));
+    let overtaking = {
+        let s = s.clone();
+        std::thread::spawn(move || s.post("/commit", second.as_bytes()))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while s.metric("registry_commits_held") != 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the overtaking commit was never held"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let r = s.post("/commit", first.as_bytes());
+    assert_eq!((r.status, json(&r)["version"].as_u64()), (200, Some(1)));
+    let r = overtaking.join().unwrap();
+    assert_eq!(
+        (r.status, json(&r)["version"].as_u64()),
+        (200, Some(2)),
+        "{}",
+        r.text()
+    );
+    assert_eq!(s.metric("registry_commits_held"), 0.0);
+    assert_eq!(s.metric("registry_cas_conflicts_total"), 0.0);
+
+    // Base 5 while HEAD is 2: held, then refused when the wait ends; nothing changed.
+    let lost = approved(5, "c");
+    let r = s.post("/commit", lost.as_bytes());
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(
+        r.text().contains("base_version 5 is not HEAD 2"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(s.head()["version"], 2);
+    assert_eq!(s.metric("registry_commits_held"), 0.0);
+}

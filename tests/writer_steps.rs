@@ -1,11 +1,12 @@
 //! The writer driven step by step (no HTTP, no threads): group commit ordering, a failed sync
-//! poisoning the write plane, and a full disk refusing without applying anything.
+//! poisoning the write plane, a full disk refusing without applying anything, and commits held
+//! until the staged head reaches their base.
 
 use arc_swap::ArcSwap;
 use crossbeam_channel::Receiver;
 use ed25519_dalek::SigningKey;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use svc_registry::domain::proposal::ProposalLimits;
 use svc_registry::domain::signers::{sign_payload, verify_strict, SignerKey, SignerSet};
 use svc_registry::http::{Replier, Response};
@@ -71,6 +72,8 @@ fn rig() -> Rig {
         settings: Arc::new(ArcSwap::from_pointee(WriterSettings {
             ttl: Duration::from_secs(60),
             max_pending: 16,
+            // Long: a held commit's wait ends only when a test says so (`on_tick`).
+            commit_wait: Duration::from_secs(60),
             limits: ProposalLimits {
                 max_ops: 8,
                 max_descriptor_bytes: 1024,
@@ -240,4 +243,104 @@ fn a_full_disk_refuses_with_507_and_applies_nothing() {
     let pos = rig.sync_rx.try_iter().last().unwrap();
     rig.writer.on_internal(Internal::Durable(pos));
     assert_eq!(answer(&c).1["version"], 1);
+}
+
+/// The pipelining case: the commit for base 1 reaches the writer before the one for base 0
+/// (they came through different HTTP workers). It is held, not refused, and stages right
+/// behind its predecessor: one group sync answers both.
+#[test]
+fn a_commit_ahead_of_the_staged_head_is_held_and_stages_behind_its_predecessor() {
+    let mut rig = rig();
+    let (p1, p2) = (rig.payload(0, "a"), rig.payload(1, "b"));
+    let (id1, id2) = (rig.approved(&p1), rig.approved(&p2));
+    let c2 = rig.commit(&id2);
+    assert!(c2.try_recv().is_err(), "held, not answered");
+    assert_eq!(rig.sync_rx.try_iter().count(), 0, "nothing staged yet");
+    rig.writer.on_tick(Instant::now());
+    assert!(c2.try_recv().is_err(), "still held before its deadline");
+    let c1 = rig.commit(&id1);
+    let positions: Vec<u64> = rig.sync_rx.try_iter().collect();
+    assert_eq!(positions.len(), 2, "both staged, in order");
+    rig.writer.on_internal(Internal::Durable(positions[1]));
+    assert_eq!(answer(&c1).1["version"], 1);
+    assert_eq!(answer(&c2).1["version"], 2);
+    assert_eq!(rig.snapshot.load().version(), 2);
+}
+
+#[test]
+fn a_held_commit_whose_predecessor_never_comes_gets_its_409_at_the_deadline() {
+    let mut rig = rig();
+    let p2 = rig.payload(1, "b");
+    let id2 = rig.approved(&p2);
+    let c2 = rig.commit(&id2);
+    assert!(c2.try_recv().is_err());
+    rig.writer.on_tick(Instant::now() + Duration::from_secs(61));
+    let (status, v) = answer(&c2);
+    assert_eq!((status, v["error"].as_str().unwrap()), (409, "conflict"));
+    assert!(
+        v["message"].as_str().unwrap().contains("is not HEAD 0"),
+        "{v}"
+    );
+    assert_eq!(rig.sync_rx.try_iter().count(), 0);
+    // Refused, not consumed: once HEAD is at its base the same proposal commits.
+    let p1 = rig.payload(0, "a");
+    let id1 = rig.approved(&p1);
+    let c1 = rig.commit(&id1);
+    let c2 = rig.commit(&id2);
+    let last = rig.sync_rx.try_iter().last().unwrap();
+    rig.writer.on_internal(Internal::Durable(last));
+    assert_eq!(answer(&c1).1["version"], 1);
+    assert_eq!(answer(&c2).1["version"], 2);
+}
+
+/// Two held commits on the same base: the first stages when HEAD reaches it, the second lost the
+/// race and gets its 409 at once (no wait for a base that is already gone).
+#[test]
+fn held_commits_racing_for_one_base_get_one_success_and_one_409() {
+    let mut rig = rig();
+    let (p1, p2, p2b) = (
+        rig.payload(0, "a"),
+        rig.payload(1, "b"),
+        rig.payload(1, "c"),
+    );
+    let (id1, id2, id2b) = (rig.approved(&p1), rig.approved(&p2), rig.approved(&p2b));
+    let c2 = rig.commit(&id2);
+    let c2b = rig.commit(&id2b);
+    let c1 = rig.commit(&id1);
+    let (status, v) = answer(&c2b);
+    assert_eq!(status, 409, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("is not HEAD 2"),
+        "{v}"
+    );
+    let positions: Vec<u64> = rig.sync_rx.try_iter().collect();
+    assert_eq!(positions.len(), 2);
+    rig.writer.on_internal(Internal::Durable(positions[1]));
+    assert_eq!(answer(&c1).1["version"], 1);
+    assert_eq!(answer(&c2).1["version"], 2);
+}
+
+#[test]
+fn held_commits_get_409_at_shutdown_and_503_when_the_write_plane_stops() {
+    let (mut rig, held) = rig_with_a_held_commit();
+    rig.writer.on_request(WriteRequest::Shutdown);
+    assert_eq!(
+        answer(&held).0,
+        409,
+        "shutdown answers held commits at once"
+    );
+
+    let (mut rig, held) = rig_with_a_held_commit();
+    rig.writer
+        .on_internal(Internal::SyncFailed("EIO on fdatasync".into()));
+    assert_eq!(answer(&held).0, 503);
+}
+
+fn rig_with_a_held_commit() -> (Rig, Receiver<Response>) {
+    let mut rig = rig();
+    let p2 = rig.payload(1, "b");
+    let id2 = rig.approved(&p2);
+    let held = rig.commit(&id2);
+    assert!(held.try_recv().is_err());
+    (rig, held)
 }

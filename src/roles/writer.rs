@@ -8,6 +8,13 @@
 //! Owned state (no other thread touches it): the pending proposals, the *staged* head (appended
 //! to the log, maybe not yet durable) and the queue of staged commits waiting for their sync.
 //!
+//! A commit whose proposal builds on a version that is not staged yet (`base_version` above the
+//! staged head: its predecessor is still on its way through another HTTP worker) is *held* for
+//! up to `proposals.commit_wait_ms`, at most `proposals.max_pending` of them: it is tried again
+//! the moment the staged head reaches its base, and answered `409` as before if its wait ends
+//! first. Pipelined clients then form group-commit batches instead of retry storms; nothing about
+//! the compare-and-swap changes (a commit still stages only at exactly `base_version + 1`).
+//!
 //! Commit protocol, in order: check quorum → CAS on base_version against the staged head →
 //! apply ops (a conflict changes nothing) → append the record to the journal → ask the fsync
 //! thread for durability → on its notice, publish the snapshot of the newest durable version,
@@ -146,6 +153,8 @@ impl Publisher for Publishers {
 pub struct WriterSettings {
     pub ttl: Duration,
     pub max_pending: usize,
+    /// How long a commit whose base is ahead of the staged head is held (zero: refused at once).
+    pub commit_wait: Duration,
     pub limits: ProposalLimits,
 }
 
@@ -190,6 +199,14 @@ struct ApproveInFlight {
     replier: Replier,
 }
 
+/// A commit held until the staged head reaches its proposal's base version.
+struct Held {
+    proposal_id: String,
+    replier: Replier,
+    started: Instant,
+    deadline: Instant,
+}
+
 struct Staged {
     version: u64,
     position: u64,
@@ -211,6 +228,11 @@ pub struct Writer {
     /// The head that later commits build on: published or waiting for its sync.
     staged: Arc<Snapshot>,
     waiting: VecDeque<Staged>,
+    /// Held commits by their proposal's base version, oldest first within one base.
+    held: BTreeMap<u64, VecDeque<Held>>,
+    held_count: usize,
+    /// Set while held commits are being retried (a retry that stages must not start another).
+    releasing: bool,
     shutting_down: bool,
 }
 
@@ -226,6 +248,9 @@ impl Writer {
             next_request: 0,
             staged,
             waiting: VecDeque::new(),
+            held: BTreeMap::new(),
+            held_count: 0,
+            releasing: false,
             shutting_down: false,
         }
     }
@@ -249,16 +274,22 @@ impl Writer {
             {
                 break;
             }
+            // A timer only while commits are held: wakes the loop at the first one's deadline.
+            let held_timer = match self.next_deadline() {
+                Some(d) => crossbeam_channel::at(d),
+                None => crossbeam_channel::never(),
+            };
             select! {
                 recv(self.p.internal_rx) -> msg => match msg {
                     Ok(msg) => self.on_internal(msg),
                     Err(_) => break,
                 },
                 recv(self.p.requests) -> msg => match msg {
-                    Ok(WriteRequest::Shutdown) | Err(_) => self.shutting_down = true,
+                    Ok(WriteRequest::Shutdown) | Err(_) => self.on_request(WriteRequest::Shutdown),
                     Ok(req) if self.shutting_down => drop(req),
                     Ok(req) => self.on_request(req),
                 },
+                recv(held_timer) -> _ => self.on_tick(Instant::now()),
                 recv(tick) -> _ => self.expire(),
             }
         }
@@ -274,6 +305,13 @@ impl Writer {
         self.p.publisher.shed(&reason);
         *self.p.poisoned.lock() = Some(reason);
         m().registry_write_plane_ready.set(0);
+        for held in std::mem::take(&mut self.held).into_values().flatten() {
+            held.replier.send(err(&ApiError::unavailable(
+                "storage failed; the write plane is stopped",
+            )));
+        }
+        self.held_count = 0;
+        m().registry_commits_held.set(0);
         // Nothing staged past the last durable point may ever be acknowledged.
         for staged in self.waiting.drain(..) {
             if let Some((replier, _)) = staged.waiter {
@@ -317,9 +355,65 @@ impl Writer {
             WriteRequest::Commit {
                 proposal_id,
                 replier,
-            } => self.commit(proposal_id, replier),
-            WriteRequest::Shutdown => self.shutting_down = true,
+            } => self.commit(proposal_id, replier, Instant::now(), true),
+            WriteRequest::Shutdown => {
+                // Held commits get their answer now: their predecessors will not come.
+                self.shutting_down = true;
+                self.release_held(None);
+            }
         }
+    }
+
+    /// End the wait of every held commit whose deadline is at or before `now` (the thread body
+    /// calls this from its timer; simulations call it directly).
+    pub fn on_tick(&mut self, now: Instant) {
+        self.release_held(Some(now));
+    }
+
+    /// The earliest deadline among held commits.
+    fn next_deadline(&self) -> Option<Instant> {
+        self.held.values().flatten().map(|h| h.deadline).min()
+    }
+
+    /// Answer (refuse, usually) every held commit whose deadline is at or before `now`, or all
+    /// of them with `None`.
+    fn release_held(&mut self, now: Option<Instant>) {
+        let mut due = Vec::new();
+        for queue in self.held.values_mut() {
+            let (go, stay): (VecDeque<Held>, VecDeque<Held>) = std::mem::take(queue)
+                .into_iter()
+                .partition(|h| now.is_none_or(|now| h.deadline <= now));
+            *queue = stay;
+            due.extend(go);
+        }
+        self.held.retain(|_, q| !q.is_empty());
+        self.held_count -= due.len();
+        m().registry_commits_held.set(self.held_count as i64);
+        for h in due {
+            self.commit(h.proposal_id, h.replier, h.started, false);
+        }
+    }
+
+    /// Retry every held commit whose base the staged head has reached: the one at exactly the
+    /// staged version stages (and may let the next base through); one below it lost its race
+    /// and gets its 409.
+    fn retry_held(&mut self) {
+        if self.releasing {
+            return;
+        }
+        self.releasing = true;
+        while let Some(entry) = self.held.first_entry() {
+            if *entry.key() > self.staged.version() {
+                break;
+            }
+            let queue = entry.remove();
+            self.held_count -= queue.len();
+            m().registry_commits_held.set(self.held_count as i64);
+            for h in queue {
+                self.commit(h.proposal_id, h.replier, h.started, false);
+            }
+        }
+        self.releasing = false;
     }
 
     fn now(&self) -> i64 {
@@ -630,8 +724,15 @@ impl Writer {
         a.replier.send(json(200, &body));
     }
 
-    fn commit(&mut self, id: String, replier: Replier) {
-        let started = Instant::now();
+    /// `may_hold`: whether a commit whose base is ahead of the staged head may wait for it.
+    fn commit(&mut self, id: String, replier: Replier, started: Instant, may_hold: bool) {
+        // A held commit retried after a failure earlier in the same pass.
+        if let Some(reason) = self.poisoned() {
+            replier.send(err(&ApiError::unavailable(format!(
+                "write plane stopped: {reason}"
+            ))));
+            return;
+        }
         match self.try_commit(&id) {
             Ok(staged_version) => {
                 // The audit line `msg=committed` is written once the record is durable.
@@ -644,8 +745,31 @@ impl Writer {
                     let position = self.waiting.back().map_or(0, |s| s.position);
                     self.on_durable(position);
                 }
+                self.retry_held();
             }
             Err(e) => {
+                if may_hold && e.code == Code::Conflict {
+                    if let Some(base) = self.ahead_of_staged(&id) {
+                        let settings = self.p.settings.load();
+                        if !settings.commit_wait.is_zero() && self.held_count < settings.max_pending
+                        {
+                            log::debug!(
+                                "msg=\"commit held\" corr_id={} proposal_id={id} base_version={base} staged={}",
+                                replier.corr_id,
+                                self.staged.version()
+                            );
+                            self.held.entry(base).or_default().push_back(Held {
+                                proposal_id: id,
+                                replier,
+                                started,
+                                deadline: Instant::now() + settings.commit_wait,
+                            });
+                            self.held_count += 1;
+                            m().registry_commits_held.set(self.held_count as i64);
+                            return;
+                        }
+                    }
+                }
                 if e.code == Code::Conflict {
                     m().registry_cas_conflicts_total.inc();
                 }
@@ -657,6 +781,13 @@ impl Writer {
                 replier.send(err(&e));
             }
         }
+    }
+
+    /// The base version of pending proposal `id` when it is above the staged head (a conflict
+    /// that the staged head may still grow out of).
+    fn ahead_of_staged(&self, id: &str) -> Option<u64> {
+        let base = self.pending.get(id)?.proposal.base_version;
+        (base > self.staged.version()).then_some(base)
     }
 
     /// Stage a commit: returns its version. Nothing changes on error.
