@@ -3,7 +3,7 @@
 //! until the staged head reaches their base.
 
 use arc_swap::ArcSwap;
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, Sender};
 use ed25519_dalek::SigningKey;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,6 +35,9 @@ impl Journal for TestJournal {
 
 struct Rig {
     writer: Writer,
+    /// The channels' other ends, kept open as the HTTP workers and the fsync thread would.
+    req_tx: Sender<WriteRequest>,
+    _int_tx: Sender<Internal>,
     snapshot: Arc<ArcSwap<Snapshot>>,
     verify_rx: Receiver<VerifyJob>,
     sync_rx: Receiver<u64>,
@@ -59,8 +62,8 @@ fn rig() -> Rig {
     )
     .unwrap();
     let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::genesis("r")));
-    let (_req_tx, req_rx) = crossbeam_channel::bounded(1);
-    let (_int_tx, int_rx) = crossbeam_channel::unbounded();
+    let (req_tx, req_rx) = crossbeam_channel::bounded(1);
+    let (int_tx, int_rx) = crossbeam_channel::unbounded();
     let (verify_tx, verify_rx) = crossbeam_channel::unbounded();
     let (sync_tx, sync_rx) = crossbeam_channel::unbounded();
     let poisoned = Arc::new(parking_lot::Mutex::new(None));
@@ -93,6 +96,8 @@ fn rig() -> Rig {
     });
     Rig {
         writer,
+        req_tx,
+        _int_tx: int_tx,
         snapshot,
         verify_rx,
         sync_rx,
@@ -343,4 +348,26 @@ fn rig_with_a_held_commit() -> (Rig, Receiver<Response>) {
     let held = rig.commit(&id2);
     assert!(held.try_recv().is_err());
     (rig, held)
+}
+
+/// Regression: the thread body hands `Shutdown` to `on_request`, whose stopped-write-plane branch
+/// answered every request 503 and returned early, so a writer whose storage had failed never
+/// saw the shutdown and SIGTERM's drain waited for it forever.
+#[test]
+fn regression_a_stopped_write_plane_still_shuts_down() {
+    let mut rig = rig();
+    rig.writer
+        .on_internal(Internal::SyncFailed("EIO on fdatasync".into()));
+    assert!(rig.poisoned.lock().is_some());
+    let Rig { writer, req_tx, .. } = rig;
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        writer.run();
+        let _ = done_tx.send(());
+    });
+    req_tx.send(WriteRequest::Shutdown).unwrap();
+    assert!(
+        done_rx.recv_timeout(Duration::from_secs(30)).is_ok(),
+        "the writer did not exit after Shutdown"
+    );
 }

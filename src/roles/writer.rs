@@ -332,7 +332,11 @@ impl Writer {
                 | WriteRequest::GetProposal { replier, .. }
                 | WriteRequest::Approve { replier, .. }
                 | WriteRequest::Commit { replier, .. } => replier,
-                WriteRequest::Shutdown => return,
+                // Nothing is held or waiting once stopped (`poison` answered them): just exit.
+                WriteRequest::Shutdown => {
+                    self.shutting_down = true;
+                    return;
+                }
             };
             replier.send(err(&ApiError::unavailable(format!(
                 "write plane stopped: {reason}"
