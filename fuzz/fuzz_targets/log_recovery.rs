@@ -78,6 +78,21 @@ struct Program {
 }
 
 impl Program {
+    /// Seal the last segment with a roll marker at `offset` (given its durable mark when a
+    /// header fits there) and go on in a new segment, as the writer does.
+    fn roll(&mut self, sb: u64, offset: u64, position: u64, durable: Option<u64>) {
+        if let Some(durable) = durable {
+            let last = self.segments.last_mut().expect("a segment");
+            last[offset as usize..][..16].copy_from_slice(&header(u32::MAX, durable, &[]));
+            self.frames.push(Written {
+                position,
+                durable,
+                payload: None,
+            });
+        }
+        self.segments.push(vec![0u8; sb as usize]);
+    }
+
     fn build(sb: u64, input: &mut Input<'_>) -> Program {
         let mut p = Program {
             segments: vec![vec![0u8; sb as usize]],
@@ -114,17 +129,8 @@ impl Program {
                         if p.segments.len() == MAX_SEGMENTS {
                             break;
                         }
-                        if sb - offset >= HEADER {
-                            let durable = mark(input, &mut p);
-                            let h = header(u32::MAX, durable, &[]);
-                            p.segments[index as usize][offset as usize..][..16].copy_from_slice(&h);
-                            p.frames.push(Written {
-                                position,
-                                durable,
-                                payload: None,
-                            });
-                        }
-                        p.segments.push(vec![0u8; sb as usize]);
+                        let durable = (sb - offset >= HEADER).then(|| mark(input, &mut p));
+                        p.roll(sb, offset, position, durable);
                         offset = 0;
                         continue;
                     }
@@ -145,17 +151,8 @@ impl Program {
                     if p.segments.len() == MAX_SEGMENTS {
                         break;
                     }
-                    if sb - offset >= HEADER {
-                        let durable = mark(input, &mut p);
-                        let h = header(u32::MAX, durable, &[]);
-                        p.segments[index as usize][offset as usize..][..16].copy_from_slice(&h);
-                        p.frames.push(Written {
-                            position,
-                            durable,
-                            payload: None,
-                        });
-                    }
-                    p.segments.push(vec![0u8; sb as usize]);
+                    let durable = (sb - offset >= HEADER).then(|| mark(input, &mut p));
+                    p.roll(sb, offset, position, durable);
                     offset = 0;
                 }
                 // A zero gap (a lost write inside the unsynced suffix).
