@@ -280,6 +280,36 @@ fn pending_proposals_are_capped_with_429() {
     );
 }
 
+/// Regression (found by the 10-minute soak): proposals that lost their compare-and-swap can
+/// never commit, yet they kept their pending slots until `ttl_secs` (an hour by default). Two
+/// racing committers filled all 1,024 slots in two minutes, and from then on every proposal,
+/// even one on HEAD, was refused 429 busy. Now a full table frees the oldest dead proposal
+/// (expired, or its base passed) first.
+#[test]
+fn regression_proposals_that_lost_their_race_do_not_hold_pending_slots() {
+    let mut setup = Setup::default();
+    setup.tables = "[proposals]\nmax_pending = 3\n".into();
+    let s = TestServer::start(setup);
+    let lost1 = propose(&s, &proposal(&s, 0, j!([put("node", "l1", j!({}))])));
+    let lost2 = propose(&s, &proposal(&s, 0, j!([put("node", "l2", j!({}))])));
+    s.commit_ops(0, j!([put("node", "winner", j!({}))]));
+    // Both losers are still pending (and would answer 409); two slots of three are theirs.
+    assert_eq!(s.get(&format!("/proposals/{lost1}")).status, 200);
+    propose(&s, &proposal(&s, 1, j!([put("node", "n1", j!({}))])));
+    // The table is full; the oldest loser makes room.
+    propose(&s, &proposal(&s, 1, j!([put("node", "n2", j!({}))])));
+    assert_eq!(s.get(&format!("/proposals/{lost1}")).status, 404);
+    assert_eq!(s.get(&format!("/proposals/{lost2}")).status, 200);
+    propose(&s, &proposal(&s, 1, j!([put("node", "n3", j!({}))])));
+    assert_eq!(s.get(&format!("/proposals/{lost2}")).status, 404);
+    // Only live proposals left: the cap holds.
+    let r = s.post(
+        "/propose",
+        &proposal(&s, 1, j!([put("node", "n4", j!({}))])),
+    );
+    assert_eq!(r.status, 429, "{}", r.text());
+}
+
 #[test]
 fn racing_committers_on_one_base_yield_exactly_one_winner_per_version() {
     let s = Arc::new(TestServer::start(Setup::default()));

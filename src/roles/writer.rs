@@ -461,14 +461,18 @@ impl Writer {
             )));
         }
         if !self.pending.contains_key(&id) && self.pending.len() >= settings.max_pending {
-            // Free the slot of the oldest expired proposal; with none expired, shed.
-            let oldest_expired = self
+            // Free the slot of the oldest proposal that can never commit: expired, or built on a
+            // base the staged head has passed (it lost its compare-and-swap; until its TTL it
+            // still answers 409 "not HEAD", and a client rebuilds on HEAD either way). With none,
+            // shed. (Found by the 10-minute soak: racing committers' losers filled every slot
+            // for `ttl_secs`, and every proposal was refused 429.)
+            let oldest_dead = self
                 .pending
                 .iter()
-                .filter(|(_, p)| p.expired)
-                .min_by_key(|(_, p)| p.expires_unix)
+                .filter(|(_, p)| p.expired || p.proposal.base_version < head)
+                .min_by_key(|(id, p)| (p.expires_unix, *id))
                 .map(|(id, _)| id.clone());
-            match oldest_expired {
+            match oldest_dead {
                 Some(old) => {
                     self.pending.remove(&old);
                 }
