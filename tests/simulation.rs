@@ -62,7 +62,8 @@ const START_UNIX: i64 = 1_767_225_600;
 const STEPS: usize = 200;
 const IDS: [&str; 5] = ["a", "b", "c", "d", "e"];
 const THRESHOLD: usize = 2;
-const MAX_PENDING: usize = 4096;
+/// Small, so that full tables (eviction, 429, the cap on held commits) happen in many seeds.
+const MAX_PENDING: usize = 16;
 
 // ---------------------------------------------------------------------------------------------
 // Simulated time and randomness.
@@ -216,6 +217,9 @@ struct Stats {
     /// Commits held for their base, and how many of those staged once HEAD reached it.
     held: u64,
     held_staged: u64,
+    /// Proposals evicted from a full table, and proposals refused 429 by one.
+    evicted: u64,
+    busy: u64,
     max_version: u64,
 }
 
@@ -236,6 +240,8 @@ impl Stats {
         self.checkpoint_restores += o.checkpoint_restores;
         self.held += o.held;
         self.held_staged += o.held_staged;
+        self.evicted += o.evicted;
+        self.busy += o.busy;
         self.max_version = self.max_version.max(o.max_version);
     }
 }
@@ -293,6 +299,21 @@ fn limits() -> ProposalLimits {
     ProposalLimits {
         max_ops: 8,
         max_descriptor_bytes: 512,
+    }
+}
+
+/// A full pending table frees the oldest proposal that can never commit (expired, or its base
+/// passed), ties broken by id; false when every one is live.
+fn evict_dead(life: &mut Life, now: i64) -> bool {
+    let dead = life
+        .props
+        .iter()
+        .filter(|(_, p)| now >= p.expires || p.base < life.staged_head)
+        .min_by_key(|(id, p)| (p.expires, (*id).clone()))
+        .map(|(id, _)| id.clone());
+    match dead {
+        Some(id) => life.props.remove(&id).is_some(),
+        None => false,
     }
 }
 
@@ -843,7 +864,7 @@ impl Sim {
             }
         };
         let id = sha256_hex(&bytes);
-        let life = self.life();
+        let life = self.life.as_mut().expect("life");
         let expect = if life.poisoned {
             503
         } else if invalid {
@@ -854,6 +875,24 @@ impl Sim {
             202
         } else if base < life.staged_head {
             409
+        } else if !life.props.contains_key(&id) && life.props.len() >= MAX_PENDING {
+            if evict_dead(life, now) {
+                self.stats.evicted += 1;
+                life.props.insert(
+                    id.clone(),
+                    SimProp {
+                        bytes: bytes.clone(),
+                        base,
+                        ops,
+                        expires: now + TTL_SECS as i64,
+                        approvals: BTreeSet::new(),
+                    },
+                );
+                202
+            } else {
+                self.stats.busy += 1;
+                429
+            }
         } else {
             life.props.insert(
                 id.clone(),
@@ -1630,7 +1669,7 @@ fn simulation_of_the_writer_over_faulty_storage() {
          ({} power cuts, {} kills, {} recoveries interrupted), {} torn tails cut, {} sync \
          failures, {} append failures, {} storage-full refusals, {} checkpoints written, {} \
          restores from a checkpoint, {} commits held for their base ({} staged behind it), \
-         longest chain {}",
+         {} proposals evicted from a full table, {} refused by one, longest chain {}",
         t.seeds,
         t.steps,
         started.elapsed(),
@@ -1647,6 +1686,8 @@ fn simulation_of_the_writer_over_faulty_storage() {
         t.checkpoint_restores,
         t.held,
         t.held_staged,
+        t.evicted,
+        t.busy,
         t.max_version
     );
     let failures = failures.into_inner().unwrap();
