@@ -311,10 +311,7 @@ fn evict_dead(life: &mut Life, now: i64) -> bool {
         .filter(|(_, p)| now >= p.expires || p.base < life.staged_head)
         .min_by_key(|(id, p)| (p.expires, (*id).clone()))
         .map(|(id, _)| id.clone());
-    match dead {
-        Some(id) => life.props.remove(&id).is_some(),
-        None => false,
-    }
+    dead.is_some_and(|id| life.props.remove(&id).is_some())
 }
 
 /// What the writer must do with a commit of proposal `id` now.
@@ -865,6 +862,7 @@ impl Sim {
         };
         let id = sha256_hex(&bytes);
         let life = self.life.as_mut().expect("life");
+        let full = !life.props.contains_key(&id) && life.props.len() >= MAX_PENDING;
         let expect = if life.poisoned {
             503
         } else if invalid {
@@ -875,25 +873,13 @@ impl Sim {
             202
         } else if base < life.staged_head {
             409
-        } else if !life.props.contains_key(&id) && life.props.len() >= MAX_PENDING {
-            if evict_dead(life, now) {
-                self.stats.evicted += 1;
-                life.props.insert(
-                    id.clone(),
-                    SimProp {
-                        bytes: bytes.clone(),
-                        base,
-                        ops,
-                        expires: now + TTL_SECS as i64,
-                        approvals: BTreeSet::new(),
-                    },
-                );
-                202
-            } else {
-                self.stats.busy += 1;
-                429
-            }
+        } else if full && !evict_dead(life, now) {
+            self.stats.busy += 1;
+            429
         } else {
+            if full {
+                self.stats.evicted += 1;
+            }
             life.props.insert(
                 id.clone(),
                 SimProp {
