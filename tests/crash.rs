@@ -88,25 +88,6 @@ fn committer(
     }
 }
 
-fn verify_all(s: &TestServer, acked: &BTreeMap<u64, String>) {
-    let head = s.head()["version"].as_u64().unwrap();
-    let max_acked = acked.keys().next_back().copied().unwrap_or(0);
-    assert!(
-        head >= max_acked,
-        "HEAD {head} is behind the last acknowledged version {max_acked}"
-    );
-    let records = s.records_from(0);
-    for (v, hash) in acked {
-        assert_eq!(
-            &records[*v as usize].hash, hash,
-            "acknowledged version {v} changed or vanished"
-        );
-    }
-    let signers = svc_registry::cli::signers_from_json(&json(&s.get("/registry/signers"))).unwrap();
-    svc_registry::domain::audit::verify_chain("test-registry", &records, &signers)
-        .expect("chain verifies");
-}
-
 /// The chain as verified so far, checked incrementally: each round fetches only the records
 /// from the last verified one on (its hash must be unchanged: the hash chain then vouches for
 /// everything before it), checks their links, and every `full_every` rounds (and at the end)
@@ -280,16 +261,8 @@ fn sigterm_under_load_exits_zero_and_loses_nothing_acknowledged() {
     assert!(status.success(), "{status:?}\n{}", server.logs());
     assert!(server.logs().contains("shutdown_complete=1"));
     // Restart on the same data: everything acknowledged is there.
-    let setup = std::mem::take(&mut server.setup);
-    let data_dir = server.data_dir.clone();
-    let dir = server.dir.clone();
-    drop(server);
-    let again = TestServer::start(Setup {
-        data_dir: Some(data_dir),
-        ..setup
-    });
-    verify_all(&again, &acked.lock().unwrap());
-    drop(dir);
+    let again = server.restart_killed();
+    again.assert_holds_acked(&acked.lock().unwrap());
 }
 
 #[test]
@@ -381,14 +354,7 @@ fn a_second_sigterm_during_the_drain_exits_at_once() {
     assert!(server.logs().contains("second signal: exiting now"));
     assert!(!server.logs().contains("shutdown_complete=1"));
     // Whatever the cut-off commit did, the data directory recovers to a chain that verifies.
-    let setup = std::mem::take(&mut server.setup);
-    let (data_dir, dir) = (server.data_dir.clone(), server.dir.clone());
-    drop(server);
-    let again = TestServer::start(Setup {
-        data_dir: Some(data_dir),
-        ..setup
-    });
+    let again = server.restart_killed();
     let acked = BTreeMap::from([(1, first["hash"].as_str().unwrap().to_string())]);
-    verify_all(&again, &acked);
-    drop(dir);
+    again.assert_holds_acked(&acked);
 }

@@ -183,11 +183,7 @@ fn a_client_that_never_reads_is_cut_off_at_the_write_timeout() {
     // Let connections of the setup finish their lingering close.
     std::thread::sleep(Duration::from_millis(1200));
     let fds_before = fd_count(s.pid());
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    sock.connect(&s.registry.parse::<std::net::SocketAddr>().unwrap().into())
-        .unwrap();
-    let mut t: TcpStream = sock.into();
+    let mut t = s.connect_small_window();
     // Pipeline many big responses and never read.
     let req = b"GET /registry/log?from=0&limit=1000 HTTP/1.1\r\nHost: x\r\n\r\n";
     for _ in 0..200 {
@@ -663,12 +659,7 @@ fn stream_clients_that_never_read_are_dropped_and_do_not_slow_commits() {
     let subscribers = 200;
     let mut stuck = Vec::new();
     for _ in 0..subscribers {
-        let sock =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        sock.set_recv_buffer_size(4096).unwrap();
-        sock.connect(&s.registry.parse::<std::net::SocketAddr>().unwrap().into())
-            .unwrap();
-        let mut t: TcpStream = sock.into();
+        let mut t = s.connect_small_window();
         t.write_all(b"GET /registry/stream HTTP/1.1\r\nAccept: text/event-stream\r\n\r\n")
             .unwrap();
         stuck.push(t); // never read

@@ -154,12 +154,7 @@ fn stuck_subscribers_are_dropped_and_counted_while_writes_and_reads_go_on() {
     // 20 subscribers that never read a byte, with tiny receive buffers.
     let stuck: Vec<TcpStream> = (0..20)
         .map(|_| {
-            let sock =
-                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-            sock.set_recv_buffer_size(4096).unwrap();
-            sock.connect(&s.registry.parse::<std::net::SocketAddr>().unwrap().into())
-                .unwrap();
-            let mut t: TcpStream = sock.into();
+            let mut t = s.connect_small_window();
             use std::io::Write;
             t.write_all(b"GET /registry/stream HTTP/1.1\r\nHost: x\r\n\r\n")
                 .unwrap();

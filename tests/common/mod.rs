@@ -165,7 +165,8 @@ impl TestServer {
         self.restart_until("metrics listener bound")
     }
 
-    /// Stop (SIGKILL) and start again on the same data dir and config.
+    /// Stop (SIGKILL; nothing to do if it has already exited) and start again on the same data
+    /// dir and config.
     pub fn restart_killed(self) -> TestServer {
         self.restart_until("role=read-plane")
     }
@@ -394,6 +395,46 @@ impl TestServer {
 
     pub fn head(&self) -> serde_json::Value {
         json(&self.get("/registry/head"))
+    }
+
+    /// Assert that HEAD is at or past every acknowledged version, that each is there with its
+    /// hash, and that the whole chain verifies with every quorum signature. Returns HEAD.
+    pub fn assert_holds_acked(&self, acked: &std::collections::BTreeMap<u64, String>) -> u64 {
+        let head = self.head()["version"].as_u64().unwrap();
+        let max_acked = acked.keys().next_back().copied().unwrap_or(0);
+        assert!(
+            head >= max_acked,
+            "HEAD {head} is behind the last acknowledged version {max_acked}"
+        );
+        let records = self.records_from(0);
+        for (v, hash) in acked {
+            assert_eq!(
+                &records[*v as usize].hash, hash,
+                "acknowledged version {v} changed or vanished"
+            );
+        }
+        let signers =
+            svc_registry::cli::signers_from_json(&json(&self.get("/registry/signers"))).unwrap();
+        svc_registry::domain::audit::verify_chain(&self.setup.registry_id, &records, &signers)
+            .expect("the chain verifies");
+        head
+    }
+
+    /// A connection to the registry listener with a 4 KiB receive buffer, for clients that
+    /// never read: the server's writes back up after a few KiB.
+    pub fn connect_small_window(&self) -> std::net::TcpStream {
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        sock.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        sock.connect(
+            &self
+                .registry
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .expect("connect");
+        sock.into()
     }
 
     /// Every commit record from version `from` on, page by page through `GET /registry/log`.
