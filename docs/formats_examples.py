@@ -6,8 +6,9 @@ Uses only Python 3's hashlib, base64, json and struct, plus pyca/cryptography fo
 reflected 0x82F63B78), so no CRC library is trusted either.
 
     python3 docs/formats_examples.py              # print the examples
-    python3 docs/formats_examples.py DATA_DIR     # also decode and check a real data directory:
-                                                  # every log frame, the hash chain, checkpoints
+    python3 docs/formats_examples.py DATA_DIR [REGISTRY_ID]
+        # also decode and check a real data directory (default registry_id: dev-registry):
+        # every log frame's CRC, the hash chain and proposal ids, checkpoints, BACKUP.json
 
 The signer keys are the DEV-ONLY keys committed in configs/dev-keys/ (public on purpose; never
 use them anywhere that matters). Ed25519 signatures are deterministic, so the signatures and the
@@ -190,11 +191,11 @@ def examples():
 
 
 # --- checking a real data directory ---------------------------------------------------------
-def check_data_dir(data_dir):
-    print(f"\n== Checking {data_dir}")
+def check_data_dir(data_dir, registry_id):
+    print(f"\n== Checking {data_dir} (registry_id {registry_id!r})")
     log_dir = os.path.join(data_dir, "log")
     names = sorted(n for n in os.listdir(log_dir) if n.startswith("segment-") and n.endswith(".log"))
-    prev = genesis_hash(REGISTRY_ID)
+    prev = genesis_hash(registry_id)
     version = 0
     for name in names:
         path = os.path.join(log_dir, name)
@@ -217,10 +218,11 @@ def check_data_dir(data_dir):
             version += 1
             assert r["version"] == version and r["prev_hash"] == prev
             env = r["envelope"]
-            body = base64.b64decode(env["payloadType"] == PAYLOAD_TYPE and env["payload"])
+            assert env["payloadType"] == PAYLOAD_TYPE, f"version {version}: foreign payloadType"
+            body = base64.b64decode(env["payload"])
             assert sha256_hex(body) == r["proposal_id"]
             sigs = [(s["keyid"], s["sig"]) for s in env["signatures"]]
-            h = sha256_hex(commit_preimage(REGISTRY_ID, version, prev, r["proposal_id"], sigs))
+            h = sha256_hex(commit_preimage(registry_id, version, prev, r["proposal_id"], sigs))
             assert h == r["hash"], f"version {version}: hash mismatch"
             print(f"    @{off}: len={ln} crc=0x{crc:08x} durable={durable} version={version} hash={h} ok")
             prev = h
@@ -242,4 +244,4 @@ def check_data_dir(data_dir):
 if __name__ == "__main__":
     examples()
     if len(sys.argv) > 1:
-        check_data_dir(sys.argv[1])
+        check_data_dir(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else REGISTRY_ID)
