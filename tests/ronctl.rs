@@ -7,6 +7,22 @@ mod common;
 use common::*;
 use std::process::Command;
 
+/// `ronctl registry verify` of a saved log page against pinned signers.
+fn verify_file(
+    s: &TestServer,
+    signers: &std::path::Path,
+    log: &std::path::Path,
+) -> (bool, String, String) {
+    s.ronctl(&[
+        "registry",
+        "verify",
+        "--signers",
+        signers.to_str().unwrap(),
+        "--log-file",
+        log.to_str().unwrap(),
+    ])
+}
+
 #[test]
 fn keygen_propose_approve_commit_verify_round_trip() {
     let dir = tempfile::tempdir().unwrap();
@@ -214,14 +230,7 @@ fn verify_detects_a_tampered_record_and_names_the_version() {
     let log = json(&s.get("/registry/log?from=0&limit=100"));
     let good = dir.path().join("good.json");
     std::fs::write(&good, serde_json::to_vec(&log).unwrap()).unwrap();
-    let (ok, out, err) = s.ronctl(&[
-        "registry",
-        "verify",
-        "--signers",
-        pinned.to_str().unwrap(),
-        "--log-file",
-        good.to_str().unwrap(),
-    ]);
+    let (ok, out, err) = verify_file(&s, &pinned, &good);
     assert!(ok, "{err}");
     assert!(out.contains("4 records"));
 
@@ -279,14 +288,7 @@ fn verify_detects_a_tampered_record_and_names_the_version() {
         tamper(&mut bad);
         let path = dir.path().join(format!("bad-{name}.json"));
         std::fs::write(&path, serde_json::to_vec(&bad).unwrap()).unwrap();
-        let (ok, _, err) = s.ronctl(&[
-            "registry",
-            "verify",
-            "--signers",
-            pinned.to_str().unwrap(),
-            "--log-file",
-            path.to_str().unwrap(),
-        ]);
+        let (ok, _, err) = verify_file(&s, &pinned, &path);
         assert!(!ok, "{name}: tampering not detected");
         assert!(err.contains("BROKEN at version 2"), "{name}: {err}");
     }
