@@ -115,16 +115,8 @@ fn uds_only_serves_reads_and_a_full_commit_on_the_socket_and_no_tcp_registry_por
     assert_eq!(json(&r)["body"]["addr"], "10.0.0.1:1");
 
     // ronctl --unix.
-    let out = Command::new(ronctl_bin())
-        .args(["--unix", sock.to_str().unwrap(), "registry", "head"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let head: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = ronctl_ok(&["--unix", sock.to_str().unwrap(), "registry", "head"]);
+    let head: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(head["version"], 1);
 
     // curl --unix-socket, as docs/OPERATIONS.md shows it.

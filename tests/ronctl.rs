@@ -31,16 +31,7 @@ fn keygen_propose_approve_commit_verify_round_trip() {
     let mut key_files = Vec::new();
     for name in ["alice", "bob", "carol"] {
         let path = dir.path().join(format!("{name}.key"));
-        let out = Command::new(ronctl_bin())
-            .args(["keygen", "--out", path.to_str().unwrap(), "--keyid", name])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stdout = ronctl_ok(&["keygen", "--out", path.to_str().unwrap(), "--keyid", name]);
         let mode = std::os::unix::fs::PermissionsExt::mode(
             &std::fs::metadata(&path).unwrap().permissions(),
         );
@@ -106,23 +97,15 @@ fn keygen_propose_approve_commit_verify_round_trip() {
         ])
         .0
     );
-    let out = Command::new(ronctl_bin())
-        .args([
-            "sign",
-            "--payload",
-            payload.to_str().unwrap(),
-            "--signer",
-            key_files[1].to_str().unwrap(),
-            "--out",
-            sig.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ronctl_ok(&[
+        "sign",
+        "--payload",
+        payload.to_str().unwrap(),
+        "--signer",
+        key_files[1].to_str().unwrap(),
+        "--out",
+        sig.to_str().unwrap(),
+    ]);
     let (ok, out, err) = s.ronctl(&[
         "registry",
         "approve",

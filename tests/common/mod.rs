@@ -676,3 +676,18 @@ pub fn vector_signers(v: &serde_json::Value) -> Vec<Signer> {
         })
         .collect()
 }
+
+/// Run `ronctl` with `args` alone (no server URLs added), insist that it succeeds, and return
+/// its stdout.
+pub fn ronctl_ok(args: &[&str]) -> String {
+    let out = Command::new(ronctl_bin())
+        .args(args)
+        .output()
+        .expect("run ronctl");
+    assert!(
+        out.status.success(),
+        "ronctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
