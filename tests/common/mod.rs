@@ -63,8 +63,12 @@ pub fn eventually_some<T>(deadline: Duration, what: &str, f: impl FnMut() -> Opt
 /// silently in CI. A write through the `std::io::Stderr` handle bypasses that hook and goes to
 /// the process's real stderr, tty or not (checked with `cargo test 2>&1 | cat` and stdin closed,
 /// as in CI; a child process inheriting stderr shows as well, `/dev/tty` does not exist in CI).
+///
+/// The line goes out in one write and on a line of its own: stderr is unbuffered and libtest's
+/// own "test NAME ... ok" lines on stdout may be half written when it comes.
 pub fn skip_notice(test: &str, why: &str) {
-    let _ = writeln!(std::io::stderr().lock(), "SKIPPED {test}: {why}");
+    let line = format!("\nSKIPPED {test}: {why}\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
 /// Whether `tool --version` runs and succeeds (the tool is installed).
