@@ -88,6 +88,20 @@ fn committer(
     }
 }
 
+/// Four committers on `s` until `stop`, recording into `acked`.
+fn committers(
+    s: &Arc<TestServer>,
+    stop: &Arc<AtomicBool>,
+    acked: &Arc<Mutex<BTreeMap<u64, String>>>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    (0..4)
+        .map(|w| {
+            let (s, stop, acked) = (s.clone(), stop.clone(), acked.clone());
+            std::thread::spawn(move || committer(s, w, stop, acked))
+        })
+        .collect()
+}
+
 /// The chain as verified so far, checked incrementally: each round fetches only the records
 /// from the last verified one on (its hash must be unchanged: the hash chain then vouches for
 /// everything before it), checks their links, and every `full_every` rounds (and at the end)
@@ -192,12 +206,7 @@ fn sigkill_under_concurrent_commits_loses_no_acknowledged_commit() {
     let mut startup_kills = 0;
     for round in 0..rounds {
         let stop = Arc::new(AtomicBool::new(false));
-        let workers: Vec<_> = (0..4)
-            .map(|w| {
-                let (s, stop, acked) = (s.clone(), stop.clone(), acked.clone());
-                std::thread::spawn(move || committer(s, w, stop, acked))
-            })
-            .collect();
+        let workers = committers(&s, &stop, &acked);
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
@@ -242,13 +251,11 @@ fn sigterm_under_load_exits_zero_and_loses_nothing_acknowledged() {
     let s = Arc::new(TestServer::start(Setup::default()));
     let acked = Arc::new(Mutex::new(BTreeMap::new()));
     let stop = Arc::new(AtomicBool::new(false));
-    let workers: Vec<_> = (0..4)
-        .map(|w| {
-            let (s, stop, acked) = (s.clone(), stop.clone(), acked.clone());
-            std::thread::spawn(move || committer(s, w, stop, acked))
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    let workers = committers(&s, &stop, &acked);
+    // Under load: commits are being acknowledged when the signal comes.
+    eventually(TIMEOUT, "commits acknowledged under load", || {
+        acked.lock().unwrap().len() >= 3
+    });
     s.signal(libc::SIGTERM);
     stop.store(true, Ordering::Relaxed);
     for w in workers {
@@ -330,14 +337,18 @@ fn a_second_sigterm_during_the_drain_exits_at_once() {
             )
         })
     };
-    std::thread::sleep(Duration::from_millis(300));
+    eventually(TIMEOUT, "the slow commit is in flight", || {
+        s.metric("inflight_requests") == 1.0
+    });
     s.signal(libc::SIGTERM);
     assert!(
         s.wait_log("msg=draining", Duration::from_secs(5)),
         "no drain:\n{}",
         s.logs()
     );
-    std::thread::sleep(Duration::from_millis(200));
+    // The signal loop logs "draining" once it has taken the first signal, so the second is a
+    // separate one; the drain is waiting for the slow commit.
+    assert_eq!(s.metric("inflight_requests"), 1.0, "the drain has work");
     let second = std::time::Instant::now();
     s.signal(libc::SIGTERM);
     let _ = committer.join();

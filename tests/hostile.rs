@@ -33,12 +33,6 @@ fn read_to_close(t: &mut TcpStream) -> (Vec<u8>, Instant) {
     }
 }
 
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
 #[test]
 fn slowloris_one_header_byte_per_second_is_cut_off_at_the_head_deadline() {
     let s = TestServer::start(tight());
@@ -169,6 +163,7 @@ fn a_thousand_idle_keepalive_connections_cost_few_threads_and_little_memory() {
 #[test]
 fn a_client_that_never_reads_is_cut_off_at_the_write_timeout() {
     let s = TestServer::start(tight());
+    let fds_idle = s.fd_count();
     // Make /registry/log pages large: 200 commits.
     for v in 0..200u64 {
         s.commit_ops(
@@ -180,9 +175,14 @@ fn a_client_that_never_reads_is_cut_off_at_the_write_timeout() {
             )]),
         );
     }
-    // Let connections of the setup finish their lingering close.
-    std::thread::sleep(Duration::from_millis(1200));
-    let fds_before = fd_count(s.pid());
+    // The setup's connections close behind their answers (a close may linger up to 1 s): wait
+    // until the server holds no more descriptors than before them.
+    eventually(
+        Duration::from_secs(5),
+        "the setup's connections closed",
+        || s.fd_count() <= fds_idle,
+    );
+    let fds_before = s.fd_count();
     let mut t = s.connect_small_window();
     // Pipeline many big responses and never read.
     let req = b"GET /registry/log?from=0&limit=1000 HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -191,25 +191,18 @@ fn a_client_that_never_reads_is_cut_off_at_the_write_timeout() {
             break;
         }
     }
-    std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(
-        fd_count(s.pid()),
-        fds_before + 1,
-        "the stuck connection is open"
-    );
+    eventually(TIMEOUT, "the stuck connection is open", || {
+        s.fd_count() == fds_before + 1
+    });
     // Others are served meanwhile.
     let started = Instant::now();
     assert_eq!(s.get("/registry/head").status, 200);
     assert!(started.elapsed() < Duration::from_secs(1));
     // Past the write timeout (1 s, checked every 100 ms) it is gone.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while fd_count(s.pid()) > fds_before && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(
-        fd_count(s.pid()),
-        fds_before,
-        "the stuck connection was not closed"
+    eventually(
+        Duration::from_secs(5),
+        "the stuck connection was not closed",
+        || s.fd_count() == fds_before,
     );
     drop(t);
 }
@@ -312,15 +305,6 @@ struct ProbeReport {
     latency_max: Duration,
 }
 
-fn proc_field(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':')))
-        .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
-        .unwrap_or(0)
-}
-
 impl Probe {
     fn start(s: &TestServer) -> Probe {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -330,8 +314,8 @@ impl Probe {
             let mut r = ProbeReport::default();
             let mut latencies = Vec::new();
             while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                r.rss_max_kb = r.rss_max_kb.max(proc_field(pid, "VmRSS"));
-                r.threads_max = r.threads_max.max(proc_field(pid, "Threads"));
+                r.rss_max_kb = r.rss_max_kb.max(proc_status_of(pid, "VmRSS"));
+                r.threads_max = r.threads_max.max(proc_status_of(pid, "Threads"));
                 let started = Instant::now();
                 match svc_registry::http::client::request(
                     &target,
@@ -368,6 +352,19 @@ impl Probe {
     }
 }
 
+/// Warm the server up (its first requests allocate the workers' buffers), then measure its
+/// baseline: (fds, RSS kB, threads).
+fn warmed_baseline(s: &TestServer) -> (usize, u64, u64) {
+    for _ in 0..20 {
+        assert_eq!(s.get("/registry/head").status, 200);
+    }
+    (
+        s.fd_count(),
+        s.proc_status("VmRSS"),
+        s.proc_status("Threads"),
+    )
+}
+
 /// The server process is running (not exited, not a zombie).
 fn alive(s: &TestServer) -> bool {
     std::fs::read_to_string(format!("/proc/{}/status", s.pid()))
@@ -376,18 +373,6 @@ fn alive(s: &TestServer) -> bool {
                 .any(|l| l.starts_with("State:") && l.contains('Z'))
         })
         .unwrap_or(false)
-}
-
-/// Wait until `f()` holds (polling), or the timeout.
-fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    f()
 }
 
 fn count(haystack: &[u8], needle: &[u8]) -> usize {
@@ -536,13 +521,7 @@ fn ten_thousand_connections_opened_and_abandoned_cost_nothing_once_gone() {
         .replace("body_timeout_ms = 1000", "body_timeout_ms = 60000");
     setup.tables.push_str("max_connections = 12000\n");
     let s = TestServer::start(setup);
-    // Warm up (first requests allocate the workers' buffers), then measure.
-    for _ in 0..20 {
-        assert_eq!(s.get("/registry/head").status, 200);
-    }
-    let fds_before = fd_count(s.pid());
-    let rss_before = s.proc_status("VmRSS");
-    let threads_before = s.proc_status("Threads");
+    let (fds_before, rss_before, threads_before) = warmed_baseline(&s);
     let probe = Probe::start(&s);
     // Three waves: memory must plateau (capacity kept for reuse), never grow wave after wave.
     let mut rss_after_wave = Vec::new();
@@ -575,26 +554,29 @@ fn ten_thousand_connections_opened_and_abandoned_cost_nothing_once_gone() {
             held.push(t);
         }
         let opened_in = started.elapsed();
-        let open_ok = eventually(Duration::from_secs(10), || {
-            fd_count(s.pid()) as u64 >= fds_before as u64 + n * 9 / 10
+        let open_ok = poll_until(Duration::from_secs(10), || {
+            s.fd_count() as u64 >= fds_before as u64 + n * 9 / 10
         });
-        let fds_open = fd_count(s.pid());
+        let fds_open = s.fd_count();
         let rss_open = s.proc_status("VmRSS");
         let threads_open = s.proc_status("Threads");
         drop(held);
-        let closed = eventually(Duration::from_secs(10), || {
-            fd_count(s.pid()) <= fds_before + 2
-        });
+        let closed = poll_until(Duration::from_secs(10), || s.fd_count() <= fds_before + 2);
         let closed_in = started.elapsed() - opened_in;
-        std::thread::sleep(Duration::from_millis(300));
-        let rss_after = s.proc_status("VmRSS");
+        // Memory goes back as the connections go: wait (bounded) for RSS to come down under
+        // the bound asserted at the end instead of sampling it once after a pause.
+        let rss_after = poll(Duration::from_secs(5), || {
+            let rss = s.proc_status("VmRSS");
+            (rss < rss_before + 8 * 1024).then_some(rss)
+        })
+        .unwrap_or_else(|| s.proc_status("VmRSS"));
         rss_after_wave.push(rss_after);
         eprintln!(
             "wave {wave}: {n} connections opened in {opened_in:.1?} and abandoned: server fds \
              {fds_before} -> {fds_open} -> {}, RSS {rss_before} kB -> {rss_open} kB -> \
              {rss_after} kB, threads {threads_before} -> {threads_open}, all closed within \
              {closed_in:.1?}",
-            fd_count(s.pid()),
+            s.fd_count(),
         );
         assert!(
             open_ok,
@@ -603,7 +585,7 @@ fn ten_thousand_connections_opened_and_abandoned_cost_nothing_once_gone() {
         assert!(
             closed,
             "abandoned connections are still open: {} fds",
-            fd_count(s.pid())
+            s.fd_count()
         );
         assert!(threads_open <= threads_before + 2);
         // Per open connection the server keeps a slot and no buffer: well under 4 KiB each.
@@ -650,12 +632,7 @@ fn stream_clients_that_never_read_are_dropped_and_do_not_slow_commits() {
         .tables
         .push_str("[sse]\nbuffer_events = 16\nheartbeat_secs = 1\n");
     let s = TestServer::start(setup);
-    for _ in 0..20 {
-        assert_eq!(s.get("/registry/head").status, 200);
-    }
-    let fds_before = fd_count(s.pid());
-    let rss_before = s.proc_status("VmRSS");
-    let threads_before = s.proc_status("Threads");
+    let (fds_before, rss_before, threads_before) = warmed_baseline(&s);
     let subscribers = 200;
     let mut stuck = Vec::new();
     for _ in 0..subscribers {
@@ -664,9 +641,11 @@ fn stream_clients_that_never_read_are_dropped_and_do_not_slow_commits() {
             .unwrap();
         stuck.push(t); // never read
     }
-    assert!(eventually(Duration::from_secs(5), || s
-        .metric("sse_subscribers")
-        >= subscribers as f64));
+    eventually(
+        Duration::from_secs(5),
+        "every stuck subscriber registered",
+        || s.metric("sse_subscribers") >= subscribers as f64,
+    );
     // A well-behaved follower alongside.
     let (head, mut follower) = svc_registry::http::client::open_stream(
         &s.target(),
@@ -707,8 +686,8 @@ fn stream_clients_that_never_read_are_dropped_and_do_not_slow_commits() {
             seen = id.parse().unwrap();
         }
     }
-    let dropped = eventually(Duration::from_secs(10), || {
-        s.metric("sse_subscribers") <= 1.0 && fd_count(s.pid()) <= fds_before + 1 + 2
+    let dropped = poll_until(Duration::from_secs(10), || {
+        s.metric("sse_subscribers") <= 1.0 && s.fd_count() <= fds_before + 1 + 2
     });
     let report = probe.stop();
     let rss_after = s.proc_status("VmRSS");
@@ -719,7 +698,7 @@ fn stream_clients_that_never_read_are_dropped_and_do_not_slow_commits() {
          {}; reader {} reads p50 {:.1?} p99 {:.1?} max {:.1?}",
         s.metric("bus_lagged_total"),
         s.metric("sse_subscribers"),
-        fd_count(s.pid()),
+        s.fd_count(),
         report.rss_max_kb,
         report.threads_max,
         report.reads,

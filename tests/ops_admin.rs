@@ -251,11 +251,9 @@ fn injected_storage_latency_slows_commits_but_not_reads() {
     assert!(ok, "{err}");
     assert!(out.contains("until 20"), "{out}");
     assert_eq!(s.metric("registry_chaos_storage_latency_ms"), 20.0);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while s.metric("registry_chaos_storage_latency_ms") != 0.0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(s.metric("registry_chaos_storage_latency_ms"), 0.0);
+    eventually(Duration::from_secs(5), "the 1 s injection expires", || {
+        s.metric("registry_chaos_storage_latency_ms") == 0.0
+    });
     assert!(s.wait_log("chaos expired", Duration::from_secs(2)));
     // Bad requests change nothing.
     for body in [
@@ -448,17 +446,22 @@ fn a_backup_under_commit_load_restores_every_acknowledged_commit() {
             })
         })
         .collect();
-    while acked.lock().unwrap().len() < 20 {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    eventually(
+        Duration::from_secs(60),
+        "20 commits acknowledged under load",
+        || acked.lock().unwrap().len() >= 20,
+    );
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("backup-1");
     let began = Instant::now();
     let (ok, out, err) = s.ronctl(&["backup", "--to", target.to_str().unwrap()]);
     assert!(ok, "{err}");
     assert!(out.contains("backup of test-registry complete"), "{out}");
-    // Load goes on a little after the backup, then stops.
-    std::thread::sleep(Duration::from_millis(200));
+    // Load goes on a little after the backup (a few more acknowledged commits), then stops.
+    let acked_at_backup = acked.lock().unwrap().len();
+    eventually(TIMEOUT, "commits acknowledged after the backup", || {
+        acked.lock().unwrap().len() >= acked_at_backup + 3
+    });
     stop.store(true, Ordering::SeqCst);
     for w in workers {
         w.join().unwrap();

@@ -7,16 +7,7 @@ mod common;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
+use std::time::Duration;
 
 fn shipped(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -25,7 +16,10 @@ fn shipped(path: &str) -> PathBuf {
 #[test]
 fn promtool_accepts_the_shipped_rules_and_scrape_config_and_the_rule_tests_pass() {
     if !have("promtool") {
-        eprintln!("skipping: promtool is not installed (apt-get install prometheus; .ci/run does)");
+        skip_notice(
+            "promtool_accepts_the_shipped_rules_and_scrape_config_and_the_rule_tests_pass",
+            "promtool is not installed (apt-get install prometheus; .ci/run does)",
+        );
         return;
     }
     for args in [
@@ -84,8 +78,9 @@ fn query(prom: &str, path: &str) -> Option<serde_json::Value> {
 #[test]
 fn a_real_prometheus_scrapes_the_metrics_listener_and_answers_promql() {
     if !have("prometheus") {
-        eprintln!(
-            "skipping: the prometheus binary is not installed (apt-get install prometheus; .ci/run does)"
+        skip_notice(
+            "a_real_prometheus_scrapes_the_metrics_listener_and_answers_promql",
+            "the prometheus binary is not installed (apt-get install prometheus; .ci/run does)",
         );
         return;
     }
@@ -123,23 +118,16 @@ fn a_real_prometheus_scrapes_the_metrics_listener_and_answers_promql() {
             .spawn()
             .expect("start prometheus"),
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let series = loop {
-        let result = query(&listen, "/api/v1/query?query=http_requests_total")
+    let mut last = Vec::new();
+    let series = poll(Duration::from_secs(60), || {
+        last = query(&listen, "/api/v1/query?query=http_requests_total")
             .and_then(|v| v["data"]["result"].as_array().cloned())
             .unwrap_or_default();
-        if result
-            .iter()
+        last.iter()
             .any(|r| r["metric"]["route"] == "/registry/head")
-        {
-            break result;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "Prometheus returned no http_requests_total within 60 s: {result:?}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    };
+            .then(|| last.clone())
+    })
+    .unwrap_or_else(|| panic!("Prometheus returned no http_requests_total within 60 s: {last:?}"));
     assert!(series
         .iter()
         .all(|r| r["metric"]["job"] == "svc-registry" && r["value"][1].is_string()));

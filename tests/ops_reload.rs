@@ -8,7 +8,7 @@
 mod common;
 use common::*;
 use serde_json::json as j;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use svc_registry::domain::audit::verify_chain;
 use svc_registry::domain::record::CommitRecord;
 
@@ -53,17 +53,16 @@ fn reload(s: &TestServer, text: &str) -> Reload {
     let fail0 = s.metric("registry_reload_fail_total");
     std::fs::write(&s.config_path, text).unwrap();
     s.signal(libc::SIGHUP);
-    let deadline = Instant::now() + TIMEOUT;
-    while Instant::now() < deadline {
+    poll(TIMEOUT, || {
         if s.metric("registry_reload_success_total") > ok0 {
-            return Reload::Applied;
+            Some(Reload::Applied)
+        } else if s.metric("registry_reload_fail_total") > fail0 {
+            Some(Reload::Refused)
+        } else {
+            None
         }
-        if s.metric("registry_reload_fail_total") > fail0 {
-            return Reload::Refused;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("no reload was counted:\n{}", s.logs());
+    })
+    .unwrap_or_else(|| panic!("no reload was counted:\n{}", s.logs()))
 }
 
 fn propose(s: &TestServer, base: u64, id: &str) -> (String, Vec<u8>) {
@@ -240,9 +239,12 @@ fn a_key_rotates_with_overlap_and_history_verifies_against_keys_valid_at_each_co
         reload(&s, &config_text(&s, 2, &retired, "", "")),
         Reload::Applied
     );
-    while svc_registry::clock::now_unix() <= retired_at {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // Wait out the real not_after (whole seconds of wall-clock time).
+    eventually(
+        Duration::from_secs(3),
+        "the wall clock passes not_after",
+        || svc_registry::clock::now_unix() > retired_at,
+    );
     let set = signers_json(&s);
     let old = set["keys"]
         .as_array()
@@ -384,22 +386,16 @@ fn sighup_applies_limits_log_level_chaos_and_maintenance_live() {
 
 #[test]
 fn reloads_and_maintenance_switches_go_on_the_bus() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("bus.sock");
     let mut setup = Setup::default();
     setup.tables = format!("[bus]\nsocket = {:?}\n", sock.display().to_string());
     let s = TestServer::start(setup);
-    let client = std::os::unix::net::UnixStream::connect(&sock).unwrap();
-    client.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let mut lines = std::io::BufReader::new(client).lines();
-    let mut next = || -> serde_json::Value {
-        serde_json::from_str(&lines.next().expect("a bus event").unwrap()).unwrap()
-    };
+    let mut bus = BusClient::connect(&sock);
     // The subscription is registered asynchronously: a commit event shows it is in place.
-    std::thread::sleep(Duration::from_millis(200));
-    s.commit_ops(0, j!([put("node", "n", j!({}))]));
-    assert_eq!(next()["type"], "commit");
+    let (event, _) = bus.commit_until_subscribed(&s, 0);
+    assert_eq!(event["type"], "commit");
+    let mut next = || bus.next();
     let same = std::fs::read_to_string(&s.config_path).unwrap();
     assert_eq!(reload(&s, &same), Reload::Applied);
     assert_eq!(next(), j!({"type": "reload", "ok": true}));

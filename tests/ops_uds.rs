@@ -115,34 +115,25 @@ fn uds_only_serves_reads_and_a_full_commit_on_the_socket_and_no_tcp_registry_por
     assert_eq!(json(&r)["body"]["addr"], "10.0.0.1:1");
 
     // ronctl --unix.
-    let out = Command::new(ronctl_bin())
-        .args(["--unix", sock.to_str().unwrap(), "registry", "head"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let head: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = ronctl_ok(&["--unix", sock.to_str().unwrap(), "registry", "head"]);
+    let head: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(head["version"], 1);
 
     // curl --unix-socket, as docs/OPERATIONS.md shows it.
-    match Command::new("curl").arg("--version").output() {
-        Ok(o) if o.status.success() => {
-            let out = Command::new("curl")
-                .args([
-                    "-sS",
-                    "--unix-socket",
-                    sock.to_str().unwrap(),
-                    "http://localhost/registry/head",
-                ])
-                .output()
-                .unwrap();
-            assert!(out.status.success());
-            let head: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            assert_eq!(head["version"], 1);
-            let out = Command::new("curl")
+    if have("curl") {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "--unix-socket",
+                sock.to_str().unwrap(),
+                "http://localhost/registry/head",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let head: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(head["version"], 1);
+        let out = Command::new("curl")
                 .args([
                     "-sS",
                     "-o",
@@ -159,9 +150,12 @@ fn uds_only_serves_reads_and_a_full_commit_on_the_socket_and_no_tcp_registry_por
                 ])
                 .output()
                 .unwrap();
-            assert_eq!(String::from_utf8_lossy(&out.stdout), "202");
-        }
-        _ => eprintln!("skipping the curl --unix-socket part: curl is not installed"),
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "202");
+    } else {
+        skip_notice(
+            "uds_only_serves_reads_and_a_full_commit_on_the_socket_and_no_tcp_registry_port (its curl --unix-socket part)",
+            "curl is not installed",
+        );
     }
 
     // At exit the socket file is removed.

@@ -6,6 +6,16 @@ mod common;
 use common::*;
 use svc_registry::domain::chain::{genesis_hash, ZERO_HASH};
 
+/// The ids of a descriptor listing page, in order.
+fn ids_of(page: &serde_json::Value) -> Vec<String> {
+    page["descriptors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
 #[test]
 fn head_at_genesis_has_version_zero_and_the_spec_genesis_hash() {
     let s = TestServer::start(Setup::default());
@@ -89,12 +99,7 @@ fn descriptors_are_served_single_and_paged_by_kind_then_id() {
     assert_eq!(s.get("/registry/descriptors/node/zz").status, 404);
     assert_eq!(s.get("/registry/descriptors/pod/n1").status, 400);
     let p = json(&s.get("/registry/descriptors?kind=service&limit=2"));
-    let ids: Vec<_> = p["descriptors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["id"].as_str().unwrap().to_string())
-        .collect();
+    let ids = ids_of(&p);
     assert_eq!(ids, ["a", "b"]);
     assert_eq!(p["next"], "b");
     let p = json(&s.get("/registry/descriptors?kind=service&after=b&limit=2"));
@@ -105,12 +110,7 @@ fn descriptors_are_served_single_and_paged_by_kind_then_id() {
     assert_eq!(p["descriptors"][0]["kind"], "node");
     assert_eq!(p["next"], "service/a");
     let p = json(&s.get("/registry/descriptors?limit=5&after=service/a"));
-    let ids: Vec<_> = p["descriptors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["id"].as_str().unwrap().to_string())
-        .collect();
+    let ids = ids_of(&p);
     assert_eq!(ids, ["b", "c"]);
     assert_eq!(s.get("/registry/descriptors?limit=0").status, 400);
     assert_eq!(s.get("/registry/descriptors?limit=100000").status, 400);
@@ -192,14 +192,15 @@ fn health_readiness_and_metrics_are_served_on_the_metrics_listener() {
     s.get("/registry/head");
     s.get("/registry/7");
     // A request is observed once its response is written: the scrape may race the worker.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let mut text = s.admin("GET", "/metrics", None).text();
-    while !text.contains(r#"code="404",route="/registry/{version}""#)
-        && std::time::Instant::now() < deadline
-    {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        text = s.admin("GET", "/metrics", None).text();
-    }
+    let text = eventually_some(
+        std::time::Duration::from_secs(5),
+        "the 404 of /registry/7 is counted",
+        || {
+            let text = s.admin("GET", "/metrics", None).text();
+            text.contains(r#"code="404",route="/registry/{version}""#)
+                .then_some(text)
+        },
+    );
     for name in [
         "request_latency_seconds_bucket",
         "http_requests_total",
@@ -281,14 +282,15 @@ fn requests_over_max_inflight_get_429_busy_with_retry_after() {
         .into_iter()
         .map(|id| {
             let s = s.clone();
-            let h = std::thread::spawn(move || {
+            std::thread::spawn(move || {
                 s.post("/commit", format!(r#"{{"proposal_id":"{id}"}}"#).as_bytes())
                     .status
-            });
-            std::thread::sleep(std::time::Duration::from_millis(100));
-            h
+            })
         })
         .collect();
+    eventually(TIMEOUT, "both commits in flight", || {
+        s.metric("inflight_requests") == 2.0
+    });
     let r = s.get("/registry/head");
     assert_eq!(r.status, 429, "{}", r.text());
     assert_eq!(json(&r)["error"], "busy");

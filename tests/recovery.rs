@@ -130,15 +130,10 @@ fn checkpoints_are_written_and_their_age_is_exported() {
     let s = TestServer::start(durable_setup());
     commit_n(&s, 6);
     let dir = s.data_dir.join("checkpoints");
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0) == 0
-        && std::time::Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(
-        std::fs::read_dir(&dir).unwrap().count() >= 1,
-        "no checkpoint after 6 commits with every_commits = 5"
+    eventually(
+        Duration::from_secs(5),
+        "no checkpoint after 6 commits with every_commits = 5",
+        || std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0) >= 1,
     );
     assert!(s.wait_log("checkpoint written", Duration::from_secs(5)));
     assert!(s

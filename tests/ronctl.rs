@@ -7,6 +7,22 @@ mod common;
 use common::*;
 use std::process::Command;
 
+/// `ronctl registry verify` of a saved log page against pinned signers.
+fn verify_file(
+    s: &TestServer,
+    signers: &std::path::Path,
+    log: &std::path::Path,
+) -> (bool, String, String) {
+    s.ronctl(&[
+        "registry",
+        "verify",
+        "--signers",
+        signers.to_str().unwrap(),
+        "--log-file",
+        log.to_str().unwrap(),
+    ])
+}
+
 #[test]
 fn keygen_propose_approve_commit_verify_round_trip() {
     let dir = tempfile::tempdir().unwrap();
@@ -15,16 +31,7 @@ fn keygen_propose_approve_commit_verify_round_trip() {
     let mut key_files = Vec::new();
     for name in ["alice", "bob", "carol"] {
         let path = dir.path().join(format!("{name}.key"));
-        let out = Command::new(ronctl_bin())
-            .args(["keygen", "--out", path.to_str().unwrap(), "--keyid", name])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stdout = ronctl_ok(&["keygen", "--out", path.to_str().unwrap(), "--keyid", name]);
         let mode = std::os::unix::fs::PermissionsExt::mode(
             &std::fs::metadata(&path).unwrap().permissions(),
         );
@@ -90,23 +97,15 @@ fn keygen_propose_approve_commit_verify_round_trip() {
         ])
         .0
     );
-    let out = Command::new(ronctl_bin())
-        .args([
-            "sign",
-            "--payload",
-            payload.to_str().unwrap(),
-            "--signer",
-            key_files[1].to_str().unwrap(),
-            "--out",
-            sig.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ronctl_ok(&[
+        "sign",
+        "--payload",
+        payload.to_str().unwrap(),
+        "--signer",
+        key_files[1].to_str().unwrap(),
+        "--out",
+        sig.to_str().unwrap(),
+    ]);
     let (ok, out, err) = s.ronctl(&[
         "registry",
         "approve",
@@ -214,14 +213,7 @@ fn verify_detects_a_tampered_record_and_names_the_version() {
     let log = json(&s.get("/registry/log?from=0&limit=100"));
     let good = dir.path().join("good.json");
     std::fs::write(&good, serde_json::to_vec(&log).unwrap()).unwrap();
-    let (ok, out, err) = s.ronctl(&[
-        "registry",
-        "verify",
-        "--signers",
-        pinned.to_str().unwrap(),
-        "--log-file",
-        good.to_str().unwrap(),
-    ]);
+    let (ok, out, err) = verify_file(&s, &pinned, &good);
     assert!(ok, "{err}");
     assert!(out.contains("4 records"));
 
@@ -279,14 +271,7 @@ fn verify_detects_a_tampered_record_and_names_the_version() {
         tamper(&mut bad);
         let path = dir.path().join(format!("bad-{name}.json"));
         std::fs::write(&path, serde_json::to_vec(&bad).unwrap()).unwrap();
-        let (ok, _, err) = s.ronctl(&[
-            "registry",
-            "verify",
-            "--signers",
-            pinned.to_str().unwrap(),
-            "--log-file",
-            path.to_str().unwrap(),
-        ]);
+        let (ok, _, err) = verify_file(&s, &pinned, &path);
         assert!(!ok, "{name}: tampering not detected");
         assert!(err.contains("BROKEN at version 2"), "{name}: {err}");
     }

@@ -258,12 +258,6 @@ fn follower(s: Arc<TestServer>, shared: Arc<Shared>) {
     }
 }
 
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
 #[test]
 fn soak_mixed_load_with_reloads_and_checkpoints() {
     let secs = env_secs("SOAK_SECS", 8);
@@ -349,7 +343,7 @@ fn soak_mixed_load_with_reloads_and_checkpoints() {
                 rss,
                 rss as i64 - rss0 as i64,
                 s.proc_status("Threads"),
-                fd_count(s.pid()),
+                s.fd_count(),
                 i.commit_latency.len(),
                 ms(pct(&mut i.commit_latency, 0.5)),
                 ms(pct(&mut i.commit_latency, 0.99)),

@@ -161,8 +161,9 @@ fn stuck_subscribers_are_dropped_and_counted_while_writes_and_reads_go_on() {
             t
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(s.metric("sse_subscribers"), 20.0);
+    eventually(TIMEOUT, "20 stuck subscribers registered", || {
+        s.metric("sse_subscribers") == 20.0
+    });
     // Commit until every stuck subscriber has been dropped: each holds at most its socket
     // buffers plus 64 KiB before it lags more than 4 events behind or hits the write timeout.
     let mut v = 0u64;
@@ -180,7 +181,9 @@ fn stuck_subscribers_are_dropped_and_counted_while_writes_and_reads_go_on() {
             assert_eq!(s.get("/registry/head").status, 200);
         }
     }
-    assert_eq!(s.metric("sse_subscribers"), 0.0);
+    eventually(TIMEOUT, "every stuck subscriber deregistered", || {
+        s.metric("sse_subscribers") == 0.0
+    });
     drop(stuck);
 }
 
@@ -192,7 +195,10 @@ fn two_hundred_subscribers_all_get_the_commit_and_workers_stay_free() {
         .collect();
     // Workers are not pinned: reads answer while 200 streams are open on 2 workers.
     assert_eq!(s.get("/registry/head").status, 200);
-    assert_eq!(s.metric("sse_subscribers"), 200.0);
+    // Registered by the SSE thread after the response head went out.
+    eventually(TIMEOUT, "200 subscribers registered", || {
+        s.metric("sse_subscribers") == 200.0
+    });
     let c = s.commit_ops(0, j!([put("node", "n", j!({}))]));
     for st in streams.iter_mut() {
         let e = st.next_commit().unwrap();
@@ -233,19 +239,14 @@ fn the_bus_socket_streams_commit_events_as_json_lines_until_shutdown() {
     let mut setup = Setup::default();
     setup.tables = format!("[bus]\nsocket = {:?}\n", sock.display().to_string());
     let mut s = TestServer::start(setup);
-    let client = std::os::unix::net::UnixStream::connect(&sock).unwrap();
-    client
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut lines = std::io::BufReader::new(client).lines();
-    // The subscription is registered asynchronously: commit until the first event shows.
-    std::thread::sleep(Duration::from_millis(200));
-    let c = s.commit_ops(0, j!([put("node", "n", j!({}))]));
-    let line = lines.next().unwrap().unwrap();
-    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-    assert_eq!(v, j!({"type": "commit", "version": 1, "hash": c["hash"]}));
+    let mut bus = BusClient::connect(&sock);
+    let (v, c) = bus.commit_until_subscribed(&s, 0);
+    assert_eq!(
+        v,
+        j!({"type": "commit", "version": c["version"], "hash": c["hash"]})
+    );
     s.signal(libc::SIGTERM);
-    let line = lines.next().unwrap().unwrap();
+    let line = bus.next_line().unwrap();
     assert_eq!(line, r#"{"type":"shutdown"}"#);
     assert!(s.wait_exit(Duration::from_secs(10)).unwrap().success());
     assert!(!sock.exists(), "the socket file is removed at exit");

@@ -1,6 +1,8 @@
 //! The Rust code reproduces the independently produced vectors in tests/vectors/ byte for byte
 //! (see tests/vectors/make_vectors.py for the command that produced them).
 
+mod common;
+use common::vector_signers;
 use svc_registry::domain::{chain, dsse, sha256_hex, signers};
 
 #[test]
@@ -13,23 +15,7 @@ fn pae_proposal_id_signatures_and_chain_match_the_vectors() {
         chain::genesis_hash(registry_id),
         v["genesis_hash"].as_str().unwrap()
     );
-    let keys: Vec<(String, ed25519_dalek::SigningKey)> = v["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| {
-            let seed: [u8; 32] = hex::decode(k["seed_hex"].as_str().unwrap())
-                .unwrap()
-                .try_into()
-                .unwrap();
-            let sk = ed25519_dalek::SigningKey::from_bytes(&seed);
-            assert_eq!(
-                hex::encode(sk.verifying_key().as_bytes()),
-                k["public_key"].as_str().unwrap()
-            );
-            (k["keyid"].as_str().unwrap().to_string(), sk)
-        })
-        .collect();
+    let keys = vector_signers(&v);
     let mut prev = chain::genesis_hash(registry_id);
     for ver in v["versions"].as_array().unwrap() {
         let payload = dsse::unb64(ver["payload_b64"].as_str().unwrap()).unwrap();
@@ -39,7 +25,8 @@ fn pae_proposal_id_signatures_and_chain_match_the_vectors() {
         );
         assert_eq!(sha256_hex(&payload), ver["proposal_id"].as_str().unwrap());
         let mut sigs = Vec::new();
-        for (x, (keyid, sk)) in ver["signatures"].as_array().unwrap().iter().zip(&keys) {
+        for (x, k) in ver["signatures"].as_array().unwrap().iter().zip(&keys) {
+            let (keyid, sk) = (&k.keyid, &k.key);
             assert_eq!(x["keyid"].as_str().unwrap(), keyid);
             let ours = dsse::encode_sig(&signers::sign_payload(sk, &payload));
             assert_eq!(

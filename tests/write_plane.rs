@@ -246,7 +246,13 @@ fn proposals_expire_after_their_ttl_with_410() {
     let s = TestServer::start(setup);
     let payload = proposal(&s, 0, j!([put("node", "n", j!({}))]));
     let id = propose(&s, &payload);
-    std::thread::sleep(std::time::Duration::from_millis(2100));
+    // The binary has no clock hook, so the TTL runs on the wall clock (whole seconds: expiry
+    // comes 1 to 2 s after the proposal); a read sees it once it has passed.
+    eventually(
+        std::time::Duration::from_secs(5),
+        "the proposal expires after its 1 s TTL",
+        || json(&s.get(&format!("/proposals/{id}")))["state"] == "expired",
+    );
     let r = approve(&s, &id, &[("a", s.setup.signers[0].sign(&payload))]);
     assert_eq!(
         (r.status, json(&r)["error"].as_str().unwrap()),
@@ -412,20 +418,7 @@ fn readers_never_see_a_torn_or_backwards_snapshot_while_commits_land() {
 fn independent_test_vectors_commit_to_the_same_hashes_over_http() {
     let v: serde_json::Value =
         serde_json::from_str(include_str!("vectors/dsse_chain.json")).unwrap();
-    let keys = v["keys"].as_array().unwrap();
-    let signers = keys
-        .iter()
-        .map(|k| {
-            let seed: [u8; 32] = hex::decode(k["seed_hex"].as_str().unwrap())
-                .unwrap()
-                .try_into()
-                .unwrap();
-            Signer {
-                keyid: k["keyid"].as_str().unwrap().into(),
-                key: ed25519_dalek::SigningKey::from_bytes(&seed),
-            }
-        })
-        .collect();
+    let signers = vector_signers(&v);
     let s = TestServer::start(Setup {
         registry_id: v["registry_id"].as_str().unwrap().into(),
         threshold: 2,
@@ -486,14 +479,9 @@ fn a_commit_that_overtakes_its_predecessor_waits_for_it_within_commit_wait_ms() 
         let s = s.clone();
         std::thread::spawn(move || s.post("/commit", second.as_bytes()))
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while s.metric("registry_commits_held") != 1.0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the overtaking commit was never held"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    eventually(TIMEOUT, "the overtaking commit is held", || {
+        s.metric("registry_commits_held") == 1.0
+    });
     let r = s.post("/commit", first.as_bytes());
     assert_eq!((r.status, json(&r)["version"].as_u64()), (200, Some(1)));
     let r = overtaking.join().unwrap();

@@ -1,9 +1,17 @@
 //! Test harness: start the real `svc-registry` binary on 127.0.0.1:0 in a temp dir and talk to it
 //! over HTTP like a user would.
+//!
+//! Invariant: a test never asserts on an asynchronous outcome after a fixed sleep. It polls the
+//! condition with [`eventually`] (or [`poll`] where it wants the value, or reports failure
+//! itself) under a deadline generous enough for a loaded CI machine; sleeps left in tests pace a
+//! load or wait out a real server-side deadline the test is about.
+//!
+//! Skipped parts (a tool that is not installed) are announced with [`skip_notice`], which shows in
+//! plain `cargo test` output: see its doc for why `eprintln!` is not enough.
 #![allow(dead_code)]
 
 use ed25519_dalek::SigningKey;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -12,6 +20,77 @@ use svc_registry::domain::record::CommitRecord;
 pub use svc_registry::http::client::{ClientResponse, Target};
 
 pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often [`poll`] and [`eventually`] try again: short next to every deadline they are given,
+/// long enough not to busy a shared 2-core machine.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Call `f` every [`POLL_INTERVAL`] until it returns `Some`, for at most `deadline` (one last try
+/// at the deadline); `None` if it never did. For callers that report a failure themselves.
+pub fn poll<T>(deadline: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let until = Instant::now() + deadline;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= until {
+            return None;
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// [`poll`] for a condition: whether `f()` held within `deadline`.
+pub fn poll_until(deadline: Duration, mut f: impl FnMut() -> bool) -> bool {
+    poll(deadline, || f().then_some(())).is_some()
+}
+
+/// Wait until `f()` holds; panic with `what` (what was awaited) once `deadline` passes.
+pub fn eventually(deadline: Duration, what: &str, f: impl FnMut() -> bool) {
+    assert!(poll_until(deadline, f), "not within {deadline:?}: {what}");
+}
+
+/// Wait until `f()` returns `Some` and return its value; panic with `what` once `deadline`
+/// passes.
+pub fn eventually_some<T>(deadline: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    poll(deadline, f).unwrap_or_else(|| panic!("not within {deadline:?}: {what}"))
+}
+
+/// Say that (part of) a test was skipped, visibly in plain `cargo test` output.
+///
+/// libtest captures what a passing test prints, but only through the `print!`/`eprint!` family
+/// (std's output-capture hook): `eprintln!` shows only with `--nocapture`, so a skip would pass
+/// silently in CI. A write through the `std::io::Stderr` handle bypasses that hook and goes to
+/// the process's real stderr, tty or not (checked with `cargo test 2>&1 | cat` and stdin closed,
+/// as in CI; a child process inheriting stderr shows as well, `/dev/tty` does not exist in CI).
+///
+/// The line goes out in one write and on a line of its own: stderr is unbuffered and libtest's
+/// own "test NAME ... ok" lines on stdout may be half written when it comes.
+pub fn skip_notice(test: &str, why: &str) {
+    let line = format!("\nSKIPPED {test}: {why}\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+/// Whether `tool --version` runs and succeeds (the tool is installed).
+pub fn have(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A field of /proc/PID/status (e.g. "Threads", "VmRSS"), as the leading number; 0 once the
+/// process is gone.
+pub fn proc_status_of(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':')))
+        .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
 
 /// A signer of the test registry.
 pub struct Signer {
@@ -248,7 +327,15 @@ impl TestServer {
                 }
                 Err(_) => {
                     if let Ok(Some(status)) = child.try_wait() {
-                        std::thread::sleep(Duration::from_millis(100));
+                        // The last lines are still in the pipe: wait for the reader's EOF (its
+                        // end drops the sender) so the error carries all of them.
+                        poll(Duration::from_secs(5), || {
+                            matches!(
+                                rx.try_recv(),
+                                Err(std::sync::mpsc::TryRecvError::Disconnected)
+                            )
+                            .then_some(())
+                        });
                         let lines = logs.lock().unwrap().clone();
                         return Err((lines, Some(status)));
                     }
@@ -338,14 +425,7 @@ impl TestServer {
 
     /// Wait until a log line contains `needle`.
     pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.logs().contains(needle) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+        poll_until(timeout, || self.logs().contains(needle))
     }
 
     pub fn signal(&self, sig: i32) {
@@ -356,14 +436,7 @@ impl TestServer {
     }
 
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(s)) = self.child.try_wait() {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        poll(timeout, || self.child.try_wait().ok().flatten())
     }
 
     pub fn pid(&self) -> u32 {
@@ -372,11 +445,13 @@ impl TestServer {
 
     /// A field of /proc/PID/status (e.g. "Threads", "VmRSS"), as the leading number.
     pub fn proc_status(&self, key: &str) -> u64 {
-        let text =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        text.lines()
-            .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':')))
-            .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
+        proc_status_of(self.pid(), key)
+    }
+
+    /// How many file descriptors the server holds (listeners, log files, connections).
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
             .unwrap_or(0)
     }
 
@@ -507,4 +582,116 @@ impl Text for ClientResponse {
 /// A put op for `commit_ops`.
 pub fn put(kind: &str, id: &str, body: serde_json::Value) -> serde_json::Value {
     serde_json::json!({"op": "put", "kind": kind, "id": id, "body": body})
+}
+
+/// A client of the JSON-lines bus socket (`[bus] socket`), one event per line.
+pub struct BusClient {
+    reader: BufReader<std::os::unix::net::UnixStream>,
+    /// A line being read: kept across read timeouts so a line split by one is not lost.
+    line: String,
+}
+
+impl BusClient {
+    pub fn connect(sock: &Path) -> BusClient {
+        let client = std::os::unix::net::UnixStream::connect(sock).expect("connect to the bus");
+        client.set_read_timeout(Some(TIMEOUT)).unwrap();
+        BusClient {
+            reader: BufReader::new(client),
+            line: String::new(),
+        }
+    }
+
+    /// The next line, without its newline; None at EOF. Panics after [`TIMEOUT`] without one.
+    pub fn next_line(&mut self) -> Option<String> {
+        self.read_line().expect("a bus event within the timeout")
+    }
+
+    /// The next event; panics at EOF or after [`TIMEOUT`].
+    pub fn next(&mut self) -> serde_json::Value {
+        let line = self.next_line().expect("a bus event, not EOF");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bus line {line:?}: {e}"))
+    }
+
+    /// Ok(None) at EOF, Err on a read timeout (the partial line is kept).
+    fn read_line(&mut self) -> std::io::Result<Option<String>> {
+        if self.reader.read_line(&mut self.line)? == 0 {
+            return Ok(None);
+        }
+        let line = std::mem::take(&mut self.line);
+        Ok(Some(line.trim_end_matches('\n').to_string()))
+    }
+
+    /// The server registers a bus subscription asynchronously after the connect, and a
+    /// subscriber sees only what is published after that: commit (one put per commit, from
+    /// HEAD `base`) until a commit event shows, then read up to the event of the last commit
+    /// made. Returns that event and the last commit's JSON; the next event read is whatever
+    /// follows that commit.
+    pub fn commit_until_subscribed(
+        &mut self,
+        s: &TestServer,
+        base: u64,
+    ) -> (serde_json::Value, serde_json::Value) {
+        let stream = self.reader.get_ref().try_clone().unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut version = base;
+        let mut last_commit = serde_json::Value::Null;
+        let first = eventually_some(TIMEOUT, "a commit event on the bus", || {
+            last_commit = s.commit_ops(
+                version,
+                serde_json::json!([put(
+                    "node",
+                    &format!("bus-{version}"),
+                    serde_json::json!({})
+                )]),
+            );
+            version += 1;
+            self.read_line().ok().map(|l| l.expect("the bus closed"))
+        });
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut event: serde_json::Value = serde_json::from_str(&first).unwrap();
+        while event["version"] != last_commit["version"] {
+            assert_eq!(event["type"], "commit", "{event}");
+            event = self.next();
+        }
+        (event, last_commit)
+    }
+}
+
+/// The signers of a test-vector file (its `keys`: keyid, seed_hex, public_key), each checked
+/// against the public key the file publishes.
+pub fn vector_signers(v: &serde_json::Value) -> Vec<Signer> {
+    v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            let seed: [u8; 32] = hex::decode(k["seed_hex"].as_str().unwrap())
+                .unwrap()
+                .try_into()
+                .unwrap();
+            let signer = Signer {
+                keyid: k["keyid"].as_str().unwrap().into(),
+                key: SigningKey::from_bytes(&seed),
+            };
+            assert_eq!(signer.public_hex(), k["public_key"].as_str().unwrap());
+            signer
+        })
+        .collect()
+}
+
+/// Run `ronctl` with `args` alone (no server URLs added), insist that it succeeds, and return
+/// its stdout.
+pub fn ronctl_ok(args: &[&str]) -> String {
+    let out = Command::new(ronctl_bin())
+        .args(args)
+        .output()
+        .expect("run ronctl");
+    assert!(
+        out.status.success(),
+        "ronctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
