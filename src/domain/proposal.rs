@@ -2,8 +2,12 @@
 //!
 //! The bytes are kept as submitted, because they are what signers sign and what proposal_id
 //! hashes; the parsed form only drives validation and application.
+//!
+//! Invariant: a `set_signers` op (SPEC §8) is always the only op of its proposal, and its set
+//! passed the same validation as the config's `[signers]`.
 
 use super::descriptor::{valid_id, Kind};
+use super::signers::{SignerKeyJson, SignerSet, SignerSetJson};
 use crate::error::ApiError;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -27,12 +31,35 @@ pub enum Op {
         kind: Kind,
         id: Arc<str>,
     },
+    /// Replace the signer set (SPEC §8). Always the only op of its proposal.
+    SetSigners {
+        set: Arc<SignerSet>,
+    },
 }
 
 impl Op {
+    /// The descriptor a put or delete targets.
+    ///
+    /// Panics on `SetSigners`, which targets no descriptor: callers that reach descriptor ops
+    /// have dispatched `set_signers` proposals elsewhere first (use `descriptor_target` to ask).
     pub fn target(&self) -> (Kind, &Arc<str>) {
+        self.descriptor_target()
+            .expect("target() of a set_signers op: it targets no descriptor")
+    }
+
+    /// The descriptor a put or delete targets; `None` for `set_signers`.
+    pub fn descriptor_target(&self) -> Option<(Kind, &Arc<str>)> {
         match self {
-            Op::Put { kind, id, .. } | Op::Delete { kind, id } => (*kind, id),
+            Op::Put { kind, id, .. } | Op::Delete { kind, id } => Some((*kind, id)),
+            Op::SetSigners { .. } => None,
+        }
+    }
+
+    /// The new signer set, for a `set_signers` op.
+    pub fn new_signers(&self) -> Option<&Arc<SignerSet>> {
+        match self {
+            Op::SetSigners { set } => Some(set),
+            Op::Put { .. } | Op::Delete { .. } => None,
         }
     }
 }
@@ -44,6 +71,13 @@ pub struct Proposal {
     pub base_version: u64,
     pub ops: Vec<Op>,
     pub note: Option<String>,
+}
+
+impl Proposal {
+    /// The signer set this proposal puts in force, if it is a `set_signers` proposal.
+    pub fn new_signers(&self) -> Option<&Arc<SignerSet>> {
+        self.ops.first().and_then(Op::new_signers)
+    }
 }
 
 #[derive(Deserialize)]
@@ -73,6 +107,34 @@ struct RawOp {
     body: Option<Box<RawValue>>,
 }
 
+/// The proposal with its ops left raw, to find a `set_signers` op among them.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProposalAnyOps {
+    registry_id: String,
+    base_version: u64,
+    ops: Vec<Box<RawValue>>,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+/// Just the `op` name of an op, whatever else it has.
+#[derive(Deserialize)]
+struct OpTag {
+    #[serde(default)]
+    op: Option<String>,
+}
+
+/// The `set_signers` op as submitted: the JSON form of a signer set plus `"op"`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSetSigners {
+    #[allow(dead_code)] // Only "set_signers" reaches here; the field is there to be allowed.
+    op: String,
+    threshold: usize,
+    keys: Vec<SignerKeyJson>,
+}
+
 /// Parse and validate proposal bytes for a registry. Every failure is `400 bad_request` except
 /// size limits (`413 too_large`).
 pub fn parse(
@@ -80,8 +142,17 @@ pub fn parse(
     registry_id: &str,
     limits: &ProposalLimits,
 ) -> Result<Proposal, ApiError> {
-    let raw: RawProposal = serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::bad_request(format!("proposal is not valid: {e}")))?;
+    // Descriptor proposals take exactly the path (and get exactly the messages) they took before
+    // `set_signers` existed; only a proposal that fails it and names `set_signers` goes on.
+    let raw: RawProposal = match serde_json::from_slice(bytes) {
+        Ok(raw) => raw,
+        Err(e) => {
+            return match parse_set_signers(bytes, registry_id)? {
+                Some(p) => Ok(p),
+                None => Err(ApiError::bad_request(format!("proposal is not valid: {e}"))),
+            }
+        }
+    };
     if raw.registry_id != registry_id {
         return Err(ApiError::bad_request(format!(
             "proposal is for registry_id {:?}, this registry is {:?}",
@@ -166,6 +237,46 @@ pub fn parse(
         ops,
         note: raw.note,
     })
+}
+
+/// Parse a proposal that holds a `set_signers` op. `Ok(None)` when it does not hold one (the
+/// caller then reports its own error).
+fn parse_set_signers(bytes: &[u8], registry_id: &str) -> Result<Option<Proposal>, ApiError> {
+    let Ok(raw) = serde_json::from_slice::<RawProposalAnyOps>(bytes) else {
+        return Ok(None);
+    };
+    let is_set_signers = |op: &RawValue| {
+        serde_json::from_str::<OpTag>(op.get())
+            .is_ok_and(|t| t.op.as_deref() == Some("set_signers"))
+    };
+    let Some(at) = raw.ops.iter().position(|op| is_set_signers(op)) else {
+        return Ok(None);
+    };
+    if raw.registry_id != registry_id {
+        return Err(ApiError::bad_request(format!(
+            "proposal is for registry_id {:?}, this registry is {:?}",
+            raw.registry_id, registry_id
+        )));
+    }
+    if raw.ops.len() != 1 {
+        return Err(ApiError::bad_request(format!(
+            "ops[{at}] is set_signers, which must be the only op in its proposal; this one has {} ops",
+            raw.ops.len()
+        )));
+    }
+    let op: RawSetSigners = serde_json::from_str(raw.ops[0].get())
+        .map_err(|e| ApiError::bad_request(format!("ops[0] set_signers is not valid: {e}")))?;
+    let set = SignerSet::from_json_form(&SignerSetJson {
+        threshold: op.threshold,
+        keys: op.keys,
+    })
+    .map_err(|e| ApiError::bad_request(format!("ops[0] set_signers: {e}")))?;
+    Ok(Some(Proposal {
+        registry_id: raw.registry_id,
+        base_version: raw.base_version,
+        ops: vec![Op::SetSigners { set: Arc::new(set) }],
+        note: raw.note,
+    }))
 }
 
 #[cfg(test)]
