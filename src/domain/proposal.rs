@@ -354,4 +354,168 @@ mod tests {
         let ok = r#"{"registry_id":"r","base_version":0,"ops":[{"op":"put","kind":"node","id":"n","body":{"k":"\ud83d\ude00"}}]}"#;
         assert!(check(ok).is_ok());
     }
+
+    const PK_A: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+    const PK_B: &str = "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c";
+
+    fn set_signers(threshold: &str, keys: &str) -> String {
+        format!(r#"{{"op":"set_signers","threshold":{threshold},"keys":[{keys}]}}"#)
+    }
+
+    fn key_json(keyid: &str, pk: &str, extra: &str) -> String {
+        format!(r#"{{"keyid":"{keyid}","alg":"ed25519","public_key":"{pk}"{extra}}}"#)
+    }
+
+    fn message(text: &str) -> String {
+        parse(text.as_bytes(), "r", &LIMITS).unwrap_err().message
+    }
+
+    #[test]
+    fn a_set_signers_proposal_parses_into_its_one_op() {
+        let keys = format!(
+            "{},{}",
+            key_json(
+                "b",
+                PK_B,
+                r#","not_before":"2026-01-01T00:00:00Z","not_after":null"#
+            ),
+            key_json("a", PK_A, "")
+        );
+        let text = format!(
+            r#"{{"registry_id":"r","base_version":7,"ops":[{}],"note":"rotate"}}"#,
+            set_signers("2", &keys)
+        );
+        let p = check(&text).unwrap();
+        assert_eq!(p.base_version, 7);
+        let set = p.new_signers().unwrap();
+        assert_eq!(set.threshold, 2);
+        assert_eq!(set.keys[0].keyid, "b");
+        assert_eq!(set.keys[0].not_before, Some(1_767_225_600));
+        assert!(p.ops[0].descriptor_target().is_none());
+        // A descriptor proposal has no new set.
+        let put = r#"{"registry_id":"r","base_version":0,"ops":[{"op":"put","kind":"node","id":"n","body":{}}]}"#;
+        assert!(check(put).unwrap().new_signers().is_none());
+    }
+
+    #[test]
+    fn bad_set_signers_proposals_are_refused_naming_the_problem() {
+        let a = key_json("a", PK_A, "");
+        let b = key_json("b", PK_B, "");
+        let one = |op: String| format!(r#"{{"registry_id":"r","base_version":0,"ops":[{op}]}}"#);
+        let put = r#"{"op":"put","kind":"node","id":"n","body":{}}"#;
+        let cases = [
+            (
+                format!(
+                    r#"{{"registry_id":"r","base_version":0,"ops":[{put},{}]}}"#,
+                    set_signers("1", &a)
+                ),
+                "ops[1] is set_signers, which must be the only op",
+            ),
+            (
+                format!(
+                    r#"{{"registry_id":"other","base_version":0,"ops":[{}]}}"#,
+                    set_signers("1", &a)
+                ),
+                "registry_id",
+            ),
+            (one(set_signers("0", &a)), "threshold = 0"),
+            (one(set_signers("3", &format!("{a},{b}"))), "threshold = 3"),
+            (one(set_signers("-1", &a)), "set_signers is not valid"),
+            (one(set_signers("1", "")), "threshold = 1"),
+            (one(set_signers("1", &format!("{a},{a}"))), "appears twice"),
+            (
+                one(set_signers(
+                    "1",
+                    &format!("{a},{}", key_json("c", PK_A, "")),
+                )),
+                "same public_key",
+            ),
+            (
+                one(set_signers(
+                    "1",
+                    &key_json(
+                        "w",
+                        "0100000000000000000000000000000000000000000000000000000000000000",
+                        "",
+                    ),
+                )),
+                "weak",
+            ),
+            (
+                one(set_signers("1", &a.replace("ed25519", "ml-dsa-65"))),
+                "not supported yet",
+            ),
+            (
+                one(set_signers("1", &a.replace("ed25519", "ed25519+ml-dsa-65"))),
+                "not supported yet",
+            ),
+            (
+                one(set_signers("1", &a.replace("ed25519", "rsa"))),
+                "unknown",
+            ),
+            (
+                one(set_signers("1", &a.replace(r#""alg":"ed25519","#, ""))),
+                "missing field `alg`",
+            ),
+            (
+                one(set_signers("1", &key_json("a", PK_A, r#","colour":1"#))),
+                "colour",
+            ),
+            (
+                one(set_signers("1", &a).replace(r#""threshold""#, r#""x":1,"threshold""#)),
+                "unknown field `x`",
+            ),
+            (
+                one(set_signers(
+                    "1",
+                    &key_json("a", PK_A, r#","not_before":"soon""#),
+                )),
+                "not RFC 3339",
+            ),
+            (
+                one(set_signers(
+                    "1",
+                    &key_json("a", PK_A, r#","not_before":"2026-01-01T00:00:00.5Z""#),
+                )),
+                "fraction of a second",
+            ),
+            (
+                one(set_signers(
+                    "1",
+                    &key_json(
+                        "a",
+                        PK_A,
+                        r#","not_before":"2027-01-01T00:00:00Z","not_after":"2026-01-01T00:00:00Z""#,
+                    ),
+                )),
+                "not_after before not_before",
+            ),
+            (
+                one(set_signers("1", &key_json("", PK_A, ""))),
+                "keyid must not be empty",
+            ),
+            (
+                one(set_signers("1", &key_json("a", &PK_A.to_uppercase(), ""))),
+                "lower-case",
+            ),
+        ];
+        for (text, needle) in cases {
+            let got = message(&text);
+            assert!(got.contains(needle), "{needle:?} not in {got:?} for {text}");
+            assert_eq!(check(&text).err(), Some(Code::BadRequest), "{text}");
+        }
+    }
+
+    #[test]
+    fn descriptor_proposal_errors_are_unchanged_by_set_signers() {
+        // The message a bad descriptor proposal got before set_signers existed.
+        let text = r#"{"registry_id":"r","base_version":0,"ops":[{"op":"upsert","kind":"node","id":"n"}]}"#;
+        let got = message(text);
+        assert!(
+            got.starts_with(
+                "proposal is not valid: unknown variant `upsert`, expected `put` or `delete`"
+            ),
+            "{got}"
+        );
+    }
 }

@@ -569,4 +569,75 @@ mod tests {
         let raw = ska.sign(payload).to_bytes();
         assert!(set.check("a", &raw, &pae, 150).is_err());
     }
+
+    #[test]
+    fn canonical_bytes_sort_by_keyid_bytes_and_spell_times_in_utc() {
+        let (_, mut b) = key(2, "b");
+        let (_, mut big) = key(3, "B");
+        let (_, a) = key(1, "a");
+        b.not_before = Some(1_767_225_600);
+        big.not_after = Some(0);
+        let set = SignerSet::new(2, vec![b, a, big]).unwrap();
+        let hexof = |seed: u8| {
+            hex::encode(
+                SigningKey::from_bytes(&[seed; 32])
+                    .verifying_key()
+                    .as_bytes(),
+            )
+        };
+        let want = format!(
+            "svc-registry/signers/v1\nthreshold 2\nkey B ed25519 {} - 1970-01-01T00:00:00Z\nkey a ed25519 {} - -\nkey b ed25519 {} 2026-01-01T00:00:00Z -\n",
+            hexof(3),
+            hexof(1),
+            hexof(2)
+        );
+        assert_eq!(String::from_utf8(set.canonical_bytes()).unwrap(), want);
+        assert_eq!(set.digest(), crate::domain::sha256_hex(want.as_bytes()));
+        let form = set.to_json_form();
+        assert_eq!(form.keys[0].keyid, "B");
+        assert_eq!(form.keys[1].not_before, None);
+        assert_eq!(
+            form.keys[2].not_before.as_deref(),
+            Some("2026-01-01T00:00:00Z")
+        );
+    }
+
+    #[test]
+    fn times_ss_cannot_spell_are_refused() {
+        assert_eq!(
+            parse_time("not_after", "2026-01-01T01:00:00+01:00"),
+            Ok(1_767_225_600)
+        );
+        assert!(matches!(
+            parse_time("not_after", "0000-01-01T00:00:00+01:00"),
+            Err(KeyError::TimeOutOfRange { .. })
+        ));
+        let (_, mut a) = key(1, "a");
+        a.not_after = Some(i64::from(i32::MAX) * 1000);
+        assert_eq!(
+            SignerSet::new(1, vec![a]).unwrap_err(),
+            SignerSetError::TimeOutOfRange("a".into())
+        );
+    }
+
+    #[test]
+    fn a_non_canonical_public_key_is_refused() {
+        // y = 2^255 - 19 + 3 spells the same point as y = 3 (a point of large order): a second
+        // spelling of one key would count as a second key.
+        let mut bytes = [0xffu8; 32];
+        bytes[0] = 0xed + 3;
+        bytes[31] = 0x7f;
+        let public = VerifyingKey::from_bytes(&bytes).expect("decompresses");
+        assert!(!public.is_weak());
+        let k = SignerKey {
+            keyid: "n".into(),
+            public,
+            not_before: None,
+            not_after: None,
+        };
+        assert_eq!(
+            SignerSet::new(1, vec![k]).unwrap_err(),
+            SignerSetError::NonCanonicalKey("n".into())
+        );
+    }
 }
