@@ -364,6 +364,7 @@ pub fn signers_from_json(v: &serde_json::Value) -> Result<SignerSet, String> {
             .iter()
             .map(|k| crate::config::RawKey {
                 keyid: k["keyid"].as_str().unwrap_or_default().to_string(),
+                alg: k["alg"].as_str().map(str::to_string),
                 public_key: k["public_key"].as_str().unwrap_or_default().to_string(),
                 not_before: k["not_before"].as_str().map(str::to_string),
                 not_after: k["not_after"].as_str().map(str::to_string),

@@ -3,8 +3,7 @@
 //! Unknown keys are rejected (the error names the key and the file). Environment variables
 //! override the file (`REGISTRY_ADDR`, `METRICS_ADDR`, `RON_BUS_SOCK`); flags override both.
 
-use crate::domain::signers::{SignerKey, SignerSet};
-use ed25519_dalek::VerifyingKey;
+use crate::domain::signers::SignerSet;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -60,6 +59,9 @@ pub struct RawSigners {
 #[serde(deny_unknown_fields)]
 pub struct RawKey {
     pub keyid: String,
+    /// SPEC §8's `alg`; absent means `ed25519` (configs from before §8 have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alg: Option<String>,
     pub public_key: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before: Option<String>,
@@ -600,43 +602,28 @@ fn set_path(tree: &mut toml::Value, path: &str, value: Option<toml::Value>) {
 
 /// Parse and validate `[signers]`.
 pub fn parse_signers(raw: &RawSigners) -> Result<SignerSet, String> {
-    let mut keys = Vec::with_capacity(raw.keys.len());
-    for (i, k) in raw.keys.iter().enumerate() {
-        let bytes: [u8; 32] = hex::decode(&k.public_key)
-            .ok()
-            .filter(|_| k.public_key.bytes().all(|b| !b.is_ascii_uppercase()))
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| {
-                format!(
-                    "signers.keys[{i}] ({:?}): public_key must be 64 lower-case hex digits (32 bytes)",
-                    k.keyid
-                )
-            })?;
-        let public = VerifyingKey::from_bytes(&bytes).map_err(|_| {
-            format!(
-                "signers.keys[{i}] ({:?}): public_key is not a valid ed25519 point",
-                k.keyid
+    let keys = raw
+        .keys
+        .iter()
+        .enumerate()
+        .map(|(index, k)| {
+            crate::domain::signers::parse_key(
+                &k.keyid,
+                k.alg.as_deref().unwrap_or("ed25519"),
+                &k.public_key,
+                k.not_before.as_deref(),
+                k.not_after.as_deref(),
             )
-        })?;
-        let time = |field: &str, v: &Option<String>| -> Result<Option<i64>, String> {
-            v.as_deref()
-                .map(|t| {
-                    crate::clock::parse_rfc3339(t).ok_or_else(|| {
-                        format!(
-                            "signers.keys[{i}] ({:?}): {field} {t:?} is not RFC 3339",
-                            k.keyid
-                        )
-                    })
-                })
-                .transpose()
-        };
-        keys.push(SignerKey {
-            keyid: k.keyid.clone(),
-            public,
-            not_before: time("not_before", &k.not_before)?,
-            not_after: time("not_after", &k.not_after)?,
-        });
-    }
+            .map_err(|error| {
+                crate::domain::signers::SignerSetError::Key {
+                    index,
+                    keyid: k.keyid.clone(),
+                    error,
+                }
+                .to_string()
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     SignerSet::new(raw.threshold, keys).map_err(|e| e.to_string())
 }
 

@@ -160,6 +160,13 @@ pub fn restore<R: Located>(
                     e.message
                 ))
             })?;
+            if p.new_signers().is_some() {
+                return Err(RestoreError(format!(
+                    "{}: version {} is a set_signers, which is not supported yet",
+                    where_(),
+                    rec.version
+                )));
+            }
             descriptors = state::apply(&descriptors, &p.ops, rec.version).map_err(|e| {
                 RestoreError(format!(
                     "{}: version {} does not apply: {}",

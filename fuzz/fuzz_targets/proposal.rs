@@ -46,6 +46,11 @@ fuzz_target!(|data: &[u8]| {
         }
     };
     assert_eq!(p.registry_id, common::REGISTRY);
+    if p.new_signers().is_some() {
+        // A set_signers op targets no descriptor and is always alone (SPEC §8).
+        assert_eq!(p.ops.len(), 1, "set_signers with other ops");
+        return;
+    }
     assert!((1..=LIMITS.max_ops).contains(&p.ops.len()));
     let mut targets = HashSet::new();
     for op in &p.ops {
@@ -80,6 +85,7 @@ fuzz_target!(|data: &[u8]| {
                         assert!(before.contains_key(&key), "deleted an absent descriptor");
                         expect -= 1;
                     }
+                    Op::SetSigners { .. } => unreachable!("returned above"),
                 }
             }
             assert_eq!(after.len() as i64, expect);

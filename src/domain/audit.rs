@@ -47,6 +47,14 @@ pub fn verify_chain(
                 max_descriptor_bytes: usize::MAX,
             };
             match proposal::parse(&rec.payload, registry_id, &limits) {
+                // This audit judges every version against one fixed set; a signer-set change
+                // needs the double quorum and the history (SPEC §8), which it does not walk yet.
+                Ok(p) if p.new_signers().is_some() => {
+                    return fail(
+                        rec.version,
+                        "is a set_signers, which this audit does not support yet".to_string(),
+                    )
+                }
                 Ok(p) if p.base_version + 1 == rec.version => {}
                 Ok(p) => {
                     return fail(

@@ -1,5 +1,6 @@
-//! The hash chain (SPEC §4): every version commits to the one before it, so anyone holding the
-//! log can check it was never rewritten.
+//! The hash chain (SPEC §4, §8): every version commits to the one before it, so anyone holding
+//! the log can check it was never rewritten; genesis v2 also commits to the initial signer set,
+//! so the genesis hash alone anchors every later quorum check.
 
 use sha2::{Digest, Sha256};
 
@@ -11,6 +12,20 @@ pub fn genesis_hash(registry_id: &str) -> String {
     let mut h = Sha256::new();
     h.update(b"svc-registry/genesis/v1\n");
     h.update(registry_id.as_bytes());
+    h.update(b"\n");
+    hex::encode(h.finalize())
+}
+
+/// Genesis v2 (SPEC §8): `hash_0 = SHA256("svc-registry/genesis/v2\n" + registry_id + "\n" +
+/// signers_digest + "\n")`, where `signers_digest` is the lower-case hex digest of the initial
+/// set's canonical bytes (`SignerSet::digest`). `genesis_hash` (v1) stays to recognise, and
+/// refuse by name, data directories made before §8.
+pub fn genesis_hash_v2(registry_id: &str, signers_digest: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"svc-registry/genesis/v2\n");
+    h.update(registry_id.as_bytes());
+    h.update(b"\n");
+    h.update(signers_digest.as_bytes());
     h.update(b"\n");
     hex::encode(h.finalize())
 }
@@ -54,6 +69,24 @@ mod tests {
         let want = crate::domain::sha256_hex(b"svc-registry/genesis/v1\ndev-registry\n");
         assert_eq!(genesis_hash("dev-registry"), want);
         assert_ne!(genesis_hash("dev-registry"), genesis_hash("other"));
+    }
+
+    #[test]
+    fn genesis_v2_commits_to_the_signer_set() {
+        let d = crate::domain::sha256_hex(b"ss");
+        let want = crate::domain::sha256_hex(
+            format!("svc-registry/genesis/v2\ndev-registry\n{d}\n").as_bytes(),
+        );
+        assert_eq!(genesis_hash_v2("dev-registry", &d), want);
+        assert_ne!(
+            genesis_hash_v2("dev-registry", &d),
+            genesis_hash("dev-registry")
+        );
+        let other = crate::domain::sha256_hex(b"ss2");
+        assert_ne!(
+            genesis_hash_v2("dev-registry", &d),
+            genesis_hash_v2("dev-registry", &other)
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod chain;
 pub mod descriptor;
 pub mod dsse;
 pub mod proposal;
+pub mod quorum;
 pub mod record;
 pub mod signers;
 pub mod state;

@@ -2,8 +2,12 @@
 //!
 //! The bytes are kept as submitted, because they are what signers sign and what proposal_id
 //! hashes; the parsed form only drives validation and application.
+//!
+//! Invariant: a `set_signers` op (SPEC §8) is always the only op of its proposal, and its set
+//! passed the same validation as the config's `[signers]`.
 
 use super::descriptor::{valid_id, Kind};
+use super::signers::{SignerKeyJson, SignerSet, SignerSetJson};
 use crate::error::ApiError;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -27,12 +31,35 @@ pub enum Op {
         kind: Kind,
         id: Arc<str>,
     },
+    /// Replace the signer set (SPEC §8). Always the only op of its proposal.
+    SetSigners {
+        set: Arc<SignerSet>,
+    },
 }
 
 impl Op {
+    /// The descriptor a put or delete targets.
+    ///
+    /// Panics on `SetSigners`, which targets no descriptor: callers that reach descriptor ops
+    /// have dispatched `set_signers` proposals elsewhere first (use `descriptor_target` to ask).
     pub fn target(&self) -> (Kind, &Arc<str>) {
+        self.descriptor_target()
+            .expect("target() of a set_signers op: it targets no descriptor")
+    }
+
+    /// The descriptor a put or delete targets; `None` for `set_signers`.
+    pub fn descriptor_target(&self) -> Option<(Kind, &Arc<str>)> {
         match self {
-            Op::Put { kind, id, .. } | Op::Delete { kind, id } => (*kind, id),
+            Op::Put { kind, id, .. } | Op::Delete { kind, id } => Some((*kind, id)),
+            Op::SetSigners { .. } => None,
+        }
+    }
+
+    /// The new signer set, for a `set_signers` op.
+    pub fn new_signers(&self) -> Option<&Arc<SignerSet>> {
+        match self {
+            Op::SetSigners { set } => Some(set),
+            Op::Put { .. } | Op::Delete { .. } => None,
         }
     }
 }
@@ -44,6 +71,13 @@ pub struct Proposal {
     pub base_version: u64,
     pub ops: Vec<Op>,
     pub note: Option<String>,
+}
+
+impl Proposal {
+    /// The signer set this proposal puts in force, if it is a `set_signers` proposal.
+    pub fn new_signers(&self) -> Option<&Arc<SignerSet>> {
+        self.ops.first().and_then(Op::new_signers)
+    }
 }
 
 #[derive(Deserialize)]
@@ -73,6 +107,34 @@ struct RawOp {
     body: Option<Box<RawValue>>,
 }
 
+/// The proposal with its ops left raw, to find a `set_signers` op among them.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProposalAnyOps {
+    registry_id: String,
+    base_version: u64,
+    ops: Vec<Box<RawValue>>,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+/// Just the `op` name of an op, whatever else it has.
+#[derive(Deserialize)]
+struct OpTag {
+    #[serde(default)]
+    op: Option<String>,
+}
+
+/// The `set_signers` op as submitted: the JSON form of a signer set plus `"op"`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSetSigners {
+    #[allow(dead_code)] // Only "set_signers" reaches here; the field is there to be allowed.
+    op: String,
+    threshold: usize,
+    keys: Vec<SignerKeyJson>,
+}
+
 /// Parse and validate proposal bytes for a registry. Every failure is `400 bad_request` except
 /// size limits (`413 too_large`).
 pub fn parse(
@@ -80,8 +142,17 @@ pub fn parse(
     registry_id: &str,
     limits: &ProposalLimits,
 ) -> Result<Proposal, ApiError> {
-    let raw: RawProposal = serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::bad_request(format!("proposal is not valid: {e}")))?;
+    // Descriptor proposals take exactly the path (and get exactly the messages) they took before
+    // `set_signers` existed; only a proposal that fails it and names `set_signers` goes on.
+    let raw: RawProposal = match serde_json::from_slice(bytes) {
+        Ok(raw) => raw,
+        Err(e) => {
+            return match parse_set_signers(bytes, registry_id)? {
+                Some(p) => Ok(p),
+                None => Err(ApiError::bad_request(format!("proposal is not valid: {e}"))),
+            }
+        }
+    };
     if raw.registry_id != registry_id {
         return Err(ApiError::bad_request(format!(
             "proposal is for registry_id {:?}, this registry is {:?}",
@@ -168,6 +239,46 @@ pub fn parse(
     })
 }
 
+/// Parse a proposal that holds a `set_signers` op. `Ok(None)` when it does not hold one (the
+/// caller then reports its own error).
+fn parse_set_signers(bytes: &[u8], registry_id: &str) -> Result<Option<Proposal>, ApiError> {
+    let Ok(raw) = serde_json::from_slice::<RawProposalAnyOps>(bytes) else {
+        return Ok(None);
+    };
+    let is_set_signers = |op: &RawValue| {
+        serde_json::from_str::<OpTag>(op.get())
+            .is_ok_and(|t| t.op.as_deref() == Some("set_signers"))
+    };
+    let Some(at) = raw.ops.iter().position(|op| is_set_signers(op)) else {
+        return Ok(None);
+    };
+    if raw.registry_id != registry_id {
+        return Err(ApiError::bad_request(format!(
+            "proposal is for registry_id {:?}, this registry is {:?}",
+            raw.registry_id, registry_id
+        )));
+    }
+    if raw.ops.len() != 1 {
+        return Err(ApiError::bad_request(format!(
+            "ops[{at}] is set_signers, which must be the only op in its proposal; this one has {} ops",
+            raw.ops.len()
+        )));
+    }
+    let op: RawSetSigners = serde_json::from_str(raw.ops[0].get())
+        .map_err(|e| ApiError::bad_request(format!("ops[0] set_signers is not valid: {e}")))?;
+    let set = SignerSet::from_json_form(&SignerSetJson {
+        threshold: op.threshold,
+        keys: op.keys,
+    })
+    .map_err(|e| ApiError::bad_request(format!("ops[0] set_signers: {e}")))?;
+    Ok(Some(Proposal {
+        registry_id: raw.registry_id,
+        base_version: raw.base_version,
+        ops: vec![Op::SetSigners { set: Arc::new(set) }],
+        note: raw.note,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,5 +353,169 @@ mod tests {
         // A proper pair is fine.
         let ok = r#"{"registry_id":"r","base_version":0,"ops":[{"op":"put","kind":"node","id":"n","body":{"k":"\ud83d\ude00"}}]}"#;
         assert!(check(ok).is_ok());
+    }
+
+    const PK_A: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+    const PK_B: &str = "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c";
+
+    fn set_signers(threshold: &str, keys: &str) -> String {
+        format!(r#"{{"op":"set_signers","threshold":{threshold},"keys":[{keys}]}}"#)
+    }
+
+    fn key_json(keyid: &str, pk: &str, extra: &str) -> String {
+        format!(r#"{{"keyid":"{keyid}","alg":"ed25519","public_key":"{pk}"{extra}}}"#)
+    }
+
+    fn message(text: &str) -> String {
+        parse(text.as_bytes(), "r", &LIMITS).unwrap_err().message
+    }
+
+    #[test]
+    fn a_set_signers_proposal_parses_into_its_one_op() {
+        let keys = format!(
+            "{},{}",
+            key_json(
+                "b",
+                PK_B,
+                r#","not_before":"2026-01-01T00:00:00Z","not_after":null"#
+            ),
+            key_json("a", PK_A, "")
+        );
+        let text = format!(
+            r#"{{"registry_id":"r","base_version":7,"ops":[{}],"note":"rotate"}}"#,
+            set_signers("2", &keys)
+        );
+        let p = check(&text).unwrap();
+        assert_eq!(p.base_version, 7);
+        let set = p.new_signers().unwrap();
+        assert_eq!(set.threshold, 2);
+        assert_eq!(set.keys[0].keyid, "b");
+        assert_eq!(set.keys[0].not_before, Some(1_767_225_600));
+        assert!(p.ops[0].descriptor_target().is_none());
+        // A descriptor proposal has no new set.
+        let put = r#"{"registry_id":"r","base_version":0,"ops":[{"op":"put","kind":"node","id":"n","body":{}}]}"#;
+        assert!(check(put).unwrap().new_signers().is_none());
+    }
+
+    #[test]
+    fn bad_set_signers_proposals_are_refused_naming_the_problem() {
+        let a = key_json("a", PK_A, "");
+        let b = key_json("b", PK_B, "");
+        let one = |op: String| format!(r#"{{"registry_id":"r","base_version":0,"ops":[{op}]}}"#);
+        let put = r#"{"op":"put","kind":"node","id":"n","body":{}}"#;
+        let cases = [
+            (
+                format!(
+                    r#"{{"registry_id":"r","base_version":0,"ops":[{put},{}]}}"#,
+                    set_signers("1", &a)
+                ),
+                "ops[1] is set_signers, which must be the only op",
+            ),
+            (
+                format!(
+                    r#"{{"registry_id":"other","base_version":0,"ops":[{}]}}"#,
+                    set_signers("1", &a)
+                ),
+                "registry_id",
+            ),
+            (one(set_signers("0", &a)), "threshold = 0"),
+            (one(set_signers("3", &format!("{a},{b}"))), "threshold = 3"),
+            (one(set_signers("-1", &a)), "set_signers is not valid"),
+            (one(set_signers("1", "")), "threshold = 1"),
+            (one(set_signers("1", &format!("{a},{a}"))), "appears twice"),
+            (
+                one(set_signers(
+                    "1",
+                    &format!("{a},{}", key_json("c", PK_A, "")),
+                )),
+                "same public_key",
+            ),
+            (
+                one(set_signers(
+                    "1",
+                    &key_json(
+                        "w",
+                        "0100000000000000000000000000000000000000000000000000000000000000",
+                        "",
+                    ),
+                )),
+                "weak",
+            ),
+            (
+                one(set_signers("1", &a.replace("ed25519", "ml-dsa-65"))),
+                "not supported yet",
+            ),
+            (
+                one(set_signers("1", &a.replace("ed25519", "ed25519+ml-dsa-65"))),
+                "not supported yet",
+            ),
+            (
+                one(set_signers("1", &a.replace("ed25519", "rsa"))),
+                "unknown",
+            ),
+            (
+                one(set_signers("1", &a.replace(r#""alg":"ed25519","#, ""))),
+                "missing field `alg`",
+            ),
+            (
+                one(set_signers("1", &key_json("a", PK_A, r#","colour":1"#))),
+                "colour",
+            ),
+            (
+                one(set_signers("1", &a).replace(r#""threshold""#, r#""x":1,"threshold""#)),
+                "unknown field `x`",
+            ),
+            (
+                one(set_signers(
+                    "1",
+                    &key_json("a", PK_A, r#","not_before":"soon""#),
+                )),
+                "not RFC 3339",
+            ),
+            (
+                one(set_signers(
+                    "1",
+                    &key_json("a", PK_A, r#","not_before":"2026-01-01T00:00:00.5Z""#),
+                )),
+                "fraction of a second",
+            ),
+            (
+                one(set_signers(
+                    "1",
+                    &key_json(
+                        "a",
+                        PK_A,
+                        r#","not_before":"2027-01-01T00:00:00Z","not_after":"2026-01-01T00:00:00Z""#,
+                    ),
+                )),
+                "not_after before not_before",
+            ),
+            (
+                one(set_signers("1", &key_json("", PK_A, ""))),
+                "keyid must not be empty",
+            ),
+            (
+                one(set_signers("1", &key_json("a", &PK_A.to_uppercase(), ""))),
+                "lower-case",
+            ),
+        ];
+        for (text, needle) in cases {
+            let got = message(&text);
+            assert!(got.contains(needle), "{needle:?} not in {got:?} for {text}");
+            assert_eq!(check(&text).err(), Some(Code::BadRequest), "{text}");
+        }
+    }
+
+    #[test]
+    fn descriptor_proposal_errors_are_unchanged_by_set_signers() {
+        // The message a bad descriptor proposal got before set_signers existed.
+        let text = r#"{"registry_id":"r","base_version":0,"ops":[{"op":"upsert","kind":"node","id":"n"}]}"#;
+        let got = message(text);
+        assert!(
+            got.starts_with(
+                "proposal is not valid: unknown variant `upsert`, expected `put` or `delete`"
+            ),
+            "{got}"
+        );
     }
 }

@@ -1,10 +1,184 @@
 //! The signer set: threshold M and N configured ed25519 keys with optional validity windows
-//! (SPEC §3). Approvals are counted by configured slot, never by client-supplied bytes.
+//! (SPEC §3), its canonical bytes `SS` and digest (SPEC §8), and its JSON form (genesis record,
+//! `GET /registry/signers`, the `set_signers` op).
+//!
+//! Invariant: a `SignerSet` built by `SignerSet::new` (every path goes through it) has
+//! 1 ≤ threshold ≤ N, distinct non-empty keyids, distinct canonically encoded public keys, no
+//! weak (small-order) key, and validity times that `SS` can spell (whole seconds, years
+//! 0000–9999 in UTC). Approvals are counted by configured slot, never by client-supplied bytes.
 
 use super::dsse;
 use crate::error::ApiError;
 use ed25519_dalek::{Signature, VerifyingKey};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// First line of the canonical signer-set bytes (SPEC §8).
+pub const SS_HEADER: &str = "svc-registry/signers/v1";
+
+/// The signature algorithm of a key (SPEC §8, §11). Only ed25519 is implemented; the two
+/// post-quantum names of §11 are recognised so that they are refused as *unsupported* rather than
+/// as unknown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KeyAlg {
+    Ed25519,
+}
+
+impl KeyAlg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyAlg::Ed25519 => "ed25519",
+        }
+    }
+
+    /// Parse an `alg` name.
+    pub fn parse(text: &str) -> Result<KeyAlg, KeyError> {
+        match text {
+            "ed25519" => Ok(KeyAlg::Ed25519),
+            "ml-dsa-65" | "ed25519+ml-dsa-65" => Err(KeyError::UnsupportedAlg(text.to_string())),
+            _ => Err(KeyError::UnknownAlg(text.to_string())),
+        }
+    }
+}
+
+/// Why one key (as text, from the config or JSON) is refused. The Display texts of the first
+/// variants are the config's historical messages, kept word for word.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyError {
+    PublicKeyNotHex,
+    PublicKeyNotAPoint,
+    /// `field` is `not_before` or `not_after`.
+    TimeNotRfc3339 {
+        field: &'static str,
+        text: String,
+    },
+    TimeNotWholeSeconds {
+        field: &'static str,
+        text: String,
+    },
+    TimeOutOfRange {
+        field: &'static str,
+        text: String,
+    },
+    UnsupportedAlg(String),
+    UnknownAlg(String),
+}
+
+impl std::fmt::Display for KeyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyError::PublicKeyNotHex => {
+                write!(f, "public_key must be 64 lower-case hex digits (32 bytes)")
+            }
+            KeyError::PublicKeyNotAPoint => write!(f, "public_key is not a valid ed25519 point"),
+            KeyError::TimeNotRfc3339 { field, text } => {
+                write!(f, "{field} {text:?} is not RFC 3339")
+            }
+            KeyError::TimeNotWholeSeconds { field, text } => write!(
+                f,
+                "{field} {text:?} has a fraction of a second; the signer set records whole seconds"
+            ),
+            KeyError::TimeOutOfRange { field, text } => write!(
+                f,
+                "{field} {text:?} is outside the years 0000-9999 in UTC"
+            ),
+            KeyError::UnsupportedAlg(alg) => write!(
+                f,
+                "alg {alg:?} is not supported yet (only \"ed25519\" is; SPEC §11's post-quantum algorithms are not implemented)"
+            ),
+            KeyError::UnknownAlg(alg) => write!(
+                f,
+                "alg {alg:?} is unknown (expected \"ed25519\")"
+            ),
+        }
+    }
+}
+
+/// Parse an RFC 3339 validity time into Unix seconds. Any offset is accepted (it is normalised
+/// to UTC in `SS`), but not a fraction of a second: `SS` spells whole seconds, and truncating
+/// would silently move the window.
+pub fn parse_time(field: &'static str, text: &str) -> Result<i64, KeyError> {
+    let t = OffsetDateTime::parse(text, &Rfc3339).map_err(|_| KeyError::TimeNotRfc3339 {
+        field,
+        text: text.to_string(),
+    })?;
+    if t.nanosecond() != 0 {
+        return Err(KeyError::TimeNotWholeSeconds {
+            field,
+            text: text.to_string(),
+        });
+    }
+    let unix = t.unix_timestamp();
+    if time_text(unix).is_none() {
+        return Err(KeyError::TimeOutOfRange {
+            field,
+            text: text.to_string(),
+        });
+    }
+    Ok(unix)
+}
+
+/// A validity time in the form `SS` and the JSON form use: RFC 3339, UTC, `Z`, whole seconds
+/// (`2026-01-01T00:00:00Z`). `None` when the year is outside 0000–9999 (RFC 3339 cannot spell it).
+pub fn time_text(unix_secs: i64) -> Option<String> {
+    let t = OffsetDateTime::from_unix_timestamp(unix_secs).ok()?;
+    if !(0..=9999).contains(&t.year()) {
+        return None;
+    }
+    t.format(&Rfc3339).ok()
+}
+
+/// Parse one key given as text (config TOML or JSON form): `alg`, lower-case hex `public_key`,
+/// optional RFC 3339 times. Set-level checks (weak keys, duplicates, windows) are
+/// `SignerSet::new`'s.
+pub fn parse_key(
+    keyid: &str,
+    alg: &str,
+    public_key: &str,
+    not_before: Option<&str>,
+    not_after: Option<&str>,
+) -> Result<SignerKey, KeyError> {
+    match KeyAlg::parse(alg)? {
+        KeyAlg::Ed25519 => {}
+    }
+    let bytes: [u8; 32] = hex::decode(public_key)
+        .ok()
+        .filter(|_| public_key.bytes().all(|b| !b.is_ascii_uppercase()))
+        .and_then(|b| b.try_into().ok())
+        .ok_or(KeyError::PublicKeyNotHex)?;
+    let public = VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::PublicKeyNotAPoint)?;
+    Ok(SignerKey {
+        keyid: keyid.to_string(),
+        public,
+        not_before: not_before
+            .map(|t| parse_time("not_before", t))
+            .transpose()?,
+        not_after: not_after.map(|t| parse_time("not_after", t)).transpose()?,
+    })
+}
+
+/// The JSON form of a signer set (SPEC §8): the genesis record's `"signers"`,
+/// `GET /registry/signers`, and (with `"op"`) the `set_signers` op. Absent times are `null`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignerSetJson {
+    pub threshold: usize,
+    pub keys: Vec<SignerKeyJson>,
+}
+
+/// One key of `SignerSetJson`. `alg` is required; the times may be absent or `null`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignerKeyJson {
+    pub keyid: String,
+    pub alg: String,
+    pub public_key: String,
+    #[serde(default)]
+    pub not_before: Option<String>,
+    #[serde(default)]
+    pub not_after: Option<String>,
+}
 
 /// One configured key. Parsed once at load: `VerifyingKey::from_bytes` is not free.
 #[derive(Clone, Debug)]
@@ -18,6 +192,13 @@ pub struct SignerKey {
 }
 
 impl SignerKey {
+    /// The key's algorithm. Derived from the key's type rather than stored beside it: `public`
+    /// is an ed25519 key, so a separate field could only ever disagree with it. When §11's
+    /// algorithms land, `public` becomes an enum over them and this reads its variant.
+    pub fn alg(&self) -> KeyAlg {
+        KeyAlg::Ed25519
+    }
+
     pub fn valid_at(&self, unix_secs: i64) -> bool {
         self.not_before.is_none_or(|t| unix_secs >= t)
             && self.not_after.is_none_or(|t| unix_secs <= t)
@@ -33,12 +214,29 @@ pub struct SignerSet {
 /// Why a signer set is refused at load.
 #[derive(Debug, PartialEq, Eq)]
 pub enum SignerSetError {
-    ThresholdOutOfRange { threshold: usize, keys: usize },
+    ThresholdOutOfRange {
+        threshold: usize,
+        keys: usize,
+    },
     DuplicateKeyid(String),
-    DuplicatePublicKey { first: String, second: String },
+    DuplicatePublicKey {
+        first: String,
+        second: String,
+    },
     WeakKey(String),
     EmptyKeyid,
     InvertedWindow(String),
+    /// A key given as text is refused; `index` is its position in the list as given.
+    Key {
+        index: usize,
+        keyid: String,
+        error: KeyError,
+    },
+    /// The public key is not in canonical encoding (a second spelling of some point): two
+    /// spellings of one key would count as two keys.
+    NonCanonicalKey(String),
+    /// A validity time `SS` cannot spell (outside the years 0000–9999).
+    TimeOutOfRange(String),
 }
 
 impl std::fmt::Display for SignerSetError {
@@ -63,6 +261,19 @@ impl std::fmt::Display for SignerSetError {
             SignerSetError::InvertedWindow(k) => {
                 write!(f, "signers.keys: {k:?} has not_after before not_before")
             }
+            SignerSetError::Key {
+                index,
+                keyid,
+                error,
+            } => write!(f, "signers.keys[{index}] ({keyid:?}): {error}"),
+            SignerSetError::NonCanonicalKey(k) => write!(
+                f,
+                "signers.keys: public_key of {k:?} is not canonically encoded"
+            ),
+            SignerSetError::TimeOutOfRange(k) => write!(
+                f,
+                "signers.keys: {k:?} has a validity time outside the years 0000-9999"
+            ),
         }
     }
 }
@@ -83,6 +294,17 @@ impl SignerSet {
             if key.public.is_weak() {
                 return Err(SignerSetError::WeakKey(key.keyid.clone()));
             }
+            // Distinctness is checked on the bytes, so they must be the one spelling of the point.
+            if key.public.to_edwards().compress().as_bytes() != key.public.as_bytes() {
+                return Err(SignerSetError::NonCanonicalKey(key.keyid.clone()));
+            }
+            if [key.not_before, key.not_after]
+                .iter()
+                .flatten()
+                .any(|t| time_text(*t).is_none())
+            {
+                return Err(SignerSetError::TimeOutOfRange(key.keyid.clone()));
+            }
             if let (Some(a), Some(b)) = (key.not_before, key.not_after) {
                 if b < a {
                     return Err(SignerSetError::InvertedWindow(key.keyid.clone()));
@@ -101,6 +323,88 @@ impl SignerSet {
             }
         }
         Ok(SignerSet { threshold, keys })
+    }
+
+    /// Build and validate a set from its JSON form (the genesis record, `set_signers`).
+    pub fn from_json_form(form: &SignerSetJson) -> Result<SignerSet, SignerSetError> {
+        let keys = form
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(index, k)| {
+                parse_key(
+                    &k.keyid,
+                    &k.alg,
+                    &k.public_key,
+                    k.not_before.as_deref(),
+                    k.not_after.as_deref(),
+                )
+                .map_err(|error| SignerSetError::Key {
+                    index,
+                    keyid: k.keyid.clone(),
+                    error,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        SignerSet::new(form.threshold, keys)
+    }
+
+    /// Parse JSON bytes in the form of `SignerSetJson` and validate the set. The message names
+    /// the problem (an unknown field, a bad key, the threshold …).
+    pub fn parse_json(bytes: &[u8]) -> Result<SignerSet, String> {
+        let form: SignerSetJson =
+            serde_json::from_slice(bytes).map_err(|e| format!("signer set is not valid: {e}"))?;
+        SignerSet::from_json_form(&form).map_err(|e| e.to_string())
+    }
+
+    /// The JSON form (SPEC §8), keys sorted by keyid like `SS`, so that equal sets have equal
+    /// forms whatever order they were configured in.
+    pub fn to_json_form(&self) -> SignerSetJson {
+        SignerSetJson {
+            threshold: self.threshold,
+            keys: self
+                .sorted_keys()
+                .into_iter()
+                .map(|k| SignerKeyJson {
+                    keyid: k.keyid.clone(),
+                    alg: k.alg().as_str().to_string(),
+                    public_key: hex::encode(k.public.as_bytes()),
+                    not_before: k.not_before.map(spell_time),
+                    not_after: k.not_after.map(spell_time),
+                })
+                .collect(),
+        }
+    }
+
+    /// The canonical signer-set bytes `SS` (SPEC §8): `svc-registry/signers/v1`, `threshold M`,
+    /// then `key KEYID ALG PUBLIC_KEY NOT_BEFORE NOT_AFTER` per key sorted by keyid (byte order),
+    /// each line ending in `\n`; absent times are `-`.
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        let mut out = format!("{SS_HEADER}\nthreshold {}\n", self.threshold);
+        for k in self.sorted_keys() {
+            let time = |t: Option<i64>| t.map_or_else(|| "-".to_string(), spell_time);
+            out.push_str(&format!(
+                "key {} {} {} {} {}\n",
+                k.keyid,
+                k.alg().as_str(),
+                hex::encode(k.public.as_bytes()),
+                time(k.not_before),
+                time(k.not_after)
+            ));
+        }
+        out.into_bytes()
+    }
+
+    /// `signers_digest = SHA256hex(SS)`.
+    pub fn digest(&self) -> String {
+        super::sha256_hex(&self.canonical_bytes())
+    }
+
+    /// Keys in keyid byte order (`String`'s `Ord` is byte order).
+    fn sorted_keys(&self) -> Vec<&SignerKey> {
+        let mut keys: Vec<&SignerKey> = self.keys.iter().collect();
+        keys.sort_by(|a, b| a.keyid.cmp(&b.keyid));
+        keys
     }
 
     /// The configured slot of a keyid.
@@ -164,6 +468,17 @@ impl SignerSet {
         })
         .expect("signer set serializes")
     }
+}
+
+/// `signers_digest` of a set (SPEC §8).
+pub fn signers_digest(set: &SignerSet) -> String {
+    set.digest()
+}
+
+/// A validated time in `SS` form. `SignerSet::new` refused every time this cannot spell, so a
+/// failure here is a set mutated after validation: a programmer error.
+fn spell_time(unix_secs: i64) -> String {
+    time_text(unix_secs).expect("SignerSet::new admits only times SS can spell")
 }
 
 /// `verify_strict` of a raw signature over `msg`: rejects malleable signatures and small-order
@@ -253,5 +568,76 @@ mod tests {
         use ed25519_dalek::Signer;
         let raw = ska.sign(payload).to_bytes();
         assert!(set.check("a", &raw, &pae, 150).is_err());
+    }
+
+    #[test]
+    fn canonical_bytes_sort_by_keyid_bytes_and_spell_times_in_utc() {
+        let (_, mut b) = key(2, "b");
+        let (_, mut big) = key(3, "B");
+        let (_, a) = key(1, "a");
+        b.not_before = Some(1_767_225_600);
+        big.not_after = Some(0);
+        let set = SignerSet::new(2, vec![b, a, big]).unwrap();
+        let hexof = |seed: u8| {
+            hex::encode(
+                SigningKey::from_bytes(&[seed; 32])
+                    .verifying_key()
+                    .as_bytes(),
+            )
+        };
+        let want = format!(
+            "svc-registry/signers/v1\nthreshold 2\nkey B ed25519 {} - 1970-01-01T00:00:00Z\nkey a ed25519 {} - -\nkey b ed25519 {} 2026-01-01T00:00:00Z -\n",
+            hexof(3),
+            hexof(1),
+            hexof(2)
+        );
+        assert_eq!(String::from_utf8(set.canonical_bytes()).unwrap(), want);
+        assert_eq!(set.digest(), crate::domain::sha256_hex(want.as_bytes()));
+        let form = set.to_json_form();
+        assert_eq!(form.keys[0].keyid, "B");
+        assert_eq!(form.keys[1].not_before, None);
+        assert_eq!(
+            form.keys[2].not_before.as_deref(),
+            Some("2026-01-01T00:00:00Z")
+        );
+    }
+
+    #[test]
+    fn times_ss_cannot_spell_are_refused() {
+        assert_eq!(
+            parse_time("not_after", "2026-01-01T01:00:00+01:00"),
+            Ok(1_767_225_600)
+        );
+        assert!(matches!(
+            parse_time("not_after", "0000-01-01T00:00:00+01:00"),
+            Err(KeyError::TimeOutOfRange { .. })
+        ));
+        let (_, mut a) = key(1, "a");
+        a.not_after = Some(i64::from(i32::MAX) * 1000);
+        assert_eq!(
+            SignerSet::new(1, vec![a]).unwrap_err(),
+            SignerSetError::TimeOutOfRange("a".into())
+        );
+    }
+
+    #[test]
+    fn a_non_canonical_public_key_is_refused() {
+        // y = 2^255 - 19 + 3 spells the same point as y = 3 (a point of large order): a second
+        // spelling of one key would count as a second key.
+        let mut bytes = [0xffu8; 32];
+        bytes[0] = 0xed + 3;
+        bytes[31] = 0x7f;
+        let public = VerifyingKey::from_bytes(&bytes).expect("decompresses");
+        assert!(!public.is_weak());
+        let k = SignerKey {
+            keyid: "n".into(),
+            public,
+            not_before: None,
+            not_after: None,
+        };
+        assert_eq!(
+            SignerSet::new(1, vec![k]).unwrap_err(),
+            SignerSetError::NonCanonicalKey("n".into())
+        );
     }
 }

@@ -34,6 +34,8 @@ pub fn apply(current: &Descriptors, ops: &[Op], version: u64) -> Result<Descript
                     )));
                 }
             }
+            // The signer set is not a descriptor: its history is kept beside the state.
+            Op::SetSigners { .. } => {}
         }
     }
     Ok(next)

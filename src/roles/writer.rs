@@ -439,6 +439,11 @@ impl Writer {
     fn propose(&mut self, bytes: Vec<u8>, corr_id: &str) -> Result<Response, ApiError> {
         let settings = self.p.settings.load();
         let parsed = proposal::parse(&bytes, &self.p.registry_id, &settings.limits)?;
+        // The domain parses set_signers (SPEC §8), but the writer does not count its double
+        // quorum or keep the signer history yet: refuse it rather than commit it as a no-op.
+        if parsed.new_signers().is_some() {
+            return Err(ApiError::bad_request("set_signers is not supported yet"));
+        }
         let id = crate::domain::sha256_hex(&bytes);
         let now = self.now();
         self.expire();
@@ -575,6 +580,8 @@ impl Writer {
                 let (name, proposed) = match op {
                     Op::Put { body, .. } => ("put", serde_json::to_value(&**body).ok()),
                     Op::Delete { .. } => ("delete", None),
+                    // Unreachable: propose refuses set_signers proposals.
+                    Op::SetSigners { .. } => ("set_signers", None),
                 };
                 serde_json::json!({
                     "op": name, "kind": kind, "id": &**oid,
