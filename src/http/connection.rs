@@ -211,7 +211,12 @@ pub(super) struct Ctx {
 }
 
 /// Run a connection's state machine as far as it goes without blocking.
-pub(super) fn service(ctx: &mut Ctx, conn: &mut Conn, key: usize, scratch: &mut [u8]) -> Disposition {
+pub(super) fn service(
+    ctx: &mut Ctx,
+    conn: &mut Conn,
+    key: usize,
+    scratch: &mut [u8],
+) -> Disposition {
     loop {
         match &mut conn.phase {
             Phase::Waiting(_) => return Disposition::Keep,

@@ -59,9 +59,7 @@ impl Handler for TestHandler {
         let _ = self.dispatched.0.send(req.path.clone());
         let text = |s: String| Response::new(200, s.into_bytes()).route("/test");
         match req.path.as_str() {
-            "/hello" => {
-                Outcome::Respond(text(format!("hello {}", req.query.unwrap_or_default())))
-            }
+            "/hello" => Outcome::Respond(text(format!("hello {}", req.query.unwrap_or_default()))),
             "/echo" => Outcome::Respond(Response::new(200, req.body)),
             "/defer" => {
                 let ms = req
