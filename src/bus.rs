@@ -14,7 +14,6 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 use serde::Serialize;
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -105,12 +104,8 @@ pub struct SocketServer {
 
 impl SocketServer {
     pub fn start(bus: Arc<Bus>, path: &Path) -> std::io::Result<SocketServer> {
-        if path.exists() {
-            // A stale socket from a crash; binding would fail on it.
-            std::fs::remove_file(path)?;
-        }
-        let listener = std::os::unix::net::UnixListener::bind(path)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+        // Removes a stale socket from a crash; any other file at `path` is an error.
+        let listener = crate::http::bind_unix_socket(path)?;
         listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
         let clients = Arc::new(AtomicUsize::new(0));
@@ -243,7 +238,13 @@ mod tests {
         use std::io::BufRead;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bus.sock");
-        std::fs::write(&path, b"stale").unwrap();
+        // A regular file at the path is refused and left alone.
+        std::fs::write(&path, b"not a socket").unwrap();
+        assert!(SocketServer::start(Bus::new(), &path).is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"not a socket");
+        std::fs::remove_file(&path).unwrap();
+        // A stale socket file (a crash left it behind) is replaced.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
         let bus = Bus::new();
         let server = SocketServer::start(bus.clone(), &path).unwrap();
         let client = std::os::unix::net::UnixStream::connect(&path).unwrap();

@@ -9,16 +9,37 @@
 //! The handler layer above (src/api) sees only [`Request`], [`Response`], [`Outcome`] and
 //! [`Replier`]; it knows nothing about sockets, buffers or deadlines.
 //!
+//! Files, one job each: `listener.rs` binds (and the crate's one Unix-socket bind helper),
+//! `accept.rs` is the acceptor thread, `worker.rs` a worker's poll loop and deadline sweep,
+//! `connection.rs` one connection's state machine, `transport.rs` the byte stream a connection
+//! owns (the TLS seam), `parse.rs` the request parser, `respond.rs` response heads and corr ids,
+//! `reply.rs` the way back for deferred answers, `server.rs` start and shutdown. This file holds
+//! the types handlers see.
+//!
 //! Threads: one acceptor thread per listener (bounded by `max_connections`), `workers` event-loop
 //! threads. A handler may answer at once ([`Outcome::Respond`]), later from another thread
 //! through its [`Replier`] ([`Outcome::Deferred`]) without blocking the worker, or take the
 //! connection away for streaming ([`Outcome::Stream`]).
 
 pub mod client;
-mod conn;
-mod server;
 
-pub use server::{Listener, Server, ServerHandle};
+mod accept;
+mod connection;
+mod listener;
+mod parse;
+mod reply;
+mod respond;
+mod server;
+mod transport;
+mod worker;
+
+#[cfg(test)]
+mod tests;
+
+pub(crate) use listener::bind_unix_socket;
+pub use listener::Listener;
+pub use reply::Replier;
+pub use server::{Server, ServerHandle};
 
 use std::time::{Duration, Instant};
 
@@ -258,86 +279,6 @@ pub enum Outcome {
         head: Response,
         take: Box<dyn FnOnce(StreamSocket) + Send>,
     },
-}
-
-/// The way back to a waiting connection. Sending wakes the connection's worker. Dropping a
-/// Replier without sending answers `503 unavailable`, so a job lost on a dead thread never
-/// leaves a client hanging.
-pub struct Replier {
-    pub(crate) inner: Option<ReplyTo>,
-    pub corr_id: String,
-    pub started: Instant,
-    /// Route template given to an answer that does not name its own (metrics labels).
-    pub route: &'static str,
-}
-
-/// Where a [`Replier`]'s answer goes.
-pub(crate) enum ReplyTo {
-    /// The worker that owns the waiting connection.
-    Worker(server::ReplyTarget),
-    /// A plain channel: simulations, benchmarks and tests that drive the writer without HTTP.
-    Channel(crossbeam_channel::Sender<Response>),
-}
-
-impl ReplyTo {
-    fn complete(self, response: Response) {
-        match self {
-            ReplyTo::Worker(target) => target.complete(response),
-            ReplyTo::Channel(tx) => {
-                let _ = tx.send(response);
-            }
-        }
-    }
-}
-
-impl Replier {
-    /// A Replier not tied to any connection: its answer arrives on the returned channel.
-    pub fn detached(corr_id: &str) -> (Replier, crossbeam_channel::Receiver<Response>) {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let replier = Replier {
-            inner: Some(ReplyTo::Channel(tx)),
-            corr_id: corr_id.to_string(),
-            started: Instant::now(),
-            route: "unknown",
-        };
-        (replier, rx)
-    }
-
-    pub fn send(mut self, mut response: Response) {
-        if let Some(target) = self.inner.take() {
-            if response.route == "unknown" {
-                response.route = self.route;
-            }
-            target.complete(response);
-        }
-    }
-
-    /// Give up the right to answer because the handler answers synchronously with
-    /// [`Outcome::Respond`]; spares building the 503 that dropping it would send.
-    pub fn dismiss(mut self) {
-        self.inner = None;
-    }
-
-    /// Label deferred answers with `route`.
-    pub fn with_route(mut self, route: &'static str) -> Replier {
-        self.route = route;
-        self
-    }
-}
-
-impl Drop for Replier {
-    fn drop(&mut self) {
-        if let Some(target) = self.inner.take() {
-            target.complete(
-                Response::error(
-                    503,
-                    "unavailable",
-                    "the request was dropped before it was answered",
-                )
-                .route(self.route),
-            );
-        }
-    }
 }
 
 /// The handler layer: called on worker threads, must not block for long.

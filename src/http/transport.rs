@@ -1,0 +1,86 @@
+//! The connection's byte stream: the one seam between an accepted socket and the HTTP
+//! connection that speaks over it.
+//!
+//! Invariant: `connection.rs` never touches a [`Socket`] directly. Every byte it reads or writes,
+//! the interest it is registered with, the "is anything still buffered for the peer" question
+//! and the half-close after a final response all go through [`Transport`].
+//!
+//! The TLS seam: today a `Transport` is a plain socket, so a write that returned is on the wire
+//! and nothing is buffered here. A later TLS listener wraps the socket together with a rustls
+//! `ServerConnection` in this same type: `read` then pulls TLS records from the socket and hands
+//! out plaintext, `write` encrypts into the session's buffer, [`Transport::wants_write`] reports
+//! records not yet on the wire, [`Transport::flush_pending`] pushes them (a response counts as
+//! written only once it returns true), and [`Transport::shutdown_write`] sends `close_notify`
+//! before the FIN. The handshake needs no phase of its own: the connection is always registered
+//! for both directions (see [`Transport::interest`]), and a `read` that only advanced the
+//! handshake returns `WouldBlock` like an empty socket. The stream hand-off
+//! ([`Transport::into_socket`]) is plaintext-only; a TLS stream would hand over the session too.
+
+use super::Socket;
+use mio::{Interest, Registry, Token};
+use std::io::{self, IoSlice, Read, Write};
+use std::net::Shutdown;
+
+/// The byte stream a connection owns (today: a plain TCP or Unix-domain socket).
+pub(super) struct Transport {
+    socket: Socket,
+}
+
+impl Transport {
+    /// A transport that passes bytes through unchanged.
+    pub(super) fn plain(socket: Socket) -> Transport {
+        Transport { socket }
+    }
+
+    /// The readiness a connection is registered for, once, for its whole life: both directions,
+    /// edge-triggered, so an interest not needed at the moment costs at most one spurious
+    /// wake-up per state change, never a busy loop, and the worker never re-registers.
+    pub(super) fn interest(&self) -> Interest {
+        Interest::READABLE | Interest::WRITABLE
+    }
+
+    pub(super) fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        let interest = self.interest();
+        registry.register(&mut self.socket, token, interest)
+    }
+
+    /// Plaintext from the peer; `Ok(0)` is its end of stream, `WouldBlock` means "wait for the
+    /// next readable edge".
+    pub(super) fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.socket.read(buf)
+    }
+
+    pub(super) fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.socket.write(buf)
+    }
+
+    pub(super) fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.socket.write_vectored(bufs)
+    }
+
+    /// Bytes accepted by `write` but still held here rather than on the wire. A plain socket
+    /// holds none: its `write` goes straight to the kernel.
+    pub(super) fn wants_write(&self) -> bool {
+        false
+    }
+
+    /// Push bytes held by the transport itself; true once none remain, false if the socket is
+    /// full (wait for the next writable edge).
+    pub(super) fn flush_pending(&mut self) -> io::Result<bool> {
+        Ok(!self.wants_write())
+    }
+
+    /// Shut the write side after a final response (errors ignored: the peer may be gone).
+    pub(super) fn shutdown_write(&mut self) {
+        let _ = match &self.socket {
+            Socket::Tcp(s) => s.shutdown(Shutdown::Write),
+            Socket::Unix(s) => s.shutdown(Shutdown::Write),
+        };
+    }
+
+    /// Take the socket out of `registry` and give it away (`Outcome::Stream`).
+    pub(super) fn into_socket(mut self, registry: &Registry) -> io::Result<Socket> {
+        registry.deregister(&mut self.socket)?;
+        Ok(self.socket)
+    }
+}
