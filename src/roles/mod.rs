@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod fsync;
+pub mod reply;
 pub mod sse;
 pub mod verifier;
 pub mod writer;
