@@ -41,6 +41,13 @@ pub const EXIT_START: i32 = 1;
 const WRITER_QUEUE: usize = 4096;
 /// Bounded capacity of the verifier job channel.
 const VERIFY_QUEUE: usize = 8192;
+/// Bounded capacity of the writer → fsync channel (journal positions awaiting a sync). Full
+/// means the disk is more than this many commits behind: the writer's `send` then waits for the
+/// fsync thread to drain it (it takes every queued position per sync), which stalls the writer,
+/// fills its request queue and sheds new writes with `429 busy` at the HTTP workers. Waiting is
+/// safe: the fsync thread never waits on the writer (its notices go to the unbounded internal
+/// channel below), and a gone fsync thread makes the send fail at once (the writer poisons).
+const SYNC_QUEUE: usize = 4096;
 
 pub struct Options {
     pub config_path: PathBuf,
@@ -375,7 +382,12 @@ fn start_write_plane(config: &Config, shared: &Shared, restored: Restored) -> Op
         storage,
     } = restored;
     let (requests_tx, requests_rx) = crossbeam_channel::bounded::<WriteRequest>(WRITER_QUEUE);
-    // Unbounded on purpose: see INTERNAL_QUEUE_UNBOUNDED.
+    // Unbounded on purpose: this channel carries durability notices and
+    // verifier results to the writer. Bounding it would either drop a notice (`try_send`: a
+    // durable commit never answered) or deadlock (a blocking send from the fsync thread while the
+    // writer waits to hand it a position). Its length is bounded by construction: one verifier
+    // result per queued job (at most VERIFY_QUEUE + `workers`, queued with `try_send`) and at
+    // most one notice per sync (at most SYNC_QUEUE positions wait for one).
     let (internal_tx, internal_rx) = crossbeam_channel::unbounded::<Internal>();
     let (verify_tx, verify_rx) = crossbeam_channel::bounded(VERIFY_QUEUE);
     let verifier_threads = verifier::start(
@@ -386,8 +398,7 @@ fn start_write_plane(config: &Config, shared: &Shared, restored: Restored) -> Op
     );
     let (sync_tx, fsync_thread) = match sync_target {
         Some(target) => {
-            // Unbounded on purpose: see SYNC_QUEUE_UNBOUNDED.
-            let (tx, rx) = crossbeam_channel::unbounded();
+            let (tx, rx) = crossbeam_channel::bounded(SYNC_QUEUE);
             let parts = FsyncParts {
                 target,
                 requests: rx,

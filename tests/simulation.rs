@@ -51,7 +51,7 @@ use svc_registry::restore;
 use svc_registry::roles::reply::Reply;
 use svc_registry::roles::verifier::{Verified, VerifyJob};
 use svc_registry::roles::writer::{
-    Internal, Journal, JournalError, Publishers, WriteRequest, Writer, WriterParts, WriterSettings,
+    Internal, Publishers, WriteRequest, Writer, WriterParts, WriterSettings,
 };
 use svc_registry::snapshot::Snapshot;
 use svc_registry::storage::DiskJournal;

@@ -181,14 +181,9 @@ impl Backups {
     }
 }
 
-fn write_manifest(dir: &Path, done: &BackupDone) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = dir.join(format!("{BACKUP_MANIFEST}.tmp"));
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(&serde_json::to_vec_pretty(done).expect("serializes"))?;
-    file.write_all(b"\n")?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, dir.join(BACKUP_MANIFEST))?;
-    // IMPORTANT: the rename is durable only once the directory is.
-    std::fs::File::open(dir)?.sync_all()
+fn write_manifest(dir: &Path, done: &BackupDone) -> Result<(), crate::log::LogError> {
+    let mut bytes = serde_json::to_vec_pretty(done).expect("serializes");
+    bytes.push(b'\n');
+    // Through the storage seam's one atomic-write sequence (temp, fsync, rename, dir fsync).
+    crate::log::write_atomic(&crate::log::OsIo, &dir.join(BACKUP_MANIFEST), &bytes)
 }
