@@ -1,26 +1,35 @@
 //! Wiring: load config, restore state, start every role, wait on signals, drain.
 //!
+//! [`run`] is a sequence of named steps: [`Shared::new`] (the state every part shares),
+//! `start_metrics`, `open_storage`, `start_write_plane`, `start_registry`, `signal_loop`
+//! (SIGHUP reloads, SIGTERM/SIGINT start the `drain` thread), then `Roles::join`.
+//!
 //! Thread map (see docs/ARCHITECTURE.md): `signals` (this module's loop, on the main thread),
 //! `registry-accept` + `registry-worker-{i}`, `metrics-accept` + `metrics-worker-0`, `writer`,
 //! `verify-{i}`, `fsync`, and the storage roles.
 
-use crate::api::{AdminApi, Readiness, RegistryApi};
+use crate::api::{AdminApi, RegistryApi};
 use crate::config::{Config, Flags, FsyncMode};
 use crate::domain::signers::SignerSet;
-use crate::http::{Listener, Server};
+use crate::http::{Listener, Server, ServerHandle};
 use crate::metrics::m;
-use crate::ops::{BackupSource, Backups, Chaos, CommitBudget, Maintenance, SyncHealth};
+use crate::ops::{
+    BackupSource, Backups, Chaos, CommitBudget, Maintenance, Readiness, SyncHealth, WritePlane,
+};
 use crate::roles::fsync::{FsyncParts, SyncTarget};
+use crate::roles::sse::SseHub;
 use crate::roles::verifier;
 use crate::roles::writer::{
     Internal, Journal, MemoryJournal, WriteRequest, Writer, WriterParts, WriterSettings,
 };
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Publisher, Publishers, Snapshot};
 use arc_swap::ArcSwap;
+use crossbeam_channel::Sender;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Exit codes.
@@ -32,6 +41,13 @@ pub const EXIT_START: i32 = 1;
 const WRITER_QUEUE: usize = 4096;
 /// Bounded capacity of the verifier job channel.
 const VERIFY_QUEUE: usize = 8192;
+/// Bounded capacity of the writer → fsync channel (journal positions awaiting a sync). Full
+/// means the disk is more than this many commits behind: the writer's `send` then waits for the
+/// fsync thread to drain it (it takes every queued position per sync), which stalls the writer,
+/// fills its request queue and sheds new writes with `429 busy` at the HTTP workers. Waiting is
+/// safe: the fsync thread never waits on the writer (its notices go to the unbounded internal
+/// channel below), and a gone fsync thread makes the send fail at once (the writer poisons).
+const SYNC_QUEUE: usize = 4096;
 
 pub struct Options {
     pub config_path: PathBuf,
@@ -85,163 +101,293 @@ pub fn run(opts: Options) -> i32 {
         config.flags.read_only,
         config.flags.uds_only
     );
-
-    let readiness = Arc::new(Readiness::default());
-    let poisoned = Arc::new(parking_lot::Mutex::new(None));
-    // The bus (lossy, typed events); its optional local socket starts with the writer below.
-    let bus = crate::bus::Bus::new();
-    let maintenance = {
-        let file = &config.raw.maintenance;
-        let on = config.flags.read_only || file.read_only;
-        let reason = if config.flags.read_only {
-            "started with --read-only".to_string()
-        } else {
-            file.reason
-                .clone()
-                .unwrap_or_else(|| "[maintenance] read_only = true in the config".to_string())
-        };
-        Arc::new(Maintenance::new(
-            on,
-            Some(reason),
-            poisoned.clone(),
-            readiness.clone(),
-            bus.clone(),
-        ))
-    };
-    let read_only = maintenance.read_only.clone();
-    let signers: Arc<ArcSwap<SignerSet>> = Arc::new(ArcSwap::from_pointee(config.signers.clone()));
-    let writer_settings = Arc::new(ArcSwap::from_pointee(settings(&config)));
-    let syncs_storage = !config.flags.amnesia && config.raw.storage.fsync != FsyncMode::Never;
-    let chaos = Chaos::new(
-        config.raw.chaos.enabled,
-        config.raw.chaos.max_latency_ms,
-        syncs_storage,
-    );
-    let sync_health = Arc::new(SyncHealth::default());
-    let commit_budget = Arc::new(CommitBudget {
-        budget_ms: AtomicU64::new(config.raw.storage.commit_budget_ms),
-        health: sync_health.clone(),
-        chaos: chaos.clone(),
-    });
-    let backups = Backups::new(config.flags.amnesia);
-    let effective_config = Arc::new(ArcSwap::from_pointee(effective_toml(&config)));
+    let shared = Shared::new(&config);
 
     // The metrics listener comes up first so /healthz and /readyz answer during restore.
+    let Some(metrics_server) = start_metrics(&config, &shared) else {
+        return EXIT_START;
+    };
+    let restored = match open_storage(&config, &shared) {
+        Ok(r) => r,
+        Err(OpenFailure::Locked) => {
+            metrics_server.shutdown(Instant::now() + Duration::from_secs(1));
+            return EXIT_START;
+        }
+        Err(OpenFailure::Refused) => {
+            // Never skip corruption: stay up, not ready, with the reason, until told to stop.
+            // An operator restores from a backup (docs/OPERATIONS.md).
+            for signal in signals.forever() {
+                if signal != SIGHUP {
+                    break;
+                }
+            }
+            metrics_server.shutdown(Instant::now() + Duration::from_secs(1));
+            log::info!("shutdown_complete=1 service=svc-registry");
+            return EXIT_START;
+        }
+    };
+    let Some(roles) = start_write_plane(&config, &shared, restored) else {
+        return EXIT_START;
+    };
+    let Some(registry_server) = start_registry(&config, &shared, &roles) else {
+        return EXIT_START;
+    };
+    let readiness = &shared.plane.readiness;
+    Readiness::set(&readiness.registry_bound, true);
+    log::info!(
+        "ready=1 service=svc-registry role=read-plane registry_addr={} metrics_addr={} startup_ms={}",
+        registry_server.local_addr(),
+        metrics_server.local_addr(),
+        started.elapsed().as_millis()
+    );
+    if !shared.maintenance.is_on() {
+        m().registry_write_plane_ready.set(1);
+        log::info!(
+            "ready=1 service=svc-registry role=write-plane fsync={:?} amnesia={}",
+            config.raw.storage.fsync,
+            config.flags.amnesia
+        );
+    }
+    let drain_thread = signal_loop(
+        signals,
+        config,
+        &shared,
+        &roles,
+        (registry_server, metrics_server),
+    );
+    if let Some(t) = drain_thread {
+        let _ = t.join();
+    }
+    roles.join();
+    log::info!("shutdown_complete=1 service=svc-registry");
+    EXIT_OK
+}
+
+/// The state shared by the listeners, the roles and the signal loop.
+struct Shared {
+    /// Is the write plane ready, and why not.
+    plane: Arc<WritePlane>,
+    /// The bus (lossy, typed events); its optional local socket starts with the writer.
+    bus: Arc<crate::bus::Bus>,
+    maintenance: Arc<Maintenance>,
+    signers: Arc<ArcSwap<SignerSet>>,
+    writer_settings: Arc<ArcSwap<WriterSettings>>,
+    chaos: Arc<Chaos>,
+    sync_health: Arc<SyncHealth>,
+    commit_budget: Arc<CommitBudget>,
+    backups: Arc<Backups>,
+    effective_config: Arc<ArcSwap<String>>,
+}
+
+impl Shared {
+    fn new(config: &Config) -> Shared {
+        let plane = WritePlane::new();
+        let bus = crate::bus::Bus::new();
+        let maintenance = {
+            let file = &config.raw.maintenance;
+            let on = config.flags.read_only || file.read_only;
+            let reason = if config.flags.read_only {
+                "started with --read-only".to_string()
+            } else {
+                file.reason
+                    .clone()
+                    .unwrap_or_else(|| "[maintenance] read_only = true in the config".to_string())
+            };
+            Arc::new(Maintenance::new(
+                on,
+                Some(reason),
+                plane.clone(),
+                bus.clone(),
+            ))
+        };
+        let syncs_storage = !config.flags.amnesia && config.raw.storage.fsync != FsyncMode::Never;
+        let chaos = Chaos::new(
+            config.raw.chaos.enabled,
+            config.raw.chaos.max_latency_ms,
+            syncs_storage,
+        );
+        let sync_health = Arc::new(SyncHealth::default());
+        let commit_budget = Arc::new(CommitBudget {
+            budget_ms: AtomicU64::new(config.raw.storage.commit_budget_ms),
+            health: sync_health.clone(),
+            chaos: chaos.clone(),
+        });
+        plane.set_budget(commit_budget.clone());
+        Shared {
+            plane,
+            bus,
+            maintenance,
+            signers: Arc::new(ArcSwap::from_pointee(config.signers.clone())),
+            writer_settings: Arc::new(ArcSwap::from_pointee(settings(config))),
+            chaos,
+            sync_health,
+            commit_budget,
+            backups: Backups::new(config.flags.amnesia),
+            effective_config: Arc::new(ArcSwap::from_pointee(effective_toml(config))),
+        }
+    }
+}
+
+/// Bind the metrics listener (health, readiness, metrics, admin routes).
+fn start_metrics(config: &Config, shared: &Shared) -> Option<ServerHandle> {
     let admin = Arc::new(AdminApi {
-        readiness: readiness.clone(),
-        maintenance: maintenance.clone(),
-        poisoned: poisoned.clone(),
-        chaos: chaos.clone(),
-        backups: backups.clone(),
-        effective_config: effective_config.clone(),
+        plane: shared.plane.clone(),
+        maintenance: shared.maintenance.clone(),
+        chaos: shared.chaos.clone(),
+        backups: shared.backups.clone(),
+        effective_config: shared.effective_config.clone(),
     });
     let mut admin_limits = config.http_limits();
     admin_limits.workers = 1;
-    let metrics_server = match Listener::bind_tcp(&config.raw.metrics_addr)
+    match Listener::bind_tcp(&config.raw.metrics_addr)
         .and_then(|l| Server::start("metrics", l, admin_limits, admin))
     {
-        Ok(s) => s,
+        Ok(s) => {
+            Readiness::set(&shared.plane.readiness.metrics_served, true);
+            log::info!(
+                "msg=\"metrics listener bound\" metrics_addr={}",
+                s.local_addr()
+            );
+            Some(s)
+        }
         Err(e) => {
             log::error!(
                 "msg=\"cannot bind metrics listener\" addr={} error={e:?}",
                 config.raw.metrics_addr
             );
-            return EXIT_START;
+            None
         }
-    };
-    Readiness::set(&readiness.metrics_served, true);
-    log::info!(
-        "msg=\"metrics listener bound\" metrics_addr={}",
-        metrics_server.local_addr()
-    );
+    }
+}
 
-    // State: genesis (amnesia) or what storage restores.
-    let mut recent_commits = Vec::new();
-    let mut checkpoint_version = 0;
-    let mut storage = None;
-    let (initial, journal, sync_target): (Snapshot, Box<dyn Journal>, Option<Box<dyn SyncTarget>>) =
-        if config.flags.amnesia {
-            log::info!("msg=\"amnesia: state lives in memory only; nothing is written to disk\"");
-            (
-                Snapshot::genesis(&config.raw.registry_id),
-                Box::new(MemoryJournal::new()),
-                None,
-            )
-        } else {
-            let opts = crate::log::StorageOptions {
-                segment_bytes: config.raw.storage.segment_bytes,
-                checkpoints_kept: config.raw.storage.checkpoints_kept,
-            };
-            let restore_started = Instant::now();
-            match crate::storage::open(&config.raw.data_dir, &config.raw.registry_id, &opts) {
-                Ok(opened) => {
-                    let sync = config.raw.storage.fsync != FsyncMode::Never;
-                    if !sync {
-                        log::warn!("msg=\"fsync = never: acknowledged commits can be lost on a crash; for benchmarks only\"");
-                    }
-                    log::info!(
-                        "msg=\"state restored\" data_dir={:?} version={} descriptors={} from_checkpoint={} elapsed_ms={}",
-                        config.raw.data_dir.display().to_string(),
-                        opened.restored.snapshot.version(),
-                        opened.restored.snapshot.descriptors.len(),
-                        opened.restored.from_checkpoint,
-                        restore_started.elapsed().as_millis()
-                    );
-                    recent_commits = opened.restored.recent_commits;
-                    checkpoint_version = opened.restored.from_checkpoint;
-                    let journal = Box::new(crate::storage::DiskJournal {
-                        writer: opened.writer,
-                        sync,
-                    });
-                    let target: Option<Box<dyn SyncTarget>> =
-                        sync.then(|| Box::new(opened.syncer.clone()) as Box<dyn SyncTarget>);
-                    storage = Some((opened.syncer, opened.lock, opened.data_dir));
-                    (
-                        opened.restored.snapshot,
-                        journal as Box<dyn Journal>,
-                        target,
-                    )
+/// What restore hands to the write plane.
+struct Restored {
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    journal: Box<dyn Journal>,
+    sync_target: Option<Box<dyn SyncTarget>>,
+    recent_commits: Vec<(String, u64)>,
+    checkpoint_version: u64,
+    /// (syncer, data directory lock, data directory); `None` with `--amnesia`.
+    storage: Option<(crate::log::Syncer, crate::log::DirLock, PathBuf)>,
+}
+
+/// Why storage did not open (already logged).
+enum OpenFailure {
+    /// Another process holds the data directory.
+    Locked,
+    /// Restore refused (corruption): stay up, not ready, with the reason.
+    Refused,
+}
+
+/// State: genesis (amnesia) or what storage restores; marks state and storage ready.
+fn open_storage(config: &Config, shared: &Shared) -> Result<Restored, OpenFailure> {
+    let restored = if config.flags.amnesia {
+        log::info!("msg=\"amnesia: state lives in memory only; nothing is written to disk\"");
+        Restored {
+            snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::genesis(
+                &config.raw.registry_id,
+            ))),
+            journal: Box::new(MemoryJournal::new()),
+            sync_target: None,
+            recent_commits: Vec::new(),
+            checkpoint_version: 0,
+            storage: None,
+        }
+    } else {
+        let opts = crate::log::StorageOptions {
+            segment_bytes: config.raw.storage.segment_bytes,
+            checkpoints_kept: config.raw.storage.checkpoints_kept,
+        };
+        let restore_started = Instant::now();
+        match crate::storage::open(&config.raw.data_dir, &config.raw.registry_id, &opts) {
+            Ok(opened) => {
+                let sync = config.raw.storage.fsync != FsyncMode::Never;
+                if !sync {
+                    log::warn!("msg=\"fsync = never: acknowledged commits can be lost on a crash; for benchmarks only\"");
                 }
-                Err(crate::storage::OpenError::Locked(msg)) => {
-                    log::error!(
-                        "msg=\"data directory is in use by another process\" error={msg:?}"
-                    );
-                    eprintln!("error: {msg}");
-                    metrics_server.shutdown(Instant::now() + Duration::from_secs(1));
-                    return EXIT_START;
-                }
-                Err(crate::storage::OpenError::Refused(msg)) => {
-                    // Never skip corruption: stay up, not ready, with the reason, until told
-                    // to stop. An operator restores from a backup (docs/OPERATIONS.md).
-                    log::error!("msg=\"state restore failed; not ready\" error={msg:?}");
-                    *readiness.restore_error.lock() = Some(msg);
-                    for signal in signals.forever() {
-                        if signal != SIGHUP {
-                            break;
-                        }
-                    }
-                    metrics_server.shutdown(Instant::now() + Duration::from_secs(1));
-                    log::info!("shutdown_complete=1 service=svc-registry");
-                    return EXIT_START;
+                log::info!(
+                    "msg=\"state restored\" data_dir={:?} version={} descriptors={} from_checkpoint={} elapsed_ms={}",
+                    config.raw.data_dir.display().to_string(),
+                    opened.restored.snapshot.version(),
+                    opened.restored.snapshot.descriptors.len(),
+                    opened.restored.from_checkpoint,
+                    restore_started.elapsed().as_millis()
+                );
+                let journal = Box::new(crate::storage::DiskJournal {
+                    writer: opened.writer,
+                    sync,
+                });
+                Restored {
+                    snapshot: Arc::new(ArcSwap::from_pointee(opened.restored.snapshot)),
+                    journal,
+                    sync_target: sync
+                        .then(|| Box::new(opened.syncer.clone()) as Box<dyn SyncTarget>),
+                    recent_commits: opened.restored.recent_commits,
+                    checkpoint_version: opened.restored.from_checkpoint,
+                    storage: Some((opened.syncer, opened.lock, opened.data_dir)),
                 }
             }
-        };
-    let snapshot = Arc::new(ArcSwap::from_pointee(initial));
-    if let Some((syncer, _, data_dir)) = &storage {
-        backups.set_source(BackupSource {
+            Err(crate::storage::OpenError::Locked(msg)) => {
+                log::error!("msg=\"data directory is in use by another process\" error={msg:?}");
+                eprintln!("error: {msg}");
+                return Err(OpenFailure::Locked);
+            }
+            Err(crate::storage::OpenError::Refused(msg)) => {
+                log::error!("msg=\"state restore failed; not ready\" error={msg:?}");
+                *shared.plane.readiness.restore_error.lock() = Some(msg);
+                return Err(OpenFailure::Refused);
+            }
+        }
+    };
+    if let Some((syncer, _, data_dir)) = &restored.storage {
+        shared.backups.set_source(BackupSource {
             syncer: syncer.clone(),
             data_dir: data_dir.clone(),
-            snapshot: snapshot.clone(),
+            snapshot: restored.snapshot.clone(),
             registry_id: config.raw.registry_id.clone(),
         });
     }
+    let readiness = &shared.plane.readiness;
     Readiness::set(&readiness.state_restored, true);
     Readiness::set(&readiness.storage_ready, true);
     m().registry_head_version
-        .set(snapshot.load().version() as i64);
+        .set(restored.snapshot.load().version() as i64);
+    Ok(restored)
+}
 
-    // Writer, verifiers, fsync.
+/// The running roles of the write plane and the stream, joined in order at exit.
+struct Roles {
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    requests_tx: Sender<WriteRequest>,
+    writer_thread: JoinHandle<()>,
+    verifier_threads: Vec<JoinHandle<()>>,
+    fsync_thread: Option<JoinHandle<()>>,
+    sse_hub: Arc<SseHub>,
+    sse_thread: JoinHandle<()>,
+    checkpoint_thread: Option<JoinHandle<()>>,
+    bus_socket: Option<crate::bus::SocketServer>,
+    /// Held until every role is joined: the data directory lock and the syncer.
+    storage: Option<(crate::log::Syncer, crate::log::DirLock, PathBuf)>,
+}
+
+/// Start the writer, the verifier pool, the fsync thread, the stream fan-out, the checkpoint
+/// thread and the bus socket; marks the writer ready.
+fn start_write_plane(config: &Config, shared: &Shared, restored: Restored) -> Option<Roles> {
+    let Restored {
+        snapshot,
+        journal,
+        sync_target,
+        recent_commits,
+        checkpoint_version,
+        storage,
+    } = restored;
     let (requests_tx, requests_rx) = crossbeam_channel::bounded::<WriteRequest>(WRITER_QUEUE);
+    // Unbounded on purpose: this channel carries durability notices and
+    // verifier results to the writer. Bounding it would either drop a notice (`try_send`: a
+    // durable commit never answered) or deadlock (a blocking send from the fsync thread while the
+    // writer waits to hand it a position). Its length is bounded by construction: one verifier
+    // result per queued job (at most VERIFY_QUEUE + `workers`, queued with `try_send`) and at
+    // most one notice per sync (at most SYNC_QUEUE positions wait for one).
     let (internal_tx, internal_rx) = crossbeam_channel::unbounded::<Internal>();
     let (verify_tx, verify_rx) = crossbeam_channel::bounded(VERIFY_QUEUE);
     let verifier_threads = verifier::start(
@@ -252,15 +398,15 @@ pub fn run(opts: Options) -> i32 {
     );
     let (sync_tx, fsync_thread) = match sync_target {
         Some(target) => {
-            let (tx, rx) = crossbeam_channel::unbounded();
+            let (tx, rx) = crossbeam_channel::bounded(SYNC_QUEUE);
             let parts = FsyncParts {
                 target,
                 requests: rx,
                 done: internal_tx.clone(),
                 always: config.raw.storage.fsync == crate::config::FsyncMode::Always,
                 batch_max_delay: Duration::from_millis(config.raw.storage.fsync_batch_max_delay_ms),
-                chaos_delay_ms: chaos.storage_latency_ms.clone(),
-                health: sync_health.clone(),
+                chaos_delay_ms: shared.chaos.storage_latency_ms.clone(),
+                health: shared.sync_health.clone(),
             };
             let handle = std::thread::Builder::new()
                 .name("fsync".into())
@@ -271,14 +417,13 @@ pub fn run(opts: Options) -> i32 {
         None => (None, None),
     };
     drop(internal_tx);
-    let (sse_hub, sse_thread) =
-        match crate::roles::sse::SseHub::start(snapshot.clone(), sse_settings(&config)) {
-            Ok(x) => x,
-            Err(e) => {
-                log::error!("msg=\"cannot start the stream fan-out\" error={e:?}");
-                return EXIT_START;
-            }
-        };
+    let (sse_hub, sse_thread) = match SseHub::start(snapshot.clone(), sse_settings(config)) {
+        Ok(x) => x,
+        Err(e) => {
+            log::error!("msg=\"cannot start the stream fan-out\" error={e:?}");
+            return None;
+        }
+    };
     // Checkpoints (not with --amnesia).
     let (checkpoint_tx, checkpoint_thread) = match &storage {
         Some((_, _, data_dir)) => {
@@ -305,16 +450,16 @@ pub fn run(opts: Options) -> i32 {
         }
         None => (None, None),
     };
-    let mut publishers: Vec<Box<dyn crate::roles::writer::Publisher>> = vec![Box::new(
+    let mut publishers: Vec<Box<dyn Publisher>> = vec![Box::new(
         crate::roles::sse::StreamPublisher(sse_hub.clone()),
     )];
     if let Some(tx) = checkpoint_tx {
         publishers.push(Box::new(crate::roles::checkpoint::CheckpointNudge(tx)));
     }
     // The bus's optional local socket.
-    publishers.push(Box::new(crate::bus::BusPublisher(bus.clone())));
+    publishers.push(Box::new(crate::bus::BusPublisher(shared.bus.clone())));
     let bus_socket = match &config.raw.bus.socket {
-        Some(path) => match crate::bus::SocketServer::start(bus.clone(), path) {
+        Some(path) => match crate::bus::SocketServer::start(shared.bus.clone(), path) {
             Ok(server) => {
                 log::info!(
                     "msg=\"bus socket listening\" path={:?}",
@@ -327,7 +472,7 @@ pub fn run(opts: Options) -> i32 {
                     "msg=\"cannot bind the bus socket\" path={:?} error={e:?}",
                     path.display().to_string()
                 );
-                return EXIT_START;
+                return None;
             }
         },
         None => None,
@@ -335,16 +480,16 @@ pub fn run(opts: Options) -> i32 {
     let mut writer = Writer::new(WriterParts {
         registry_id: config.raw.registry_id.clone(),
         snapshot: snapshot.clone(),
-        signers: signers.clone(),
-        settings: writer_settings.clone(),
+        signers: shared.signers.clone(),
+        settings: shared.writer_settings.clone(),
         requests: requests_rx,
         internal_rx,
         verify_tx,
         sync_tx,
         journal,
-        publisher: Box::new(crate::roles::writer::Publishers(publishers)),
-        poisoned: poisoned.clone(),
-        clock: crate::clock::now_unix,
+        publisher: Box::new(Publishers(publishers)),
+        plane: shared.plane.clone(),
+        clock_ms: crate::clock::now_unix_ms,
     });
     for (proposal_id, version) in recent_commits {
         writer.remember_committed(proposal_id, version);
@@ -353,18 +498,54 @@ pub fn run(opts: Options) -> i32 {
         .name("writer".into())
         .spawn(move || writer.run())
         .expect("spawning the writer thread");
-    Readiness::set(&readiness.writer_ready, true);
+    Readiness::set(&shared.plane.readiness.writer_ready, true);
+    Some(Roles {
+        snapshot,
+        requests_tx,
+        writer_thread,
+        verifier_threads,
+        fsync_thread,
+        sse_hub,
+        sse_thread,
+        checkpoint_thread,
+        bus_socket,
+        storage,
+    })
+}
 
-    // The registry listener.
+impl Roles {
+    /// After the drain: the writer (its request channel closes with the last sender), then the
+    /// roles it fed, then the storage lock.
+    fn join(self) {
+        drop(self.requests_tx);
+        let _ = self.writer_thread.join();
+        for t in self.verifier_threads {
+            let _ = t.join();
+        }
+        if let Some(t) = self.fsync_thread {
+            let _ = t.join();
+        }
+        let _ = self.sse_thread.join();
+        if let Some(server) = self.bus_socket {
+            server.stop();
+        }
+        // The writer is gone, so the checkpoint thread's wake channel is closed: it writes a
+        // final checkpoint if commits happened since the last one, then exits.
+        if let Some(t) = self.checkpoint_thread {
+            let _ = t.join();
+        }
+        drop(self.storage);
+    }
+}
+
+/// Bind the registry listener (TCP, or the Unix socket with `--uds-only`).
+fn start_registry(config: &Config, shared: &Shared, roles: &Roles) -> Option<ServerHandle> {
     let registry_api = Arc::new(RegistryApi {
-        snapshot: snapshot.clone(),
-        signers: signers.clone(),
-        writer: requests_tx.clone(),
-        read_only: read_only.clone(),
-        readiness: readiness.clone(),
-        poisoned: poisoned.clone(),
-        stream: Some(sse_hub.clone()),
-        commit_budget: Some(commit_budget.clone()),
+        snapshot: roles.snapshot.clone(),
+        signers: shared.signers.clone(),
+        writer: roles.requests_tx.clone(),
+        plane: shared.plane.clone(),
+        stream: Some(roles.sse_hub.clone()),
     });
     let listener = if config.flags.uds_only {
         let path = config
@@ -376,47 +557,38 @@ pub fn run(opts: Options) -> i32 {
     } else {
         Listener::bind_tcp(&config.raw.registry_addr)
     };
-    let registry_server = match listener
-        .and_then(|l| Server::start("registry", l, config.http_limits(), registry_api))
-    {
-        Ok(s) => s,
+    match listener.and_then(|l| Server::start("registry", l, config.http_limits(), registry_api)) {
+        Ok(s) => Some(s),
         Err(e) => {
             log::error!("msg=\"cannot bind registry listener\" error={e:?}");
-            return EXIT_START;
+            None
         }
-    };
-    Readiness::set(&readiness.registry_bound, true);
-    log::info!(
-        "ready=1 service=svc-registry role=read-plane registry_addr={} metrics_addr={} startup_ms={}",
-        registry_server.local_addr(),
-        metrics_server.local_addr(),
-        started.elapsed().as_millis()
-    );
-    if !maintenance.is_on() {
-        m().registry_write_plane_ready.set(1);
-        log::info!(
-            "ready=1 service=svc-registry role=write-plane fsync={:?} amnesia={}",
-            config.raw.storage.fsync,
-            config.flags.amnesia
-        );
     }
+}
 
-    // The signal loop. SIGTERM/SIGINT drain on another thread so that a second signal can
-    // still end the process at once; the drain thread closes the signal iterator when done.
+/// The signal loop: SIGHUP reloads; SIGTERM/SIGINT drain on another thread so that a second
+/// signal can still end the process at once. The drain thread closes the signal iterator when
+/// done; returns it for joining.
+fn signal_loop(
+    mut signals: signal_hook::iterator::Signals,
+    mut config: Config,
+    shared: &Shared,
+    roles: &Roles,
+    servers: (ServerHandle, ServerHandle),
+) -> Option<JoinHandle<()>> {
     let drain_timeout = Duration::from_secs(config.raw.http.drain_timeout_secs);
-    let mut config = config;
-    let mut servers = Some((registry_server, metrics_server));
+    let mut servers = Some(servers);
     let mut drain_thread = None;
     let signals_handle = signals.handle();
     let live = Live {
-        signers: signers.clone(),
-        writer_settings: writer_settings.clone(),
-        sse_hub: sse_hub.clone(),
-        chaos: chaos.clone(),
-        maintenance: maintenance.clone(),
-        commit_budget: commit_budget.clone(),
-        effective_config: effective_config.clone(),
-        bus: bus.clone(),
+        signers: shared.signers.clone(),
+        writer_settings: shared.writer_settings.clone(),
+        sse_hub: roles.sse_hub.clone(),
+        chaos: shared.chaos.clone(),
+        maintenance: shared.maintenance.clone(),
+        commit_budget: shared.commit_budget.clone(),
+        effective_config: shared.effective_config.clone(),
+        bus: shared.bus.clone(),
     };
     for signal in signals.forever() {
         match signal {
@@ -430,57 +602,54 @@ pub fn run(opts: Options) -> i32 {
                     "msg=draining signal={signal} deadline_secs={}",
                     drain_timeout.as_secs()
                 );
-                Readiness::set(&readiness.draining, true);
-                let requests_tx = requests_tx.clone();
-                let signals_handle = signals_handle.clone();
-                let sse_hub = sse_hub.clone();
-                let bus_for_drain = bus.clone();
+                Readiness::set(&shared.plane.readiness.draining, true);
+                let drain = Drain {
+                    deadline: Instant::now() + drain_timeout,
+                    requests_tx: roles.requests_tx.clone(),
+                    signals_handle: signals_handle.clone(),
+                    sse_hub: roles.sse_hub.clone(),
+                    bus: shared.bus.clone(),
+                    registry_server,
+                    metrics_server,
+                };
                 drain_thread = Some(
                     std::thread::Builder::new()
                         .name("drain".into())
-                        .spawn(move || {
-                            let deadline = Instant::now() + drain_timeout;
-                            // Streams end first: they never finish by themselves.
-                            sse_hub.shutdown();
-                            bus_for_drain.publish(crate::bus::Event::Shutdown);
-                            // In-flight requests finish first (commits included: the writer
-                            // still runs), then the writer makes everything staged durable.
-                            let clean = registry_server.shutdown(deadline);
-                            if !clean {
-                                log::warn!("msg=\"drain deadline passed with requests in flight\"");
-                            }
-                            let _ = requests_tx.send(WriteRequest::Shutdown);
-                            metrics_server.shutdown(deadline);
-                            signals_handle.close();
-                        })
+                        .spawn(move || drain.run())
                         .expect("spawning the drain thread"),
                 );
             }
         }
     }
-    if let Some(t) = drain_thread {
-        let _ = t.join();
+    drain_thread
+}
+
+/// What the drain thread stops, in order.
+struct Drain {
+    deadline: Instant,
+    requests_tx: Sender<WriteRequest>,
+    signals_handle: signal_hook::iterator::Handle,
+    sse_hub: Arc<SseHub>,
+    bus: Arc<crate::bus::Bus>,
+    registry_server: ServerHandle,
+    metrics_server: ServerHandle,
+}
+
+impl Drain {
+    fn run(self) {
+        // Streams end first: they never finish by themselves.
+        self.sse_hub.shutdown();
+        self.bus.publish(crate::bus::Event::Shutdown);
+        // In-flight requests finish first (commits included: the writer still runs), then the
+        // writer makes everything staged durable.
+        let clean = self.registry_server.shutdown(self.deadline);
+        if !clean {
+            log::warn!("msg=\"drain deadline passed with requests in flight\"");
+        }
+        let _ = self.requests_tx.send(WriteRequest::Shutdown);
+        self.metrics_server.shutdown(self.deadline);
+        self.signals_handle.close();
     }
-    drop(requests_tx);
-    let _ = writer_thread.join();
-    for t in verifier_threads {
-        let _ = t.join();
-    }
-    if let Some(t) = fsync_thread {
-        let _ = t.join();
-    }
-    let _ = sse_thread.join();
-    if let Some(server) = bus_socket {
-        server.stop();
-    }
-    // The writer is gone, so the checkpoint thread's wake channel is closed: it writes a final
-    // checkpoint if commits happened since the last one, then exits.
-    if let Some(t) = checkpoint_thread {
-        let _ = t.join();
-    }
-    drop(storage);
-    log::info!("shutdown_complete=1 service=svc-registry");
-    EXIT_OK
 }
 
 /// The running config as `GET /admin/config` shows it: the flags (as a comment), then the
@@ -512,7 +681,7 @@ fn effective_toml(config: &Config) -> String {
 struct Live {
     signers: Arc<ArcSwap<SignerSet>>,
     writer_settings: Arc<ArcSwap<WriterSettings>>,
-    sse_hub: Arc<crate::roles::sse::SseHub>,
+    sse_hub: Arc<SseHub>,
     chaos: Arc<Chaos>,
     maintenance: Arc<Maintenance>,
     commit_budget: Arc<CommitBudget>,

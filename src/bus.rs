@@ -73,7 +73,7 @@ impl Bus {
 /// The writer's publisher: one commit event per published version.
 pub struct BusPublisher(pub Arc<Bus>);
 
-impl crate::roles::writer::Publisher for BusPublisher {
+impl crate::snapshot::Publisher for BusPublisher {
     fn published(
         &mut self,
         _: &Arc<crate::snapshot::Snapshot>,

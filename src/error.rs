@@ -63,6 +63,9 @@ impl Code {
 pub struct ApiError {
     pub code: Code,
     pub message: String,
+    /// Seconds after which a retry may succeed (a load-shedding refusal), told to HTTP clients
+    /// as `Retry-After`.
+    pub retry_after_secs: Option<u32>,
 }
 
 impl ApiError {
@@ -70,7 +73,13 @@ impl ApiError {
         ApiError {
             code,
             message: message.into(),
+            retry_after_secs: None,
         }
+    }
+    /// The same refusal, telling the client when a retry may succeed.
+    pub fn retry_after(mut self, secs: u32) -> ApiError {
+        self.retry_after_secs = Some(secs);
+        self
     }
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(Code::BadRequest, message)

@@ -1,4 +1,5 @@
-//! The immutable snapshot that HTTP workers read lock-free through `ArcSwap`.
+//! The immutable snapshot that HTTP workers read lock-free through `ArcSwap`, and the
+//! [`Publisher`]s told of each one the writer makes visible.
 //!
 //! Architecture invariant: only the writer thread builds and publishes snapshots, and it publishes
 //! version V only after V is durable. A snapshot never changes after publication; building V+1
@@ -67,5 +68,34 @@ impl Snapshot {
         let mut history = self.history.clone();
         history.push_back(record.clone());
         Snapshot::new(self.registry_id.clone(), record, descriptors, history)
+    }
+}
+
+/// Everything that learns of a version when the writer makes it visible (the stream fan-out,
+/// the event bus, the checkpoint nudge). Beside the snapshot because it is told of snapshots:
+/// the roles that implement it need not know the writer.
+pub trait Publisher: Send {
+    /// Called after `snapshot` was stored in the ArcSwap; `records` are the versions it made
+    /// visible, oldest first.
+    fn published(&mut self, snapshot: &Arc<Snapshot>, records: &[Arc<CommitRecord>]);
+
+    /// The write plane stopped (storage failure).
+    fn shed(&mut self, _reason: &str) {}
+}
+
+/// Several publishers, called in order.
+pub struct Publishers(pub Vec<Box<dyn Publisher>>);
+
+impl Publisher for Publishers {
+    fn published(&mut self, snapshot: &Arc<Snapshot>, records: &[Arc<CommitRecord>]) {
+        for p in &mut self.0 {
+            p.published(snapshot, records);
+        }
+    }
+
+    fn shed(&mut self, reason: &str) {
+        for p in &mut self.0 {
+            p.shed(reason);
+        }
     }
 }

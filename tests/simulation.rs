@@ -24,9 +24,9 @@
 //! seed range; `SIM_SEED=N` replays one seed, printing every step. A failure names its seed and
 //! the command that replays it, and replays it once with the step trace on stderr.
 //!
-//! Determinism: the writer stamps `committed_at` from the wall clock, which changes a record's
-//! length and so which sectors a simulated power cut keeps. The journal below rewrites that
-//! field (not covered by the hash) to the simulated clock before the bytes reach the log.
+//! Determinism: the writer stamps `committed_at` from its injected clock, here the simulated one,
+//! so a record's length (and so which sectors a simulated power cut keeps) depends on the seed
+//! alone.
 
 use arc_swap::ArcSwap;
 use crossbeam_channel::Receiver;
@@ -37,6 +37,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use svc_registry::api::replies;
 use svc_registry::domain::audit::verify_chain;
 use svc_registry::domain::descriptor::Kind;
 use svc_registry::domain::proposal::{self, ProposalLimits};
@@ -45,10 +46,12 @@ use svc_registry::domain::signers::{sign_payload, verify_strict, SignerKey, Sign
 use svc_registry::domain::{sha256_hex, state};
 use svc_registry::http::{Replier, Response};
 use svc_registry::log::{self as storage, DirLock, FaultIo, FaultKind, Op, StorageOptions, Syncer};
+use svc_registry::ops::WritePlane;
 use svc_registry::restore;
+use svc_registry::roles::reply::Reply;
 use svc_registry::roles::verifier::{Verified, VerifyJob};
 use svc_registry::roles::writer::{
-    Internal, Journal, JournalError, Publishers, WriteRequest, Writer, WriterParts, WriterSettings,
+    Internal, Publishers, WriteRequest, Writer, WriterParts, WriterSettings,
 };
 use svc_registry::snapshot::Snapshot;
 use svc_registry::storage::DiskJournal;
@@ -104,37 +107,6 @@ impl Rng {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The journal: DiskJournal with committed_at pinned to the simulated clock.
-
-struct SimJournal(DiskJournal);
-
-impl Journal for SimJournal {
-    fn append(&mut self, payload: &[u8]) -> Result<u64, JournalError> {
-        self.0.append(&pin_committed_at(payload))
-    }
-    fn needs_sync(&self) -> bool {
-        self.0.needs_sync()
-    }
-}
-
-fn pin_committed_at(payload: &[u8]) -> Vec<u8> {
-    let key = b"\"committed_at\":\"";
-    let Some(at) = payload.windows(key.len()).position(|w| w == key) else {
-        return payload.to_vec();
-    };
-    let start = at + key.len();
-    let end = start
-        + payload[start..]
-            .iter()
-            .position(|&b| b == b'"')
-            .expect("a closed string");
-    let mut out = payload[..start].to_vec();
-    out.extend_from_slice(svc_registry::clock::rfc3339(sim_clock()).as_bytes());
-    out.extend_from_slice(&payload[end..]);
-    out
-}
-
-// ---------------------------------------------------------------------------------------------
 // The model.
 
 #[derive(Clone)]
@@ -175,7 +147,7 @@ struct Life {
     verify_rx: Receiver<VerifyJob>,
     sync_rx: Receiver<u64>,
     syncer: Syncer,
-    poisoned_flag: Arc<parking_lot::Mutex<Option<String>>>,
+    poisoned_flag: Arc<WritePlane>,
     _lock: DirLock,
     /// The writer's pending proposals (expired ones included until replaced).
     props: BTreeMap<String, SimProp>,
@@ -342,6 +314,12 @@ fn expect_commit(life: &Life, id: &str, now: i64, may_hold: bool) -> CommitExpec
             Some(next) => CommitExpect::Stage(next),
         },
     }
+}
+
+/// A writer reply answered as the registry listener would (src/api/replies.rs).
+fn reply<T: 'static>(ok: fn(T) -> Response) -> (Reply<T>, Receiver<Response>) {
+    let (r, rx) = Replier::detached("sim");
+    (replies::reply(r, ok), rx)
 }
 
 fn answer(rx: &Receiver<Response>) -> Option<(u16, serde_json::Value)> {
@@ -548,7 +526,7 @@ impl Sim {
         let (_int_tx, int_rx) = crossbeam_channel::unbounded();
         let (verify_tx, verify_rx) = crossbeam_channel::unbounded();
         let (sync_tx, sync_rx) = crossbeam_channel::unbounded();
-        let poisoned_flag = Arc::new(parking_lot::Mutex::new(None));
+        let poisoned_flag = WritePlane::new();
         let mut writer = Writer::new(WriterParts {
             registry_id: REGISTRY.into(),
             snapshot: snapshot.clone(),
@@ -564,13 +542,13 @@ impl Sim {
             internal_rx: int_rx,
             verify_tx,
             sync_tx: Some(sync_tx),
-            journal: Box::new(SimJournal(DiskJournal {
+            journal: Box::new(DiskJournal {
                 writer: opened.writer,
                 sync: true,
-            })),
+            }),
             publisher: Box::new(Publishers(Vec::new())),
-            poisoned: poisoned_flag.clone(),
-            clock: sim_clock,
+            plane: poisoned_flag.clone(),
+            clock_ms: || sim_clock() * 1000,
         });
         let mut committed = BTreeSet::new();
         for (id, v) in restored.recent_commits {
@@ -753,7 +731,7 @@ impl Sim {
         }
         assert_eq!(
             life.poisoned,
-            life.poisoned_flag.lock().is_some(),
+            life.poisoned_flag.poisoned().is_some(),
             "seed {seed}: poisoned flag disagrees with the model"
         );
     }
@@ -892,10 +870,10 @@ impl Sim {
             );
             202
         };
-        let (replier, rx) = Replier::detached("sim");
+        let (replier, rx) = reply(replies::accepted);
         life.writer.on_request(WriteRequest::Propose {
             bytes: bytes.clone(),
-            replier,
+            reply: replier,
         });
         let got = answer(&rx);
         let line = format!(
@@ -1040,11 +1018,11 @@ impl Sim {
         } else {
             Expect::Deferred
         };
-        let (replier, rx) = Replier::detached("sim");
+        let (replier, rx) = reply(replies::approved);
         life.writer.on_request(WriteRequest::Approve {
             proposal_id: id.clone(),
             signatures: sigs.iter().map(|s| (s.0.clone(), s.2)).collect(),
-            replier,
+            reply: replier,
         });
         let jobs: Vec<VerifyJob> = life.verify_rx.try_iter().collect();
         let got = answer(&rx);
@@ -1184,10 +1162,10 @@ impl Sim {
         let enospc = self.enospc_pending();
         let life = self.life.as_mut().expect("life");
         let expect = expect_commit(life, &id, now, true);
-        let (replier, rx) = Replier::detached("sim");
+        let (replier, rx) = reply(replies::committed);
         life.writer.on_request(WriteRequest::Commit {
             proposal_id: id.clone(),
-            replier,
+            reply: replier,
         });
         let positions: Vec<u64> = life.sync_rx.try_iter().collect();
         let got = answer(&rx);
@@ -1518,10 +1496,10 @@ impl Sim {
         let id = self.pick_proposal(false);
         let seed = self.seed;
         let life = self.life.as_mut().expect("life");
-        let (replier, rx) = Replier::detached("sim");
+        let (replier, rx) = reply(replies::proposal);
         life.writer.on_request(WriteRequest::GetProposal {
             id: id.clone(),
-            replier,
+            reply: replier,
         });
         let (status, v) = answer(&rx).unwrap_or_else(|| panic!("seed {seed}: unanswered"));
         let expect = if life.poisoned {

@@ -7,9 +7,12 @@ use crossbeam_channel::{Receiver, Sender};
 use ed25519_dalek::SigningKey;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use svc_registry::api::replies;
 use svc_registry::domain::proposal::ProposalLimits;
 use svc_registry::domain::signers::{sign_payload, verify_strict, SignerKey, SignerSet};
 use svc_registry::http::{Replier, Response};
+use svc_registry::ops::WritePlane;
+use svc_registry::roles::reply::Reply;
 use svc_registry::roles::verifier::{Verified, VerifyJob};
 use svc_registry::roles::writer::*;
 use svc_registry::snapshot::Snapshot;
@@ -41,7 +44,7 @@ struct Rig {
     snapshot: Arc<ArcSwap<Snapshot>>,
     verify_rx: Receiver<VerifyJob>,
     sync_rx: Receiver<u64>,
-    poisoned: Arc<parking_lot::Mutex<Option<String>>>,
+    plane: Arc<WritePlane>,
     full: Arc<std::sync::atomic::AtomicBool>,
     keys: Vec<SigningKey>,
 }
@@ -66,7 +69,7 @@ fn rig() -> Rig {
     let (int_tx, int_rx) = crossbeam_channel::unbounded();
     let (verify_tx, verify_rx) = crossbeam_channel::unbounded();
     let (sync_tx, sync_rx) = crossbeam_channel::unbounded();
-    let poisoned = Arc::new(parking_lot::Mutex::new(None));
+    let plane = WritePlane::new();
     let full = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = Writer::new(WriterParts {
         registry_id: "r".into(),
@@ -91,8 +94,8 @@ fn rig() -> Rig {
             full: full.clone(),
         }),
         publisher: Box::new(Publishers(Vec::new())),
-        poisoned: poisoned.clone(),
-        clock: || 1_000,
+        plane: plane.clone(),
+        clock_ms: || 1_000_000,
     });
     Rig {
         writer,
@@ -101,10 +104,16 @@ fn rig() -> Rig {
         snapshot,
         verify_rx,
         sync_rx,
-        poisoned,
+        plane,
         full,
         keys,
     }
+}
+
+/// A writer reply answered as the registry listener would (src/api/replies.rs).
+fn reply<T: 'static>(ok: fn(T) -> Response) -> (Reply<T>, Receiver<Response>) {
+    let (r, rx) = Replier::detached("t");
+    (replies::reply(r, ok), rx)
 }
 
 fn answer(rx: &Receiver<Response>) -> (u16, serde_json::Value) {
@@ -119,10 +128,10 @@ impl Rig {
 
     /// Propose and approve with two keys, verifying on this thread; returns the proposal id.
     fn approved(&mut self, payload: &[u8]) -> String {
-        let (r, rx) = Replier::detached("t");
+        let (r, rx) = reply(replies::accepted);
         self.writer.on_request(WriteRequest::Propose {
             bytes: payload.to_vec(),
-            replier: r,
+            reply: r,
         });
         let (status, v) = answer(&rx);
         assert_eq!(status, 202, "{v}");
@@ -130,11 +139,11 @@ impl Rig {
         let sigs = (0..2)
             .map(|i| (format!("k{i}"), sign_payload(&self.keys[i], payload)))
             .collect();
-        let (r, rx) = Replier::detached("t");
+        let (r, rx) = reply(replies::approved);
         self.writer.on_request(WriteRequest::Approve {
             proposal_id: id.clone(),
             signatures: sigs,
-            replier: r,
+            reply: r,
         });
         // Play the verifier pool.
         for job in self.verify_rx.try_iter().collect::<Vec<_>>() {
@@ -150,10 +159,10 @@ impl Rig {
     }
 
     fn commit(&mut self, id: &str) -> Receiver<Response> {
-        let (r, rx) = Replier::detached("t");
+        let (r, rx) = reply(replies::committed);
         self.writer.on_request(WriteRequest::Commit {
             proposal_id: id.to_string(),
-            replier: r,
+            reply: r,
         });
         rx
     }
@@ -201,23 +210,23 @@ fn a_failed_sync_answers_503_and_stops_every_later_write_but_not_reads() {
         .on_internal(Internal::SyncFailed("EIO on fdatasync".into()));
     let (status, v) = answer(&c1);
     assert_eq!((status, v["error"].as_str().unwrap()), (503, "unavailable"));
-    assert!(rig.poisoned.lock().as_deref().unwrap().contains("EIO"));
+    assert!(rig.plane.poisoned().as_deref().unwrap().contains("EIO"));
     assert_eq!(
         rig.snapshot.load().version(),
         0,
         "nothing unsynced was published"
     );
     // Every later write: 503, nothing retried.
-    let (r, rx) = Replier::detached("t");
+    let (r, rx) = reply(replies::accepted);
     rig.writer.on_request(WriteRequest::Propose {
         bytes: rig.payload(0, "z"),
-        replier: r,
+        reply: r,
     });
     assert_eq!(answer(&rx).0, 503);
-    let (r, rx) = Replier::detached("t");
+    let (r, rx) = reply(replies::committed);
     rig.writer.on_request(WriteRequest::Commit {
         proposal_id: id1,
-        replier: r,
+        reply: r,
     });
     assert_eq!(answer(&rx).0, 503);
     assert_eq!(
@@ -239,7 +248,7 @@ fn a_full_disk_refuses_with_507_and_applies_nothing() {
         (507, "storage_full")
     );
     assert!(
-        rig.poisoned.lock().is_none(),
+        rig.plane.poisoned().is_none(),
         "a full disk does not stop the write plane"
     );
     // Space comes back: the same proposal commits at version 1.
@@ -358,7 +367,7 @@ fn regression_a_stopped_write_plane_still_shuts_down() {
     let mut rig = rig();
     rig.writer
         .on_internal(Internal::SyncFailed("EIO on fdatasync".into()));
-    assert!(rig.poisoned.lock().is_some());
+    assert!(rig.plane.poisoned().is_some());
     let Rig { writer, req_tx, .. } = rig;
     let (done_tx, done_rx) = crossbeam_channel::bounded(1);
     std::thread::spawn(move || {

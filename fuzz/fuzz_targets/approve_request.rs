@@ -13,13 +13,13 @@
 use arc_swap::ArcSwap;
 use crossbeam_channel::Receiver;
 use libfuzzer_sys::fuzz_target;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
-use svc_registry::api::{Readiness, RegistryApi};
+use svc_registry::api::RegistryApi;
 use svc_registry::domain::dsse;
 use svc_registry::domain::signers::{SignerKey, SignerSet};
 use svc_registry::http::{Handler, Method, Outcome, Replier, Request};
+use svc_registry::ops::{Readiness, WritePlane};
 use svc_registry::roles::writer::WriteRequest;
 use svc_registry::snapshot::Snapshot;
 
@@ -39,19 +39,16 @@ fn fixture() -> &'static Fixture {
                 not_after: None,
             })
             .collect();
-        let readiness = Arc::new(Readiness::default());
-        Readiness::set(&readiness.writer_ready, true);
+        let plane = WritePlane::new();
+        Readiness::set(&plane.readiness.writer_ready, true);
         let (writer_tx, writer_rx) = crossbeam_channel::bounded(4);
         Fixture {
             api: RegistryApi {
                 snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::genesis("fuzz"))),
                 signers: Arc::new(ArcSwap::from_pointee(SignerSet::new(2, keys).unwrap())),
                 writer: writer_tx,
-                read_only: Arc::new(AtomicBool::new(false)),
-                readiness,
-                poisoned: Arc::new(parking_lot::Mutex::new(None)),
+                plane,
                 stream: None,
-                commit_budget: None,
             },
             writer_rx,
         }
@@ -107,7 +104,7 @@ fuzz_target!(|data: &[u8]| {
                 WriteRequest::Approve {
                     proposal_id,
                     signatures,
-                    replier,
+                    reply,
                 } => {
                     assert!(path == "/approve");
                     assert!(is_hash_hex(&proposal_id), "{proposal_id:?}");
@@ -120,25 +117,25 @@ fuzz_target!(|data: &[u8]| {
                         let text = s["sig"].as_str().expect("sig string");
                         assert_eq!(dsse::decode_sig(text).as_ref(), Some(sig));
                     }
-                    drop(replier);
+                    drop(reply);
                 }
                 WriteRequest::Commit {
                     proposal_id,
-                    replier,
+                    reply,
                 } => {
                     assert!(path == "/commit");
                     assert!(is_hash_hex(&proposal_id));
                     assert_eq!(v["proposal_id"].as_str(), Some(proposal_id.as_str()));
-                    drop(replier);
+                    drop(reply);
                 }
-                WriteRequest::GetProposal { id, replier } => {
+                WriteRequest::GetProposal { id, reply } => {
                     assert!(path.starts_with("/proposals/"));
                     assert!(is_hash_hex(&id));
-                    drop(replier);
+                    drop(reply);
                 }
                 _ => panic!("unexpected writer request for {path}"),
             }
-            // A dropped Replier answers 503, so no client is left hanging.
+            // A dropped Reply answers 503, so no client is left hanging.
             let r = answers.try_recv().expect("a dropped replier answers");
             assert_eq!(r.status, 503);
         }

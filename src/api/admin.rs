@@ -15,21 +15,20 @@
 //! The admin routes have no authentication of their own: the metrics listener belongs on a
 //! loopback or private interface. Every state change is logged with `audit=1`.
 
-use super::{error_response, json_response, Readiness};
+use super::{error_response, json_response};
 use crate::error::{ApiError, Code};
 use crate::http::{Handler, Method, Outcome, Replier, Request, Response};
-use crate::ops::{BackupError, Backups, Chaos, ChaosError, Maintenance};
+use crate::ops::{BackupError, Backups, Chaos, ChaosError, Maintenance, WritePlane};
 use arc_swap::ArcSwap;
 use serde::Deserialize;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 pub struct AdminApi {
-    pub readiness: Arc<Readiness>,
+    /// Readiness and why not (`/readyz`).
+    pub plane: Arc<WritePlane>,
     pub maintenance: Arc<Maintenance>,
-    pub poisoned: Arc<parking_lot::Mutex<Option<String>>>,
     pub chaos: Arc<Chaos>,
     pub backups: Arc<Backups>,
     /// The running effective config as TOML (secrets redacted), replaced by each reload.
@@ -128,45 +127,7 @@ impl AdminApi {
     /// (ready, read, write, reasons). `reasons` lists everything not fully available, also
     /// while ready: in maintenance the instance is ready (reads) and says why writes are off.
     pub fn readiness(&self) -> (bool, bool, bool, Vec<String>) {
-        let r = &self.readiness;
-        let on = |f: &AtomicBool| f.load(Ordering::SeqCst);
-        let mut reasons = Vec::new();
-        if !on(&r.registry_bound) {
-            reasons.push("registry listener not bound".to_string());
-        }
-        if !on(&r.state_restored) {
-            match r.restore_error.lock().clone() {
-                Some(e) => reasons.push(format!("state not restored: {e}")),
-                None => reasons.push("state not restored yet".to_string()),
-            }
-        }
-        if !on(&r.metrics_served) {
-            reasons.push("metrics not served".to_string());
-        }
-        if on(&r.draining) {
-            reasons.push("shutting down".to_string());
-        }
-        let read = reasons.is_empty();
-        let maintenance = self.maintenance.is_on();
-        if maintenance {
-            reasons.push(format!(
-                "read-only (maintenance) mode: {}",
-                self.maintenance.reason().unwrap_or_default()
-            ));
-        }
-        if let Some(p) = self.poisoned.lock().clone() {
-            reasons.push(format!("write plane stopped: {p}"));
-        }
-        if !on(&r.writer_ready) {
-            reasons.push("writer not ready".to_string());
-        }
-        if !on(&r.storage_ready) {
-            reasons.push("storage not ready".to_string());
-        }
-        // Every reason past the read ones concerns the write plane.
-        let write = read && reasons.is_empty();
-        let ready = read && (write || maintenance);
-        (ready, read, write, reasons)
+        self.plane.report()
     }
 
     fn maintenance_json(&self) -> serde_json::Value {
@@ -397,18 +358,10 @@ mod tests {
     }
 
     fn api(amnesia: bool) -> AdminApi {
-        let poisoned = Arc::new(parking_lot::Mutex::new(None));
-        let readiness = Arc::new(Readiness::default());
+        let plane = WritePlane::new();
         AdminApi {
-            readiness: readiness.clone(),
-            maintenance: Arc::new(Maintenance::new(
-                false,
-                None,
-                poisoned.clone(),
-                readiness,
-                crate::bus::Bus::new(),
-            )),
-            poisoned,
+            plane: plane.clone(),
+            maintenance: Arc::new(Maintenance::new(false, None, plane, crate::bus::Bus::new())),
             chaos: Chaos::new(false, 100, true),
             backups: Backups::new(amnesia),
             effective_config: Arc::new(ArcSwap::from_pointee("x = 1\n".to_string())),
@@ -497,13 +450,13 @@ mod tests {
     fn maintenance_shows_its_reason_in_readiness_and_keeps_reads_ready() {
         let api = api(false);
         for flag in [
-            &api.readiness.registry_bound,
-            &api.readiness.state_restored,
-            &api.readiness.metrics_served,
-            &api.readiness.writer_ready,
-            &api.readiness.storage_ready,
+            &api.plane.readiness.registry_bound,
+            &api.plane.readiness.state_restored,
+            &api.plane.readiness.metrics_served,
+            &api.plane.readiness.writer_ready,
+            &api.plane.readiness.storage_ready,
         ] {
-            Readiness::set(flag, true);
+            crate::ops::Readiness::set(flag, true);
         }
         assert_eq!(api.readiness(), (true, true, true, vec![]));
         let r = call(

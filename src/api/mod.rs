@@ -2,22 +2,28 @@
 //!
 //! Runs on HTTP worker threads. Reads come from the published snapshot (lock-free `ArcSwap`
 //! load, never a wait on the writer); writes are handed to the writer over its bounded channel
-//! with the request's [`Replier`], so a worker never blocks on a commit.
+//! with a typed [`crate::roles::reply::Reply`] built from the request's
+//! [`crate::http::Replier`]
+//! (src/api/replies.rs), so a worker never blocks on a commit.
 
 mod admin;
 mod registry;
+pub mod replies;
 
 pub use admin::AdminApi;
-pub use registry::{RegistryApi, StreamHub};
+pub use registry::RegistryApi;
 
 use crate::error::ApiError;
 use crate::http::Response;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// The error response of SPEC §5 for `e`.
+/// The error response of SPEC §5 for `e` (with `Retry-After` when it says when to retry).
 pub fn error_response(e: &ApiError) -> Response {
-    Response::error(e.code.status(), e.code.as_str(), &e.message)
+    let r = Response::error(e.code.status(), e.code.as_str(), &e.message);
+    match e.retry_after_secs {
+        Some(secs) => r.header("Retry-After", secs.to_string()),
+        None => r,
+    }
 }
 
 pub fn json_response(status: u16, value: &serde_json::Value) -> Response {
@@ -25,25 +31,6 @@ pub fn json_response(status: u16, value: &serde_json::Value) -> Response {
         status,
         serde_json::to_vec(value).expect("JSON values serialize"),
     )
-}
-
-/// What `/readyz` reports, set by the roles as they come up (and down).
-#[derive(Default)]
-pub struct Readiness {
-    pub registry_bound: AtomicBool,
-    pub state_restored: AtomicBool,
-    pub metrics_served: AtomicBool,
-    pub writer_ready: AtomicBool,
-    pub storage_ready: AtomicBool,
-    pub draining: AtomicBool,
-    /// Why state could not be restored (corruption), if so.
-    pub restore_error: parking_lot::Mutex<Option<String>>,
-}
-
-impl Readiness {
-    pub fn set(flag: &AtomicBool, on: bool) {
-        flag.store(on, Ordering::SeqCst);
-    }
 }
 
 /// Record one answered request in the metrics (both listeners).

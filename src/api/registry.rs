@@ -1,6 +1,7 @@
 //! Routes of the registry listener (SPEC §5): the read plane and the write plane.
 
-use super::{error_response, json_response, Readiness};
+use super::replies::{self, reply};
+use super::{error_response, json_response};
 use crate::domain::descriptor::Kind;
 use crate::domain::dsse;
 use crate::domain::signers::SignerSet;
@@ -8,12 +9,13 @@ use crate::domain::state;
 use crate::error::ApiError;
 use crate::http::{Handler, Method, Outcome, Replier, Request, Response};
 use crate::metrics::m;
+use crate::ops::WritePlane;
+use crate::roles::sse::SseHub;
 use crate::roles::writer::WriteRequest;
 use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
 use crossbeam_channel::{Sender, TrySendError};
 use serde::Deserialize;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,23 +25,14 @@ const PAGE_MAX: usize = 1000;
 /// Signatures in one `/approve` at most.
 const APPROVE_SIGNATURES_MAX: usize = 64;
 
-/// Hands a `/registry/stream` connection to the fan-out side (SPEC §5: streams never pin a
-/// worker).
-pub trait StreamHub: Send + Sync {
-    fn subscribe(&self, request: &Request) -> Outcome;
-}
-
 pub struct RegistryApi {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub signers: Arc<ArcSwap<SignerSet>>,
     pub writer: Sender<WriteRequest>,
-    /// Maintenance mode: write routes answer 503 (`--read-only`, or switched at run time).
-    pub read_only: Arc<AtomicBool>,
-    pub readiness: Arc<Readiness>,
-    pub poisoned: Arc<parking_lot::Mutex<Option<String>>>,
-    pub stream: Option<Arc<dyn StreamHub>>,
-    /// `storage.commit_budget_ms`: commits are shed while storage is slower than this.
-    pub commit_budget: Option<Arc<crate::ops::CommitBudget>>,
+    /// Whether writes are accepted now (maintenance, poison, readiness, commit budget).
+    pub plane: Arc<WritePlane>,
+    /// The `/registry/stream` fan-out (SPEC §5: streams never pin a worker).
+    pub stream: Option<Arc<SseHub>>,
 }
 
 enum Route {
@@ -143,7 +136,7 @@ impl Handler for RegistryApi {
             Route::Log => self.log(&req),
             Route::Signers => Ok(Response::json(200, self.signers.load().to_json())),
             Route::Stream => match &self.stream {
-                Some(hub) => return hub.subscribe(&req),
+                Some(hub) => return stream(hub, &req),
                 None => Err(ApiError::unavailable("the stream is not running")),
             },
             Route::Propose | Route::Approve | Route::Commit | Route::Proposal(_) => {
@@ -186,6 +179,39 @@ struct SignatureBody {
 #[serde(deny_unknown_fields)]
 struct CommitBody {
     proposal_id: String,
+}
+
+/// Where a stream resumes: `Last-Event-ID` (a reconnecting EventSource) or `?since=`.
+fn since(req: &Request) -> Result<Option<u64>, ApiError> {
+    let raw = req
+        .header("last-event-id")
+        .or_else(|| req.query_param("since"));
+    match raw {
+        None => Ok(None),
+        Some(s) => s.trim().parse().map(Some).map_err(|_| {
+            ApiError::bad_request(format!(
+                "Last-Event-ID / since {s:?} is not a version number"
+            ))
+        }),
+    }
+}
+
+/// `/registry/stream`: admit the subscriber, answer the head, hand the socket to the fan-out.
+fn stream(hub: &SseHub, req: &Request) -> Outcome {
+    let route = "/registry/stream";
+    let admitted = match since(req).and_then(|since| hub.subscribe(since)) {
+        Ok(a) => a,
+        Err(e) => return Outcome::Respond(error_response(&e).route(route)),
+    };
+    let head = Response::new(200, Vec::new())
+        .header("Content-Type", "text/event-stream".to_string())
+        .header("Cache-Control", "no-cache".to_string())
+        .header("X-Accel-Buffering", "no".to_string())
+        .route(route);
+    Outcome::Stream {
+        head,
+        take: Box::new(move |socket| admitted.attach(socket)),
+    }
 }
 
 fn check_proposal_id(id: &str) -> Result<(), ApiError> {
@@ -353,45 +379,25 @@ impl RegistryApi {
         let template = route.template();
         let replier = replier.with_route(template);
         let respond = |e: ApiError| Outcome::Respond(error_response(&e).route(template));
-        let is_write = route.is_write();
-        if is_write && self.read_only.load(Ordering::Relaxed) {
-            m().rejected_total.with_label_values(&["deps"]).inc();
-            return respond(ApiError::unavailable(
-                "the registry is in read-only (maintenance) mode",
-            ));
-        }
-        if is_write {
-            if let Some(reason) = self.poisoned.lock().clone() {
+        if route.is_write() {
+            if let Some(e) = self.plane.refuse_write(matches!(route, Route::Commit)) {
                 m().rejected_total.with_label_values(&["deps"]).inc();
-                return respond(ApiError::unavailable(format!(
-                    "write plane stopped: {reason}"
-                )));
-            }
-            if !self.readiness.writer_ready.load(Ordering::Relaxed) {
-                m().rejected_total.with_label_values(&["deps"]).inc();
-                return respond(ApiError::unavailable("the write plane is not ready"));
-            }
-        }
-        if matches!(route, Route::Commit) {
-            if let Some(why) = self.commit_budget.as_ref().and_then(|b| b.exceeded()) {
-                m().rejected_total.with_label_values(&["deps"]).inc();
-                return Outcome::Respond(
-                    error_response(&ApiError::unavailable(format!("commit shed: {why}")))
-                        .header("Retry-After", "1".to_string())
-                        .route(template),
-                );
+                return respond(e);
             }
         }
         let request = match route {
             Route::Propose => WriteRequest::Propose {
                 bytes: req.body,
-                replier,
+                reply: reply(replier, replies::accepted),
             },
             Route::Proposal(id) => {
                 if let Err(e) = check_proposal_id(&id) {
                     return respond(e);
                 }
-                WriteRequest::GetProposal { id, replier }
+                WriteRequest::GetProposal {
+                    id,
+                    reply: reply(replier, replies::proposal),
+                }
             }
             Route::Approve => {
                 let body: ApproveBody = match serde_json::from_slice(&req.body) {
@@ -418,7 +424,7 @@ impl RegistryApi {
                 WriteRequest::Approve {
                     proposal_id: body.proposal_id,
                     signatures,
-                    replier,
+                    reply: reply(replier, replies::approved),
                 }
             }
             Route::Commit => {
@@ -431,7 +437,7 @@ impl RegistryApi {
                 }
                 WriteRequest::Commit {
                     proposal_id: body.proposal_id,
-                    replier,
+                    reply: reply(replier, replies::committed),
                 }
             }
             _ => unreachable!("write() is only called for write-plane routes"),
@@ -440,32 +446,14 @@ impl RegistryApi {
             Ok(()) => Outcome::Deferred,
             Err(TrySendError::Full(r)) => {
                 m().rejected_total.with_label_values(&["busy"]).inc();
-                let replier = take_replier(r);
-                replier.send(
-                    error_response(&ApiError::busy("the writer queue is full"))
-                        .header("Retry-After", "1".to_string())
-                        .route(template),
-                );
+                r.refuse(ApiError::busy("the writer queue is full").retry_after(1));
                 Outcome::Deferred
             }
             Err(TrySendError::Disconnected(r)) => {
                 m().rejected_total.with_label_values(&["deps"]).inc();
-                take_replier(r).send(
-                    error_response(&ApiError::unavailable("the writer is not running"))
-                        .route(template),
-                );
+                r.refuse(ApiError::unavailable("the writer is not running"));
                 Outcome::Deferred
             }
         }
-    }
-}
-
-fn take_replier(r: WriteRequest) -> Replier {
-    match r {
-        WriteRequest::Propose { replier, .. }
-        | WriteRequest::GetProposal { replier, .. }
-        | WriteRequest::Approve { replier, .. }
-        | WriteRequest::Commit { replier, .. } => replier,
-        WriteRequest::Shutdown => unreachable!("workers never send Shutdown"),
     }
 }

@@ -133,24 +133,8 @@ pub fn write_checkpoint(
 ) -> Result<PathBuf, LogError> {
     let dir = checkpoints_dir(data_dir);
     let path = dir.join(checkpoint_name(seq));
-    let temp = dir.join(format!("{}{TEMP_SUFFIX}", checkpoint_name(seq)));
-    let bytes = encode(seq, payload);
-    {
-        let file = io
-            .create(&temp)
-            .map_err(|e| LogError::io_or_no_space("create", &temp, e))?;
-        file.write_at(0, &bytes)
-            .map_err(|e| LogError::io_or_no_space("write", &temp, e))?;
-        // The contents must be durable before the rename can be: otherwise a crash could leave
-        // the new name pointing at an empty or partial file.
-        file.sync()
-            .map_err(|e| LogError::io_or_no_space("fsync", &temp, e))?;
-    }
-    io.rename(&temp, &path)
-        .map_err(|e| LogError::io("rename", &temp, e))?;
-    // IMPORTANT: the rename is durable only once the directory is fsynced.
-    io.sync_dir(&dir)
-        .map_err(|e| LogError::io("fsync dir", &dir, e))?;
+    // `checkpoint-{seq}.ckpt.tmp` first (TEMP_SUFFIX), then renamed into place.
+    super::io::write_atomic(io, &path, &encode(seq, payload))?;
 
     let keep = keep.max(1);
     for (old_seq, old_path) in list(io, &dir)?.into_iter().skip(keep) {

@@ -19,6 +19,34 @@ use std::sync::Arc;
 
 use memmap2::{MmapOptions, MmapRaw};
 
+use super::LogError;
+
+/// Write `bytes` to `path` so that a crash leaves either the old file (or none) or the new one
+/// whole, never a partial one: `{path}.tmp` → write → fsync → rename → fsync of the directory.
+/// The one copy of this sequence (checkpoints, the backup manifest).
+pub fn write_atomic(io: &dyn Io, path: &Path, bytes: &[u8]) -> Result<(), LogError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(".tmp");
+    let temp = std::path::PathBuf::from(temp);
+    {
+        let file = io
+            .create(&temp)
+            .map_err(|e| LogError::io_or_no_space("create", &temp, e))?;
+        file.write_at(0, bytes)
+            .map_err(|e| LogError::io_or_no_space("write", &temp, e))?;
+        // The contents must be durable before the rename can be: otherwise a crash could leave
+        // the new name pointing at an empty or partial file.
+        file.sync()
+            .map_err(|e| LogError::io_or_no_space("fsync", &temp, e))?;
+    }
+    io.rename(&temp, path)
+        .map_err(|e| LogError::io("rename", &temp, e))?;
+    // IMPORTANT: the rename is durable only once the directory is fsynced.
+    io.sync_dir(dir)
+        .map_err(|e| LogError::io("fsync dir", dir, e))
+}
+
 /// All file access of the log, checkpoints, lock and backup.
 pub trait Io: Send + Sync {
     /// Create `dir` and any missing parents (not made durable: call [`Io::sync_dir`] on the

@@ -41,7 +41,7 @@ use parking_lot::Mutex;
 pub use checkpoint::{checkpoints_dir, write_checkpoint, Checkpoint};
 pub use error::LogError;
 pub use fault::{FaultIo, FaultKind, Op};
-pub use io::{FileHandle, Io, LockHandle, MapSyncer, MapWriter, OsIo};
+pub use io::{write_atomic, FileHandle, Io, LockHandle, MapSyncer, MapWriter, OsIo};
 pub use lock::{lock_dir, DirLock};
 pub use segment::{
     payload_bytes_max, segment_path, LogWriter, Syncer, FRAME_HEADER_BYTES, SEGMENT_BYTES_MIN,

@@ -29,7 +29,7 @@ pub struct CheckpointParts {
 /// The writer's publisher: nudge the checkpoint thread.
 pub struct CheckpointNudge(pub Sender<()>);
 
-impl crate::roles::writer::Publisher for CheckpointNudge {
+impl crate::snapshot::Publisher for CheckpointNudge {
     fn published(&mut self, _: &Arc<Snapshot>, _: &[Arc<crate::domain::record::CommitRecord>]) {
         let _ = self.0.try_send(());
     }

@@ -1,8 +1,9 @@
 //! The fsync thread: group commit.
 //!
-//! Thread: `fsync`. Input: journal positions from the writer (unbounded by count but bounded in
-//! practice: one per staged commit, and the writer stages at most what its bounded request
-//! channel admits). Output: [`Internal::Durable`] or [`Internal::SyncFailed`] to the writer.
+//! Thread: `fsync`. Input: journal positions from the writer (bounded, `SYNC_QUEUE` in app.rs:
+//! when full the writer waits, which is safe because this thread never waits on the writer).
+//! Output: [`Internal::Durable`] or [`Internal::SyncFailed`] to the writer, on its unbounded
+//! internal channel (a durability notice is never dropped and never blocks this thread).
 //! State: the highest durable position. Shutdown: when the writer drops its sender.
 //!
 //! In `batch` mode one sync covers every position waiting when it starts (plus those arriving

@@ -1,8 +1,10 @@
 //! One module per thread role. Each opens by saying which thread runs it, which channels go in
-//! and out (all bounded), which state it owns alone, and how it shuts down.
+//! and out (all bounded but the writer's `internal` channel, argued in app.rs), which state it
+//! owns alone, and how it shuts down. `reply` is the typed answer handle of the writer.
 
 pub mod checkpoint;
 pub mod fsync;
+pub mod reply;
 pub mod sse;
 pub mod verifier;
 pub mod writer;

@@ -14,7 +14,8 @@
 //! so they are ordered with commit events. Shutdown: [`SseHub::shutdown`] sends every subscriber
 //! a final `event: shutdown` (best effort) and closes it.
 
-use crate::http::{Outcome, Request, Response, Socket, StreamSocket};
+use crate::error::ApiError;
+use crate::http::{Socket, StreamSocket};
 use crate::metrics::m;
 use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
@@ -50,7 +51,7 @@ struct NewSubscriber {
     since: Option<u64>,
 }
 
-/// The worker-facing side: admission and hand-off.
+/// The worker-facing side: admission ([`SseHub::subscribe`]) and hand-off ([`Admitted`]).
 pub struct SseHub {
     tx: Sender<NewSubscriber>,
     waker: Arc<Waker>,
@@ -127,33 +128,33 @@ impl SseHub {
 }
 
 /// `Last-Event-ID` (or `?since=`): the last version the client has.
-fn since(req: &Request) -> Result<Option<u64>, String> {
-    let raw = req
-        .header("last-event-id")
-        .or_else(|| req.query_param("since"));
-    match raw {
-        None => Ok(None),
-        Some(s) => s
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| format!("Last-Event-ID / since {s:?} is not a version number")),
+/// A reserved subscriber slot, to be handed the stream's socket once its head is written.
+pub struct Admitted {
+    tx: Sender<NewSubscriber>,
+    waker: Arc<Waker>,
+    count: Arc<AtomicUsize>,
+    since: Option<u64>,
+}
+
+impl Admitted {
+    /// Hand the socket to the fan-out thread (replay from `since`, then live events).
+    pub fn attach(self, stream: StreamSocket) {
+        let since = self.since;
+        if self.tx.try_send(NewSubscriber { stream, since }).is_err() {
+            // The fan-out thread is gone or swamped: the socket closes on drop.
+            self.count.fetch_sub(1, Ordering::SeqCst);
+            return;
+        }
+        let _ = self.waker.wake();
     }
 }
 
-impl crate::api::StreamHub for SseHub {
-    fn subscribe(&self, req: &Request) -> Outcome {
-        let route = "/registry/stream";
-        let since = match since(req) {
-            Ok(s) => s,
-            Err(e) => {
-                return Outcome::Respond(Response::error(400, "bad_request", &e).route(route))
-            }
-        };
+impl SseHub {
+    /// Admit a subscriber that resumes after version `since` (none: from HEAD). Refuses with
+    /// `unavailable` while shutting down and `busy` (retry after 1 s) at `max_subscribers`.
+    pub fn subscribe(&self, since: Option<u64>) -> Result<Admitted, ApiError> {
         if self.stopping.load(Ordering::SeqCst) {
-            return Outcome::Respond(
-                Response::error(503, "unavailable", "shutting down").route(route),
-            );
+            return Err(ApiError::unavailable("shutting down"));
         }
         let max = self.settings.load().max_subscribers;
         // Reserve a slot before handing over, so the cap holds under a burst.
@@ -165,37 +166,18 @@ impl crate::api::StreamHub for SseHub {
             .is_err()
         {
             m().rejected_total.with_label_values(&["busy"]).inc();
-            return Outcome::Respond(
-                Response::error(
-                    429,
-                    "busy",
-                    &format!("{max} stream subscribers is the limit"),
-                )
-                .header("Retry-After", "1".to_string())
-                .route(route),
+            return Err(
+                ApiError::busy(format!("{max} stream subscribers is the limit")).retry_after(1),
             );
         }
         m().sse_subscribers
             .set(self.count.load(Ordering::SeqCst) as i64);
-        let tx = self.tx.clone();
-        let waker = self.waker.clone();
-        let count = self.count.clone();
-        let head = Response::new(200, Vec::new())
-            .header("Content-Type", "text/event-stream".to_string())
-            .header("Cache-Control", "no-cache".to_string())
-            .header("X-Accel-Buffering", "no".to_string())
-            .route(route);
-        Outcome::Stream {
-            head,
-            take: Box::new(move |stream| {
-                if tx.try_send(NewSubscriber { stream, since }).is_err() {
-                    // The fan-out thread is gone or swamped: the socket closes on drop.
-                    count.fetch_sub(1, Ordering::SeqCst);
-                    return;
-                }
-                let _ = waker.wake();
-            }),
-        }
+        Ok(Admitted {
+            tx: self.tx.clone(),
+            waker: self.waker.clone(),
+            count: self.count.clone(),
+            since,
+        })
     }
 }
 
@@ -514,7 +496,7 @@ impl WriteAllNonblocking for Socket {
 /// The writer's publisher: wake the fan-out thread after each publication.
 pub struct StreamPublisher(pub Arc<SseHub>);
 
-impl crate::roles::writer::Publisher for StreamPublisher {
+impl crate::snapshot::Publisher for StreamPublisher {
     fn published(
         &mut self,
         _snapshot: &Arc<Snapshot>,

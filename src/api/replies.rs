@@ -1,0 +1,111 @@
+//! The writer's typed answers as HTTP: builds a domain [`Reply`] from a request's transport
+//! [`Replier`], and turns each result into the JSON body of SPEC §5.
+//!
+//! Invariant: this is the only place writer results become responses; every error goes through
+//! [`super::error_response`].
+
+use super::{error_response, json_response};
+use crate::domain::dsse;
+use crate::http::{Replier, Response};
+use crate::roles::reply::Reply;
+use crate::roles::writer::{Accepted, Approved, Committed, ProposalState, ProposalView};
+
+/// A [`Reply`] whose result is answered on `replier` through `ok` (or the error table).
+pub fn reply<T: 'static>(replier: Replier, ok: fn(T) -> Response) -> Reply<T> {
+    let corr_id = replier.corr_id.clone();
+    Reply::new(corr_id, move |result: Result<T, _>| {
+        replier.send(match result {
+            Ok(value) => ok(value),
+            Err(e) => error_response(&e),
+        })
+    })
+}
+
+/// `202` for `POST /propose`.
+pub fn accepted(a: Accepted) -> Response {
+    json_response(
+        202,
+        &serde_json::json!({
+            "proposal_id": a.proposal_id,
+            "expires_at": crate::clock::rfc3339(a.expires_at),
+        }),
+    )
+}
+
+/// `200` for `POST /approve`.
+pub fn approved(a: Approved) -> Response {
+    json_response(
+        200,
+        &serde_json::json!({
+            "proposal_id": a.proposal_id,
+            "approvals": a.approvals,
+            "threshold": a.threshold,
+        }),
+    )
+}
+
+/// `200` for `POST /commit`.
+pub fn committed(c: Committed) -> Response {
+    json_response(
+        200,
+        &serde_json::json!({"version": c.version, "hash": c.hash}),
+    )
+}
+
+/// `200` for `GET /proposals/{id}`.
+pub fn proposal(v: ProposalView) -> Response {
+    let body = match v.state {
+        ProposalState::Committed { version } => serde_json::json!({
+            "proposal_id": v.proposal_id,
+            "payload": dsse::b64(&v.payload),
+            "approvals": v.approvals,
+            "threshold": v.threshold,
+            "state": "committed",
+            "version": version,
+            "diff": [],
+        }),
+        ProposalState::Pending {
+            base_version,
+            expires_at,
+        }
+        | ProposalState::Expired {
+            base_version,
+            expires_at,
+        } => {
+            let state = if matches!(v.state, ProposalState::Expired { .. }) {
+                "expired"
+            } else {
+                "pending"
+            };
+            let diff: Vec<serde_json::Value> = v
+                .diff
+                .iter()
+                .map(|d| {
+                    let current = d
+                        .current
+                        .as_ref()
+                        .map(|b| serde_json::to_value(&**b).unwrap_or_default());
+                    let proposed = d
+                        .proposed
+                        .as_ref()
+                        .and_then(|b| serde_json::to_value(&**b).ok());
+                    serde_json::json!({
+                        "op": d.op, "kind": d.kind, "id": &*d.id,
+                        "current": current, "proposed": proposed,
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "proposal_id": v.proposal_id,
+                "payload": dsse::b64(&v.payload),
+                "approvals": v.approvals,
+                "threshold": v.threshold,
+                "state": state,
+                "base_version": base_version,
+                "expires_at": crate::clock::rfc3339(expires_at),
+                "diff": diff,
+            })
+        }
+    };
+    json_response(200, &body)
+}

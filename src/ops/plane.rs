@@ -1,0 +1,162 @@
+//! The write plane's state: is it ready, and why not.
+//!
+//! One [`WritePlane`] per process, shared by the roles that change it (start-up sets the
+//! [`Readiness`] flags, the writer poisons it on a storage failure, the operator switches
+//! maintenance) and by those that ask (`/readyz`, every write route, the maintenance audit).
+//!
+//! Invariant: the rule "writes are accepted" exists only here ([`WritePlane::write_ready`],
+//! [`WritePlane::refuse_write`], [`WritePlane::report`]); poisoning is one-way for the life of
+//! the process.
+
+use super::CommitBudget;
+use crate::error::ApiError;
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+/// What `/readyz` reports, set by the roles as they come up (and down).
+#[derive(Default)]
+pub struct Readiness {
+    pub registry_bound: AtomicBool,
+    pub state_restored: AtomicBool,
+    pub metrics_served: AtomicBool,
+    pub writer_ready: AtomicBool,
+    pub storage_ready: AtomicBool,
+    pub draining: AtomicBool,
+    /// Why state could not be restored (corruption), if so.
+    pub restore_error: Mutex<Option<String>>,
+}
+
+impl Readiness {
+    pub fn set(flag: &AtomicBool, on: bool) {
+        flag.store(on, Ordering::SeqCst);
+    }
+}
+
+/// Readiness, poison, maintenance and the commit budget, in one place.
+#[derive(Default)]
+pub struct WritePlane {
+    pub readiness: Readiness,
+    /// Set when storage failed, with the reason.
+    poisoned: Mutex<Option<String>>,
+    /// Maintenance (read-only) mode; read by the registry workers on every write.
+    read_only: AtomicBool,
+    /// Why maintenance is on (None while off).
+    maintenance_reason: Mutex<Option<String>>,
+    /// `storage.commit_budget_ms`, once storage syncs.
+    budget: OnceLock<Arc<CommitBudget>>,
+}
+
+impl WritePlane {
+    pub fn new() -> Arc<WritePlane> {
+        Arc::new(WritePlane::default())
+    }
+
+    /// Stop the write plane for good (a journal or sync failure).
+    pub fn poison(&self, reason: String) {
+        *self.poisoned.lock() = Some(reason);
+    }
+
+    /// Why the write plane stopped, if it did.
+    pub fn poisoned(&self) -> Option<String> {
+        self.poisoned.lock().clone()
+    }
+
+    pub fn read_only(&self) -> bool {
+        self.read_only.load(Ordering::SeqCst)
+    }
+
+    pub fn maintenance_reason(&self) -> Option<String> {
+        self.maintenance_reason.lock().clone()
+    }
+
+    /// Switch maintenance; returns whether it was on, and the reason now shown.
+    pub fn set_read_only(&self, on: bool, reason: Option<String>) -> (bool, Option<String>) {
+        let mut held = self.maintenance_reason.lock();
+        let was = self.read_only.swap(on, Ordering::SeqCst);
+        *held = if on { reason } else { None };
+        (was, held.clone())
+    }
+
+    /// Shed commits while storage is slower than the budget (set once, at start-up).
+    pub fn set_budget(&self, budget: Arc<CommitBudget>) {
+        let _ = self.budget.set(budget);
+    }
+
+    /// Would a write be accepted now: up, restored, not in maintenance, not poisoned.
+    pub fn write_ready(&self) -> bool {
+        let r = &self.readiness;
+        let up = [&r.state_restored, &r.writer_ready, &r.storage_ready]
+            .iter()
+            .all(|f| f.load(Ordering::SeqCst));
+        !self.read_only() && up && self.poisoned().is_none()
+    }
+
+    /// The refusal a write (`commit`: a `/commit`, also subject to the budget) gets now, if any.
+    pub fn refuse_write(&self, commit: bool) -> Option<ApiError> {
+        if self.read_only.load(Ordering::Relaxed) {
+            return Some(ApiError::unavailable(
+                "the registry is in read-only (maintenance) mode",
+            ));
+        }
+        if let Some(reason) = self.poisoned() {
+            return Some(ApiError::unavailable(format!(
+                "write plane stopped: {reason}"
+            )));
+        }
+        if !self.readiness.writer_ready.load(Ordering::Relaxed) {
+            return Some(ApiError::unavailable("the write plane is not ready"));
+        }
+        if commit {
+            if let Some(why) = self.budget.get().and_then(|b| b.exceeded()) {
+                return Some(ApiError::unavailable(format!("commit shed: {why}")).retry_after(1));
+            }
+        }
+        None
+    }
+
+    /// (ready, read, write, reasons) for `/readyz`. `reasons` lists everything not fully
+    /// available, also while ready: in maintenance the instance is ready (reads) and says why
+    /// writes are off.
+    pub fn report(&self) -> (bool, bool, bool, Vec<String>) {
+        let r = &self.readiness;
+        let on = |f: &AtomicBool| f.load(Ordering::SeqCst);
+        let mut reasons = Vec::new();
+        if !on(&r.registry_bound) {
+            reasons.push("registry listener not bound".to_string());
+        }
+        if !on(&r.state_restored) {
+            match r.restore_error.lock().clone() {
+                Some(e) => reasons.push(format!("state not restored: {e}")),
+                None => reasons.push("state not restored yet".to_string()),
+            }
+        }
+        if !on(&r.metrics_served) {
+            reasons.push("metrics not served".to_string());
+        }
+        if on(&r.draining) {
+            reasons.push("shutting down".to_string());
+        }
+        let read = reasons.is_empty();
+        let maintenance = self.read_only();
+        if maintenance {
+            reasons.push(format!(
+                "read-only (maintenance) mode: {}",
+                self.maintenance_reason().unwrap_or_default()
+            ));
+        }
+        if let Some(p) = self.poisoned() {
+            reasons.push(format!("write plane stopped: {p}"));
+        }
+        if !on(&r.writer_ready) {
+            reasons.push("writer not ready".to_string());
+        }
+        if !on(&r.storage_ready) {
+            reasons.push("storage not ready".to_string());
+        }
+        // Every reason past the read ones concerns the write plane.
+        let write = read && reasons.is_empty();
+        let ready = read && (write || maintenance);
+        (ready, read, write, reasons)
+    }
+}

@@ -1,0 +1,202 @@
+//! The commit protocol and durability: check quorum → CAS on base_version against the staged
+//! head → apply ops → append to the journal → ask for a sync → on its notice publish and answer.
+//!
+//! Invariant: a commit is answered `Committed` only after the sync that covers its record, and
+//! the snapshot of version V is published only once V is durable; nothing changes on a refusal.
+
+use super::proposals::counted_signatures;
+use super::{Committed, JournalError, Staged, Writer, STOPPED};
+use crate::domain::chain;
+use crate::domain::record::CommitRecord;
+use crate::domain::state;
+use crate::error::{ApiError, Code};
+use crate::metrics::m;
+use crate::roles::reply::Reply;
+use std::sync::Arc;
+use std::time::Instant;
+
+impl Writer {
+    /// `may_hold`: whether a commit whose base is ahead of the staged head may wait for it.
+    pub(super) fn commit(
+        &mut self,
+        id: String,
+        reply: Reply<Committed>,
+        started: Instant,
+        may_hold: bool,
+    ) {
+        // A held commit retried after a failure earlier in the same pass.
+        if let Some(reason) = self.poisoned() {
+            reply.send(Err(ApiError::unavailable(format!(
+                "write plane stopped: {reason}"
+            ))));
+            return;
+        }
+        match self.try_commit(&id) {
+            Ok(staged_version) => {
+                // The audit line `msg=committed` is written once the record is durable.
+                if let Some(last) = self.waiting.back_mut() {
+                    if last.version == staged_version {
+                        last.waiter = Some((reply, started));
+                    }
+                }
+                if !self.p.journal.needs_sync() {
+                    let position = self.waiting.back().map_or(0, |s| s.position);
+                    self.on_durable(position);
+                }
+                self.retry_held();
+            }
+            Err(e) => {
+                if may_hold && e.code == Code::Conflict {
+                    if let Some(base) = self.ahead_of_staged(&id) {
+                        let settings = self.p.settings.load();
+                        if !settings.commit_wait.is_zero() && self.held_count < settings.max_pending
+                        {
+                            log::debug!(
+                                "msg=\"commit held\" corr_id={} proposal_id={id} base_version={base} staged={}",
+                                reply.corr_id,
+                                self.staged.version()
+                            );
+                            self.held.entry(base).or_default().push_back(super::Held {
+                                proposal_id: id,
+                                reply,
+                                started,
+                                deadline: Instant::now() + settings.commit_wait,
+                            });
+                            self.held_count += 1;
+                            m().registry_commits_held.set(self.held_count as i64);
+                            return;
+                        }
+                    }
+                }
+                if e.code == Code::Conflict {
+                    m().registry_cas_conflicts_total.inc();
+                }
+                log::info!(
+                    "msg=\"commit refused\" corr_id={} proposal_id={id} error={}",
+                    reply.corr_id,
+                    e.code.as_str()
+                );
+                reply.send(Err(e));
+            }
+        }
+    }
+
+    /// Stage a commit: returns its version. Nothing changes on error.
+    fn try_commit(&mut self, id: &str) -> Result<u64, ApiError> {
+        let signers = self.p.signers.load_full();
+        let now = self.now();
+        let base = self.staged.clone();
+        let (approvals, proposal, bytes) = {
+            let p = self.live(id)?;
+            (
+                counted_signatures(p, &signers, now),
+                p.proposal.clone(),
+                p.bytes.clone(),
+            )
+        };
+        if approvals.len() < signers.threshold {
+            return Err(ApiError::new(
+                Code::QuorumNotMet,
+                format!(
+                    "{} valid approvals, the threshold is {}",
+                    approvals.len(),
+                    signers.threshold
+                ),
+            ));
+        }
+        if proposal.base_version != base.version() {
+            return Err(ApiError::conflict(format!(
+                "base_version {} is not HEAD {}",
+                proposal.base_version,
+                base.version()
+            )));
+        }
+        let version = base.version() + 1;
+        let descriptors = state::apply(&base.descriptors, &proposal.ops, version)?;
+        let record = Arc::new(CommitRecord {
+            version,
+            hash: chain::commit_hash(
+                &self.p.registry_id,
+                version,
+                &base.head.hash,
+                id,
+                &approvals,
+            ),
+            prev_hash: base.head.hash.clone(),
+            // The injected clock, so a simulated run stamps simulated time (not hashed).
+            committed_at_ms: (self.p.clock_ms)(),
+            proposal_id: id.to_string(),
+            payload: bytes,
+            signatures: approvals,
+            descriptors: descriptors.len() as u64,
+        });
+        let position = match self.p.journal.append(&record.to_json()) {
+            Ok(pos) => pos,
+            Err(JournalError::NoSpace(msg)) => {
+                log::error!("msg=\"commit refused: disk full\" error={msg:?}");
+                return Err(ApiError::new(
+                    Code::StorageFull,
+                    format!("disk full: {msg}"),
+                ));
+            }
+            Err(JournalError::TooLarge(msg)) => return Err(ApiError::too_large(msg)),
+            Err(JournalError::Failed(msg)) => {
+                self.poison(format!("log append failed: {msg}"));
+                return Err(ApiError::unavailable(STOPPED));
+            }
+        };
+        let snapshot = Arc::new(base.next(record, descriptors));
+        self.pending.remove(id);
+        self.remember_committed(id.to_string(), version);
+        self.staged = snapshot.clone();
+        self.waiting.push_back(Staged {
+            version,
+            position,
+            snapshot,
+            waiter: None,
+        });
+        if let Some(tx) = &self.p.sync_tx {
+            if self.p.journal.needs_sync() && tx.send(position).is_err() {
+                self.poison("the fsync thread is gone".to_string());
+                return Err(ApiError::unavailable(STOPPED));
+            }
+        }
+        Ok(version)
+    }
+
+    /// Publish the newest staged version at or before `position` and answer its commits.
+    pub(super) fn on_durable(&mut self, position: u64) {
+        let mut made_visible = Vec::new();
+        let mut newest = None;
+        let mut answers = Vec::new();
+        while self.waiting.front().is_some_and(|s| s.position <= position) {
+            let s = self.waiting.pop_front().expect("front exists");
+            made_visible.push(s.snapshot.head.clone());
+            if let Some(w) = s.waiter {
+                answers.push((w, s.snapshot.head.clone()));
+            }
+            newest = Some(s.snapshot);
+        }
+        let Some(snapshot) = newest else { return };
+        self.p.snapshot.store(snapshot.clone());
+        m().registry_head_version.set(snapshot.version() as i64);
+        m().registry_commits_total.inc_by(made_visible.len() as u64);
+        self.p.publisher.published(&snapshot, &made_visible);
+        for ((reply, started), record) in answers {
+            m().commit_latency_seconds
+                .observe(started.elapsed().as_secs_f64());
+            log::info!(
+                "msg=committed audit=1 corr_id={} proposal_id={} version={} hash={}",
+                reply.corr_id,
+                record.proposal_id,
+                record.version,
+                record.hash
+            );
+            reply.send(Ok(Committed {
+                version: record.version,
+                hash: record.hash.clone(),
+            }));
+        }
+        self.expire();
+    }
+}

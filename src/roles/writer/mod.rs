@@ -1,0 +1,399 @@
+//! The writer: the single owner of pending proposals and HEAD.
+//!
+//! Thread: `writer`. Input: `requests` (bounded; HTTP workers `try_send` and answer `429 busy`
+//! when it is full) and `internal` (verifier results and durability notices). Output: replies
+//! through each request's typed [`Reply`], verify jobs to the verifier pool, sync requests to the
+//! fsync thread, and published snapshots (`ArcSwap`) plus commit events.
+//!
+//! Owned state (no other thread touches it): the pending proposals, the *staged* head (appended
+//! to the log, maybe not yet durable) and the queue of staged commits waiting for their sync.
+//!
+//! A commit whose proposal builds on a version that is not staged yet (`base_version` above the
+//! staged head: its predecessor is still on its way through another HTTP worker) is *held* for
+//! up to `proposals.commit_wait_ms`, at most `proposals.max_pending` of them: it is tried again
+//! the moment the staged head reaches its base, and answered `409` as before if its wait ends
+//! first. Pipelined clients then form group-commit batches instead of retry storms; nothing about
+//! the compare-and-swap changes (a commit still stages only at exactly `base_version + 1`).
+//!
+//! Commit protocol, in order: check quorum → CAS on base_version against the staged head →
+//! apply ops (a conflict changes nothing) → append the record to the journal → ask the fsync
+//! thread for durability → on its notice, publish the snapshot of the newest durable version,
+//! answer every commit it covers and emit their events. A journal or sync failure poisons the
+//! write plane: every later write answers 503, reads keep working.
+//!
+//! Shutdown: on [`WriteRequest::Shutdown`] the writer stops taking requests, waits for
+//! durability of everything appended, answers, and exits.
+
+//! The writer speaks domain, not HTTP: every answer is a `Result` of a typed value
+//! ([`Accepted`], [`Approved`], [`Committed`], [`ProposalView`]) or an [`ApiError`]; src/api
+//! turns those into responses.
+//!
+//! Files: this one holds the requests, the owned state and the loop; `proposals.rs` propose,
+//! approve and get; `commit.rs` the commit protocol and durability; `held.rs` held commits;
+//! `journal.rs` the journal seam.
+
+mod commit;
+mod held;
+mod journal;
+mod proposals;
+
+pub use journal::{Journal, JournalError, MemoryJournal};
+// The publisher seam lives beside the snapshot; re-exported for the writer's users.
+pub use crate::snapshot::{Publisher, Publishers};
+
+use crate::domain::descriptor::Kind;
+use crate::domain::proposal::{Proposal, ProposalLimits};
+use crate::domain::signers::SignerSet;
+use crate::error::ApiError;
+use crate::metrics::m;
+use crate::ops::WritePlane;
+use crate::roles::reply::Reply;
+use crate::roles::verifier::{Verified, VerifyJob};
+use crate::snapshot::Snapshot;
+use arc_swap::ArcSwap;
+use crossbeam_channel::{select, Receiver, Sender};
+use serde_json::value::RawValue;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// `POST /propose` accepted (or already pending): the proposal and when it expires.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Accepted {
+    pub proposal_id: String,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+/// `POST /approve` recorded: approvals that count now against the threshold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Approved {
+    pub proposal_id: String,
+    pub approvals: usize,
+    pub threshold: usize,
+}
+
+/// `POST /commit` durable: the new head.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    pub version: u64,
+    pub hash: String,
+}
+
+/// Where a proposal stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProposalState {
+    Pending { base_version: u64, expires_at: i64 },
+    Expired { base_version: u64, expires_at: i64 },
+    Committed { version: u64 },
+}
+
+/// One op of a proposal against the published state.
+#[derive(Clone, Debug)]
+pub struct DiffEntry {
+    /// `put` or `delete`.
+    pub op: &'static str,
+    pub kind: Kind,
+    pub id: Arc<str>,
+    pub current: Option<Arc<RawValue>>,
+    pub proposed: Option<Arc<RawValue>>,
+}
+
+/// `GET /proposals/{id}`.
+#[derive(Clone, Debug)]
+pub struct ProposalView {
+    pub proposal_id: String,
+    pub payload: Arc<[u8]>,
+    /// Keyids whose approvals count (committed: those in the record).
+    pub approvals: Vec<String>,
+    pub threshold: usize,
+    pub state: ProposalState,
+    /// Empty once committed.
+    pub diff: Vec<DiffEntry>,
+}
+
+/// What HTTP workers ask of the writer.
+pub enum WriteRequest {
+    Propose {
+        bytes: Vec<u8>,
+        reply: Reply<Accepted>,
+    },
+    GetProposal {
+        id: String,
+        reply: Reply<ProposalView>,
+    },
+    Approve {
+        proposal_id: String,
+        /// (keyid, decoded signature)
+        signatures: Vec<(String, [u8; 64])>,
+        reply: Reply<Approved>,
+    },
+    Commit {
+        proposal_id: String,
+        reply: Reply<Committed>,
+    },
+    /// Stop: finish what is staged, then exit.
+    Shutdown,
+}
+
+impl WriteRequest {
+    /// Answer this request with `e` without handling it (a full or closed queue).
+    pub fn refuse(self, e: ApiError) {
+        match self {
+            WriteRequest::Propose { reply, .. } => reply.send(Err(e)),
+            WriteRequest::GetProposal { reply, .. } => reply.send(Err(e)),
+            WriteRequest::Approve { reply, .. } => reply.send(Err(e)),
+            WriteRequest::Commit { reply, .. } => reply.send(Err(e)),
+            WriteRequest::Shutdown => {}
+        }
+    }
+}
+
+/// What the verifier pool and the fsync thread tell the writer.
+pub enum Internal {
+    Verified(Verified),
+    /// Everything appended up to this journal position is durable.
+    Durable(u64),
+    /// A sync failed: nothing past the last durable position may be acknowledged, ever.
+    SyncFailed(String),
+}
+
+/// Live settings of the writer that SIGHUP may change.
+#[derive(Clone)]
+pub struct WriterSettings {
+    pub ttl: Duration,
+    pub max_pending: usize,
+    /// How long a commit whose base is ahead of the staged head is held (zero: refused at once).
+    pub commit_wait: Duration,
+    pub limits: ProposalLimits,
+}
+
+pub struct WriterParts {
+    pub registry_id: String,
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub signers: Arc<ArcSwap<SignerSet>>,
+    pub settings: Arc<ArcSwap<WriterSettings>>,
+    pub requests: Receiver<WriteRequest>,
+    pub internal_rx: Receiver<Internal>,
+    pub verify_tx: Sender<VerifyJob>,
+    /// Sync requests (journal positions) to the fsync thread; `None` when no sync is needed.
+    pub sync_tx: Option<Sender<u64>>,
+    pub journal: Box<dyn Journal>,
+    pub publisher: Box<dyn Publisher>,
+    /// The write plane's state: the writer poisons it on a storage failure (for /readyz and
+    /// every later write).
+    pub plane: Arc<WritePlane>,
+    /// Milliseconds since the Unix epoch: proposal expiry (whole seconds of it) and each
+    /// record's `committed_at`. Injected so simulations run on a simulated clock.
+    pub clock_ms: fn() -> i64,
+}
+
+#[derive(Clone)]
+struct Approval {
+    public: [u8; 32],
+    sig: [u8; 64],
+}
+
+struct Pending {
+    bytes: Arc<[u8]>,
+    pae: Arc<[u8]>,
+    proposal: Arc<Proposal>,
+    expires_unix: i64,
+    approvals: BTreeMap<String, Approval>,
+    expired: bool,
+}
+
+struct ApproveInFlight {
+    proposal_id: String,
+    /// (keyid, public key, signature) per submitted signature.
+    signatures: Vec<(String, [u8; 32], [u8; 64])>,
+    remaining: usize,
+    failed: Option<usize>,
+    reply: Reply<Approved>,
+}
+
+/// A commit held until the staged head reaches its proposal's base version.
+struct Held {
+    proposal_id: String,
+    reply: Reply<Committed>,
+    started: Instant,
+    deadline: Instant,
+}
+
+struct Staged {
+    version: u64,
+    position: u64,
+    snapshot: Arc<Snapshot>,
+    waiter: Option<(Reply<Committed>, Instant)>,
+}
+
+/// How many committed proposal ids are remembered for `GET /proposals/{id}` and the
+/// "already committed" answer; older ones are refused by the CAS check anyway.
+const COMMITTED_REMEMBERED: usize = 16_384;
+
+/// The answer every write gets once storage failed.
+const STOPPED: &str = "storage failed; the write plane is stopped";
+
+pub struct Writer {
+    p: WriterParts,
+    pending: HashMap<String, Pending>,
+    committed: HashMap<String, u64>,
+    committed_order: VecDeque<String>,
+    approvals_in_flight: HashMap<u64, ApproveInFlight>,
+    next_request: u64,
+    /// The head that later commits build on: published or waiting for its sync.
+    staged: Arc<Snapshot>,
+    waiting: VecDeque<Staged>,
+    /// Held commits by their proposal's base version, oldest first within one base.
+    held: BTreeMap<u64, VecDeque<Held>>,
+    held_count: usize,
+    /// Set while held commits are being retried (a retry that stages must not start another).
+    releasing: bool,
+    shutting_down: bool,
+}
+
+impl Writer {
+    pub fn new(parts: WriterParts) -> Writer {
+        let staged = parts.snapshot.load_full();
+        Writer {
+            p: parts,
+            pending: HashMap::new(),
+            committed: HashMap::new(),
+            committed_order: VecDeque::new(),
+            approvals_in_flight: HashMap::new(),
+            next_request: 0,
+            staged,
+            waiting: VecDeque::new(),
+            held: BTreeMap::new(),
+            held_count: 0,
+            releasing: false,
+            shutting_down: false,
+        }
+    }
+
+    /// Remember recently committed proposal ids (e.g. from log replay).
+    pub fn remember_committed(&mut self, proposal_id: String, version: u64) {
+        self.committed.insert(proposal_id.clone(), version);
+        self.committed_order.push_back(proposal_id);
+        while self.committed_order.len() > COMMITTED_REMEMBERED {
+            if let Some(old) = self.committed_order.pop_front() {
+                self.committed.remove(&old);
+            }
+        }
+    }
+
+    /// The thread body.
+    pub fn run(mut self) {
+        let tick = crossbeam_channel::tick(Duration::from_secs(1));
+        loop {
+            if self.shutting_down && self.waiting.is_empty() && self.approvals_in_flight.is_empty()
+            {
+                break;
+            }
+            // A timer only while commits are held: wakes the loop at the first one's deadline.
+            let held_timer = match self.next_deadline() {
+                Some(d) => crossbeam_channel::at(d),
+                None => crossbeam_channel::never(),
+            };
+            select! {
+                recv(self.p.internal_rx) -> msg => match msg {
+                    Ok(msg) => self.on_internal(msg),
+                    Err(_) => break,
+                },
+                recv(self.p.requests) -> msg => match msg {
+                    Ok(WriteRequest::Shutdown) | Err(_) => self.on_request(WriteRequest::Shutdown),
+                    Ok(req) if self.shutting_down => drop(req),
+                    Ok(req) => self.on_request(req),
+                },
+                recv(held_timer) -> _ => self.on_tick(Instant::now()),
+                recv(tick) -> _ => self.expire(),
+            }
+        }
+        log::info!("msg=\"writer stopped\" head={}", self.staged.version());
+    }
+
+    fn poisoned(&self) -> Option<String> {
+        self.p.plane.poisoned()
+    }
+
+    fn poison(&mut self, reason: String) {
+        log::error!("msg=\"write plane stopped\" reason={reason:?}");
+        self.p.publisher.shed(&reason);
+        self.p.plane.poison(reason);
+        m().registry_write_plane_ready.set(0);
+        for held in std::mem::take(&mut self.held).into_values().flatten() {
+            held.reply.send(Err(ApiError::unavailable(STOPPED)));
+        }
+        self.held_count = 0;
+        m().registry_commits_held.set(0);
+        // Nothing staged past the last durable point may ever be acknowledged.
+        for staged in self.waiting.drain(..) {
+            if let Some((reply, _)) = staged.waiter {
+                reply.send(Err(ApiError::unavailable(STOPPED)));
+            }
+        }
+        self.staged = self.p.snapshot.load_full();
+    }
+
+    /// Handle one request (the thread body calls this; simulations call it directly).
+    pub fn on_request(&mut self, req: WriteRequest) {
+        if let Some(reason) = self.poisoned() {
+            m().rejected_total.with_label_values(&["deps"]).inc();
+            if let WriteRequest::Shutdown = req {
+                // Nothing is held or waiting once stopped (`poison` answered them): just exit.
+                self.shutting_down = true;
+                return;
+            }
+            req.refuse(ApiError::unavailable(format!(
+                "write plane stopped: {reason}"
+            )));
+            return;
+        }
+        match req {
+            WriteRequest::Propose { bytes, reply } => {
+                let r = self.propose(bytes, &reply.corr_id);
+                reply.send(r);
+            }
+            WriteRequest::GetProposal { id, reply } => reply.send(self.get_proposal(&id)),
+            WriteRequest::Approve {
+                proposal_id,
+                signatures,
+                reply,
+            } => self.approve(proposal_id, signatures, reply),
+            WriteRequest::Commit { proposal_id, reply } => {
+                self.commit(proposal_id, reply, Instant::now(), true)
+            }
+            WriteRequest::Shutdown => {
+                // Held commits get their answer now: their predecessors will not come.
+                self.shutting_down = true;
+                self.release_held(None);
+            }
+        }
+    }
+
+    /// Handle one verifier result or durability notice (see [`Writer::on_request`]).
+    pub fn on_internal(&mut self, msg: Internal) {
+        match msg {
+            Internal::Verified(v) => self.on_verified(v),
+            Internal::Durable(position) => self.on_durable(position),
+            Internal::SyncFailed(reason) => self.poison(format!("log sync failed: {reason}")),
+        }
+    }
+
+    /// Now, in Unix seconds, from the injected clock.
+    fn now(&self) -> i64 {
+        (self.p.clock_ms)().div_euclid(1000)
+    }
+
+    /// Mark proposals past their TTL expired; keep their tombstones until their slot is needed.
+    fn expire(&mut self) {
+        let now = self.now();
+        for p in self.pending.values_mut() {
+            if !p.expired && now >= p.expires_unix {
+                p.expired = true;
+            }
+        }
+        let live = self.pending.values().filter(|p| !p.expired).count();
+        m().registry_pending_proposals.set(live as i64);
+    }
+}
