@@ -11,7 +11,7 @@
 use crate::api::{AdminApi, RegistryApi};
 use crate::config::{Config, Flags, FsyncMode};
 use crate::domain::signers::SignerSet;
-use crate::http::{Listener, Server, ServerHandle};
+use crate::http::{Listener, Server, ServerHandle, ServerTls};
 use crate::metrics::m;
 use crate::ops::{
     BackupSource, Backups, Chaos, CommitBudget, Maintenance, Readiness, SyncHealth, WritePlane,
@@ -90,6 +90,13 @@ pub fn run(opts: Options) -> i32 {
         }
     };
     crate::logging::init(config.raw.log_level.as_deref());
+    let tls = match tls_config(&config) {
+        Ok(tls) => tls.map(ServerTls::new),
+        Err(e) => {
+            log::error!("msg=\"cannot load the TLS certificate\" error={e:?}");
+            return EXIT_CONFIG;
+        }
+    };
     let started = Instant::now();
     log::info!(
         "msg=starting service=svc-registry version={} config={:?} registry_id={} workers={} amnesia={} read_only={} uds_only={}",
@@ -101,7 +108,7 @@ pub fn run(opts: Options) -> i32 {
         config.flags.read_only,
         config.flags.uds_only
     );
-    let shared = Shared::new(&config);
+    let shared = Shared::new(&config, tls);
 
     // The metrics listener comes up first so /healthz and /readyz answer during restore.
     let Some(metrics_server) = start_metrics(&config, &shared) else {
@@ -140,6 +147,13 @@ pub fn run(opts: Options) -> i32 {
         metrics_server.local_addr(),
         started.elapsed().as_millis()
     );
+    if let Some(tls) = &config.raw.tls {
+        log::info!(
+            "msg=\"TLS on the registry and metrics listeners\" cert_file={:?} client_ca_file={:?} uds=plaintext",
+            tls.cert_file.display().to_string(),
+            tls.client_ca_file.as_ref().map(|p| p.display().to_string())
+        );
+    }
     if !shared.maintenance.is_on() {
         m().registry_write_plane_ready.set(1);
         log::info!(
@@ -177,10 +191,26 @@ struct Shared {
     commit_budget: Arc<CommitBudget>,
     backups: Arc<Backups>,
     effective_config: Arc<ArcSwap<String>>,
+    /// TLS of both TCP listeners (None: plaintext); a SIGHUP swaps its certificate.
+    tls: Option<Arc<ServerTls>>,
+}
+
+/// The listeners' TLS configuration from `[tls]` (None without it): the files are read and
+/// checked here, at start-up and on every SIGHUP.
+pub fn tls_config(config: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
+    let Some(tls) = &config.raw.tls else {
+        return Ok(None);
+    };
+    crate::http::tls::server_config(
+        &tls.cert_file,
+        &tls.key_file,
+        tls.client_ca_file.as_deref(),
+    )
+    .map(Some)
 }
 
 impl Shared {
-    fn new(config: &Config) -> Shared {
+    fn new(config: &Config, tls: Option<Arc<ServerTls>>) -> Shared {
         let plane = WritePlane::new();
         let bus = crate::bus::Bus::new();
         let maintenance = {
@@ -224,6 +254,7 @@ impl Shared {
             commit_budget,
             backups: Backups::new(config.flags.amnesia),
             effective_config: Arc::new(ArcSwap::from_pointee(effective_toml(config))),
+            tls,
         }
     }
 }
@@ -240,7 +271,7 @@ fn start_metrics(config: &Config, shared: &Shared) -> Option<ServerHandle> {
     let mut admin_limits = config.http_limits();
     admin_limits.workers = 1;
     match Listener::bind_tcp(&config.raw.metrics_addr)
-        .and_then(|l| Server::start("metrics", l, admin_limits, admin))
+        .and_then(|l| Server::start_with_tls("metrics", l, admin_limits, admin, shared.tls.clone()))
     {
         Ok(s) => {
             Readiness::set(&shared.plane.readiness.metrics_served, true);
@@ -557,7 +588,10 @@ fn start_registry(config: &Config, shared: &Shared, roles: &Roles) -> Option<Ser
     } else {
         Listener::bind_tcp(&config.raw.registry_addr)
     };
-    match listener.and_then(|l| Server::start("registry", l, config.http_limits(), registry_api)) {
+    let tls = shared.tls.clone();
+    match listener.and_then(|l| {
+        Server::start_with_tls("registry", l, config.http_limits(), registry_api, tls)
+    }) {
         Ok(s) => Some(s),
         Err(e) => {
             log::error!("msg=\"cannot bind registry listener\" error={e:?}");
@@ -589,6 +623,7 @@ fn signal_loop(
         commit_budget: shared.commit_budget.clone(),
         effective_config: shared.effective_config.clone(),
         bus: shared.bus.clone(),
+        tls: shared.tls.clone(),
     };
     for signal in signals.forever() {
         match signal {
@@ -687,6 +722,7 @@ struct Live {
     commit_budget: Arc<CommitBudget>,
     effective_config: Arc<ArcSwap<String>>,
     bus: Arc<crate::bus::Bus>,
+    tls: Option<Arc<ServerTls>>,
 }
 
 /// SIGHUP: re-read the config file; apply the keys that can change live
@@ -709,6 +745,23 @@ fn reload(config: &mut Config, live: &Live) {
         }
     };
     let new = plan.effective;
+    // Certificates first: a file that does not load refuses the whole reload, so nothing is
+    // half-applied. Read on every SIGHUP, changed paths or not (certificates renew in place).
+    let tls = match (&live.tls, tls_config(&new)) {
+        (Some(_), Ok(Some(config))) => Some(config),
+        (_, Ok(_)) => None,
+        (_, Err(e)) => {
+            m().registry_reload_fail_total.inc();
+            log::error!(
+                "msg=\"reload refused; keeping the old config and certificate\" audit=1 config={path:?} error={e:?}"
+            );
+            live.bus.publish(crate::bus::Event::Reload { ok: false });
+            return;
+        }
+    };
+    if let (Some(server_tls), Some(config)) = (&live.tls, tls) {
+        server_tls.store(config);
+    }
     live.signers.store(Arc::new(new.signers.clone()));
     live.writer_settings.store(Arc::new(settings(&new)));
     live.sse_hub.set_settings(sse_settings(&new));
@@ -729,13 +782,14 @@ fn reload(config: &mut Config, live: &Live) {
     live.effective_config.store(Arc::new(effective_toml(&new)));
     m().registry_reload_success_total.inc();
     let line = format!(
-        "msg=reloaded audit=1 config={path:?} applied={:?} restart_needed_for={:?} threshold={} keys={} chaos_enabled={} commit_budget_ms={}",
+        "msg=reloaded audit=1 config={path:?} applied={:?} restart_needed_for={:?} threshold={} keys={} chaos_enabled={} commit_budget_ms={} tls_reloaded={}",
         plan.applied.join(","),
         plan.restart_needed.join(","),
         new.signers.threshold,
         new.signers.keys.len(),
         new.raw.chaos.enabled,
-        new.raw.storage.commit_budget_ms
+        new.raw.storage.commit_budget_ms,
+        live.tls.is_some()
     );
     if plan.restart_needed.is_empty() {
         log::info!("{line}");

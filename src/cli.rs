@@ -27,12 +27,25 @@ impl Conn {
         unix: Option<PathBuf>,
         timeout: Duration,
     ) -> Result<Conn, String> {
+        Conn::with_cacert(url, admin_url, unix, None, timeout)
+    }
+
+    /// [`Conn::new`] where `https://` URLs trust the CAs in `cacert` (PEM; `--cacert`,
+    /// `RON_CACERT`), else the system's.
+    pub fn with_cacert(
+        url: &str,
+        admin_url: &str,
+        unix: Option<PathBuf>,
+        cacert: Option<&Path>,
+        timeout: Duration,
+    ) -> Result<Conn, String> {
         let registry = match unix {
             Some(p) => Target::Unix(p),
-            None => Target::parse(url).map_err(|e| format!("--url {url:?}: {e}"))?,
+            None => Target::parse_with_cacert(url, cacert)
+                .map_err(|e| format!("--url {url:?}: {e}"))?,
         };
-        let admin =
-            Target::parse(admin_url).map_err(|e| format!("--admin-url {admin_url:?}: {e}"))?;
+        let admin = Target::parse_with_cacert(admin_url, cacert)
+            .map_err(|e| format!("--admin-url {admin_url:?}: {e}"))?;
         Ok(Conn {
             registry,
             admin,
@@ -93,6 +106,7 @@ impl Conn {
 fn describe(t: &Target) -> String {
     match t {
         Target::Tcp(a) => format!("http://{a}"),
+        Target::Tls(t) => format!("https://{}", t.addr),
         Target::Unix(p) => format!("unix:{}", p.display()),
     }
 }

@@ -45,6 +45,23 @@ pub struct RawConfig {
     pub chaos: ChaosConfig,
     #[serde(default)]
     pub maintenance: MaintenanceConfig,
+    /// TLS on the registry and metrics listeners (not the Unix socket). Absent: plaintext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[tls]`: PEM files, relative paths resolved against the config file's directory. The files
+/// are re-read on SIGHUP (new handshakes use them; established sessions keep theirs).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The server certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// The certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// Mutual TLS: clients must present a certificate issued by a CA in this file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -424,6 +441,21 @@ impl Config {
                 raw.storage.commit_budget_ms
             )));
         }
+        let mut raw = raw;
+        if let Some(tls) = &mut raw.tls {
+            let base = path.parent().unwrap_or(Path::new(""));
+            for file in [&mut tls.cert_file, &mut tls.key_file]
+                .into_iter()
+                .chain(tls.client_ca_file.as_mut())
+            {
+                if file.as_os_str().is_empty() {
+                    return Err(fail("tls: a file path is empty".to_string()));
+                }
+                if file.is_relative() {
+                    *file = base.join(&*file);
+                }
+            }
+        }
         if let Some(reason) = &raw.maintenance.reason {
             check_maintenance_reason(reason).map_err(|e| fail(format!("maintenance.{e}")))?;
         }
@@ -481,6 +513,9 @@ pub const LIVE_KEYS: &[&str] = &[
     "chaos",
     "maintenance",
     "storage.commit_budget_ms",
+    // Certificate files: re-read by every SIGHUP. Adding or removing the whole table is not
+    // live (a listener cannot switch between plaintext and TLS): see `plan_reload`.
+    "tls",
 ];
 
 /// Whether `key` (dotted path) is applied by a SIGHUP.
@@ -529,17 +564,30 @@ impl Config {
         let keys: std::collections::BTreeSet<&String> =
             old_map.keys().chain(new_map.keys()).collect();
         let mut effective_tree = new_tree.clone();
+        // TLS switched on or off: that needs a restart, so the running table stays whole.
+        let tls_switched = self.raw.tls.is_some() != new.raw.tls.is_some();
+        if tls_switched {
+            let running = old_tree.get("tls").cloned();
+            if let toml::Value::Table(table) = &mut effective_tree {
+                match running {
+                    Some(tls) => table.insert("tls".to_string(), tls),
+                    None => table.remove("tls"),
+                };
+            }
+        }
         let (mut applied, mut restart_needed) = (Vec::new(), Vec::new());
         for key in keys {
             let (before, after) = (old_map.get(key), new_map.get(key));
             if before == after {
                 continue;
             }
-            if is_live_key(key) {
+            if is_live_key(key) && !(tls_switched && key.starts_with("tls.")) {
                 applied.push(key.clone());
             } else {
                 restart_needed.push(key.clone());
-                set_path(&mut effective_tree, key, before.cloned());
+                if !key.starts_with("tls.") {
+                    set_path(&mut effective_tree, key, before.cloned());
+                }
             }
         }
         let raw: RawConfig = effective_tree
@@ -738,6 +786,67 @@ mod tests {
         .unwrap();
         assert_eq!(c.raw.maintenance.reason.as_deref(), Some("disk swap"));
         assert_eq!(c.raw.storage.commit_budget_ms, 750);
+    }
+
+    #[test]
+    fn tls_paths_resolve_against_the_config_directory_and_unknown_keys_are_refused() {
+        let text = |tls: &str| {
+            format!(
+                "registry_id = \"r\"\ndata_dir = \"/tmp/x\"\n[tls]\n{tls}\n[signers]\n{}",
+                two_keys(1)
+            )
+        };
+        let load = |tls: &str| {
+            Config::from_toml(
+                &text(tls),
+                Path::new("/etc/ron/registry.toml"),
+                Flags::default(),
+                &|_| None,
+            )
+            .map_err(|e| e.0)
+        };
+        let c = load("cert_file = \"tls/r.pem\"\nkey_file = \"/abs/r.key\"\nclient_ca_file = \"ca.pem\"")
+            .unwrap();
+        let tls = c.raw.tls.as_ref().unwrap();
+        assert_eq!(tls.cert_file, Path::new("/etc/ron/tls/r.pem"));
+        assert_eq!(tls.key_file, Path::new("/abs/r.key"));
+        assert_eq!(
+            tls.client_ca_file.as_deref(),
+            Some(Path::new("/etc/ron/ca.pem"))
+        );
+        // The effective config shows the resolved paths.
+        assert!(c.to_toml().contains("/etc/ron/tls/r.pem"));
+        let e = load("cert_file = \"a\"\nkey_file = \"b\"\nca_file = \"c\"").unwrap_err();
+        assert!(e.contains("unknown field `ca_file`"), "{e}");
+        let e = load("cert_file = \"a\"").unwrap_err();
+        assert!(e.contains("missing field `key_file`"), "{e}");
+        let e = load("cert_file = \"\"\nkey_file = \"b\"").unwrap_err();
+        assert!(e.contains("empty"), "{e}");
+    }
+
+    #[test]
+    fn a_reload_applies_tls_files_but_not_switching_tls_on_or_off() {
+        let plain = config("", &two_keys(1)).unwrap();
+        let tls = |cert: &str| {
+            config(
+                &format!("[tls]\ncert_file = \"/{cert}\"\nkey_file = \"/k\""),
+                &two_keys(1),
+            )
+            .unwrap()
+        };
+        let plan = tls("a").plan_reload(tls("b")).unwrap();
+        assert_eq!(plan.applied, ["tls.cert_file"]);
+        assert_eq!(
+            plan.effective.raw.tls.unwrap().cert_file,
+            Path::new("/b")
+        );
+        let plan = plain.plan_reload(tls("a")).unwrap();
+        assert!(plan.applied.is_empty(), "{:?}", plan.applied);
+        assert_eq!(plan.restart_needed, ["tls.cert_file", "tls.key_file"]);
+        assert!(plan.effective.raw.tls.is_none());
+        let plan = tls("a").plan_reload(plain).unwrap();
+        assert_eq!(plan.restart_needed, ["tls.cert_file", "tls.key_file"]);
+        assert_eq!(plan.effective.raw.tls.unwrap().cert_file, Path::new("/a"));
     }
 
     #[test]

@@ -63,6 +63,11 @@ fn main() {
     if cli.check_config {
         match Config::load(&cli.config, flags) {
             Ok(c) => {
+                // The certificate files are part of the config: check they load together.
+                if let Err(e) = svc_registry::app::tls_config(&c) {
+                    eprintln!("error: {}: {e}", c.path.display());
+                    std::process::exit(svc_registry::app::EXIT_CONFIG);
+                }
                 print!("{}", c.to_toml());
                 std::process::exit(0);
             }

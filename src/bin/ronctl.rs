@@ -39,6 +39,9 @@ struct Conn {
     /// Seconds to wait for an answer.
     #[arg(long, global = true, default_value_t = 30)]
     timeout: u64,
+    /// For https:// URLs: trust the CA certificates in this PEM file (default: the system's).
+    #[arg(long, global = true, env = "RON_CACERT", value_name = "FILE")]
+    cacert: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -203,10 +206,11 @@ enum ConfigCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let conn = cli::Conn::new(
+    let conn = cli::Conn::with_cacert(
         &cli.conn.url,
         &cli.conn.admin_url,
         cli.conn.unix.clone(),
+        cli.conn.cacert.as_deref(),
         std::time::Duration::from_secs(cli.conn.timeout),
     );
     let conn = match conn {

@@ -1,15 +1,18 @@
-//! A tiny blocking HTTP/1.1 client over TCP or a Unix-domain socket, for `ronctl` and the
-//! integration tests (no crate does blocking HTTP over Unix sockets simply).
+//! A tiny blocking HTTP/1.1 client over TCP, TLS (rustls `ClientConnection`, blocking) or a
+//! Unix-domain socket, for `ronctl` and the integration tests (no crate does blocking HTTP over
+//! Unix sockets simply).
 //!
 //! Runs on the caller's thread; one connection per request (`Connection: close`). Every socket
 //! operation is bounded by the `timeout` given (connect, each read, each write). Response heads
 //! are capped at [`MAX_HEAD`] bytes; bodies are framed by `Content-Length`, chunked encoding or
 //! end of stream.
 
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Response heads larger than this are refused.
@@ -24,10 +27,62 @@ pub enum Target {
     Tcp(String),
     /// A Unix-domain socket path.
     Unix(PathBuf),
+    /// `host:port` over TLS.
+    Tls(TlsTarget),
+}
+
+/// An `https://` target: where to connect and how to check the server.
+#[derive(Clone)]
+pub struct TlsTarget {
+    /// `host:port`; the host is the name the server's certificate must carry.
+    pub addr: String,
+    pub config: Arc<ClientConfig>,
+}
+
+impl PartialEq for TlsTarget {
+    fn eq(&self, other: &Self) -> bool {
+        self.addr == other.addr && Arc::ptr_eq(&self.config, &other.config)
+    }
+}
+
+impl Eq for TlsTarget {}
+
+impl std::fmt::Debug for TlsTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "https://{}", self.addr)
+    }
 }
 
 impl Target {
+    /// Like [`Target::parse`], and `https://host[:port][/]` too (port 443 if absent), trusting
+    /// the CAs in `cacert` (PEM), else the system's.
+    pub fn parse_with_cacert(url: &str, cacert: Option<&Path>) -> Result<Target, String> {
+        let Some(rest) = url.trim().strip_prefix("https://") else {
+            return Target::parse(url);
+        };
+        let Target::Tcp(addr) = Target::parse(&format!("http://{rest}"))? else {
+            return Err(format!("no host in {url:?}"));
+        };
+        let addr = match addr.strip_suffix(":80") {
+            // `parse` filled in http's default port; https's is 443.
+            Some(host) if !rest.contains(":80") => format!("{host}:443"),
+            _ => addr,
+        };
+        let config = super::tls::client_config(cacert, None)?;
+        Target::https(&addr, config)
+    }
+
+    /// An `https://` target for `host:port` with a ready client configuration.
+    pub fn https(addr: &str, config: Arc<ClientConfig>) -> Result<Target, String> {
+        super::tls::server_name(addr)?;
+        Ok(Target::Tls(TlsTarget {
+            addr: addr.to_string(),
+            config,
+        }))
+    }
+
     /// `http://host:port[/]`, `unix:/path` (also `unix:///path`), or a bare `host:port`.
+    /// `https://` needs TLS settings: see [`Target::parse_with_cacert`].
     pub fn parse(url: &str) -> Result<Target, String> {
         let url = url.trim();
         if let Some(path) = url.strip_prefix("unix:") {
@@ -39,9 +94,13 @@ impl Target {
         }
         let rest = if let Some(rest) = url.strip_prefix("http://") {
             rest
+        } else if url.starts_with("https://") {
+            return Err(format!(
+                "{url:?}: https:// needs TLS settings (Target::parse_with_cacert)"
+            ));
         } else if url.contains("://") {
             return Err(format!(
-                "unsupported scheme in {url:?} (use http:// or unix:)"
+                "unsupported scheme in {url:?} (use http://, https:// or unix:)"
             ));
         } else {
             url
@@ -70,6 +129,7 @@ impl Target {
     fn host(&self) -> &str {
         match self {
             Target::Tcp(a) => a,
+            Target::Tls(t) => &t.addr,
             Target::Unix(_) => "localhost",
         }
     }
@@ -148,6 +208,7 @@ pub fn open_stream(
 enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
 }
 
 impl Read for Stream {
@@ -155,6 +216,12 @@ impl Read for Stream {
         match self {
             Stream::Tcp(s) => s.read(buf),
             Stream::Unix(s) => s.read(buf),
+            Stream::Tls(s) => match s.read(buf) {
+                // The server closed the socket without close_notify (a stream's end, a crash):
+                // an end of stream; HTTP framing still catches a body cut short.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+                other => other,
+            },
         }
     }
 }
@@ -164,34 +231,71 @@ impl Write for Stream {
         match self {
             Stream::Tcp(s) => s.write(buf),
             Stream::Unix(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        match self {
+            Stream::Tcp(_) | Stream::Unix(_) => Ok(()),
+            Stream::Tls(s) => s.flush(),
+        }
     }
+}
+
+fn connect_tcp(addr: &str, timeout: Duration) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("no address in {addr:?}"),
+    );
+    for sa in addr.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&sa, timeout) {
+            Ok(s) => {
+                s.set_nodelay(true)?;
+                s.set_read_timeout(Some(timeout))?;
+                s.set_write_timeout(Some(timeout))?;
+                return Ok(s);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// Connect and complete the TLS handshake, so that a certificate problem is reported as such
+/// (with what to do about it) rather than as a failed first write.
+fn connect_tls(target: &TlsTarget, timeout: Duration) -> io::Result<Stream> {
+    let name = super::tls::server_name(&target.addr)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let mut tcp = connect_tcp(&target.addr, timeout)?;
+    let mut session = ClientConnection::new(target.config.clone(), name).map_err(io::Error::other)?;
+    while session.is_handshaking() {
+        if let Err(e) = session.complete_io(&mut tcp) {
+            let explained = e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                .map(|tls| super::tls::explain_client_error(&target.addr, tls));
+            return Err(match explained {
+                Some(message) => io::Error::new(io::ErrorKind::InvalidData, message),
+                None if e.kind() == io::ErrorKind::UnexpectedEof => io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "TLS: {} closed the connection during the handshake (is it an \
+                         https listener? does it require a client certificate?)",
+                        target.addr
+                    ),
+                ),
+                None => e,
+            });
+        }
+    }
+    Ok(Stream::Tls(Box::new(StreamOwned::new(session, tcp))))
 }
 
 fn connect(target: &Target, timeout: Duration) -> io::Result<Stream> {
     let timeout = timeout.max(Duration::from_millis(1));
     match target {
-        Target::Tcp(addr) => {
-            let mut last = io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("no address in {addr:?}"),
-            );
-            for sa in addr.to_socket_addrs()? {
-                match TcpStream::connect_timeout(&sa, timeout) {
-                    Ok(s) => {
-                        s.set_nodelay(true)?;
-                        s.set_read_timeout(Some(timeout))?;
-                        s.set_write_timeout(Some(timeout))?;
-                        return Ok(Stream::Tcp(s));
-                    }
-                    Err(e) => last = e,
-                }
-            }
-            Err(last)
-        }
+        Target::Tcp(addr) => Ok(Stream::Tcp(connect_tcp(addr, timeout)?)),
+        Target::Tls(tls) => connect_tls(tls, timeout),
         Target::Unix(path) => {
             let s = UnixStream::connect(path)?;
             s.set_read_timeout(Some(timeout))?;
@@ -226,12 +330,13 @@ fn send(
     out.push_str("\r\n");
     let mut bytes = out.into_bytes();
     bytes.extend_from_slice(body);
-    stream.write_all(&bytes)
+    stream.write_all(&bytes)?;
+    stream.flush()
 }
 
 /// Read one whole response (interim `1xx` responses skipped). `head_request`: the request was
 /// `HEAD`, so no body follows whatever the headers say.
-pub(crate) fn read_response<R: BufRead>(
+pub fn read_response<R: BufRead>(
     reader: &mut R,
     head_request: bool,
 ) -> io::Result<ClientResponse> {

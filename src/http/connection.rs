@@ -246,6 +246,9 @@ pub(super) fn service(
                 }
             },
             Phase::Lingering { discarded, .. } => {
+                if conn.transport.wants_write() && conn.transport.flush_pending().is_err() {
+                    return Disposition::Close;
+                }
                 if !conn.readable {
                     return Disposition::Keep;
                 }
@@ -267,6 +270,11 @@ pub(super) fn service(
             }
             Phase::Reading => {
                 if ctx.draining {
+                    return Disposition::Close;
+                }
+                // TLS records the transport still holds (handshake messages the socket could not
+                // take at once) leave on this writable edge; nothing else would push them.
+                if conn.transport.wants_write() && conn.transport.flush_pending().is_err() {
                     return Disposition::Close;
                 }
                 if conn.reparse {

@@ -12,7 +12,7 @@
 //! Files, one job each: `listener.rs` binds (and the crate's one Unix-socket bind helper),
 //! `accept.rs` is the acceptor thread, `worker.rs` a worker's poll loop and deadline sweep,
 //! `connection.rs` one connection's state machine, `transport.rs` the byte stream a connection
-//! owns (the TLS seam), `parse.rs` the request parser, `respond.rs` response heads and corr ids,
+//! owns (the TLS seam), `tls.rs` the rustls session a TLS socket carries, `parse.rs` the request parser, `respond.rs` response heads and corr ids,
 //! `reply.rs` the way back for deferred answers, `server.rs` start and shutdown. This file holds
 //! the types handlers see.
 //!
@@ -22,6 +22,7 @@
 //! connection away for streaming ([`Outcome::Stream`]).
 
 pub mod client;
+pub mod tls;
 
 mod accept;
 mod connection;
@@ -40,6 +41,7 @@ pub(crate) use listener::bind_unix_socket;
 pub use listener::Listener;
 pub use reply::Replier;
 pub use server::{Server, ServerHandle};
+pub use tls::{ServerTls, TlsStream};
 
 use std::time::{Duration, Instant};
 
@@ -201,10 +203,24 @@ pub struct StreamSocket {
     pub corr_id: String,
 }
 
-/// A TCP or Unix-domain stream socket (non-blocking, `mio`).
+/// A TCP or Unix-domain stream socket (non-blocking, `mio`), or a TCP socket with its TLS
+/// session: reads and writes on a `Tls` socket are plaintext, and `flush` pushes the records
+/// the session still holds (`WouldBlock` while the socket is full).
 pub enum Socket {
     Tcp(mio::net::TcpStream),
     Unix(mio::net::UnixStream),
+    Tls(Box<TlsStream>),
+}
+
+impl Socket {
+    /// The TCP socket underneath (plain or TLS), for socket options.
+    pub fn tcp(&self) -> Option<&mio::net::TcpStream> {
+        match self {
+            Socket::Tcp(s) => Some(s),
+            Socket::Tls(s) => Some(s.tcp()),
+            Socket::Unix(_) => None,
+        }
+    }
 }
 
 impl std::io::Read for Socket {
@@ -212,6 +228,7 @@ impl std::io::Read for Socket {
         match self {
             Socket::Tcp(s) => s.read(buf),
             Socket::Unix(s) => s.read(buf),
+            Socket::Tls(s) => s.read(buf),
         }
     }
 }
@@ -221,16 +238,21 @@ impl std::io::Write for Socket {
         match self {
             Socket::Tcp(s) => s.write(buf),
             Socket::Unix(s) => s.write(buf),
+            Socket::Tls(s) => s.write(buf),
         }
     }
     fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
         match self {
             Socket::Tcp(s) => s.write_vectored(bufs),
             Socket::Unix(s) => s.write_vectored(bufs),
+            Socket::Tls(s) => s.write_vectored(bufs),
         }
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+        match self {
+            Socket::Tcp(_) | Socket::Unix(_) => Ok(()),
+            Socket::Tls(s) => s.flush(),
+        }
     }
 }
 
@@ -244,6 +266,7 @@ impl mio::event::Source for Socket {
         match self {
             Socket::Tcp(s) => s.register(registry, token, interests),
             Socket::Unix(s) => s.register(registry, token, interests),
+            Socket::Tls(s) => s.register(registry, token, interests),
         }
     }
     fn reregister(
@@ -255,12 +278,14 @@ impl mio::event::Source for Socket {
         match self {
             Socket::Tcp(s) => s.reregister(registry, token, interests),
             Socket::Unix(s) => s.reregister(registry, token, interests),
+            Socket::Tls(s) => s.reregister(registry, token, interests),
         }
     }
     fn deregister(&mut self, registry: &mio::Registry) -> std::io::Result<()> {
         match self {
             Socket::Tcp(s) => s.deregister(registry),
             Socket::Unix(s) => s.deregister(registry),
+            Socket::Tls(s) => s.deregister(registry),
         }
     }
 }

@@ -20,6 +20,7 @@
 
 use super::accept::Acceptor;
 use super::listener::{Listener, MioListener};
+use super::tls::ServerTls;
 use super::worker::Worker;
 use super::{Handler, Limits};
 use mio::{Token, Waker};
@@ -37,6 +38,8 @@ pub(super) const WAKE: Token = Token(usize::MAX);
 pub(super) struct Shared {
     pub(super) handler: Arc<dyn Handler>,
     pub(super) limits: Limits,
+    /// TLS on this listener's TCP connections (the configuration is swapped by a reload).
+    pub(super) tls: Option<Arc<ServerTls>>,
     /// Open connections (accepted, not yet closed or handed to a stream owner).
     pub(super) open: AtomicUsize,
     /// Requests dispatched to the handler and not yet answered.
@@ -72,12 +75,29 @@ impl Server {
         limits: Limits,
         handler: Arc<dyn Handler>,
     ) -> io::Result<ServerHandle> {
+        Server::start_with_tls(name, listener, limits, handler, None)
+    }
+
+    /// [`Server::start`], speaking TLS on every TCP connection when `tls` is given (a Unix
+    /// listener is local and stays plaintext: its socket file's mode is its access control).
+    pub fn start_with_tls(
+        name: &str,
+        listener: Listener,
+        limits: Limits,
+        handler: Arc<dyn Handler>,
+        tls: Option<Arc<ServerTls>>,
+    ) -> io::Result<ServerHandle> {
+        let tls = match listener {
+            Listener::Tcp(_) => tls,
+            Listener::Unix(..) => None,
+        };
         let local_addr = listener.local_addr();
         let (mio_listener, unix_path) = MioListener::new(listener)?;
         let workers_n = limits.workers.max(1);
         let shared = Arc::new(Shared {
             handler,
             limits,
+            tls,
             open: AtomicUsize::new(0),
             inflight: AtomicUsize::new(0),
             draining: AtomicBool::new(false),

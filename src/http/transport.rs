@@ -5,30 +5,29 @@
 //! the interest it is registered with, the "is anything still buffered for the peer" question
 //! and the half-close after a final response all go through [`Transport`].
 //!
-//! The TLS seam: today a `Transport` is a plain socket, so a write that returned is on the wire
-//! and nothing is buffered here. A later TLS listener wraps the socket together with a rustls
-//! `ServerConnection` in this same type: `read` then pulls TLS records from the socket and hands
-//! out plaintext, `write` encrypts into the session's buffer, [`Transport::wants_write`] reports
-//! records not yet on the wire, [`Transport::flush_pending`] pushes them (a response counts as
-//! written only once it returns true), and [`Transport::shutdown_write`] sends `close_notify`
-//! before the FIN. The handshake needs no phase of its own: the connection is always registered
-//! for both directions (see [`Transport::interest`]), and a `read` that only advanced the
-//! handshake returns `WouldBlock` like an empty socket. The stream hand-off
-//! ([`Transport::into_socket`]) is plaintext-only; a TLS stream would hand over the session too.
+//! TLS lives behind this seam: a `Transport` over a [`Socket::Tls`] reads by pulling TLS records
+//! from the socket and handing out plaintext, `write` encrypts into the session's buffer,
+//! [`Transport::wants_write`] reports records not yet on the wire, [`Transport::flush_pending`]
+//! pushes them (a response counts as written only once it returns true), and
+//! [`Transport::shutdown_write`] sends `close_notify` before the FIN. The handshake needs no
+//! phase of its own: the connection is always registered for both directions (see
+//! [`Transport::interest`]), a `read` that only advanced the handshake returns `WouldBlock` like
+//! an empty socket, and [`Transport::handshake_started`] lets the worker's sweep bound its time.
+//! The stream hand-off ([`Transport::into_socket`]) gives the session away with the socket.
 
 use super::Socket;
 use mio::{Interest, Registry, Token};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
 
-/// The byte stream a connection owns (today: a plain TCP or Unix-domain socket).
+/// The byte stream a connection owns: a plain TCP or Unix-domain socket, or TCP with TLS.
 pub(super) struct Transport {
     socket: Socket,
 }
 
 impl Transport {
-    /// A transport that passes bytes through unchanged.
-    pub(super) fn plain(socket: Socket) -> Transport {
+    /// A transport over `socket`: bytes pass through unchanged, or through its TLS session.
+    pub(super) fn new(socket: Socket) -> Transport {
         Transport { socket }
     }
 
@@ -61,20 +60,39 @@ impl Transport {
     /// Bytes accepted by `write` but still held here rather than on the wire. A plain socket
     /// holds none: its `write` goes straight to the kernel.
     pub(super) fn wants_write(&self) -> bool {
-        false
+        match &self.socket {
+            Socket::Tls(s) => s.wants_write(),
+            Socket::Tcp(_) | Socket::Unix(_) => false,
+        }
     }
 
     /// Push bytes held by the transport itself; true once none remain, false if the socket is
     /// full (wait for the next writable edge).
     pub(super) fn flush_pending(&mut self) -> io::Result<bool> {
-        Ok(!self.wants_write())
+        match &mut self.socket {
+            Socket::Tls(s) => s.push(),
+            Socket::Tcp(_) | Socket::Unix(_) => Ok(true),
+        }
+    }
+
+    /// When the first byte of a TLS handshake that has not completed arrived (None for a plain
+    /// socket, or once the handshake is done): the worker bounds it like a request head.
+    pub(super) fn handshake_started(&self) -> Option<std::time::Instant> {
+        match &self.socket {
+            Socket::Tls(s) => s.handshake_started(),
+            Socket::Tcp(_) | Socket::Unix(_) => None,
+        }
     }
 
     /// Shut the write side after a final response (errors ignored: the peer may be gone).
     pub(super) fn shutdown_write(&mut self) {
-        let _ = match &self.socket {
+        let _ = match &mut self.socket {
             Socket::Tcp(s) => s.shutdown(Shutdown::Write),
             Socket::Unix(s) => s.shutdown(Shutdown::Write),
+            Socket::Tls(s) => {
+                s.shutdown_write();
+                Ok(())
+            }
         };
     }
 

@@ -138,7 +138,18 @@ impl Worker {
             let now = Instant::now();
             // The key the slab will give this connection: its token, registered before insert.
             let key = self.conns.vacant_key();
-            let mut transport = Transport::plain(socket);
+            let socket = match (&self.ctx.shared.tls, socket) {
+                (Some(tls), Socket::Tcp(tcp)) => match tls.accept(tcp) {
+                    Ok(stream) => Socket::Tls(Box::new(stream)),
+                    Err(e) => {
+                        log::warn!("msg=\"cannot start a TLS session\" error={e}");
+                        self.ctx.shared.open.fetch_sub(1, Ordering::SeqCst);
+                        continue;
+                    }
+                },
+                (_, socket) => socket,
+            };
+            let mut transport = Transport::new(socket);
             // Registered once for its whole life (see `Transport::interest`).
             if let Err(e) = transport.register(self.poll.registry(), Token(key)) {
                 log::warn!("msg=\"cannot register connection\" error={e}");
@@ -211,7 +222,15 @@ impl Worker {
                         .then_some(Some("the request body did not arrive in time")),
                     Some(started) => (now.duration_since(started) > head_timeout)
                         .then_some(Some("the request head did not arrive in time")),
-                    None => (now.duration_since(conn.last_activity) > idle_timeout).then_some(None),
+                    // A TLS handshake under way is bounded like a request head, from its first
+                    // byte; it has no HTTP to answer with, so it is simply closed.
+                    None => match conn.transport.handshake_started() {
+                        Some(started) => {
+                            (now.duration_since(started) > head_timeout).then_some(None)
+                        }
+                        None => (now.duration_since(conn.last_activity) > idle_timeout)
+                            .then_some(None),
+                    },
                 },
                 Phase::Writing(_) => {
                     (now.duration_since(conn.last_activity) > write_timeout).then_some(None)

@@ -295,7 +295,7 @@ impl FanOut {
         };
         out.extend_from_slice(&heartbeat(head));
         let mut socket = stream.socket;
-        if let Socket::Tcp(tcp) = &socket {
+        if let Some(tcp) = socket.tcp() {
             let _ = socket2::SockRef::from(tcp).set_send_buffer_size(STREAM_SNDBUF);
         }
         if self
@@ -398,6 +398,14 @@ impl FanOut {
                         }
                     }
                 }
+                if sub.written == sub.out.len() && !blocked {
+                    // A TLS stream may still hold records: push them (no-op for plain sockets).
+                    match sub.socket.flush() {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => blocked = true,
+                        Err(_) => drop_dead.push(t),
+                    }
+                }
                 if sub.written == sub.out.len() {
                     sub.out.clear();
                     sub.written = 0;
@@ -462,6 +470,7 @@ impl FanOut {
                 let pending = buf.split_off(sub.written.min(buf.len()));
                 let _ = sub.socket.write_all_nonblocking(&pending);
                 let _ = sub.socket.write_all_nonblocking(bye.as_bytes());
+                let _ = sub.socket.flush();
             }
             self.remove(t, false);
         }

@@ -1,0 +1,487 @@
+//! TLS on the real binary: certificates made here with rcgen (a CA, a server certificate for
+//! 127.0.0.1 and localhost, an expired one, one for another host, a client certificate), then
+//! our client, ronctl, curl and Python `requests` over https; mutual TLS; SSE over TLS; a
+//! SIGHUP certificate reload under an open keep-alive connection; and the hostile handshakes
+//! (slowloris, garbage, plaintext HTTP, a thousand idle sessions).
+
+mod common;
+use common::*;
+use rcgen::{
+    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConnection, StreamOwned};
+use std::io::{BufRead, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use svc_registry::http::client::{self, Target};
+
+/// The certificate files of one test, in their own directory.
+struct Pki {
+    dir: tempfile::TempDir,
+    ca: Certificate,
+    ca_key: KeyPair,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "svc-registry test CA");
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_key = KeyPair::generate().unwrap();
+        let ca = params.self_signed(&ca_key).unwrap();
+        let pki = Pki {
+            dir: tempfile::tempdir().unwrap(),
+            ca,
+            ca_key,
+        };
+        std::fs::write(pki.path("ca.pem"), pki.ca.pem()).unwrap();
+        pki
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Issue `{name}.pem` and `{name}.key` for `names`, valid from `from` to `until` days from
+    /// now (negative: in the past), for server or client use.
+    fn issue(&self, name: &str, names: &[&str], days: (i64, i64), client: bool) -> PathBuf {
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now + time::Duration::days(days.0);
+        params.not_after = now + time::Duration::days(days.1);
+        params.extended_key_usages = vec![if client {
+            ExtendedKeyUsagePurpose::ClientAuth
+        } else {
+            ExtendedKeyUsagePurpose::ServerAuth
+        }];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
+        std::fs::write(self.path(&format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(self.path(&format!("{name}.key")), key.serialize_pem()).unwrap();
+        self.path(&format!("{name}.pem"))
+    }
+
+    /// The `[tls]` table serving `{name}.pem`.
+    fn table(&self, name: &str, client_ca: bool) -> String {
+        let mut t = format!(
+            "[tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+            self.path(&format!("{name}.pem")).display().to_string(),
+            self.path(&format!("{name}.key")).display().to_string()
+        );
+        if client_ca {
+            t.push_str(&format!(
+                "client_ca_file = {:?}\n",
+                self.path("ca.pem").display().to_string()
+            ));
+        }
+        t
+    }
+
+    fn client(&self, identity: Option<&str>) -> Arc<rustls::ClientConfig> {
+        let id = identity.map(|n| (self.path(&format!("{n}.pem")), self.path(&format!("{n}.key"))));
+        svc_registry::http::tls::client_config(
+            Some(&self.path("ca.pem")),
+            id.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+        )
+        .unwrap()
+    }
+}
+
+/// A TLS test server: the standard setup plus `[tls]` (and `extra` tables).
+fn start(pki: &Pki, cert: &str, client_ca: bool, extra: &str) -> TestServer {
+    let mut setup = Setup::default();
+    setup.tables = format!("{}{extra}", pki.table(cert, client_ca));
+    TestServer::start(setup)
+}
+
+fn https(addr: &str, config: Arc<rustls::ClientConfig>) -> Target {
+    Target::https(addr, config).unwrap()
+}
+
+fn get(target: &Target, path: &str) -> std::io::Result<ClientResponse> {
+    client::request(target, "GET", path, &[], None, TIMEOUT)
+}
+
+fn post(target: &Target, path: &str, body: &[u8]) -> ClientResponse {
+    let headers = [("Content-Type", "application/json")];
+    client::request(target, "POST", path, &headers, Some(body), TIMEOUT).expect("POST over TLS")
+}
+
+/// propose → approve → commit over `target`; returns the new version.
+fn commit_over(s: &TestServer, target: &Target, base_version: u64, id: &str) -> u64 {
+    let payload = serde_json::to_vec(&serde_json::json!({
+        "registry_id": s.setup.registry_id,
+        "base_version": base_version,
+        "ops": [put("node", id, serde_json::json!({"addr": "10.0.0.1:1"}))],
+    }))
+    .unwrap();
+    let r = post(target, "/propose", &payload);
+    assert_eq!(r.status, 202, "propose: {}", r.text());
+    let pid = json(&r)["proposal_id"].as_str().unwrap().to_string();
+    let r = post(target, "/approve", &s.setup.approve_body(&pid, &payload));
+    assert_eq!(r.status, 200, "approve: {}", r.text());
+    let r = post(
+        target,
+        "/commit",
+        format!(r#"{{"proposal_id":"{pid}"}}"#).as_bytes(),
+    );
+    assert_eq!(r.status, 200, "commit: {}", r.text());
+    json(&r)["version"].as_u64().unwrap()
+}
+
+/// A raw TLS client connection (keep-alive), for what `client::request` does not show.
+fn tls_connect(addr: &str, config: Arc<rustls::ClientConfig>) -> StreamOwned<ClientConnection, TcpStream> {
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let mut session = ClientConnection::new(config, name).unwrap();
+    let mut tcp = tcp;
+    while session.is_handshaking() {
+        session.complete_io(&mut tcp).expect("handshake");
+    }
+    StreamOwned::new(session, tcp)
+}
+
+/// One keep-alive request on an open TLS connection: the response's status.
+fn keepalive_get(stream: &mut StreamOwned<ClientConnection, TcpStream>, path: &str) -> u16 {
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
+    stream.flush().unwrap();
+    let mut reader = std::io::BufReader::new(stream);
+    let r = client::read_response(&mut reader, false).expect("a response");
+    r.status
+}
+
+fn ronctl_https(s: &TestServer, cacert: Option<&Path>, host: &str, args: &[&str]) -> (bool, String) {
+    let port = |a: &str| a.rsplit(':').next().unwrap().to_string();
+    let mut cmd = Command::new(ronctl_bin());
+    cmd.args([
+        "--url",
+        &format!("https://{host}:{}", port(&s.registry)),
+        "--admin-url",
+        &format!("https://{host}:{}", port(&s.metrics)),
+    ])
+    .args(args)
+    .env_remove("RON_REGISTRY_URL")
+    .env_remove("RON_ADMIN_URL")
+    .env_remove("RON_CACERT");
+    if let Some(ca) = cacert {
+        cmd.env("RON_CACERT", ca);
+    }
+    let out = cmd.output().expect("run ronctl");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn https_serves_both_listeners_to_our_client_ronctl_curl_and_python() {
+    let pki = Pki::new();
+    pki.issue("server", &["127.0.0.1", "localhost"], (-1, 30), false);
+    let s = start(&pki, "server", false, "");
+    let registry = https(&s.registry, pki.client(None));
+    let metrics = https(&s.metrics, pki.client(None));
+    assert_eq!(get(&registry, "/registry/head").unwrap().status, 200);
+    assert_eq!(get(&metrics, "/readyz").unwrap().status, 200);
+    let version = commit_over(&s, &registry, 0, "n1");
+    assert_eq!(version, 1);
+
+    // Plaintext HTTP to the TLS port is not served.
+    assert!(client::request(&s.target(), "GET", "/registry/head", &[], None, TIMEOUT).is_err());
+
+    // ronctl with --cacert (as RON_CACERT), by IP and by name.
+    let ca = pki.path("ca.pem");
+    for host in ["127.0.0.1", "localhost"] {
+        let (ok, out) = ronctl_https(&s, Some(&ca), host, &["registry", "head"]);
+        assert!(ok, "ronctl over https://{host}: {out}");
+        assert!(out.contains("\"version\": 1") || out.contains("\"version\":1"), "{out}");
+    }
+    // Without the CA: a clear error naming the cause and the fix.
+    let (ok, out) = ronctl_https(&s, None, "127.0.0.1", &["registry", "head"]);
+    assert!(!ok);
+    assert!(
+        out.contains("unknown CA") || out.contains("no system CA"),
+        "ronctl without --cacert: {out}"
+    );
+
+    if have("curl") {
+        let out = Command::new("curl")
+            .args(["-sS", "--fail", "--cacert"])
+            .arg(&ca)
+            .arg(format!("https://{}/registry/head", s.registry))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
+        let head: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(head["version"], 1);
+        // curl without the CA refuses the certificate.
+        let out = Command::new("curl")
+            .args(["-sS", "--fail"])
+            .arg(format!("https://{}/registry/head", s.registry))
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+    } else {
+        skip_notice("curl over https", "curl is not installed");
+    }
+
+    let python = "import sys, requests\n\
+                  r = requests.get(sys.argv[1], verify=sys.argv[2], timeout=10)\n\
+                  print(r.status_code, r.json()['version'])\n";
+    let have_requests = Command::new("python3")
+        .args(["-c", "import requests"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if have_requests {
+        let out = Command::new("python3")
+            .args(["-c", python])
+            .arg(format!("https://localhost:{}/registry/head", s.registry.rsplit(':').next().unwrap()))
+            .arg(&ca)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "python: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "200 1");
+    } else {
+        skip_notice("python requests over https", "python3 with requests is not installed");
+    }
+}
+
+#[test]
+fn mutual_tls_serves_a_client_with_a_certificate_and_refuses_one_without() {
+    let pki = Pki::new();
+    pki.issue("server", &["127.0.0.1", "localhost"], (-1, 30), false);
+    pki.issue("client", &["ops-client"], (-1, 30), true);
+    let s = start(&pki, "server", true, "");
+
+    let with = https(&s.registry, pki.client(Some("client")));
+    assert_eq!(get(&with, "/registry/head").unwrap().status, 200);
+    let without = https(&s.registry, pki.client(None));
+    let refused = get(&without, "/registry/head");
+    assert!(refused.is_err(), "served without a client certificate");
+    // The metrics listener asks for one too.
+    assert!(get(&https(&s.metrics, pki.client(None)), "/metrics").is_err());
+
+    if have("curl") {
+        let curl = |with_cert: bool| {
+            let mut cmd = Command::new("curl");
+            cmd.args(["-sS", "--fail", "--cacert"]).arg(pki.path("ca.pem"));
+            if with_cert {
+                cmd.arg("--cert")
+                    .arg(pki.path("client.pem"))
+                    .arg("--key")
+                    .arg(pki.path("client.key"));
+            }
+            cmd.arg(format!("https://{}/registry/head", s.registry));
+            cmd.output().unwrap().status.success()
+        };
+        assert!(curl(true), "curl with a client certificate");
+        assert!(!curl(false), "curl without a client certificate was served");
+    } else {
+        skip_notice("curl mutual TLS", "curl is not installed");
+    }
+    // The server is still fine after the refusals.
+    assert_eq!(get(&with, "/registry/head").unwrap().status, 200);
+}
+
+#[test]
+fn sse_stream_over_tls_delivers_a_commit_event() {
+    let pki = Pki::new();
+    pki.issue("server", &["127.0.0.1"], (-1, 30), false);
+    let s = start(&pki, "server", false, "");
+    let target = https(&s.registry, pki.client(None));
+    let (head, mut reader) =
+        client::open_stream(&target, "/registry/stream", &[], TIMEOUT).expect("open the stream");
+    assert_eq!(head.status, 200);
+    // The stream is attached once its first heartbeat arrives; then commit.
+    let mut line = String::new();
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        line.clear();
+        reader.read_line(&mut line).expect("stream line");
+        if line.starts_with("event: heartbeat") || line.starts_with(':') {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no heartbeat on the stream");
+    }
+    commit_over(&s, &target, 0, "over-tls");
+    let mut seen = Vec::new();
+    loop {
+        line.clear();
+        let n = reader.read_line(&mut line).expect("stream line");
+        assert!(n > 0, "stream ended before the commit event: {seen:?}");
+        seen.push(line.clone());
+        if line.starts_with("event: commit") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no commit event: {seen:?}");
+    }
+    line.clear();
+    reader.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "id: 1");
+}
+
+#[test]
+fn sighup_reloads_the_certificate_without_dropping_an_established_connection() {
+    let pki = Pki::new();
+    pki.issue("server", &["127.0.0.1", "localhost"], (-1, 30), false);
+    let s = start(&pki, "server", false, "");
+    let config = pki.client(None);
+    let mut kept = tls_connect(&s.registry, config.clone());
+    assert_eq!(keepalive_get(&mut kept, "/registry/head"), 200);
+
+    let leaf = |stream: &StreamOwned<ClientConnection, TcpStream>| -> CertificateDer<'static> {
+        stream.conn.peer_certificates().unwrap()[0].clone().into_owned()
+    };
+    let first = leaf(&kept);
+
+    // Renew in place (same paths, new certificate) and reload.
+    let renewed_path = pki.issue("server", &["127.0.0.1", "localhost"], (-1, 60), false);
+    let renewed: CertificateDer<'static> =
+        rustls::pki_types::pem::PemObject::from_pem_file(&renewed_path).unwrap();
+    let reloads = || s.logs().matches("msg=reloaded").count();
+    s.signal(libc::SIGHUP);
+    eventually(TIMEOUT, "the reload", || reloads() == 1);
+    assert!(s.logs().contains("tls_reloaded=true"), "{}", s.logs());
+
+    // The established session keeps working on its old certificate.
+    assert_eq!(keepalive_get(&mut kept, "/registry/head"), 200);
+    assert_eq!(leaf(&kept), first);
+    // A new connection sees the new one.
+    let fresh = tls_connect(&s.registry, config.clone());
+    let new_leaf = renewed;
+    assert_eq!(leaf(&fresh), new_leaf);
+    assert_ne!(first, new_leaf);
+
+    // A certificate for another host: ronctl names the problem.
+    pki.issue("server", &["other.example"], (-1, 30), false);
+    s.signal(libc::SIGHUP);
+    eventually(TIMEOUT, "the second reload", || reloads() == 2);
+    let (ok, out) = ronctl_https(&s, Some(&pki.path("ca.pem")), "127.0.0.1", &["registry", "head"]);
+    assert!(!ok);
+    assert!(out.contains("not valid for that name"), "wrong host: {out}");
+
+    // An expired certificate: ronctl says so.
+    pki.issue("server", &["127.0.0.1", "localhost"], (-30, -1), false);
+    s.signal(libc::SIGHUP);
+    eventually(TIMEOUT, "the third reload", || reloads() == 3);
+    let (ok, out) = ronctl_https(&s, Some(&pki.path("ca.pem")), "127.0.0.1", &["registry", "head"]);
+    assert!(!ok);
+    assert!(out.contains("has expired"), "expired: {out}");
+
+    // A key that does not match: the reload is refused and the old certificate stays.
+    std::fs::write(pki.path("server.key"), KeyPair::generate().unwrap().serialize_pem()).unwrap();
+    s.signal(libc::SIGHUP);
+    eventually(TIMEOUT, "the refusal", || {
+        s.logs().contains("reload refused; keeping the old config and certificate")
+    });
+    let err = get(&https(&s.registry, config), "/registry/head").unwrap_err();
+    assert!(err.to_string().contains("has expired"), "{err}");
+    // Through all of it, the first connection stayed up.
+    assert_eq!(keepalive_get(&mut kept, "/registry/head"), 200);
+}
+
+/// Read until the server closes (EOF or reset); returns when.
+fn until_closed(t: &mut TcpStream) -> Instant {
+    let mut buf = [0u8; 4096];
+    loop {
+        match t.read(&mut buf) {
+            Ok(0) | Err(_) => return Instant::now(),
+            Ok(_) => {}
+        }
+    }
+}
+
+#[test]
+fn hostile_handshakes_are_cut_and_idle_sessions_cost_no_threads() {
+    let pki = Pki::new();
+    pki.issue("server", &["127.0.0.1"], (-1, 30), false);
+    let s = start(
+        &pki,
+        "server",
+        false,
+        "[http]\nhead_timeout_ms = 1000\nidle_timeout_secs = 60\n",
+    );
+    let connect = || {
+        let t = TcpStream::connect(&s.registry).unwrap();
+        t.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        t
+    };
+
+    // Slowloris on the handshake: a ClientHello record header, then one byte every 300 ms.
+    let mut slow = connect();
+    let started = Instant::now();
+    let hello_start = [0x16u8, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03];
+    let mut cut = None;
+    for &b in hello_start.iter().chain([0u8; 32].iter()) {
+        if slow.write_all(&[b]).is_err() {
+            cut = Some(Instant::now());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        if started.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+    }
+    let closed = cut.unwrap_or_else(|| until_closed(&mut slow)) - started;
+    assert!(
+        closed >= Duration::from_millis(900) && closed < Duration::from_millis(3000),
+        "a stalled handshake was cut after {closed:?} (head_timeout 1 s)"
+    );
+
+    // Garbage and plaintext HTTP are closed at once, not at a deadline.
+    for bytes in [
+        &b"\x00\xff\x13\x37 not TLS at all \x01\x02\x03\r\n\r\n"[..],
+        &b"GET /registry/head HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+    ] {
+        let mut t = connect();
+        let sent = Instant::now();
+        t.write_all(bytes).unwrap();
+        let closed = until_closed(&mut t) - sent;
+        assert!(closed < Duration::from_millis(900), "closed after {closed:?}");
+    }
+
+    // A thousand idle TLS sessions (handshake done, one request each) add no thread.
+    let config = pki.client(None);
+    let threads_before = s.proc_status("Threads");
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        let mut c = tls_connect(&s.registry, config.clone());
+        assert_eq!(keepalive_get(&mut c, "/registry/head"), 200);
+        idle.push(c);
+    }
+    let threads = s.proc_status("Threads");
+    assert!(
+        threads <= threads_before + 2,
+        "threads {threads_before} -> {threads} with 1000 idle TLS sessions"
+    );
+    let started = Instant::now();
+    assert_eq!(
+        get(&https(&s.registry, config), "/registry/head")
+            .unwrap()
+            .status,
+        200
+    );
+    assert!(started.elapsed() < Duration::from_secs(2), "a new client waited {:?}", started.elapsed());
+    drop(idle);
+}
