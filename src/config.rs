@@ -513,10 +513,12 @@ pub const LIVE_KEYS: &[&str] = &[
     "chaos",
     "maintenance",
     "storage.commit_budget_ms",
-    // Certificate files: re-read by every SIGHUP. Adding or removing the whole table is not
-    // live (a listener cannot switch between plaintext and TLS): see `plan_reload`.
-    "tls",
 ];
+
+/// Tables whose keys a SIGHUP applies only while the table is present both before and after:
+/// `[tls]` certificate files are re-read by every reload, but adding or removing the table
+/// would switch a listener between plaintext and TLS, which needs a restart.
+pub const LIVE_WHILE_PRESENT: &[&str] = &["tls"];
 
 /// Whether `key` (dotted path) is applied by a SIGHUP.
 pub fn is_live_key(key: &str) -> bool {
@@ -581,7 +583,11 @@ impl Config {
             if before == after {
                 continue;
             }
-            if is_live_key(key) && !(tls_switched && key.starts_with("tls.")) {
+            let live_while_present = LIVE_WHILE_PRESENT
+                .iter()
+                .any(|t| key.strip_prefix(t).is_some_and(|rest| rest.starts_with('.')));
+            let live = is_live_key(key) || (live_while_present && !tls_switched);
+            if live {
                 applied.push(key.clone());
             } else {
                 restart_needed.push(key.clone());
