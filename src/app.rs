@@ -201,12 +201,8 @@ pub fn tls_config(config: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, 
     let Some(tls) = &config.raw.tls else {
         return Ok(None);
     };
-    crate::http::tls::server_config(
-        &tls.cert_file,
-        &tls.key_file,
-        tls.client_ca_file.as_deref(),
-    )
-    .map(Some)
+    crate::http::tls::server_config(&tls.cert_file, &tls.key_file, tls.client_ca_file.as_deref())
+        .map(Some)
 }
 
 impl Shared {

@@ -41,8 +41,9 @@ impl Conn {
     ) -> Result<Conn, String> {
         let registry = match unix {
             Some(p) => Target::Unix(p),
-            None => Target::parse_with_cacert(url, cacert)
-                .map_err(|e| format!("--url {url:?}: {e}"))?,
+            None => {
+                Target::parse_with_cacert(url, cacert).map_err(|e| format!("--url {url:?}: {e}"))?
+            }
         };
         let admin = Target::parse_with_cacert(admin_url, cacert)
             .map_err(|e| format!("--admin-url {admin_url:?}: {e}"))?;

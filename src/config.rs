@@ -583,9 +583,10 @@ impl Config {
             if before == after {
                 continue;
             }
-            let live_while_present = LIVE_WHILE_PRESENT
-                .iter()
-                .any(|t| key.strip_prefix(t).is_some_and(|rest| rest.starts_with('.')));
+            let live_while_present = LIVE_WHILE_PRESENT.iter().any(|t| {
+                key.strip_prefix(t)
+                    .is_some_and(|rest| rest.starts_with('.'))
+            });
             let live = is_live_key(key) || (live_while_present && !tls_switched);
             if live {
                 applied.push(key.clone());
@@ -811,8 +812,10 @@ mod tests {
             )
             .map_err(|e| e.0)
         };
-        let c = load("cert_file = \"tls/r.pem\"\nkey_file = \"/abs/r.key\"\nclient_ca_file = \"ca.pem\"")
-            .unwrap();
+        let c = load(
+            "cert_file = \"tls/r.pem\"\nkey_file = \"/abs/r.key\"\nclient_ca_file = \"ca.pem\"",
+        )
+        .unwrap();
         let tls = c.raw.tls.as_ref().unwrap();
         assert_eq!(tls.cert_file, Path::new("/etc/ron/tls/r.pem"));
         assert_eq!(tls.key_file, Path::new("/abs/r.key"));
@@ -842,10 +845,7 @@ mod tests {
         };
         let plan = tls("a").plan_reload(tls("b")).unwrap();
         assert_eq!(plan.applied, ["tls.cert_file"]);
-        assert_eq!(
-            plan.effective.raw.tls.unwrap().cert_file,
-            Path::new("/b")
-        );
+        assert_eq!(plan.effective.raw.tls.unwrap().cert_file, Path::new("/b"));
         let plan = plain.plan_reload(tls("a")).unwrap();
         assert!(plan.applied.is_empty(), "{:?}", plan.applied);
         assert_eq!(plan.restart_needed, ["tls.cert_file", "tls.key_file"]);

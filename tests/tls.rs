@@ -93,7 +93,12 @@ impl Pki {
     }
 
     fn client(&self, identity: Option<&str>) -> Arc<rustls::ClientConfig> {
-        let id = identity.map(|n| (self.path(&format!("{n}.pem")), self.path(&format!("{n}.key"))));
+        let id = identity.map(|n| {
+            (
+                self.path(&format!("{n}.pem")),
+                self.path(&format!("{n}.key")),
+            )
+        });
         svc_registry::http::tls::client_config(
             Some(&self.path("ca.pem")),
             id.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
@@ -104,9 +109,10 @@ impl Pki {
 
 /// A TLS test server: the standard setup plus `[tls]` (and `extra` tables).
 fn start(pki: &Pki, cert: &str, client_ca: bool, extra: &str) -> TestServer {
-    let mut setup = Setup::default();
-    setup.tables = format!("{}{extra}", pki.table(cert, client_ca));
-    TestServer::start(setup)
+    TestServer::start(Setup {
+        tables: format!("{}{extra}", pki.table(cert, client_ca)),
+        ..Setup::default()
+    })
 }
 
 fn https(addr: &str, config: Arc<rustls::ClientConfig>) -> Target {
@@ -145,7 +151,10 @@ fn commit_over(s: &TestServer, target: &Target, base_version: u64, id: &str) -> 
 }
 
 /// A raw TLS client connection (keep-alive), for what `client::request` does not show.
-fn tls_connect(addr: &str, config: Arc<rustls::ClientConfig>) -> StreamOwned<ClientConnection, TcpStream> {
+fn tls_connect(
+    addr: &str,
+    config: Arc<rustls::ClientConfig>,
+) -> StreamOwned<ClientConnection, TcpStream> {
     let tcp = TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(TIMEOUT)).unwrap();
     let name = ServerName::try_from("127.0.0.1").unwrap();
@@ -168,7 +177,12 @@ fn keepalive_get(stream: &mut StreamOwned<ClientConnection, TcpStream>, path: &s
     r.status
 }
 
-fn ronctl_https(s: &TestServer, cacert: Option<&Path>, host: &str, args: &[&str]) -> (bool, String) {
+fn ronctl_https(
+    s: &TestServer,
+    cacert: Option<&Path>,
+    host: &str,
+    args: &[&str],
+) -> (bool, String) {
     let port = |a: &str| a.rsplit(':').next().unwrap().to_string();
     let mut cmd = Command::new(ronctl_bin());
     cmd.args([
@@ -215,7 +229,10 @@ fn https_serves_both_listeners_to_our_client_ronctl_curl_and_python() {
     for host in ["127.0.0.1", "localhost"] {
         let (ok, out) = ronctl_https(&s, Some(&ca), host, &["registry", "head"]);
         assert!(ok, "ronctl over https://{host}: {out}");
-        assert!(out.contains("\"version\": 1") || out.contains("\"version\":1"), "{out}");
+        assert!(
+            out.contains("\"version\": 1") || out.contains("\"version\":1"),
+            "{out}"
+        );
     }
     // Without the CA: a clear error naming the cause and the fix.
     let (ok, out) = ronctl_https(&s, None, "127.0.0.1", &["registry", "head"]);
@@ -232,7 +249,11 @@ fn https_serves_both_listeners_to_our_client_ronctl_curl_and_python() {
             .arg(format!("https://{}/registry/head", s.registry))
             .output()
             .unwrap();
-        assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "curl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let head: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(head["version"], 1);
         // curl without the CA refuses the certificate.
@@ -256,14 +277,24 @@ fn https_serves_both_listeners_to_our_client_ronctl_curl_and_python() {
     if have_requests {
         let out = Command::new("python3")
             .args(["-c", python])
-            .arg(format!("https://localhost:{}/registry/head", s.registry.rsplit(':').next().unwrap()))
+            .arg(format!(
+                "https://localhost:{}/registry/head",
+                s.registry.rsplit(':').next().unwrap()
+            ))
             .arg(&ca)
             .output()
             .unwrap();
-        assert!(out.status.success(), "python: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "python: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "200 1");
     } else {
-        skip_notice("python requests over https", "python3 with requests is not installed");
+        skip_notice(
+            "python requests over https",
+            "python3 with requests is not installed",
+        );
     }
 }
 
@@ -285,7 +316,8 @@ fn mutual_tls_serves_a_client_with_a_certificate_and_refuses_one_without() {
     if have("curl") {
         let curl = |with_cert: bool| {
             let mut cmd = Command::new("curl");
-            cmd.args(["-sS", "--fail", "--cacert"]).arg(pki.path("ca.pem"));
+            cmd.args(["-sS", "--fail", "--cacert"])
+                .arg(pki.path("ca.pem"));
             if with_cert {
                 cmd.arg("--cert")
                     .arg(pki.path("client.pem"))
@@ -351,7 +383,9 @@ fn sighup_reloads_the_certificate_without_dropping_an_established_connection() {
     assert_eq!(keepalive_get(&mut kept, "/registry/head"), 200);
 
     let leaf = |stream: &StreamOwned<ClientConnection, TcpStream>| -> CertificateDer<'static> {
-        stream.conn.peer_certificates().unwrap()[0].clone().into_owned()
+        stream.conn.peer_certificates().unwrap()[0]
+            .clone()
+            .into_owned()
     };
     let first = leaf(&kept);
 
@@ -377,7 +411,12 @@ fn sighup_reloads_the_certificate_without_dropping_an_established_connection() {
     pki.issue("server", &["other.example"], (-1, 30), false);
     s.signal(libc::SIGHUP);
     eventually(TIMEOUT, "the second reload", || reloads() == 2);
-    let (ok, out) = ronctl_https(&s, Some(&pki.path("ca.pem")), "127.0.0.1", &["registry", "head"]);
+    let (ok, out) = ronctl_https(
+        &s,
+        Some(&pki.path("ca.pem")),
+        "127.0.0.1",
+        &["registry", "head"],
+    );
     assert!(!ok);
     assert!(out.contains("not valid for that name"), "wrong host: {out}");
 
@@ -385,15 +424,25 @@ fn sighup_reloads_the_certificate_without_dropping_an_established_connection() {
     pki.issue("server", &["127.0.0.1", "localhost"], (-30, -1), false);
     s.signal(libc::SIGHUP);
     eventually(TIMEOUT, "the third reload", || reloads() == 3);
-    let (ok, out) = ronctl_https(&s, Some(&pki.path("ca.pem")), "127.0.0.1", &["registry", "head"]);
+    let (ok, out) = ronctl_https(
+        &s,
+        Some(&pki.path("ca.pem")),
+        "127.0.0.1",
+        &["registry", "head"],
+    );
     assert!(!ok);
     assert!(out.contains("has expired"), "expired: {out}");
 
     // A key that does not match: the reload is refused and the old certificate stays.
-    std::fs::write(pki.path("server.key"), KeyPair::generate().unwrap().serialize_pem()).unwrap();
+    std::fs::write(
+        pki.path("server.key"),
+        KeyPair::generate().unwrap().serialize_pem(),
+    )
+    .unwrap();
     s.signal(libc::SIGHUP);
     eventually(TIMEOUT, "the refusal", || {
-        s.logs().contains("reload refused; keeping the old config and certificate")
+        s.logs()
+            .contains("reload refused; keeping the old config and certificate")
     });
     let err = get(&https(&s.registry, config), "/registry/head").unwrap_err();
     assert!(err.to_string().contains("has expired"), "{err}");
@@ -431,7 +480,9 @@ fn hostile_handshakes_are_cut_and_idle_sessions_cost_no_threads() {
     // Slowloris on the handshake: a ClientHello record header, then one byte every 300 ms.
     let mut slow = connect();
     let started = Instant::now();
-    let hello_start = [0x16u8, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03];
+    let hello_start = [
+        0x16u8, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ];
     let mut cut = None;
     for &b in hello_start.iter().chain([0u8; 32].iter()) {
         if slow.write_all(&[b]).is_err() {
@@ -458,7 +509,10 @@ fn hostile_handshakes_are_cut_and_idle_sessions_cost_no_threads() {
         let sent = Instant::now();
         t.write_all(bytes).unwrap();
         let closed = until_closed(&mut t) - sent;
-        assert!(closed < Duration::from_millis(900), "closed after {closed:?}");
+        assert!(
+            closed < Duration::from_millis(900),
+            "closed after {closed:?}"
+        );
     }
 
     // A thousand idle TLS sessions (handshake done, one request each) add no thread.
@@ -482,6 +536,10 @@ fn hostile_handshakes_are_cut_and_idle_sessions_cost_no_threads() {
             .status,
         200
     );
-    assert!(started.elapsed() < Duration::from_secs(2), "a new client waited {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "a new client waited {:?}",
+        started.elapsed()
+    );
     drop(idle);
 }

@@ -267,7 +267,8 @@ fn connect_tls(target: &TlsTarget, timeout: Duration) -> io::Result<Stream> {
     let name = super::tls::server_name(&target.addr)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let mut tcp = connect_tcp(&target.addr, timeout)?;
-    let mut session = ClientConnection::new(target.config.clone(), name).map_err(io::Error::other)?;
+    let mut session =
+        ClientConnection::new(target.config.clone(), name).map_err(io::Error::other)?;
     while session.is_handshaking() {
         if let Err(e) = session.complete_io(&mut tcp) {
             let explained = e
@@ -336,10 +337,7 @@ fn send(
 
 /// Read one whole response (interim `1xx` responses skipped). `head_request`: the request was
 /// `HEAD`, so no body follows whatever the headers say.
-pub fn read_response<R: BufRead>(
-    reader: &mut R,
-    head_request: bool,
-) -> io::Result<ClientResponse> {
+pub fn read_response<R: BufRead>(reader: &mut R, head_request: bool) -> io::Result<ClientResponse> {
     let (status, headers) = read_head(reader)?;
     let body = match framing(status, &headers, head_request)? {
         Framing::Empty => Vec::new(),

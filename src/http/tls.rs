@@ -381,18 +381,18 @@ pub fn explain_client_error(host: &str, e: &rustls::Error) -> String {
             C::Expired | C::ExpiredContext { .. } => format!(
                 "TLS: the certificate of {host} has expired (the server must renew it): {e}"
             ),
-            C::NotValidYet | C::NotValidYetContext { .. } => format!(
-                "TLS: the certificate of {host} is not valid yet (check the clocks): {e}"
-            ),
+            C::NotValidYet | C::NotValidYetContext { .. } => {
+                format!("TLS: the certificate of {host} is not valid yet (check the clocks): {e}")
+            }
             _ => format!("TLS: the certificate of {host} was refused: {e}"),
         },
         rustls::Error::AlertReceived(alert) => format!(
             "TLS: {host} refused the handshake ({alert:?}; a server that requires a client \
              certificate refuses a client without one)"
         ),
-        rustls::Error::InvalidMessage(_) => format!(
-            "TLS: {host} did not answer with TLS (is it an http:// listener?): {e}"
-        ),
+        rustls::Error::InvalidMessage(_) => {
+            format!("TLS: {host} did not answer with TLS (is it an http:// listener?): {e}")
+        }
         other => format!("TLS handshake with {host} failed: {other}"),
     }
 }

@@ -228,8 +228,9 @@ impl Worker {
                         Some(started) => {
                             (now.duration_since(started) > head_timeout).then_some(None)
                         }
-                        None => (now.duration_since(conn.last_activity) > idle_timeout)
-                            .then_some(None),
+                        None => {
+                            (now.duration_since(conn.last_activity) > idle_timeout).then_some(None)
+                        }
                     },
                 },
                 Phase::Writing(_) => {
