@@ -90,6 +90,8 @@ pub fn tail(target: &Target, opts: &TailOptions, out: &mut dyn Write) -> Result<
                 backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
             }
+            // A refused certificate stays refused: say so once instead of retrying forever.
+            Err(e) if client::TlsHandshakeError::is(&e) => return Err(e.to_string()),
             Err(e) => {
                 eprintln!("tail: cannot connect ({e}); retrying");
                 std::thread::sleep(backoff);

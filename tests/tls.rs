@@ -371,6 +371,22 @@ fn sse_stream_over_tls_delivers_a_commit_event() {
     line.clear();
     reader.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "id: 1");
+
+    // `ronctl tail` over https replays the commit and stops at --limit.
+    let ca = pki.path("ca.pem");
+    let tail = ["tail", "--from", "0", "--limit", "1", "--json"];
+    let (ok, out) = ronctl_https(&s, Some(&ca), "127.0.0.1", &tail);
+    assert!(ok, "ronctl tail over https: {out}");
+    assert!(out.contains("\"version\":1"), "{out}");
+    // Without the CA it fails at once with the reason instead of retrying forever.
+    let started = Instant::now();
+    let (ok, out) = ronctl_https(&s, None, "127.0.0.1", &tail);
+    assert!(!ok);
+    assert!(
+        out.contains("unknown CA") || out.contains("no system CA"),
+        "{out}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5), "{out}");
 }
 
 #[test]

@@ -135,6 +135,28 @@ impl Target {
     }
 }
 
+/// A TLS handshake that failed on a certificate or a protocol refusal (unknown CA, wrong host,
+/// expired, no client certificate, not a TLS server): the message says which and what to do.
+/// Retrying cannot help, so a caller that retries (`ronctl tail`) stops on it.
+#[derive(Debug)]
+pub struct TlsHandshakeError(pub String);
+
+impl std::fmt::Display for TlsHandshakeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TlsHandshakeError {}
+
+impl TlsHandshakeError {
+    /// Whether `e` is (or wraps) a failed TLS handshake.
+    pub fn is(e: &io::Error) -> bool {
+        e.get_ref()
+            .is_some_and(|inner| inner.is::<TlsHandshakeError>())
+    }
+}
+
 /// A response: status, headers (names lower-cased, in order) and the whole body.
 #[derive(Clone, Debug)]
 pub struct ClientResponse {
@@ -276,7 +298,9 @@ fn connect_tls(target: &TlsTarget, timeout: Duration) -> io::Result<Stream> {
                 .and_then(|inner| inner.downcast_ref::<rustls::Error>())
                 .map(|tls| super::tls::explain_client_error(&target.addr, tls));
             return Err(match explained {
-                Some(message) => io::Error::new(io::ErrorKind::InvalidData, message),
+                Some(message) => {
+                    io::Error::new(io::ErrorKind::InvalidData, TlsHandshakeError(message))
+                }
                 None if e.kind() == io::ErrorKind::UnexpectedEof => io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     format!(
