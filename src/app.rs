@@ -748,7 +748,9 @@ fn reload(config: &mut Config, live: &Live) {
     let mut not_applied = Vec::new();
     // The config owns the level only when RUST_LOG is unset (logging::init): otherwise the
     // changed log_level is NOT in effect, and the reload line must say so rather than claim it.
-    if !crate::logging::set_level(new.raw.log_level.as_deref()) && applied.iter().any(|k| k == "log_level") {
+    if !crate::logging::set_level(new.raw.log_level.as_deref())
+        && applied.iter().any(|k| k == "log_level")
+    {
         applied.retain(|k| k != "log_level");
         not_applied.push("log_level");
         log::warn!(

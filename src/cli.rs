@@ -663,20 +663,29 @@ pub fn verify(
     };
     let n = audit::verify_chain(&registry_id, &records, &signers)
         .map_err(|b| format!("BROKEN at version {}: {}", b.version, b.reason))?;
-    let mut text = format!(
-        "ok: {n} records (versions 0..={}) verify: hash chain intact, every commit has a quorum",
-        n.saturating_sub(1)
-    );
-    let mut doc = serde_json::json!({"ok": true, "checked": true, "records": n, "registry_id": registry_id});
+    // In text the chain verdict is printed before the state comparison, so a state that differs
+    // still shows that the history itself verified; JSON prints one document at the end.
+    if conn.output == Output::Text {
+        println!(
+            "ok: {n} records (versions 0..={}) verify: hash chain intact, every commit has a quorum",
+            n.saturating_sub(1)
+        );
+    }
+    let mut doc =
+        serde_json::json!({"ok": true, "checked": true, "records": n, "registry_id": registry_id});
     if let Some((version, state)) = served {
         let count = compare_with_replay(&registry_id, &records, version, &state)?;
-        text.push_str(&format!(
-            "\nok: the served state at version {version} ({count} descriptors) is the replay of the signed history"
-        ));
+        if conn.output == Output::Text {
+            println!(
+                "ok: the served state at version {version} ({count} descriptors) is the replay of the signed history"
+            );
+        }
         doc["served_version"] = version.into();
         doc["served_descriptors"] = count.into();
     }
-    conn.emit(&doc, || text);
+    if conn.output == Output::Json {
+        emit(Output::Json, &doc, String::new);
+    }
     Ok(())
 }
 
@@ -815,7 +824,11 @@ pub fn config_print(conn: &Conn, path: Option<&Path>) -> CliResult {
         Output::Json => {
             let value: toml::Value =
                 toml::from_str(&text).map_err(|e| format!("the config is not TOML: {e}"))?;
-            emit(Output::Json, &serde_json::to_value(value).expect("TOML is JSON"), String::new);
+            emit(
+                Output::Json,
+                &serde_json::to_value(value).expect("TOML is JSON"),
+                String::new,
+            );
         }
     }
     Ok(())

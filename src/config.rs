@@ -739,11 +739,19 @@ mod tests {
             "registry_id = \"r\"\ndata_dir = \"d\"\nuds_path = \"/run/x.sock\"\n[bus]\nsocket = \"b.sock\"\n[signers]\n{}",
             two_keys(1)
         );
-        let c = Config::from_toml(&text, Path::new("/etc/ron/r.toml"), Flags::default(), &|_| None)
-            .unwrap();
+        let c = Config::from_toml(
+            &text,
+            Path::new("/etc/ron/r.toml"),
+            Flags::default(),
+            &|_| None,
+        )
+        .unwrap();
         assert_eq!(c.raw.data_dir, Path::new("/etc/ron/d"));
         assert_eq!(c.raw.uds_path.as_deref(), Some(Path::new("/run/x.sock")));
-        assert_eq!(c.raw.bus.socket.as_deref(), Some(Path::new("/etc/ron/b.sock")));
+        assert_eq!(
+            c.raw.bus.socket.as_deref(),
+            Some(Path::new("/etc/ron/b.sock"))
+        );
         // A config named relative to the working directory resolves against it.
         let c = Config::from_toml(&text, Path::new("r.toml"), Flags::default(), &|_| None).unwrap();
         assert_eq!(c.raw.data_dir, std::env::current_dir().unwrap().join("d"));

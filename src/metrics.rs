@@ -5,8 +5,7 @@
 
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    Opts,
-    Registry, TextEncoder,
+    Opts, Registry, TextEncoder,
 };
 use std::sync::LazyLock;
 

@@ -107,7 +107,8 @@ impl Chaos {
         }
         let mut expiry = self.expiry.lock();
         self.storage_latency_ms.store(ms, Ordering::SeqCst);
-        m().registry_chaos_storage_latency_seconds.set(ms as f64 / 1000.0);
+        m().registry_chaos_storage_latency_seconds
+            .set(ms as f64 / 1000.0);
         *expiry = for_secs.map(|s| {
             (
                 Instant::now() + Duration::from_secs(s),
