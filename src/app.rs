@@ -775,7 +775,6 @@ fn reload(config: &mut Config, live: &Live) {
         live.maintenance.set(file.read_only, reason, "sighup", "-");
     }
     live.effective_config.store(Arc::new(effective_toml(&new)));
-    m().registry_reload_success_total.inc();
     let line = format!(
         "msg=reloaded audit=1 config={path:?} applied={:?} not_applied={:?} restart_needed_for={:?} threshold={} keys={} chaos_enabled={} commit_budget_ms={}",
         applied.join(","),
@@ -794,6 +793,8 @@ fn reload(config: &mut Config, live: &Live) {
             "{line} note=\"changes to restart_needed_for keys take effect at the next restart\""
         );
     }
+    // Counted after the line is logged: whoever sees the counter move can find the line.
+    m().registry_reload_success_total.inc();
     live.bus.publish(crate::bus::Event::Reload { ok: true });
     *config = new;
 }
