@@ -580,6 +580,39 @@ mod tests {
     }
 
     #[test]
+    fn https_targets_default_to_443_and_need_a_usable_ca_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(&ca, params.self_signed(&key).unwrap().pem()).unwrap();
+        let addr = |url: &str| match Target::parse_with_cacert(url, Some(&ca)) {
+            Ok(Target::Tls(t)) => t.addr,
+            other => panic!("{url}: {other:?}"),
+        };
+        assert_eq!(addr("https://example.org"), "example.org:443");
+        assert_eq!(addr("https://example.org/"), "example.org:443");
+        assert_eq!(addr("https://example.org:80"), "example.org:80");
+        assert_eq!(addr("https://127.0.0.1:9444"), "127.0.0.1:9444");
+        assert_eq!(addr("https://[::1]"), "[::1]:443");
+        // Plain URLs are unchanged by a CA file.
+        assert_eq!(
+            Target::parse_with_cacert("http://h:1", Some(&ca)),
+            Ok(Target::Tcp("h:1".into()))
+        );
+        assert!(Target::parse_with_cacert("https://h:1/path", Some(&ca)).is_err());
+        // A CA file that holds no certificate is refused by name.
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let e = Target::parse_with_cacert("https://h:1", Some(&empty)).unwrap_err();
+        assert!(e.contains("--cacert") && e.contains("empty.pem"), "{e}");
+        let e = Target::parse_with_cacert("https://h:1", Some(&dir.path().join("nope.pem")))
+            .unwrap_err();
+        assert!(e.contains("cannot read"), "{e}");
+    }
+
+    #[test]
     fn reads_length_chunked_and_eof_bodies() {
         let raw = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello";
         let r = read_response(&mut &raw[..], false).unwrap();
