@@ -42,25 +42,29 @@ impl Conn {
         unix: Option<PathBuf>,
         timeout: Duration,
     ) -> Result<Conn, String> {
-        Conn::with_cacert(url, admin_url, unix, None, timeout)
+        Conn::with_tls(
+            url,
+            admin_url,
+            unix,
+            &client::TlsOptions::default(),
+            timeout,
+        )
     }
 
-    /// [`Conn::new`] where `https://` URLs trust the CAs in `cacert` (PEM; `--cacert`,
-    /// `RON_CACERT`), else the system's.
-    pub fn with_cacert(
+    /// [`Conn::new`] where `https://` URLs are checked and (mutual TLS) identified with `tls`:
+    /// `--cacert` / `RON_CACERT` (else the system's CAs), `--client-cert` and `--client-key`.
+    pub fn with_tls(
         url: &str,
         admin_url: &str,
         unix: Option<PathBuf>,
-        cacert: Option<&Path>,
+        tls: &client::TlsOptions,
         timeout: Duration,
     ) -> Result<Conn, String> {
         let registry = match unix {
             Some(p) => Target::Unix(p),
-            None => {
-                Target::parse_with_cacert(url, cacert).map_err(|e| format!("--url {url:?}: {e}"))?
-            }
+            None => Target::parse_with_tls(url, tls).map_err(|e| format!("--url {url:?}: {e}"))?,
         };
-        let admin = Target::parse_with_cacert(admin_url, cacert)
+        let admin = Target::parse_with_tls(admin_url, tls)
             .map_err(|e| format!("--admin-url {admin_url:?}: {e}"))?;
         Ok(Conn {
             registry,

@@ -332,6 +332,35 @@ fn mutual_tls_serves_a_client_with_a_certificate_and_refuses_one_without() {
     } else {
         skip_notice("curl mutual TLS", "curl is not installed");
     }
+    // ronctl with --client-cert/--client-key (and RON_CACERT) is served; without, it fails.
+    let ca = pki.path("ca.pem");
+    let (cert, key) = (pki.path("client.pem"), pki.path("client.key"));
+    let identity = [
+        "--client-cert",
+        cert.to_str().unwrap(),
+        "--client-key",
+        key.to_str().unwrap(),
+    ];
+    let (ok, out) = ronctl_https(
+        &s,
+        Some(&ca),
+        "localhost",
+        &[&identity[..], &["registry", "head"]].concat(),
+    );
+    assert!(ok, "ronctl with a client certificate: {out}");
+    let (ok, out) = ronctl_https(&s, Some(&ca), "localhost", &["registry", "head"]);
+    assert!(!ok, "ronctl without a client certificate was served: {out}");
+    let (ok, out) = ronctl_https(
+        &s,
+        Some(&ca),
+        "localhost",
+        &[&identity[..2], &["registry", "head"]].concat(),
+    );
+    assert!(
+        !ok && out.contains("--client-key"),
+        "a certificate without its key: {out}"
+    );
+
     // The server is still fine after the refusals.
     assert_eq!(get(&with, "/registry/head").unwrap().status, 200);
 }

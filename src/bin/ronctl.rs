@@ -63,6 +63,13 @@ struct Conn {
     /// For https:// URLs: trust the CA certificates in this PEM file (default: the system's).
     #[arg(long, global = true, env = "RON_CACERT", value_name = "FILE")]
     cacert: Option<PathBuf>,
+    /// For https:// URLs to a server that requires client certificates (mutual TLS): this
+    /// client's certificate chain (PEM), with --client-key.
+    #[arg(long, global = true, env = "RON_CLIENT_CERT", value_name = "FILE")]
+    client_cert: Option<PathBuf>,
+    /// The private key of --client-cert (PEM).
+    #[arg(long, global = true, env = "RON_CLIENT_KEY", value_name = "FILE")]
+    client_key: Option<PathBuf>,
     /// Output format: `text` for people, `json` for scripts (one JSON document on stdout).
     #[arg(long, global = true, value_enum, default_value_t = cli::Output::Text)]
     output: cli::Output,
@@ -276,11 +283,16 @@ enum ConfigCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let conn = cli::Conn::with_cacert(
+    let tls = svc_registry::http::client::TlsOptions {
+        cacert: cli.conn.cacert.clone(),
+        client_cert: cli.conn.client_cert.clone(),
+        client_key: cli.conn.client_key.clone(),
+    };
+    let conn = cli::Conn::with_tls(
         &cli.conn.url,
         &cli.conn.admin_url,
         cli.conn.unix.clone(),
-        cli.conn.cacert.as_deref(),
+        &tls,
         std::time::Duration::from_secs(cli.conn.timeout),
     );
     let mut conn = match conn {

@@ -31,6 +31,16 @@ pub enum Target {
     Tls(TlsTarget),
 }
 
+/// The client's TLS files for `https://` URLs (all PEM).
+#[derive(Clone, Debug, Default)]
+pub struct TlsOptions {
+    /// The CAs to trust; None: the system's.
+    pub cacert: Option<PathBuf>,
+    /// Mutual TLS: the client certificate chain and its key (both or neither).
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
 /// An `https://` target: where to connect and how to check the server.
 #[derive(Clone)]
 pub struct TlsTarget {
@@ -57,6 +67,16 @@ impl Target {
     /// Like [`Target::parse`], and `https://host[:port][/]` too (port 443 if absent), trusting
     /// the CAs in `cacert` (PEM), else the system's.
     pub fn parse_with_cacert(url: &str, cacert: Option<&Path>) -> Result<Target, String> {
+        let tls = TlsOptions {
+            cacert: cacert.map(Path::to_path_buf),
+            ..TlsOptions::default()
+        };
+        Target::parse_with_tls(url, &tls)
+    }
+
+    /// Like [`Target::parse`], and `https://host[:port][/]` too (port 443 if absent), checked
+    /// and (mutual TLS) identified as `tls` says.
+    pub fn parse_with_tls(url: &str, tls: &TlsOptions) -> Result<Target, String> {
         let Some(rest) = url.trim().strip_prefix("https://") else {
             return Target::parse(url);
         };
@@ -68,7 +88,12 @@ impl Target {
             Some(host) if !rest.contains(":80") => format!("{host}:443"),
             _ => addr,
         };
-        let config = super::tls::client_config(cacert, None)?;
+        let identity = match (&tls.client_cert, &tls.client_key) {
+            (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+            (None, None) => None,
+            _ => return Err("a client certificate needs its key, and a key its certificate (--client-cert with --client-key)".to_string()),
+        };
+        let config = super::tls::client_config(tls.cacert.as_deref(), identity)?;
         Target::https(&addr, config)
     }
 
