@@ -6,7 +6,8 @@
 //!
 //! Bounds, all from [`Limits`]:
 //! - the request head is parsed from at most `max_header_bytes` bytes, with at most
-//!   `max_headers` header lines (`431 headers_too_large` otherwise);
+//!   `max_headers` header lines (`431 headers_too_large` otherwise; `414 uri_too_long` when the
+//!   request line alone does not end within the cap);
 //! - a declared `Content-Length` over `max_body_bytes` is refused before any body byte is read,
 //!   and a chunked body is refused as soon as a chunk size would take it over the cap
 //!   (`413 too_large`);
@@ -14,11 +15,16 @@
 //!   `max_header_bytes` in total;
 //! - the body buffer grows with the bytes received, never with what a client merely declares.
 //!
+//! RFC 9112 details: any `HTTP/1.x` with x ≥ 1 is served as HTTP/1.1, another major version is
+//! `505`; an HTTP/1.1 request must carry exactly one `Host` (any request at most one), else
+//! `400`; the target's path and query must percent-decode (`target.rs`), else `400`.
+//!
 //! The parser is fed "all bytes not yet consumed" each time and reports how many it consumed,
 //! so the caller can parse straight out of a shared scratch buffer and keep only the unconsumed
 //! tail (an incomplete head or pipelined requests) in the connection's own buffer.
 
 use super::respond::{new_corr_id, valid_corr_id};
+use super::target;
 use super::{Limits, Method, Request, Response};
 use std::time::Instant;
 
@@ -36,6 +42,8 @@ pub(crate) struct Meta {
     pub keep_alive: bool,
     /// The request was `HEAD`: answer with the headers of the `GET` response and no body.
     pub head: bool,
+    /// The client speaks HTTP/1.1 (or a later 1.x): a body of unknown length may be chunked.
+    pub http11: bool,
 }
 
 /// What [`Parser::advance`] found in the bytes it was given.
@@ -177,7 +185,7 @@ impl Parser {
         if self.scanned > 0 && !has_head_end(input, self.scanned) {
             self.scanned = input.len();
             return if input.len() > limits.max_header_bytes {
-                head_too_large(limits)
+                head_too_large(&input[..limits.max_header_bytes], limits)
             } else {
                 Head::NeedMore
             };
@@ -194,10 +202,45 @@ impl Parser {
             &mut heap[..]
         };
         let mut parsed = httparse::Request::new(slots);
-        match parsed.parse(window) {
+        let mut result = parsed.parse(window);
+        // httparse knows only HTTP/1.0 and 1.1: serve a later 1.x as 1.1 (RFC 9112 §2.3), by
+        // parsing a copy whose version reads 1.1 (same length, so offsets are unchanged).
+        let patched;
+        if let Err(httparse::Error::Version) = result {
+            match later_minor_version(window) {
+                Version::Incomplete if input.len() > limits.max_header_bytes => {
+                    return head_too_large(window, limits)
+                }
+                Version::Incomplete => return Head::NeedMore,
+                Version::Major => {
+                    return Head::Reject(
+                        Response::error(
+                            505,
+                            "version_not_supported",
+                            "only HTTP/1.x is served here",
+                        ),
+                        new_corr_id(),
+                    )
+                }
+                Version::Bad => {
+                    return bad_request(
+                        "malformed request head: invalid HTTP version",
+                        new_corr_id(),
+                    )
+                }
+                Version::LaterMinor(at) => {
+                    let mut copy = window.to_vec();
+                    copy[at] = b'1';
+                    patched = copy;
+                    parsed = httparse::Request::new(parsed.headers);
+                    result = parsed.parse(&patched);
+                }
+            }
+        }
+        match result {
             Ok(httparse::Status::Partial) => {
                 if input.len() > limits.max_header_bytes {
-                    head_too_large(limits)
+                    head_too_large(window, limits)
                 } else {
                     Head::NeedMore
                 }
@@ -216,7 +259,59 @@ impl Parser {
     }
 }
 
-fn head_too_large(limits: &Limits) -> Head {
+/// What the version of a request line httparse refused is.
+enum Version {
+    /// The request line has not ended yet.
+    Incomplete,
+    /// `HTTP/1.x` with x ≥ 2: the offset of the minor digit.
+    LaterMinor(usize),
+    /// `HTTP/d.d` with another major version.
+    Major,
+    Bad,
+}
+
+fn later_minor_version(head: &[u8]) -> Version {
+    let Some(end) = head.iter().position(|&b| b == b'\n') else {
+        return Version::Incomplete;
+    };
+    let line = &head[..end];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let Some(space) = line.iter().rposition(|&b| b == b' ') else {
+        return Version::Bad;
+    };
+    match &line[space + 1..] {
+        [b'H', b'T', b'T', b'P', b'/', b'1', b'.', minor] if minor.is_ascii_digit() => {
+            Version::LaterMinor(space + 7)
+        }
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            Version::Major
+        }
+        // `HTTP/2` as some clients write it.
+        [b'H', b'T', b'T', b'P', b'/', major] if major.is_ascii_digit() && *major != b'1' => {
+            Version::Major
+        }
+        _ => Version::Bad,
+    }
+}
+
+/// A head over the cap: `414` when its request line does not even end within `window` (the
+/// cap's worth of bytes), `431` otherwise.
+fn head_too_large(window: &[u8], limits: &Limits) -> Head {
+    if !window.contains(&b'\n') {
+        return Head::Reject(
+            Response::error(
+                414,
+                "uri_too_long",
+                &format!(
+                    "request line over {} bytes (the request target is too long)",
+                    limits.max_header_bytes
+                ),
+            ),
+            new_corr_id(),
+        );
+    }
     Head::Reject(
         Response::error(
             431,
@@ -264,10 +359,12 @@ fn build_head(
     let mut conn_keep_alive = false;
     let mut expect_continue = false;
     let mut corr_id = None;
+    let mut hosts = 0;
     let mut bad: Option<&str> = None;
     for h in parsed.headers.iter() {
         let name = h.name.to_ascii_lowercase();
         match name.as_str() {
+            "host" => hosts += 1,
             "content-length" => match parse_length(h.value) {
                 Some(n) if content_length.is_none() || content_length == Some(n) => {
                     content_length = Some(n)
@@ -306,8 +403,23 @@ fn build_head(
     if transfer_encoding && content_length.is_some() {
         bad = Some("both Content-Length and Transfer-Encoding");
     }
+    // RFC 9112 §3.2: an HTTP/1.1 request carries exactly one Host; none at all carries two.
+    if hosts > 1 {
+        bad = Some("more than one Host header");
+    } else if hosts == 0 && version >= 1 {
+        bad = Some("an HTTP/1.1 request needs a Host header");
+    }
     if let Some(message) = bad {
         return bad_request(message, corr_id);
+    }
+    // `*` (asterisk-form) is a target for OPTIONS alone (RFC 9112 §3.2.4).
+    let checked = if path == "*" && method == Method::Options {
+        target::query_pairs(query.as_deref()).map(drop)
+    } else {
+        target::path_segments(&path).and_then(|_| target::query_pairs(query.as_deref()).map(drop))
+    };
+    if let Err(e) = checked {
+        return bad_request(&format!("bad request target: {e}"), corr_id);
     }
     let framing = if chunked {
         Some(Framing::Chunked(Chunk::Size))
@@ -343,6 +455,7 @@ fn build_head(
     let meta = Meta {
         keep_alive,
         head: method == Method::Head,
+        http11: version >= 1,
     };
     let request = Request {
         method,
