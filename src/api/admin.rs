@@ -77,10 +77,10 @@ impl Route {
 
     fn allow(self) -> &'static str {
         match self {
-            Route::Healthz | Route::Readyz | Route::Metrics | Route::Config => "GET, HEAD, OPTIONS",
-            Route::Maintenance => "GET, HEAD, POST, OPTIONS",
-            Route::Chaos => "GET, HEAD, POST, DELETE, OPTIONS",
-            Route::ChaosClear | Route::Backup => "POST, OPTIONS",
+            Route::Healthz | Route::Readyz | Route::Metrics | Route::Config => "GET, HEAD",
+            Route::Maintenance => "GET, HEAD, POST",
+            Route::Chaos => "GET, HEAD, POST, DELETE",
+            Route::ChaosClear | Route::Backup => "POST",
         }
     }
 
@@ -90,8 +90,7 @@ impl Route {
             Method::Head => "HEAD",
             Method::Post => "POST",
             Method::Delete => "DELETE",
-            Method::Options => "OPTIONS",
-            Method::Put | Method::Other => return false,
+            Method::Put | Method::Options | Method::Other => return false,
         };
         self.allow().split(", ").any(|m| m == name)
     }
@@ -331,9 +330,11 @@ impl Handler for AdminApi {
         };
         let template = route.template();
         if req.method == Method::Options {
+            // OPTIONS is answered on every route by this generic answer; `Allow` lists it
+            // here and, like every 405's `Allow`, the route's own methods.
             return Outcome::Respond(
                 Response::new(204, Vec::new())
-                    .header("Allow", route.allow().to_string())
+                    .header("Allow", format!("{}, OPTIONS", route.allow()))
                     .route(template),
             );
         }

@@ -78,12 +78,13 @@ impl Route {
         matches!(self, Route::Propose | Route::Approve | Route::Commit)
     }
 
-    /// The methods the route takes, as an `Allow` value.
+    /// The route's own methods, as a 405's `Allow` value; the `OPTIONS` answer (which every
+    /// route takes) adds `OPTIONS`.
     fn allow(&self) -> &'static str {
         if self.is_write() {
-            "POST, OPTIONS"
+            "POST"
         } else {
-            "GET, HEAD, OPTIONS"
+            "GET, HEAD"
         }
     }
 
@@ -144,7 +145,8 @@ impl Handler for RegistryApi {
         let write = route.is_write();
         if req.method == Method::Options {
             replier.dismiss();
-            let r = self.cors.options(&req, route.allow(), write);
+            let allow = format!("{}, OPTIONS", route.allow());
+            let r = self.cors.options(&req, &allow, write);
             return Outcome::Respond(r.route(template));
         }
         // CORS headers go on every answer of the route: immediate, streamed or deferred.

@@ -281,7 +281,7 @@ fn later_minor_version(head: &[u8]) -> Version {
     };
     match &line[space + 1..] {
         [b'H', b'T', b'T', b'P', b'/', b'1', b'.', minor] if minor.is_ascii_digit() => {
-            Version::LaterMinor(space + 7)
+            Version::LaterMinor(space + 8)
         }
         [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
             if major.is_ascii_digit() && minor.is_ascii_digit() =>
@@ -694,7 +694,7 @@ mod tests {
 
     #[test]
     fn pipelined_requests_and_keep_alive_rules() {
-        let raw = b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\nConnection: close\r\n\r\n\
+        let raw = b"GET /a HTTP/1.1\r\nHost: t\r\n\r\nGET /b HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n\
                     GET /c HTTP/1.0\r\n\r\nHEAD /d HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n";
         let steps = feed(raw, raw.len(), &limits());
         let got: Vec<(String, Meta)> = steps
@@ -704,21 +704,25 @@ mod tests {
                 other => panic!("{other:?}"),
             })
             .collect();
-        let meta = |keep_alive, head| Meta { keep_alive, head };
+        let meta = |keep_alive, head, http11| Meta {
+            keep_alive,
+            head,
+            http11,
+        };
         assert_eq!(
             got,
             vec![
-                ("/a".to_string(), meta(true, false)),
-                ("/b".to_string(), meta(false, false)),
-                ("/c".to_string(), meta(false, false)),
-                ("/d".to_string(), meta(true, true)),
+                ("/a".to_string(), meta(true, false, true)),
+                ("/b".to_string(), meta(false, false, true)),
+                ("/c".to_string(), meta(false, false, false)),
+                ("/d".to_string(), meta(true, true, false)),
             ]
         );
     }
 
     #[test]
     fn content_length_body() {
-        let raw = b"POST /p HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\n\r\n";
+        let raw = b"POST /p HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\nHost: t\r\n\r\n";
         for step in [1, 4, raw.len()] {
             let steps = feed(raw, step, &limits());
             assert_eq!(steps.len(), 2);
@@ -729,9 +733,9 @@ mod tests {
 
     #[test]
     fn chunked_body_with_extensions_and_trailers() {
-        let raw = b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\
+        let raw = b"POST /p HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n\
                     5;ext=1\r\nhello\r\n1\r\n \r\nA\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\n\
-                    GET /next HTTP/1.1\r\n\r\n";
+                    GET /next HTTP/1.1\r\nHost: t\r\n\r\n";
         for step in [1, 3, 10, raw.len()] {
             let steps = feed(raw, step, &limits());
             assert_eq!(steps.len(), 2, "step {step}");
@@ -742,7 +746,7 @@ mod tests {
 
     #[test]
     fn chunked_over_cap_is_413_at_the_size_line() {
-        let raw = b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n50\r\n";
+        let raw = b"POST /p HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n50\r\n";
         let mut parser = Parser::new();
         let (_, s) = parser.advance(raw, &limits(), Instant::now());
         assert!(matches!(s, Step::NeedMore));
@@ -751,7 +755,7 @@ mod tests {
         body.extend_from_slice(&[b'x'; 80]);
         body.extend_from_slice(b"\r\n20\r\n");
         let raw = [
-            &b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            &b"POST /p HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
             &body,
         ]
         .concat();
@@ -763,7 +767,7 @@ mod tests {
     fn bad_chunks_are_400() {
         for body in [&b"zz\r\n"[..], b"5\r\nhelloXX", b"5\nhello\r\n0\r\n\r\n"] {
             let raw = [
-                &b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+                &b"POST /p HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
                 body,
             ]
             .concat();
@@ -771,14 +775,16 @@ mod tests {
             assert_eq!(rejected(&steps[0]), 400, "{body:?}");
         }
         // An endless chunk extension is cut off.
-        let mut raw = b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;".to_vec();
+        let mut raw =
+            b"POST /p HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5;".to_vec();
         raw.extend(std::iter::repeat_n(b'e', MAX_CHUNK_LINE + 10));
         assert_eq!(rejected(&feed(&raw, 100, &limits())[0]), 400);
     }
 
     #[test]
     fn endless_trailers_are_431() {
-        let mut raw = b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n".to_vec();
+        let mut raw =
+            b"POST /p HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n".to_vec();
         for _ in 0..200 {
             raw.extend_from_slice(b"X-Trailer: 0123456789\r\n");
         }
@@ -787,21 +793,22 @@ mod tests {
 
     #[test]
     fn content_length_over_cap_is_413_before_the_body() {
-        let raw = b"POST /p HTTP/1.1\r\nContent-Length: 101\r\n\r\n";
+        let raw = b"POST /p HTTP/1.1\r\nHost: t\r\nContent-Length: 101\r\n\r\n";
         assert_eq!(rejected(&feed(raw, raw.len(), &limits())[0]), 413);
-        let raw = b"POST /p HTTP/1.1\r\nContent-Length: 99999999999999999999999999\r\n\r\n";
+        let raw =
+            b"POST /p HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999999999999999999999\r\n\r\n";
         assert_eq!(rejected(&feed(raw, raw.len(), &limits())[0]), 413);
     }
 
     #[test]
     fn framing_conflicts_are_400() {
         for head in [
-            &b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
-            b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-            b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
-            b"POST / HTTP/1.1\r\nContent-Length: 1x\r\n\r\n",
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            &b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: -1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1x\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
         ] {
             assert_eq!(
                 rejected(&feed(head, head.len(), &limits())[0]),
@@ -810,29 +817,29 @@ mod tests {
             );
         }
         // Equal duplicates are fine.
-        let raw = b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx";
+        let raw = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx";
         assert_eq!(request(&feed(raw, raw.len(), &limits())[0]).body, b"x");
     }
 
     #[test]
     fn head_limits() {
         // Bytes: a head that does not end within the cap.
-        let mut raw = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
+        let mut raw = b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: ".to_vec();
         raw.extend(std::iter::repeat_n(b'a', 2000));
         raw.extend_from_slice(b"\r\n\r\n");
         for step in [1, 100, raw.len()] {
             assert_eq!(rejected(&feed(&raw, step, &limits())[0]), 431);
         }
         // Count.
-        let mut raw = b"GET / HTTP/1.1\r\n".to_vec();
+        let mut raw = b"GET / HTTP/1.1\r\nHost: t\r\n".to_vec();
         for i in 0..9 {
             raw.extend_from_slice(format!("H{i}: v\r\n").as_bytes());
         }
         raw.extend_from_slice(b"\r\n");
         assert_eq!(rejected(&feed(&raw, raw.len(), &limits())[0]), 431);
-        // Exactly at the count is fine.
-        let mut raw = b"GET / HTTP/1.1\r\n".to_vec();
-        for i in 0..8 {
+        // Exactly at the count is fine (Host is one of the 8).
+        let mut raw = b"GET / HTTP/1.1\r\nHost: t\r\n".to_vec();
+        for i in 0..7 {
             raw.extend_from_slice(format!("H{i}: v\r\n").as_bytes());
         }
         raw.extend_from_slice(b"\r\n");
@@ -843,8 +850,8 @@ mod tests {
             max_header_bytes: 64 * 1024,
             ..limits()
         };
-        let mut raw = b"GET / HTTP/1.1\r\n".to_vec();
-        for i in 0..200 {
+        let mut raw = b"GET / HTTP/1.1\r\nHost: t\r\n".to_vec();
+        for i in 0..199 {
             raw.extend_from_slice(format!("H{i}: v\r\n").as_bytes());
         }
         raw.extend_from_slice(b"\r\n");
@@ -855,13 +862,82 @@ mod tests {
     fn garbage_is_400_early() {
         let raw = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03";
         assert_eq!(rejected(&feed(raw, raw.len(), &limits())[0]), 400);
-        let raw = b"GET / HTTP/2.0\r\n\r\n";
-        assert_eq!(rejected(&feed(raw, raw.len(), &limits())[0]), 400);
+    }
+
+    #[test]
+    fn versions_hosts_and_long_targets_follow_rfc_9112() {
+        // Another major version is 505 (it used to be 400 "malformed").
+        for raw in [
+            &b"GET / HTTP/2.0\r\n\r\n"[..],
+            b"GET / HTTP/3.0\r\nHost: t\r\n\r\n",
+        ] {
+            assert_eq!(rejected(&feed(raw, raw.len(), &limits())[0]), 505);
+        }
+        // A later 1.x is served as 1.1 (keep-alive by default, Host required), in any split.
+        let raw = b"GET /x?a=1 HTTP/1.2\r\nHost: t\r\n\r\n";
+        for step in [1, 5, raw.len()] {
+            let steps = feed(raw, step, &limits());
+            match &steps[0] {
+                Step::Request(r, m) => {
+                    assert_eq!((r.path.as_str(), r.query.as_deref()), ("/x", Some("a=1")));
+                    assert!(m.http11 && m.keep_alive);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(
+            rejected(&feed(b"GET / HTTP/1.2\r\n\r\n", 64, &limits())[0]),
+            400
+        );
+        assert_eq!(
+            rejected(&feed(b"GET / HTTP/x.1\r\n\r\n", 64, &limits())[0]),
+            400
+        );
+        // Host: exactly one in HTTP/1.1, at most one in 1.0.
+        for raw in [
+            &b"GET / HTTP/1.1\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            b"GET / HTTP/1.0\r\nHost: a\r\nhost: a\r\n\r\n",
+        ] {
+            assert_eq!(
+                rejected(&feed(raw, raw.len(), &limits())[0]),
+                400,
+                "{raw:?}"
+            );
+        }
+        let raw = b"GET / HTTP/1.0\r\n\r\n";
+        assert!(matches!(
+            feed(raw, raw.len(), &limits())[0],
+            Step::Request(..)
+        ));
+        // A request line that does not end within the cap is 414, in any split.
+        let mut raw = b"GET /".to_vec();
+        raw.extend(std::iter::repeat_n(b'a', 2000));
+        raw.extend_from_slice(b" HTTP/1.1\r\nHost: t\r\n\r\n");
+        for step in [1, 100, raw.len()] {
+            assert_eq!(rejected(&feed(&raw, step, &limits())[0]), 414);
+        }
+        // Targets must percent-decode; `*` is for OPTIONS only; repeated keys are refused.
+        for raw in [
+            &b"GET /a%zz HTTP/1.1\r\nHost: t\r\n\r\n"[..],
+            b"GET /a%FF HTTP/1.1\r\nHost: t\r\n\r\n",
+            b"GET /a?x=1&x=2 HTTP/1.1\r\nHost: t\r\n\r\n",
+            b"GET * HTTP/1.1\r\nHost: t\r\n\r\n",
+        ] {
+            assert_eq!(
+                rejected(&feed(raw, raw.len(), &limits())[0]),
+                400,
+                "{raw:?}"
+            );
+        }
+        let raw = b"OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n";
+        assert_eq!(request(&feed(raw, raw.len(), &limits())[0]).path, "*");
     }
 
     #[test]
     fn expect_continue_only_with_a_body_within_the_cap() {
-        let raw = b"POST /p HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n";
+        let raw =
+            b"POST /p HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n";
         let mut parser = Parser::new();
         let (n, s) = parser.advance(raw, &limits(), Instant::now());
         assert_eq!(n, raw.len());
@@ -872,9 +948,10 @@ mod tests {
         assert_eq!(request(&s).body, b"abc");
         assert!(!parser.in_body());
 
-        let raw = b"POST /p HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 300\r\n\r\n";
+        let raw =
+            b"POST /p HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 300\r\n\r\n";
         assert_eq!(rejected(&feed(raw, raw.len(), &limits())[0]), 413);
-        let raw = b"GET /p HTTP/1.1\r\nExpect: 100-continue\r\n\r\n";
+        let raw = b"GET /p HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n\r\n";
         assert!(matches!(
             feed(raw, raw.len(), &limits())[0],
             Step::Request(..)
@@ -883,7 +960,7 @@ mod tests {
 
     #[test]
     fn absolute_form_target() {
-        let raw = b"GET http://example.org/registry/head?a=b HTTP/1.1\r\n\r\n";
+        let raw = b"GET http://example.org/registry/head?a=b HTTP/1.1\r\nHost: t\r\n\r\n";
         let steps = feed(raw, raw.len(), &limits());
         let r = request(&steps[0]);
         assert_eq!(r.path, "/registry/head");
@@ -892,7 +969,7 @@ mod tests {
 
     #[test]
     fn invalid_corr_id_from_a_client_is_replaced() {
-        let raw = b"GET / HTTP/1.1\r\nX-Corr-Id: bad id\r\n\r\n";
+        let raw = b"GET / HTTP/1.1\r\nHost: t\r\nX-Corr-Id: bad id\r\n\r\n";
         let steps = feed(raw, raw.len(), &limits());
         assert_eq!(request(&steps[0]).corr_id.len(), 16);
     }
