@@ -113,9 +113,15 @@ fn percent_encoded_ids_and_cursors_are_decoded_once_and_paging_terminates() {
     let r = s.get("/registry/descriptors/node/hx%3Ahost-22");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(json(&r)["id"], "hx:host-22");
-    assert_eq!(s.get("/registry/descriptors/node/hx%3ahost%2D22").status, 200);
+    assert_eq!(
+        s.get("/registry/descriptors/node/hx%3ahost%2D22").status,
+        200
+    );
     // Decoded once: %253A is the id "hx%3Ahost-22", not a valid id.
-    assert_eq!(s.get("/registry/descriptors/node/hx%253Ahost-22").status, 400);
+    assert_eq!(
+        s.get("/registry/descriptors/node/hx%253Ahost-22").status,
+        400
+    );
     // Invalid encodings, non-UTF-8, and an encoded slash inside a segment are 400.
     for bad in [
         "/registry/descriptors/node/hx%3",
@@ -183,7 +189,10 @@ fn http_request_lines_and_hosts_follow_rfc_9112() {
     let s = TestServer::start(Setup::default());
     commit_hosts(&s, &["n1"]);
     // Host: none or two → 400; exactly one → served.
-    let r = raw(&s, b"GET /registry/head HTTP/1.1\r\nConnection: close\r\n\r\n");
+    let r = raw(
+        &s,
+        b"GET /registry/head HTTP/1.1\r\nConnection: close\r\n\r\n",
+    );
     assert_eq!(status_of(&r), 400, "{r}");
     let r = raw(
         &s,
@@ -212,11 +221,17 @@ fn http_request_lines_and_hosts_follow_rfc_9112() {
         assert_eq!(r.status, 400, "{alias}: {}", r.text());
     }
     // OPTIONS: `*` and every known route answer 204 with Allow; unknown paths stay 404.
-    let r = raw(&s, b"OPTIONS * HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let r = raw(
+        &s,
+        b"OPTIONS * HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
     assert_eq!(status_of(&r), 204, "{r}");
     assert!(r.contains("Allow: GET, HEAD, POST, OPTIONS\r\n"), "{r}");
     let r = s.request("OPTIONS", "/registry/head", &[], None);
-    assert_eq!((r.status, r.header("allow")), (204, Some("GET, HEAD, OPTIONS")));
+    assert_eq!(
+        (r.status, r.header("allow")),
+        (204, Some("GET, HEAD, OPTIONS"))
+    );
     let r = s.request("OPTIONS", "/commit", &[], None);
     assert_eq!((r.status, r.header("allow")), (204, Some("POST, OPTIONS")));
     assert_eq!(s.request("OPTIONS", "/nope", &[], None).status, 404);
@@ -229,7 +244,10 @@ fn http_request_lines_and_hosts_follow_rfc_9112() {
         TIMEOUT,
     )
     .unwrap();
-    assert_eq!((r.status, r.header("allow")), (204, Some("GET, HEAD, OPTIONS")));
+    assert_eq!(
+        (r.status, r.header("allow")),
+        (204, Some("GET, HEAD, OPTIONS"))
+    );
 }
 
 /// Read one chunk of a chunked body: (size, data); panics on bad framing.
@@ -272,19 +290,26 @@ fn the_stream_is_chunked_for_http11_ends_with_the_zero_chunk_and_head_takes_no_s
             .unwrap();
         let head = read_head(&mut r);
         assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
-        assert!(head.contains("Content-Type: text/event-stream\r\n"), "{head}");
+        assert!(
+            head.contains("Content-Type: text/event-stream\r\n"),
+            "{head}"
+        );
         assert!(head.contains("Transfer-Encoding: chunked\r\n"), "{head}");
         assert!(!head.contains("Content-Length"), "{head}");
     }
     t.write_all(b"GET /registry/head HTTP/1.1\r\nHost: t\r\n\r\n")
         .unwrap();
     let head = read_head(&mut r);
-    assert!(head.starts_with("HTTP/1.1 200 "), "HEAD left no body behind: {head}");
+    assert!(
+        head.starts_with("HTTP/1.1 200 "),
+        "HEAD left no body behind: {head}"
+    );
 
     // HTTP/1.0: close-delimited, bare events.
     let mut t10 = TcpStream::connect(&s.registry).unwrap();
     t10.set_read_timeout(Some(TIMEOUT)).unwrap();
-    t10.write_all(b"GET /registry/stream HTTP/1.0\r\n\r\n").unwrap();
+    t10.write_all(b"GET /registry/stream HTTP/1.0\r\n\r\n")
+        .unwrap();
     let mut r10 = BufReader::new(t10);
     let head = read_head(&mut r10);
     assert!(!head.contains("Transfer-Encoding"), "{head}");
@@ -429,7 +454,9 @@ fn requests_iter_lines_and_sseclient_see_a_commit_within_two_seconds() {
         .iter()
         .map(|mode| {
             let (child, rx) = python_reader(&py, mode, &base);
-            let open = rx.recv_timeout(TIMEOUT).expect("the reader opened the stream");
+            let open = rx
+                .recv_timeout(TIMEOUT)
+                .expect("the reader opened the stream");
             assert_eq!(open, "open chunked", "{mode}");
             // The opening heartbeat reaches the client at once (it used to wait for 512 bytes).
             let beat = rx.recv_timeout(Duration::from_secs(2));
@@ -574,4 +601,238 @@ fn ronctl_tail_that_saw_no_commit_yet_replays_what_landed_while_it_was_away() {
         printed.text().contains("commit version=1 ")
     });
     tail.join().unwrap().unwrap();
+}
+
+/// A python `http.server` serving `dir` on 127.0.0.1: a second, real HTTP origin for pages.
+struct PageServer {
+    child: Child,
+    origin: String,
+}
+
+impl PageServer {
+    fn start(dir: &Path) -> PageServer {
+        let mut child = Command::new("python3")
+            .args([
+                "-u",
+                "-m",
+                "http.server",
+                "0",
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 -m http.server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        // "Serving HTTP on 127.0.0.1 port 41235 (http://127.0.0.1:41235/) ..."
+        let port = line
+            .split(" port ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .unwrap_or_else(|| panic!("http.server said {line:?}"));
+        PageServer {
+            child,
+            origin: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for PageServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cors_server(origins: &str) -> TestServer {
+    let mut setup = Setup::default();
+    setup.tables = format!("[http]\ncors_allow_origins = [{origins}]\n");
+    let s = TestServer::start(setup);
+    commit_hosts(&s, &["cors-1"]);
+    s
+}
+
+#[test]
+fn cors_preflights_and_headers_open_reads_to_star_and_writes_to_exact_origins_only() {
+    let s = cors_server(r#""*", "http://dash.test:8080""#);
+    let get = |path: &str, origin: &str| s.request("GET", path, &[("Origin", origin)], None);
+    // Reads: any origin, "*".
+    let r = get("/registry/head", "http://elsewhere.test");
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(r.header("vary"), Some("Origin"));
+    assert!(r
+        .header("access-control-expose-headers")
+        .unwrap()
+        .contains("ETag"));
+    // Writes: never "*"; the exact origin is named, on deferred answers too.
+    let body = br#"{"proposal_id":"00"}"#;
+    for origin in ["http://elsewhere.test", "http://dash.test:8080"] {
+        let r = s.request("POST", "/commit", &[("Origin", origin)], Some(body));
+        assert_eq!(r.status, 400);
+        let want = (origin == "http://dash.test:8080").then_some(origin);
+        assert_eq!(r.header("access-control-allow-origin"), want, "{origin}");
+        assert_eq!(r.header("vary"), Some("Origin"));
+    }
+    let payload = br#"{"registry_id":"test-registry","base_version":1,"ops":[]}"#;
+    let r = s.request(
+        "POST",
+        "/propose",
+        &[("Origin", "http://dash.test:8080")],
+        Some(payload),
+    );
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("http://dash.test:8080"),
+        "{}",
+        r.text()
+    );
+    // Preflights.
+    let pre = |path: &str, origin: &str, method: &str| {
+        s.request(
+            "OPTIONS",
+            path,
+            &[
+                ("Origin", origin),
+                ("Access-Control-Request-Method", method),
+                ("Access-Control-Request-Headers", "content-type"),
+            ],
+            None,
+        )
+    };
+    let r = pre("/registry/stream", "http://elsewhere.test", "GET");
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(
+        r.header("access-control-allow-methods"),
+        Some("GET, HEAD, OPTIONS")
+    );
+    assert_eq!(r.header("access-control-max-age"), Some("600"));
+    assert!(r
+        .header("access-control-allow-headers")
+        .unwrap()
+        .contains("Last-Event-ID"));
+    let r = pre("/commit", "http://elsewhere.test", "POST");
+    assert_eq!(
+        (r.status, r.header("access-control-allow-origin")),
+        (204, None)
+    );
+    let r = pre("/commit", "http://dash.test:8080", "POST");
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("http://dash.test:8080")
+    );
+    assert_eq!(
+        r.header("access-control-allow-methods"),
+        Some("POST, OPTIONS")
+    );
+    // CORS off (the default): no CORS headers at all.
+    let plain = TestServer::start(Setup::default());
+    let r = plain.request(
+        "GET",
+        "/registry/head",
+        &[("Origin", "http://a.test")],
+        None,
+    );
+    assert_eq!(
+        (r.header("access-control-allow-origin"), r.header("vary")),
+        (None, None)
+    );
+    // A bad origin in the config is refused at start.
+    let mut setup = Setup::default();
+    setup.tables = "[http]\ncors_allow_origins = [\"http://a.test/path\"]\n".into();
+    assert!(TestServer::try_start(setup).is_err());
+}
+
+fn chromium() -> Option<&'static str> {
+    ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|b| have(b))
+}
+
+/// Load `page` in headless Chromium and return the text the page left in `<pre id=out>` once
+/// it starts with `RESULT ` (the page's own `done()`), or the whole DOM if it never did.
+fn browse(browser: &str, page: &str, profile: &Path) -> String {
+    let out = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--virtual-time-budget=15000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(page)
+        .stderr(Stdio::null())
+        .output()
+        .expect("run chromium");
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    match dom.find("RESULT ") {
+        Some(i) => dom[i + 7..]
+            .split('<')
+            .next()
+            .unwrap_or("")
+            .replace("&quot;", "\""),
+        None => dom,
+    }
+}
+
+#[test]
+fn cors_lets_a_browser_page_on_another_origin_read_the_head_and_the_stream() {
+    let Some(browser) = chromium() else {
+        return skip_notice(
+            "CORS in a real browser",
+            "neither chromium nor chromium-browser is installed (.ci/run installs it as root)",
+        );
+    };
+    let pages = tempfile::tempdir().unwrap();
+    let page_server = PageServer::start(pages.path());
+    // One registry lists the page's origin exactly (reads and writes), one says "*" (reads).
+    let exact = cors_server(&format!("{:?}", page_server.origin));
+    let star = cors_server(r#""*""#);
+    for (name, s, want_write) in [("exact", &exact, "400"), ("star", &star, "blocked")] {
+        let html = format!(
+            r#"<!doctype html><title>cors</title><pre id="out">pending</pre>
+<script>
+const reg = "http://{reg}";
+const results = {{}};
+function done() {{
+  if (["head", "sse", "write"].every(k => k in results)) {{
+    document.getElementById("out").textContent = "RESULT " + JSON.stringify(results);
+  }}
+}}
+fetch(reg + "/registry/head").then(r => r.json())
+  .then(j => {{ results.head = String(j.version); done(); }},
+        e => {{ results.head = "blocked"; done(); }});
+const es = new EventSource(reg + "/registry/stream");
+es.addEventListener("heartbeat", e => {{
+  results.sse = String(JSON.parse(e.data).version); es.close(); done();
+}});
+es.onerror = () => {{ if (!("sse" in results)) {{ results.sse = "blocked"; es.close(); done(); }} }};
+fetch(reg + "/commit", {{method: "POST", headers: {{"Content-Type": "application/json"}},
+                          body: '{{"proposal_id":"00"}}'}})
+  .then(r => {{ results.write = String(r.status); done(); }},
+        e => {{ results.write = "blocked"; done(); }});
+</script>"#,
+            reg = s.registry
+        );
+        std::fs::write(pages.path().join(format!("{name}.html")), html).unwrap();
+        let profile = tempfile::tempdir().unwrap();
+        let got = browse(
+            browser,
+            &format!("{}/{name}.html", page_server.origin),
+            profile.path(),
+        );
+        let want = format!(r#"{{"head":"1","sse":"1","write":"{want_write}"}}"#);
+        let got_json: serde_json::Value = serde_json::from_str(got.trim())
+            .unwrap_or_else(|_| panic!("{name}: the page did not finish: {got}"));
+        let want_json: serde_json::Value = serde_json::from_str(&want).unwrap();
+        assert_eq!(got_json, want_json, "{name}");
+    }
 }
