@@ -277,9 +277,11 @@ fn read_head(r: &mut impl BufRead) -> String {
 
 #[test]
 fn the_stream_is_chunked_for_http11_ends_with_the_zero_chunk_and_head_takes_no_slot() {
-    let mut setup = Setup::default();
     // Two slots: the HTTP/1.0 and the HTTP/1.1 stream below; a HEAD holding one would show.
-    setup.tables = "[sse]\nmax_subscribers = 2\n".into();
+    let setup = Setup {
+        tables: "[sse]\nmax_subscribers = 2\n".into(),
+        ..Setup::default()
+    };
     let s = TestServer::start(setup);
     // HEAD: the stream's head, no body, no subscriber slot, and the connection stays usable.
     let mut t = TcpStream::connect(&s.registry).unwrap();
@@ -481,8 +483,10 @@ fn requests_iter_lines_and_sseclient_see_a_commit_within_two_seconds() {
 
 #[test]
 fn admin_bodies_take_whole_number_floats_and_refuse_nul_paths() {
-    let mut setup = Setup::default();
-    setup.tables = "[chaos]\nenabled = true\n".into();
+    let setup = Setup {
+        tables: "[chaos]\nenabled = true\n".into(),
+        ..Setup::default()
+    };
     let s = TestServer::start(setup);
     let r = s.admin(
         "POST",
@@ -651,8 +655,10 @@ impl Drop for PageServer {
 }
 
 fn cors_server(origins: &str) -> TestServer {
-    let mut setup = Setup::default();
-    setup.tables = format!("[http]\ncors_allow_origins = [{origins}]\n");
+    let setup = Setup {
+        tables: format!("[http]\ncors_allow_origins = [{origins}]\n"),
+        ..Setup::default()
+    };
     let s = TestServer::start(setup);
     commit_hosts(&s, &["cors-1"]);
     s
@@ -744,8 +750,10 @@ fn cors_preflights_and_headers_open_reads_to_star_and_writes_to_exact_origins_on
         (None, None)
     );
     // A bad origin in the config is refused at start.
-    let mut setup = Setup::default();
-    setup.tables = "[http]\ncors_allow_origins = [\"http://a.test/path\"]\n".into();
+    let setup = Setup {
+        tables: "[http]\ncors_allow_origins = [\"http://a.test/path\"]\n".into(),
+        ..Setup::default()
+    };
     assert!(TestServer::try_start(setup).is_err());
 }
 
