@@ -179,8 +179,9 @@ impl Handler for RegistryApi {
 }
 
 impl RegistryApi {
-    /// Answer a request on a known route (any method but OPTIONS); CORS headers are added here
-    /// for immediate answers, by the stream head for streams and by the reply for deferred ones.
+    /// Answer a request on a known route (any method but OPTIONS). The caller adds the CORS
+    /// headers: to an immediate answer or a stream head itself, to a deferred answer through
+    /// the Replier it passed in.
     fn route(&self, route: Route, req: Request, replier: Replier) -> Outcome {
         let template = route.template();
         let want = if route.is_write() {
