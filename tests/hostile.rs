@@ -213,7 +213,6 @@ fn garbage_and_malformed_requests_get_400_and_never_crash_the_server() {
     for junk in [
         &b"\x00\x01\x02garbage\r\n\r\n"[..],
         b"GET\r\n\r\n",
-        b"GET / HTTP/9.9\r\n\r\n",
         b"POST /propose HTTP/1.1\r\nHost: t\r\nContent-Length: abc\r\n\r\n",
         b"POST /propose HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
         b"POST /propose HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
@@ -229,6 +228,12 @@ fn garbage_and_malformed_requests_get_400_and_never_crash_the_server() {
             String::from_utf8_lossy(junk)
         );
     }
+    // Issue 17 (RFC 9112 §2.3): a major version other than 1 is 505, no longer a plain 400.
+    let mut t = connect(&s);
+    let _ = t.write_all(b"GET / HTTP/9.9\r\n\r\n");
+    let (bytes, _) = read_to_close(&mut t);
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.starts_with("HTTP/1.1 505"), "{text}");
     assert_eq!(s.get("/registry/head").status, 200);
 }
 
