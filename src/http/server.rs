@@ -98,6 +98,9 @@ impl Server {
         // the acceptor, which closes the listener).
         let mut outlets = Vec::with_capacity(workers_n);
         for i in 0..workers_n {
+            // Unbounded on purpose, bounded by use: the acceptor hands a socket over only while
+            // fewer than `max_connections` are open (it counts them before sending), so at most
+            // `max_connections` sockets can ever wait here, and the acceptor never blocks.
             let (conn_tx, conn_rx) = crossbeam_channel::unbounded();
             let (worker, waker) = Worker::new(shared.clone(), conn_rx)?;
             let thread = std::thread::Builder::new()

@@ -47,6 +47,9 @@ impl Worker {
     ) -> io::Result<(Worker, Arc<Waker>)> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+        // Unbounded on purpose, bounded by use: one completion per deferred request, and at most
+        // `max_inflight` requests are in flight, so the queue never holds more than that. A
+        // bound here could only make an answering thread (the writer) block on a slow worker.
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         let worker = Worker {
             poll,

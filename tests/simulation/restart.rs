@@ -1,0 +1,338 @@
+//! Boots and restarts: recovery after a kill or a power cut, checked against everything ever
+//! published.
+
+use super::*;
+
+impl Sim {
+    /// Open the data directory, restore, check the recovered state against what is known, and
+    /// start a writer on it. On the way, recovery may itself be cut by a power cut or fail on
+    /// an injected read error; it is then retried, as an operator's restart would.
+    pub(crate) fn boot(&mut self, previous_staged: &BTreeMap<u64, String>) {
+        let opts = StorageOptions {
+            segment_bytes: SEGMENT_BYTES,
+            checkpoints_kept: 2,
+        };
+        let mut attempts = 0;
+        let opened = loop {
+            attempts += 1;
+            check!(self, attempts < 10, "recovery never succeeded");
+            // Sometimes make recovery itself fail: a power cut during its repairs, or EIO. What
+            // does not fire during recovery stays armed for the lifetime that follows.
+            let mut injected = false;
+            if attempts == 1 && self.rng.chance(15) {
+                if self.rng.chance(60) {
+                    let n = self.rng.below(6);
+                    self.io.crash_at_mutation(n);
+                    self.crash_at = Some(self.io.mutations() + n);
+                    self.log(format!("  recovery: power cut armed at mutation +{n}"));
+                } else {
+                    let (op, n) = if self.rng.chance(50) {
+                        (Op::Read, self.rng.below(8))
+                    } else {
+                        (Op::SyncFile, 0)
+                    };
+                    self.io.inject(op, n, FaultKind::Eio);
+                    let at = self.io.calls(op) + n;
+                    self.armed.push((op, at, FaultKind::Eio));
+                    self.log(format!("  recovery: EIO armed at {op:?} #{at}"));
+                }
+                injected = true;
+            }
+            match storage::open(Path::new(DATA), &opts, Arc::new(self.io.clone())) {
+                Ok(o) => break o,
+                Err(e) => {
+                    check!(
+                        self,
+                        injected || self.io.powered_off(),
+                        "recovery refused: {e}"
+                    );
+                    self.stats.recovery_interrupted += 1;
+                    self.log(format!("  recovery failed ({e}); restarting"));
+                    if self.io.powered_off() {
+                        let s = self.rng.next();
+                        self.io.crash(s);
+                    } else {
+                        self.io.kill();
+                    }
+                    self.armed.clear();
+                    self.crash_at = None;
+                }
+            }
+        };
+        if let Some(t) = &opened.truncated_tail {
+            self.stats.torn_tails += 1;
+            let line = format!("  torn tail cut at {}:{}", t.path.display(), t.offset);
+            self.log(line);
+        }
+
+        // Restore exactly as `storage::open` does, but a checkpoint that disagrees with the log
+        // is a bug here (it was written from a published, hence durable, state).
+        let full = match restore::restore(REGISTRY, None, &opened.records) {
+            Ok(r) => r,
+            Err(e) => panic!(
+                "seed {}: the recovered log does not restore: {e}",
+                self.seed
+            ),
+        };
+        let cp = opened
+            .checkpoint
+            .as_ref()
+            .map(|c| (c.seq, c.payload.as_slice()));
+        let restored = match cp {
+            None => full,
+            Some((seq, _)) => {
+                let from_cp = restore::restore(REGISTRY, cp, &opened.records);
+                let r = match from_cp {
+                    Ok(r) => r,
+                    Err(e) => panic!(
+                        "seed {}: checkpoint {seq} disagrees with the log: {e}",
+                        self.seed
+                    ),
+                };
+                self.stats.checkpoint_restores += 1;
+                check!(
+                    self,
+                    r.snapshot.head.hash == full.snapshot.head.hash,
+                    "checkpoint head"
+                );
+                let a: Vec<Vec<u8>> = r
+                    .snapshot
+                    .descriptors
+                    .values()
+                    .map(|d| d.to_json())
+                    .collect();
+                let b: Vec<Vec<u8>> = full
+                    .snapshot
+                    .descriptors
+                    .values()
+                    .map(|d| d.to_json())
+                    .collect();
+                check!(
+                    self,
+                    a == b,
+                    "restore from checkpoint {seq} differs from a full replay"
+                );
+                r
+            }
+        };
+        self.check_recovered(&restored.snapshot, previous_staged);
+
+        let snapshot = Arc::new(ArcSwap::from_pointee(restored.snapshot));
+        let (_req_tx, req_rx) = crossbeam_channel::bounded(1);
+        let (_int_tx, int_rx) = crossbeam_channel::unbounded();
+        let (verify_tx, verify_rx) = crossbeam_channel::unbounded();
+        let (sync_tx, sync_rx) = crossbeam_channel::unbounded();
+        let poisoned_flag = WritePlane::new();
+        let mut writer = Writer::new(WriterParts {
+            registry_id: REGISTRY.into(),
+            snapshot: snapshot.clone(),
+            signers: Arc::new(ArcSwap::from_pointee(self.set.clone())),
+            settings: Arc::new(ArcSwap::from_pointee(WriterSettings {
+                ttl: Duration::from_secs(TTL_SECS),
+                max_pending: MAX_PENDING,
+                // Never ends by itself: `step_hold_deadline` ends every wait.
+                commit_wait: Duration::from_secs(600),
+                limits: limits(),
+            })),
+            requests: req_rx,
+            internal_rx: int_rx,
+            verify_tx,
+            sync_tx: Some(sync_tx),
+            journal: Box::new(DiskJournal {
+                writer: opened.writer,
+                sync: true,
+            }),
+            publisher: Box::new(Publishers(Vec::new())),
+            plane: poisoned_flag.clone(),
+            clock_ms: || sim_clock() * 1000,
+        });
+        let mut committed = BTreeSet::new();
+        for (id, v) in restored.recent_commits {
+            committed.insert(id.clone());
+            writer.remember_committed(id, v);
+        }
+        let snap = snapshot.load_full();
+        let staged_state = snap
+            .descriptors
+            .keys()
+            .map(|(k, id)| (*k, id.to_string()))
+            .collect();
+        self.life = Some(Life {
+            writer,
+            snapshot,
+            verify_rx,
+            sync_rx,
+            syncer: opened.syncer,
+            poisoned_flag,
+            _lock: opened.lock,
+            props: BTreeMap::new(),
+            committed,
+            staged_head: snap.version(),
+            staged_state,
+            staged_ids: BTreeMap::new(),
+            waiting: VecDeque::new(),
+            held: BTreeMap::new(),
+            held_count: 0,
+            positions: VecDeque::new(),
+            fsync_gone: false,
+            held_jobs: Vec::new(),
+            approves: BTreeMap::new(),
+            poisoned: false,
+            published: snap.version(),
+        });
+        let line = format!("  booted at version {}", snap.version());
+        self.log(line);
+    }
+
+    /// The recovered chain against what the model knows: every version ever published is
+    /// there unchanged (acknowledged ones included); anything later was staged at that version
+    /// by the last lifetime; links verify; descriptors equal a replay of the proposals.
+    pub(crate) fn check_recovered(
+        &mut self,
+        snap: &Snapshot,
+        previous_staged: &BTreeMap<u64, String>,
+    ) {
+        let history: Vec<Arc<CommitRecord>> = snap.history.iter().cloned().collect();
+        let head = snap.version();
+        let known_head = self.known.len() as u64 - 1;
+        check!(
+            self,
+            head >= known_head,
+            "recovered HEAD {head} is behind published version {known_head}"
+        );
+        for (v, (hash, _)) in self.known.iter().enumerate() {
+            check!(
+                self,
+                &history[v].hash == hash,
+                "published version {v} changed after recovery"
+            );
+        }
+        for (v, hash) in &self.acked {
+            check!(
+                self,
+                &history[*v as usize].hash == hash,
+                "acknowledged version {v} lost"
+            );
+        }
+        for rec in &history[self.known.len()..] {
+            let staged = previous_staged.get(&rec.version);
+            check!(
+                self,
+                staged == Some(&rec.proposal_id),
+                "recovered version {} (proposal {}) was never staged at that version (staged: {staged:?})",
+                rec.version,
+                rec.proposal_id
+            );
+        }
+        let mut prev = String::new();
+        let mut replay = state::Descriptors::new();
+        for rec in &history {
+            check!(
+                self,
+                rec.verify_link(REGISTRY, &prev),
+                "version {} does not link",
+                rec.version
+            );
+            prev = rec.hash.clone();
+            if rec.version > 0 {
+                let p = proposal::parse(&rec.payload, REGISTRY, &limits()).expect("payload");
+                replay = state::apply(&replay, &p.ops, rec.version).expect("replays");
+            }
+        }
+        let a: Vec<Vec<u8>> = replay.values().map(|d| d.to_json()).collect();
+        let b: Vec<Vec<u8>> = snap.descriptors.values().map(|d| d.to_json()).collect();
+        check!(
+            self,
+            a == b,
+            "recovered descriptors differ from a replay of the chain"
+        );
+        self.known = history
+            .iter()
+            .map(|r| (r.hash.clone(), r.proposal_id.clone()))
+            .collect();
+        self.stats.max_version = self.stats.max_version.max(head);
+    }
+
+    /// End the lifetime: a process kill or a power cut, then boot again.
+    pub(crate) fn restart(&mut self) {
+        let previous = self.life.take().expect("a running life");
+        let staged = previous.staged_ids.clone();
+        drop(previous);
+        let power_cut = self.io.powered_off() || self.lost_sync || self.rng.chance(60);
+        if power_cut {
+            let s = self.rng.next();
+            self.io.crash(s);
+            self.stats.power_cuts += 1;
+        } else {
+            self.io.kill();
+            self.stats.kills += 1;
+        }
+        self.stats.restarts += 1;
+        self.lost_sync = false;
+        self.armed.clear();
+        self.crash_at = None;
+        let line = format!(
+            "restart: {}",
+            if power_cut {
+                "power cut"
+            } else {
+                "process kill"
+            }
+        );
+        self.log(line);
+        self.boot(&staged);
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Checks after every step.
+
+    pub(crate) fn check_live(&mut self) {
+        let seed = self.seed;
+        let life = self.life.as_mut().expect("a running life");
+        let snap = life.snapshot.load_full();
+        let v = snap.version();
+        assert!(
+            v >= life.published,
+            "seed {seed}: published version went back from {} to {v}",
+            life.published
+        );
+        for version in life.published + 1..=v {
+            let rec = snap.record(version).expect("published history");
+            assert_eq!(
+                life.staged_ids.get(&version),
+                Some(&rec.proposal_id),
+                "seed {seed}: published version {version} was not staged as such"
+            );
+            assert_eq!(
+                self.known.len() as u64,
+                version,
+                "seed {seed}: known chain gap"
+            );
+            self.known.push((rec.hash.clone(), rec.proposal_id.clone()));
+        }
+        life.published = v;
+        if !life.poisoned {
+            assert!(
+                v <= life.staged_head,
+                "seed {seed}: published {v} beyond staged {}",
+                life.staged_head
+            );
+        }
+        for (av, hash) in &self.acked {
+            assert!(
+                *av <= v,
+                "seed {seed}: acknowledged {av} is not published ({v})"
+            );
+            assert_eq!(
+                &snap.record(*av).expect("acked").hash,
+                hash,
+                "seed {seed}: acknowledged version {av} changed"
+            );
+        }
+        assert_eq!(
+            life.poisoned,
+            life.poisoned_flag.poisoned().is_some(),
+            "seed {seed}: poisoned flag disagrees with the model"
+        );
+    }
+}

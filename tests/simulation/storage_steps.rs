@@ -1,0 +1,204 @@
+//! Storage and time steps: syncs, clock jumps, injected faults, checkpoints and proposal reads.
+
+use super::*;
+
+impl Sim {
+    /// The writer just poisoned itself: every waiting commit got 503.
+    pub(crate) fn poisoned_now(&mut self) {
+        let seed = self.seed;
+        let life = self.life.as_mut().expect("life");
+        life.poisoned = true;
+        for (_, rx) in std::mem::take(&mut life.held).into_values().flatten() {
+            assert_eq!(
+                answer(&rx).map(|g| g.0),
+                Some(503),
+                "seed {seed}: a held commit after the failure"
+            );
+        }
+        life.held_count = 0;
+        for w in life.waiting.drain(..) {
+            let got = w.early.or_else(|| answer(&w.rx).map(|g| g.0));
+            assert_eq!(
+                got,
+                Some(503),
+                "seed {seed}: a waiting commit after the failure"
+            );
+        }
+        life.staged_head = life.published;
+        let snap = life.snapshot.load_full();
+        life.staged_state = snap
+            .descriptors
+            .keys()
+            .map(|(k, id)| (*k, id.to_string()))
+            .collect();
+    }
+
+    pub(crate) fn step_sync(&mut self) {
+        let risky = self.faults_pending();
+        let life = self.life.as_mut().expect("life");
+        if life.positions.is_empty() || life.fsync_gone {
+            return;
+        }
+        // One group sync covering a prefix of what is waiting.
+        let k = 1 + (self.rng.below(life.positions.len() as u64) as usize);
+        let life = self.life.as_mut().expect("life");
+        let upto = life.positions[k - 1];
+        let result = life.syncer.sync_to(upto);
+        let line = format!(
+            "sync to {upto} ({k} of {}) -> {result:?}",
+            life.positions.len()
+        );
+        self.log(line);
+        let seed = self.seed;
+        match result {
+            Ok(covered) => {
+                let durable = covered.max(upto);
+                let life = self.life.as_mut().expect("life");
+                while life.positions.front().is_some_and(|&p| p <= durable) {
+                    life.positions.pop_front();
+                }
+                life.writer.on_internal(Internal::Durable(durable));
+                let snap = life.snapshot.load_full();
+                while life.waiting.front().is_some_and(|w| w.position <= durable) {
+                    let w = life.waiting.pop_front().expect("front");
+                    let (status, v) = answer(&w.rx)
+                        .unwrap_or_else(|| panic!("seed {seed}: durable commit unanswered"));
+                    assert_eq!(status, 200, "seed {seed}: durable commit answered {v}");
+                    assert_eq!(v["version"], w.version, "seed {seed}: version {v}");
+                    let hash = v["hash"].as_str().expect("hash").to_string();
+                    let rec = snap.record(w.version).unwrap_or_else(|| {
+                        panic!("seed {seed}: acknowledged {} not published", w.version)
+                    });
+                    assert_eq!(rec.hash, hash, "seed {seed}: acknowledged hash");
+                    self.acked.insert(w.version, hash);
+                    self.stats.acked += 1;
+                }
+                for w in &life.waiting {
+                    assert!(
+                        w.rx.is_empty(),
+                        "seed {seed}: commit at {} answered before its sync",
+                        w.position
+                    );
+                }
+            }
+            Err(e) => {
+                check!(self, risky, "a sync failed with no fault armed: {e}");
+                self.stats.sync_failures += 1;
+                let life = self.life.as_mut().expect("life");
+                life.fsync_gone = true;
+                life.positions.clear();
+                let was_poisoned = life.poisoned;
+                life.writer.on_internal(Internal::SyncFailed(e.to_string()));
+                if was_poisoned {
+                    let life = self.life.as_mut().expect("life");
+                    assert!(life.waiting.is_empty());
+                } else {
+                    self.poisoned_now();
+                }
+            }
+        }
+    }
+
+    pub(crate) fn step_clock(&mut self) {
+        let secs = if self.rng.chance(15) {
+            20 + self.rng.below(20)
+        } else {
+            1 + self.rng.below(5)
+        };
+        advance_clock(secs as i64);
+        self.log(format!("clock +{secs}s"));
+    }
+
+    pub(crate) fn step_fault(&mut self) {
+        let nth = self.rng.below(3);
+        let (op, kind) = match self.rng.below(9) {
+            0 => (Op::MapSync, FaultKind::Eio),
+            1 => (Op::MapSync, FaultKind::SyncFailedPersisted),
+            2 => {
+                self.lost_sync = true;
+                (Op::MapSync, FaultKind::SyncFailedLost)
+            }
+            3 => (Op::SyncDir, FaultKind::Eio),
+            4 | 5 => (Op::Preallocate, FaultKind::Enospc),
+            6 => (Op::MapWrite, FaultKind::Eio),
+            7 => (Op::Create, FaultKind::Enospc),
+            _ => {
+                let n = self.rng.below(16);
+                self.io.crash_at_mutation(n);
+                self.crash_at = Some(self.io.mutations() + n);
+                self.log(format!("fault: power cut at mutation +{n}"));
+                return;
+            }
+        };
+        self.io.inject(op, nth, kind);
+        let at = self.io.calls(op) + nth;
+        self.armed.push((op, at, kind));
+        self.log(format!("fault: {kind:?} at {op:?} #{at}"));
+    }
+
+    pub(crate) fn step_checkpoint(&mut self) {
+        let risky = self.faults_pending();
+        let snap = self.life().snapshot.load_full();
+        if snap.version() == 0 {
+            return;
+        }
+        let bytes = restore::checkpoint_bytes(&snap);
+        let result =
+            storage::write_checkpoint(Path::new(DATA), &self.io, snap.version(), &bytes, 2);
+        let line = format!(
+            "checkpoint {} -> {:?}",
+            snap.version(),
+            result.as_ref().err()
+        );
+        self.log(line);
+        match result {
+            Ok(_) => self.stats.checkpoints += 1,
+            Err(e) => check!(self, risky, "checkpoint failed with no fault armed: {e}"),
+        }
+    }
+
+    pub(crate) fn step_get_proposal(&mut self) {
+        let now = sim_clock();
+        let id = self.pick_proposal(false);
+        let seed = self.seed;
+        let life = self.life.as_mut().expect("life");
+        let (replier, rx) = reply(replies::proposal);
+        life.writer.on_request(WriteRequest::GetProposal {
+            id: id.clone(),
+            reply: replier,
+        });
+        let (status, v) = answer(&rx).unwrap_or_else(|| panic!("seed {seed}: unanswered"));
+        let expect = if life.poisoned {
+            (503, None)
+        } else if life.committed.contains(&id) {
+            (200, Some("committed"))
+        } else if let Some(p) = life.props.get(&id) {
+            (
+                200,
+                Some(if now >= p.expires {
+                    "expired"
+                } else {
+                    "pending"
+                }),
+            )
+        } else {
+            (404, None)
+        };
+        assert_eq!(status, expect.0, "seed {seed}: GET proposal {v}");
+        if let Some(state) = expect.1 {
+            assert_eq!(v["state"], state, "seed {seed}: proposal state {v}");
+        }
+        if expect.1 == Some("pending") {
+            let want: Vec<String> = life.props[&id]
+                .approvals
+                .iter()
+                .map(|s| format!("k{s}"))
+                .collect();
+            assert_eq!(
+                v["approvals"],
+                serde_json::json!(want),
+                "seed {seed}: approvals"
+            );
+        }
+    }
+}
