@@ -170,7 +170,6 @@ struct Shared {
     /// The bus (lossy, typed events); its optional local socket starts with the writer.
     bus: Arc<crate::bus::Bus>,
     maintenance: Arc<Maintenance>,
-    signers: Arc<ArcSwap<SignerSet>>,
     writer_settings: Arc<ArcSwap<WriterSettings>>,
     chaos: Arc<Chaos>,
     sync_health: Arc<SyncHealth>,
@@ -217,7 +216,6 @@ impl Shared {
             plane,
             bus,
             maintenance,
-            signers: Arc::new(ArcSwap::from_pointee(config.signers.clone())),
             writer_settings: Arc::new(ArcSwap::from_pointee(settings(config))),
             chaos,
             sync_health,
@@ -284,8 +282,10 @@ fn open_storage(config: &Config, shared: &Shared) -> Result<Restored, OpenFailur
     let restored = if config.flags.amnesia {
         log::info!("msg=\"amnesia: state lives in memory only; nothing is written to disk\"");
         Restored {
+            // A new genesis v2 each start, from the config's [signers] (SPEC §8).
             snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::genesis(
                 &config.raw.registry_id,
+                Arc::new(config.signers.clone()),
             ))),
             journal: Box::new(MemoryJournal::new()),
             sync_target: None,
@@ -299,8 +299,15 @@ fn open_storage(config: &Config, shared: &Shared) -> Result<Restored, OpenFailur
             checkpoints_kept: config.raw.storage.checkpoints_kept,
         };
         let restore_started = Instant::now();
-        match crate::storage::open(&config.raw.data_dir, &config.raw.registry_id, &opts) {
+        let bootstrap = Arc::new(config.signers.clone());
+        match crate::storage::open(
+            &config.raw.data_dir,
+            &config.raw.registry_id,
+            &opts,
+            &bootstrap,
+        ) {
             Ok(opened) => {
+                warn_if_config_signers_differ(&config.signers, &opened.restored.snapshot);
                 let sync = config.raw.storage.fsync != FsyncMode::Never;
                 if !sync {
                     log::warn!("msg=\"fsync = never: acknowledged commits can be lost on a crash; for benchmarks only\"");
@@ -480,7 +487,6 @@ fn start_write_plane(config: &Config, shared: &Shared, restored: Restored) -> Op
     let mut writer = Writer::new(WriterParts {
         registry_id: config.raw.registry_id.clone(),
         snapshot: snapshot.clone(),
-        signers: shared.signers.clone(),
         settings: shared.writer_settings.clone(),
         requests: requests_rx,
         internal_rx,
@@ -542,7 +548,6 @@ impl Roles {
 fn start_registry(config: &Config, shared: &Shared, roles: &Roles) -> Option<ServerHandle> {
     let registry_api = Arc::new(RegistryApi {
         snapshot: roles.snapshot.clone(),
-        signers: shared.signers.clone(),
         writer: roles.requests_tx.clone(),
         plane: shared.plane.clone(),
         stream: Some(roles.sse_hub.clone()),
@@ -581,7 +586,7 @@ fn signal_loop(
     let mut drain_thread = None;
     let signals_handle = signals.handle();
     let live = Live {
-        signers: shared.signers.clone(),
+        snapshot: roles.snapshot.clone(),
         writer_settings: shared.writer_settings.clone(),
         sse_hub: roles.sse_hub.clone(),
         chaos: shared.chaos.clone(),
@@ -679,7 +684,8 @@ fn effective_toml(config: &Config) -> String {
 
 /// What a SIGHUP can change in the running process.
 struct Live {
-    signers: Arc<ArcSwap<SignerSet>>,
+    /// The published snapshot: its signer set is the one a reloaded config is compared with.
+    snapshot: Arc<ArcSwap<Snapshot>>,
     writer_settings: Arc<ArcSwap<WriterSettings>>,
     sse_hub: Arc<SseHub>,
     chaos: Arc<Chaos>,
@@ -709,7 +715,8 @@ fn reload(config: &mut Config, live: &Live) {
         }
     };
     let new = plan.effective;
-    live.signers.store(Arc::new(new.signers.clone()));
+    // The signer set is on the log now (SPEC §8): a config that differs is reported, not used.
+    warn_if_config_signers_differ(&new.signers, &live.snapshot.load());
     live.writer_settings.store(Arc::new(settings(&new)));
     live.sse_hub.set_settings(sse_settings(&new));
     crate::logging::set_level(new.raw.log_level.as_deref());
@@ -729,11 +736,9 @@ fn reload(config: &mut Config, live: &Live) {
     live.effective_config.store(Arc::new(effective_toml(&new)));
     m().registry_reload_success_total.inc();
     let line = format!(
-        "msg=reloaded audit=1 config={path:?} applied={:?} restart_needed_for={:?} threshold={} keys={} chaos_enabled={} commit_budget_ms={}",
+        "msg=reloaded audit=1 config={path:?} applied={:?} restart_needed_for={:?} chaos_enabled={} commit_budget_ms={}",
         plan.applied.join(","),
         plan.restart_needed.join(","),
-        new.signers.threshold,
-        new.signers.keys.len(),
         new.raw.chaos.enabled,
         new.raw.storage.commit_budget_ms
     );
@@ -747,4 +752,18 @@ fn reload(config: &mut Config, live: &Live) {
     }
     live.bus.publish(crate::bus::Event::Reload { ok: true });
     *config = new;
+}
+
+/// SPEC §8: `[signers]` is the bootstrap trust root only. After the data directory exists, the
+/// log's current set governs; a config set that differs is logged (once per start or reload)
+/// and not used.
+fn warn_if_config_signers_differ(config_set: &SignerSet, snapshot: &Snapshot) {
+    let (since, current) = snapshot.signers.current();
+    if **current != *config_set {
+        log::warn!(
+            "msg=\"config signer set differs from the log; the log is authoritative\" log_signers_digest={} log_signers_since_version={since} config_signers_digest={} note=\"change the signer set with a set_signers proposal (docs/OPERATIONS.md)\"",
+            current.digest(),
+            config_set.digest()
+        );
+    }
 }

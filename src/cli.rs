@@ -374,24 +374,33 @@ pub fn signers_from_json(v: &serde_json::Value) -> Result<SignerSet, String> {
     crate::config::parse_signers(&raw)
 }
 
+/// `ronctl registry verify`. Trust is anchored in one place only (SPEC §8): `genesis_hash`
+/// (`--genesis-hash`), or the genesis signer set in `pinned` (`--signers FILE`), or — with
+/// neither — the downloaded genesis itself, whose hash is printed so it can be compared with
+/// one known out of band. Every later version is judged against the set in force at its base.
 pub fn verify(
     conn: &Conn,
     pinned: Option<&Path>,
+    genesis_hash: Option<&str>,
     log_file: Option<&Path>,
     registry_id: Option<&str>,
 ) -> CliResult {
-    let signers = match pinned {
+    let pinned_set = match pinned {
         Some(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
             let v: serde_json::Value =
                 serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?;
-            signers_from_json(&v).map_err(|e| format!("{}: {e}", p.display()))?
+            Some(signers_from_json(&v).map_err(|e| format!("{}: {e}", p.display()))?)
         }
-        None => {
-            eprintln!("warning: no --signers given: checking against the server's own published signer set (pin keys to detect a lying server)");
-            signers_from_json(&conn.registry("GET", "/registry/signers", None, 200)?)?
-        }
+        None => None,
     };
+    if let Some(h) = genesis_hash {
+        if !crate::domain::is_hash_hex(h) {
+            return Err(format!(
+                "--genesis-hash {h:?} is not 64 lower-case hex digits"
+            ));
+        }
+    }
     // Online, the served state is read before the log: the log then reaches at least its
     // version (history only grows), so the replay can stop exactly there.
     let served = match log_file {
@@ -455,12 +464,32 @@ pub fn verify(
             }
         },
     };
-    let n = audit::verify_chain(&registry_id, &records, &signers)
+    let trust = match (genesis_hash, pinned_set.as_ref()) {
+        (Some(h), _) => audit::Trust::GenesisHash(h),
+        (None, Some(set)) => audit::Trust::GenesisSet(set),
+        (None, None) => audit::Trust::Unpinned,
+    };
+    let audited = audit::verify_chain_trusting(&registry_id, &records, trust)
         .map_err(|b| format!("BROKEN at version {}: {}", b.version, b.reason))?;
+    let n = audited.versions;
     println!(
-        "ok: {n} records (versions 0..={}) verify: hash chain intact, every commit has a quorum",
-        n.saturating_sub(1)
+        "ok: {n} records (versions 0..={}) verify: hash chain intact, every commit has a quorum of the signer set in force at its base ({} signer set(s) in the history)",
+        n.saturating_sub(1),
+        audited.signer_sets
     );
+    match trust {
+        audit::Trust::GenesisHash(_) => {
+            println!("trusted genesis hash {} (pinned)", audited.genesis_hash)
+        }
+        audit::Trust::GenesisSet(_) => println!(
+            "trusted genesis hash {} (its signer set is the pinned one)",
+            audited.genesis_hash
+        ),
+        audit::Trust::Unpinned => {
+            eprintln!("warning: no --genesis-hash or --signers given: the log's own genesis was trusted; compare its hash with one you know");
+            println!("trusted genesis hash {} (unpinned)", audited.genesis_hash);
+        }
+    }
     if let Some((version, state)) = served {
         let count = compare_with_replay(&registry_id, &records, version, &state)?;
         println!(
@@ -536,7 +565,7 @@ fn compare_with_replay(
             records.len().saturating_sub(1)
         ));
     }
-    let fetched: Vec<Fetched> = records[1..=version as usize]
+    let fetched: Vec<Fetched> = records[..=version as usize]
         .iter()
         .map(|r| Fetched(r.to_json(), r.version))
         .collect();

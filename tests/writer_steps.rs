@@ -64,7 +64,7 @@ fn rig() -> Rig {
             .collect(),
     )
     .unwrap();
-    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::genesis("r")));
+    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::genesis("r", Arc::new(set))));
     let (req_tx, req_rx) = crossbeam_channel::bounded(1);
     let (int_tx, int_rx) = crossbeam_channel::unbounded();
     let (verify_tx, verify_rx) = crossbeam_channel::unbounded();
@@ -74,7 +74,6 @@ fn rig() -> Rig {
     let writer = Writer::new(WriterParts {
         registry_id: "r".into(),
         snapshot: snapshot.clone(),
-        signers: Arc::new(ArcSwap::from_pointee(set)),
         settings: Arc::new(ArcSwap::from_pointee(WriterSettings {
             ttl: Duration::from_secs(60),
             max_pending: 16,

@@ -172,10 +172,14 @@ enum RegistryCmd {
     /// Download the log and check every hash and quorum signature offline; then replay the
     /// signed proposals and check that the served descriptors are exactly their result.
     Verify {
-        /// Pinned signer set: JSON as served by /registry/signers. Without it the server's own
-        /// published set is used (with a warning: a compromised server could lie about it).
+        /// Pinned genesis signer set: JSON as served by /registry/signers?version=0. Later sets
+        /// are taken from the log, each verified by the quorums of the set before it.
         #[arg(long)]
         signers: Option<PathBuf>,
+        /// Pinned genesis hash (SPEC §8): the one value an auditor needs. Without it or
+        /// --signers, the downloaded genesis is trusted and its hash printed.
+        #[arg(long)]
+        genesis_hash: Option<String>,
         /// Verify records from this file (JSON: an array of records, or a /registry/log page)
         /// instead of downloading them (the served state is then not compared).
         #[arg(long)]
@@ -278,11 +282,13 @@ fn main() -> ExitCode {
             RegistryCmd::Commit { id } => cli::commit(&conn, &id),
             RegistryCmd::Verify {
                 signers,
+                genesis_hash,
                 log_file,
                 registry_id,
             } => cli::verify(
                 &conn,
                 signers.as_deref(),
+                genesis_hash.as_deref(),
                 log_file.as_deref(),
                 registry_id.as_deref(),
             ),

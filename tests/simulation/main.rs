@@ -266,7 +266,7 @@ impl Sim {
         NOW.with(|c| c.set(START_UNIX));
         let keys = signer_keys();
         let set = signer_set(&keys);
-        let genesis = CommitRecord::genesis(REGISTRY);
+        let genesis = CommitRecord::genesis(REGISTRY, Arc::new(set.clone()));
         Sim {
             seed,
             rng: Rng(seed ^ 0xD1B5_4A32_D192_ED03),

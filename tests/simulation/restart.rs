@@ -38,7 +38,25 @@ impl Sim {
                 }
                 injected = true;
             }
-            match storage::open(Path::new(DATA), &opts, Arc::new(self.io.clone())) {
+            // What svc_registry::storage::open does on a new data directory: the genesis record
+            // (genesis v2, SPEC §8) is written and synced before anything else. A crash or a
+            // fault during it is a failed start like any other.
+            let opened = storage::open(Path::new(DATA), &opts, Arc::new(self.io.clone())).and_then(
+                |mut o| {
+                    if o.records.is_empty() {
+                        let set = Arc::new(self.set.clone());
+                        let g = svc_registry::storage::write_genesis(
+                            &mut o,
+                            Path::new(DATA),
+                            REGISTRY,
+                            &set,
+                        )?;
+                        o.records.push(g);
+                    }
+                    Ok(o)
+                },
+            );
+            match opened {
                 Ok(o) => break o,
                 Err(e) => {
                     check!(
@@ -126,7 +144,6 @@ impl Sim {
         let mut writer = Writer::new(WriterParts {
             registry_id: REGISTRY.into(),
             snapshot: snapshot.clone(),
-            signers: Arc::new(ArcSwap::from_pointee(self.set.clone())),
             settings: Arc::new(ArcSwap::from_pointee(WriterSettings {
                 ttl: Duration::from_secs(TTL_SECS),
                 max_pending: MAX_PENDING,

@@ -43,7 +43,6 @@ pub use crate::snapshot::{Publisher, Publishers};
 
 use crate::domain::descriptor::Kind;
 use crate::domain::proposal::{Proposal, ProposalLimits};
-use crate::domain::signers::SignerSet;
 use crate::error::ApiError;
 use crate::metrics::m;
 use crate::ops::WritePlane;
@@ -69,8 +68,11 @@ pub struct Accepted {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Approved {
     pub proposal_id: String,
+    /// Distinct keys of the set in force (at the proposal's base) whose approvals count now.
     pub approvals: usize,
     pub threshold: usize,
+    /// For a `set_signers` proposal: the new set's quorum, (counted, threshold).
+    pub new_quorum: Option<(usize, usize)>,
 }
 
 /// `POST /commit` durable: the new head.
@@ -110,6 +112,11 @@ pub struct ProposalView {
     pub state: ProposalState,
     /// Empty once committed.
     pub diff: Vec<DiffEntry>,
+    /// For a `set_signers` proposal: the new set's quorum, (counted, threshold).
+    pub new_quorum: Option<(usize, usize)>,
+    /// For a pending `set_signers` proposal: what it changes against the set in force at its
+    /// base.
+    pub signers_change: Option<crate::domain::signers::SetChange>,
 }
 
 /// What HTTP workers ask of the writer.
@@ -170,8 +177,9 @@ pub struct WriterSettings {
 
 pub struct WriterParts {
     pub registry_id: String,
+    /// The published snapshot; it carries the signer history that judges every approval
+    /// (SPEC §8), so there is no signer set beside it.
     pub snapshot: Arc<ArcSwap<Snapshot>>,
-    pub signers: Arc<ArcSwap<SignerSet>>,
     pub settings: Arc<ArcSwap<WriterSettings>>,
     pub requests: Receiver<WriteRequest>,
     pub internal_rx: Receiver<Internal>,
@@ -190,7 +198,6 @@ pub struct WriterParts {
 
 #[derive(Clone)]
 struct Approval {
-    public: [u8; 32],
     sig: [u8; 64],
 }
 
@@ -199,18 +206,31 @@ struct Pending {
     pae: Arc<[u8]>,
     proposal: Arc<Proposal>,
     expires_unix: i64,
-    approvals: BTreeMap<String, Approval>,
+    /// By (keyid, public key): a keyid that names different keys in the set in force and in a
+    /// `set_signers`' new set can approve under each.
+    approvals: BTreeMap<(String, [u8; 32]), Approval>,
     expired: bool,
+}
+
+/// One submitted signature of an approve request, and the keys it may be verified under.
+struct Submitted {
+    keyid: String,
+    sig: [u8; 64],
+    /// The distinct public keys this keyid names in the sets that judge the proposal (the
+    /// set in force at its base and, for a `set_signers`, the new set), valid now; with whether
+    /// the signature verified under each.
+    candidates: Vec<([u8; 32], bool)>,
 }
 
 struct ApproveInFlight {
     proposal_id: String,
-    /// (keyid, public key, signature) per submitted signature.
-    signatures: Vec<(String, [u8; 32], [u8; 64])>,
+    signatures: Vec<Submitted>,
     remaining: usize,
-    failed: Option<usize>,
     reply: Reply<Approved>,
 }
+
+/// Verify-job indices carry (signature, candidate): at most two candidates per signature.
+const CANDIDATES: usize = 2;
 
 /// A commit held until the staged head reaches its proposal's base version.
 struct Held {
