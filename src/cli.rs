@@ -259,8 +259,18 @@ fn show_review(v: &serde_json::Value, payload: &[u8]) {
         v["approvals"],
         v["threshold"]
     );
+    if let Some(m) = v["new_threshold"].as_u64() {
+        eprintln!(
+            "new signer set: {} of threshold {m} (both quorums are needed)",
+            v["new_approvals"]
+        );
+    }
     if let Some(diff) = v["diff"].as_array() {
         for d in diff {
+            if d["op"] == "set_signers" {
+                show_set_change(d);
+                continue;
+            }
             eprintln!(
                 "  {} {}/{}\n    current:  {}\n    proposed: {}",
                 d["op"].as_str().unwrap_or("?"),
@@ -276,6 +286,131 @@ fn show_review(v: &serde_json::Value, payload: &[u8]) {
         payload.len(),
         String::from_utf8_lossy(payload)
     );
+}
+
+/// One key of a signer set's JSON form, with its validity window.
+fn key_line(k: &serde_json::Value) -> String {
+    let time = |t: &serde_json::Value| t.as_str().unwrap_or("-").to_string();
+    format!(
+        "{} {} {} valid {} .. {}",
+        k["keyid"].as_str().unwrap_or("?"),
+        k["alg"].as_str().unwrap_or("?"),
+        k["public_key"].as_str().unwrap_or("?"),
+        time(&k["not_before"]),
+        time(&k["not_after"])
+    )
+}
+
+/// What a set_signers changes, as a signer must review it before signing (SPEC §8).
+fn show_set_change(d: &serde_json::Value) {
+    eprintln!(
+        "  set_signers: threshold {} -> {}",
+        d["threshold"]["old"], d["threshold"]["new"]
+    );
+    for (label, list) in [("added", &d["added"]), ("removed", &d["removed"])] {
+        for k in list.as_array().into_iter().flatten() {
+            eprintln!("    {label:8} {}", key_line(k));
+        }
+    }
+    for c in d["changed"].as_array().into_iter().flatten() {
+        eprintln!(
+            "    changed  {}
+         was {}",
+            key_line(&c["new"]),
+            key_line(&c["old"])
+        );
+    }
+    for k in d["unchanged"].as_array().into_iter().flatten() {
+        eprintln!("    kept     {}", k.as_str().unwrap_or("?"));
+    }
+}
+
+/// `ronctl signers show [--version V]`: the signer set in force for proposals on base V.
+pub fn signers_show(conn: &Conn, version: Option<u64>) -> CliResult {
+    let path = match version {
+        Some(v) => format!("/registry/signers?version={v}"),
+        None => "/registry/signers".to_string(),
+    };
+    let v = conn.registry("GET", &path, None, 200)?;
+    eprintln!(
+        "threshold {} of {} keys, in force since version {}, signers_digest {}",
+        v["threshold"],
+        v["keys"].as_array().map_or(0, Vec::len),
+        v["since_version"],
+        v["signers_digest"].as_str().unwrap_or("?")
+    );
+    for k in v["keys"].as_array().into_iter().flatten() {
+        eprintln!("  {}", key_line(k));
+    }
+    print_json(&v);
+    Ok(())
+}
+
+/// A new signer set as written by an operator: TOML with `threshold` and `[[keys]]`, like the
+/// config's `[signers]`.
+pub fn parse_signer_set_toml(text: &str) -> Result<SignerSet, String> {
+    let raw: crate::config::RawSigners = toml::from_str(text).map_err(|e| e.to_string())?;
+    crate::config::parse_signers(&raw)
+}
+
+/// `ronctl signers propose --file NEWSET.toml`: build the `set_signers` proposal on HEAD (the
+/// set is validated here first, like the config), submit it, print its id; the review (keys
+/// added and removed, threshold old -> new) goes to stderr.
+pub fn signers_propose(
+    conn: &Conn,
+    file: &Path,
+    registry_id: Option<&str>,
+    note: Option<&str>,
+) -> CliResult {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let set = parse_signer_set_toml(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+    let registry_id = match registry_id {
+        Some(r) => r.to_string(),
+        None => registry_id_from_admin(conn)?,
+    };
+    let head = conn.registry("GET", "/registry/head", None, 200)?;
+    let base = head["version"].as_u64().ok_or("the head has no version")?;
+    let form = set.to_json_form_as_listed();
+    let mut op = serde_json::json!({"op": "set_signers"});
+    op["threshold"] = form.threshold.into();
+    op["keys"] = serde_json::to_value(&form.keys).expect("keys serialize");
+    let mut proposal = serde_json::json!({
+        "registry_id": registry_id,
+        "base_version": base,
+        "ops": [op],
+    });
+    if let Some(n) = note {
+        proposal["note"] = n.into();
+    }
+    let bytes = serde_json::to_vec(&proposal).expect("serializes");
+    let v = conn.registry("POST", "/propose", Some(&bytes), 202)?;
+    let id = v["proposal_id"].as_str().unwrap_or("").to_string();
+    let (view, payload) = fetch_payload(conn, &id)?;
+    show_review(&view, &payload);
+    eprintln!(
+        "set_signers proposed on base {base}; expires at {}. It commits with approvals of the set \
+         in force AND of the new set (`ronctl registry approve --id {id} --signer KEY`).",
+        v["expires_at"].as_str().unwrap_or("?")
+    );
+    println!("{id}");
+    Ok(())
+}
+
+/// The server's registry_id, from its effective config on the admin listener.
+fn registry_id_from_admin(conn: &Conn) -> Result<String, String> {
+    let text = conn.admin_text("/admin/config").map_err(|e| {
+        format!("cannot read the registry_id from /admin/config ({e}); pass --registry-id")
+    })?;
+    text.lines()
+        .find_map(|l| {
+            let rest = l
+                .trim()
+                .strip_prefix("registry_id")?
+                .trim()
+                .strip_prefix('=')?;
+            Some(rest.trim().trim_matches('"').to_string())
+        })
+        .ok_or_else(|| "no registry_id in /admin/config; pass --registry-id".to_string())
 }
 
 pub fn approve(
@@ -310,7 +445,13 @@ pub fn approve(
         serde_json::to_vec(&serde_json::json!({"proposal_id": id, "signatures": [signature]}))
             .expect("serializes");
     let v = conn.registry("POST", "/approve", Some(&body), 200)?;
-    println!("approvals {} of {}", v["approvals"], v["threshold"]);
+    match v["new_threshold"].as_u64() {
+        Some(m) => println!(
+            "approvals {} of {}; new signer set {} of {m}",
+            v["approvals"], v["threshold"], v["new_approvals"]
+        ),
+        None => println!("approvals {} of {}", v["approvals"], v["threshold"]),
+    }
     Ok(())
 }
 

@@ -365,3 +365,104 @@ fn a_genesis_v1_data_directory_is_refused_at_start_by_name() {
         "the old log is left as it was"
     );
 }
+
+/// `ronctl signers propose` builds the set_signers on HEAD from a TOML file and shows the
+/// change; `registry approve` works for it, offline signing included (export, sign, import);
+/// `signers show [--version V]` answers for any version.
+#[test]
+fn ronctl_signers_propose_approve_offline_and_show() {
+    let s = TestServer::start(Setup::default());
+    let dir = tempfile::tempdir().unwrap();
+    let d_key = dir.path().join("d.key");
+    ronctl_ok(&["keygen", "--out", d_key.to_str().unwrap(), "--keyid", "d"]);
+    let (_, d) = svc_registry::cli::load_key(&d_key).unwrap();
+    let (a, b) = (Signer::new("a", 1), Signer::new("b", 2));
+    let newset = dir.path().join("newset.toml");
+    std::fs::write(
+        &newset,
+        format!(
+            "threshold = 2\n[[keys]]\nkeyid = \"a\"\npublic_key = \"{}\"\n[[keys]]\nkeyid = \"b\"\npublic_key = \"{}\"\n[[keys]]\nkeyid = \"d\"\npublic_key = \"{}\"\nnot_after = \"2099-01-01T00:00:00Z\"\n",
+            a.public_hex(),
+            b.public_hex(),
+            hex::encode(d.verifying_key().as_bytes())
+        ),
+    )
+    .unwrap();
+    let (ok, out, err) = s.ronctl(&["signers", "propose", "--file", newset.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let id = out.trim().to_string();
+    assert!(err.contains("threshold 2 -> 2"), "{err}");
+    assert!(
+        err.contains("added    d ed25519") && err.contains("2099-01-01T00:00:00Z"),
+        "{err}"
+    );
+    assert!(err.contains("removed  c ed25519"), "{err}");
+
+    // a and b sign offline: export the exact payload, sign it elsewhere, import the signature.
+    for signer in [&a, &b] {
+        let payload_file = dir.path().join("payload.bin");
+        let (ok, _, err) = s.ronctl(&[
+            "registry",
+            "approve",
+            "--id",
+            &id,
+            "--export-payload",
+            payload_file.to_str().unwrap(),
+        ]);
+        assert!(ok && err.contains("set_signers: threshold 2 -> 2"), "{err}");
+        let payload = std::fs::read(&payload_file).unwrap();
+        let sig_file = dir.path().join("sig.json");
+        std::fs::write(
+            &sig_file,
+            serde_json::to_vec(&j!({"keyid": signer.keyid, "sig": signer.sign(&payload)})).unwrap(),
+        )
+        .unwrap();
+        let (ok, out, err) = s.ronctl(&[
+            "registry",
+            "approve",
+            "--id",
+            &id,
+            "--import-sig",
+            sig_file.to_str().unwrap(),
+        ]);
+        assert!(ok, "{err}");
+        assert!(out.contains("new signer set"), "{out}");
+    }
+    let (ok, out, err) = s.ronctl(&[
+        "registry",
+        "approve",
+        "--id",
+        &id,
+        "--signer",
+        d_key.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("approvals 2 of 2; new signer set 3 of 2"),
+        "{out}"
+    );
+    let (ok, out, err) = s.ronctl(&["registry", "commit", "--id", &id]);
+    assert!(ok, "{out}{err}");
+
+    let (ok, out, err) = s.ronctl(&["signers", "show"]);
+    assert!(ok, "{err}");
+    let now: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(now["since_version"], 1);
+    assert!(err.contains("in force since version 1"), "{err}");
+    let (ok, out, _) = s.ronctl(&["signers", "show", "--version", "0"]);
+    assert!(ok);
+    let then: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(then["since_version"], 0);
+    assert_eq!(then["keys"].as_array().unwrap().len(), 3);
+    let (ok, _, err) = s.ronctl(&["signers", "show", "--version", "7"]);
+    assert!(!ok && err.contains("404"), "{err}");
+
+    // A bad file is refused before anything is sent, naming the problem.
+    std::fs::write(
+        &newset,
+        "threshold = 0\n[[keys]]\nkeyid = \"a\"\npublic_key = \"00\"\n",
+    )
+    .unwrap();
+    let (ok, _, err) = s.ronctl(&["signers", "propose", "--file", newset.to_str().unwrap()]);
+    assert!(!ok && err.contains("newset.toml"), "{err}");
+}

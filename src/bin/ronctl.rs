@@ -55,6 +55,9 @@ enum Cmd {
     /// Registry reads and the propose → approve → commit flow.
     #[command(subcommand)]
     Registry(RegistryCmd),
+    /// The signer set on the log (SPEC §8): show it, propose a new one.
+    #[command(subcommand)]
+    Signers(SignersCmd),
     /// Sign a proposal payload offline (air-gapped signer); prints {"keyid","sig"}.
     Sign {
         /// The exact proposal bytes, as exported by `registry approve --export-payload`.
@@ -99,6 +102,29 @@ enum Cmd {
         /// A new or empty directory, outside the data directory.
         #[arg(long, value_name = "DIR")]
         to: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SignersCmd {
+    /// The set in force for proposals on base VERSION (default HEAD), with the version that put
+    /// it in force and its digest.
+    Show {
+        #[arg(long)]
+        version: Option<u64>,
+    },
+    /// Propose a new signer set on HEAD from a TOML file (`threshold = M` and `[[keys]]` with
+    /// keyid, public_key, optional alg, not_before, not_after: like the config's [signers]).
+    /// It commits only with a quorum of the set in force and a quorum of the new set.
+    Propose {
+        #[arg(long)]
+        file: PathBuf,
+        /// The registry_id (default: read from the server's /admin/config).
+        #[arg(long)]
+        registry_id: Option<String>,
+        /// Free text recorded in the proposal.
+        #[arg(long)]
+        note: Option<String>,
     },
 }
 
@@ -263,6 +289,12 @@ fn main() -> ExitCode {
             MaintenanceCmd::Status => cli::maintenance(&conn, None, None),
         },
         Cmd::Backup { to } => cli::backup(&conn, &to),
+        Cmd::Signers(SignersCmd::Show { version }) => cli::signers_show(&conn, version),
+        Cmd::Signers(SignersCmd::Propose {
+            file,
+            registry_id,
+            note,
+        }) => cli::signers_propose(&conn, &file, registry_id.as_deref(), note.as_deref()),
         Cmd::Registry(r) => match r {
             RegistryCmd::Head => cli::head(&conn),
             RegistryCmd::Get { version } => cli::get(&conn, version),
