@@ -264,6 +264,8 @@ struct Restored {
     journal: Box<dyn Journal>,
     sync_target: Option<Box<dyn SyncTarget>>,
     recent_commits: Vec<(String, u64)>,
+    /// Pending proposals and approvals from the log's pending frames (none with --amnesia).
+    pending: Vec<crate::domain::pending::RestoredPending>,
     checkpoint_version: u64,
     /// (syncer, data directory lock, data directory); `None` with `--amnesia`.
     storage: Option<(crate::log::Syncer, crate::log::DirLock, PathBuf)>,
@@ -290,6 +292,7 @@ fn open_storage(config: &Config, shared: &Shared) -> Result<Restored, OpenFailur
             journal: Box::new(MemoryJournal::new()),
             sync_target: None,
             recent_commits: Vec::new(),
+            pending: Vec::new(),
             checkpoint_version: 0,
             storage: None,
         }
@@ -330,6 +333,7 @@ fn open_storage(config: &Config, shared: &Shared) -> Result<Restored, OpenFailur
                     sync_target: sync
                         .then(|| Box::new(opened.syncer.clone()) as Box<dyn SyncTarget>),
                     recent_commits: opened.restored.recent_commits,
+                    pending: opened.restored.pending,
                     checkpoint_version: opened.restored.from_checkpoint,
                     storage: Some((opened.syncer, opened.lock, opened.data_dir)),
                 }
@@ -385,6 +389,7 @@ fn start_write_plane(config: &Config, shared: &Shared, restored: Restored) -> Op
         journal,
         sync_target,
         recent_commits,
+        pending,
         checkpoint_version,
         storage,
     } = restored;
@@ -499,6 +504,10 @@ fn start_write_plane(config: &Config, shared: &Shared, restored: Restored) -> Op
     });
     for (proposal_id, version) in recent_commits {
         writer.remember_committed(proposal_id, version);
+    }
+    let restored_pending = writer.restore_pending(pending);
+    if restored_pending > 0 {
+        log::info!("msg=\"pending proposals restored\" count={restored_pending}");
     }
     let writer_thread = std::thread::Builder::new()
         .name("writer".into())

@@ -12,9 +12,13 @@
 //! from the checkpoint when it carries one, else from the genesis record and every
 //! `set_signers` record of the log.
 //!
+//! Pending frames (durable proposals and approvals, `domain::pending`) are set aside and
+//! returned for the writer; they never touch the chain.
+//!
 //! Pure: takes bytes, returns a snapshot or an error naming where the problem is.
 
 use crate::domain::descriptor::{Descriptor, Kind};
+use crate::domain::pending::{self, PendingFrame, PendingFrames, RestoredPending};
 use crate::domain::proposal::{self, ProposalLimits};
 use crate::domain::quorum::SignerHistory;
 use crate::domain::record::CommitRecord;
@@ -120,6 +124,9 @@ pub struct Restored {
     pub recent_commits: Vec<(String, u64)>,
     /// The checkpoint version used (0 = none).
     pub from_checkpoint: u64,
+    /// Pending proposals with their approvals, from the log's pending frames, minus those a
+    /// commit record carries (expiry is the writer's to judge: it holds the clock).
+    pub pending: Vec<RestoredPending>,
 }
 
 /// The refusal for a data directory made before SPEC §8 (its log starts at version 1: genesis
@@ -173,6 +180,20 @@ pub fn restore<R: Located>(
     let Some((first, records)) = records.split_first() else {
         return Err(RestoreError("the log holds no genesis record".to_string()));
     };
+    // Pending frames (proposals and approvals awaiting commit) are set aside; the chain is
+    // made of the commit records alone.
+    let mut frames = PendingFrames::default();
+    let mut commits: Vec<&R> = Vec::with_capacity(records.len());
+    for r in records {
+        if pending::is_pending_frame(r.payload()) {
+            PendingFrame::from_bytes(r.payload())
+                .and_then(|f| frames.add(f))
+                .map_err(|e| RestoreError(format!("{}: {e}", r.location())))?;
+        } else {
+            commits.push(r);
+        }
+    }
+    let records = commits;
     let genesis = Arc::new(genesis_from_frame(registry_id, first)?);
     let genesis_set = genesis
         .genesis_signers
@@ -216,6 +237,7 @@ pub fn restore<R: Located>(
         max_descriptor_bytes: usize::MAX,
     };
     let mut recent = std::collections::VecDeque::new();
+    let mut committed_ids = std::collections::HashSet::new();
     for (i, r) in records.iter().enumerate() {
         let where_ = || r.location();
         let rec = CommitRecord::from_json(r.payload()).map_err(|e| {
@@ -273,6 +295,7 @@ pub fn restore<R: Located>(
             }
         }
         let rec = Arc::new(rec);
+        committed_ids.insert(rec.proposal_id.clone());
         recent.push_back((rec.proposal_id.clone(), rec.version));
         if recent.len() > 16_384 {
             recent.pop_front();
@@ -320,6 +343,7 @@ pub fn restore<R: Located>(
         ),
         recent_commits: recent.into_iter().collect(),
         from_checkpoint: cp_version,
+        pending: frames.live(&|id| committed_ids.contains(id), i64::MIN),
     })
 }
 

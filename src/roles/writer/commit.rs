@@ -169,6 +169,7 @@ impl Writer {
 
     /// Publish the newest staged version at or before `position` and answer its commits.
     pub(super) fn on_durable(&mut self, position: u64) {
+        self.acks_durable(position);
         let mut made_visible = Vec::new();
         let mut newest = None;
         let mut answers = Vec::new();

@@ -30,11 +30,13 @@
 //!
 //! Files: this one holds the requests, the owned state and the loop; `proposals.rs` propose,
 //! approve and get; `commit.rs` the commit protocol and durability; `held.rs` held commits;
-//! `journal.rs` the journal seam.
+//! `journal.rs` the journal seam; `pending.rs` durable pending proposals and approvals (their
+//! frames, their deferred answers, their restore).
 
 mod commit;
 mod held;
 mod journal;
+mod pending;
 mod proposals;
 
 pub use journal::{Journal, JournalError, MemoryJournal};
@@ -210,6 +212,31 @@ struct Pending {
     /// `set_signers`' new set can approve under each.
     approvals: BTreeMap<(String, [u8; 32]), Approval>,
     expired: bool,
+    /// Journal position just past this proposal's latest pending frame: its 202 / 200 answers
+    /// wait until the journal is durable there (0: restored, durable already).
+    last_frame: u64,
+}
+
+/// An answer to `/propose` or `/approve` waiting for the sync that covers its pending frame.
+enum Ack {
+    Propose(Reply<Accepted>, Accepted),
+    Approve(Reply<Approved>, Approved),
+}
+
+impl Ack {
+    fn send(self) {
+        match self {
+            Ack::Propose(reply, a) => reply.send(Ok(a)),
+            Ack::Approve(reply, a) => reply.send(Ok(a)),
+        }
+    }
+
+    fn refuse(self, e: ApiError) {
+        match self {
+            Ack::Propose(reply, _) => reply.send(Err(e)),
+            Ack::Approve(reply, _) => reply.send(Err(e)),
+        }
+    }
 }
 
 /// One submitted signature of an approve request, and the keys it may be verified under.
@@ -270,6 +297,10 @@ pub struct Writer {
     /// Set while held commits are being retried (a retry that stages must not start another).
     releasing: bool,
     shutting_down: bool,
+    /// Journal position known durable (from the fsync thread's notices).
+    durable: u64,
+    /// Answers to `/propose` and `/approve` waiting for durability, by journal position.
+    acks: VecDeque<(u64, Ack)>,
 }
 
 impl Writer {
@@ -288,6 +319,8 @@ impl Writer {
             held_count: 0,
             releasing: false,
             shutting_down: false,
+            durable: 0,
+            acks: VecDeque::new(),
         }
     }
 
@@ -306,7 +339,10 @@ impl Writer {
     pub fn run(mut self) {
         let tick = crossbeam_channel::tick(Duration::from_secs(1));
         loop {
-            if self.shutting_down && self.waiting.is_empty() && self.approvals_in_flight.is_empty()
+            if self.shutting_down
+                && self.waiting.is_empty()
+                && self.approvals_in_flight.is_empty()
+                && self.acks.is_empty()
             {
                 break;
             }
@@ -347,6 +383,9 @@ impl Writer {
         self.held_count = 0;
         m().registry_commits_held.set(0);
         // Nothing staged past the last durable point may ever be acknowledged.
+        for (_, ack) in self.acks.drain(..) {
+            ack.refuse(ApiError::unavailable(STOPPED));
+        }
         for staged in self.waiting.drain(..) {
             if let Some((reply, _)) = staged.waiter {
                 reply.send(Err(ApiError::unavailable(STOPPED)));
@@ -370,10 +409,10 @@ impl Writer {
             return;
         }
         match req {
-            WriteRequest::Propose { bytes, reply } => {
-                let r = self.propose(bytes, &reply.corr_id);
-                reply.send(r);
-            }
+            WriteRequest::Propose { bytes, reply } => match self.propose(bytes, &reply.corr_id) {
+                Ok((accepted, frame)) => self.ack_after(frame, Ack::Propose(reply, accepted)),
+                Err(e) => reply.send(Err(e)),
+            },
             WriteRequest::GetProposal { id, reply } => reply.send(self.get_proposal(&id)),
             WriteRequest::Approve {
                 proposal_id,

@@ -6,10 +6,11 @@
 //! staged snapshot's history) and, for a `set_signers`, also the set it puts in force.
 
 use super::{
-    Accepted, Approval, ApproveInFlight, Approved, DiffEntry, Pending, ProposalState, ProposalView,
-    Submitted, Writer, CANDIDATES,
+    Accepted, Ack, Approval, ApproveInFlight, Approved, DiffEntry, Pending, ProposalState,
+    ProposalView, Submitted, Writer, CANDIDATES,
 };
 use crate::domain::dsse;
+use crate::domain::pending::{PendingApproval, PendingFrame};
 use crate::domain::proposal::{self, Op};
 use crate::domain::quorum::{self, QuorumCount};
 use crate::domain::signers::{set_change, SignerSet};
@@ -22,7 +23,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 impl Writer {
-    pub(super) fn propose(&mut self, bytes: Vec<u8>, corr_id: &str) -> Result<Accepted, ApiError> {
+    /// Accept a proposal: returns the answer and the journal position its pending frame must be
+    /// durable at before the answer is sent.
+    pub(super) fn propose(
+        &mut self,
+        bytes: Vec<u8>,
+        corr_id: &str,
+    ) -> Result<(Accepted, u64), ApiError> {
         let settings = self.p.settings.load();
         // A set_signers proposal is validated like the config by the parser (SPEC §8); its
         // double quorum is counted at approve and commit time.
@@ -37,10 +44,14 @@ impl Writer {
         }
         if let Some(p) = self.pending.get(&id) {
             if !p.expired {
-                return Ok(Accepted {
-                    proposal_id: id,
-                    expires_at: p.expires_unix,
-                });
+                // Idempotent; answered once its first frame is durable, like the first time.
+                return Ok((
+                    Accepted {
+                        proposal_id: id,
+                        expires_at: p.expires_unix,
+                    },
+                    p.last_frame,
+                ));
             }
         }
         let head = self.staged.version();
@@ -64,6 +75,7 @@ impl Writer {
                 .min_by_key(|(id, p)| (p.expires_unix, *id))
                 .map(|(id, _)| id.clone());
             match oldest_dead {
+                // Evicted even if the append below fails: it could never commit anyway.
                 Some(old) => {
                     self.pending.remove(&old);
                 }
@@ -78,6 +90,13 @@ impl Writer {
             }
         }
         let expires_unix = now + settings.ttl.as_secs() as i64;
+        // Durable before the 202 (SPEC §8): the frame goes through the journal first, and a
+        // failed append changes nothing.
+        let frame = self.append_pending(&PendingFrame::Proposal {
+            proposal_id: id.clone(),
+            payload: dsse::b64(&bytes),
+            expires_at: expires_unix,
+        })?;
         let bytes: Arc<[u8]> = bytes.into();
         self.pending.insert(
             id.clone(),
@@ -88,6 +107,7 @@ impl Writer {
                 expires_unix,
                 approvals: BTreeMap::new(),
                 expired: false,
+                last_frame: frame,
             },
         );
         self.expire();
@@ -95,10 +115,13 @@ impl Writer {
             "msg=proposed corr_id={corr_id} proposal_id={id} base_version={}",
             { self.pending[&id].proposal.base_version }
         );
-        Ok(Accepted {
-            proposal_id: id,
-            expires_at: expires_unix,
-        })
+        Ok((
+            Accepted {
+                proposal_id: id,
+                expires_at: expires_unix,
+            },
+            frame,
+        ))
     }
 
     /// The pending proposal `id`, or the error a client should see for it.
@@ -368,15 +391,40 @@ impl Writer {
             Ok(p) => p,
             Err(e) => return a.reply.send(Err(e)),
         };
+        // The approvals this request adds; they are recorded only once their frame is
+        // appended (a failed append changes nothing), and answered once it is durable.
+        let mut new = Vec::new();
         for s in &a.signatures {
             for (public, ok) in &s.candidates {
-                if *ok {
-                    p.approvals
-                        .entry((s.keyid.clone(), *public))
-                        .or_insert(Approval { sig: s.sig });
+                let key = (s.keyid.clone(), *public);
+                if *ok && !p.approvals.contains_key(&key) && !new.iter().any(|(k, _)| *k == key) {
+                    new.push((key, s.sig));
                 }
             }
         }
+        if !new.is_empty() {
+            let frame = PendingFrame::Approvals {
+                proposal_id: a.proposal_id.clone(),
+                approvals: new
+                    .iter()
+                    .map(|((keyid, public), sig)| PendingApproval {
+                        keyid: keyid.clone(),
+                        public_key: hex::encode(public),
+                        sig: dsse::encode_sig(sig),
+                    })
+                    .collect(),
+            };
+            let position = match self.append_pending(&frame) {
+                Ok(position) => position,
+                Err(e) => return a.reply.send(Err(e)),
+            };
+            let p = self.pending.get_mut(&a.proposal_id).expect("live above");
+            p.last_frame = position;
+            for (key, sig) in new {
+                p.approvals.insert(key, Approval { sig });
+            }
+        }
+        let p = self.pending.get(&a.proposal_id).expect("live above");
         let in_force = history.set_at(p.proposal.base_version);
         let count = tally(p, in_force, now);
         let k = count.in_force.counted;
@@ -401,7 +449,8 @@ impl Writer {
             threshold: in_force.threshold,
             new_quorum: count.new.map(|t| (t.counted, t.threshold)),
         };
-        a.reply.send(Ok(approved));
+        let frame = p.last_frame;
+        self.ack_after(frame, Ack::Approve(a.reply, approved));
     }
 }
 
