@@ -384,6 +384,12 @@ impl Writer {
             ));
             return a.reply.send(Err(e));
         }
+        // Storage failed while the signatures verified: nothing can be made durable any more.
+        if let Some(reason) = self.poisoned() {
+            return a.reply.send(Err(ApiError::unavailable(format!(
+                "write plane stopped: {reason}"
+            ))));
+        }
         let history = self.staged.signers.clone();
         let now = self.now();
         // Re-check: the proposal may have been committed or expired while signatures verified.
