@@ -90,9 +90,10 @@ fn a_proposal_acknowledged_just_before_kill_9_is_pending_after_restart() {
 
 #[test]
 fn an_expired_proposal_does_not_come_back_after_a_restart() {
-    let mut setup = Setup::default();
-    setup.tables = "[proposals]\nttl_secs = 1\n".into();
-    let s = TestServer::start(setup);
+    let s = TestServer::start(Setup {
+        tables: "[proposals]\nttl_secs = 1\n".into(),
+        ..Setup::default()
+    });
     let a = Signer::new("a", 1);
     let p = payload(0, "n1");
     let (id, _) = propose(&s, &p);

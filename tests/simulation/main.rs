@@ -120,6 +120,9 @@ struct SimProp {
     approvals: BTreeSet<usize>,
 }
 
+/// A valid proposal as made: (bytes, base, ops).
+pub(crate) type Cataloged = (Vec<u8>, u64, Vec<(Kind, String, bool)>);
+
 /// A commit staged by the writer, its client still waiting.
 struct Waiting {
     version: u64,
@@ -246,7 +249,7 @@ struct Sim {
     signed: BTreeMap<(usize, String), [u8; 64]>,
     /// Every valid proposal ever made, by id: (bytes, base, ops), to rebuild the model of the
     /// proposals a boot restores from pending frames.
-    catalog: BTreeMap<String, (Vec<u8>, u64, Vec<(Kind, String, bool)>)>,
+    catalog: BTreeMap<String, Cataloged>,
     /// The last lifetime's pending proposals (each acknowledged 202, approvals each
     /// acknowledged 200), handed to the next boot to check that none was lost (SPEC §8).
     acked_pending: BTreeMap<String, SimProp>,

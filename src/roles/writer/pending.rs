@@ -67,7 +67,7 @@ impl Writer {
     pub fn restore_pending(&mut self, restored: Vec<RestoredPending>) -> usize {
         let now = self.now();
         let head = self.staged.version();
-        let limits = self.p.settings.load().limits.clone();
+        let limits = self.p.settings.load().limits;
         let mut back = 0;
         for r in restored {
             if now >= r.expires_at {
