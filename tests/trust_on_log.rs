@@ -435,6 +435,7 @@ fn ronctl_signers_propose_approve_offline_and_show() {
         &id,
         "--signer",
         d_key.to_str().unwrap(),
+        "--yes",
     ]);
     assert!(ok, "{err}");
     assert!(
