@@ -579,6 +579,7 @@ fn start_registry(config: &Config, shared: &Shared, roles: &Roles) -> Option<Ser
         writer: roles.requests_tx.clone(),
         plane: shared.plane.clone(),
         stream: Some(roles.sse_hub.clone()),
+        cors: crate::api::cors::Cors::new(&config.raw.http.cors_allow_origins),
     });
     let (listener, addr) = if config.flags.uds_only {
         let path = config

@@ -83,6 +83,9 @@ pub struct HttpConfig {
     pub write_timeout_ms: u64,
     /// SIGTERM: how long in-flight work may take before the process exits anyway.
     pub drain_timeout_secs: u64,
+    /// Origins whose pages may read the registry listener's answers (CORS): exact origins
+    /// (`scheme://host[:port]`), or `"*"` for every origin on read routes only. Empty: off.
+    pub cors_allow_origins: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -96,8 +99,32 @@ impl Default for HttpConfig {
             idle_timeout_secs: 60,
             write_timeout_ms: 10_000,
             drain_timeout_secs: 5,
+            cors_allow_origins: Vec::new(),
         }
     }
+}
+
+/// `"*"` or a serialized origin as browsers send it: `http(s)://host[:port]`, nothing after.
+fn valid_origin(o: &str) -> bool {
+    if o == "*" {
+        return true;
+    }
+    let Some(rest) = o
+        .strip_prefix("http://")
+        .or_else(|| o.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || rest.starts_with('[') => (h, Some(p)),
+        _ => (rest, None),
+    };
+    !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':'))
+        && port
+            .is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -398,6 +425,16 @@ impl Config {
             return Err(fail(format!(
                 "max_body_bytes = {} is above {MAX_BODY_BYTES_CEILING}",
                 raw.max_body_bytes
+            )));
+        }
+        if let Some(bad) = raw
+            .http
+            .cors_allow_origins
+            .iter()
+            .find(|o| !valid_origin(o))
+        {
+            return Err(fail(format!(
+                "http.cors_allow_origins: {bad:?} is neither \"*\" nor an origin like \"https://host:port\" (no path, no trailing slash)"
             )));
         }
         if raw.http.max_header_bytes < 1024 {
