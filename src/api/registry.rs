@@ -438,7 +438,7 @@ impl RegistryApi {
     fn signers(&self, req: &Request) -> Result<Response, ApiError> {
         let snap = self.snapshot.load();
         let head = snap.version();
-        let version = parse_u64("version", req.query_param("version"), head)?;
+        let version = parse_u64("version", req.query_param("version").as_deref(), head)?;
         if version > head {
             return Err(ApiError::not_found(format!(
                 "no version {version}; HEAD is {head}"
