@@ -5,7 +5,9 @@
 //! version V only after V is durable. A snapshot never changes after publication; building V+1
 //! shares structure with V (persistent map and vector), so publishing is O(ops · log n).
 
+use crate::domain::quorum::SignerHistory;
 use crate::domain::record::CommitRecord;
+use crate::domain::signers::SignerSet;
 use crate::domain::state::Descriptors;
 use std::sync::Arc;
 
@@ -17,14 +19,24 @@ pub struct Snapshot {
     pub descriptors: Descriptors,
     /// Every record from genesis to head; index = version.
     pub history: imbl::Vector<Arc<CommitRecord>>,
+    /// Every signer set from genesis to head (SPEC §8): which set judges a proposal on which
+    /// base. Shared between snapshots until a `set_signers` commit replaces it.
+    pub signers: Arc<SignerHistory>,
 }
 
 impl Snapshot {
-    pub fn genesis(registry_id: &str) -> Snapshot {
-        let head = Arc::new(CommitRecord::genesis(registry_id));
+    /// Version 0 of a registry whose initial signer set is `set` (genesis v2).
+    pub fn genesis(registry_id: &str, set: Arc<SignerSet>) -> Snapshot {
+        let head = Arc::new(CommitRecord::genesis(registry_id, set.clone()));
         let mut history = imbl::Vector::new();
         history.push_back(head.clone());
-        Snapshot::new(registry_id.into(), head, Descriptors::new(), history)
+        Snapshot::new(
+            registry_id.into(),
+            head,
+            Descriptors::new(),
+            history,
+            Arc::new(SignerHistory::genesis(set)),
+        )
     }
 
     pub fn new(
@@ -32,8 +44,10 @@ impl Snapshot {
         head: Arc<CommitRecord>,
         descriptors: Descriptors,
         history: imbl::Vector<Arc<CommitRecord>>,
+        signers: Arc<SignerHistory>,
     ) -> Snapshot {
         debug_assert_eq!(history.len() as u64, head.version + 1);
+        debug_assert!(signers.current().0 <= head.version);
         debug_assert_eq!(head.descriptors, descriptors.len() as u64);
         let head_json = serde_json::to_vec(&head.head_json())
             .expect("head serializes")
@@ -44,6 +58,7 @@ impl Snapshot {
             head_json,
             descriptors,
             history,
+            signers,
         }
     }
 
@@ -60,6 +75,17 @@ impl Snapshot {
 
     /// The next snapshot after applying a commit record whose state is `descriptors`.
     pub fn next(&self, record: Arc<CommitRecord>, descriptors: Descriptors) -> Snapshot {
+        self.next_with(record, descriptors, None)
+    }
+
+    /// Like [`Snapshot::next`]; `new_signers` is the set a `set_signers` record puts in force
+    /// from its own version on.
+    pub fn next_with(
+        &self,
+        record: Arc<CommitRecord>,
+        descriptors: Descriptors,
+        new_signers: Option<Arc<SignerSet>>,
+    ) -> Snapshot {
         assert_eq!(
             record.version,
             self.version() + 1,
@@ -67,7 +93,22 @@ impl Snapshot {
         );
         let mut history = self.history.clone();
         history.push_back(record.clone());
-        Snapshot::new(self.registry_id.clone(), record, descriptors, history)
+        let signers = match new_signers {
+            Some(set) => {
+                let mut h = (*self.signers).clone();
+                h.record(record.version, set)
+                    .expect("a new version follows every earlier signer set");
+                Arc::new(h)
+            }
+            None => self.signers.clone(),
+        };
+        Snapshot::new(
+            self.registry_id.clone(),
+            record,
+            descriptors,
+            history,
+            signers,
+        )
     }
 }
 

@@ -1,6 +1,8 @@
 //! Glue between the writer's roles and the on-disk log: the journal and sync target the writer
 //! and fsync thread use, and start-up restore from `data_dir`.
 
+use crate::domain::record::CommitRecord;
+use crate::domain::signers::SignerSet;
 use crate::log::{self as rlog, LogError, LogWriter, OsIo, StorageOptions, Syncer};
 use crate::restore::{self, Located, Restored};
 use crate::roles::fsync::SyncTarget;
@@ -64,13 +66,16 @@ pub struct OpenedStorage {
     pub data_dir: PathBuf,
 }
 
-/// Open `data_dir`, recover the log and rebuild the snapshot.
+/// Open `data_dir`, recover the log and rebuild the snapshot. A new (empty) log gets its
+/// genesis record first (SPEC §8, genesis v2): `bootstrap` (the config's `[signers]`) is fixed
+/// into it and made durable before anything else; for an existing log `bootstrap` is not used.
 pub fn open(
     data_dir: &Path,
     registry_id: &str,
     opts: &StorageOptions,
+    bootstrap: &Arc<SignerSet>,
 ) -> Result<OpenedStorage, OpenError> {
-    let opened = rlog::open(data_dir, opts, Arc::new(OsIo)).map_err(|e| match e {
+    let mut opened = rlog::open(data_dir, opts, Arc::new(OsIo)).map_err(|e| match e {
         LogError::Locked { .. } => OpenError::Locked(e.to_string()),
         LogError::Io { .. } | LogError::NoSpace { .. } => OpenError::Io(e.to_string()),
         other => OpenError::Refused(other.to_string()),
@@ -83,6 +88,11 @@ pub fn open(
             t.zeroed_bytes,
             t.reason
         );
+    }
+    if opened.records.is_empty() {
+        let record = write_genesis(&mut opened, data_dir, registry_id, bootstrap)
+            .map_err(|e| OpenError::Refused(format!("writing the genesis record: {e}")))?;
+        opened.records.push(record);
     }
     let cp = opened
         .checkpoint
@@ -112,5 +122,34 @@ pub fn open(
         syncer: opened.syncer,
         lock: opened.lock,
         data_dir: data_dir.to_path_buf(),
+    })
+}
+
+/// Append the genesis record of a new log and sync it: the data directory's signer set is fixed
+/// from here on. Returns it as the record recovery would have delivered.
+pub fn write_genesis(
+    opened: &mut rlog::Opened,
+    data_dir: &Path,
+    registry_id: &str,
+    bootstrap: &Arc<SignerSet>,
+) -> Result<rlog::Record, LogError> {
+    let genesis = CommitRecord::genesis(registry_id, bootstrap.clone());
+    let payload = genesis.to_json();
+    let start = opened.writer.end();
+    let lsn = opened.writer.append(&payload)?;
+    opened.syncer.sync_to(lsn)?;
+    log::info!(
+        "msg=\"new data directory: genesis v2 written\" data_dir={:?} hash={} signers_digest={} threshold={} keys={}",
+        data_dir.display().to_string(),
+        genesis.hash,
+        bootstrap.digest(),
+        bootstrap.threshold,
+        bootstrap.keys.len()
+    );
+    Ok(rlog::Record {
+        lsn,
+        path: rlog::segment_path(&rlog::log_dir(data_dir), 0).into(),
+        offset: start,
+        payload,
     })
 }

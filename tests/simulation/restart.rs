@@ -38,7 +38,25 @@ impl Sim {
                 }
                 injected = true;
             }
-            match storage::open(Path::new(DATA), &opts, Arc::new(self.io.clone())) {
+            // What svc_registry::storage::open does on a new data directory: the genesis record
+            // (genesis v2, SPEC §8) is written and synced before anything else. A crash or a
+            // fault during it is a failed start like any other.
+            let opened = storage::open(Path::new(DATA), &opts, Arc::new(self.io.clone())).and_then(
+                |mut o| {
+                    if o.records.is_empty() {
+                        let set = Arc::new(self.set.clone());
+                        let g = svc_registry::storage::write_genesis(
+                            &mut o,
+                            Path::new(DATA),
+                            REGISTRY,
+                            &set,
+                        )?;
+                        o.records.push(g);
+                    }
+                    Ok(o)
+                },
+            );
+            match opened {
                 Ok(o) => break o,
                 Err(e) => {
                     check!(
@@ -126,7 +144,6 @@ impl Sim {
         let mut writer = Writer::new(WriterParts {
             registry_id: REGISTRY.into(),
             snapshot: snapshot.clone(),
-            signers: Arc::new(ArcSwap::from_pointee(self.set.clone())),
             settings: Arc::new(ArcSwap::from_pointee(WriterSettings {
                 ttl: Duration::from_secs(TTL_SECS),
                 max_pending: MAX_PENDING,
@@ -152,6 +169,14 @@ impl Sim {
             writer.remember_committed(id, v);
         }
         let snap = snapshot.load_full();
+        let props = self.check_pending_restored(&restored.pending, &committed, snap.version());
+        let back = writer.restore_pending(restored.pending);
+        check!(
+            self,
+            back == props.len(),
+            "the writer restored {back} pending proposals, the model {}",
+            props.len()
+        );
         let staged_state = snap
             .descriptors
             .keys()
@@ -165,7 +190,7 @@ impl Sim {
             syncer: opened.syncer,
             poisoned_flag,
             _lock: opened.lock,
-            props: BTreeMap::new(),
+            props,
             committed,
             staged_head: snap.version(),
             staged_state,
@@ -182,6 +207,72 @@ impl Sim {
         });
         let line = format!("  booted at version {}", snap.version());
         self.log(line);
+    }
+
+    /// SPEC §8: every proposal the last lifetime acknowledged (202) that is still live and can
+    /// still commit is restored, with every approval acknowledged (200) for it. Returns the
+    /// model of the proposals the writer takes back: the restored ones not expired and based
+    /// at or after HEAD (approvals that were durable but never answered come back too).
+    pub(crate) fn check_pending_restored(
+        &mut self,
+        restored: &[svc_registry::domain::pending::RestoredPending],
+        committed: &BTreeSet<String>,
+        head: u64,
+    ) -> BTreeMap<String, SimProp> {
+        let now = sim_clock();
+        let slots = |r: &svc_registry::domain::pending::RestoredPending| -> BTreeSet<usize> {
+            r.approvals
+                .iter()
+                .filter_map(|(keyid, _, _)| keyid.strip_prefix('k')?.parse().ok())
+                .collect()
+        };
+        let acked = std::mem::take(&mut self.acked_pending);
+        for (id, p) in &acked {
+            if now >= p.expires || p.base < head || committed.contains(id) {
+                continue;
+            }
+            let Some(r) = restored.iter().find(|r| &r.proposal_id == id) else {
+                panic!(
+                    "seed {}: acknowledged proposal {} lost across the restart",
+                    self.seed,
+                    &id[..8]
+                );
+            };
+            check!(
+                self,
+                r.expires_at == p.expires,
+                "proposal {} came back with another expiry",
+                &id[..8]
+            );
+            check!(
+                self,
+                p.approvals.is_subset(&slots(r)),
+                "acknowledged approvals of {} lost: {:?} not within {:?}",
+                &id[..8],
+                p.approvals,
+                slots(r)
+            );
+            self.stats.pending_restored += 1;
+        }
+        restored
+            .iter()
+            .filter(|r| now < r.expires_at)
+            .filter_map(|r| {
+                let (bytes, base, ops) = self.catalog.get(&r.proposal_id)?.clone();
+                (base >= head).then(|| {
+                    (
+                        r.proposal_id.clone(),
+                        SimProp {
+                            bytes,
+                            base,
+                            ops,
+                            expires: r.expires_at,
+                            approvals: slots(r),
+                        },
+                    )
+                })
+            })
+            .collect()
     }
 
     /// The recovered chain against what the model knows: every version ever published is
@@ -257,6 +348,7 @@ impl Sim {
     pub(crate) fn restart(&mut self) {
         let previous = self.life.take().expect("a running life");
         let staged = previous.staged_ids.clone();
+        self.acked_pending = previous.props.clone();
         drop(previous);
         let power_cut = self.io.powered_off() || self.lost_sync || self.rng.chance(60);
         if power_cut {
