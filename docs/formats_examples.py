@@ -63,11 +63,11 @@ def pae(payload: bytes) -> bytes:
 
 
 def genesis_hash_v1(registry_id: str) -> str:
-    """Genesis v1 (before SPEC §8): only to recognise old data directories."""
+    """Genesis v1 (before the signer set was on the log): only to recognise old data directories."""
     return sha256_hex(b"svc-registry/genesis/v1\n" + registry_id.encode() + b"\n")
 
 
-# --- SPEC §8: signer sets, genesis v2 -------------------------------------------------------
+# --- docs/FORMATS.md: signer sets, genesis v2 -------------------------------------------------------
 def dev_signer_set():
     """[signers] of configs/dev.toml: (threshold, [(keyid, public_key hex)]) as configured."""
     import tomllib

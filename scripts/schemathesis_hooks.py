@@ -6,10 +6,10 @@ schema-valid); negative cases go out exactly as generated, so negative_data_reje
 every malformed body. Schemathesis re-validates a case after `before_call`, so a rewritten body is
 classified by what is actually sent.
 
-- POST /propose: `registry_id` must equal the server's (deployment config, SPEC §2) and ops may
+- POST /propose: `registry_id` must equal the server's (deployment config, docs/FORMATS.md) and ops may
   name each (kind, id) once; positive bodies get the server's id, their duplicate targets dropped
   and `base_version` set to the current HEAD, so the stateful phase's proposals can commit.
-- POST /approve: a signature is ed25519 over the DSSE PAE of the proposal bytes (SPEC §3) by a
+- POST /approve: a signature is ed25519 over the DSSE PAE of the proposal bytes (docs/FORMATS.md) by a
   configured key. For a proposal_id that a POST /propose answered in this run, the hook fetches
   GET /proposals/{id}, signs the payload with the first `threshold` dev keys
   (configs/dev-keys/, DEV ONLY) and puts those signatures in the body. Unknown ids keep their
@@ -70,7 +70,7 @@ def _keys():
 
 
 def pae(payload: bytes) -> bytes:
-    """DSSE pre-authentication encoding (SPEC §3)."""
+    """DSSE pre-authentication encoding (docs/FORMATS.md)."""
     t = PAYLOAD_TYPE.encode()
     return b"DSSEv1 %d %s %d %s" % (len(t), t, len(payload), payload)
 

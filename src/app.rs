@@ -313,7 +313,7 @@ fn open_storage(config: &Config, shared: &Shared) -> Result<Restored, OpenFailur
     let restored = if config.flags.amnesia {
         log::info!("msg=\"amnesia: state lives in memory only; nothing is written to disk\"");
         Restored {
-            // A new genesis v2 each start, from the config's [signers] (SPEC §8).
+            // A new genesis v2 each start, from the config's [signers] (docs/FORMATS.md).
             snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::genesis(
                 &config.raw.registry_id,
                 Arc::new(config.signers.clone()),
@@ -336,7 +336,7 @@ fn open_storage(config: &Config, shared: &Shared) -> Result<Restored, OpenFailur
         let creating = std::fs::read_dir(&config.raw.data_dir)
             .map(|mut d| d.next().is_none())
             .unwrap_or(true);
-        // Used only if the data directory is new: its genesis fixes this set (SPEC §8).
+        // Used only if the data directory is new: its genesis fixes this set (docs/FORMATS.md).
         let bootstrap = Arc::new(config.signers.clone());
         match crate::storage::open(
             &config.raw.data_dir,
@@ -825,7 +825,7 @@ fn reload(config: &mut Config, live: &Live) {
             new.raw.log_level.as_deref().unwrap_or("info")
         );
     }
-    // The signer set is on the log now (SPEC §8): a config that differs is reported, not used.
+    // The signer set is on the log now (docs/FORMATS.md): a config that differs is reported, not used.
     if applied.iter().any(|k| k.starts_with("signers")) {
         applied.retain(|k| !k.starts_with("signers"));
         not_applied.push("signers");
@@ -870,7 +870,7 @@ fn reload(config: &mut Config, live: &Live) {
     *config = new;
 }
 
-/// SPEC §8: `[signers]` is the bootstrap trust root only. After the data directory exists, the
+/// docs/FORMATS.md: `[signers]` is the bootstrap trust root only. After the data directory exists, the
 /// log's current set governs; a config set that differs is logged (once per start or reload)
 /// and not used.
 fn warn_if_config_signers_differ(config_set: &SignerSet, snapshot: &Snapshot) {

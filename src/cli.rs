@@ -456,7 +456,7 @@ fn review_text(v: &serde_json::Value, payload: &[u8]) -> String {
 /// anything is sent: a wrong key file (or keyid) otherwise shows up only as a 403 from the
 /// server, after the operator confirmed.
 ///
-/// The sets that judge a proposal (SPEC §8): the one in force at its `base_version`, and for a
+/// The sets that judge a proposal (docs/FORMATS.md): the one in force at its `base_version`, and for a
 /// `set_signers` also the new set it carries (its keys may approve it).
 fn check_key_matches_signer(
     conn: &Conn,
@@ -541,7 +541,7 @@ fn key_line(k: &serde_json::Value) -> String {
     )
 }
 
-/// What a set_signers changes, as a signer must review it before signing (SPEC §8).
+/// What a set_signers changes, as a signer must review it before signing (docs/FORMATS.md).
 fn set_change_text(d: &serde_json::Value) -> String {
     let mut text = format!(
         "\n  set_signers: threshold {} -> {}",
@@ -761,7 +761,7 @@ pub fn signers_from_json(v: &serde_json::Value) -> Result<SignerSet, String> {
     crate::config::parse_signers(&raw)
 }
 
-/// `ronctl registry verify`. Trust is anchored in one place only (SPEC §8): `genesis_hash`
+/// `ronctl registry verify`. Trust is anchored in one place only (docs/FORMATS.md): `genesis_hash`
 /// (`--genesis-hash`), or the genesis signer set in `pinned` (`--signers FILE`), or — with
 /// neither — the downloaded genesis itself, whose hash is printed so it can be compared with
 /// one known out of band. Every later version is judged against the set in force at its base.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The file as written, before validation. Field names are the SPEC §7 keys.
+/// The file as written, before validation. Field names are the docs/OPERATIONS.md keys.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
@@ -76,7 +76,7 @@ pub struct RawSigners {
 #[serde(deny_unknown_fields)]
 pub struct RawKey {
     pub keyid: String,
-    /// SPEC §8's `alg`; absent means `ed25519` (configs from before §8 have none).
+    /// docs/FORMATS.md's `alg`; absent means `ed25519` (configs from before §8 have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alg: Option<String>,
     pub public_key: String,
@@ -86,8 +86,8 @@ pub struct RawKey {
     pub not_after: Option<String>,
 }
 
-/// Transport bounds (both listeners). Not in SPEC §7's list: they are this product's answer to
-/// SPEC §5's hostile-client paragraph, documented in docs/OPERATIONS.md.
+/// Transport bounds (both listeners). Beyond the basic keys: they are this product's answer to
+/// hostile clients, documented in docs/OPERATIONS.md.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
@@ -297,7 +297,7 @@ fn default_max_body_bytes() -> usize {
     1024 * 1024
 }
 
-/// Command-line switches that shape the config (SPEC §7).
+/// Command-line switches that shape the config (docs/OPERATIONS.md).
 #[derive(Clone, Debug, Default)]
 pub struct Flags {
     pub amnesia: bool,

@@ -1,11 +1,11 @@
-//! Expected rejections: domain values that map one-to-one onto SPEC §5's error table.
+//! Expected rejections: domain values that map one-to-one onto docs/API.md's error table.
 //!
 //! Operational failures (I/O, corruption) are per-layer enums elsewhere; programmer errors are
 //! assertions. An [`ApiError`] is what a client is told, so its message never holds a secret.
 
 use std::fmt;
 
-/// The CODE column of SPEC §5's error table.
+/// The CODE column of docs/API.md's error table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Code {
     BadRequest,

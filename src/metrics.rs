@@ -1,4 +1,4 @@
-//! Every metric the service exports, in one place (SPEC §6).
+//! Every metric the service exports, in one place (docs/API.md).
 //!
 //! One process-wide registry. Buckets resolve sub-millisecond work (a head read, one
 //! `verify_strict`), the 50 ms read SLO and the 750 ms commit SLO of the runbook.

@@ -6,7 +6,7 @@
 //! verified before the commit was acknowledged, and are covered by the hash chain); the full
 //! offline check including every quorum signature is `ronctl registry verify`.
 //!
-//! The log starts with the genesis record (SPEC §8, genesis v2: it carries the initial signer
+//! The log starts with the genesis record (docs/FORMATS.md, genesis v2: it carries the initial signer
 //! set, fixed into `hash_0`); a log that starts at version 1 was made with genesis v1 and is
 //! refused, never reinterpreted. The signer history (which set judges which base version) comes
 //! from the checkpoint when it carries one, else from the genesis record and every
@@ -51,7 +51,7 @@ struct CheckpointJson {
     version: u64,
     hash: String,
     descriptors: Vec<CheckpointDescriptor>,
-    /// The signer history up to this version (SPEC §8). Absent in checkpoints written before
+    /// The signer history up to this version (docs/FORMATS.md). Absent in checkpoints written before
     /// §8: restore then rebuilds it from the log.
     #[serde(default)]
     signers: Option<Vec<CheckpointSigners>>,
@@ -129,19 +129,19 @@ pub struct Restored {
     pub pending: Vec<RestoredPending>,
 }
 
-/// The refusal for a data directory made before SPEC §8 (its log starts at version 1: genesis
+/// The refusal for a data directory made before the signer set was on the log (its log starts at version 1: genesis
 /// v1 was never written down). Nothing is reinterpreted: the operator decides.
 pub fn genesis_v1_refusal(location: &str) -> String {
     format!(
         "{location}: this data directory was created with genesis v1 (before the signer set was \
-         fixed into the log, SPEC §8); this version only opens genesis v2 data directories and \
+         fixed into the log, docs/FORMATS.md); this version only opens genesis v2 data directories and \
          does not migrate them. Start a new data directory (the [signers] of the config become \
          its genesis set) and re-submit the registry's content there, or keep running the \
          previous release on this one"
     )
 }
 
-/// The genesis record a log starts with (SPEC §8: genesis v2 carries its signer set), checked
+/// The genesis record a log starts with (docs/FORMATS.md: genesis v2 carries its signer set), checked
 /// against `registry_id`.
 pub fn genesis_from_frame<R: Located>(
     registry_id: &str,

@@ -19,7 +19,7 @@ pub struct Snapshot {
     pub descriptors: Descriptors,
     /// Every record from genesis to head; index = version.
     pub history: imbl::Vector<Arc<CommitRecord>>,
-    /// Every signer set from genesis to head (SPEC §8): which set judges a proposal on which
+    /// Every signer set from genesis to head (docs/FORMATS.md): which set judges a proposal on which
     /// base. Shared between snapshots until a `set_signers` commit replaces it.
     pub signers: Arc<SignerHistory>,
 }

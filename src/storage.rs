@@ -67,7 +67,7 @@ pub struct OpenedStorage {
 }
 
 /// Open `data_dir`, recover the log and rebuild the snapshot. A new (empty) log gets its
-/// genesis record first (SPEC §8, genesis v2): `bootstrap` (the config's `[signers]`) is fixed
+/// genesis record first (docs/FORMATS.md, genesis v2): `bootstrap` (the config's `[signers]`) is fixed
 /// into it and made durable before anything else; for an existing log `bootstrap` is not used.
 pub fn open(
     data_dir: &Path,

@@ -1,4 +1,4 @@
-//! SPEC §8 durability of pending work, against the real binary and `kill -9`: a `202` to
+//! docs/FORMATS.md durability of pending work, against the real binary and `kill -9`: a `202` to
 //! `/propose` and a `200` to `/approve` survive a crash and restart (with their absolute
 //! expiry), a proposal that expired does not come back, and a committed one stays committed.
 

@@ -1,4 +1,4 @@
-//! Hostile clients against the real binary, each with a measured bound (SPEC §5).
+//! Hostile clients against the real binary, each with a measured bound (docs/API.md).
 
 #![allow(clippy::field_reassign_with_default)]
 

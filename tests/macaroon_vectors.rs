@@ -1,4 +1,4 @@
-//! Capability tokens against pymacaroons, both ways (SPEC §10):
+//! Capability tokens against pymacaroons, both ways (docs/OPERATIONS.md):
 //! - tokens pymacaroons minted, attenuated or damaged (tests/vectors/macaroons.json, made by
 //!   tests/vectors/macaroons_vectors.py) parse, verify and are refused exactly as the vectors say;
 //! - tokens our code mints deserialize and verify in pymacaroons, and pymacaroons' attenuation of

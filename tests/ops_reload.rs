@@ -1,5 +1,5 @@
 //! SIGHUP against the real process: a differing signer set is warned about and ignored (the
-//! log is authoritative, SPEC §8; rotation is a set_signers, checked here too), limits, log
+//! log is authoritative, docs/FORMATS.md; rotation is a set_signers, checked here too), limits, log
 //! level, chaos and maintenance switches, restart-only keys reported and kept, broken files
 //! refused — each observed through HTTP behaviour, metrics and the audit log.
 
@@ -93,7 +93,7 @@ fn signers_json(s: &TestServer) -> serde_json::Value {
     json(&s.get("/registry/signers"))
 }
 
-/// SPEC §8: the signer set is on the log; a reload with a different `[signers]` is reported
+/// docs/FORMATS.md: the signer set is on the log; a reload with a different `[signers]` is reported
 /// with the exact warning and not used (it used to add a signer and raise the threshold).
 #[test]
 fn sighup_with_a_different_signer_set_warns_and_keeps_the_log_set_and_refuses_broken_files() {
@@ -188,7 +188,7 @@ fn sighup_with_a_different_signer_set_warns_and_keeps_the_log_set_and_refuses_br
     assert_eq!(s.metric("registry_reload_success_total"), 2.0);
 }
 
-/// A key rotation is a set_signers on the log now (SPEC §8), not a reload: Alice's key is
+/// A key rotation is a set_signers on the log now (docs/FORMATS.md), not a reload: Alice's key is
 /// replaced (old quorum and new quorum both sign), her old key no longer approves, and every
 /// version verifies against the set in force at its base — unpinned, pinned to the genesis
 /// set, and pinned to the genesis hash — while pinning today's set as the genesis is refused.

@@ -16,7 +16,7 @@ fn ids_of(page: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
-/// SPEC §8 genesis v2 of a test server's config, spelled out from the spec text (`SS` lines),
+/// docs/FORMATS.md genesis v2 of a test server's config, spelled out from the spec text (`SS` lines),
 /// not through the code's signer-set types.
 fn genesis_of(setup: &Setup) -> String {
     let mut keys: Vec<&Signer> = setup.signers.iter().collect();
@@ -66,7 +66,7 @@ fn version_zero_is_the_genesis_record_and_unknown_versions_are_404() {
     let g = json(&s.get("/registry/0"));
     assert_eq!(g["version"], 0);
     assert_eq!(g["hash"], genesis_of(&Setup::default()));
-    // Genesis v2 carries the signer set fixed into its hash (SPEC §8).
+    // Genesis v2 carries the signer set fixed into its hash (docs/FORMATS.md).
     assert_eq!(g["signers"]["threshold"], 2);
     assert_eq!(g["signers"]["keys"][0]["alg"], "ed25519");
     assert_eq!(

@@ -1,4 +1,4 @@
-//! Properties of the pure quorum counter and the signer history (SPEC §3, §8): whatever keys,
+//! Properties of the pure quorum counter and the signer history (docs/FORMATS.md): whatever keys,
 //! keyids, rotations and approvals, no set of keys reaches a quorum it should not.
 //!
 //! - A quorum counts distinct public keys: one key under several keyids, or with several
@@ -96,7 +96,7 @@ fn approval() -> impl Strategy<Value = Approval> {
         })
 }
 
-/// The model of one quorum, straight from SPEC: distinct public keys P such that some verified
+/// The model of one quorum, straight from the rule: distinct public keys P such that some verified
 /// approval names a keyid the set maps to P, was verified under P, and was made while P's key
 /// was valid.
 fn model(set: &SignerSet, approvals: &[Approval]) -> usize {

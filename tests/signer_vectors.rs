@@ -1,6 +1,6 @@
 //! The Rust domain reproduces the independently produced signer-set vectors in
 //! tests/vectors/signers.json byte for byte (tests/vectors/signers_vectors.py made them with
-//! Python's hashlib and pyca/cryptography, following SPEC §3, §4 and §8): SS, signers_digest,
+//! Python's hashlib and pyca/cryptography, following docs/FORMATS.md): SS, signers_digest,
 //! the JSON form, genesis v2, and a set_signers proposal's id, PAE, signatures, S and hash.
 
 use svc_registry::domain::proposal::{self, ProposalLimits};

@@ -1,4 +1,4 @@
-//! Issue #13 / SPEC §8 end to end against the real binary: the signer set is on the log. A
+//! The signer set on the log, end to end against the real binary: the signer set is on the log. A
 //! rotation 2-of-3 → 3-of-4 (one key removed) needs both quorums; the removed key stops
 //! counting; `ronctl registry verify` walks the whole history; a forged `set_signers` signed by
 //! the old quorum only is BROKEN at its version; bad `set_signers` inputs are 400 naming the
@@ -304,7 +304,7 @@ fn bad_set_signers_inputs_are_400_naming_the_problem() {
     assert_eq!(s.head()["version"], 0);
 }
 
-/// A data directory made before SPEC §8 (its log starts at version 1: genesis v1 was never
+/// A data directory made before the signer set was on the log (its log starts at version 1: genesis v1 was never
 /// written down) is refused at start with a message saying what it is and what to do; the
 /// process stays up, not ready, and nothing is rewritten.
 #[test]

@@ -1,4 +1,4 @@
-//! The quorum write plane through HTTP: every error row of SPEC §5 that a write can reach,
+//! The quorum write plane through HTTP: every error row of docs/API.md that a write can reach,
 //! "a rejected write changes nothing", CAS races, and interop with independent test vectors.
 
 #![allow(clippy::field_reassign_with_default)]
@@ -425,7 +425,7 @@ fn independent_test_vectors_commit_to_the_same_hashes_over_http() {
         signers,
         ..Setup::default()
     });
-    // The vector pins genesis v1 (SPEC §4); a server now starts at genesis v2 (SPEC §8), so
+    // The vector pins genesis v1 (docs/FORMATS.md); a server now starts at genesis v2 (docs/FORMATS.md), so
     // every hash of this chain moves with it. The v1 hashes stay checked offline
     // (tests/vectors.rs); here the ids and signatures of the vector must be accepted, and each
     // commit must hash per §4 from the server's own genesis. The v2 genesis and a commit on it

@@ -132,7 +132,7 @@ impl Rig {
             bytes: payload.to_vec(),
             reply: r,
         });
-        // A 202 waits for its pending frame to be durable (SPEC §8): play the fsync thread.
+        // A 202 waits for its pending frame to be durable (docs/FORMATS.md): play the fsync thread.
         self.sync_pending();
         let (status, v) = answer(&rx);
         assert_eq!(status, 202, "{v}");

@@ -1,10 +1,10 @@
-//! Approval request parsing: the JSON body of `POST /approve` (SPEC §5), through the real route
+//! Approval request parsing: the JSON body of `POST /approve` (docs/API.md), through the real route
 //! handler (`RegistryApi`, whose body types are private), with `/commit` bodies and
 //! `/proposals/{id}` paths alongside.
 //!
 //! The handler is driven directly with a `Request`; the writer is a channel this target reads.
 //!
-//! Checked: no panic; a refused request is a SPEC §5 error (400 or 413 with a JSON error body)
+//! Checked: no panic; a refused request is a docs/API.md error (400 or 413 with a JSON error body)
 //! and reaches no writer; an accepted one reaches the writer exactly once, with a 64-hex
 //! proposal id, at most 64 signatures, each keyid and signature exactly as the body said.
 

@@ -1,4 +1,4 @@
-//! Config parsing and validation (`Config::from_toml`, SPEC §7), plus what an operator does with
+//! Config parsing and validation (`Config::from_toml`, docs/OPERATIONS.md), plus what an operator does with
 //! a loaded config: print it (`Config::to_toml`, `ronctl config print`) and reload it (SIGHUP,
 //! `Config::plan_reload`).
 //!

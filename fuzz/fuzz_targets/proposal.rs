@@ -1,4 +1,4 @@
-//! Proposal parsing and validation (`domain::proposal::parse`, SPEC §2) and application of what
+//! Proposal parsing and validation (`domain::proposal::parse`, docs/FORMATS.md) and application of what
 //! it accepts (`domain::state::apply`).
 //!
 //! Checked: no panic; an accepted proposal honours every rule the parser promises (registry id,
@@ -47,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
     };
     assert_eq!(p.registry_id, common::REGISTRY);
     if p.new_signers().is_some() {
-        // A set_signers op targets no descriptor and is always alone (SPEC §8).
+        // A set_signers op targets no descriptor and is always alone (docs/FORMATS.md).
         assert_eq!(p.ops.len(), 1, "set_signers with other ops");
         return;
     }

@@ -1,4 +1,4 @@
-//! Routes of the metrics listener (SPEC §6): health, readiness, metrics, and the operator's admin
+//! Routes of the metrics listener (docs/API.md): health, readiness, metrics, and the operator's admin
 //! routes (docs/OPERATIONS.md):
 //!
 //! | route | methods | what |

@@ -18,7 +18,7 @@ use crate::error::ApiError;
 use crate::http::Response;
 use std::time::Duration;
 
-/// The error response of SPEC §5 for `e` (with `Retry-After` when it says when to retry).
+/// The error response of docs/API.md for `e` (with `Retry-After` when it says when to retry).
 pub fn error_response(e: &ApiError) -> Response {
     let r = Response::error(e.code.status(), e.code.as_str(), &e.message);
     match e.retry_after_secs {

@@ -1,4 +1,4 @@
-//! Routes of the registry listener (SPEC §5): the read plane and the write plane.
+//! Routes of the registry listener (docs/API.md): the read plane and the write plane.
 //!
 //! Routing works on percent-decoded path segments (src/http/target.rs); a version segment must
 //! be canonical decimal (`/registry/+1` and `/registry/01` are 400, not aliases of
@@ -36,7 +36,7 @@ pub struct RegistryApi {
     pub writer: Sender<WriteRequest>,
     /// Whether writes are accepted now (maintenance, poison, readiness, commit budget).
     pub plane: Arc<WritePlane>,
-    /// The `/registry/stream` fan-out (SPEC §5: streams never pin a worker).
+    /// The `/registry/stream` fan-out (docs/API.md: streams never pin a worker).
     pub stream: Option<Arc<SseHub>>,
     /// `[http] cors_allow_origins` (empty: CORS off).
     pub cors: Cors,
@@ -433,7 +433,7 @@ impl RegistryApi {
         ))
     }
 
-    /// `GET /registry/signers?version=V` (SPEC §8): the set in force for proposals on base V
+    /// `GET /registry/signers?version=V` (docs/FORMATS.md): the set in force for proposals on base V
     /// (default HEAD), with the version that put it in force and its digest.
     fn signers(&self, req: &Request) -> Result<Response, ApiError> {
         let snap = self.snapshot.load();

@@ -1,5 +1,5 @@
 //! The writer's typed answers as HTTP: builds a domain [`Reply`] from a request's transport
-//! [`Replier`], and turns each result into the JSON body of SPEC §5.
+//! [`Replier`], and turns each result into the JSON body of docs/API.md.
 //!
 //! Invariant: this is the only place writer results become responses; every error goes through
 //! [`super::error_response`].
@@ -39,7 +39,7 @@ pub fn approved(a: Approved) -> Response {
         "approvals": a.approvals,
         "threshold": a.threshold,
     });
-    // A set_signers proposal needs the new set's quorum too (SPEC §8).
+    // A set_signers proposal needs the new set's quorum too (docs/FORMATS.md).
     if let Some((counted, threshold)) = a.new_quorum {
         body["new_approvals"] = counted.into();
         body["new_threshold"] = threshold.into();

@@ -1,4 +1,4 @@
-//! First-party caveats of SPEC §10 (`name = value` text) and the pure check of a verified
+//! First-party caveats of docs/OPERATIONS.md (`name = value` text) and the pure check of a verified
 //! caveat list against one request. No I/O and no clock: the caller passes `now`.
 //!
 //! Invariant: every caveat must hold, and a caveat this module cannot read fails the token.

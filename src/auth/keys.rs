@@ -1,4 +1,4 @@
-//! The root keys file of SPEC §10: TOML `[[keys]]` with `id`, `secret` (64 hex digits) and an
+//! The root keys file of docs/OPERATIONS.md: TOML `[[keys]]` with `id`, `secret` (64 hex digits) and an
 //! optional `not_after` (RFC 3339), readable by its owner only.
 //!
 //! Invariant: a [`KeyRing`] holds at least one key, ids are unique and match [`valid_key_id`],

@@ -1,4 +1,4 @@
-//! Capabilities (SPEC §10): macaroon bearer tokens, their caveats, and the root keys that sign
+//! Capabilities (docs/OPERATIONS.md): macaroon bearer tokens, their caveats, and the root keys that sign
 //! them. [`authorize`] takes a token's text, the key ring and a request, and says allowed, 401 or
 //! 403; it does no I/O and reads no clock (the keys file loader in [`keys`] is the one edge).
 //!

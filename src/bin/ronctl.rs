@@ -89,7 +89,7 @@ enum Cmd {
     /// Registry reads and the propose → approve → commit flow.
     #[command(subcommand)]
     Registry(RegistryCmd),
-    /// The signer set on the log (SPEC §8): show it, propose a new one.
+    /// The signer set on the log (docs/FORMATS.md): show it, propose a new one.
     #[command(subcommand)]
     Signers(SignersCmd),
     /// Sign a proposal payload offline (air-gapped signer); prints {"keyid","sig"}.
@@ -282,7 +282,7 @@ enum RegistryCmd {
         /// are taken from the log, each verified by the quorums of the set before it.
         #[arg(long)]
         signers: Option<PathBuf>,
-        /// Pinned genesis hash (SPEC §8): the one value an auditor needs. Without it or
+        /// Pinned genesis hash (docs/FORMATS.md): the one value an auditor needs. Without it or
         /// --signers, the downloaded genesis is trusted and its hash printed.
         #[arg(long)]
         genesis_hash: Option<String>,

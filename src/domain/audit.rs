@@ -1,4 +1,4 @@
-//! Offline verification of a downloaded log (`ronctl registry verify`, SPEC §8): every link of
+//! Offline verification of a downloaded log (`ronctl registry verify`, docs/FORMATS.md): every link of
 //! the hash chain and every quorum, each version judged against the signer set in force at its
 //! base version (the genesis set, then each committed `set_signers`), never against today's set.
 //!
@@ -69,7 +69,7 @@ pub fn verify_chain_trusting(
     let Some(genesis_set) = genesis.genesis_signers.clone() else {
         return fail(
             0,
-            "the genesis record carries no signer set (genesis v1, before SPEC §8)".to_string(),
+            "the genesis record carries no signer set (genesis v1, before the signer set was on the log)".to_string(),
         );
     };
     if !genesis.verify_link(registry_id, "") {

@@ -1,4 +1,4 @@
-//! The hash chain (SPEC §4, §8): every version commits to the one before it, so anyone holding
+//! The hash chain (docs/FORMATS.md): every version commits to the one before it, so anyone holding
 //! the log can check it was never rewritten; genesis v2 also commits to the initial signer set,
 //! so the genesis hash alone anchors every later quorum check.
 
@@ -16,7 +16,7 @@ pub fn genesis_hash(registry_id: &str) -> String {
     hex::encode(h.finalize())
 }
 
-/// Genesis v2 (SPEC §8): `hash_0 = SHA256("svc-registry/genesis/v2\n" + registry_id + "\n" +
+/// Genesis v2 (docs/FORMATS.md): `hash_0 = SHA256("svc-registry/genesis/v2\n" + registry_id + "\n" +
 /// signers_digest + "\n")`, where `signers_digest` is the lower-case hex digest of the initial
 /// set's canonical bytes (`SignerSet::digest`). `genesis_hash` (v1) stays to recognise, and
 /// refuse by name, data directories made before §8.

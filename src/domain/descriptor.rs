@@ -1,4 +1,4 @@
-//! Descriptors: `{"kind": K, "id": ID, "body": OBJECT}` (SPEC §2).
+//! Descriptors: `{"kind": K, "id": ID, "body": OBJECT}` (docs/FORMATS.md).
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;

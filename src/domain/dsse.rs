@@ -1,5 +1,5 @@
 //! DSSE (Dead Simple Signing Envelope) pre-authentication encoding and signature text forms
-//! (SPEC §3).
+//! (docs/FORMATS.md).
 //!
 //! The signed message is `"DSSEv1" SP LEN(type) SP type SP LEN(payload) SP payload` over the exact
 //! proposal bytes, so any DSSE or ed25519 tool can produce and check approvals, and a signature
@@ -34,7 +34,7 @@ pub fn decode_sig(text: &str) -> Option<[u8; 64]> {
     bytes.try_into().ok()
 }
 
-/// The stored form of a signature: standard base64 with padding (SPEC §4).
+/// The stored form of a signature: standard base64 with padding (docs/FORMATS.md).
 pub fn encode_sig(sig: &[u8; 64]) -> String {
     STANDARD.encode(sig)
 }

@@ -22,7 +22,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
-/// Is `s` 64 lower-case hex digits (a SHA-256 in the form SPEC uses)?
+/// Is `s` 64 lower-case hex digits (a SHA-256 in the form the formats use)?
 pub fn is_hash_hex(s: &str) -> bool {
     s.len() == 64
         && s.bytes()

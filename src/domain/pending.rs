@@ -1,4 +1,4 @@
-//! Pending frames (SPEC §8, durable pending proposals and approvals): the log records a
+//! Pending frames (docs/FORMATS.md, durable pending proposals and approvals): the log records a
 //! `/propose` and each `/approve` as a frame of their own kind, beside the commit records, so
 //! that a `202` / `200` is answered only once they are durable and they survive a restart.
 //!

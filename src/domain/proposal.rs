@@ -1,9 +1,9 @@
-//! Proposals: parsing and validation of the exact bytes a proposer submits (SPEC §2).
+//! Proposals: parsing and validation of the exact bytes a proposer submits (docs/FORMATS.md).
 //!
 //! The bytes are kept as submitted, because they are what signers sign and what proposal_id
 //! hashes; the parsed form only drives validation and application.
 //!
-//! Invariant: a `set_signers` op (SPEC §8) is always the only op of its proposal, and its set
+//! Invariant: a `set_signers` op (docs/FORMATS.md) is always the only op of its proposal, and its set
 //! passed the same validation as the config's `[signers]`.
 
 use super::descriptor::{valid_id, Kind};
@@ -31,7 +31,7 @@ pub enum Op {
         kind: Kind,
         id: Arc<str>,
     },
-    /// Replace the signer set (SPEC §8). Always the only op of its proposal.
+    /// Replace the signer set (docs/FORMATS.md). Always the only op of its proposal.
     SetSigners {
         set: Arc<SignerSet>,
     },

@@ -1,5 +1,5 @@
 //! Quorum counting against the signer set in force, and the history of signer sets
-//! (SPEC §3, §8).
+//! (docs/FORMATS.md).
 //!
 //! `count` is the whole decision of whether a proposal may commit, and `SignerHistory` answers
 //! which set a proposal is judged against. Both are pure: the caller verifies signatures (on
@@ -27,7 +27,7 @@ pub struct Approval {
     pub keyid: String,
     /// The public key bytes the signature was verified under (the key the keyid selected).
     pub public_key: Vec<u8>,
-    /// The signature in its stored form (standard base64 with padding, SPEC §4).
+    /// The signature in its stored form (standard base64 with padding, docs/FORMATS.md).
     pub sig: String,
     /// Did `sig` verify strictly over the proposal's PAE under `public_key`?
     pub verified: bool,
@@ -201,7 +201,7 @@ impl std::fmt::Display for HistoryError {
 }
 
 /// Which signer set is in force for which base versions: the genesis set from version 0, then
-/// each committed `set_signers` from the version that committed it (SPEC §8: "in force for every
+/// each committed `set_signers` from the version that committed it (docs/FORMATS.md: "in force for every
 /// proposal whose base_version is at or after the version that committed it").
 ///
 /// Invariant: non-empty, the first entry at version 0, versions strictly increasing.

@@ -24,7 +24,7 @@ pub struct CommitRecord {
     /// Descriptors in the state at this version (not covered by the hash; lets stream replay
     /// rebuild each version's head without the state).
     pub descriptors: u64,
-    /// Genesis only (SPEC §8, genesis v2): the initial signer set, fixed into `hash`. `None`
+    /// Genesis only (docs/FORMATS.md, genesis v2): the initial signer set, fixed into `hash`. `None`
     /// for every later version.
     pub genesis_signers: Option<Arc<SignerSet>>,
 }

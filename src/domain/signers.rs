@@ -1,5 +1,5 @@
 //! The signer set: threshold M and N configured ed25519 keys with optional validity windows
-//! (SPEC §3), its canonical bytes `SS` and digest (SPEC §8), and its JSON form (genesis record,
+//! (docs/FORMATS.md), its canonical bytes `SS` and digest (docs/FORMATS.md), and its JSON form (genesis record,
 //! `GET /registry/signers`, the `set_signers` op).
 //!
 //! Invariant: a `SignerSet` built by `SignerSet::new` (every path goes through it) has
@@ -14,10 +14,10 @@ use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-/// First line of the canonical signer-set bytes (SPEC §8).
+/// First line of the canonical signer-set bytes (docs/FORMATS.md).
 pub const SS_HEADER: &str = "svc-registry/signers/v1";
 
-/// The signature algorithm of a key (SPEC §8, §11). Only ed25519 is implemented; the two
+/// The signature algorithm of a key (docs/FORMATS.md). Only ed25519 is implemented; the two
 /// post-quantum names of §11 are recognised so that they are refused as *unsupported* rather than
 /// as unknown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -85,7 +85,7 @@ impl std::fmt::Display for KeyError {
             ),
             KeyError::UnsupportedAlg(alg) => write!(
                 f,
-                "alg {alg:?} is not supported yet (only \"ed25519\" is; SPEC §11's post-quantum algorithms are not implemented)"
+                "alg {alg:?} is not supported yet (only \"ed25519\" is; the post-quantum algorithms are not implemented)"
             ),
             KeyError::UnknownAlg(alg) => write!(
                 f,
@@ -158,7 +158,7 @@ pub fn parse_key(
     })
 }
 
-/// The JSON form of a signer set (SPEC §8): the genesis record's `"signers"`,
+/// The JSON form of a signer set (docs/FORMATS.md): the genesis record's `"signers"`,
 /// `GET /registry/signers`, and (with `"op"`) the `set_signers` op. Absent times are `null`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -367,7 +367,7 @@ impl SignerSet {
         SignerSet::from_json_form(&form).map_err(|e| e.to_string())
     }
 
-    /// The JSON form (SPEC §8), keys sorted by keyid like `SS`, so that equal sets have equal
+    /// The JSON form (docs/FORMATS.md), keys sorted by keyid like `SS`, so that equal sets have equal
     /// forms whatever order they were configured in.
     pub fn to_json_form(&self) -> SignerSetJson {
         SignerSetJson {
@@ -396,7 +396,7 @@ impl SignerSet {
         form
     }
 
-    /// The canonical signer-set bytes `SS` (SPEC §8): `svc-registry/signers/v1`, `threshold M`,
+    /// The canonical signer-set bytes `SS` (docs/FORMATS.md): `svc-registry/signers/v1`, `threshold M`,
     /// then `key KEYID ALG PUBLIC_KEY NOT_BEFORE NOT_AFTER` per key sorted by keyid (byte order),
     /// each line ending in `\n`; absent times are `-`.
     pub fn canonical_bytes(&self) -> Vec<u8> {
@@ -490,7 +490,7 @@ impl SignerSet {
     }
 }
 
-/// `signers_digest` of a set (SPEC §8).
+/// `signers_digest` of a set (docs/FORMATS.md).
 pub fn signers_digest(set: &SignerSet) -> String {
     set.digest()
 }
@@ -514,7 +514,7 @@ pub fn sign_payload(key: &ed25519_dalek::SigningKey, payload: &[u8]) -> [u8; 64]
     key.sign(&dsse::pae(payload)).to_bytes()
 }
 
-/// What a `set_signers` changes (SPEC §8), as a signer reviews it: keys added and removed,
+/// What a `set_signers` changes (docs/FORMATS.md), as a signer reviews it: keys added and removed,
 /// keys kept under the same keyid but changed (public key or validity window), and the
 /// threshold old → new. Keys are compared by keyid; each side is in the JSON form.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

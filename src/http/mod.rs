@@ -1,6 +1,6 @@
 //! The HTTP transport: every line of HTTP code lives under this module.
 //!
-//! tiny_http 0.12 cannot meet SPEC §5's hostile-client paragraph from the outside (one thread per
+//! tiny_http 0.12 cannot bound what hostile clients cost from the outside (one thread per
 //! connection, no read or write timeouts, no header caps; see docs/ARCHITECTURE.md "Transport"),
 //! so this is a small HTTP/1.1 server of our own: `httparse` parses request heads, and each
 //! worker thread runs one `mio` readiness loop over non-blocking sockets. No futures, no async
@@ -205,7 +205,7 @@ impl Response {
         Response::new(status, body).header("Content-Type", "application/json".to_string())
     }
 
-    /// The SPEC §5 error body `{"error": CODE, "message": TEXT}`.
+    /// The docs/API.md error body `{"error": CODE, "message": TEXT}`.
     pub fn error(status: u16, code: &str, message: &str) -> Response {
         let body = serde_json::to_vec(&serde_json::json!({"error": code, "message": message}))
             .expect("serializing a JSON object of two strings cannot fail");

@@ -251,7 +251,7 @@ struct Sim {
     /// proposals a boot restores from pending frames.
     catalog: BTreeMap<String, Cataloged>,
     /// The last lifetime's pending proposals (each acknowledged 202, approvals each
-    /// acknowledged 200), handed to the next boot to check that none was lost (SPEC §8).
+    /// acknowledged 200), handed to the next boot to check that none was lost (docs/FORMATS.md).
     acked_pending: BTreeMap<String, SimProp>,
     verbose: bool,
     stats: Stats,

@@ -39,7 +39,7 @@ impl Sim {
                 injected = true;
             }
             // What svc_registry::storage::open does on a new data directory: the genesis record
-            // (genesis v2, SPEC §8) is written and synced before anything else. A crash or a
+            // (genesis v2, docs/FORMATS.md) is written and synced before anything else. A crash or a
             // fault during it is a failed start like any other.
             let opened = storage::open(Path::new(DATA), &opts, Arc::new(self.io.clone())).and_then(
                 |mut o| {
@@ -209,7 +209,7 @@ impl Sim {
         self.log(line);
     }
 
-    /// SPEC §8: every proposal the last lifetime acknowledged (202) that is still live and can
+    /// docs/FORMATS.md: every proposal the last lifetime acknowledged (202) that is still live and can
     /// still commit is restored, with every approval acknowledged (200) for it. Returns the
     /// model of the proposals the writer takes back: the restored ones not expired and based
     /// at or after HEAD (approvals that were durable but never answered come back too).

@@ -386,7 +386,7 @@ impl Sim {
                 Some(_) => 200,
             }
         };
-        // The approvals' frame is synced before the 200 (SPEC §8).
+        // The approvals' frame is synced before the 200 (docs/FORMATS.md).
         let id = id.clone();
         self.sync_requested();
         let got = answer(&pending.rx);

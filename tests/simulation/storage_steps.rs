@@ -49,7 +49,7 @@ impl Sim {
     }
 
     /// Play the fsync thread for the pending frames the writer just appended: a 202 / 200
-    /// waits for the sync that covers its frame (SPEC §8); that sync covers every staged
+    /// waits for the sync that covers its frame (docs/FORMATS.md); that sync covers every staged
     /// commit before it too, as a real group sync does.
     pub(crate) fn sync_requested(&mut self) {
         let risky = self.faults_pending();

@@ -3,7 +3,7 @@
 
 Every token is minted, attenuated, re-encoded or damaged here with pymacaroons (the reference
 implementation besides libmacaroons) using fixed secrets and nonces, so the output is the same on
-every run. Each token carries the outcome SPEC §10 asks of svc-registry for a set of requests:
+every run. Each token carries the outcome the capability rules ask of svc-registry for a set of requests:
 "ok <key id>", "401 <reason>" or "403 <reason>" (reasons as in src/auth/mod.rs
 `AuthError::reason`). The Rust test tests/macaroon_vectors.rs checks that our code parses,
 verifies and refuses each one exactly so.
@@ -30,7 +30,7 @@ KEYS = [
 ]
 SECRET = {k["id"]: bytes.fromhex(k["secret"]) for k in KEYS}
 
-# The derivation SPEC §10 relies on, checked against pymacaroons' own helper.
+# The root-key derivation the capability format relies on, checked against pymacaroons' own helper.
 assert generate_derived_key(b"s") == hmac_digest(b"macaroons-key-generator", b"s")
 
 

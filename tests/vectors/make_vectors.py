@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Produce tests/vectors/dsse_chain.json with an implementation independent of the Rust code.
 
-Uses Python's `cryptography` (OpenSSL's Ed25519) and hashlib, following SPEC §3-§4 literally.
+Uses Python's `cryptography` (OpenSSL's Ed25519) and hashlib, following docs/FORMATS.md literally.
 Run:  python3 tests/vectors/make_vectors.py > tests/vectors/dsse_chain.json
 The Rust test tests/vectors.rs checks that svc-registry reproduces every byte.
 """

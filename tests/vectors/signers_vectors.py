@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Produce tests/vectors/signers.json with an implementation independent of the Rust code.
 
-Follows SPEC §3, §4 and §8 literally, with Python's hashlib and `cryptography` (OpenSSL's
+Follows docs/FORMATS.md literally, with Python's hashlib and `cryptography` (OpenSSL's
 Ed25519): canonical signer-set bytes SS and signers_digest for a 2-of-3 set (with and without
 validity windows), the genesis v2 hash, and a set_signers proposal rotating 2-of-3 to 3-of-4
 (one key removed, two added) with its proposal_id, PAE, signatures by old and new keys, the
@@ -39,7 +39,7 @@ def canon_time(text):
 
 
 def ss(threshold, keys):
-    """SPEC §8 canonical signer-set bytes, keys sorted by keyid in byte order."""
+    """docs/FORMATS.md canonical signer-set bytes, keys sorted by keyid in byte order."""
     lines = ["svc-registry/signers/v1", f"threshold {threshold}"]
     for k in sorted(keys, key=lambda k: k["keyid"].encode()):
         lines.append(" ".join(["key", k["keyid"], k["alg"], k["public_key"],

@@ -87,7 +87,7 @@ impl Writer {
         let base = self.staged.clone();
         let (count, proposal, bytes) = {
             let p = self.live(id)?;
-            // The set in force at the proposal's base (SPEC §8), and for a set_signers the new
+            // The set in force at the proposal's base (docs/FORMATS.md), and for a set_signers the new
             // set too: both quorums must be met.
             let in_force = base.signers.set_at(p.proposal.base_version);
             (tally(p, in_force, now), p.proposal.clone(), p.bytes.clone())

@@ -180,7 +180,7 @@ pub struct WriterSettings {
 pub struct WriterParts {
     pub registry_id: String,
     /// The published snapshot; it carries the signer history that judges every approval
-    /// (SPEC §8), so there is no signer set beside it.
+    /// (docs/FORMATS.md), so there is no signer set beside it.
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub settings: Arc<ArcSwap<WriterSettings>>,
     pub requests: Receiver<WriteRequest>,

@@ -1,4 +1,4 @@
-//! Durable pending proposals and approvals (SPEC §8): each `/propose` and `/approve` appends a
+//! Durable pending proposals and approvals (docs/FORMATS.md): each `/propose` and `/approve` appends a
 //! pending frame to the journal and is answered only once the journal is durable past it —
 //! through the same group-commit path as commits (one sync covers every frame and record
 //! appended before it; no sync of its own). At start-up the restored frames become pending

@@ -31,7 +31,7 @@ impl Writer {
         corr_id: &str,
     ) -> Result<(Accepted, u64), ApiError> {
         let settings = self.p.settings.load();
-        // A set_signers proposal is validated like the config by the parser (SPEC §8); its
+        // A set_signers proposal is validated like the config by the parser (docs/FORMATS.md); its
         // double quorum is counted at approve and commit time.
         let parsed = proposal::parse(&bytes, &self.p.registry_id, &settings.limits)?;
         let id = crate::domain::sha256_hex(&bytes);
@@ -90,7 +90,7 @@ impl Writer {
             }
         }
         let expires_unix = now + settings.ttl.as_secs() as i64;
-        // Durable before the 202 (SPEC §8): the frame goes through the journal first, and a
+        // Durable before the 202 (docs/FORMATS.md): the frame goes through the journal first, and a
         // failed append changes nothing.
         let frame = self.append_pending(&PendingFrame::Proposal {
             proposal_id: id.clone(),
@@ -248,7 +248,7 @@ impl Writer {
         if signatures.is_empty() {
             return reply.send(Err(ApiError::bad_request("signatures is empty")));
         }
-        // Approvals are judged against the set in force at the proposal's base (SPEC §8) and,
+        // Approvals are judged against the set in force at the proposal's base (docs/FORMATS.md) and,
         // for a set_signers, also against the set it puts in force: a key only in the new set
         // may approve it (it must, for the new quorum).
         let base = p.proposal.base_version;
@@ -461,7 +461,7 @@ impl Writer {
 }
 
 /// Count `p`'s approvals against `in_force` (the set at its base) and, for a set_signers, the
-/// new set: by distinct public key, each valid `now` (SPEC §3, §8; `quorum::count` decides).
+/// new set: by distinct public key, each valid `now` (docs/FORMATS.md; `quorum::count` decides).
 pub(super) fn tally(p: &Pending, in_force: &SignerSet, now: i64) -> QuorumCount {
     let approvals: Vec<quorum::Approval> = p
         .approvals
