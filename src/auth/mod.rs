@@ -1,5 +1,5 @@
-//! Capabilities (docs/OPERATIONS.md): macaroon bearer tokens, their caveats, and the root keys that sign
-//! them. [`authorize`] takes a token's text, the key ring and a request, and says allowed, 401 or
+//! Capabilities (docs/ARCHITECTURE.md "Capabilities"): macaroon bearer tokens, their caveats,
+//! and the root keys that sign them. [`authorize`] takes a token's text, the key ring and a request, and says allowed, 401 or
 //! 403; it does no I/O and reads no clock (the keys file loader in [`keys`] is the one edge).
 //!
 //! Why hand-written: the token format must be exactly libmacaroons' V2 binary format so that
