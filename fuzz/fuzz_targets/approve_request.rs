@@ -51,6 +51,7 @@ fn fixture() -> &'static Fixture {
                 writer: writer_tx,
                 plane,
                 stream: None,
+                cors: svc_registry::api::cors::Cors::new(&[]),
             },
             writer_rx,
         }
