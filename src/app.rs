@@ -283,11 +283,21 @@ enum OpenFailure {
 fn open_storage(config: &Config, shared: &Shared) -> Result<Restored, OpenFailure> {
     let restored = if config.flags.amnesia {
         log::info!("msg=\"amnesia: state lives in memory only; nothing is written to disk\"");
+        let store = match crate::history::MemoryStore::new() {
+            Ok(store) => Arc::new(store),
+            Err(e) => {
+                let msg = format!("cannot create the in-memory journal: {e}");
+                log::error!("msg=\"state restore failed; not ready\" error={msg:?}");
+                *shared.plane.readiness.restore_error.lock() = Some(msg);
+                return Err(OpenFailure::Refused);
+            }
+        };
         Restored {
-            snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::genesis(
+            snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::genesis_over(
                 &config.raw.registry_id,
+                store.clone(),
             ))),
-            journal: Box::new(MemoryJournal::new()),
+            journal: Box::new(MemoryJournal::new(store)),
             sync_target: None,
             recent_commits: Vec::new(),
             checkpoint_version: 0,

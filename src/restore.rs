@@ -1,17 +1,22 @@
 //! Rebuilding state at start-up from a checkpoint and the log's records.
 //!
-//! Decision: start-up re-verifies the **whole chain** (every record's hash link and proposal id),
-//! because history is kept in memory anyway and the check costs two SHA-256s per record; ops are
-//! re-applied only after the checkpoint. Signatures are not re-verified at start-up (they were
-//! verified before the commit was acknowledged, and are covered by the hash chain); the full
-//! offline check including every quorum signature is `ronctl registry verify`.
+//! Decision: start-up reads and re-verifies only what follows the checkpoint (each record's
+//! shape, hash link and proposal id, and its ops re-applied); the checkpoint is tied to the log
+//! by its record's hash and the Lsn where the log continues. Re-hashing the whole chain from
+//! genesis (two SHA-256s per record, ~2 s per million versions) would make start-up grow with
+//! history, so it runs after readiness instead ([`verify_history`], the background check thread),
+//! reporting a problem through a metric and `/readyz`. Signatures are not re-verified at start-up
+//! (they were verified before the commit was acknowledged, and are covered by the hash chain);
+//! the full offline check including every quorum signature is `ronctl registry verify`.
 //!
-//! Pure: takes bytes, returns a snapshot or an error naming where the problem is.
+//! Pure over its inputs: reads records through a [`History`], returns a snapshot or an error
+//! naming where the problem is.
 
 use crate::domain::descriptor::{Descriptor, Kind};
 use crate::domain::proposal::{self, ProposalLimits};
 use crate::domain::record::CommitRecord;
 use crate::domain::state::{self, Descriptors};
+use crate::history::{History, Loc, MemoryStore};
 use crate::snapshot::Snapshot;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -38,6 +43,11 @@ struct CheckpointJson {
     registry_id: String,
     version: u64,
     hash: String,
+    /// Where the log continues after record `version` (the Lsn just past it), so start-up can
+    /// check the checkpoint against the log without re-hashing the chain. Absent in checkpoints
+    /// written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    log_end: Option<u64>,
     descriptors: Vec<CheckpointDescriptor>,
 }
 
@@ -57,6 +67,8 @@ pub fn checkpoint_bytes(snap: &Snapshot) -> Vec<u8> {
         registry_id: &'a str,
         version: u64,
         hash: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        log_end: Option<u64>,
         descriptors: Vec<DOut<'a>>,
     }
     #[derive(Serialize)]
@@ -70,6 +82,7 @@ pub fn checkpoint_bytes(snap: &Snapshot) -> Vec<u8> {
         registry_id: &snap.registry_id,
         version: snap.version(),
         hash: &snap.head.hash,
+        log_end: snap.history.loc(snap.version()).map(|l| l.end),
         descriptors: snap
             .descriptors
             .values()
@@ -93,18 +106,56 @@ pub struct Restored {
     pub from_checkpoint: u64,
 }
 
-/// Rebuild the snapshot: `checkpoint` (seq, payload) if any, then every record in order.
+/// How many recent proposal ids a restore hands the writer (its "already committed" memory).
+const RECENT_COMMITS: u64 = 16_384;
+
+/// Rebuild the snapshot from records held in memory (`ronctl`'s replay of fetched history,
+/// tests): they are written to an in-memory journal and restored by [`restore_history`], the
+/// same code start-up runs on the log.
 pub fn restore<R: Located>(
     registry_id: &str,
     checkpoint: Option<(u64, &[u8])>,
     records: &[R],
 ) -> Result<Restored, RestoreError> {
-    let genesis = Arc::new(CommitRecord::genesis(registry_id));
-    let mut history = imbl::Vector::new();
-    history.push_back(genesis.clone());
-    let mut head = genesis;
-    let mut descriptors = Descriptors::new();
+    let store =
+        Arc::new(MemoryStore::new().map_err(|e| RestoreError(format!("in-memory journal: {e}")))?);
+    let mut history = History::new(Arc::new(CommitRecord::genesis(registry_id)), store.clone());
+    let mut end = 0u64;
+    let mut where_ = Vec::with_capacity(records.len());
+    for r in records {
+        let payload = r.payload();
+        store
+            .write_at(end, payload)
+            .map_err(|e| RestoreError(format!("in-memory journal: {e}")))?;
+        end += payload.len() as u64;
+        let len = u32::try_from(payload.len())
+            .map_err(|_| RestoreError(format!("{}: record too large", r.location())))?;
+        history.push(Loc { end, len });
+        where_.push(r.location());
+    }
+    restore_history(registry_id, checkpoint, history, &|v| {
+        where_
+            .get(v as usize - 1)
+            .cloned()
+            .unwrap_or_else(|| format!("version {v}"))
+    })
+}
 
+/// Rebuild the snapshot over `history` (every record's location, genesis to the log's end).
+///
+/// With a checkpoint at version C: its record C must be in the history with the checkpoint's
+/// hash (and, when the checkpoint says where the log continues, end exactly there); the state is
+/// the checkpoint's and only versions after C are read, re-verified (shape, hash link, proposal
+/// id) and re-applied. Without one, every version is. Versions up to C are not re-hashed here:
+/// the background check (`verify_history`) does that after start-up without holding readiness.
+/// `location` names where a version's record is, for error messages.
+pub fn restore_history(
+    registry_id: &str,
+    checkpoint: Option<(u64, &[u8])>,
+    history: History,
+    location: &dyn Fn(u64) -> String,
+) -> Result<Restored, RestoreError> {
+    let records = history.len() - 1;
     let cp = match checkpoint {
         Some((seq, bytes)) => {
             let cp: CheckpointJson = serde_json::from_slice(bytes)
@@ -120,30 +171,74 @@ pub fn restore<R: Located>(
         None => None,
     };
     let cp_version = cp.as_ref().map_or(0, |c| c.version);
-    if cp_version > records.len() as u64 {
+    if cp_version > records {
         return Err(RestoreError(format!(
-            "checkpoint is at version {cp_version} but the log holds only {} records",
-            records.len()
+            "checkpoint is at version {cp_version} but the log holds only {records} records"
         )));
+    }
+    let read = |v: u64| -> Result<CommitRecord, RestoreError> {
+        match history.record(v) {
+            Ok(Some(rec)) => Ok(rec),
+            Ok(None) => Err(RestoreError(format!(
+                "{}: version {v} is missing",
+                location(v)
+            ))),
+            Err(e) => Err(RestoreError(format!("{}: {e}", location(v)))),
+        }
+    };
+    let mut descriptors = Descriptors::new();
+    let mut head = history.genesis().clone();
+    if let Some(cp) = &cp {
+        if cp_version > 0 {
+            head = Arc::new(read(cp_version)?);
+            if cp.hash != head.hash {
+                return Err(RestoreError(format!(
+                    "checkpoint {cp_version}: its hash does not match the log's record {cp_version}"
+                )));
+            }
+            if let (Some(want), Some(loc)) = (cp.log_end, history.loc(cp_version)) {
+                if want != loc.end {
+                    return Err(RestoreError(format!(
+                        "checkpoint {cp_version}: says the log continues at {want}, but record \
+                         {cp_version} ends at {}",
+                        loc.end
+                    )));
+                }
+            }
+        }
+        for d in &cp.descriptors {
+            let id: Arc<str> = d.id.as_str().into();
+            descriptors.insert(
+                (d.kind, id.clone()),
+                Arc::new(Descriptor {
+                    kind: d.kind,
+                    id,
+                    version: d.version,
+                    body: Arc::from(d.body.clone()),
+                }),
+            );
+        }
+        if head.descriptors != descriptors.len() as u64 {
+            return Err(RestoreError(format!(
+                "checkpoint {cp_version}: holds {} descriptors, the record says {}",
+                descriptors.len(),
+                head.descriptors
+            )));
+        }
     }
     let limits = ProposalLimits {
         max_ops: usize::MAX,
         max_descriptor_bytes: usize::MAX,
     };
-    let mut recent = std::collections::VecDeque::new();
-    for (i, r) in records.iter().enumerate() {
-        let where_ = || r.location();
-        let rec = CommitRecord::from_json(r.payload()).map_err(|e| {
-            RestoreError(format!("{}: record is not valid: {}", where_(), e.message))
-        })?;
-        let expect = i as u64 + 1;
-        if rec.version != expect {
-            return Err(RestoreError(format!(
-                "{}: expected version {expect}, found {}",
-                where_(),
-                rec.version
-            )));
-        }
+    let recent_from = records.saturating_sub(RECENT_COMMITS - 1).max(1);
+    let mut recent = Vec::new();
+    // Proposal ids of recent versions the replay below does not read.
+    for v in recent_from..=cp_version {
+        recent.push((read(v)?.proposal_id, v));
+    }
+    for v in cp_version + 1..=records {
+        let rec = read(v)?;
+        let where_ = || location(v);
         if !rec.verify_link(registry_id, &head.hash) {
             return Err(RestoreError(format!(
                 "{}: broken hash chain at version {}",
@@ -151,80 +246,76 @@ pub fn restore<R: Located>(
                 rec.version
             )));
         }
-        if rec.version > cp_version {
-            let p = proposal::parse(&rec.payload, registry_id, &limits).map_err(|e| {
-                RestoreError(format!(
-                    "{}: version {} payload: {}",
-                    where_(),
-                    rec.version,
-                    e.message
-                ))
-            })?;
-            if p.new_signers().is_some() {
-                return Err(RestoreError(format!(
-                    "{}: version {} is a set_signers, which is not supported yet",
-                    where_(),
-                    rec.version
-                )));
-            }
-            descriptors = state::apply(&descriptors, &p.ops, rec.version).map_err(|e| {
-                RestoreError(format!(
-                    "{}: version {} does not apply: {}",
-                    where_(),
-                    rec.version,
-                    e.message
-                ))
-            })?;
-            if rec.descriptors != descriptors.len() as u64 {
-                return Err(RestoreError(format!(
-                    "{}: version {} says {} descriptors, replay gives {}",
-                    where_(),
-                    rec.version,
-                    rec.descriptors,
-                    descriptors.len()
-                )));
-            }
+        let p = proposal::parse(&rec.payload, registry_id, &limits).map_err(|e| {
+            RestoreError(format!(
+                "{}: version {} payload: {}",
+                where_(),
+                rec.version,
+                e.message
+            ))
+        })?;
+        if p.new_signers().is_some() {
+            return Err(RestoreError(format!(
+                "{}: version {} is a set_signers, which is not supported yet",
+                where_(),
+                rec.version
+            )));
         }
-        let rec = Arc::new(rec);
-        recent.push_back((rec.proposal_id.clone(), rec.version));
-        if recent.len() > 16_384 {
-            recent.pop_front();
+        descriptors = state::apply(&descriptors, &p.ops, rec.version).map_err(|e| {
+            RestoreError(format!(
+                "{}: version {} does not apply: {}",
+                where_(),
+                rec.version,
+                e.message
+            ))
+        })?;
+        if rec.descriptors != descriptors.len() as u64 {
+            return Err(RestoreError(format!(
+                "{}: version {} says {} descriptors, replay gives {}",
+                where_(),
+                rec.version,
+                rec.descriptors,
+                descriptors.len()
+            )));
         }
-        history.push_back(rec.clone());
-        head = rec;
-        if head.version == cp_version {
-            let cp = cp.as_ref().expect("cp_version > 0 only with a checkpoint");
-            if cp.hash != head.hash {
-                return Err(RestoreError(format!(
-                    "checkpoint {cp_version}: its hash does not match the log's record {cp_version}"
-                )));
-            }
-            for d in &cp.descriptors {
-                let id: Arc<str> = d.id.as_str().into();
-                descriptors.insert(
-                    (d.kind, id.clone()),
-                    Arc::new(Descriptor {
-                        kind: d.kind,
-                        id,
-                        version: d.version,
-                        body: Arc::from(d.body.clone()),
-                    }),
-                );
-            }
-            if head.descriptors != descriptors.len() as u64 {
-                return Err(RestoreError(format!(
-                    "checkpoint {cp_version}: holds {} descriptors, the record says {}",
-                    descriptors.len(),
-                    head.descriptors
-                )));
-            }
+        if v >= recent_from {
+            recent.push((rec.proposal_id.clone(), v));
         }
+        head = Arc::new(rec);
     }
     Ok(Restored {
         snapshot: Snapshot::new(registry_id.into(), head, descriptors, history),
-        recent_commits: recent.into_iter().collect(),
+        recent_commits: recent,
         from_checkpoint: cp_version,
     })
+}
+
+/// The full check of a restored history, from genesis: every record's shape, version, hash
+/// link and proposal id, ending at `head_hash`. Start-up skips this for versions a checkpoint
+/// covers; the background check thread runs it after readiness (and `ronctl registry verify`
+/// does more: signatures too). Returns the first problem found.
+pub fn verify_history(
+    registry_id: &str,
+    history: &History,
+    head_hash: &str,
+) -> Result<u64, String> {
+    let mut prev = history.genesis().hash.clone();
+    let last = history.len() - 1;
+    for v in 1..=last {
+        let rec = history
+            .record(v)?
+            .ok_or_else(|| format!("version {v} is missing"))?;
+        if !rec.verify_link(registry_id, &prev) {
+            return Err(format!("broken hash chain at version {v}"));
+        }
+        prev = rec.hash;
+    }
+    if prev != head_hash {
+        return Err(format!(
+            "the chain re-hashed from genesis ends at {prev}, the served head is {head_hash}"
+        ));
+    }
+    Ok(last)
 }
 
 #[cfg(test)]
@@ -246,6 +337,8 @@ mod tests {
     fn chain_of(n: u64) -> (Vec<Rec>, Vec<Snapshot>) {
         let mut snaps = vec![Snapshot::genesis("r")];
         let mut recs = Vec::new();
+        // Locations as `restore` lays the records out in its in-memory journal.
+        let mut end = 0u64;
         for v in 1..=n {
             let prev = snaps.last().unwrap();
             let payload = format!(
@@ -274,8 +367,14 @@ mod tests {
                 signatures: sigs,
                 descriptors: descriptors.len() as u64,
             });
-            recs.push(Rec(rec.to_json(), v as usize));
-            snaps.push(prev.next(rec, descriptors));
+            let json = rec.to_json();
+            end += json.len() as u64;
+            let loc = Loc {
+                end,
+                len: json.len() as u32,
+            };
+            recs.push(Rec(json, v as usize));
+            snaps.push(prev.next(rec, descriptors, loc));
         }
         (recs, snaps)
     }
@@ -334,5 +433,34 @@ mod tests {
             .0;
         assert!(err.contains("does not match"), "{err}");
         assert!(restore("other", None, &recs).is_err());
+    }
+
+    #[test]
+    fn a_checkpoint_must_say_where_the_log_continues_and_history_verifies_in_full() {
+        let (recs, snaps) = chain_of(4);
+        let cp = checkpoint_bytes(&snaps[2]);
+        let mut v: serde_json::Value = serde_json::from_slice(&cp).unwrap();
+        let end = v["log_end"]
+            .as_u64()
+            .expect("a checkpoint says where the log continues");
+        v["log_end"] = serde_json::json!(end + 1);
+        let err = restore("r", Some((2, &serde_json::to_vec(&v).unwrap())), &recs)
+            .err()
+            .unwrap()
+            .0;
+        assert!(err.contains("continues at"), "{err}");
+        // An older checkpoint without the field still restores.
+        v.as_object_mut().unwrap().remove("log_end");
+        let old = restore("r", Some((2, &serde_json::to_vec(&v).unwrap())), &recs).unwrap();
+        assert_eq!(old.snapshot.head_json, snaps[4].head_json);
+        assert_eq!(old.recent_commits.len(), 4, "ids before the checkpoint too");
+
+        let full = restore("r", None, &recs).unwrap();
+        let head = full.snapshot.head.hash.clone();
+        assert_eq!(verify_history("r", &full.snapshot.history, &head), Ok(4));
+        let err = verify_history("r", &full.snapshot.history, &"0".repeat(64)).unwrap_err();
+        assert!(err.contains("served head"), "{err}");
+        // A record read back through the history is byte for byte what was stored.
+        assert_eq!(full.snapshot.record_bytes(3).unwrap().unwrap(), recs[2].0);
     }
 }

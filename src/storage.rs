@@ -1,7 +1,13 @@
 //! Glue between the writer's roles and the on-disk log: the journal and sync target the writer
-//! and fsync thread use, and start-up restore from `data_dir`.
+//! and fsync thread use, history's read path over the log, and start-up restore from
+//! `data_dir`.
+//!
+//! Start-up keeps no record bytes: recovery's scan yields each record's location, and restore
+//! reads back only what it needs (the checkpoint's record, what follows it, recent proposal ids).
 
-use crate::log::{self as rlog, LogError, LogWriter, OsIo, StorageOptions, Syncer};
+use crate::domain::record::CommitRecord;
+use crate::history::{History, HistorySource, Loc};
+use crate::log::{self as rlog, LogError, LogReader, LogWriter, OsIo, StorageOptions, Syncer};
 use crate::restore::{self, Located, Restored};
 use crate::roles::fsync::SyncTarget;
 use crate::roles::writer::{Journal, JournalError};
@@ -14,6 +20,73 @@ impl Located for rlog::Record {
     }
     fn payload(&self) -> &[u8] {
         &self.payload
+    }
+}
+
+impl HistorySource for LogReader {
+    fn read(&self, loc: Loc) -> Result<Vec<u8>, String> {
+        LogReader::read(self, loc.end, loc.len).map_err(|e| e.to_string())
+    }
+}
+
+/// Where recovery found a record: the location history keeps for it.
+pub fn loc_of(record: &rlog::Record) -> Loc {
+    Loc {
+        end: record.lsn,
+        len: record.payload.len() as u32,
+    }
+}
+
+/// The history of an opened log: genesis, then every record recovery found, read through
+/// `reader`.
+pub fn history_of(
+    registry_id: &str,
+    reader: Arc<LogReader>,
+    locs: impl IntoIterator<Item = Loc>,
+) -> History {
+    let mut history = History::new(Arc::new(CommitRecord::genesis(registry_id)), reader);
+    for loc in locs {
+        history.push(loc);
+    }
+    history
+}
+
+/// `segment path:offset` of the record at `loc`, for error messages.
+fn describe(reader: &LogReader, log_dir: &Path, loc: Loc) -> String {
+    let sb = reader.segment_bytes();
+    let start = loc.end - u64::from(loc.len) - rlog::FRAME_HEADER_BYTES;
+    format!(
+        "{}:{}",
+        rlog::segment_path(log_dir, start / sb).display(),
+        start % sb
+    )
+}
+
+/// Restore over an opened log's history, falling back to a replay of the whole log when the
+/// checkpoint disagrees with it (the log is the source of truth), and saying so.
+pub fn restore_opened(
+    registry_id: &str,
+    checkpoint: Option<&rlog::Checkpoint>,
+    history: History,
+    reader: &LogReader,
+    log_dir: &Path,
+) -> Result<Restored, restore::RestoreError> {
+    let location = |v: u64| match history.loc(v) {
+        Some(loc) => describe(reader, log_dir, loc),
+        None => format!("version {v}"),
+    };
+    let cp = checkpoint.map(|c| (c.seq, c.payload.as_slice()));
+    match restore::restore_history(registry_id, cp, history.clone(), &location) {
+        Ok(r) => Ok(r),
+        Err(e) if cp.is_some() => {
+            log::warn!(
+                "msg=\"checkpoint unusable; replaying the whole log\" checkpoint={:?} error={:?}",
+                checkpoint.map(|c| c.path.display().to_string()),
+                e.0
+            );
+            restore::restore_history(registry_id, None, history.clone(), &location)
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -65,7 +138,11 @@ pub fn open(
     registry_id: &str,
     opts: &StorageOptions,
 ) -> Result<OpenedStorage, OpenError> {
-    let opened = rlog::open(data_dir, opts, Arc::new(OsIo)).map_err(|e| match e {
+    let mut locs = Vec::new();
+    let opened = rlog::open_visit(data_dir, opts, Arc::new(OsIo), &mut |record| {
+        locs.push(loc_of(&record))
+    })
+    .map_err(|e| match e {
         LogError::Locked { .. } => OpenError::Locked(e.to_string()),
         other => OpenError::Refused(other.to_string()),
     })?;
@@ -78,28 +155,15 @@ pub fn open(
             t.reason
         );
     }
-    let cp = opened
-        .checkpoint
-        .as_ref()
-        .map(|c| (c.seq, c.payload.as_slice()));
-    let restored = match restore::restore(registry_id, cp, &opened.records) {
-        Ok(r) => r,
-        Err(e) if cp.is_some() => {
-            // The checkpoint disagrees with the log (the log is the source of truth): replay
-            // the whole log instead, and say so.
-            log::warn!(
-                "msg=\"checkpoint unusable; replaying the whole log\" checkpoint={:?} error={:?}",
-                opened
-                    .checkpoint
-                    .as_ref()
-                    .map(|c| c.path.display().to_string()),
-                e.0
-            );
-            restore::restore(registry_id, None, &opened.records)
-                .map_err(|e| OpenError::Refused(e.0))?
-        }
-        Err(e) => return Err(OpenError::Refused(e.0)),
-    };
+    let history = history_of(registry_id, opened.reader.clone(), locs);
+    let restored = restore_opened(
+        registry_id,
+        opened.checkpoint.as_ref(),
+        history,
+        &opened.reader,
+        &rlog::log_dir(data_dir),
+    )
+    .map_err(|e| OpenError::Refused(e.0))?;
     Ok(OpenedStorage {
         restored,
         writer: opened.writer,

@@ -28,6 +28,7 @@ mod error;
 mod fault;
 mod io;
 mod lock;
+mod read;
 mod recovery;
 mod segment;
 
@@ -43,6 +44,7 @@ pub use error::LogError;
 pub use fault::{FaultIo, FaultKind, Op};
 pub use io::{write_atomic, FileHandle, Io, LockHandle, MapSyncer, MapWriter, OsIo};
 pub use lock::{lock_dir, DirLock};
+pub use read::LogReader;
 pub use segment::{
     payload_bytes_max, segment_path, LogWriter, Syncer, FRAME_HEADER_BYTES, SEGMENT_BYTES_MIN,
 };
@@ -103,6 +105,9 @@ pub struct Opened {
     pub records: Vec<Record>,
     /// What recovery cut from the end of the log, if anything.
     pub truncated_tail: Option<TornTail>,
+    /// Reads records back by location (history's read path); shares nothing with the writer
+    /// but the files.
+    pub reader: Arc<LogReader>,
     /// The data directory lock; released on drop (drop it last).
     pub lock: DirLock,
 }
@@ -167,6 +172,7 @@ pub fn open_visit(
     let path = segment_path(&log, recovered.index);
     let (map, map_syncer) = io.map(&path).map_err(|e| LogError::io("mmap", &path, e))?;
     let end = recovered.index * sb + recovered.offset;
+    let reader = Arc::new(LogReader::new(io.clone(), log.clone(), sb));
     let shared = Arc::new(Shared {
         data_dir: data_dir.to_path_buf(),
         log_dir: log,
@@ -198,6 +204,7 @@ pub fn open_visit(
         checkpoint,
         records: Vec::new(),
         truncated_tail: recovered.torn_tail,
+        reader,
         lock,
     })
 }

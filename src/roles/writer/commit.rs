@@ -10,6 +10,7 @@ use crate::domain::chain;
 use crate::domain::record::CommitRecord;
 use crate::domain::state;
 use crate::error::{ApiError, Code};
+use crate::history::Loc;
 use crate::metrics::m;
 use crate::roles::reply::Reply;
 use std::sync::Arc;
@@ -130,7 +131,8 @@ impl Writer {
             signatures: approvals,
             descriptors: descriptors.len() as u64,
         });
-        let position = match self.p.journal.append(&record.to_json()) {
+        let json = record.to_json();
+        let position = match self.p.journal.append(&json) {
             Ok(pos) => pos,
             Err(JournalError::NoSpace(msg)) => {
                 log::error!("msg=\"commit refused: disk full\" error={msg:?}");
@@ -145,7 +147,12 @@ impl Writer {
                 return Err(ApiError::unavailable(STOPPED));
             }
         };
-        let snapshot = Arc::new(base.next(record, descriptors));
+        // The journal refuses payloads past a segment (< 4 GiB), so the length fits.
+        let loc = Loc {
+            end: position,
+            len: json.len() as u32,
+        };
+        let snapshot = Arc::new(base.next(record, descriptors, loc));
         self.pending.remove(id);
         self.remember_committed(id.to_string(), version);
         self.staged = snapshot.clone();

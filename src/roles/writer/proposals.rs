@@ -133,6 +133,7 @@ impl Writer {
             let rec = self
                 .staged
                 .record(version)
+                .map_err(|e| crate::api::history_unreadable(version, &e))?
                 .ok_or_else(|| ApiError::not_found(format!("no proposal {id}")))?;
             return Ok(ProposalView {
                 proposal_id: id.to_string(),
