@@ -138,6 +138,12 @@ start_registry() {
     return 1
 }
 
+# rss_status PID: the memory lines of /proc/PID/status (RssAnon: the heap; VmRSS: what
+# process_resident_memory_bytes reports).
+rss_status() {
+    grep -E '^(VmRSS|RssAnon|RssFile|RssShmem):' "/proc/$1/status"
+}
+
 stop_registry() {
     stop_pid "$SPID"
     forget_pid "$SPID"

@@ -11,7 +11,8 @@ import re
 import statistics
 import sys
 
-RAW = sys.argv[1]
+HISTORY_LINE = len(sys.argv) > 1 and sys.argv[1] == "--history-line"
+RAW = sys.argv[2] if HISTORY_LINE else sys.argv[1]
 
 
 def path(name):
@@ -82,6 +83,37 @@ def fmt(x, nd=0):
 
 def verdict(ok):
     return "met" if ok else "**MISSED**"
+
+
+def status_kb(name):
+    d = {}
+    for line in text(name).splitlines():
+        k, v = line.split(":", 1)
+        d[k] = int(v.split()[0])
+    return d
+
+
+def history_figures(which):
+    """(commits, RssAnon B/commit, VmRSS B/commit, /registry/{v} RPS, read-ready ms) or None."""
+    fill = load(f"history-{which}-fill.json")
+    before, after = status_kb(f"history-{which}-before.txt"), status_kb(f"history-{which}-after.txt")
+    if not fill or not before or not after:
+        return None
+    n = fill["version"] - 500
+    anon = (after["RssAnon"] - before["RssAnon"]) * 1024 / n
+    rss = (after["VmRSS"] - before["VmRSS"]) * 1024 / n
+    w = parse_wrk(path(f"history-{which}-version-wrk.txt"))
+    cs = load_lines(f"coldstart-history-{which}.jsonl")
+    ready = statistics.median(x["first_head_ms"] for x in cs) if cs else float("nan")
+    return n, anon, rss, w["rps"], ready
+
+
+if HISTORY_LINE:
+    f = history_figures(sys.argv[3])
+    print("no figures" if f is None else
+          f"{f[0]} commits: RssAnon {f[1]:.0f} B/commit, VmRSS {f[2]:.0f} B/commit, "
+          f"/registry/{{v}} {f[3]:,.0f} RPS, read-ready {f[4]:.0f} ms")
+    sys.exit(0)
 
 
 out = []
@@ -333,6 +365,24 @@ if cs or sb:
         p(f"- threads when idle: {cs['empty'][-1]['threads']} (with a data dir), "
           f"{cs.get('amnesia', cs['empty'])[-1]['threads']} (--amnesia)")
     p("")
+
+# ------------------------------------------------------------------ history (issue 14)
+hist = {w: history_figures(w) for w in ("prev", "cur")}
+if hist["cur"]:
+    p("## Memory with long histories (issue 14)\n")
+    p("Single-op commits on one descriptor (fsync never), after 500 warm-up commits; the previous "
+      "build side by side in this run.\n")
+    p("| build | commits | RssAnon growth | VmRSS growth | /registry/{v} RPS (c64) | read-ready |")
+    p("|---|---|---|---|---|---|")
+    for w, label in (("prev", "previous"), ("cur", "this")):
+        f = hist[w]
+        if f:
+            p(f"| {label} | {f[0]:,} | {f[1]:,.0f} B/commit | {f[2]:,.0f} B/commit | {fmt(f[3])} | {fmt(f[4])} ms |")
+    p("")
+    c = hist["cur"]
+    goals.append(("RssAnon growth ≤ 64 B per single-op commit", f"{c[1]:.0f} B", verdict(c[1] <= 64)))
+    if hist["prev"] and hist["prev"][3] > 0:
+        goals.append(("/registry/{v} RPS vs the previous build", f"{c[3] / hist['prev'][3]:.2f}×", "–"))
 
 # ------------------------------------------------------------------ goals
 if goals:

@@ -357,12 +357,50 @@ fn open_storage(config: &Config, shared: &Shared) -> Result<Restored, OpenFailur
             registry_id: config.raw.registry_id.clone(),
         });
     }
+    if restored.storage.is_some() {
+        start_history_check(
+            config.raw.registry_id.clone(),
+            restored.snapshot.load_full(),
+            shared.plane.clone(),
+        );
+    }
     let readiness = &shared.plane.readiness;
     Readiness::set(&readiness.state_restored, true);
     Readiness::set(&readiness.storage_ready, true);
     m().registry_head_version
         .set(restored.snapshot.load().version() as i64);
     Ok(restored)
+}
+
+/// The background check of start-up: re-hash the whole restored chain from genesis (start-up
+/// itself only verified what follows the checkpoint) and report a problem through
+/// `registry_background_verify_failures_total` and a `/readyz` reason. It never holds
+/// readiness, and it is not joined: it only reads, and ends by itself (a shutdown does not wait
+/// for it).
+fn start_history_check(registry_id: String, snapshot: Arc<Snapshot>, plane: Arc<WritePlane>) {
+    let spawned = std::thread::Builder::new()
+        .name("history-check".into())
+        .spawn(move || {
+            let started = Instant::now();
+            match crate::restore::verify_history(
+                &registry_id,
+                &snapshot.history,
+                &snapshot.head.hash,
+            ) {
+                Ok(versions) => log::info!(
+                    "msg=\"background history check passed\" versions={versions} elapsed_ms={}",
+                    started.elapsed().as_millis()
+                ),
+                Err(e) => {
+                    log::error!("msg=\"background history check failed\" error={e:?}");
+                    m().registry_background_verify_failures_total.inc();
+                    *plane.readiness.history_problem.lock() = Some(e);
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("msg=\"cannot start the background history check\" error={e:?}");
+    }
 }
 
 /// The running roles of the write plane and the stream, joined in order at exit.

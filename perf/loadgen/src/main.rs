@@ -6,7 +6,7 @@
 //!                   [--mode pipelined|contended] [--max-proposals P] [--registry-id ID]
 //! loadgen stream    --addr A --subscribers N [--commits K] [--interval-ms I] [--pid PID]
 //! loadgen conncheck --addr A [--path P] [--conns N] [--secs S]
-//! loadgen fill      --addr A --descriptors N [--ops K] [--threshold K]
+//! loadgen fill      --addr A --descriptors N [--ops K] [--threshold K] [--same-id 1]
 //! loadgen etcd-puts --addr A [--clients C] [--secs S] [--value-bytes B]
 //! loadgen coldstart --bin B --config C [--flags "..."] [--expect-version V] [--idle-ms MS]
 //! loadgen verifyloop [--secs S]        verify_strict/s on one thread (the gate's yardstick)
