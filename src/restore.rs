@@ -97,6 +97,29 @@ pub fn checkpoint_bytes(snap: &Snapshot) -> Vec<u8> {
     serde_json::to_vec(&out).expect("a snapshot serializes")
 }
 
+/// The `log_end` a checkpoint payload names (where the log continues after its record), if it
+/// has one. Used before restore to decide which records recovery may check by header only;
+/// restore then ties the checkpoint to the log (hash and `log_end`) or replays everything, so a
+/// wrong answer here costs a full replay, never a wrong state. Read from the fixed-order head of
+/// the payload (`checkpoint_bytes` writes `log_end` before the descriptors), so a checkpoint of
+/// a million descriptors is not parsed twice.
+pub fn checkpoint_log_end(payload: &[u8]) -> Option<u64> {
+    let head_end = find(payload, b"\"descriptors\":")?;
+    let at = find(&payload[..head_end], b"\"log_end\":")? + b"\"log_end\":".len();
+    let digits = payload[at..head_end]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    std::str::from_utf8(&payload[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
 /// What a restore produced.
 pub struct Restored {
     pub snapshot: Snapshot,
@@ -232,9 +255,36 @@ pub fn restore_history(
     };
     let recent_from = records.saturating_sub(RECENT_COMMITS - 1).max(1);
     let mut recent = Vec::new();
-    // Proposal ids of recent versions the replay below does not read.
+    // Proposal ids of recent versions the replay below does not read: only the id is parsed
+    // (the bytes are still read through the CRC-checking journal reader).
+    #[derive(Deserialize)]
+    struct IdOnly {
+        version: u64,
+        proposal_id: Option<String>,
+    }
     for v in recent_from..=cp_version {
-        recent.push((read(v)?.proposal_id, v));
+        let bytes = match history.bytes(v) {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                return Err(RestoreError(format!(
+                    "{}: version {v} is missing",
+                    location(v)
+                )))
+            }
+            Err(e) => return Err(RestoreError(format!("{}: {e}", location(v)))),
+        };
+        let id: IdOnly = serde_json::from_slice(&bytes)
+            .map_err(|e| RestoreError(format!("{}: record is not valid: {e}", location(v))))?;
+        match id.proposal_id {
+            Some(pid) if id.version == v => recent.push((pid, v)),
+            _ => {
+                return Err(RestoreError(format!(
+                    "{}: expected version {v} with a proposal id, found version {}",
+                    location(v),
+                    id.version
+                )))
+            }
+        }
     }
     for v in cp_version + 1..=records {
         let rec = read(v)?;
@@ -449,6 +499,7 @@ mod tests {
             .unwrap()
             .0;
         assert!(err.contains("continues at"), "{err}");
+        assert_eq!(checkpoint_log_end(&cp), Some(end));
         // An older checkpoint without the field still restores.
         v.as_object_mut().unwrap().remove("log_end");
         let old = restore("r", Some((2, &serde_json::to_vec(&v).unwrap())), &recs).unwrap();

@@ -29,14 +29,6 @@ impl HistorySource for LogReader {
     }
 }
 
-/// Where recovery found a record: the location history keeps for it.
-pub fn loc_of(record: &rlog::Record) -> Loc {
-    Loc {
-        end: record.lsn,
-        len: record.payload.len() as u32,
-    }
-}
-
 /// The history of an opened log: genesis, then every record recovery found, read through
 /// `reader`.
 pub fn history_of(
@@ -139,8 +131,9 @@ pub fn open(
     opts: &StorageOptions,
 ) -> Result<OpenedStorage, OpenError> {
     let mut locs = Vec::new();
-    let opened = rlog::open_visit(data_dir, opts, Arc::new(OsIo), &mut |record| {
-        locs.push(loc_of(&record))
+    let trust = |c: &rlog::Checkpoint| restore::checkpoint_log_end(&c.payload).unwrap_or(0);
+    let opened = rlog::open_index(data_dir, opts, Arc::new(OsIo), &trust, &mut |end, len| {
+        locs.push(Loc { end, len })
     })
     .map_err(|e| match e {
         LogError::Locked { .. } => OpenError::Locked(e.to_string()),

@@ -135,6 +135,44 @@ pub fn open_visit(
     io: Arc<dyn Io>,
     visit: &mut dyn FnMut(Record),
 ) -> Result<Opened, LogError> {
+    open_scan(data_dir, opts, io, &|_| 0, &mut |found| {
+        visit(Record {
+            lsn: found.lsn,
+            path: found.path.clone(),
+            offset: found.offset,
+            payload: found
+                .payload
+                .expect("nothing is trusted: every payload is read")
+                .to_vec(),
+        })
+    })
+}
+
+/// Open for serving: hands `visit` each record's location (the Lsn just past it and its
+/// payload length) and keeps no record bytes. `trust` names, from the checkpoint loaded, the Lsn
+/// below which records are checked by header only (see `recovery.rs`); the caller must then tie
+/// that checkpoint to the log and read every record it serves through [`LogReader`], which
+/// checks each CRC.
+pub fn open_index(
+    data_dir: &Path,
+    opts: &StorageOptions,
+    io: Arc<dyn Io>,
+    trust: &dyn Fn(&Checkpoint) -> Lsn,
+    visit: &mut dyn FnMut(Lsn, u32),
+) -> Result<Opened, LogError> {
+    open_scan(data_dir, opts, io, trust, &mut |found| {
+        // A payload is below 4 GiB: the length field is a u32.
+        visit(found.lsn, found.len as u32)
+    })
+}
+
+fn open_scan(
+    data_dir: &Path,
+    opts: &StorageOptions,
+    io: Arc<dyn Io>,
+    trust: &dyn Fn(&Checkpoint) -> Lsn,
+    visit: &mut dyn FnMut(recovery::Found<'_>),
+) -> Result<Opened, LogError> {
     assert!(
         opts.segment_bytes >= SEGMENT_BYTES_MIN,
         "segment_bytes {} is below the minimum {SEGMENT_BYTES_MIN}",
@@ -163,10 +201,11 @@ pub fn open_visit(
     checkpoint::remove_temps(&*io, &checkpoints)?;
     let checkpoint = checkpoint::load_newest(&*io, data_dir)?;
 
+    let trusted_end = checkpoint.as_ref().map_or(0, trust);
     let mut records = 0u64;
-    let recovered = recovery::recover(&*io, &log, opts.segment_bytes, &mut |record| {
+    let recovered = recovery::recover(&*io, &log, opts.segment_bytes, trusted_end, &mut |found| {
         records += 1;
-        visit(record)
+        visit(found)
     })?;
     let sb = recovered.segment_bytes;
     let path = segment_path(&log, recovered.index);
@@ -192,7 +231,7 @@ pub fn open_visit(
     });
     log::info!(
         "msg=\"log opened\" data_dir={} records={records} segment={} offset={} lsn={end} \
-         torn_tail={}",
+         torn_tail={} trusted_end={trusted_end}",
         data_dir.display(),
         recovered.index,
         recovered.offset,

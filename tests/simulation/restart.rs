@@ -13,6 +13,9 @@ impl Sim {
             checkpoints_kept: 2,
         };
         let mut attempts = 0;
+        // Opened as the server opens it: records below the newest checkpoint's `log_end` are
+        // checked by header only, and only their locations are kept.
+        let mut locs = Vec::new();
         let opened = loop {
             attempts += 1;
             check!(self, attempts < 10, "recovery never succeeded");
@@ -38,7 +41,16 @@ impl Sim {
                 }
                 injected = true;
             }
-            match storage::open(Path::new(DATA), &opts, Arc::new(self.io.clone())) {
+            locs.clear();
+            let trust =
+                |c: &storage::Checkpoint| restore::checkpoint_log_end(&c.payload).unwrap_or(0);
+            match storage::open_index(
+                Path::new(DATA),
+                &opts,
+                Arc::new(self.io.clone()),
+                &trust,
+                &mut |end, len| locs.push(svc_registry::history::Loc { end, len }),
+            ) {
                 Ok(o) => break o,
                 Err(e) => {
                     check!(
@@ -71,7 +83,7 @@ impl Sim {
         let history = svc_registry::storage::history_of(
             REGISTRY,
             opened.reader.clone(),
-            opened.records.iter().map(svc_registry::storage::loc_of),
+            locs.iter().copied(),
         );
         let full = match self.restore_over(None, &history) {
             Ok(r) => r,
