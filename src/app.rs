@@ -148,6 +148,14 @@ pub fn run(opts: Options) -> i32 {
             config.flags.amnesia
         );
     }
+    // After readiness, so the re-hash never competes with start-up for the CPU.
+    if roles.storage.is_some() {
+        start_history_check(
+            config.raw.registry_id.clone(),
+            roles.snapshot.load_full(),
+            shared.plane.clone(),
+        );
+    }
     let drain_thread = signal_loop(
         signals,
         config,
@@ -356,13 +364,6 @@ fn open_storage(config: &Config, shared: &Shared) -> Result<Restored, OpenFailur
             snapshot: restored.snapshot.clone(),
             registry_id: config.raw.registry_id.clone(),
         });
-    }
-    if restored.storage.is_some() {
-        start_history_check(
-            config.raw.registry_id.clone(),
-            restored.snapshot.load_full(),
-            shared.plane.clone(),
-        );
     }
     let readiness = &shared.plane.readiness;
     Readiness::set(&readiness.state_restored, true);

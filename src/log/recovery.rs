@@ -33,6 +33,11 @@
 //!
 //! Rows 1 and 2 in the last segment leave the writer to roll on its next append.
 //!
+//! Below a caller's trusted end (the `log_end` of a checkpoint the caller then ties to the log;
+//! see [`recover`]) row 3 checks a record's header only, not its CRC: those records were durable
+//! and published when the checkpoint was written, so no torn write can lie there, and every
+//! later read of one checks its CRC (`read.rs`). Every other row, and rule D, is unchanged.
+//!
 //! Rule D (damage at P): look at every later byte position of S and of every later segment for an
 //! intact frame (record or marker) whose durable mark is above P.
 //!
