@@ -211,7 +211,7 @@ fn open_scan(
     let path = segment_path(&log, recovered.index);
     let (map, map_syncer) = io.map(&path).map_err(|e| LogError::io("mmap", &path, e))?;
     let end = recovered.index * sb + recovered.offset;
-    let reader = Arc::new(LogReader::new(io.clone(), log.clone(), sb));
+    let reader = Arc::new(LogReader::new(io.clone(), log.clone(), sb, recovered.index));
     let shared = Arc::new(Shared {
         data_dir: data_dir.to_path_buf(),
         log_dir: log,

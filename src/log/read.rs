@@ -27,18 +27,32 @@ pub struct LogReader {
     io: Arc<dyn Io>,
     log_dir: PathBuf,
     segment_bytes: u64,
-    /// Open handles by segment index (segments are never removed while the log is open).
+    /// Open handles by segment index (segments are never removed while the log is open), at
+    /// most [`HANDLES_MAX`]: a long log does not hold a descriptor per segment.
     files: RwLock<HashMap<u64, Arc<dyn FileHandle>>>,
 }
 
+/// Segment handles kept open for readers.
+const HANDLES_MAX: usize = 16;
+
 impl LogReader {
-    pub(crate) fn new(io: Arc<dyn Io>, log_dir: PathBuf, segment_bytes: u64) -> LogReader {
-        LogReader {
+    /// A reader of the log in `log_dir`. The segment the writer continues in is opened now, so
+    /// the descriptors a running server holds do not change on its first history read.
+    pub(crate) fn new(
+        io: Arc<dyn Io>,
+        log_dir: PathBuf,
+        segment_bytes: u64,
+        active: u64,
+    ) -> LogReader {
+        let reader = LogReader {
             io,
             log_dir,
             segment_bytes,
             files: RwLock::new(HashMap::new()),
-        }
+        };
+        // A failure here is met again (and reported) by the first read of that segment.
+        let _ = reader.file(active);
+        reader
     }
 
     pub fn segment_bytes(&self) -> u64 {
@@ -55,7 +69,14 @@ impl LogReader {
                 .open(&path)
                 .map_err(|e| LogError::io("open", &path, e))?,
         );
-        Ok(self.files.write().entry(index).or_insert(file).clone())
+        let mut files = self.files.write();
+        if files.len() >= HANDLES_MAX && !files.contains_key(&index) {
+            // Evict the oldest segment's handle: reads favour recent history.
+            if let Some(oldest) = files.keys().min().copied() {
+                files.remove(&oldest);
+            }
+        }
+        Ok(files.entry(index).or_insert(file).clone())
     }
 
     /// The payload of the record whose frame ends at `end` (the Lsn `append` returned for it)
