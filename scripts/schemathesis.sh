@@ -51,11 +51,15 @@ cleanup() {
 }
 trap cleanup EXIT
 mkdir -p "$WORK/data" "$WORK/backups" "$WORK/report"
+# The admin run makes dozens of backups, each with its log segment preallocated: 4 MiB segments
+# (above the floor that max_body_bytes = 1 MiB sets) instead of dev.toml's 64 MiB keep that to ~100 MiB,
+# so a machine with little free disk does not turn the run into 507 storage_full answers.
 sed -e 's|^registry_addr = .*|registry_addr = "127.0.0.1:0"|' \
     -e 's|^metrics_addr = .*|metrics_addr = "127.0.0.1:0"|' \
     -e "s|^data_dir = .*|data_dir = \"$WORK/data\"|" \
     -e "s|^uds_path = .*|uds_path = \"$WORK/data/registry.sock\"|" \
     -e 's|^workers = .*|workers = 2|' \
+    -e 's|^segment_bytes = .*|segment_bytes = 4194304|' \
     configs/dev.toml >"$WORK/config.toml"
 REGISTRY_ID=$(sed -n 's/^registry_id = "\(.*\)"/\1/p' "$WORK/config.toml")
 

@@ -109,7 +109,7 @@ pub fn run(opts: Options) -> i32 {
     };
     let restored = match open_storage(&config, &shared) {
         Ok(r) => r,
-        Err(OpenFailure::Locked) => {
+        Err(OpenFailure::Locked | OpenFailure::Io) => {
             metrics_server.shutdown(Instant::now() + Duration::from_secs(1));
             return EXIT_START;
         }
@@ -259,10 +259,9 @@ fn start_metrics(config: &Config, shared: &Shared) -> Option<ServerHandle> {
             Some(s)
         }
         Err(e) => {
-            log::error!(
-                "msg=\"cannot bind metrics listener\" addr={} error={e:?}",
-                config.raw.metrics_addr
-            );
+            let msg = bind_error(&config.raw.metrics_addr, &e);
+            log::error!("msg=\"cannot bind metrics listener\" error={msg:?}");
+            eprintln!("error: metrics listener: {msg}");
             None
         }
     }
@@ -283,6 +282,8 @@ struct Restored {
 enum OpenFailure {
     /// Another process holds the data directory.
     Locked,
+    /// The data directory or its log cannot be created, opened or read.
+    Io,
     /// Restore refused (corruption): stay up, not ready, with the reason.
     Refused,
 }
@@ -317,6 +318,11 @@ fn open_storage(config: &Config, shared: &Shared) -> Result<Restored, OpenFailur
             checkpoints_kept: config.raw.storage.checkpoints_kept,
         };
         let restore_started = Instant::now();
+        // Absent (or empty) before open means open creates a new registry: say so, loudly, so
+        // a mistyped or mis-resolved data_dir is not silently a fresh empty registry.
+        let creating = std::fs::read_dir(&config.raw.data_dir)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(true);
         match crate::storage::open(&config.raw.data_dir, &config.raw.registry_id, &opts) {
             Ok(opened) => {
                 let sync = config.raw.storage.fsync != FsyncMode::Never;
@@ -331,6 +337,14 @@ fn open_storage(config: &Config, shared: &Shared) -> Result<Restored, OpenFailur
                     opened.restored.from_checkpoint,
                     restore_started.elapsed().as_millis()
                 );
+                if creating {
+                    log::info!(
+                        "msg=\"created new data directory\" path={:?} registry_id={} genesis_hash={}",
+                        config.raw.data_dir.display().to_string(),
+                        config.raw.registry_id,
+                        opened.restored.snapshot.history.genesis().hash
+                    );
+                }
                 let journal = Box::new(crate::storage::DiskJournal {
                     writer: opened.writer,
                     sync,
@@ -349,6 +363,11 @@ fn open_storage(config: &Config, shared: &Shared) -> Result<Restored, OpenFailur
                 log::error!("msg=\"data directory is in use by another process\" error={msg:?}");
                 eprintln!("error: {msg}");
                 return Err(OpenFailure::Locked);
+            }
+            Err(crate::storage::OpenError::Io(msg)) => {
+                log::error!("msg=\"cannot open the data directory\" error={msg:?}");
+                eprintln!("error: {msg}");
+                return Err(OpenFailure::Io);
             }
             Err(crate::storage::OpenError::Refused(msg)) => {
                 log::error!("msg=\"state restore failed; not ready\" error={msg:?}");
@@ -517,10 +536,9 @@ fn start_write_plane(config: &Config, shared: &Shared, restored: Restored) -> Op
                 Some(server)
             }
             Err(e) => {
-                log::error!(
-                    "msg=\"cannot bind the bus socket\" path={:?} error={e:?}",
-                    path.display().to_string()
-                );
+                let msg = bind_error(&path.display().to_string(), &e);
+                log::error!("msg=\"cannot bind the bus socket\" error={msg:?}");
+                eprintln!("error: bus socket: {msg}");
                 return None;
             }
         },
@@ -595,23 +613,41 @@ fn start_registry(config: &Config, shared: &Shared, roles: &Roles) -> Option<Ser
         writer: roles.requests_tx.clone(),
         plane: shared.plane.clone(),
         stream: Some(roles.sse_hub.clone()),
+        cors: crate::api::cors::Cors::new(&config.raw.http.cors_allow_origins),
     });
-    let listener = if config.flags.uds_only {
+    let (listener, addr) = if config.flags.uds_only {
         let path = config
             .raw
             .uds_path
             .clone()
             .expect("validated: uds_only needs uds_path");
-        Listener::bind_unix(&path)
+        (Listener::bind_unix(&path), path.display().to_string())
     } else {
-        Listener::bind_tcp(&config.raw.registry_addr)
+        (
+            Listener::bind_tcp(&config.raw.registry_addr),
+            config.raw.registry_addr.clone(),
+        )
     };
     match listener.and_then(|l| Server::start("registry", l, config.http_limits(), registry_api)) {
         Ok(s) => Some(s),
         Err(e) => {
-            log::error!("msg=\"cannot bind registry listener\" error={e:?}");
+            let msg = bind_error(&addr, &e);
+            log::error!("msg=\"cannot bind registry listener\" error={msg:?}");
+            eprintln!("error: registry listener: {msg}");
             None
         }
+    }
+}
+
+/// A bind failure in operator words ("address 127.0.0.1:9444 is in use"), not Rust debug text.
+fn bind_error(addr: &str, e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!("address {addr} is in use"),
+        std::io::ErrorKind::PermissionDenied => format!("permission denied binding {addr}"),
+        std::io::ErrorKind::AddrNotAvailable => {
+            format!("address {addr} is not available on this host")
+        }
+        _ => format!("cannot bind {addr}: {e}"),
     }
 }
 
@@ -758,10 +794,23 @@ fn reload(config: &mut Config, live: &Live) {
         }
     };
     let new = plan.effective;
+    let mut applied = plan.applied;
+    let mut not_applied = Vec::new();
+    // The config owns the level only when RUST_LOG is unset (logging::init): otherwise the
+    // changed log_level is NOT in effect, and the reload line must say so rather than claim it.
+    if !crate::logging::set_level(new.raw.log_level.as_deref())
+        && applied.iter().any(|k| k == "log_level")
+    {
+        applied.retain(|k| k != "log_level");
+        not_applied.push("log_level");
+        log::warn!(
+            "msg=\"log_level not applied: RUST_LOG is set in the environment and wins over the config; unset it (e.g. remove Environment=RUST_LOG from the unit) and restart to let the config own the level\" log_level={:?}",
+            new.raw.log_level.as_deref().unwrap_or("info")
+        );
+    }
     live.signers.store(Arc::new(new.signers.clone()));
     live.writer_settings.store(Arc::new(settings(&new)));
     live.sse_hub.set_settings(sse_settings(&new));
-    crate::logging::set_level(new.raw.log_level.as_deref());
     live.chaos
         .configure(new.raw.chaos.enabled, new.raw.chaos.max_latency_ms);
     live.commit_budget
@@ -776,17 +825,17 @@ fn reload(config: &mut Config, live: &Live) {
         live.maintenance.set(file.read_only, reason, "sighup", "-");
     }
     live.effective_config.store(Arc::new(effective_toml(&new)));
-    m().registry_reload_success_total.inc();
     let line = format!(
-        "msg=reloaded audit=1 config={path:?} applied={:?} restart_needed_for={:?} threshold={} keys={} chaos_enabled={} commit_budget_ms={}",
-        plan.applied.join(","),
+        "msg=reloaded audit=1 config={path:?} applied={:?} not_applied={:?} restart_needed_for={:?} threshold={} keys={} chaos_enabled={} commit_budget_ms={}",
+        applied.join(","),
+        not_applied.join(","),
         plan.restart_needed.join(","),
         new.signers.threshold,
         new.signers.keys.len(),
         new.raw.chaos.enabled,
         new.raw.storage.commit_budget_ms
     );
-    if plan.restart_needed.is_empty() {
+    if plan.restart_needed.is_empty() && not_applied.is_empty() {
         log::info!("{line}");
     } else {
         // Loud: the file says something the process is not doing until it restarts.
@@ -794,6 +843,8 @@ fn reload(config: &mut Config, live: &Live) {
             "{line} note=\"changes to restart_needed_for keys take effect at the next restart\""
         );
     }
+    // Counted after the line is logged: whoever sees the counter move can find the line.
+    m().registry_reload_success_total.inc();
     live.bus.publish(crate::bus::Event::Reload { ok: true });
     *config = new;
 }

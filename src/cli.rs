@@ -1,5 +1,9 @@
 //! The logic behind `ronctl`: each command is a function returning a message for the operator on
-//! failure. Output goes to stdout; reviews and warnings to stderr.
+//! failure. Output goes to stdout; reviews, prompts and warnings to stderr.
+//!
+//! Invariants: with `--output json` stdout holds exactly one JSON document per command (tail:
+//! one per event), so scripts can parse it; nothing is signed before the key file is checked
+//! against the server's published signer set and the operator confirmed (or passed `--yes`).
 
 use crate::domain::audit;
 use crate::domain::record::CommitRecord;
@@ -13,11 +17,22 @@ use std::time::Duration;
 
 pub type CliResult = Result<(), String>;
 
-/// Where the server is.
+/// How a command prints its result (`--output`): `text` for people (documents as pretty JSON,
+/// actions as sentences), `json` for scripts (exactly one JSON document on stdout, one line).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Where the server is, and how to print.
 pub struct Conn {
     pub registry: Target,
     pub admin: Target,
     pub timeout: Duration,
+    /// Set by the caller after [`Conn::new`] (default text).
+    pub output: Output,
 }
 
 impl Conn {
@@ -37,7 +52,20 @@ impl Conn {
             registry,
             admin,
             timeout,
+            output: Output::Text,
         })
+    }
+
+    /// Print a command's result: `value` with `--output json`, else `text()` (a line or lines).
+    pub fn emit(&self, value: &serde_json::Value, text: impl FnOnce() -> String) {
+        emit(self.output, value, text);
+    }
+
+    /// Print a server document: compact JSON with `--output json`, pretty JSON for people.
+    pub fn emit_doc(&self, value: &serde_json::Value) {
+        self.emit(value, || {
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        });
     }
 
     fn call(
@@ -141,8 +169,12 @@ fn expect(
     ))
 }
 
-fn print_json(v: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+/// See [`Conn::emit`].
+pub fn emit(output: Output, value: &serde_json::Value, text: impl FnOnce() -> String) {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string(value).unwrap_or_default()),
+        Output::Text => println!("{}", text()),
+    }
 }
 
 /// A signer key file.
@@ -175,7 +207,7 @@ pub fn load_key(path: &Path) -> Result<(String, SigningKey), String> {
     Ok((kf.keyid, key))
 }
 
-pub fn keygen(out: &Path, keyid: Option<&str>) -> CliResult {
+pub fn keygen(out: &Path, keyid: Option<&str>, output: Output) -> CliResult {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut seed = [0u8; 32];
@@ -205,8 +237,11 @@ pub fn keygen(out: &Path, keyid: Option<&str>) -> CliResult {
     .and_then(|_| f.write_all(b"\n"))
     .and_then(|_| f.sync_all())
     .map_err(|e| format!("{}: {e}", out.display()))?;
-    println!("keyid = {keyid:?}");
-    println!("public_key = {public:?}");
+    emit(
+        output,
+        &serde_json::json!({"keyid": keyid, "public_key": public, "path": out}),
+        || format!("keyid = {keyid:?}\npublic_key = {public:?}"),
+    );
     eprintln!(
         "wrote private key to {} (mode 0600). Add to the server config:\n\n[[signers.keys]]\nkeyid = {keyid:?}\npublic_key = {public:?}",
         out.display()
@@ -215,12 +250,116 @@ pub fn keygen(out: &Path, keyid: Option<&str>) -> CliResult {
 }
 
 pub fn head(conn: &Conn) -> CliResult {
-    print_json(&conn.registry("GET", "/registry/head", None, 200)?);
+    conn.emit_doc(&conn.registry("GET", "/registry/head", None, 200)?);
     Ok(())
 }
 
 pub fn get(conn: &Conn, version: u64) -> CliResult {
-    print_json(&conn.registry("GET", &format!("/registry/{version}"), None, 200)?);
+    conn.emit_doc(&conn.registry("GET", &format!("/registry/{version}"), None, 200)?);
+    Ok(())
+}
+
+/// `registry descriptor KIND ID`.
+pub fn descriptor(conn: &Conn, kind: &str, id: &str) -> CliResult {
+    conn.emit_doc(&conn.registry(
+        "GET",
+        &format!("/registry/descriptors/{kind}/{id}"),
+        None,
+        200,
+    )?);
+    Ok(())
+}
+
+/// `registry descriptors [--kind K]`: every page, all read at one snapshot version (listed again
+/// if a commit lands between two pages, so the list is never a mix of two versions).
+pub fn descriptors(conn: &Conn, kind: Option<&str>) -> CliResult {
+    let base = match kind {
+        Some(k) => format!("/registry/descriptors?kind={k}&limit=1000"),
+        None => "/registry/descriptors?limit=1000".to_string(),
+    };
+    'attempt: for _ in 0..5 {
+        let mut all = Vec::new();
+        let mut at: Option<u64> = None;
+        let mut after: Option<String> = None;
+        loop {
+            let path = match &after {
+                Some(cursor) => format!("{base}&after={cursor}"),
+                None => base.clone(),
+            };
+            let mut page = conn.registry("GET", &path, None, 200)?;
+            let version = page["version"]
+                .as_u64()
+                .ok_or("descriptors page: no version")?;
+            if *at.get_or_insert(version) != version {
+                continue 'attempt;
+            }
+            all.extend(
+                page["descriptors"]
+                    .take()
+                    .as_array()
+                    .cloned()
+                    .ok_or("descriptors page: no list")?,
+            );
+            match page["next"].as_str() {
+                Some(cursor) => after = Some(cursor.to_string()),
+                None => break,
+            }
+        }
+        let version = at.unwrap_or(0);
+        let doc = serde_json::json!({"version": version, "descriptors": all});
+        conn.emit(&doc, || {
+            let mut text = format!("{} descriptor(s) at version {version}", all.len());
+            for d in &all {
+                text.push_str(&format!(
+                    "\n{}/{}  v{}  {}",
+                    d["kind"].as_str().unwrap_or("?"),
+                    d["id"].as_str().unwrap_or("?"),
+                    d["version"],
+                    d["body"]
+                ));
+            }
+            text
+        });
+        return Ok(());
+    }
+    Err("the registry changed during every attempt to list its descriptors; try again".into())
+}
+
+/// `registry log --from V --limit N`: one page of commit records.
+pub fn log_page(conn: &Conn, from: u64, limit: u64) -> CliResult {
+    let page = conn.registry(
+        "GET",
+        &format!("/registry/log?from={from}&limit={limit}"),
+        None,
+        200,
+    )?;
+    conn.emit(&page, || {
+        let records = page["records"].as_array().cloned().unwrap_or_default();
+        let mut lines: Vec<String> = records
+            .iter()
+            .map(|r| {
+                format!(
+                    "version {}  hash {}  proposal {}  committed_at {}",
+                    r["version"],
+                    r["hash"].as_str().unwrap_or("-"),
+                    r["proposal_id"].as_str().unwrap_or("-"),
+                    r["committed_at"].as_str().unwrap_or("-")
+                )
+            })
+            .collect();
+        lines.push(match page["next"].as_u64() {
+            Some(n) => format!("(head {}; next page: --from {n})", page["head"]),
+            None => format!("(head {}; end of log)", page["head"]),
+        });
+        lines.join("\n")
+    });
+    Ok(())
+}
+
+/// `registry proposal ID`: what a signer reviews (the payload checked against the id).
+pub fn proposal(conn: &Conn, id: &str) -> CliResult {
+    let (v, payload) = fetch_payload(conn, id)?;
+    conn.emit(&v, || review_text(&v, &payload));
     Ok(())
 }
 
@@ -231,7 +370,7 @@ pub fn propose(conn: &Conn, file: &Path) -> CliResult {
         "proposal accepted; expires at {}",
         v["expires_at"].as_str().unwrap_or("?")
     );
-    println!("{}", v["proposal_id"].as_str().unwrap_or(""));
+    conn.emit(&v, || v["proposal_id"].as_str().unwrap_or("").to_string());
     Ok(())
 }
 
@@ -252,30 +391,86 @@ fn fetch_payload(conn: &Conn, id: &str) -> Result<(serde_json::Value, Vec<u8>), 
 }
 
 fn show_review(v: &serde_json::Value, payload: &[u8]) {
-    eprintln!("proposal {}", v["proposal_id"].as_str().unwrap_or("?"));
-    eprintln!(
-        "state: {}   approvals: {} of threshold {}",
+    eprintln!("{}", review_text(v, payload));
+}
+
+/// A proposal as a signer reviews it: state, approvals, the diff per op, the exact payload.
+fn review_text(v: &serde_json::Value, payload: &[u8]) -> String {
+    let mut text = format!(
+        "proposal {}\nstate: {}   approvals: {} of threshold {}",
+        v["proposal_id"].as_str().unwrap_or("?"),
         v["state"].as_str().unwrap_or("?"),
         v["approvals"],
         v["threshold"]
     );
     if let Some(diff) = v["diff"].as_array() {
         for d in diff {
-            eprintln!(
-                "  {} {}/{}\n    current:  {}\n    proposed: {}",
+            text.push_str(&format!(
+                "\n  {} {}/{}\n    current:  {}\n    proposed: {}",
                 d["op"].as_str().unwrap_or("?"),
                 d["kind"].as_str().unwrap_or("?"),
                 d["id"].as_str().unwrap_or("?"),
                 d["current"],
                 d["proposed"]
-            );
+            ));
         }
     }
-    eprintln!(
-        "payload ({} bytes): {}",
+    text.push_str(&format!(
+        "\npayload ({} bytes): {}",
         payload.len(),
         String::from_utf8_lossy(payload)
-    );
+    ));
+    text
+}
+
+/// Check that `key` is the key the server's published signer set lists for `keyid`, before
+/// anything is sent: a wrong key file (or keyid) otherwise shows up only as a 403 from the
+/// server, after the operator confirmed.
+fn check_key_matches_signer(conn: &Conn, keyid: &str, key: &SigningKey) -> CliResult {
+    let set = conn.registry("GET", "/registry/signers", None, 200)?;
+    let keys = set["keys"].as_array().cloned().unwrap_or_default();
+    let Some(entry) = keys.iter().find(|k| k["keyid"] == keyid) else {
+        let known: Vec<&str> = keys.iter().filter_map(|k| k["keyid"].as_str()).collect();
+        return Err(format!(
+            "keyid {keyid:?} is not in the server's signer set (configured: {}): nothing was sent",
+            known.join(", ")
+        ));
+    };
+    let mine = hex::encode(key.verifying_key().as_bytes());
+    if entry["public_key"].as_str() != Some(mine.as_str()) {
+        return Err(format!(
+            "the key file's private key does not match signer {keyid:?}: the server publishes public_key {} for it, this key's is {mine} (wrong key file?): nothing was sent",
+            entry["public_key"].as_str().unwrap_or("?")
+        ));
+    }
+    Ok(())
+}
+
+/// Ask before signing. `yes` skips the question; without a terminal on stdin there is no one
+/// to ask, so refuse rather than sign unreviewed.
+fn confirm_signing(id: &str, keyid: &str, yes: bool) -> CliResult {
+    use std::io::{BufRead, IsTerminal, Write};
+    if yes {
+        return Ok(());
+    }
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(
+            "refusing to sign without confirmation: stdin is not a terminal; review the proposal above (or with `ronctl registry proposal ID`) and pass --yes to sign non-interactively"
+                .into(),
+        );
+    }
+    eprint!("sign proposal {id} as {keyid}? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    stdin
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| format!("reading the answer: {e}"))?;
+    match answer.trim().to_ascii_lowercase().as_str() {
+        "y" | "yes" => Ok(()),
+        _ => Err("not signed (answer was not yes)".into()),
+    }
 }
 
 pub fn approve(
@@ -284,6 +479,7 @@ pub fn approve(
     signer: Option<&Path>,
     export_payload: Option<&Path>,
     import_sig: Option<&Path>,
+    yes: bool,
 ) -> CliResult {
     let signature = if let Some(sig_file) = import_sig {
         let text = std::fs::read_to_string(sig_file)
@@ -303,6 +499,8 @@ pub fn approve(
             return Ok(());
         }
         let (keyid, key) = load_key(signer.ok_or("--signer is required")?)?;
+        check_key_matches_signer(conn, &keyid, &key)?;
+        confirm_signing(id, &keyid, yes)?;
         let sig = dsse::encode_sig(&sign_payload(&key, &payload));
         serde_json::json!({"keyid": keyid, "sig": sig})
     };
@@ -310,7 +508,9 @@ pub fn approve(
         serde_json::to_vec(&serde_json::json!({"proposal_id": id, "signatures": [signature]}))
             .expect("serializes");
     let v = conn.registry("POST", "/approve", Some(&body), 200)?;
-    println!("approvals {} of {}", v["approvals"], v["threshold"]);
+    conn.emit(&v, || {
+        format!("approvals {} of {}", v["approvals"], v["threshold"])
+    });
     Ok(())
 }
 
@@ -321,6 +521,7 @@ struct SigJson {
     sig: String,
 }
 
+/// `sign`: its output is JSON in both `--output` forms (it is the file `--import-sig` reads).
 pub fn sign_offline(payload: &Path, signer: &Path, out: Option<&Path>) -> CliResult {
     let bytes = std::fs::read(payload).map_err(|e| format!("{}: {e}", payload.display()))?;
     let (keyid, key) = load_key(signer)?;
@@ -346,11 +547,13 @@ pub fn sign_offline(payload: &Path, signer: &Path, out: Option<&Path>) -> CliRes
 pub fn commit(conn: &Conn, id: &str) -> CliResult {
     let body = serde_json::to_vec(&serde_json::json!({"proposal_id": id})).expect("serializes");
     let v = conn.registry("POST", "/commit", Some(&body), 200)?;
-    println!(
-        "version {} hash {}",
-        v["version"],
-        v["hash"].as_str().unwrap_or("")
-    );
+    conn.emit(&v, || {
+        format!(
+            "version {} hash {}",
+            v["version"],
+            v["hash"].as_str().unwrap_or("")
+        )
+    });
     Ok(())
 }
 
@@ -450,22 +653,38 @@ pub fn verify(
                 .and_then(|v| v["registry_id"].as_str().map(str::to_string))
                 .ok_or("record 1 has no registry_id")?,
             None => {
-                println!("log holds only genesis; pass --registry-id to check it");
+                conn.emit(
+                    &serde_json::json!({"ok": true, "records": records.len(), "checked": false}),
+                    || "log holds only genesis; pass --registry-id to check it".into(),
+                );
                 return Ok(());
             }
         },
     };
     let n = audit::verify_chain(&registry_id, &records, &signers)
         .map_err(|b| format!("BROKEN at version {}: {}", b.version, b.reason))?;
-    println!(
-        "ok: {n} records (versions 0..={}) verify: hash chain intact, every commit has a quorum",
-        n.saturating_sub(1)
-    );
+    // In text the chain verdict is printed before the state comparison, so a state that differs
+    // still shows that the history itself verified; JSON prints one document at the end.
+    if conn.output == Output::Text {
+        println!(
+            "ok: {n} records (versions 0..={}) verify: hash chain intact, every commit has a quorum",
+            n.saturating_sub(1)
+        );
+    }
+    let mut doc =
+        serde_json::json!({"ok": true, "checked": true, "records": n, "registry_id": registry_id});
     if let Some((version, state)) = served {
         let count = compare_with_replay(&registry_id, &records, version, &state)?;
-        println!(
-            "ok: the served state at version {version} ({count} descriptors) is the replay of the signed history"
-        );
+        if conn.output == Output::Text {
+            println!(
+                "ok: the served state at version {version} ({count} descriptors) is the replay of the signed history"
+            );
+        }
+        doc["served_version"] = version.into();
+        doc["served_descriptors"] = count.into();
+    }
+    if conn.output == Output::Json {
+        emit(Output::Json, &doc, String::new);
     }
     Ok(())
 }
@@ -592,13 +811,25 @@ fn compare_with_replay(
 /// `config print`: with a file, the effective config it gives (file + environment); without,
 /// the running server's (`GET /admin/config` on --admin-url). Secrets are redacted either way.
 pub fn config_print(conn: &Conn, path: Option<&Path>) -> CliResult {
-    match path {
+    let text = match path {
         Some(path) => {
             let config = crate::config::Config::load(path, crate::config::Flags::default())
                 .map_err(|e| e.to_string())?;
-            print!("{}", config.to_toml());
+            config.to_toml()
         }
-        None => print!("{}", conn.admin_text("/admin/config")?),
+        None => conn.admin_text("/admin/config")?,
+    };
+    match conn.output {
+        Output::Text => print!("{text}"),
+        Output::Json => {
+            let value: toml::Value =
+                toml::from_str(&text).map_err(|e| format!("the config is not TOML: {e}"))?;
+            emit(
+                Output::Json,
+                &serde_json::to_value(value).expect("TOML is JSON"),
+                String::new,
+            );
+        }
     }
     Ok(())
 }
@@ -611,26 +842,26 @@ pub fn chaos_inject(conn: &Conn, fault: &str, ms: u64, for_secs: Option<u64>) ->
     }
     let body = serde_json::to_vec(&body).expect("serializes");
     let v = conn.admin("POST", "/admin/chaos", Some(&body), 200)?;
-    match v["expires_at"].as_str() {
-        Some(at) => println!("injected {fault} {ms} ms until {at}"),
-        None => println!("injected {fault} {ms} ms until cleared (ronctl chaos clear)"),
-    }
+    conn.emit(&v, || match v["expires_at"].as_str() {
+        Some(at) => format!("injected {fault} {ms} ms until {at}"),
+        None => format!("injected {fault} {ms} ms until cleared (ronctl chaos clear)"),
+    });
     Ok(())
 }
 
 /// `chaos clear`.
 pub fn chaos_clear(conn: &Conn) -> CliResult {
     let v = conn.admin("DELETE", "/admin/chaos", None, 200)?;
-    match v["was_ms"].as_u64() {
-        Some(ms) if ms > 0 => println!("cleared storage-latency ({ms} ms)"),
-        _ => println!("no fault was injected"),
-    }
+    conn.emit(&v, || match v["was_ms"].as_u64() {
+        Some(ms) if ms > 0 => format!("cleared storage-latency ({ms} ms)"),
+        _ => "no fault was injected".to_string(),
+    });
     Ok(())
 }
 
 /// `chaos status`.
 pub fn chaos_status(conn: &Conn) -> CliResult {
-    print_json(&conn.admin("GET", "/admin/chaos", None, 200)?);
+    conn.emit_doc(&conn.admin("GET", "/admin/chaos", None, 200)?);
     Ok(())
 }
 
@@ -644,10 +875,10 @@ pub fn maintenance(conn: &Conn, on: Option<bool>, reason: Option<&str>) -> CliRe
             conn.admin("POST", "/admin/maintenance", Some(&body), 200)?
         }
     };
-    match v["reason"].as_str() {
-        Some(reason) if v["read_only"] == true => println!("read-only (maintenance): {reason}"),
-        _ => println!("writes enabled"),
-    }
+    conn.emit(&v, || match v["reason"].as_str() {
+        Some(reason) if v["read_only"] == true => format!("read-only (maintenance): {reason}"),
+        _ => "writes enabled".to_string(),
+    });
     Ok(())
 }
 
@@ -661,16 +892,19 @@ pub fn backup(conn: &Conn, to: &Path) -> CliResult {
         registry: conn.registry.clone(),
         admin: conn.admin.clone(),
         timeout: conn.timeout.max(Duration::from_secs(3600)),
+        output: conn.output,
     };
     let v = patient.admin("POST", "/admin/backup", Some(&body), 200)?;
-    println!(
-        "backup of {} complete in {}: every version up to {} (log position {}), {} ms",
-        v["registry_id"].as_str().unwrap_or("?"),
-        v["to"].as_str().unwrap_or("?"),
-        v["min_version"],
-        v["lsn"],
-        v["elapsed_ms"]
-    );
+    conn.emit(&v, || {
+        format!(
+            "backup of {} complete in {}: every version up to {} (log position {}), {} ms",
+            v["registry_id"].as_str().unwrap_or("?"),
+            v["to"].as_str().unwrap_or("?"),
+            v["min_version"],
+            v["lsn"],
+            v["elapsed_ms"]
+        )
+    });
     eprintln!("restore: stop the server, point data_dir at this directory (or copy it there), start; see docs/OPERATIONS.md");
     Ok(())
 }

@@ -83,6 +83,9 @@ pub struct HttpConfig {
     pub write_timeout_ms: u64,
     /// SIGTERM: how long in-flight work may take before the process exits anyway.
     pub drain_timeout_secs: u64,
+    /// Origins whose pages may read the registry listener's answers (CORS): exact origins
+    /// (`scheme://host[:port]`), or `"*"` for every origin on read routes only. Empty: off.
+    pub cors_allow_origins: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -96,8 +99,32 @@ impl Default for HttpConfig {
             idle_timeout_secs: 60,
             write_timeout_ms: 10_000,
             drain_timeout_secs: 5,
+            cors_allow_origins: Vec::new(),
         }
     }
+}
+
+/// `"*"` or a serialized origin as browsers send it: `http(s)://host[:port]`, nothing after.
+fn valid_origin(o: &str) -> bool {
+    if o == "*" {
+        return true;
+    }
+    let Some(rest) = o
+        .strip_prefix("http://")
+        .or_else(|| o.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || rest.starts_with('[') => (h, Some(p)),
+        _ => (rest, None),
+    };
+    !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':'))
+        && port
+            .is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -283,6 +310,25 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// The directory relative paths in the config file at `path` are resolved from: the file's own
+/// directory, made absolute against the working directory at load time.
+fn config_dir(path: &Path) -> PathBuf {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::path::absolute(parent).unwrap_or_else(|_| parent.to_path_buf())
+}
+
+/// `p` if absolute, else `base/p`.
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
 /// Upper bounds that keep a typo from turning a limit into no limit.
 const MAX_WORKERS: usize = 256;
 const MAX_BODY_BYTES_CEILING: usize = 64 * 1024 * 1024;
@@ -305,6 +351,13 @@ impl Config {
         let mut raw: RawConfig = toml::from_str(text).map_err(|e| {
             ConfigError(format!("{}: {}", path.display(), e.to_string().trim_end()))
         })?;
+        // Paths in the file mean the same thing whatever directory the process starts in:
+        // otherwise a relative data_dir silently opens (or creates) another, empty registry.
+        // The environment's paths below are the caller's own and stay as given.
+        let base = config_dir(path);
+        raw.data_dir = resolve(&base, &raw.data_dir);
+        raw.uds_path = raw.uds_path.map(|p| resolve(&base, &p));
+        raw.bus.socket = raw.bus.socket.map(|p| resolve(&base, &p));
         if let Some(v) = env("REGISTRY_ADDR") {
             raw.registry_addr = v;
         }
@@ -372,6 +425,16 @@ impl Config {
             return Err(fail(format!(
                 "max_body_bytes = {} is above {MAX_BODY_BYTES_CEILING}",
                 raw.max_body_bytes
+            )));
+        }
+        if let Some(bad) = raw
+            .http
+            .cors_allow_origins
+            .iter()
+            .find(|o| !valid_origin(o))
+        {
+            return Err(fail(format!(
+                "http.cors_allow_origins: {bad:?} is neither \"*\" nor an origin like \"https://host:port\" (no path, no trailing slash)"
             )));
         }
         if raw.http.max_header_bytes < 1024 {
@@ -705,6 +768,30 @@ mod tests {
         let env = |k: &str| (k == "REGISTRY_ADDR").then(|| "127.0.0.1:0".to_string());
         let c = Config::from_toml(&text, Path::new("t"), Flags::default(), &env).unwrap();
         assert_eq!(c.raw.registry_addr, "127.0.0.1:0");
+    }
+
+    #[test]
+    fn relative_paths_are_resolved_from_the_config_files_directory() {
+        let text = format!(
+            "registry_id = \"r\"\ndata_dir = \"d\"\nuds_path = \"/run/x.sock\"\n[bus]\nsocket = \"b.sock\"\n[signers]\n{}",
+            two_keys(1)
+        );
+        let c = Config::from_toml(
+            &text,
+            Path::new("/etc/ron/r.toml"),
+            Flags::default(),
+            &|_| None,
+        )
+        .unwrap();
+        assert_eq!(c.raw.data_dir, Path::new("/etc/ron/d"));
+        assert_eq!(c.raw.uds_path.as_deref(), Some(Path::new("/run/x.sock")));
+        assert_eq!(
+            c.raw.bus.socket.as_deref(),
+            Some(Path::new("/etc/ron/b.sock"))
+        );
+        // A config named relative to the working directory resolves against it.
+        let c = Config::from_toml(&text, Path::new("r.toml"), Flags::default(), &|_| None).unwrap();
+        assert_eq!(c.raw.data_dir, std::env::current_dir().unwrap().join("d"));
     }
 
     #[test]

@@ -65,14 +65,19 @@ pub fn init(config_level: Option<&str>) {
     }
 }
 
-/// Replace the filter (SIGHUP). `RUST_LOG` still wins if set.
-pub fn set_level(config_level: Option<&str>) {
+/// Replace the filter (SIGHUP). `RUST_LOG` still wins if set: then nothing changes and this
+/// returns `false`, so the caller never reports a level it did not apply.
+pub fn set_level(config_level: Option<&str>) -> bool {
     if std::env::var_os("RUST_LOG").is_some() {
-        return;
+        return false;
     }
-    if let Some(f) = FILTER.get() {
-        let filter = build_filter(config_level.unwrap_or("info"));
-        log::set_max_level(filter.filter());
-        *f.write() = filter;
+    match FILTER.get() {
+        Some(f) => {
+            let filter = build_filter(config_level.unwrap_or("info"));
+            log::set_max_level(filter.filter());
+            *f.write() = filter;
+            true
+        }
+        None => false,
     }
 }

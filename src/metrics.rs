@@ -4,8 +4,8 @@
 //! `verify_strict`), the 50 ms read SLO and the 750 ms commit SLO of the runbook.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
 };
 use std::sync::LazyLock;
 
@@ -38,7 +38,7 @@ pub struct Metrics {
     pub registry_reload_success_total: IntCounter,
     pub registry_reload_fail_total: IntCounter,
     pub registry_write_plane_ready: IntGauge,
-    pub registry_chaos_storage_latency_ms: IntGauge,
+    pub registry_chaos_storage_latency_seconds: Gauge,
     pub registry_ready: IntGauge,
     pub registry_read_only: IntGauge,
     pub registry_history_read_failures_total: IntCounter,
@@ -149,9 +149,9 @@ impl Metrics {
                 "1 when the write plane accepts writes",
             )
             .expect("valid"),
-            registry_chaos_storage_latency_ms: IntGauge::new(
-                "registry_chaos_storage_latency_ms",
-                "Injected storage sync latency (chaos), 0 when none",
+            registry_chaos_storage_latency_seconds: Gauge::new(
+                "registry_chaos_storage_latency_seconds",
+                "Injected storage sync latency (chaos) in seconds, 0 when none",
             )
             .expect("valid"),
             registry_ready: IntGauge::new(
@@ -196,7 +196,7 @@ impl Metrics {
             Box::new(m.registry_reload_success_total.clone()),
             Box::new(m.registry_reload_fail_total.clone()),
             Box::new(m.registry_write_plane_ready.clone()),
-            Box::new(m.registry_chaos_storage_latency_ms.clone()),
+            Box::new(m.registry_chaos_storage_latency_seconds.clone()),
             Box::new(m.registry_ready.clone()),
             Box::new(m.registry_read_only.clone()),
             Box::new(m.registry_history_read_failures_total.clone()),

@@ -112,7 +112,12 @@ impl SyncTarget for Syncer {
 pub enum OpenError {
     /// Another process holds the data directory: exit at once.
     Locked(String),
-    /// Corruption or an I/O failure: stay up, not ready, with this reason.
+    /// The data directory or its log cannot be created, opened or read (permissions, a path
+    /// under a file, a full disk): exit at once with this reason, so a supervisor restarts the
+    /// process (and the operator sees why) instead of it staying up and never ready.
+    Io(String),
+    /// Corruption found by recovery: stay up, not ready, with this reason (an operator must
+    /// look; restarting cannot help).
     Refused(String),
 }
 
@@ -137,6 +142,7 @@ pub fn open(
     })
     .map_err(|e| match e {
         LogError::Locked { .. } => OpenError::Locked(e.to_string()),
+        LogError::Io { .. } | LogError::NoSpace { .. } => OpenError::Io(e.to_string()),
         other => OpenError::Refused(other.to_string()),
     })?;
     if let Some(t) = &opened.truncated_tail {

@@ -1,5 +1,10 @@
 //! `ronctl tail`: follow `/registry/stream`, print one line per event, and reconnect with the
 //! last seen id after a drop, so no commit is ever missed.
+//!
+//! Invariant: once connected the tail always has a cursor. A stream started from HEAD opens
+//! with a heartbeat carrying HEAD's version (or a reset carrying it as its id); that version is
+//! the cursor until a commit moves it, so a reconnect resumes after it and replays whatever was
+//! committed while the tail was away, even before it had seen a single commit.
 
 use crate::http::client::{self, Target};
 use std::io::{BufRead, Write};
@@ -51,6 +56,14 @@ fn next_event(reader: &mut dyn BufRead) -> std::io::Result<Option<Event>> {
             e.data.push_str(v.trim_start());
         }
     }
+}
+
+/// The `version` of a heartbeat or shutdown event's data.
+fn data_version(e: &Event) -> Option<u64> {
+    serde_json::from_str::<serde_json::Value>(&e.data)
+        .ok()?
+        .get("version")?
+        .as_u64()
 }
 
 fn summary(e: &Event) -> String {
@@ -123,6 +136,11 @@ pub fn tail(target: &Target, opts: &TailOptions, out: &mut dyn Write) -> Result<
                 // Our id was beyond the server's HEAD (e.g. it was restored from an older
                 // backup): continue from what it has.
                 "reset" => last = e.id,
+                // The opening heartbeat of a stream started from HEAD (no cursor yet): every
+                // commit after it will be delivered, so it is where a reconnect resumes. Later
+                // heartbeats never move a cursor that exists (a replaying stream's opening
+                // heartbeat is ahead of the events still to come).
+                "heartbeat" | "shutdown" if last.is_none() => last = data_version(&e),
                 _ => {}
             }
         }

@@ -82,7 +82,7 @@ fn a_64_kib_header_gets_431_and_memory_does_not_grow() {
     }
     // Too many header lines, each small.
     let mut t = connect(&s);
-    let mut req = b"GET /registry/head HTTP/1.1\r\n".to_vec();
+    let mut req = b"GET /registry/head HTTP/1.1\r\nHost: t\r\n".to_vec();
     for i in 0..100 {
         req.extend_from_slice(format!("X-H{i}: v\r\n").as_bytes());
     }
@@ -213,11 +213,10 @@ fn garbage_and_malformed_requests_get_400_and_never_crash_the_server() {
     for junk in [
         &b"\x00\x01\x02garbage\r\n\r\n"[..],
         b"GET\r\n\r\n",
-        b"GET / HTTP/9.9\r\n\r\n",
-        b"POST /propose HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
-        b"POST /propose HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
-        b"POST /propose HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-        b"GET /registry/head HTTP/1.1\r\nBad Header\r\n\r\n",
+        b"POST /propose HTTP/1.1\r\nHost: t\r\nContent-Length: abc\r\n\r\n",
+        b"POST /propose HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"POST /propose HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"GET /registry/head HTTP/1.1\r\nHost: t\r\nBad Header\r\n\r\n",
     ] {
         let mut t = connect(&s);
         let _ = t.write_all(junk);
@@ -229,6 +228,12 @@ fn garbage_and_malformed_requests_get_400_and_never_crash_the_server() {
             String::from_utf8_lossy(junk)
         );
     }
+    // Issue 17 (RFC 9112 §2.3): a major version other than 1 is 505, no longer a plain 400.
+    let mut t = connect(&s);
+    let _ = t.write_all(b"GET / HTTP/9.9\r\n\r\n");
+    let (bytes, _) = read_to_close(&mut t);
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.starts_with("HTTP/1.1 505"), "{text}");
     assert_eq!(s.get("/registry/head").status, 200);
 }
 
@@ -245,7 +250,7 @@ fn regression_half_closed_partial_request_is_closed_at_eof_not_at_the_deadline()
     for partial in [
         &b"GET /registry/head HTT"[..],
         b"POST /propose HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"registry_id\"",
-        b"POST /propose HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nabc",
+        b"POST /propose HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nabc",
     ] {
         let mut t = connect(&s);
         t.write_all(partial).unwrap();
@@ -421,7 +426,7 @@ fn pipelined_requests_then_garbage_are_answered_in_order_then_refused() {
     for _ in 0..999 {
         burst.extend_from_slice(get);
     }
-    burst.extend_from_slice(b"GET /registry/head HTTP/1.1\r\nConnection: close\r\n\r\n");
+    burst.extend_from_slice(b"GET /registry/head HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     t.write_all(&burst).unwrap();
     let (bytes, _) = read_to_close(&mut t);
     assert_eq!(count(&bytes, b"HTTP/1.1 200"), 1000);
@@ -448,7 +453,7 @@ fn pipelined_requests_then_garbage_are_answered_in_order_then_refused() {
                     let _ = t.set_read_timeout(Some(Duration::from_secs(5)));
                     let mut burst = Vec::new();
                     for _ in 0..(next() % 8) {
-                        burst.extend_from_slice(b"GET /registry/head HTTP/1.1\r\n\r\n");
+                        burst.extend_from_slice(b"GET /registry/head HTTP/1.1\r\nHost: t\r\n\r\n");
                     }
                     let junk: Vec<u8> = (0..next() % 300).map(|_| next() as u8).collect();
                     let at = (next() as usize) % (burst.len() + 1);
@@ -545,10 +550,12 @@ fn ten_thousand_connections_opened_and_abandoned_cost_nothing_once_gone() {
                 }
                 2 => {
                     // A whole request whose answer is never read.
-                    let _ = t.write_all(b"GET /registry/head HTTP/1.1\r\n\r\n");
+                    let _ = t.write_all(b"GET /registry/head HTTP/1.1\r\nHost: t\r\n\r\n");
                 }
                 _ => {
-                    let _ = t.write_all(b"POST /propose HTTP/1.1\r\nContent-Length: 500\r\n\r\n{");
+                    let _ = t.write_all(
+                        b"POST /propose HTTP/1.1\r\nHost: t\r\nContent-Length: 500\r\n\r\n{",
+                    );
                 }
             }
             held.push(t);
@@ -637,8 +644,10 @@ fn stream_clients_that_never_read_are_dropped_and_do_not_slow_commits() {
     let mut stuck = Vec::new();
     for _ in 0..subscribers {
         let mut t = s.connect_small_window();
-        t.write_all(b"GET /registry/stream HTTP/1.1\r\nAccept: text/event-stream\r\n\r\n")
-            .unwrap();
+        t.write_all(
+            b"GET /registry/stream HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n",
+        )
+        .unwrap();
         stuck.push(t); // never read
     }
     eventually(

@@ -146,7 +146,7 @@ fn chaos_is_forbidden_when_disabled_and_changes_nothing() {
         json(&s.admin("GET", "/admin/chaos", None)),
         j!({"enabled": false, "max_latency_ms": 5000, "faults": []})
     );
-    assert_eq!(s.metric("registry_chaos_storage_latency_ms"), 0.0);
+    assert_eq!(s.metric("registry_chaos_storage_latency_seconds"), 0.0);
     let (ok, _, err) = s.ronctl(&[
         "chaos",
         "inject",
@@ -179,7 +179,7 @@ fn injected_storage_latency_slows_commits_but_not_reads() {
     ]);
     assert!(ok, "{err}");
     assert!(out.contains("until cleared"), "{out}");
-    assert_eq!(s.metric("registry_chaos_storage_latency_ms"), 50.0);
+    assert_eq!(s.metric("registry_chaos_storage_latency_seconds"), 0.05);
     let state = json(&s.admin("GET", "/admin/chaos", None));
     assert_eq!(state["faults"][0]["ms"], 50);
 
@@ -232,7 +232,7 @@ fn injected_storage_latency_slows_commits_but_not_reads() {
     let (ok, out, err) = s.ronctl(&["chaos", "clear"]);
     assert!(ok, "{err}");
     assert!(out.contains("cleared storage-latency (50 ms)"), "{out}");
-    assert_eq!(s.metric("registry_chaos_storage_latency_ms"), 0.0);
+    assert_eq!(s.metric("registry_chaos_storage_latency_seconds"), 0.0);
     let logs = s.logs();
     assert!(logs.contains("msg=\"chaos injected\" audit=1"), "{logs}");
     assert!(logs.contains("msg=\"chaos cleared\" audit=1"), "{logs}");
@@ -250,9 +250,9 @@ fn injected_storage_latency_slows_commits_but_not_reads() {
     ]);
     assert!(ok, "{err}");
     assert!(out.contains("until 20"), "{out}");
-    assert_eq!(s.metric("registry_chaos_storage_latency_ms"), 20.0);
+    assert_eq!(s.metric("registry_chaos_storage_latency_seconds"), 0.02);
     eventually(Duration::from_secs(5), "the 1 s injection expires", || {
-        s.metric("registry_chaos_storage_latency_ms") == 0.0
+        s.metric("registry_chaos_storage_latency_seconds") == 0.0
     });
     assert!(s.wait_log("chaos expired", Duration::from_secs(2)));
     // Bad requests change nothing.
@@ -263,7 +263,7 @@ fn injected_storage_latency_slows_commits_but_not_reads() {
     ] {
         assert_eq!(s.admin("POST", "/admin/chaos", Some(body)).status, 400);
     }
-    assert_eq!(s.metric("registry_chaos_storage_latency_ms"), 0.0);
+    assert_eq!(s.metric("registry_chaos_storage_latency_seconds"), 0.0);
 }
 
 #[test]

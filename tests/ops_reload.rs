@@ -375,10 +375,10 @@ fn sighup_applies_limits_log_level_chaos_and_maintenance_live() {
     // Chaos switched on by the file, then off again (which clears the fault).
     let r = s.admin("POST", "/admin/chaos", Some(chaos));
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(s.metric("registry_chaos_storage_latency_ms"), 5.0);
+    assert_eq!(s.metric("registry_chaos_storage_latency_seconds"), 0.005);
     let off = config_text(&s, 2, &keys, "", "[maintenance]\nread_only = false\n");
     assert_eq!(reload(&s, &off), Reload::Applied);
-    assert_eq!(s.metric("registry_chaos_storage_latency_ms"), 0.0);
+    assert_eq!(s.metric("registry_chaos_storage_latency_seconds"), 0.0);
     assert_eq!(s.admin("POST", "/admin/chaos", Some(chaos)).status, 403);
     // Maintenance table changed (reason dropped, still off): writes stay on; max_ops is back.
     assert_eq!(s.post("/propose", changed.as_bytes()).status, 202);

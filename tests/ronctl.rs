@@ -68,6 +68,7 @@ fn keygen_propose_approve_commit_verify_round_trip() {
         &id,
         "--signer",
         key_files[0].to_str().unwrap(),
+        "--yes",
     ]);
     assert!(ok, "{err}");
     assert!(out.contains("approvals 1 of 2"), "{out}");
@@ -293,4 +294,202 @@ fn ronctl_reports_unreachable_servers_and_http_errors_clearly() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Write a key file for `signer` (the format `ronctl keygen` writes).
+fn key_file(dir: &std::path::Path, name: &str, signer: &Signer) -> std::path::PathBuf {
+    let path = dir.join(format!("{name}.key"));
+    let kf = serde_json::json!({
+        "keyid": signer.keyid,
+        "secret_key": hex::encode(signer.key.to_bytes()),
+        "public_key": signer.public_hex(),
+    });
+    std::fs::write(&path, kf.to_string()).unwrap();
+    path
+}
+
+#[test]
+fn approve_asks_first_and_checks_the_key_against_the_published_signer() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(Setup::default());
+    let proposal = dir.path().join("p.json");
+    std::fs::write(&proposal, br#"{"registry_id": "test-registry", "base_version": 0, "ops": [{"op": "put", "kind": "node", "id": "n1", "body": {}}]}"#).unwrap();
+    let (ok, out, err) = s.ronctl(&["registry", "propose", "--file", proposal.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let id = out.trim().to_string();
+    let approvals = || json(&s.get(&format!("/proposals/{id}")))["approvals"].clone();
+
+    // No terminal on stdin and no --yes: refused, nothing sent.
+    let good = key_file(dir.path(), "a", &Signer::new("a", 1));
+    let (ok, _, err) = s.ronctl(&[
+        "registry",
+        "approve",
+        "--id",
+        &id,
+        "--signer",
+        good.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("refusing to sign without confirmation") && err.contains("--yes"),
+        "{err}"
+    );
+    assert_eq!(approvals(), serde_json::json!([]));
+
+    // A key file claiming keyid "a" with another key: refused locally, before sending.
+    let wrong = key_file(dir.path(), "a-wrong", &Signer::new("a", 9));
+    let (ok, _, err) = s.ronctl(&[
+        "registry",
+        "approve",
+        "--id",
+        &id,
+        "--signer",
+        wrong.to_str().unwrap(),
+        "--yes",
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("does not match signer \"a\"") && err.contains("nothing was sent"),
+        "{err}"
+    );
+    // A keyid the server does not know.
+    let stranger = key_file(dir.path(), "zed", &Signer::new("zed", 7));
+    let (ok, _, err) = s.ronctl(&[
+        "registry",
+        "approve",
+        "--id",
+        &id,
+        "--signer",
+        stranger.to_str().unwrap(),
+        "--yes",
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("\"zed\" is not in the server's signer set") && err.contains("a, b, c"),
+        "{err}"
+    );
+    assert_eq!(approvals(), serde_json::json!([]));
+
+    // --yes with the right key signs; --output json answers one JSON document.
+    let (ok, out, err) = s.ronctl(&[
+        "--output",
+        "json",
+        "registry",
+        "approve",
+        "--id",
+        &id,
+        "--signer",
+        good.to_str().unwrap(),
+        "--yes",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect(&out);
+    assert_eq!(v["threshold"], 2);
+    assert_eq!(approvals().as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn descriptor_log_and_proposal_commands_replace_curl_in_text_and_json() {
+    let s = TestServer::start(Setup::default());
+    s.commit_ops(
+        0,
+        serde_json::json!([
+            put("node", "n1", serde_json::json!({"addr": "10.0.0.1:1"})),
+            put("service", "svc.api", serde_json::json!({"port": 443}))
+        ]),
+    );
+    let ronctl_json = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["--output", "json"];
+        all.extend_from_slice(args);
+        let (ok, out, err) = s.ronctl(&all);
+        assert!(ok, "{args:?}: {err}");
+        assert_eq!(out.trim().lines().count(), 1, "one JSON line: {out}");
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+    };
+    let all = ronctl_json(&["registry", "descriptors"]);
+    assert_eq!(all["version"], 1);
+    assert_eq!(all["descriptors"].as_array().unwrap().len(), 2);
+    let nodes = ronctl_json(&["registry", "descriptors", "--kind", "node"]);
+    assert_eq!(nodes["descriptors"][0]["id"], "n1");
+    assert_eq!(nodes["descriptors"].as_array().unwrap().len(), 1);
+    let one = ronctl_json(&["registry", "descriptor", "service", "svc.api"]);
+    assert_eq!(one["body"]["port"], 443);
+    let page = ronctl_json(&["registry", "log", "--from", "1", "--limit", "1"]);
+    assert_eq!(page["records"][0]["version"], 1);
+    let id = page["records"][0]["proposal_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let p = ronctl_json(&["registry", "proposal", &id]);
+    assert_eq!(p["state"], "committed");
+    assert_eq!(ronctl_json(&["registry", "head"])["version"], 1);
+
+    // Text for people.
+    let (ok, out, _) = s.ronctl(&["registry", "descriptors"]);
+    assert!(
+        ok && out.contains("2 descriptor(s) at version 1") && out.contains("node/n1  v1"),
+        "{out}"
+    );
+    let (ok, out, _) = s.ronctl(&["registry", "log", "--from", "0"]);
+    assert!(
+        ok && out.contains("version 1  hash ") && out.contains("end of log"),
+        "{out}"
+    );
+    let (ok, out, _) = s.ronctl(&["registry", "proposal", &id]);
+    assert!(
+        ok && out.contains("state: committed") && out.contains("\"id\":\"svc.api\""),
+        "{out}"
+    );
+    let (ok, _, err) = s.ronctl(&["registry", "descriptor", "node", "nope"]);
+    assert!(!ok && err.contains("404"), "{err}");
+}
+
+#[test]
+fn help_version_completions_and_man_page() {
+    let run = |args: &[&str]| {
+        let out = Command::new(ronctl_bin()).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let help = run(&["--help"]);
+    assert!(
+        help.contains("Operator and signer CLI for svc-registry") && help.contains("--output"),
+        "{help}"
+    );
+    assert!(
+        !help.contains("Authoritative append-only registry"),
+        "ronctl has its own description"
+    );
+    assert!(run(&["--version"]).starts_with("ronctl "));
+    let man = run(&["manpage"]);
+    assert!(man.contains(".TH ronctl"), "{}", &man[..man.len().min(200)]);
+    for shell in ["bash", "zsh", "fish"] {
+        let script = run(&["completions", shell]);
+        assert!(
+            script.contains("ronctl") && script.contains("descriptors"),
+            "{shell}"
+        );
+    }
+    // The arguments the walk-through found bare now explain themselves.
+    for (cmd, want) in [
+        (vec!["registry", "propose"], "sent byte for byte"),
+        (vec!["registry", "approve"], "printed by `propose`"),
+        (vec!["registry", "approve"], "Sign without asking"),
+        (vec!["registry", "commit"], "printed by `propose`"),
+        (vec!["registry", "get"], "0 is genesis"),
+        (vec!["sign"], "Private key file"),
+        (vec!["maintenance", "on"], "Why (shown by /readyz"),
+    ] {
+        let mut args = cmd.clone();
+        args.push("--help");
+        let text = run(&args);
+        assert!(
+            text.contains(want),
+            "{cmd:?} --help lacks {want:?}:\n{text}"
+        );
+    }
 }

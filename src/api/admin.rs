@@ -90,7 +90,7 @@ impl Route {
             Method::Head => "HEAD",
             Method::Post => "POST",
             Method::Delete => "DELETE",
-            Method::Put | Method::Other => return false,
+            Method::Put | Method::Options | Method::Other => return false,
         };
         self.allow().split(", ").any(|m| m == name)
     }
@@ -100,9 +100,32 @@ impl Route {
 #[serde(deny_unknown_fields)]
 struct ChaosBody {
     fault: String,
+    #[serde(deserialize_with = "whole_u64")]
     ms: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_u64_opt")]
     for_secs: Option<u64>,
+}
+
+/// A JSON integer field as JSON Schema's `integer` reads it: `1975` and `1975.0` alike (a
+/// number with a zero fraction is an integer); `1975.5`, negatives and non-numbers are refused.
+fn whole_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    if let Some(u) = n.as_u64() {
+        return Ok(u);
+    }
+    match n.as_f64() {
+        Some(f) if f >= 0.0 && f.fract() == 0.0 && f <= u64::MAX as f64 => Ok(f as u64),
+        _ => Err(serde::de::Error::custom(format!(
+            "{n} is not a non-negative integer"
+        ))),
+    }
+}
+
+fn whole_u64_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match Option::<serde_json::Number>::deserialize(d)? {
+        None => Ok(None),
+        Some(n) => whole_u64(n).map(Some).map_err(serde::de::Error::custom),
+    }
 }
 
 #[derive(Deserialize)]
@@ -207,7 +230,11 @@ impl AdminApi {
     fn backup(&self, req: &Request, replier: Replier) -> Outcome {
         let template = Route::Backup.template();
         let respond = |e: ApiError| Outcome::Respond(error_response(&e).route(template));
-        let body: BackupBody = match parse_body(req, "backup request") {
+        let body = match parse_body::<BackupBody>(req, "backup request") {
+            // No file system takes a NUL inside a path: a bad request, not a storage failure.
+            Ok(b) if b.to.as_os_str().as_encoded_bytes().contains(&0) => {
+                return respond(ApiError::bad_request("\"to\" contains a NUL byte"))
+            }
             Ok(b) => b,
             Err(e) => return respond(e),
         };
@@ -281,13 +308,36 @@ fn backup_error(e: &BackupError) -> ApiError {
 
 impl Handler for AdminApi {
     fn handle(&self, req: Request, replier: Replier) -> Outcome {
-        let Some(route) = Route::parse(&req.path) else {
+        if req.path == "*" {
+            // `OPTIONS *` (the transport admits `*` for OPTIONS only).
+            return Outcome::Respond(
+                Response::new(204, Vec::new())
+                    .header("Allow", "GET, HEAD, POST, DELETE, OPTIONS".to_string())
+                    .route("*"),
+            );
+        }
+        // Routes are matched on the decoded path; a decoded `/` inside a segment matches none.
+        let decoded = req
+            .segments()
+            .ok()
+            .filter(|segs| segs.iter().all(|s| !s.contains('/')))
+            .map(|segs| format!("/{}", segs.join("/")));
+        let Some(route) = decoded.as_deref().and_then(Route::parse) else {
             return Outcome::Respond(
                 error_response(&ApiError::not_found(format!("no route {}", req.path)))
                     .route("unmatched"),
             );
         };
         let template = route.template();
+        if req.method == Method::Options {
+            // OPTIONS is answered on every route by this generic answer; `Allow` lists it
+            // here and, like every 405's `Allow`, the route's own methods.
+            return Outcome::Respond(
+                Response::new(204, Vec::new())
+                    .header("Allow", format!("{}, OPTIONS", route.allow()))
+                    .route(template),
+            );
+        }
         if !route.allows(req.method) {
             let e = ApiError::new(
                 Code::MethodNotAllowed,

@@ -7,6 +7,7 @@
 //! (src/api/replies.rs), so a worker never blocks on a commit.
 
 mod admin;
+pub mod cors;
 mod registry;
 pub mod replies;
 

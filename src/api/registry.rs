@@ -1,5 +1,11 @@
 //! Routes of the registry listener (SPEC §5): the read plane and the write plane.
+//!
+//! Routing works on percent-decoded path segments (src/http/target.rs); a version segment must
+//! be canonical decimal (`/registry/+1` and `/registry/01` are 400, not aliases of
+//! `/registry/1`). `OPTIONS` answers every known route (and `*`) with `204` and `Allow`, plus
+//! CORS preflight headers when `[http] cors_allow_origins` allows the origin (src/api/cors.rs).
 
+use super::cors::Cors;
 use super::replies::{self, reply};
 use super::{error_response, json_response};
 use crate::domain::descriptor::Kind;
@@ -10,7 +16,7 @@ use crate::error::ApiError;
 use crate::http::{Handler, Method, Outcome, Replier, Request, Response};
 use crate::metrics::m;
 use crate::ops::WritePlane;
-use crate::roles::sse::SseHub;
+use crate::roles::sse::{Since, SseHub};
 use crate::roles::writer::WriteRequest;
 use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
@@ -33,6 +39,8 @@ pub struct RegistryApi {
     pub plane: Arc<WritePlane>,
     /// The `/registry/stream` fan-out (SPEC §5: streams never pin a worker).
     pub stream: Option<Arc<SseHub>>,
+    /// `[http] cors_allow_origins` (empty: CORS off).
+    pub cors: Cors,
 }
 
 enum Route {
@@ -70,8 +78,19 @@ impl Route {
         matches!(self, Route::Propose | Route::Approve | Route::Commit)
     }
 
-    fn parse(path: &str) -> Option<Route> {
-        let mut parts = path.strip_prefix('/')?.split('/');
+    /// The route's own methods, as a 405's `Allow` value; the `OPTIONS` answer (which every
+    /// route takes) adds `OPTIONS`.
+    fn allow(&self) -> &'static str {
+        if self.is_write() {
+            "POST"
+        } else {
+            "GET, HEAD"
+        }
+    }
+
+    /// The route of decoded path `segments`; None: no such route.
+    fn parse(segments: &[String]) -> Option<Route> {
+        let mut parts = segments.iter().map(String::as_str);
         let route = match (parts.next()?, parts.next(), parts.next(), parts.next()) {
             ("registry", Some("head"), None, _) => Route::Head,
             ("registry", Some("signers"), None, _) => Route::Signers,
@@ -97,13 +116,73 @@ impl Route {
 
 impl Handler for RegistryApi {
     fn handle(&self, req: Request, replier: Replier) -> Outcome {
-        let Some(route) = Route::parse(&req.path) else {
+        if req.path == "*" {
+            // `OPTIONS *` (the transport admits `*` for OPTIONS only): the server's methods.
+            replier.dismiss();
+            return Outcome::Respond(
+                Response::new(204, Vec::new())
+                    .header("Allow", "GET, HEAD, POST, OPTIONS".to_string())
+                    .route("*"),
+            );
+        }
+        let segments = match req.segments() {
+            Ok(s) => s,
+            Err(e) => {
+                replier.dismiss();
+                return Outcome::Respond(
+                    error_response(&ApiError::bad_request(e)).route("unmatched"),
+                );
+            }
+        };
+        let Some(route) = Route::parse(&segments) else {
             replier.dismiss();
             return Outcome::Respond(
                 error_response(&ApiError::not_found(format!("no route {}", req.path)))
                     .route("unmatched"),
             );
         };
+        let template = route.template();
+        let write = route.is_write();
+        if req.method == Method::Options {
+            replier.dismiss();
+            let allow = format!("{}, OPTIONS", route.allow());
+            let r = self.cors.options(&req, &allow, write);
+            return Outcome::Respond(r.route(template));
+        }
+        // CORS headers go on every answer of the route: immediate, streamed or deferred.
+        let extra = self.cors.headers(&req, write);
+        let replier = replier.with_headers(extra.clone());
+        match self.route(route, req, replier) {
+            Outcome::Respond(mut r) => {
+                r.headers.extend(extra);
+                Outcome::Respond(r)
+            }
+            Outcome::Stream { mut head, take } => {
+                head.headers.extend(extra);
+                Outcome::Stream { head, take }
+            }
+            Outcome::Deferred => Outcome::Deferred,
+        }
+    }
+
+    fn observe(&self, route: &'static str, status: u16, elapsed: Duration, corr_id: &str) {
+        super::observe(route, status, elapsed, corr_id);
+    }
+
+    fn inflight(&self, now: usize) {
+        m().inflight_requests.set(now as i64);
+    }
+
+    fn rejected_busy(&self) {
+        m().rejected_total.with_label_values(&["busy"]).inc();
+    }
+}
+
+impl RegistryApi {
+    /// Answer a request on a known route (any method but OPTIONS). The caller adds the CORS
+    /// headers: to an immediate answer or a stream head itself, to a deferred answer through
+    /// the Replier it passed in.
+    fn route(&self, route: Route, req: Request, replier: Replier) -> Outcome {
         let template = route.template();
         let want = if route.is_write() {
             Method::Post
@@ -113,11 +192,7 @@ impl Handler for RegistryApi {
         let method_ok = req.method == want || (want == Method::Get && req.method == Method::Head);
         if !method_ok {
             replier.dismiss();
-            let allow = if want == Method::Post {
-                "POST"
-            } else {
-                "GET, HEAD"
-            };
+            let allow = route.allow();
             let e = ApiError::new(
                 crate::error::Code::MethodNotAllowed,
                 format!("{template} allows {allow}"),
@@ -147,18 +222,6 @@ impl Handler for RegistryApi {
         let response = result.unwrap_or_else(|e| error_response(&e));
         Outcome::Respond(response.route(template))
     }
-
-    fn observe(&self, route: &'static str, status: u16, elapsed: Duration, corr_id: &str) {
-        super::observe(route, status, elapsed, corr_id);
-    }
-
-    fn inflight(&self, now: usize) {
-        m().inflight_requests.set(now as i64);
-    }
-
-    fn rejected_busy(&self) {
-        m().rejected_total.with_label_values(&["busy"]).inc();
-    }
 }
 
 #[derive(Deserialize)]
@@ -181,33 +244,40 @@ struct CommitBody {
     proposal_id: String,
 }
 
-/// Where a stream resumes: `Last-Event-ID` (a reconnecting EventSource) or `?since=`.
-fn since(req: &Request) -> Result<Option<u64>, ApiError> {
+/// Where a stream resumes: `Last-Event-ID` (a reconnecting EventSource) or `?since=`. A value
+/// that is not a version number is not refused: a 400 is fatal to an EventSource, which would
+/// never reconnect; the stream starts from HEAD with an `event: reset` instead.
+fn since(req: &Request) -> Since {
     let raw = req
         .header("last-event-id")
+        .map(str::to_string)
         .or_else(|| req.query_param("since"));
     match raw {
-        None => Ok(None),
-        Some(s) => s.trim().parse().map(Some).map_err(|_| {
-            ApiError::bad_request(format!(
-                "Last-Event-ID / since {s:?} is not a version number"
-            ))
-        }),
+        None => Since::Head,
+        Some(s) => match s.trim().parse() {
+            Ok(v) => Since::After(v),
+            Err(_) => Since::Unknown,
+        },
     }
 }
 
 /// `/registry/stream`: admit the subscriber, answer the head, hand the socket to the fan-out.
+/// `HEAD` gets the same head and no body, and takes no subscriber slot.
 fn stream(hub: &SseHub, req: &Request) -> Outcome {
     let route = "/registry/stream";
-    let admitted = match since(req).and_then(|since| hub.subscribe(since)) {
-        Ok(a) => a,
-        Err(e) => return Outcome::Respond(error_response(&e).route(route)),
-    };
     let head = Response::new(200, Vec::new())
         .header("Content-Type", "text/event-stream".to_string())
         .header("Cache-Control", "no-cache".to_string())
         .header("X-Accel-Buffering", "no".to_string())
+        .stream_head()
         .route(route);
+    if req.method == Method::Head {
+        return Outcome::Respond(head);
+    }
+    let admitted = match hub.subscribe(since(req)) {
+        Ok(a) => a,
+        Err(e) => return Outcome::Respond(error_response(&e).route(route)),
+    };
     Outcome::Stream {
         head,
         take: Box::new(move |socket| admitted.attach(socket)),
@@ -262,6 +332,12 @@ impl RegistryApi {
         let version: u64 = v
             .parse()
             .map_err(|_| ApiError::not_found(format!("no version {v:?}")))?;
+        // `+1`, `01`: numbers to `u64::from_str`, but not the canonical name of a version.
+        if version.to_string() != v {
+            return Err(ApiError::bad_request(format!(
+                "version {v:?} is not written in canonical decimal (no sign, no leading zero)"
+            )));
+        }
         let snap = self.snapshot.load();
         // The stored bytes are the served JSON: answered as read, never re-encoded.
         let bytes = snap
@@ -294,22 +370,22 @@ impl RegistryApi {
         let kind = req
             .query_param("kind")
             .map(|k| {
-                Kind::parse(k).ok_or_else(|| {
+                Kind::parse(&k).ok_or_else(|| {
                     ApiError::bad_request(format!("kind {k:?} is not node, service or region"))
                 })
             })
             .transpose()?;
-        let limit = page_limit(req.query_param("limit"))?;
+        let limit = page_limit(req.query_param("limit").as_deref())?;
         let snap = self.snapshot.load();
-        // Without a kind the cursor is "kind/id"; with one it is the id alone.
+        // Without a kind the cursor is "kind/id"; with one it is the id alone. Decoded once by
+        // the transport, so `node%2Fhx%3Ahost-22` and `node/hx:host-22` are the same cursor.
         let after = req.query_param("after");
-        let (page, more) = match (kind, after) {
+        let (page, more) = match (kind, after.as_deref()) {
             (Some(k), a) => state::page(&snap.descriptors, Some(k), a, limit),
             (None, None) => state::page(&snap.descriptors, None, None, limit),
             (None, Some(cursor)) => {
                 let (k, id) = cursor
-                    .split_once("%2F")
-                    .or_else(|| cursor.split_once('/'))
+                    .split_once('/')
                     .and_then(|(k, id)| Some((Kind::parse(k)?, id)))
                     .ok_or_else(|| {
                         ApiError::bad_request("after without kind must be a kind/id cursor")
@@ -363,8 +439,8 @@ impl RegistryApi {
     }
 
     fn log(&self, req: &Request) -> Result<Response, ApiError> {
-        let from = parse_u64("from", req.query_param("from"), 0)?;
-        let limit = page_limit(req.query_param("limit"))? as u64;
+        let from = parse_u64("from", req.query_param("from").as_deref(), 0)?;
+        let limit = page_limit(req.query_param("limit").as_deref())? as u64;
         let snap = self.snapshot.load();
         let head = snap.version();
         let end = from.saturating_add(limit).min(head.saturating_add(1));

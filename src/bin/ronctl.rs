@@ -1,13 +1,34 @@
 //! `ronctl`: the operator and signer CLI. Thin over the library: talks HTTP to the server.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use svc_registry::cli;
 
 /// Operator and signer CLI for svc-registry.
+///
+/// Reads the registry (head, versions, descriptors, the log, proposals), drives the
+/// propose → approve → commit flow with signer keys (online or offline), verifies the signed
+/// history, follows the commit stream, and runs the operator routes (maintenance, chaos, backup,
+/// config) on the metrics listener. Talks HTTP to a running svc-registry; no curl needed.
 #[derive(Parser, Debug)]
-#[command(name = "ronctl", version, about, long_about = None)]
+#[command(
+    name = "ronctl",
+    version,
+    about = "Operator and signer CLI for svc-registry",
+    long_about,
+    after_help = "\
+Examples:
+  ronctl registry head
+  ronctl registry propose --file proposal.json
+  ronctl registry approve --id ID --signer configs/dev-keys/dev-a.key
+  ronctl registry commit --id ID
+  ronctl --output json registry descriptors --kind node
+  ronctl completions bash > /etc/bash_completion.d/ronctl
+  ronctl manpage > ronctl.1
+
+Exit codes: 0 success, 1 the command failed (message on stderr), 2 usage error."
+)]
 struct Cli {
     #[command(flatten)]
     conn: Conn,
@@ -37,8 +58,11 @@ struct Conn {
     #[arg(long, global = true, value_name = "PATH")]
     unix: Option<PathBuf>,
     /// Seconds to wait for an answer.
-    #[arg(long, global = true, default_value_t = 30)]
+    #[arg(long, global = true, default_value_t = 30, value_name = "SECS")]
     timeout: u64,
+    /// Output format: `text` for people, `json` for scripts (one JSON document on stdout).
+    #[arg(long, global = true, value_enum, default_value_t = cli::Output::Text)]
+    output: cli::Output,
 }
 
 #[derive(Subcommand, Debug)]
@@ -58,9 +82,10 @@ enum Cmd {
     /// Sign a proposal payload offline (air-gapped signer); prints {"keyid","sig"}.
     Sign {
         /// The exact proposal bytes, as exported by `registry approve --export-payload`.
-        #[arg(long)]
+        #[arg(long, value_name = "FILE")]
         payload: PathBuf,
-        #[arg(long)]
+        /// Private key file (from `ronctl keygen`) to sign with.
+        #[arg(long, value_name = "KEYFILE")]
         signer: PathBuf,
         /// Write the signature JSON here instead of stdout.
         #[arg(long)]
@@ -100,6 +125,14 @@ enum Cmd {
         #[arg(long, value_name = "DIR")]
         to: PathBuf,
     },
+    /// Print a shell completion script for ronctl to stdout.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print ronctl's man page (roff) to stdout, e.g. `ronctl manpage > ronctl.1`.
+    Manpage,
 }
 
 #[derive(Subcommand, Debug)]
@@ -130,6 +163,7 @@ enum ChaosCmd {
 enum MaintenanceCmd {
     /// Writes answer 503 until `maintenance off`; reads keep working; /readyz shows the reason.
     On {
+        /// Why (shown by /readyz, `maintenance status` and the audit log).
         #[arg(long)]
         reason: String,
     },
@@ -144,14 +178,19 @@ enum RegistryCmd {
     /// Print HEAD.
     Head,
     /// Print the commit record at VERSION.
-    Get { version: u64 },
+    Get {
+        /// The version (0 is genesis).
+        version: u64,
+    },
     /// Submit a proposal file (its exact bytes); prints the proposal id.
     Propose {
-        #[arg(long)]
+        /// The proposal JSON ({"registry_id", "base_version", "ops"}); sent byte for byte.
+        #[arg(long, value_name = "FILE")]
         file: PathBuf,
     },
-    /// Review a proposal's diff and approve it with a signer key.
+    /// Review a proposal's diff and approve it with a signer key (asks before signing).
     Approve {
+        /// The proposal id (printed by `propose`).
         #[arg(long)]
         id: String,
         /// Private key file (from `ronctl keygen`).
@@ -163,10 +202,41 @@ enum RegistryCmd {
         /// Submit a signature made offline by `ronctl sign` instead of signing here.
         #[arg(long, conflicts_with = "signer")]
         import_sig: Option<PathBuf>,
+        /// Sign without asking for confirmation (needed when stdin is not a terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
     /// Commit an approved proposal; prints the new version and hash.
     Commit {
+        /// The proposal id (printed by `propose`).
         #[arg(long)]
+        id: String,
+    },
+    /// Print one descriptor.
+    Descriptor {
+        /// `node`, `service` or `region`.
+        kind: String,
+        /// The descriptor id.
+        id: String,
+    },
+    /// List descriptors (every page, read at one version), optionally of one kind.
+    Descriptors {
+        /// Only this kind: `node`, `service` or `region`.
+        #[arg(long)]
+        kind: Option<String>,
+    },
+    /// Print a page of commit records from the log.
+    Log {
+        /// The first version to print.
+        #[arg(long, default_value_t = 0, value_name = "V")]
+        from: u64,
+        /// How many records (1..=1000).
+        #[arg(long, default_value_t = 100, value_name = "N")]
+        limit: u64,
+    },
+    /// Print a proposal as a signer reviews it (state, approvals, diff, exact payload).
+    Proposal {
+        /// The proposal id.
         id: String,
     },
     /// Download the log and check every hash and quorum signature offline; then replay the
@@ -209,15 +279,23 @@ fn main() -> ExitCode {
         cli.conn.unix.clone(),
         std::time::Duration::from_secs(cli.conn.timeout),
     );
-    let conn = match conn {
+    let mut conn = match conn {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
+    conn.output = cli.conn.output;
     let result = match cli.cmd {
-        Cmd::Keygen { out, keyid } => cli::keygen(&out, keyid.as_deref()),
+        Cmd::Keygen { out, keyid } => cli::keygen(&out, keyid.as_deref(), conn.output),
+        Cmd::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "ronctl", &mut std::io::stdout());
+            Ok(())
+        }
+        Cmd::Manpage => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map_err(|e| format!("writing the man page: {e}")),
         Cmd::Sign {
             payload,
             signer,
@@ -235,7 +313,7 @@ fn main() -> ExitCode {
         } => {
             let opts = svc_registry::tail::TailOptions {
                 from,
-                json,
+                json: json || conn.output == cli::Output::Json,
                 heartbeats,
                 limit,
                 // Reads must outlast the server's heartbeat period.
@@ -268,14 +346,20 @@ fn main() -> ExitCode {
                 signer,
                 export_payload,
                 import_sig,
+                yes,
             } => cli::approve(
                 &conn,
                 &id,
                 signer.as_deref(),
                 export_payload.as_deref(),
                 import_sig.as_deref(),
+                yes,
             ),
             RegistryCmd::Commit { id } => cli::commit(&conn, &id),
+            RegistryCmd::Descriptor { kind, id } => cli::descriptor(&conn, &kind, &id),
+            RegistryCmd::Descriptors { kind } => cli::descriptors(&conn, kind.as_deref()),
+            RegistryCmd::Log { from, limit } => cli::log_page(&conn, from, limit),
+            RegistryCmd::Proposal { id } => cli::proposal(&conn, &id),
             RegistryCmd::Verify {
                 signers,
                 log_file,

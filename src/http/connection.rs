@@ -46,6 +46,7 @@ pub(super) struct StreamSocketParts {
     pub(super) take: Box<dyn FnOnce(StreamSocket) + Send>,
     pub(super) pending: Vec<u8>,
     pub(super) corr_id: String,
+    pub(super) chunked: bool,
 }
 
 /// What is reported to the handler once a response is written (or its connection is lost).
@@ -142,6 +143,7 @@ impl Conn {
         let meta = Meta {
             keep_alive: false,
             head: false,
+            http11: false,
         };
         let started = self.request_started.unwrap_or(now);
         self.parser = Parser::new();
@@ -369,6 +371,7 @@ fn process(
                 let meta = Meta {
                     keep_alive: false,
                     head: false,
+                    http11: false,
                 };
                 queue_response(ctx, conn, response, corr_id, started, meta, false);
             }
@@ -424,6 +427,7 @@ fn dispatch(
         corr_id: corr_id.clone(),
         started,
         route: "unknown",
+        headers: Vec::new(),
     };
     reply::begin_inline(ctx.id, generation);
     let handler = &shared.handler;
@@ -446,7 +450,11 @@ fn dispatch(
             }
         },
         Ok(Outcome::Stream { head, take }) => {
-            let pending = respond::response_head(&head, &corr_id, true, None);
+            // HTTP/1.1 streams are chunked when their owner frames them (a stream head): a
+            // client then sees each batch as it comes, not when its buffer fills, and a proper
+            // end (the zero chunk) is told apart from a cut connection.
+            let chunked = head.stream && meta.http11;
+            let pending = respond::response_head(&head, &corr_id, true, None, chunked);
             let answered = Answered {
                 route: head.route,
                 status: head.status,
@@ -459,6 +467,7 @@ fn dispatch(
                 take,
                 pending,
                 corr_id,
+                chunked,
             }));
         }
         Err(_) => {
@@ -482,8 +491,13 @@ fn queue_response(
 ) {
     let close = response.close || !meta.keep_alive || ctx.draining;
     let bodiless = respond::bodiless(response.status);
-    let length = (!bodiless).then_some(response.body.len());
-    let head = respond::response_head(&response, &corr_id, close, length);
+    // A stream head answered here is the answer to HEAD: the same head a GET gets (no length;
+    // chunked towards HTTP/1.1), and no body.
+    // (Answered to anything but HEAD, a stream head is an ordinary response with its length.)
+    let stream_head = response.stream && meta.head && !bodiless;
+    let length = (!bodiless && !stream_head).then_some(response.body.len());
+    let chunked = stream_head && meta.http11;
+    let head = respond::response_head(&response, &corr_id, close, length, chunked);
     let body = if meta.head || bodiless {
         Vec::new()
     } else {

@@ -30,6 +30,7 @@ mod parse;
 mod reply;
 mod respond;
 mod server;
+mod target;
 mod transport;
 mod worker;
 
@@ -52,7 +53,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// Requests being handled at most (dispatched, not yet answered); over it `429 busy`.
     pub max_inflight: usize,
-    /// Request head (request line + headers) bytes at most; over it `431`.
+    /// Request head (request line + headers) bytes at most; over it `431`, or `414` when the
+    /// request line alone does not end within it (the target is too long).
     pub max_header_bytes: usize,
     /// Header lines at most; over it `431`.
     pub max_headers: usize,
@@ -93,6 +95,7 @@ pub enum Method {
     Post,
     Put,
     Delete,
+    Options,
     Other,
 }
 
@@ -104,6 +107,7 @@ impl Method {
             "POST" => Method::Post,
             "PUT" => Method::Put,
             "DELETE" => Method::Delete,
+            "OPTIONS" => Method::Options,
             _ => Method::Other,
         }
     }
@@ -113,9 +117,10 @@ impl Method {
 #[derive(Debug)]
 pub struct Request {
     pub method: Method,
-    /// The path part of the request target, percent-decoding NOT applied.
+    /// The path part of the request target as sent (percent-encoded): for logs and messages.
+    /// Routing uses [`Request::segments`].
     pub path: String,
-    /// The raw query string without `?`, if any.
+    /// The raw query string without `?`, if any; read it with [`Request::query_param`].
     pub query: Option<String>,
     /// Header names lower-cased; values as sent (lossy UTF-8).
     pub headers: Vec<(String, String)>,
@@ -135,13 +140,25 @@ impl Request {
             .map(|(_, v)| v.as_str())
     }
 
-    /// The first query parameter with this name (no percent-decoding; our parameters are
-    /// numbers and ids from a restricted alphabet).
-    pub fn query_param(&self, name: &str) -> Option<&str> {
-        self.query.as_deref()?.split('&').find_map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (k == name).then_some(v)
-        })
+    /// The path's segments, each percent-decoded once (see `target.rs` for `%2F`). The
+    /// transport refused every request whose path does not decode, so this fails only for a
+    /// request built by hand.
+    pub fn segments(&self) -> Result<Vec<String>, String> {
+        target::path_segments(&self.path)
+    }
+
+    /// The query's `key=value` pairs, percent-decoded, `+` as space; a key given twice is an
+    /// error (the transport refused such requests with `400` already).
+    pub fn query_params(&self) -> Result<Vec<(String, String)>, String> {
+        target::query_pairs(self.query.as_deref())
+    }
+
+    /// The decoded value of query parameter `name`, if given (an undecodable query has none).
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        self.query_params()
+            .ok()?
+            .into_iter()
+            .find_map(|(k, v)| (k == name).then_some(v))
     }
 }
 
@@ -156,6 +173,9 @@ pub struct Response {
     pub body: Vec<u8>,
     /// Ask the transport to close the connection after this response.
     pub close: bool,
+    /// The head of a stream of unknown length ([`Response::stream_head`]): no
+    /// `Content-Length`, and `Transfer-Encoding: chunked` towards an HTTP/1.1 client.
+    pub stream: bool,
 }
 
 impl Response {
@@ -166,7 +186,16 @@ impl Response {
             headers: Vec::new(),
             body,
             close: false,
+            stream: false,
         }
+    }
+
+    /// Mark this response as the head of a stream that the stream's owner frames in chunks
+    /// towards HTTP/1.1 clients ([`StreamSocket::chunked`]); close-delimited for HTTP/1.0. As
+    /// the answer to `HEAD` it is sent as the same head with no body.
+    pub fn stream_head(mut self) -> Response {
+        self.stream = true;
+        self
     }
 
     /// A JSON response (`Content-Type: application/json`).
@@ -199,6 +228,9 @@ pub struct StreamSocket {
     pub socket: Socket,
     pub pending: Vec<u8>,
     pub corr_id: String,
+    /// The head announced `Transfer-Encoding: chunked`: every write must be a chunk
+    /// (`{len:x}\r\n…\r\n`) and the stream ends with the zero chunk `0\r\n\r\n`.
+    pub chunked: bool,
 }
 
 /// A TCP or Unix-domain stream socket (non-blocking, `mio`).

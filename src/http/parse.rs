@@ -6,7 +6,8 @@
 //!
 //! Bounds, all from [`Limits`]:
 //! - the request head is parsed from at most `max_header_bytes` bytes, with at most
-//!   `max_headers` header lines (`431 headers_too_large` otherwise);
+//!   `max_headers` header lines (`431 headers_too_large` otherwise; `414 uri_too_long` when the
+//!   request line alone does not end within the cap);
 //! - a declared `Content-Length` over `max_body_bytes` is refused before any body byte is read,
 //!   and a chunked body is refused as soon as a chunk size would take it over the cap
 //!   (`413 too_large`);
@@ -14,11 +15,16 @@
 //!   `max_header_bytes` in total;
 //! - the body buffer grows with the bytes received, never with what a client merely declares.
 //!
+//! RFC 9112 details: any `HTTP/1.x` with x ≥ 1 is served as HTTP/1.1, another major version is
+//! `505`; an HTTP/1.1 request must carry exactly one `Host` (any request at most one), else
+//! `400`; the target's path and query must percent-decode (`target.rs`), else `400`.
+//!
 //! The parser is fed "all bytes not yet consumed" each time and reports how many it consumed,
 //! so the caller can parse straight out of a shared scratch buffer and keep only the unconsumed
 //! tail (an incomplete head or pipelined requests) in the connection's own buffer.
 
 use super::respond::{new_corr_id, valid_corr_id};
+use super::target;
 use super::{Limits, Method, Request, Response};
 use std::time::Instant;
 
@@ -36,6 +42,8 @@ pub(crate) struct Meta {
     pub keep_alive: bool,
     /// The request was `HEAD`: answer with the headers of the `GET` response and no body.
     pub head: bool,
+    /// The client speaks HTTP/1.1 (or a later 1.x): a body of unknown length may be chunked.
+    pub http11: bool,
 }
 
 /// What [`Parser::advance`] found in the bytes it was given.
@@ -177,7 +185,7 @@ impl Parser {
         if self.scanned > 0 && !has_head_end(input, self.scanned) {
             self.scanned = input.len();
             return if input.len() > limits.max_header_bytes {
-                head_too_large(limits)
+                head_too_large(&input[..limits.max_header_bytes], limits)
             } else {
                 Head::NeedMore
             };
@@ -194,10 +202,45 @@ impl Parser {
             &mut heap[..]
         };
         let mut parsed = httparse::Request::new(slots);
-        match parsed.parse(window) {
+        let mut result = parsed.parse(window);
+        // httparse knows only HTTP/1.0 and 1.1: serve a later 1.x as 1.1 (RFC 9112 §2.3), by
+        // parsing a copy whose version reads 1.1 (same length, so offsets are unchanged).
+        let patched;
+        if let Err(httparse::Error::Version) = result {
+            match later_minor_version(window) {
+                Version::Incomplete if input.len() > limits.max_header_bytes => {
+                    return head_too_large(window, limits)
+                }
+                Version::Incomplete => return Head::NeedMore,
+                Version::Major => {
+                    return Head::Reject(
+                        Response::error(
+                            505,
+                            "version_not_supported",
+                            "only HTTP/1.x is served here",
+                        ),
+                        new_corr_id(),
+                    )
+                }
+                Version::Bad => {
+                    return bad_request(
+                        "malformed request head: invalid HTTP version",
+                        new_corr_id(),
+                    )
+                }
+                Version::LaterMinor(at) => {
+                    let mut copy = window.to_vec();
+                    copy[at] = b'1';
+                    patched = copy;
+                    parsed = httparse::Request::new(parsed.headers);
+                    result = parsed.parse(&patched);
+                }
+            }
+        }
+        match result {
             Ok(httparse::Status::Partial) => {
                 if input.len() > limits.max_header_bytes {
-                    head_too_large(limits)
+                    head_too_large(window, limits)
                 } else {
                     Head::NeedMore
                 }
@@ -216,7 +259,59 @@ impl Parser {
     }
 }
 
-fn head_too_large(limits: &Limits) -> Head {
+/// What the version of a request line httparse refused is.
+enum Version {
+    /// The request line has not ended yet.
+    Incomplete,
+    /// `HTTP/1.x` with x ≥ 2: the offset of the minor digit.
+    LaterMinor(usize),
+    /// `HTTP/d.d` with another major version.
+    Major,
+    Bad,
+}
+
+fn later_minor_version(head: &[u8]) -> Version {
+    let Some(end) = head.iter().position(|&b| b == b'\n') else {
+        return Version::Incomplete;
+    };
+    let line = &head[..end];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let Some(space) = line.iter().rposition(|&b| b == b' ') else {
+        return Version::Bad;
+    };
+    match &line[space + 1..] {
+        [b'H', b'T', b'T', b'P', b'/', b'1', b'.', minor] if minor.is_ascii_digit() => {
+            Version::LaterMinor(space + 8)
+        }
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            Version::Major
+        }
+        // `HTTP/2` as some clients write it.
+        [b'H', b'T', b'T', b'P', b'/', major] if major.is_ascii_digit() && *major != b'1' => {
+            Version::Major
+        }
+        _ => Version::Bad,
+    }
+}
+
+/// A head over the cap: `414` when its request line does not even end within `window` (the
+/// cap's worth of bytes), `431` otherwise.
+fn head_too_large(window: &[u8], limits: &Limits) -> Head {
+    if !window.contains(&b'\n') {
+        return Head::Reject(
+            Response::error(
+                414,
+                "uri_too_long",
+                &format!(
+                    "request line over {} bytes (the request target is too long)",
+                    limits.max_header_bytes
+                ),
+            ),
+            new_corr_id(),
+        );
+    }
     Head::Reject(
         Response::error(
             431,
@@ -264,10 +359,12 @@ fn build_head(
     let mut conn_keep_alive = false;
     let mut expect_continue = false;
     let mut corr_id = None;
+    let mut hosts = 0;
     let mut bad: Option<&str> = None;
     for h in parsed.headers.iter() {
         let name = h.name.to_ascii_lowercase();
         match name.as_str() {
+            "host" => hosts += 1,
             "content-length" => match parse_length(h.value) {
                 Some(n) if content_length.is_none() || content_length == Some(n) => {
                     content_length = Some(n)
@@ -306,8 +403,23 @@ fn build_head(
     if transfer_encoding && content_length.is_some() {
         bad = Some("both Content-Length and Transfer-Encoding");
     }
+    // RFC 9112 §3.2: an HTTP/1.1 request carries exactly one Host; none at all carries two.
+    if hosts > 1 {
+        bad = Some("more than one Host header");
+    } else if hosts == 0 && version >= 1 {
+        bad = Some("an HTTP/1.1 request needs a Host header");
+    }
     if let Some(message) = bad {
         return bad_request(message, corr_id);
+    }
+    // `*` (asterisk-form) is a target for OPTIONS alone (RFC 9112 §3.2.4).
+    let checked = if path == "*" && method == Method::Options {
+        target::query_pairs(query.as_deref()).map(drop)
+    } else {
+        target::path_segments(&path).and_then(|_| target::query_pairs(query.as_deref()).map(drop))
+    };
+    if let Err(e) = checked {
+        return bad_request(&format!("bad request target: {e}"), corr_id);
     }
     let framing = if chunked {
         Some(Framing::Chunked(Chunk::Size))
@@ -343,6 +455,7 @@ fn build_head(
     let meta = Meta {
         keep_alive,
         head: method == Method::Head,
+        http11: version >= 1,
     };
     let request = Request {
         method,
@@ -581,7 +694,7 @@ mod tests {
 
     #[test]
     fn pipelined_requests_and_keep_alive_rules() {
-        let raw = b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\nConnection: close\r\n\r\n\
+        let raw = b"GET /a HTTP/1.1\r\nHost: t\r\n\r\nGET /b HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n\
                     GET /c HTTP/1.0\r\n\r\nHEAD /d HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n";
         let steps = feed(raw, raw.len(), &limits());
         let got: Vec<(String, Meta)> = steps
@@ -591,21 +704,25 @@ mod tests {
                 other => panic!("{other:?}"),
             })
             .collect();
-        let meta = |keep_alive, head| Meta { keep_alive, head };
+        let meta = |keep_alive, head, http11| Meta {
+            keep_alive,
+            head,
+            http11,
+        };
         assert_eq!(
             got,
             vec![
-                ("/a".to_string(), meta(true, false)),
-                ("/b".to_string(), meta(false, false)),
-                ("/c".to_string(), meta(false, false)),
-                ("/d".to_string(), meta(true, true)),
+                ("/a".to_string(), meta(true, false, true)),
+                ("/b".to_string(), meta(false, false, true)),
+                ("/c".to_string(), meta(false, false, false)),
+                ("/d".to_string(), meta(true, true, false)),
             ]
         );
     }
 
     #[test]
     fn content_length_body() {
-        let raw = b"POST /p HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\n\r\n";
+        let raw = b"POST /p HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\nHost: t\r\n\r\n";
         for step in [1, 4, raw.len()] {
             let steps = feed(raw, step, &limits());
             assert_eq!(steps.len(), 2);
@@ -616,9 +733,9 @@ mod tests {
 
     #[test]
     fn chunked_body_with_extensions_and_trailers() {
-        let raw = b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\
+        let raw = b"POST /p HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n\
                     5;ext=1\r\nhello\r\n1\r\n \r\nA\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\n\
-                    GET /next HTTP/1.1\r\n\r\n";
+                    GET /next HTTP/1.1\r\nHost: t\r\n\r\n";
         for step in [1, 3, 10, raw.len()] {
             let steps = feed(raw, step, &limits());
             assert_eq!(steps.len(), 2, "step {step}");
@@ -629,7 +746,7 @@ mod tests {
 
     #[test]
     fn chunked_over_cap_is_413_at_the_size_line() {
-        let raw = b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n50\r\n";
+        let raw = b"POST /p HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n50\r\n";
         let mut parser = Parser::new();
         let (_, s) = parser.advance(raw, &limits(), Instant::now());
         assert!(matches!(s, Step::NeedMore));
@@ -638,7 +755,7 @@ mod tests {
         body.extend_from_slice(&[b'x'; 80]);
         body.extend_from_slice(b"\r\n20\r\n");
         let raw = [
-            &b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            &b"POST /p HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
             &body,
         ]
         .concat();
@@ -650,7 +767,7 @@ mod tests {
     fn bad_chunks_are_400() {
         for body in [&b"zz\r\n"[..], b"5\r\nhelloXX", b"5\nhello\r\n0\r\n\r\n"] {
             let raw = [
-                &b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+                &b"POST /p HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
                 body,
             ]
             .concat();
@@ -658,14 +775,16 @@ mod tests {
             assert_eq!(rejected(&steps[0]), 400, "{body:?}");
         }
         // An endless chunk extension is cut off.
-        let mut raw = b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;".to_vec();
+        let mut raw =
+            b"POST /p HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5;".to_vec();
         raw.extend(std::iter::repeat_n(b'e', MAX_CHUNK_LINE + 10));
         assert_eq!(rejected(&feed(&raw, 100, &limits())[0]), 400);
     }
 
     #[test]
     fn endless_trailers_are_431() {
-        let mut raw = b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n".to_vec();
+        let mut raw =
+            b"POST /p HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n".to_vec();
         for _ in 0..200 {
             raw.extend_from_slice(b"X-Trailer: 0123456789\r\n");
         }
@@ -674,21 +793,22 @@ mod tests {
 
     #[test]
     fn content_length_over_cap_is_413_before_the_body() {
-        let raw = b"POST /p HTTP/1.1\r\nContent-Length: 101\r\n\r\n";
+        let raw = b"POST /p HTTP/1.1\r\nHost: t\r\nContent-Length: 101\r\n\r\n";
         assert_eq!(rejected(&feed(raw, raw.len(), &limits())[0]), 413);
-        let raw = b"POST /p HTTP/1.1\r\nContent-Length: 99999999999999999999999999\r\n\r\n";
+        let raw =
+            b"POST /p HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999999999999999999999\r\n\r\n";
         assert_eq!(rejected(&feed(raw, raw.len(), &limits())[0]), 413);
     }
 
     #[test]
     fn framing_conflicts_are_400() {
         for head in [
-            &b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
-            b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-            b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
-            b"POST / HTTP/1.1\r\nContent-Length: 1x\r\n\r\n",
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            &b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: -1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1x\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
         ] {
             assert_eq!(
                 rejected(&feed(head, head.len(), &limits())[0]),
@@ -697,29 +817,29 @@ mod tests {
             );
         }
         // Equal duplicates are fine.
-        let raw = b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx";
+        let raw = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx";
         assert_eq!(request(&feed(raw, raw.len(), &limits())[0]).body, b"x");
     }
 
     #[test]
     fn head_limits() {
         // Bytes: a head that does not end within the cap.
-        let mut raw = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
+        let mut raw = b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: ".to_vec();
         raw.extend(std::iter::repeat_n(b'a', 2000));
         raw.extend_from_slice(b"\r\n\r\n");
         for step in [1, 100, raw.len()] {
             assert_eq!(rejected(&feed(&raw, step, &limits())[0]), 431);
         }
         // Count.
-        let mut raw = b"GET / HTTP/1.1\r\n".to_vec();
+        let mut raw = b"GET / HTTP/1.1\r\nHost: t\r\n".to_vec();
         for i in 0..9 {
             raw.extend_from_slice(format!("H{i}: v\r\n").as_bytes());
         }
         raw.extend_from_slice(b"\r\n");
         assert_eq!(rejected(&feed(&raw, raw.len(), &limits())[0]), 431);
-        // Exactly at the count is fine.
-        let mut raw = b"GET / HTTP/1.1\r\n".to_vec();
-        for i in 0..8 {
+        // Exactly at the count is fine (Host is one of the 8).
+        let mut raw = b"GET / HTTP/1.1\r\nHost: t\r\n".to_vec();
+        for i in 0..7 {
             raw.extend_from_slice(format!("H{i}: v\r\n").as_bytes());
         }
         raw.extend_from_slice(b"\r\n");
@@ -730,8 +850,8 @@ mod tests {
             max_header_bytes: 64 * 1024,
             ..limits()
         };
-        let mut raw = b"GET / HTTP/1.1\r\n".to_vec();
-        for i in 0..200 {
+        let mut raw = b"GET / HTTP/1.1\r\nHost: t\r\n".to_vec();
+        for i in 0..199 {
             raw.extend_from_slice(format!("H{i}: v\r\n").as_bytes());
         }
         raw.extend_from_slice(b"\r\n");
@@ -742,13 +862,82 @@ mod tests {
     fn garbage_is_400_early() {
         let raw = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03";
         assert_eq!(rejected(&feed(raw, raw.len(), &limits())[0]), 400);
-        let raw = b"GET / HTTP/2.0\r\n\r\n";
-        assert_eq!(rejected(&feed(raw, raw.len(), &limits())[0]), 400);
+    }
+
+    #[test]
+    fn versions_hosts_and_long_targets_follow_rfc_9112() {
+        // Another major version is 505 (it used to be 400 "malformed").
+        for raw in [
+            &b"GET / HTTP/2.0\r\n\r\n"[..],
+            b"GET / HTTP/3.0\r\nHost: t\r\n\r\n",
+        ] {
+            assert_eq!(rejected(&feed(raw, raw.len(), &limits())[0]), 505);
+        }
+        // A later 1.x is served as 1.1 (keep-alive by default, Host required), in any split.
+        let raw = b"GET /x?a=1 HTTP/1.2\r\nHost: t\r\n\r\n";
+        for step in [1, 5, raw.len()] {
+            let steps = feed(raw, step, &limits());
+            match &steps[0] {
+                Step::Request(r, m) => {
+                    assert_eq!((r.path.as_str(), r.query.as_deref()), ("/x", Some("a=1")));
+                    assert!(m.http11 && m.keep_alive);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(
+            rejected(&feed(b"GET / HTTP/1.2\r\n\r\n", 64, &limits())[0]),
+            400
+        );
+        assert_eq!(
+            rejected(&feed(b"GET / HTTP/x.1\r\n\r\n", 64, &limits())[0]),
+            400
+        );
+        // Host: exactly one in HTTP/1.1, at most one in 1.0.
+        for raw in [
+            &b"GET / HTTP/1.1\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            b"GET / HTTP/1.0\r\nHost: a\r\nhost: a\r\n\r\n",
+        ] {
+            assert_eq!(
+                rejected(&feed(raw, raw.len(), &limits())[0]),
+                400,
+                "{raw:?}"
+            );
+        }
+        let raw = b"GET / HTTP/1.0\r\n\r\n";
+        assert!(matches!(
+            feed(raw, raw.len(), &limits())[0],
+            Step::Request(..)
+        ));
+        // A request line that does not end within the cap is 414, in any split.
+        let mut raw = b"GET /".to_vec();
+        raw.extend(std::iter::repeat_n(b'a', 2000));
+        raw.extend_from_slice(b" HTTP/1.1\r\nHost: t\r\n\r\n");
+        for step in [1, 100, raw.len()] {
+            assert_eq!(rejected(&feed(&raw, step, &limits())[0]), 414);
+        }
+        // Targets must percent-decode; `*` is for OPTIONS only; repeated keys are refused.
+        for raw in [
+            &b"GET /a%zz HTTP/1.1\r\nHost: t\r\n\r\n"[..],
+            b"GET /a%FF HTTP/1.1\r\nHost: t\r\n\r\n",
+            b"GET /a?x=1&x=2 HTTP/1.1\r\nHost: t\r\n\r\n",
+            b"GET * HTTP/1.1\r\nHost: t\r\n\r\n",
+        ] {
+            assert_eq!(
+                rejected(&feed(raw, raw.len(), &limits())[0]),
+                400,
+                "{raw:?}"
+            );
+        }
+        let raw = b"OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n";
+        assert_eq!(request(&feed(raw, raw.len(), &limits())[0]).path, "*");
     }
 
     #[test]
     fn expect_continue_only_with_a_body_within_the_cap() {
-        let raw = b"POST /p HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n";
+        let raw =
+            b"POST /p HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n";
         let mut parser = Parser::new();
         let (n, s) = parser.advance(raw, &limits(), Instant::now());
         assert_eq!(n, raw.len());
@@ -759,9 +948,10 @@ mod tests {
         assert_eq!(request(&s).body, b"abc");
         assert!(!parser.in_body());
 
-        let raw = b"POST /p HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 300\r\n\r\n";
+        let raw =
+            b"POST /p HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 300\r\n\r\n";
         assert_eq!(rejected(&feed(raw, raw.len(), &limits())[0]), 413);
-        let raw = b"GET /p HTTP/1.1\r\nExpect: 100-continue\r\n\r\n";
+        let raw = b"GET /p HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n\r\n";
         assert!(matches!(
             feed(raw, raw.len(), &limits())[0],
             Step::Request(..)
@@ -770,7 +960,7 @@ mod tests {
 
     #[test]
     fn absolute_form_target() {
-        let raw = b"GET http://example.org/registry/head?a=b HTTP/1.1\r\n\r\n";
+        let raw = b"GET http://example.org/registry/head?a=b HTTP/1.1\r\nHost: t\r\n\r\n";
         let steps = feed(raw, raw.len(), &limits());
         let r = request(&steps[0]);
         assert_eq!(r.path, "/registry/head");
@@ -779,7 +969,7 @@ mod tests {
 
     #[test]
     fn invalid_corr_id_from_a_client_is_replaced() {
-        let raw = b"GET / HTTP/1.1\r\nX-Corr-Id: bad id\r\n\r\n";
+        let raw = b"GET / HTTP/1.1\r\nHost: t\r\nX-Corr-Id: bad id\r\n\r\n";
         let steps = feed(raw, raw.len(), &limits());
         assert_eq!(request(&steps[0]).corr_id.len(), 16);
     }

@@ -24,6 +24,8 @@ pub struct Replier {
     pub started: Instant,
     /// Route template given to an answer that does not name its own (metrics labels).
     pub route: &'static str,
+    /// Headers added to whatever answer this Replier sends (CORS), the 503 of a drop included.
+    pub headers: Vec<(&'static str, String)>,
 }
 
 /// Where a [`Replier`]'s answer goes.
@@ -54,6 +56,7 @@ impl Replier {
             corr_id: corr_id.to_string(),
             started: Instant::now(),
             route: "unknown",
+            headers: Vec::new(),
         };
         (replier, rx)
     }
@@ -63,6 +66,7 @@ impl Replier {
             if response.route == "unknown" {
                 response.route = self.route;
             }
+            response.headers.append(&mut self.headers);
             target.complete(response);
         }
     }
@@ -71,6 +75,12 @@ impl Replier {
     /// [`Outcome::Respond`]; spares building the 503 that dropping it would send.
     pub fn dismiss(mut self) {
         self.inner = None;
+    }
+
+    /// Add `headers` to the answer, whichever it is.
+    pub fn with_headers(mut self, mut headers: Vec<(&'static str, String)>) -> Replier {
+        self.headers.append(&mut headers);
+        self
     }
 
     /// Label deferred answers with `route`.
@@ -83,14 +93,14 @@ impl Replier {
 impl Drop for Replier {
     fn drop(&mut self) {
         if let Some(target) = self.inner.take() {
-            target.complete(
-                Response::error(
-                    503,
-                    "unavailable",
-                    "the request was dropped before it was answered",
-                )
-                .route(self.route),
-            );
+            let mut response = Response::error(
+                503,
+                "unavailable",
+                "the request was dropped before it was answered",
+            )
+            .route(self.route);
+            response.headers.append(&mut self.headers);
+            target.complete(response);
         }
     }
 }

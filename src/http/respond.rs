@@ -3,8 +3,9 @@
 //! no body, and the `X-Corr-Id` rules.
 //!
 //! Invariant: the transport alone owns framing. A handler's `Content-Length`, `Connection`,
-//! `Transfer-Encoding` and `X-Corr-Id` headers never reach the wire, and no header value can
-//! inject a line (CR/LF are blanked).
+//! `Transfer-Encoding` and `X-Corr-Id` headers never reach the wire (`chunked` stream heads
+//! get the transport's own `Transfer-Encoding: chunked`), and no header
+//! value can inject a line (CR/LF are blanked).
 
 use super::Response;
 use std::fmt::Write as _;
@@ -43,7 +44,7 @@ pub(crate) fn bodiless(status: u16) -> bool {
 }
 
 /// Serialize a response head. `content_length` None omits the header (streams, bodiless
-/// statuses). The transport owns framing: the handler's `Content-Length`, `Connection`,
+/// statuses); `chunked` announces `Transfer-Encoding: chunked` (HTTP/1.1 streams). The transport owns framing: the handler's `Content-Length`, `Connection`,
 /// `Transfer-Encoding` and `X-Corr-Id` headers are replaced by ours, and CR/LF in header values
 /// are blanked so a value can never inject a header.
 pub(crate) fn response_head(
@@ -51,6 +52,7 @@ pub(crate) fn response_head(
     corr_id: &str,
     close: bool,
     content_length: Option<usize>,
+    chunked: bool,
 ) -> Vec<u8> {
     let status = if (100..=999).contains(&response.status) {
         response.status
@@ -82,6 +84,8 @@ pub(crate) fn response_head(
     }
     if let Some(n) = content_length {
         let _ = write!(out, "Content-Length: {n}\r\n");
+    } else if chunked {
+        out.push_str("Transfer-Encoding: chunked\r\n");
     }
     out.push_str(if close {
         "Connection: close\r\n"
@@ -115,6 +119,7 @@ pub(crate) fn reason(status: u16) -> &'static str {
         410 => "Gone",
         412 => "Precondition Failed",
         413 => "Content Too Large",
+        414 => "URI Too Long",
         415 => "Unsupported Media Type",
         422 => "Unprocessable Content",
         429 => "Too Many Requests",
@@ -122,6 +127,7 @@ pub(crate) fn reason(status: u16) -> &'static str {
         500 => "Internal Server Error",
         501 => "Not Implemented",
         503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
         507 => "Insufficient Storage",
         _ => "Unknown",
     }
@@ -152,7 +158,7 @@ mod tests {
         let r = Response::json(200, b"{}".to_vec())
             .header("Content-Length", "999".into())
             .header("X-Evil", "a\r\nSet-Cookie: x".into());
-        let head = String::from_utf8(response_head(&r, "cid", false, Some(2))).unwrap();
+        let head = String::from_utf8(response_head(&r, "cid", false, Some(2), false)).unwrap();
         assert!(head.starts_with("HTTP/1.1 200 OK\r\n"));
         assert!(head.contains("Content-Type: application/json\r\n"));
         assert!(head.contains("Content-Length: 2\r\n"));
@@ -160,7 +166,7 @@ mod tests {
         assert!(head.contains("X-Evil: a  Set-Cookie: x\r\n"));
         assert!(head.contains("Connection: keep-alive\r\n"));
         assert!(head.ends_with("X-Corr-Id: cid\r\n\r\n"));
-        let head = String::from_utf8(response_head(&r, "cid", true, None)).unwrap();
+        let head = String::from_utf8(response_head(&r, "cid", true, None, false)).unwrap();
         assert!(!head.contains("Content-Length"));
         assert!(head.contains("Connection: close\r\n"));
     }

@@ -22,7 +22,7 @@ fn keep_alive_serves_two_requests_on_one_connection() {
     assert_eq!(r.header("content-length"), Some("9"));
     let generated = r.header("x-corr-id").unwrap().to_string();
     assert_eq!(generated.len(), 16);
-    c.send(b"GET /hello?b=2 HTTP/1.1\r\nX-Corr-Id: my-id-42\r\n\r\n");
+    c.send(b"GET /hello?b=2 HTTP/1.1\r\nHost: t\r\nX-Corr-Id: my-id-42\r\n\r\n");
     let r = c.read();
     assert_eq!(r.body, b"hello b=2");
     assert_eq!(r.header("x-corr-id"), Some("my-id-42"));
@@ -39,9 +39,9 @@ fn pipelined_requests_are_answered_in_order() {
     let (server, _h) = start(limits());
     let mut c = Client::connect(&server);
     c.send(
-        b"GET /defer?ms=150 HTTP/1.1\r\n\r\nGET /hello?n=2 HTTP/1.1\r\n\r\n\
-          POST /echo HTTP/1.1\r\nContent-Length: 5\r\n\r\nthreeHEAD /hello?n=4 HTTP/1.1\r\n\r\n\
-          GET /inline HTTP/1.1\r\n\r\n",
+        b"GET /defer?ms=150 HTTP/1.1\r\nHost: t\r\n\r\nGET /hello?n=2 HTTP/1.1\r\nHost: t\r\n\r\n\
+          POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nthreeHEAD /hello?n=4 HTTP/1.1\r\nHost: t\r\n\r\n\
+          GET /inline HTTP/1.1\r\nHost: t\r\n\r\n",
     );
     assert_eq!(c.read().body, b"deferred");
     assert_eq!(c.read().body, b"hello n=2");
@@ -71,7 +71,7 @@ fn deferred_reply_from_another_thread_and_dropped_replier() {
 fn huge_header_is_431_and_closed() {
     let (server, _h) = start(limits());
     let mut c = Client::connect(&server);
-    let mut raw = b"GET /hello HTTP/1.1\r\nX-Big: ".to_vec();
+    let mut raw = b"GET /hello HTTP/1.1\r\nHost: t\r\nX-Big: ".to_vec();
     raw.extend(std::iter::repeat_n(b'a', 64 * 1024));
     raw.extend_from_slice(b"\r\n\r\n");
     c.send(&raw);
@@ -84,7 +84,7 @@ fn huge_header_is_431_and_closed() {
     assert!(c.closed_within(WAIT));
     // Too many header lines.
     let mut c = Client::connect(&server);
-    let mut raw = b"GET /hello HTTP/1.1\r\n".to_vec();
+    let mut raw = b"GET /hello HTTP/1.1\r\nHost: t\r\n".to_vec();
     for i in 0..40 {
         raw.extend_from_slice(format!("H{i}: v\r\n").as_bytes());
     }
@@ -97,7 +97,9 @@ fn huge_header_is_431_and_closed() {
 fn declared_body_over_cap_is_413_before_the_body() {
     let (server, _h) = start(limits());
     let mut c = Client::connect(&server);
-    c.send(b"POST /echo HTTP/1.1\r\nContent-Length: 2000\r\nExpect: 100-continue\r\n\r\n");
+    c.send(
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2000\r\nExpect: 100-continue\r\n\r\n",
+    );
     let r = c.read();
     assert_eq!((r.status, error_code(&r)), (413, "too_large".into()));
     assert!(c.closed_within(WAIT));
@@ -107,7 +109,7 @@ fn declared_body_over_cap_is_413_before_the_body() {
 fn chunked_body_over_cap_is_413() {
     let (server, _h) = start(limits());
     let mut c = Client::connect(&server);
-    c.send(b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n200\r\n");
+    c.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n200\r\n");
     c.send(&[b'x'; 0x200]);
     c.send(b"\r\n300\r\n");
     let r = c.read();
@@ -119,10 +121,10 @@ fn chunked_body_over_cap_is_413() {
 fn chunked_body_and_expect_continue() {
     let (server, _h) = start(limits());
     let mut c = Client::connect(&server);
-    c.send(b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\nTrailer: 1\r\n\r\n");
+    c.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\nTrailer: 1\r\n\r\n");
     assert_eq!(c.read().body, b"abcde");
 
-    c.send(b"POST /echo HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+    c.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
     let mut line = String::new();
     c.reader.read_line(&mut line).unwrap();
     assert_eq!(line, "HTTP/1.1 100 Continue\r\n");
@@ -137,7 +139,7 @@ fn chunked_body_and_expect_continue() {
 fn malformed_and_http10() {
     let (server, _h) = start(limits());
     let mut c = Client::connect(&server);
-    c.send(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n");
+    c.send(b"GET / HTTP/1.1\r\nHost: t\r\nBad Header\r\n\r\n");
     let r = c.read();
     assert_eq!((r.status, error_code(&r)), (400, "bad_request".into()));
     assert!(c.closed_within(WAIT));
@@ -151,7 +153,7 @@ fn malformed_and_http10() {
     let mut c = Client::connect(&server);
     c.send(b"GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
     assert_eq!(c.read().header("connection"), Some("keep-alive"));
-    c.send(b"GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n");
+    c.send(b"GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     assert_eq!(c.read().header("connection"), Some("close"));
     assert!(c.closed_within(WAIT));
 }
@@ -167,7 +169,7 @@ fn slowloris_is_cut_off_by_the_head_deadline() {
     // One byte, then one more every 250 ms: activity must not extend the deadline.
     let mut writer = c.stream.try_clone().unwrap();
     let dripper = std::thread::spawn(move || {
-        for b in b"GET /hello HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaa".iter() {
+        for b in b"GET /hello HTTP/1.1\r\nHost: t\r\nX-Slow: aaaaaaaaaaaaaaaaaaaa".iter() {
             if writer.write_all(&[*b]).is_err() {
                 return;
             }
@@ -214,7 +216,7 @@ fn stray_crlf_between_requests_keeps_the_connection_idle() {
         ..limits()
     });
     let mut c = Client::connect(&server);
-    c.send(b"POST /echo HTTP/1.1\r\nContent-Length: 2\r\n\r\nok\r\n");
+    c.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nok\r\n");
     assert_eq!(c.read().body, b"ok");
     std::thread::sleep(Duration::from_millis(700));
     assert_eq!(c.get("/hello").status, 200);
@@ -227,7 +229,7 @@ fn max_inflight_answers_429_with_retry_after() {
         ..limits()
     });
     let mut a = Client::connect(&server);
-    a.send(b"GET /hold HTTP/1.1\r\n\r\n");
+    a.send(b"GET /hold HTTP/1.1\r\nHost: t\r\n\r\n");
     handler.wait_dispatched("/hold");
     assert_eq!(server.inflight(), 1);
     let mut b = Client::connect(&server);
@@ -246,7 +248,7 @@ fn max_inflight_answers_429_with_retry_after() {
 fn stream_outcome_hands_the_socket_over() {
     let (server, handler) = start(limits());
     let mut c = Client::connect(&server);
-    c.send(b"GET /stream HTTP/1.1\r\nX-Corr-Id: s1\r\n\r\n");
+    c.send(b"GET /stream HTTP/1.1\r\nHost: t\r\nX-Corr-Id: s1\r\n\r\n");
     let mut s = handler.streams.1.recv_timeout(WAIT).unwrap();
     assert_eq!(s.corr_id, "s1");
     let head = String::from_utf8(s.pending.clone()).unwrap();
@@ -282,7 +284,7 @@ fn stream_outcome_hands_the_socket_over() {
 fn shutdown_drains_a_deferred_request() {
     let (server, handler) = start(limits());
     let mut a = Client::connect(&server);
-    a.send(b"GET /defer?ms=300 HTTP/1.1\r\n\r\n");
+    a.send(b"GET /defer?ms=300 HTTP/1.1\r\nHost: t\r\n\r\n");
     handler.wait_dispatched("/defer");
     let mut idle = Client::connect(&server);
     wait_until("both connections open", || server.open_connections() == 2);
@@ -300,7 +302,7 @@ fn shutdown_drains_a_deferred_request() {
 fn shutdown_past_the_deadline_force_closes() {
     let (server, handler) = start(limits());
     let mut a = Client::connect(&server);
-    a.send(b"GET /hold HTTP/1.1\r\n\r\n");
+    a.send(b"GET /hold HTTP/1.1\r\nHost: t\r\n\r\n");
     handler.wait_dispatched("/hold");
     assert!(!server.shutdown(Instant::now() + Duration::from_millis(300)));
     assert!(a.closed_within(WAIT));
@@ -337,7 +339,7 @@ fn write_timeout_closes_a_client_that_does_not_read() {
         ..limits()
     });
     let mut c = Client::connect(&server);
-    c.send(b"GET /big?mb=64 HTTP/1.1\r\n\r\n");
+    c.send(b"GET /big?mb=64 HTTP/1.1\r\nHost: t\r\n\r\n");
     // The connection must be counted first, or the wait below would pass before the server
     // even accepted it. It stays counted while the response is stuck in its write phase.
     handler.wait_dispatched("/big");

@@ -259,6 +259,7 @@ impl Worker {
             socket,
             pending: parts.pending,
             corr_id: parts.corr_id,
+            chunked: parts.chunked,
         };
         let take = parts.take;
         if panic::catch_unwind(AssertUnwindSafe(move || take(stream))).is_err() {

@@ -30,7 +30,8 @@ pub enum LogError {
     /// appends or syncs are attempted until the process restarts and recovers from disk.
     Poisoned,
     /// Another process (or another `open` in this process) holds the data directory lock.
-    Locked { path: PathBuf },
+    /// `holder` is the PID the holder wrote into the lock file, when it could be read.
+    Locked { path: PathBuf, holder: Option<u32> },
     /// The record cannot fit in one segment. Nothing was written; the writer is NOT poisoned.
     TooLarge { len: usize, max: usize },
 }
@@ -96,11 +97,18 @@ impl fmt::Display for LogError {
                 f,
                 "storage is stopped after an earlier I/O or sync failure; restart to recover from disk"
             ),
-            LogError::Locked { path } => write!(
-                f,
-                "data directory is in use: {} is locked by another process (or another open in this one)",
-                path.display()
-            ),
+            LogError::Locked { path, holder } => match holder {
+                Some(pid) => write!(
+                    f,
+                    "data directory is in use: {} is locked by another process (PID {pid})",
+                    path.display()
+                ),
+                None => write!(
+                    f,
+                    "data directory is in use: {} is locked by another process (or another open in this one)",
+                    path.display()
+                ),
+            },
             LogError::TooLarge { len, max } => {
                 write!(f, "record of {len} bytes does not fit in a segment (at most {max})")
             }

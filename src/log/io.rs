@@ -285,6 +285,12 @@ impl Io for OsIo {
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
+        // Record who holds the lock, for the "in use" message of the next process that tries.
+        // Only the holder writes, and only while holding the lock.
+        use std::os::unix::fs::FileExt;
+        let pid = format!("{}\n", std::process::id());
+        file.set_len(0)?;
+        file.write_all_at(pid.as_bytes(), 0)?;
         Ok(Box::new(OsLock { _file: file }))
     }
 }

@@ -34,7 +34,14 @@ pub fn lock_dir(io: &dyn Io, data_dir: &Path) -> Result<DirLock, LogError> {
             path,
             _handle: handle,
         }),
-        Err(e) if e.kind() == ErrorKind::WouldBlock => Err(LogError::Locked { path }),
+        Err(e) if e.kind() == ErrorKind::WouldBlock => {
+            // The holder wrote its PID into the file when it locked it (OsIo::lock): name it,
+            // so the operator knows which process to look at. Best effort: only for the message.
+            let holder = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| t.trim().parse().ok());
+            Err(LogError::Locked { path, holder })
+        }
         Err(e) => Err(LogError::io("lock", path, e)),
     }
 }

@@ -44,7 +44,7 @@ impl std::fmt::Display for BackupError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             BackupError::Amnesia => f.write_str(
-                "backup is unavailable: this server runs with --amnesia and keeps nothing on disk (re-sync from an authoritative node instead)",
+                "backup is unavailable: this server runs with --amnesia and keeps nothing on disk (there is nothing to back up; its state is lost at exit, and there is no replication to re-sync it from)",
             ),
             BackupError::NotReady => f.write_str("backup is unavailable: state is not restored"),
             BackupError::Busy => f.write_str("a backup is already running; retry when it is done"),

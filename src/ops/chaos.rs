@@ -43,7 +43,7 @@ pub struct Chaos {
 
 impl Chaos {
     pub fn new(enabled: bool, max_latency_ms: u64, syncs: bool) -> Arc<Chaos> {
-        m().registry_chaos_storage_latency_ms.set(0);
+        m().registry_chaos_storage_latency_seconds.set(0.0);
         Arc::new(Chaos {
             enabled: AtomicBool::new(enabled),
             max_latency_ms: AtomicU64::new(max_latency_ms),
@@ -107,7 +107,8 @@ impl Chaos {
         }
         let mut expiry = self.expiry.lock();
         self.storage_latency_ms.store(ms, Ordering::SeqCst);
-        m().registry_chaos_storage_latency_ms.set(ms as i64);
+        m().registry_chaos_storage_latency_seconds
+            .set(ms as f64 / 1000.0);
         *expiry = for_secs.map(|s| {
             (
                 Instant::now() + Duration::from_secs(s),
@@ -135,7 +136,7 @@ impl Chaos {
         let mut expiry = self.expiry.lock();
         *expiry = None;
         let was = self.storage_latency_ms.swap(0, Ordering::SeqCst);
-        m().registry_chaos_storage_latency_ms.set(0);
+        m().registry_chaos_storage_latency_seconds.set(0.0);
         drop(expiry);
         self.wake.notify_all();
         was
@@ -181,7 +182,7 @@ impl Chaos {
                         Some((at, _)) if Instant::now() >= at => {
                             *expiry = None;
                             let was = chaos.storage_latency_ms.swap(0, Ordering::SeqCst);
-                            m().registry_chaos_storage_latency_ms.set(0);
+                            m().registry_chaos_storage_latency_seconds.set(0.0);
                             log::warn!(
                                 "msg=\"chaos expired\" audit=1 fault={FAULT_STORAGE_LATENCY} was_ms={was}"
                             );
