@@ -73,9 +73,22 @@ fn snapshot_of(n: usize) -> Snapshot {
         })
         .collect();
     let descriptors = state::apply(&state::Descriptors::new(), &ops, 1).unwrap();
-    let genesis = Snapshot::genesis("bench");
-    let mut rec = CommitRecord::genesis("bench");
+    let set = Arc::new(
+        signers::SignerSet::new(
+            1,
+            vec![signers::SignerKey {
+                keyid: "k".into(),
+                public: ed25519_dalek::SigningKey::from_bytes(&[1; 32]).verifying_key(),
+                not_before: None,
+                not_after: None,
+            }],
+        )
+        .unwrap(),
+    );
+    let genesis = Snapshot::genesis("bench", set.clone());
+    let mut rec = CommitRecord::genesis("bench", set);
     rec.version = 1;
+    rec.genesis_signers = None;
     rec.descriptors = n as u64;
     // The bench journal keeps nothing: the location only has to be well formed.
     let loc = Loc {

@@ -31,6 +31,7 @@ fn record() -> CommitRecord {
         payload,
         signatures: sigs,
         descriptors: 1000,
+        genesis_signers: None,
     }
 }
 

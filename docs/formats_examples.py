@@ -62,8 +62,47 @@ def pae(payload: bytes) -> bytes:
     return b"DSSEv1 %d %s %d %s" % (len(t), t, len(payload), payload)
 
 
-def genesis_hash(registry_id: str) -> str:
+def genesis_hash_v1(registry_id: str) -> str:
+    """Genesis v1 (before SPEC §8): only to recognise old data directories."""
     return sha256_hex(b"svc-registry/genesis/v1\n" + registry_id.encode() + b"\n")
+
+
+# --- SPEC §8: signer sets, genesis v2 -------------------------------------------------------
+def dev_signer_set():
+    """[signers] of configs/dev.toml: (threshold, [(keyid, public_key hex)]) as configured."""
+    import tomllib
+
+    with open(os.path.join(HERE, "..", "configs", "dev.toml"), "rb") as f:
+        cfg = tomllib.load(f)["signers"]
+    return cfg["threshold"], [(k["keyid"], k["public_key"]) for k in cfg["keys"]]
+
+
+def ss_bytes(threshold, keys) -> bytes:
+    """Canonical signer-set bytes SS (no validity windows here: '-')."""
+    lines = ["svc-registry/signers/v1", f"threshold {threshold}"]
+    for keyid, pub in sorted(keys, key=lambda k: k[0].encode()):
+        lines.append(f"key {keyid} ed25519 {pub} - -")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def signers_json(threshold, keys):
+    return {
+        "threshold": threshold,
+        "keys": [
+            {"keyid": k, "alg": "ed25519", "public_key": p, "not_before": None, "not_after": None}
+            for k, p in keys
+        ],
+    }
+
+
+def genesis_hash(registry_id: str, signers_digest: str) -> str:
+    return sha256_hex(
+        b"svc-registry/genesis/v2\n" + registry_id.encode() + b"\n" + signers_digest.encode() + b"\n"
+    )
+
+
+def compact(v) -> bytes:
+    return json.dumps(v, separators=(",", ":")).encode()
 
 
 def s_string(signatures) -> str:
@@ -124,8 +163,26 @@ def examples():
     print("== CRC32C check value (the standard one for this polynomial)")
     show('crc32c(b"123456789")', f"0x{crc32c(b'123456789'):08x}")
 
-    print("\n== Genesis")
-    show(f"hash_0 of {REGISTRY_ID!r}", genesis_hash(REGISTRY_ID))
+    print("\n== Signer set of configs/dev.toml, genesis v2")
+    threshold, keys = dev_signer_set()
+    ss = ss_bytes(threshold, keys)
+    show("SS (canonical signer-set bytes)", repr(ss.decode()))
+    digest = sha256_hex(ss)
+    show("signers_digest", digest)
+    h0 = genesis_hash(REGISTRY_ID, digest)
+    show(f"hash_0 of {REGISTRY_ID!r} (genesis v2)", h0)
+    show("(genesis v1, refused at start)", genesis_hash_v1(REGISTRY_ID))
+    genesis = compact(
+        {
+            "version": 0,
+            "hash": h0,
+            "prev_hash": ZERO_HASH,
+            "committed_at": "1970-01-01T00:00:00Z",
+            "descriptors": 0,
+            "signers": signers_json(threshold, keys),
+        }
+    )
+    show("genesis record (the first log frame)", genesis.decode())
 
     print("\n== Proposal, proposal_id, PAE")
     payload = (
@@ -153,7 +210,7 @@ def examples():
         show(f"{keyid} sig as URL-safe unpadded (accepted on input)", url)
 
     print("\n== Commit hash of version 1")
-    prev = genesis_hash(REGISTRY_ID)
+    prev = h0
     pre = commit_preimage(REGISTRY_ID, 1, prev, pid, sigs)
     show("S string", repr(s_string(sigs)))
     show("preimage", repr(pre.decode()))
@@ -163,7 +220,34 @@ def examples():
     print("\n== Approve body (what ronctl sends)")
     print("  " + json.dumps({"proposal_id": pid, "signatures": [{"keyid": k, "sig": s} for k, s in sorted(sigs)]}))
 
-    print("\n== Log frame holding a record (first frame of a fresh log: durable = 0)")
+    print("\n== The genesis frame: the first frame of a fresh log (durable = 0)")
+    g = frame(genesis, 0)
+    show("genesis payload length", len(genesis))
+    show("header (hex: len | crc32c | durable)", g[:16].hex(" ", 4))
+
+    print("\n== A pending frame: the proposal above, accepted (202) with this expiry")
+    pending = compact(
+        {
+            "pending": "proposal",
+            "proposal_id": pid,
+            "payload": base64.b64encode(payload).decode(),
+            "expires_at": 1798761600,
+        }
+    )
+    show("payload", pending.decode())
+    show("header when 4096 bytes were durable (hex)", frame(pending, 4096)[:16].hex(" ", 4))
+    approvals = compact(
+        {
+            "pending": "approvals",
+            "proposal_id": pid,
+            "approvals": [
+                {"keyid": "dev-a", "public_key": dict(keys)["dev-a"], "sig": dict(sigs)["dev-a"]}
+            ],
+        }
+    )
+    show("an approvals frame's payload", approvals.decode())
+
+    print("\n== Log frame holding a record (stand-in payload, first frame of a log: durable = 0)")
     rec = b'{"version":1,"hash":"%s"}' % h1.encode()  # a short stand-in payload
     f = frame(rec, 0)
     show("payload", rec.decode())
@@ -178,9 +262,12 @@ def examples():
             "registry_id": REGISTRY_ID,
             "version": 1,
             "hash": h1,
-            # The log position just past record 1: segment 0, a 16-byte header + 810 bytes (§5).
-            "log_end": 826,
+            # The log position just past record 1 (§5) when its frame (a 16-byte header + the 810
+            # bytes a dev server wrote) directly follows the genesis frame in segment 0; a real
+            # server's pending frames for the proposal sit between them and move it.
+            "log_end": 16 + len(genesis) + 16 + 810,
             "descriptors": [{"kind": "node", "id": "node-7", "version": 1, "body": {"addr": "10.0.0.7:9000"}}],
+            "signers": [{"since_version": 0, "set": signers_json(threshold, keys)}],
         },
         separators=(",", ":"),
     ).encode()
@@ -197,8 +284,8 @@ def check_data_dir(data_dir, registry_id):
     print(f"\n== Checking {data_dir} (registry_id {registry_id!r})")
     log_dir = os.path.join(data_dir, "log")
     names = sorted(n for n in os.listdir(log_dir) if n.startswith("segment-") and n.endswith(".log"))
-    prev = genesis_hash(registry_id)
-    version = 0
+    prev = None
+    version = -1
     ends = {}  # version -> log position just past its frame (what a checkpoint's log_end names)
     for name in names:
         path = os.path.join(log_dir, name)
@@ -218,7 +305,21 @@ def check_data_dir(data_dir, registry_id):
                 break
             assert crc == want, f"@{off}: CRC mismatch"
             r = json.loads(payload)
+            if "pending" in r:
+                print(f"    @{off}: len={ln} crc=0x{crc:08x} durable={durable} pending {r['pending']} of {r['proposal_id'][:8]}… ok")
+                off += 16 + ln
+                continue
             version += 1
+            if version == 0:
+                s = r["signers"]
+                keys = [(k["keyid"], k["public_key"]) for k in s["keys"]]
+                assert all(k["not_before"] is None and k["not_after"] is None for k in s["keys"])
+                h = genesis_hash(registry_id, sha256_hex(ss_bytes(s["threshold"], keys)))
+                assert r["hash"] == h and r["prev_hash"] == ZERO_HASH, "genesis v2 mismatch"
+                print(f"    @{off}: len={ln} crc=0x{crc:08x} durable={durable} genesis v2 hash={h} ok")
+                prev = h
+                off += 16 + ln
+                continue
             assert r["version"] == version and r["prev_hash"] == prev
             env = r["envelope"]
             assert env["payloadType"] == PAYLOAD_TYPE, f"version {version}: foreign payloadType"

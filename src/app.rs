@@ -178,7 +178,6 @@ struct Shared {
     /// The bus (lossy, typed events); its optional local socket starts with the writer.
     bus: Arc<crate::bus::Bus>,
     maintenance: Arc<Maintenance>,
-    signers: Arc<ArcSwap<SignerSet>>,
     writer_settings: Arc<ArcSwap<WriterSettings>>,
     chaos: Arc<Chaos>,
     sync_health: Arc<SyncHealth>,
@@ -225,7 +224,6 @@ impl Shared {
             plane,
             bus,
             maintenance,
-            signers: Arc::new(ArcSwap::from_pointee(config.signers.clone())),
             writer_settings: Arc::new(ArcSwap::from_pointee(settings(config))),
             chaos,
             sync_health,
@@ -273,6 +271,8 @@ struct Restored {
     journal: Box<dyn Journal>,
     sync_target: Option<Box<dyn SyncTarget>>,
     recent_commits: Vec<(String, u64)>,
+    /// Pending proposals and approvals from the log's pending frames (none with --amnesia).
+    pending: Vec<crate::domain::pending::RestoredPending>,
     checkpoint_version: u64,
     /// (syncer, data directory lock, data directory); `None` with `--amnesia`.
     storage: Option<(crate::log::Syncer, crate::log::DirLock, PathBuf)>,
@@ -302,13 +302,17 @@ fn open_storage(config: &Config, shared: &Shared) -> Result<Restored, OpenFailur
             }
         };
         Restored {
+            // A new genesis v2 each start, from the config's [signers] (SPEC §8); later records
+            // are read back from the in-memory journal.
             snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::genesis_over(
                 &config.raw.registry_id,
+                Arc::new(config.signers.clone()),
                 store.clone(),
             ))),
             journal: Box::new(MemoryJournal::new(store)),
             sync_target: None,
             recent_commits: Vec::new(),
+            pending: Vec::new(),
             checkpoint_version: 0,
             storage: None,
         }
@@ -323,8 +327,16 @@ fn open_storage(config: &Config, shared: &Shared) -> Result<Restored, OpenFailur
         let creating = std::fs::read_dir(&config.raw.data_dir)
             .map(|mut d| d.next().is_none())
             .unwrap_or(true);
-        match crate::storage::open(&config.raw.data_dir, &config.raw.registry_id, &opts) {
+        // Used only if the data directory is new: its genesis fixes this set (SPEC §8).
+        let bootstrap = Arc::new(config.signers.clone());
+        match crate::storage::open(
+            &config.raw.data_dir,
+            &config.raw.registry_id,
+            &opts,
+            &bootstrap,
+        ) {
             Ok(opened) => {
+                warn_if_config_signers_differ(&config.signers, &opened.restored.snapshot);
                 let sync = config.raw.storage.fsync != FsyncMode::Never;
                 if !sync {
                     log::warn!("msg=\"fsync = never: acknowledged commits can be lost on a crash; for benchmarks only\"");
@@ -355,6 +367,7 @@ fn open_storage(config: &Config, shared: &Shared) -> Result<Restored, OpenFailur
                     sync_target: sync
                         .then(|| Box::new(opened.syncer.clone()) as Box<dyn SyncTarget>),
                     recent_commits: opened.restored.recent_commits,
+                    pending: opened.restored.pending,
                     checkpoint_version: opened.restored.from_checkpoint,
                     storage: Some((opened.syncer, opened.lock, opened.data_dir)),
                 }
@@ -446,6 +459,7 @@ fn start_write_plane(config: &Config, shared: &Shared, restored: Restored) -> Op
         journal,
         sync_target,
         recent_commits,
+        pending,
         checkpoint_version,
         storage,
     } = restored;
@@ -547,7 +561,6 @@ fn start_write_plane(config: &Config, shared: &Shared, restored: Restored) -> Op
     let mut writer = Writer::new(WriterParts {
         registry_id: config.raw.registry_id.clone(),
         snapshot: snapshot.clone(),
-        signers: shared.signers.clone(),
         settings: shared.writer_settings.clone(),
         requests: requests_rx,
         internal_rx,
@@ -560,6 +573,10 @@ fn start_write_plane(config: &Config, shared: &Shared, restored: Restored) -> Op
     });
     for (proposal_id, version) in recent_commits {
         writer.remember_committed(proposal_id, version);
+    }
+    let restored_pending = writer.restore_pending(pending);
+    if restored_pending > 0 {
+        log::info!("msg=\"pending proposals restored\" count={restored_pending}");
     }
     let writer_thread = std::thread::Builder::new()
         .name("writer".into())
@@ -609,7 +626,6 @@ impl Roles {
 fn start_registry(config: &Config, shared: &Shared, roles: &Roles) -> Option<ServerHandle> {
     let registry_api = Arc::new(RegistryApi {
         snapshot: roles.snapshot.clone(),
-        signers: shared.signers.clone(),
         writer: roles.requests_tx.clone(),
         plane: shared.plane.clone(),
         stream: Some(roles.sse_hub.clone()),
@@ -666,7 +682,7 @@ fn signal_loop(
     let mut drain_thread = None;
     let signals_handle = signals.handle();
     let live = Live {
-        signers: shared.signers.clone(),
+        snapshot: roles.snapshot.clone(),
         writer_settings: shared.writer_settings.clone(),
         sse_hub: roles.sse_hub.clone(),
         chaos: shared.chaos.clone(),
@@ -764,7 +780,8 @@ fn effective_toml(config: &Config) -> String {
 
 /// What a SIGHUP can change in the running process.
 struct Live {
-    signers: Arc<ArcSwap<SignerSet>>,
+    /// The published snapshot: its signer set is the one a reloaded config is compared with.
+    snapshot: Arc<ArcSwap<Snapshot>>,
     writer_settings: Arc<ArcSwap<WriterSettings>>,
     sse_hub: Arc<SseHub>,
     chaos: Arc<Chaos>,
@@ -808,7 +825,12 @@ fn reload(config: &mut Config, live: &Live) {
             new.raw.log_level.as_deref().unwrap_or("info")
         );
     }
-    live.signers.store(Arc::new(new.signers.clone()));
+    // The signer set is on the log now (SPEC §8): a config that differs is reported, not used.
+    if applied.iter().any(|k| k.starts_with("signers")) {
+        applied.retain(|k| !k.starts_with("signers"));
+        not_applied.push("signers");
+    }
+    warn_if_config_signers_differ(&new.signers, &live.snapshot.load());
     live.writer_settings.store(Arc::new(settings(&new)));
     live.sse_hub.set_settings(sse_settings(&new));
     live.chaos
@@ -826,12 +848,10 @@ fn reload(config: &mut Config, live: &Live) {
     }
     live.effective_config.store(Arc::new(effective_toml(&new)));
     let line = format!(
-        "msg=reloaded audit=1 config={path:?} applied={:?} not_applied={:?} restart_needed_for={:?} threshold={} keys={} chaos_enabled={} commit_budget_ms={}",
+        "msg=reloaded audit=1 config={path:?} applied={:?} not_applied={:?} restart_needed_for={:?} chaos_enabled={} commit_budget_ms={}",
         applied.join(","),
         not_applied.join(","),
         plan.restart_needed.join(","),
-        new.signers.threshold,
-        new.signers.keys.len(),
         new.raw.chaos.enabled,
         new.raw.storage.commit_budget_ms
     );
@@ -847,4 +867,18 @@ fn reload(config: &mut Config, live: &Live) {
     m().registry_reload_success_total.inc();
     live.bus.publish(crate::bus::Event::Reload { ok: true });
     *config = new;
+}
+
+/// SPEC §8: `[signers]` is the bootstrap trust root only. After the data directory exists, the
+/// log's current set governs; a config set that differs is logged (once per start or reload)
+/// and not used.
+fn warn_if_config_signers_differ(config_set: &SignerSet, snapshot: &Snapshot) {
+    let (since, current) = snapshot.signers.current();
+    if **current != *config_set {
+        log::warn!(
+            "msg=\"config signer set differs from the log; the log is authoritative\" log_signers_digest={} log_signers_since_version={since} config_signers_digest={} note=\"change the signer set with a set_signers proposal (docs/OPERATIONS.md)\"",
+            current.digest(),
+            config_set.digest()
+        );
+    }
 }

@@ -403,8 +403,18 @@ fn review_text(v: &serde_json::Value, payload: &[u8]) -> String {
         v["approvals"],
         v["threshold"]
     );
+    if let Some(m) = v["new_threshold"].as_u64() {
+        text.push_str(&format!(
+            "\nnew signer set: {} of threshold {m} (both quorums are needed)",
+            v["new_approvals"]
+        ));
+    }
     if let Some(diff) = v["diff"].as_array() {
         for d in diff {
+            if d["op"] == "set_signers" {
+                text.push_str(&set_change_text(d));
+                continue;
+            }
             text.push_str(&format!(
                 "\n  {} {}/{}\n    current:  {}\n    proposed: {}",
                 d["op"].as_str().unwrap_or("?"),
@@ -426,21 +436,47 @@ fn review_text(v: &serde_json::Value, payload: &[u8]) -> String {
 /// Check that `key` is the key the server's published signer set lists for `keyid`, before
 /// anything is sent: a wrong key file (or keyid) otherwise shows up only as a 403 from the
 /// server, after the operator confirmed.
-fn check_key_matches_signer(conn: &Conn, keyid: &str, key: &SigningKey) -> CliResult {
-    let set = conn.registry("GET", "/registry/signers", None, 200)?;
-    let keys = set["keys"].as_array().cloned().unwrap_or_default();
-    let Some(entry) = keys.iter().find(|k| k["keyid"] == keyid) else {
+///
+/// The sets that judge a proposal (SPEC §8): the one in force at its `base_version`, and for a
+/// `set_signers` also the new set it carries (its keys may approve it).
+fn check_key_matches_signer(
+    conn: &Conn,
+    view: &serde_json::Value,
+    payload: &[u8],
+    keyid: &str,
+    key: &SigningKey,
+) -> CliResult {
+    let path = match view["base_version"].as_u64() {
+        Some(base) => format!("/registry/signers?version={base}"),
+        None => "/registry/signers".to_string(),
+    };
+    let set = conn.registry("GET", &path, None, 200)?;
+    let mut keys = set["keys"].as_array().cloned().unwrap_or_default();
+    let proposal: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
+    if proposal["ops"][0]["op"] == "set_signers" {
+        keys.extend(
+            proposal["ops"][0]["keys"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default(),
+        );
+    }
+    let entries: Vec<&serde_json::Value> = keys.iter().filter(|k| k["keyid"] == keyid).collect();
+    if entries.is_empty() {
         let known: Vec<&str> = keys.iter().filter_map(|k| k["keyid"].as_str()).collect();
         return Err(format!(
-            "keyid {keyid:?} is not in the server's signer set (configured: {}): nothing was sent",
+            "keyid {keyid:?} is not in the server's signer set that judges this proposal (signers: {}): nothing was sent",
             known.join(", ")
         ));
-    };
+    }
     let mine = hex::encode(key.verifying_key().as_bytes());
-    if entry["public_key"].as_str() != Some(mine.as_str()) {
+    if !entries
+        .iter()
+        .any(|e| e["public_key"].as_str() == Some(mine.as_str()))
+    {
         return Err(format!(
-            "the key file's private key does not match signer {keyid:?}: the server publishes public_key {} for it, this key's is {mine} (wrong key file?): nothing was sent",
-            entry["public_key"].as_str().unwrap_or("?")
+            "the key file's private key does not match signer {keyid:?}: the signer set lists public_key {} for it, this key's is {mine} (wrong key file?): nothing was sent",
+            entries[0]["public_key"].as_str().unwrap_or("?")
         ));
     }
     Ok(())
@@ -473,6 +509,131 @@ fn confirm_signing(id: &str, keyid: &str, yes: bool) -> CliResult {
     }
 }
 
+/// One key of a signer set's JSON form, with its validity window.
+fn key_line(k: &serde_json::Value) -> String {
+    let time = |t: &serde_json::Value| t.as_str().unwrap_or("-").to_string();
+    format!(
+        "{} {} {} valid {} .. {}",
+        k["keyid"].as_str().unwrap_or("?"),
+        k["alg"].as_str().unwrap_or("?"),
+        k["public_key"].as_str().unwrap_or("?"),
+        time(&k["not_before"]),
+        time(&k["not_after"])
+    )
+}
+
+/// What a set_signers changes, as a signer must review it before signing (SPEC §8).
+fn set_change_text(d: &serde_json::Value) -> String {
+    let mut text = format!(
+        "\n  set_signers: threshold {} -> {}",
+        d["threshold"]["old"], d["threshold"]["new"]
+    );
+    for (label, list) in [("added", &d["added"]), ("removed", &d["removed"])] {
+        for k in list.as_array().into_iter().flatten() {
+            text.push_str(&format!("\n    {label:8} {}", key_line(k)));
+        }
+    }
+    for c in d["changed"].as_array().into_iter().flatten() {
+        text.push_str(&format!(
+            "\n    changed  {}\n         was {}",
+            key_line(&c["new"]),
+            key_line(&c["old"])
+        ));
+    }
+    for k in d["unchanged"].as_array().into_iter().flatten() {
+        text.push_str(&format!("\n    kept     {}", k.as_str().unwrap_or("?")));
+    }
+    text
+}
+
+/// `ronctl signers show [--version V]`: the signer set in force for proposals on base V.
+pub fn signers_show(conn: &Conn, version: Option<u64>) -> CliResult {
+    let path = match version {
+        Some(v) => format!("/registry/signers?version={v}"),
+        None => "/registry/signers".to_string(),
+    };
+    let v = conn.registry("GET", &path, None, 200)?;
+    eprintln!(
+        "threshold {} of {} keys, in force since version {}, signers_digest {}",
+        v["threshold"],
+        v["keys"].as_array().map_or(0, Vec::len),
+        v["since_version"],
+        v["signers_digest"].as_str().unwrap_or("?")
+    );
+    for k in v["keys"].as_array().into_iter().flatten() {
+        eprintln!("  {}", key_line(k));
+    }
+    conn.emit_doc(&v);
+    Ok(())
+}
+
+/// A new signer set as written by an operator: TOML with `threshold` and `[[keys]]`, like the
+/// config's `[signers]`.
+pub fn parse_signer_set_toml(text: &str) -> Result<SignerSet, String> {
+    let raw: crate::config::RawSigners = toml::from_str(text).map_err(|e| e.to_string())?;
+    crate::config::parse_signers(&raw)
+}
+
+/// `ronctl signers propose --file NEWSET.toml`: build the `set_signers` proposal on HEAD (the
+/// set is validated here first, like the config), submit it, print its id; the review (keys
+/// added and removed, threshold old -> new) goes to stderr.
+pub fn signers_propose(
+    conn: &Conn,
+    file: &Path,
+    registry_id: Option<&str>,
+    note: Option<&str>,
+) -> CliResult {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let set = parse_signer_set_toml(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+    let registry_id = match registry_id {
+        Some(r) => r.to_string(),
+        None => registry_id_from_admin(conn)?,
+    };
+    let head = conn.registry("GET", "/registry/head", None, 200)?;
+    let base = head["version"].as_u64().ok_or("the head has no version")?;
+    let form = set.to_json_form_as_listed();
+    let mut op = serde_json::json!({"op": "set_signers"});
+    op["threshold"] = form.threshold.into();
+    op["keys"] = serde_json::to_value(&form.keys).expect("keys serialize");
+    let mut proposal = serde_json::json!({
+        "registry_id": registry_id,
+        "base_version": base,
+        "ops": [op],
+    });
+    if let Some(n) = note {
+        proposal["note"] = n.into();
+    }
+    let bytes = serde_json::to_vec(&proposal).expect("serializes");
+    let v = conn.registry("POST", "/propose", Some(&bytes), 202)?;
+    let id = v["proposal_id"].as_str().unwrap_or("").to_string();
+    let (view, payload) = fetch_payload(conn, &id)?;
+    show_review(&view, &payload);
+    eprintln!(
+        "set_signers proposed on base {base}; expires at {}. It commits with approvals of the set \
+         in force AND of the new set (`ronctl registry approve --id {id} --signer KEY`).",
+        v["expires_at"].as_str().unwrap_or("?")
+    );
+    conn.emit(&v, || id.clone());
+    Ok(())
+}
+
+/// The server's registry_id, from its effective config on the admin listener.
+fn registry_id_from_admin(conn: &Conn) -> Result<String, String> {
+    let text = conn.admin_text("/admin/config").map_err(|e| {
+        format!("cannot read the registry_id from /admin/config ({e}); pass --registry-id")
+    })?;
+    text.lines()
+        .find_map(|l| {
+            let rest = l
+                .trim()
+                .strip_prefix("registry_id")?
+                .trim()
+                .strip_prefix('=')?;
+            Some(rest.trim().trim_matches('"').to_string())
+        })
+        .ok_or_else(|| "no registry_id in /admin/config; pass --registry-id".to_string())
+}
+
 pub fn approve(
     conn: &Conn,
     id: &str,
@@ -499,7 +660,7 @@ pub fn approve(
             return Ok(());
         }
         let (keyid, key) = load_key(signer.ok_or("--signer is required")?)?;
-        check_key_matches_signer(conn, &keyid, &key)?;
+        check_key_matches_signer(conn, &v, &payload, &keyid, &key)?;
         confirm_signing(id, &keyid, yes)?;
         let sig = dsse::encode_sig(&sign_payload(&key, &payload));
         serde_json::json!({"keyid": keyid, "sig": sig})
@@ -508,8 +669,12 @@ pub fn approve(
         serde_json::to_vec(&serde_json::json!({"proposal_id": id, "signatures": [signature]}))
             .expect("serializes");
     let v = conn.registry("POST", "/approve", Some(&body), 200)?;
-    conn.emit(&v, || {
-        format!("approvals {} of {}", v["approvals"], v["threshold"])
+    conn.emit(&v, || match v["new_threshold"].as_u64() {
+        Some(m) => format!(
+            "approvals {} of {}; new signer set {} of {m}",
+            v["approvals"], v["threshold"], v["new_approvals"]
+        ),
+        None => format!("approvals {} of {}", v["approvals"], v["threshold"]),
     });
     Ok(())
 }
@@ -577,24 +742,33 @@ pub fn signers_from_json(v: &serde_json::Value) -> Result<SignerSet, String> {
     crate::config::parse_signers(&raw)
 }
 
+/// `ronctl registry verify`. Trust is anchored in one place only (SPEC §8): `genesis_hash`
+/// (`--genesis-hash`), or the genesis signer set in `pinned` (`--signers FILE`), or — with
+/// neither — the downloaded genesis itself, whose hash is printed so it can be compared with
+/// one known out of band. Every later version is judged against the set in force at its base.
 pub fn verify(
     conn: &Conn,
     pinned: Option<&Path>,
+    genesis_hash: Option<&str>,
     log_file: Option<&Path>,
     registry_id: Option<&str>,
 ) -> CliResult {
-    let signers = match pinned {
+    let pinned_set = match pinned {
         Some(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
             let v: serde_json::Value =
                 serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?;
-            signers_from_json(&v).map_err(|e| format!("{}: {e}", p.display()))?
+            Some(signers_from_json(&v).map_err(|e| format!("{}: {e}", p.display()))?)
         }
-        None => {
-            eprintln!("warning: no --signers given: checking against the server's own published signer set (pin keys to detect a lying server)");
-            signers_from_json(&conn.registry("GET", "/registry/signers", None, 200)?)?
-        }
+        None => None,
     };
+    if let Some(h) = genesis_hash {
+        if !crate::domain::is_hash_hex(h) {
+            return Err(format!(
+                "--genesis-hash {h:?} is not 64 lower-case hex digits"
+            ));
+        }
+    }
     // Online, the served state is read before the log: the log then reaches at least its
     // version (history only grows), so the replay can stop exactly there.
     let served = match log_file {
@@ -661,18 +835,35 @@ pub fn verify(
             }
         },
     };
-    let n = audit::verify_chain(&registry_id, &records, &signers)
+    let trust = match (genesis_hash, pinned_set.as_ref()) {
+        (Some(h), _) => audit::Trust::GenesisHash(h),
+        (None, Some(set)) => audit::Trust::GenesisSet(set),
+        (None, None) => audit::Trust::Unpinned,
+    };
+    let audited = audit::verify_chain_trusting(&registry_id, &records, trust)
         .map_err(|b| format!("BROKEN at version {}: {}", b.version, b.reason))?;
+    let n = audited.versions;
+    let trusted = match trust {
+        audit::Trust::GenesisHash(_) => "pinned",
+        audit::Trust::GenesisSet(_) => "its signer set is the pinned one",
+        audit::Trust::Unpinned => {
+            eprintln!("warning: no --genesis-hash or --signers given: the log's own genesis was trusted; compare its hash with one you know");
+            "unpinned"
+        }
+    };
     // In text the chain verdict is printed before the state comparison, so a state that differs
     // still shows that the history itself verified; JSON prints one document at the end.
     if conn.output == Output::Text {
         println!(
-            "ok: {n} records (versions 0..={}) verify: hash chain intact, every commit has a quorum",
-            n.saturating_sub(1)
+            "ok: {n} records (versions 0..={}) verify: hash chain intact, every commit has a quorum of the signer set in force at its base ({} signer set(s) in the history)",
+            n.saturating_sub(1),
+            audited.signer_sets
         );
+        println!("trusted genesis hash {} ({trusted})", audited.genesis_hash);
     }
-    let mut doc =
-        serde_json::json!({"ok": true, "checked": true, "records": n, "registry_id": registry_id});
+    let mut doc = serde_json::json!({"ok": true, "checked": true, "records": n,
+        "registry_id": registry_id, "genesis_hash": audited.genesis_hash, "trusted": trusted,
+        "signer_sets": audited.signer_sets});
     if let Some((version, state)) = served {
         let count = compare_with_replay(&registry_id, &records, version, &state)?;
         if conn.output == Output::Text {
@@ -755,7 +946,7 @@ fn compare_with_replay(
             records.len().saturating_sub(1)
         ));
     }
-    let fetched: Vec<Fetched> = records[1..=version as usize]
+    let fetched: Vec<Fetched> = records[..=version as usize]
         .iter()
         .map(|r| Fetched(r.to_json(), r.version))
         .collect();

@@ -176,7 +176,10 @@ mod tests {
     #[test]
     fn memory_store_round_trips_and_history_serves_what_was_written() {
         let store = Arc::new(MemoryStore::new().unwrap());
-        let genesis = Arc::new(CommitRecord::genesis("r"));
+        let genesis = Arc::new(CommitRecord::genesis(
+            "r",
+            crate::domain::signers::test_set(1, 1),
+        ));
         let mut h = History::new(genesis.clone(), store.clone());
         let mut end = 0u64;
         for word in [&b"alpha"[..], b"beta", b"gamma"] {

@@ -9,12 +9,26 @@
 //! (they were verified before the commit was acknowledged, and are covered by the hash chain);
 //! the full offline check including every quorum signature is `ronctl registry verify`.
 //!
+//! The log starts with the genesis record (SPEC §8, genesis v2: it carries the initial signer
+//! set, fixed into `hash_0`); a log that starts at version 1 was made with genesis v1 and is
+//! refused, never reinterpreted. The signer history (which set judges which base version) comes
+//! from the checkpoint when it carries one, else from the genesis record and every
+//! `set_signers` record of the log.
+//!
+//! Pending frames (durable proposals and approvals, `domain::pending`) are set aside by the
+//! caller and handed in; they never touch the chain (the history indexes commit records only).
+//! A pending proposal is already committed when the record at its `base_version + 1` carries its
+//! id (a proposal can only commit there), so no set of every committed id is held.
+//!
 //! Pure over its inputs: reads records through a [`History`], returns a snapshot or an error
 //! naming where the problem is.
 
 use crate::domain::descriptor::{Descriptor, Kind};
+use crate::domain::pending::{self, PendingFrame, PendingFrames, RestoredPending};
 use crate::domain::proposal::{self, ProposalLimits};
+use crate::domain::quorum::SignerHistory;
 use crate::domain::record::CommitRecord;
+use crate::domain::signers::{SignerSet, SignerSetJson};
 use crate::domain::state::{self, Descriptors};
 use crate::history::{History, Loc, MemoryStore};
 use crate::snapshot::Snapshot;
@@ -49,6 +63,17 @@ struct CheckpointJson {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     log_end: Option<u64>,
     descriptors: Vec<CheckpointDescriptor>,
+    /// The signer history up to this version (SPEC §8). Absent in checkpoints written before
+    /// §8: restore then rebuilds it from the log.
+    #[serde(default)]
+    signers: Option<Vec<CheckpointSigners>>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckpointSigners {
+    since_version: u64,
+    set: SignerSetJson,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -70,6 +95,7 @@ pub fn checkpoint_bytes(snap: &Snapshot) -> Vec<u8> {
         #[serde(skip_serializing_if = "Option::is_none")]
         log_end: Option<u64>,
         descriptors: Vec<DOut<'a>>,
+        signers: Vec<CheckpointSigners>,
     }
     #[derive(Serialize)]
     struct DOut<'a> {
@@ -91,6 +117,15 @@ pub fn checkpoint_bytes(snap: &Snapshot) -> Vec<u8> {
                 id: &d.id,
                 version: d.version,
                 body: &d.body,
+            })
+            .collect(),
+        signers: snap
+            .signers
+            .entries()
+            .iter()
+            .map(|(since_version, set)| CheckpointSigners {
+                since_version: *since_version,
+                set: set.to_json_form_as_listed(),
             })
             .collect(),
     };
@@ -127,6 +162,50 @@ pub struct Restored {
     pub recent_commits: Vec<(String, u64)>,
     /// The checkpoint version used (0 = none).
     pub from_checkpoint: u64,
+    /// Pending proposals with their approvals, from the log's pending frames, minus those a
+    /// commit record carries (expiry is the writer's to judge: it holds the clock).
+    pub pending: Vec<RestoredPending>,
+}
+
+/// The refusal for a data directory made before SPEC §8 (its log starts at version 1: genesis
+/// v1 was never written down). Nothing is reinterpreted: the operator decides.
+pub fn genesis_v1_refusal(location: &str) -> String {
+    format!(
+        "{location}: this data directory was created with genesis v1 (before the signer set was \
+         fixed into the log, SPEC §8); this version only opens genesis v2 data directories and \
+         does not migrate them. Start a new data directory (the [signers] of the config become \
+         its genesis set) and re-submit the registry's content there, or keep running the \
+         previous release on this one"
+    )
+}
+
+/// The genesis record a log starts with (SPEC §8: genesis v2 carries its signer set), checked
+/// against `registry_id`.
+pub fn genesis_from_frame<R: Located>(
+    registry_id: &str,
+    first: &R,
+) -> Result<CommitRecord, RestoreError> {
+    let rec = CommitRecord::from_json(first.payload()).map_err(|e| {
+        RestoreError(format!(
+            "{}: the first record is not valid: {}",
+            first.location(),
+            e.message
+        ))
+    })?;
+    if rec.version != 0 {
+        return Err(RestoreError(genesis_v1_refusal(&first.location())));
+    }
+    if rec.genesis_signers.is_none() {
+        return Err(RestoreError(genesis_v1_refusal(&first.location())));
+    }
+    if !rec.verify_link(registry_id, "") {
+        return Err(RestoreError(format!(
+            "{}: the genesis record does not belong to registry {registry_id:?} \
+             (its hash does not match its registry_id and signer set)",
+            first.location()
+        )));
+    }
+    Ok(rec)
 }
 
 /// How many recent proposal ids a restore hands the writer (its "already committed" memory).
@@ -140,12 +219,25 @@ pub fn restore<R: Located>(
     checkpoint: Option<(u64, &[u8])>,
     records: &[R],
 ) -> Result<Restored, RestoreError> {
+    let Some((first, records)) = records.split_first() else {
+        return Err(RestoreError("the log holds no genesis record".to_string()));
+    };
+    let genesis = Arc::new(genesis_from_frame(registry_id, first)?);
     let store =
         Arc::new(MemoryStore::new().map_err(|e| RestoreError(format!("in-memory journal: {e}")))?);
-    let mut history = History::new(Arc::new(CommitRecord::genesis(registry_id)), store.clone());
+    let mut history = History::new(genesis, store.clone());
     let mut end = 0u64;
     let mut where_ = Vec::with_capacity(records.len());
+    // Pending frames (proposals and approvals awaiting commit) are set aside; the chain is
+    // made of the commit records alone.
+    let mut frames = PendingFrames::default();
     for r in records {
+        if pending::is_pending_frame(r.payload()) {
+            PendingFrame::from_bytes(r.payload())
+                .and_then(|f| frames.add(f))
+                .map_err(|e| RestoreError(format!("{}: {e}", r.location())))?;
+            continue;
+        }
         let payload = r.payload();
         store
             .write_at(end, payload)
@@ -156,7 +248,7 @@ pub fn restore<R: Located>(
         history.push(Loc { end, len });
         where_.push(r.location());
     }
-    restore_history(registry_id, checkpoint, history, &|v| {
+    restore_history(registry_id, checkpoint, history, frames, &|v| {
         where_
             .get(v as usize - 1)
             .cloned()
@@ -176,6 +268,7 @@ pub fn restore_history(
     registry_id: &str,
     checkpoint: Option<(u64, &[u8])>,
     history: History,
+    frames: PendingFrames,
     location: &dyn Fn(u64) -> String,
 ) -> Result<Restored, RestoreError> {
     let records = history.len() - 1;
@@ -253,6 +346,38 @@ pub fn restore_history(
         max_ops: usize::MAX,
         max_descriptor_bytes: usize::MAX,
     };
+    let genesis_set = history
+        .genesis()
+        .genesis_signers
+        .clone()
+        .ok_or_else(|| RestoreError(genesis_v1_refusal("the genesis record")))?;
+    let parse = |rec: &CommitRecord| {
+        proposal::parse(&rec.payload, registry_id, &limits).map_err(|e| {
+            RestoreError(format!(
+                "{}: version {} payload: {}",
+                location(rec.version),
+                rec.version,
+                e.message
+            ))
+        })
+    };
+    // The checkpoint's signer history, when it carries one; older checkpoints do not: then the
+    // history up to the checkpoint is rebuilt from the log's set_signers records (reading
+    // every record below it, once), and past it like everything else.
+    let mut signers = match cp.as_ref().and_then(|c| c.signers.as_ref()) {
+        Some(entries) => checkpoint_history(cp_version, entries, &genesis_set)?,
+        None => {
+            let mut h = SignerHistory::genesis(genesis_set.clone());
+            for v in 1..=cp_version {
+                let rec = read(v)?;
+                if let Some(set) = parse(&rec)?.new_signers() {
+                    h.record(v, set.clone())
+                        .map_err(|e| RestoreError(format!("{}: version {v}: {e}", location(v))))?;
+                }
+            }
+            h
+        }
+    };
     let recent_from = records.saturating_sub(RECENT_COMMITS - 1).max(1);
     let mut recent = Vec::new();
     // Proposal ids of recent versions the replay below does not read: only the id is parsed
@@ -296,20 +421,11 @@ pub fn restore_history(
                 rec.version
             )));
         }
-        let p = proposal::parse(&rec.payload, registry_id, &limits).map_err(|e| {
-            RestoreError(format!(
-                "{}: version {} payload: {}",
-                where_(),
-                rec.version,
-                e.message
-            ))
-        })?;
-        if p.new_signers().is_some() {
-            return Err(RestoreError(format!(
-                "{}: version {} is a set_signers, which is not supported yet",
-                where_(),
-                rec.version
-            )));
+        let p = parse(&rec)?;
+        if let Some(set) = p.new_signers() {
+            signers
+                .record(rec.version, set.clone())
+                .map_err(|e| RestoreError(format!("{}: version {}: {e}", where_(), rec.version)))?;
         }
         descriptors = state::apply(&descriptors, &p.ops, rec.version).map_err(|e| {
             RestoreError(format!(
@@ -333,11 +449,65 @@ pub fn restore_history(
         }
         head = Arc::new(rec);
     }
+    // A pending proposal is committed when the record at its base_version + 1 carries its id
+    // (the writer's compare-and-swap commits a proposal nowhere else).
+    #[derive(Deserialize)]
+    struct Base {
+        base_version: u64,
+    }
+    let mut pending = Vec::new();
+    for p in frames.all() {
+        let committed = match serde_json::from_slice::<Base>(&p.payload) {
+            Ok(b) if b.base_version < records => {
+                read(b.base_version + 1)?.proposal_id == p.proposal_id
+            }
+            _ => false,
+        };
+        if !committed {
+            pending.push(p);
+        }
+    }
     Ok(Restored {
-        snapshot: Snapshot::new(registry_id.into(), head, descriptors, history),
+        snapshot: Snapshot::new(
+            registry_id.into(),
+            head,
+            descriptors,
+            history,
+            Arc::new(signers),
+        ),
         recent_commits: recent,
         from_checkpoint: cp_version,
+        pending,
     })
+}
+
+/// The signer history a checkpoint carries: it must start with the log's genesis set and hold
+/// no set newer than the checkpoint.
+fn checkpoint_history(
+    cp_version: u64,
+    entries: &[CheckpointSigners],
+    genesis: &Arc<SignerSet>,
+) -> Result<SignerHistory, RestoreError> {
+    let fail = |why: String| RestoreError(format!("checkpoint {cp_version}: signers: {why}"));
+    let sets = entries
+        .iter()
+        .map(|e| {
+            SignerSet::from_json_form(&e.set)
+                .map(|s| (e.since_version, Arc::new(s)))
+                .map_err(|err| fail(format!("the set since version {}: {err}", e.since_version)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let history = SignerHistory::from_entries(sets).map_err(|e| fail(e.to_string()))?;
+    if history.entries()[0].1 != *genesis {
+        return Err(fail("its genesis set is not the log's".to_string()));
+    }
+    if history.current().0 > cp_version {
+        return Err(fail(format!(
+            "holds a set from version {}, after the checkpoint",
+            history.current().0
+        )));
+    }
+    Ok(history)
 }
 
 /// The full check of a restored history, from genesis: every record's shape, version, hash
@@ -383,11 +553,25 @@ mod tests {
         }
     }
 
-    /// A chain of `n` commits, each putting one node; returns the records and the snapshots.
+    fn set(seeds: &[u8], threshold: usize) -> Arc<SignerSet> {
+        let keys = seeds
+            .iter()
+            .map(|&seed| crate::domain::signers::SignerKey {
+                keyid: format!("k{seed}"),
+                public: ed25519_dalek::SigningKey::from_bytes(&[seed; 32]).verifying_key(),
+                not_before: None,
+                not_after: None,
+            })
+            .collect();
+        Arc::new(SignerSet::new(threshold, keys).unwrap())
+    }
+
+    /// A chain of `n` commits, each putting one node; returns the records (genesis first) and
+    /// the snapshots.
     fn chain_of(n: u64) -> (Vec<Rec>, Vec<Snapshot>) {
-        let mut snaps = vec![Snapshot::genesis("r")];
-        let mut recs = Vec::new();
-        // Locations as `restore` lays the records out in its in-memory journal.
+        let mut snaps = vec![Snapshot::genesis("r", set(&[1, 2], 1))];
+        let mut recs = vec![Rec(snaps[0].head.to_json(), 0)];
+        // Locations as `restore` lays the commit records out in its in-memory journal.
         let mut end = 0u64;
         for v in 1..=n {
             let prev = snaps.last().unwrap();
@@ -416,6 +600,7 @@ mod tests {
                 payload: payload.into_bytes().into(),
                 signatures: sigs,
                 descriptors: descriptors.len() as u64,
+                genesis_signers: None,
             });
             let json = rec.to_json();
             end += json.len() as u64;
@@ -459,9 +644,9 @@ mod tests {
     #[test]
     fn a_broken_chain_or_a_foreign_checkpoint_refuses_with_its_location() {
         let (mut recs, snaps) = chain_of(3);
-        let mut v: serde_json::Value = serde_json::from_slice(&recs[1].0).unwrap();
+        let mut v: serde_json::Value = serde_json::from_slice(&recs[2].0).unwrap();
         v["hash"] = serde_json::json!("0".repeat(64));
-        recs[1].0 = serde_json::to_vec(&v).unwrap();
+        recs[2].0 = serde_json::to_vec(&v).unwrap();
         let err = restore("r", None, &recs).err().unwrap().0;
         assert!(
             err.contains("record #2") && err.contains("broken hash chain"),
@@ -483,6 +668,89 @@ mod tests {
             .0;
         assert!(err.contains("does not match"), "{err}");
         assert!(restore("other", None, &recs).is_err());
+    }
+
+    #[test]
+    fn a_log_without_a_v2_genesis_is_refused_as_genesis_v1() {
+        let (recs, _) = chain_of(2);
+        // What a v1 data directory holds: commits from version 1, no genesis record.
+        let err = restore("r", None, &recs[1..]).err().unwrap().0;
+        assert!(
+            err.contains("genesis v1") && err.contains("record #1"),
+            "{err}"
+        );
+        // A genesis record without its signer set is v1 too.
+        let mut v: serde_json::Value = serde_json::from_slice(&recs[0].0).unwrap();
+        v.as_object_mut().unwrap().remove("signers");
+        let mut v1 = chain_of(2).0;
+        v1[0].0 = serde_json::to_vec(&v).unwrap();
+        assert!(restore("r", None, &v1)
+            .err()
+            .unwrap()
+            .0
+            .contains("genesis v1"));
+        assert!(restore("r", None, &Vec::<Rec>::new()).is_err());
+    }
+
+    /// Genesis, one put, a set_signers, one put: the history comes back from the log alone,
+    /// from a checkpoint that carries it, and from an old checkpoint without it.
+    #[test]
+    fn the_signer_history_is_rebuilt_from_the_log_and_from_checkpoints() {
+        let (mut recs, mut snaps) = chain_of(1);
+        let new_set = set(&[3, 4, 5], 2);
+        let form = serde_json::to_string(&new_set.to_json_form()).unwrap();
+        let payload = format!(
+            r#"{{"registry_id":"r","base_version":1,"ops":[{{"op":"set_signers",{}}}]}}"#,
+            &form[1..form.len() - 1]
+        );
+        let prev = snaps.last().unwrap();
+        let pid = sha256_hex(payload.as_bytes());
+        let sigs = vec![("k1".to_string(), "c2ln".to_string())];
+        let rec = Arc::new(CommitRecord {
+            version: 2,
+            hash: chain::commit_hash("r", 2, &prev.head.hash, &pid, &sigs),
+            prev_hash: prev.head.hash.clone(),
+            committed_at_ms: 2_000,
+            proposal_id: pid,
+            payload: payload.into_bytes().into(),
+            signatures: sigs,
+            descriptors: 1,
+            genesis_signers: None,
+        });
+        let json = rec.to_json();
+        // Where `restore` lays it out in its in-memory journal: after the commits before it.
+        let loc = Loc {
+            end: recs[1..].iter().map(|r| r.0.len() as u64).sum::<u64>() + json.len() as u64,
+            len: json.len() as u32,
+        };
+        recs.push(Rec(json, 2));
+        let next = prev.next_with(rec, prev.descriptors.clone(), loc, Some(new_set.clone()));
+        snaps.push(next);
+        let full = restore("r", None, &recs).unwrap();
+        let h = &full.snapshot.signers;
+        assert_eq!(h.entries().len(), 2);
+        assert_eq!(**h.set_at(1), *set(&[1, 2], 1));
+        assert_eq!(h.in_force_at(2), (2, &new_set));
+
+        let cp = checkpoint_bytes(&snaps[2]);
+        let from_cp = restore("r", Some((2, &cp)), &recs).unwrap();
+        assert_eq!(from_cp.snapshot.signers.entries().len(), 2);
+        assert_eq!(**from_cp.snapshot.signers.set_at(5), *new_set);
+
+        let mut old: serde_json::Value = serde_json::from_slice(&cp).unwrap();
+        old.as_object_mut().unwrap().remove("signers");
+        let old = serde_json::to_vec(&old).unwrap();
+        let from_old = restore("r", Some((2, &old)), &recs).unwrap();
+        assert_eq!(**from_old.snapshot.signers.set_at(2), *new_set);
+
+        // A checkpoint whose genesis set is not the log's is refused.
+        let mut bad: serde_json::Value = serde_json::from_slice(&cp).unwrap();
+        bad["signers"][0]["set"]["threshold"] = serde_json::json!(2);
+        let err = restore("r", Some((2, &serde_json::to_vec(&bad).unwrap())), &recs)
+            .err()
+            .unwrap()
+            .0;
+        assert!(err.contains("signers"), "{err}");
     }
 
     #[test]
@@ -512,6 +780,6 @@ mod tests {
         let err = verify_history("r", &full.snapshot.history, &"0".repeat(64)).unwrap_err();
         assert!(err.contains("served head"), "{err}");
         // A record read back through the history is byte for byte what was stored.
-        assert_eq!(full.snapshot.record_bytes(3).unwrap().unwrap(), recs[2].0);
+        assert_eq!(full.snapshot.record_bytes(3).unwrap().unwrap(), recs[3].0);
     }
 }

@@ -7,7 +7,9 @@
 //! History is not on the heap: per version the snapshot holds a 16-byte location of the record
 //! in the journal ([`History`]); only genesis and the head are kept as records.
 
+use crate::domain::quorum::SignerHistory;
 use crate::domain::record::CommitRecord;
+use crate::domain::signers::SignerSet;
 use crate::domain::state::Descriptors;
 use crate::history::{History, HistorySource, Loc, NoSource};
 use std::sync::Arc;
@@ -20,20 +22,34 @@ pub struct Snapshot {
     pub descriptors: Descriptors,
     /// Every version from genesis to head, read from the journal.
     pub history: History,
+    /// Every signer set from genesis to head (SPEC §8): which set judges a proposal on which
+    /// base. Shared between snapshots until a `set_signers` commit replaces it.
+    pub signers: Arc<SignerHistory>,
 }
 
 impl Snapshot {
-    /// The empty registry, with no journal to read history from (for tests whose journal
-    /// keeps nothing; [`Snapshot::genesis_over`] names one).
-    pub fn genesis(registry_id: &str) -> Snapshot {
-        Snapshot::genesis_over(registry_id, Arc::new(NoSource))
+    /// Version 0 of a registry whose initial signer set is `set` (genesis v2), with no journal
+    /// to read history from (for tests whose journal keeps nothing; [`Snapshot::genesis_over`]
+    /// names one).
+    pub fn genesis(registry_id: &str, set: Arc<SignerSet>) -> Snapshot {
+        Snapshot::genesis_over(registry_id, set, Arc::new(NoSource))
     }
 
-    /// The empty registry whose later records will be read from `source`.
-    pub fn genesis_over(registry_id: &str, source: Arc<dyn HistorySource>) -> Snapshot {
-        let head = Arc::new(CommitRecord::genesis(registry_id));
+    /// Version 0 whose later records will be read from `source`.
+    pub fn genesis_over(
+        registry_id: &str,
+        set: Arc<SignerSet>,
+        source: Arc<dyn HistorySource>,
+    ) -> Snapshot {
+        let head = Arc::new(CommitRecord::genesis(registry_id, set.clone()));
         let history = History::new(head.clone(), source);
-        Snapshot::new(registry_id.into(), head, Descriptors::new(), history)
+        Snapshot::new(
+            registry_id.into(),
+            head,
+            Descriptors::new(),
+            history,
+            Arc::new(SignerHistory::genesis(set)),
+        )
     }
 
     pub fn new(
@@ -41,8 +57,10 @@ impl Snapshot {
         head: Arc<CommitRecord>,
         descriptors: Descriptors,
         history: History,
+        signers: Arc<SignerHistory>,
     ) -> Snapshot {
         debug_assert_eq!(history.len(), head.version + 1);
+        debug_assert!(signers.current().0 <= head.version);
         debug_assert_eq!(head.descriptors, descriptors.len() as u64);
         let head_json = serde_json::to_vec(&head.head_json())
             .expect("head serializes")
@@ -53,6 +71,7 @@ impl Snapshot {
             head_json,
             descriptors,
             history,
+            signers,
         }
     }
 
@@ -77,6 +96,18 @@ impl Snapshot {
     /// The next snapshot after applying a commit record whose state is `descriptors`; `loc` is
     /// where the journal holds the record's bytes.
     pub fn next(&self, record: Arc<CommitRecord>, descriptors: Descriptors, loc: Loc) -> Snapshot {
+        self.next_with(record, descriptors, loc, None)
+    }
+
+    /// Like [`Snapshot::next`]; `new_signers` is the set a `set_signers` record puts in force
+    /// from its own version on.
+    pub fn next_with(
+        &self,
+        record: Arc<CommitRecord>,
+        descriptors: Descriptors,
+        loc: Loc,
+        new_signers: Option<Arc<SignerSet>>,
+    ) -> Snapshot {
         assert_eq!(
             record.version,
             self.version() + 1,
@@ -84,7 +115,22 @@ impl Snapshot {
         );
         let mut history = self.history.clone();
         history.push(loc);
-        Snapshot::new(self.registry_id.clone(), record, descriptors, history)
+        let signers = match new_signers {
+            Some(set) => {
+                let mut h = (*self.signers).clone();
+                h.record(record.version, set)
+                    .expect("a new version follows every earlier signer set");
+                Arc::new(h)
+            }
+            None => self.signers.clone(),
+        };
+        Snapshot::new(
+            self.registry_id.clone(),
+            record,
+            descriptors,
+            history,
+            signers,
+        )
     }
 }
 

@@ -3,9 +3,15 @@
 //! `data_dir`.
 //!
 //! Start-up keeps no record bytes: recovery's scan yields each record's location, and restore
-//! reads back only what it needs (the checkpoint's record, what follows it, recent proposal ids).
+//! reads back only what it needs (the genesis record, the checkpoint's record, what follows it,
+//! recent proposal ids, and the pending frames). Recovery also hands over each frame's first
+//! payload bytes, so pending frames (`domain::pending`) are told from commit records even below
+//! a checkpoint's `log_end`, where payloads are not read: the history indexes commit records
+//! only, its genesis is the log's first frame.
 
+use crate::domain::pending::{self, PendingFrame, PendingFrames};
 use crate::domain::record::CommitRecord;
+use crate::domain::signers::SignerSet;
 use crate::history::{History, HistorySource, Loc};
 use crate::log::{self as rlog, LogError, LogReader, LogWriter, OsIo, StorageOptions, Syncer};
 use crate::restore::{self, Located, Restored};
@@ -29,18 +35,77 @@ impl HistorySource for LogReader {
     }
 }
 
-/// The history of an opened log: genesis, then every record recovery found, read through
-/// `reader`.
+/// The frames recovery's scan found, by location (no bytes kept): the first frame (the genesis
+/// record), then commit records and pending frames, told apart by their first payload bytes.
+#[derive(Clone, Default)]
+pub struct FrameIndex {
+    pub first: Option<Loc>,
+    pub commits: Vec<Loc>,
+    pub pending: Vec<Loc>,
+}
+
+impl FrameIndex {
+    /// Index the frame ending at `end` with a `len`-byte payload starting with `head`.
+    pub fn add(&mut self, end: u64, len: u32, head: &[u8]) {
+        let loc = Loc { end, len };
+        if self.first.is_none() {
+            self.first = Some(loc);
+        } else if pending::is_pending_frame(head) {
+            self.pending.push(loc);
+        } else {
+            self.commits.push(loc);
+        }
+    }
+}
+
+/// A frame read back, for restore's error messages.
+struct ReadBack {
+    location: String,
+    payload: Vec<u8>,
+}
+
+impl Located for ReadBack {
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+    fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+}
+
+/// The history of an opened log (genesis from its first frame, then every commit record
+/// recovery found, read through `reader`) and its pending frames, read back in full.
 pub fn history_of(
     registry_id: &str,
     reader: Arc<LogReader>,
-    locs: impl IntoIterator<Item = Loc>,
-) -> History {
-    let mut history = History::new(Arc::new(CommitRecord::genesis(registry_id)), reader);
-    for loc in locs {
+    log_dir: &Path,
+    index: FrameIndex,
+) -> Result<(History, PendingFrames), restore::RestoreError> {
+    let read = |loc: Loc| -> Result<ReadBack, restore::RestoreError> {
+        let location = describe(&reader, log_dir, loc);
+        match reader.read(loc.end, loc.len) {
+            Ok(payload) => Ok(ReadBack { location, payload }),
+            Err(e) => Err(restore::RestoreError(format!("{location}: {e}"))),
+        }
+    };
+    let Some(first) = index.first else {
+        return Err(restore::RestoreError(
+            "the log holds no genesis record".to_string(),
+        ));
+    };
+    let genesis = restore::genesis_from_frame(registry_id, &read(first)?)?;
+    let mut frames = PendingFrames::default();
+    for loc in index.pending {
+        let frame = read(loc)?;
+        PendingFrame::from_bytes(&frame.payload)
+            .and_then(|f| frames.add(f))
+            .map_err(|e| restore::RestoreError(format!("{}: {e}", frame.location)))?;
+    }
+    let mut history = History::new(Arc::new(genesis), reader.clone());
+    for loc in index.commits {
         history.push(loc);
     }
-    history
+    Ok((history, frames))
 }
 
 /// `segment path:offset` of the record at `loc`, for error messages.
@@ -60,6 +125,7 @@ pub fn restore_opened(
     registry_id: &str,
     checkpoint: Option<&rlog::Checkpoint>,
     history: History,
+    frames: PendingFrames,
     reader: &LogReader,
     log_dir: &Path,
 ) -> Result<Restored, restore::RestoreError> {
@@ -68,7 +134,7 @@ pub fn restore_opened(
         None => format!("version {v}"),
     };
     let cp = checkpoint.map(|c| (c.seq, c.payload.as_slice()));
-    match restore::restore_history(registry_id, cp, history.clone(), &location) {
+    match restore::restore_history(registry_id, cp, history.clone(), frames.clone(), &location) {
         Ok(r) => Ok(r),
         Err(e) if cp.is_some() => {
             log::warn!(
@@ -76,7 +142,7 @@ pub fn restore_opened(
                 checkpoint.map(|c| c.path.display().to_string()),
                 e.0
             );
-            restore::restore_history(registry_id, None, history.clone(), &location)
+            restore::restore_history(registry_id, None, history.clone(), frames, &location)
         }
         Err(e) => Err(e),
     }
@@ -129,17 +195,24 @@ pub struct OpenedStorage {
     pub data_dir: PathBuf,
 }
 
-/// Open `data_dir`, recover the log and rebuild the snapshot.
+/// Open `data_dir`, recover the log and rebuild the snapshot. A new (empty) log gets its
+/// genesis record first (SPEC §8, genesis v2): `bootstrap` (the config's `[signers]`) is fixed
+/// into it and made durable before anything else; for an existing log `bootstrap` is not used.
 pub fn open(
     data_dir: &Path,
     registry_id: &str,
     opts: &StorageOptions,
+    bootstrap: &Arc<SignerSet>,
 ) -> Result<OpenedStorage, OpenError> {
-    let mut locs = Vec::new();
+    let mut index = FrameIndex::default();
     let trust = |c: &rlog::Checkpoint| restore::checkpoint_log_end(&c.payload).unwrap_or(0);
-    let opened = rlog::open_index(data_dir, opts, Arc::new(OsIo), &trust, &mut |end, len| {
-        locs.push(Loc { end, len })
-    })
+    let mut opened = rlog::open_index(
+        data_dir,
+        opts,
+        Arc::new(OsIo),
+        &trust,
+        &mut |end, len, head| index.add(end, len, head),
+    )
     .map_err(|e| match e {
         LogError::Locked { .. } => OpenError::Locked(e.to_string()),
         LogError::Io { .. } | LogError::NoSpace { .. } => OpenError::Io(e.to_string()),
@@ -154,13 +227,21 @@ pub fn open(
             t.reason
         );
     }
-    let history = history_of(registry_id, opened.reader.clone(), locs);
+    if index.first.is_none() {
+        let loc = write_genesis(&mut opened, data_dir, registry_id, bootstrap)
+            .map_err(|e| OpenError::Refused(format!("writing the genesis record: {e}")))?;
+        index.first = Some(loc);
+    }
+    let log_dir = rlog::log_dir(data_dir);
+    let (history, frames) = history_of(registry_id, opened.reader.clone(), &log_dir, index)
+        .map_err(|e| OpenError::Refused(e.0))?;
     let restored = restore_opened(
         registry_id,
         opened.checkpoint.as_ref(),
         history,
+        frames,
         &opened.reader,
-        &rlog::log_dir(data_dir),
+        &log_dir,
     )
     .map_err(|e| OpenError::Refused(e.0))?;
     Ok(OpenedStorage {
@@ -169,5 +250,32 @@ pub fn open(
         syncer: opened.syncer,
         lock: opened.lock,
         data_dir: data_dir.to_path_buf(),
+    })
+}
+
+/// Append the genesis record of a new log and sync it: the data directory's signer set is fixed
+/// from here on. Returns where it is, as recovery would have indexed it.
+pub fn write_genesis(
+    opened: &mut rlog::Opened,
+    data_dir: &Path,
+    registry_id: &str,
+    bootstrap: &Arc<SignerSet>,
+) -> Result<Loc, LogError> {
+    let genesis = CommitRecord::genesis(registry_id, bootstrap.clone());
+    let payload = genesis.to_json();
+    let lsn = opened.writer.append(&payload)?;
+    opened.syncer.sync_to(lsn)?;
+    log::info!(
+        "msg=\"new data directory: genesis v2 written\" data_dir={:?} hash={} signers_digest={} threshold={} keys={}",
+        data_dir.display().to_string(),
+        genesis.hash,
+        bootstrap.digest(),
+        bootstrap.threshold,
+        bootstrap.keys.len()
+    );
+    // The journal refuses payloads past a segment (< 4 GiB), so the length fits.
+    Ok(Loc {
+        end: lsn,
+        len: payload.len() as u32,
     })
 }

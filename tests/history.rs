@@ -16,8 +16,9 @@ struct Frame {
     payload: Vec<u8>,
 }
 
-/// The record frames of segment 0 (format: docs/FORMATS.md, src/log/segment.rs), up to the
-/// first all-zero header.
+/// The commit record frames of segment 0 (format: docs/FORMATS.md, src/log/segment.rs), up to
+/// the first all-zero header: the genesis record (the first frame) and pending frames (proposals
+/// and approvals awaiting commit) are left out, so `frames(..)[v - 1]` is version `v`.
 fn frames(data_dir: &Path) -> Vec<Frame> {
     let bytes = std::fs::read(segment0(data_dir)).expect("segment 0");
     let mut out = Vec::new();
@@ -26,10 +27,12 @@ fn frames(data_dir: &Path) -> Vec<Frame> {
         let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
         assert_ne!(len, u32::MAX, "no roll in these short logs");
         let payload = bytes[at + 16..at + 16 + len as usize].to_vec();
-        out.push(Frame {
-            offset: at as u64,
-            payload,
-        });
+        if at > 0 && !payload.starts_with(b"{\"pending\":") {
+            out.push(Frame {
+                offset: at as u64,
+                payload,
+            });
+        }
         at += 16 + len as usize;
     }
     out

@@ -4,7 +4,7 @@
 
 mod common;
 use common::*;
-use svc_registry::domain::chain::{genesis_hash, ZERO_HASH};
+use svc_registry::domain::chain::{genesis_hash_v2, ZERO_HASH};
 
 /// The ids of a descriptor listing page, in order.
 fn ids_of(page: &serde_json::Value) -> Vec<String> {
@@ -16,6 +16,19 @@ fn ids_of(page: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
+/// SPEC §8 genesis v2 of a test server's config, spelled out from the spec text (`SS` lines),
+/// not through the code's signer-set types.
+fn genesis_of(setup: &Setup) -> String {
+    let mut keys: Vec<&Signer> = setup.signers.iter().collect();
+    keys.sort_by(|a, b| a.keyid.cmp(&b.keyid));
+    let mut ss = format!("svc-registry/signers/v1\nthreshold {}\n", setup.threshold);
+    for k in keys {
+        ss.push_str(&format!("key {} ed25519 {} - -\n", k.keyid, k.public_hex()));
+    }
+    let digest = svc_registry::domain::sha256_hex(ss.as_bytes());
+    genesis_hash_v2(&setup.registry_id, &digest)
+}
+
 #[test]
 fn head_at_genesis_has_version_zero_and_the_spec_genesis_hash() {
     let s = TestServer::start(Setup::default());
@@ -24,7 +37,7 @@ fn head_at_genesis_has_version_zero_and_the_spec_genesis_hash() {
     assert_eq!(r.header("content-type"), Some("application/json"));
     let h = json(&r);
     assert_eq!(h["version"], 0);
-    assert_eq!(h["hash"], genesis_hash("test-registry"));
+    assert_eq!(h["hash"], genesis_of(&Setup::default()));
     assert_eq!(h["prev_hash"], ZERO_HASH);
     assert_eq!(h["descriptors"], 0);
     assert!(h["committed_at"].is_string());
@@ -52,7 +65,14 @@ fn version_zero_is_the_genesis_record_and_unknown_versions_are_404() {
     let s = TestServer::start(Setup::default());
     let g = json(&s.get("/registry/0"));
     assert_eq!(g["version"], 0);
-    assert_eq!(g["hash"], genesis_hash("test-registry"));
+    assert_eq!(g["hash"], genesis_of(&Setup::default()));
+    // Genesis v2 carries the signer set fixed into its hash (SPEC §8).
+    assert_eq!(g["signers"]["threshold"], 2);
+    assert_eq!(g["signers"]["keys"][0]["alg"], "ed25519");
+    assert_eq!(
+        g["signers"]["keys"][0]["not_before"],
+        serde_json::Value::Null
+    );
     assert!(g.get("envelope").is_none());
     for path in [
         "/registry/1",

@@ -64,7 +64,7 @@ fn rig() -> Rig {
             .collect(),
     )
     .unwrap();
-    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::genesis("r")));
+    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::genesis("r", Arc::new(set))));
     let (req_tx, req_rx) = crossbeam_channel::bounded(1);
     let (int_tx, int_rx) = crossbeam_channel::unbounded();
     let (verify_tx, verify_rx) = crossbeam_channel::unbounded();
@@ -74,7 +74,6 @@ fn rig() -> Rig {
     let writer = Writer::new(WriterParts {
         registry_id: "r".into(),
         snapshot: snapshot.clone(),
-        signers: Arc::new(ArcSwap::from_pointee(set)),
         settings: Arc::new(ArcSwap::from_pointee(WriterSettings {
             ttl: Duration::from_secs(60),
             max_pending: 16,
@@ -133,6 +132,8 @@ impl Rig {
             bytes: payload.to_vec(),
             reply: r,
         });
+        // A 202 waits for its pending frame to be durable (SPEC §8): play the fsync thread.
+        self.sync_pending();
         let (status, v) = answer(&rx);
         assert_eq!(status, 202, "{v}");
         let id = v["proposal_id"].as_str().unwrap().to_string();
@@ -154,8 +155,16 @@ impl Rig {
                 ok,
             }));
         }
+        self.sync_pending();
         assert_eq!(answer(&rx).0, 200);
         id
+    }
+
+    /// The fsync thread's part for pending frames: sync everything asked for so far.
+    fn sync_pending(&mut self) {
+        if let Some(last) = self.sync_rx.try_iter().last() {
+            self.writer.on_internal(Internal::Durable(last));
+        }
     }
 
     fn commit(&mut self, id: &str) -> Receiver<Response> {
@@ -173,12 +182,14 @@ fn commits_are_answered_and_published_only_after_the_sync_that_covers_them() {
     let mut rig = rig();
     let p1 = rig.payload(0, "a");
     let id1 = rig.approved(&p1);
+    // Both proposals are approved (their pending frames synced) before either commits: a sync
+    // for a pending frame would cover a staged commit too (syncs cover prefixes).
+    let p2 = rig.payload(1, "b");
+    let id2 = rig.approved(&p2);
     let c1 = rig.commit(&id1);
     // Staged, not durable: no answer, nothing published, but the next commit builds on it.
     assert!(c1.try_recv().is_err());
     assert_eq!(rig.snapshot.load().version(), 0);
-    let p2 = rig.payload(1, "b");
-    let id2 = rig.approved(&p2);
     let c2 = rig.commit(&id2);
     let positions: Vec<u64> = rig.sync_rx.try_iter().collect();
     assert_eq!(positions.len(), 2);

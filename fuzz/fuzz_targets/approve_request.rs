@@ -44,8 +44,10 @@ fn fixture() -> &'static Fixture {
         let (writer_tx, writer_rx) = crossbeam_channel::bounded(4);
         Fixture {
             api: RegistryApi {
-                snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::genesis("fuzz"))),
-                signers: Arc::new(ArcSwap::from_pointee(SignerSet::new(2, keys).unwrap())),
+                snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::genesis(
+                    "fuzz",
+                    Arc::new(SignerSet::new(2, keys).unwrap()),
+                ))),
                 writer: writer_tx,
                 plane,
                 stream: None,

@@ -24,11 +24,11 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(back.payload, rec.payload, "payload bytes changed in a round trip");
     assert_eq!(back.signatures, rec.signatures);
     assert_eq!(back.hash, rec.hash);
-    let genesis = CommitRecord::genesis("r");
-    let _ = rec.verify_link("r", &genesis.hash);
-    let _ = rec.head_json();
     let key = ed25519_key();
     let set = SignerSet::new(1, vec![key]).expect("one key");
+    let genesis = CommitRecord::genesis("r", std::sync::Arc::new(set.clone()));
+    let _ = rec.verify_link("r", &genesis.hash);
+    let _ = rec.head_json();
     let _ = verify_chain("r", &[genesis, rec], &set);
 });
 

@@ -110,6 +110,7 @@ fuzz_target!(|data: &[u8]| {
         payload: Arc::from(data),
         signatures: Vec::new(),
         descriptors: 0,
+        genesis_signers: None,
     };
     let back = CommitRecord::from_json(&rec.to_json()).expect("a record of it decodes");
     assert_eq!(&*back.payload, data);

@@ -456,7 +456,10 @@ mod tests {
         api.backups.set_source(crate::ops::BackupSource {
             syncer: opened.syncer.clone(),
             data_dir: dir.path().join("data"),
-            snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::genesis("r"))),
+            snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::genesis(
+                "r",
+                crate::domain::signers::test_set(2, 1),
+            ))),
             registry_id: "r".into(),
         });
         // Hold the slot as a running backup would.

@@ -10,7 +10,6 @@ use super::replies::{self, reply};
 use super::{error_response, json_response};
 use crate::domain::descriptor::Kind;
 use crate::domain::dsse;
-use crate::domain::signers::SignerSet;
 use crate::domain::state;
 use crate::error::ApiError;
 use crate::http::{Handler, Method, Outcome, Replier, Request, Response};
@@ -32,8 +31,8 @@ const PAGE_MAX: usize = 1000;
 const APPROVE_SIGNATURES_MAX: usize = 64;
 
 pub struct RegistryApi {
+    /// The published snapshot (its signer history answers `/registry/signers`).
     pub snapshot: Arc<ArcSwap<Snapshot>>,
-    pub signers: Arc<ArcSwap<SignerSet>>,
     pub writer: Sender<WriteRequest>,
     /// Whether writes are accepted now (maintenance, poison, readiness, commit budget).
     pub plane: Arc<WritePlane>,
@@ -209,7 +208,7 @@ impl RegistryApi {
             Route::Descriptor(kind, id) => self.descriptor(&kind, &id),
             Route::Descriptors => self.descriptors(&req),
             Route::Log => self.log(&req),
-            Route::Signers => Ok(Response::json(200, self.signers.load().to_json())),
+            Route::Signers => self.signers(&req),
             Route::Stream => match &self.stream {
                 Some(hub) => return stream(hub, &req),
                 None => Err(ApiError::unavailable("the stream is not running")),
@@ -435,6 +434,32 @@ impl RegistryApi {
         Ok(json_response(
             200,
             &serde_json::json!({"version": snap.version(), "descriptors": items, "next": next}),
+        ))
+    }
+
+    /// `GET /registry/signers?version=V` (SPEC §8): the set in force for proposals on base V
+    /// (default HEAD), with the version that put it in force and its digest.
+    fn signers(&self, req: &Request) -> Result<Response, ApiError> {
+        let snap = self.snapshot.load();
+        let head = snap.version();
+        let version = parse_u64("version", req.query_param("version").as_deref(), head)?;
+        if version > head {
+            return Err(ApiError::not_found(format!(
+                "no version {version}; HEAD is {head}"
+            )));
+        }
+        let (since, set) = snap.signers.in_force_at(version);
+        // Served in the set's own key order; the canonical order is `SS`'s business, and the
+        // digest is given beside.
+        let form = set.to_json_form_as_listed();
+        Ok(json_response(
+            200,
+            &serde_json::json!({
+                "threshold": form.threshold,
+                "keys": form.keys,
+                "since_version": since,
+                "signers_digest": set.digest(),
+            }),
         ))
     }
 

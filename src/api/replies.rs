@@ -34,14 +34,17 @@ pub fn accepted(a: Accepted) -> Response {
 
 /// `200` for `POST /approve`.
 pub fn approved(a: Approved) -> Response {
-    json_response(
-        200,
-        &serde_json::json!({
-            "proposal_id": a.proposal_id,
-            "approvals": a.approvals,
-            "threshold": a.threshold,
-        }),
-    )
+    let mut body = serde_json::json!({
+        "proposal_id": a.proposal_id,
+        "approvals": a.approvals,
+        "threshold": a.threshold,
+    });
+    // A set_signers proposal needs the new set's quorum too (SPEC §8).
+    if let Some((counted, threshold)) = a.new_quorum {
+        body["new_approvals"] = counted.into();
+        body["new_threshold"] = threshold.into();
+    }
+    json_response(200, &body)
 }
 
 /// `200` for `POST /commit`.
@@ -77,6 +80,12 @@ pub fn proposal(v: ProposalView) -> Response {
             } else {
                 "pending"
             };
+            // A set_signers proposal's one op: what it changes in the signer set.
+            let signers_diff = v.signers_change.as_ref().map(|c| {
+                let mut entry = serde_json::to_value(c).unwrap_or_default();
+                entry["op"] = "set_signers".into();
+                entry
+            });
             let diff: Vec<serde_json::Value> = v
                 .diff
                 .iter()
@@ -94,8 +103,9 @@ pub fn proposal(v: ProposalView) -> Response {
                         "current": current, "proposed": proposed,
                     })
                 })
+                .chain(signers_diff)
                 .collect();
-            serde_json::json!({
+            let mut body = serde_json::json!({
                 "proposal_id": v.proposal_id,
                 "payload": dsse::b64(&v.payload),
                 "approvals": v.approvals,
@@ -104,7 +114,12 @@ pub fn proposal(v: ProposalView) -> Response {
                 "base_version": base_version,
                 "expires_at": crate::clock::rfc3339(expires_at),
                 "diff": diff,
-            })
+            });
+            if let Some((counted, threshold)) = v.new_quorum {
+                body["new_approvals"] = counted.into();
+                body["new_threshold"] = threshold.into();
+            }
+            body
         }
     };
     json_response(200, &body)

@@ -79,6 +79,9 @@ enum Cmd {
     /// Registry reads and the propose → approve → commit flow.
     #[command(subcommand)]
     Registry(RegistryCmd),
+    /// The signer set on the log (SPEC §8): show it, propose a new one.
+    #[command(subcommand)]
+    Signers(SignersCmd),
     /// Sign a proposal payload offline (air-gapped signer); prints {"keyid","sig"}.
     Sign {
         /// The exact proposal bytes, as exported by `registry approve --export-payload`.
@@ -133,6 +136,29 @@ enum Cmd {
     },
     /// Print ronctl's man page (roff) to stdout, e.g. `ronctl manpage > ronctl.1`.
     Manpage,
+}
+
+#[derive(Subcommand, Debug)]
+enum SignersCmd {
+    /// The set in force for proposals on base VERSION (default HEAD), with the version that put
+    /// it in force and its digest.
+    Show {
+        #[arg(long)]
+        version: Option<u64>,
+    },
+    /// Propose a new signer set on HEAD from a TOML file (`threshold = M` and `[[keys]]` with
+    /// keyid, public_key, optional alg, not_before, not_after: like the config's [signers]).
+    /// It commits only with a quorum of the set in force and a quorum of the new set.
+    Propose {
+        #[arg(long)]
+        file: PathBuf,
+        /// The registry_id (default: read from the server's /admin/config).
+        #[arg(long)]
+        registry_id: Option<String>,
+        /// Free text recorded in the proposal.
+        #[arg(long)]
+        note: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -242,10 +268,14 @@ enum RegistryCmd {
     /// Download the log and check every hash and quorum signature offline; then replay the
     /// signed proposals and check that the served descriptors are exactly their result.
     Verify {
-        /// Pinned signer set: JSON as served by /registry/signers. Without it the server's own
-        /// published set is used (with a warning: a compromised server could lie about it).
+        /// Pinned genesis signer set: JSON as served by /registry/signers?version=0. Later sets
+        /// are taken from the log, each verified by the quorums of the set before it.
         #[arg(long)]
         signers: Option<PathBuf>,
+        /// Pinned genesis hash (SPEC §8): the one value an auditor needs. Without it or
+        /// --signers, the downloaded genesis is trusted and its hash printed.
+        #[arg(long)]
+        genesis_hash: Option<String>,
         /// Verify records from this file (JSON: an array of records, or a /registry/log page)
         /// instead of downloading them (the served state is then not compared).
         #[arg(long)]
@@ -337,6 +367,12 @@ fn main() -> ExitCode {
             MaintenanceCmd::Status => cli::maintenance(&conn, None, None),
         },
         Cmd::Backup { to } => cli::backup(&conn, &to),
+        Cmd::Signers(SignersCmd::Show { version }) => cli::signers_show(&conn, version),
+        Cmd::Signers(SignersCmd::Propose {
+            file,
+            registry_id,
+            note,
+        }) => cli::signers_propose(&conn, &file, registry_id.as_deref(), note.as_deref()),
         Cmd::Registry(r) => match r {
             RegistryCmd::Head => cli::head(&conn),
             RegistryCmd::Get { version } => cli::get(&conn, version),
@@ -362,11 +398,13 @@ fn main() -> ExitCode {
             RegistryCmd::Proposal { id } => cli::proposal(&conn, &id),
             RegistryCmd::Verify {
                 signers,
+                genesis_hash,
                 log_file,
                 registry_id,
             } => cli::verify(
                 &conn,
                 signers.as_deref(),
+                genesis_hash.as_deref(),
                 log_file.as_deref(),
                 registry_id.as_deref(),
             ),

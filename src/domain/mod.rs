@@ -9,6 +9,7 @@ pub mod audit;
 pub mod chain;
 pub mod descriptor;
 pub mod dsse;
+pub mod pending;
 pub mod proposal;
 pub mod quorum;
 pub mod record;

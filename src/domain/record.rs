@@ -3,6 +3,7 @@
 
 use super::chain;
 use super::dsse;
+use super::signers::{SignerSet, SignerSetJson};
 use crate::error::ApiError;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -23,6 +24,9 @@ pub struct CommitRecord {
     /// Descriptors in the state at this version (not covered by the hash; lets stream replay
     /// rebuild each version's head without the state).
     pub descriptors: u64,
+    /// Genesis only (SPEC §8, genesis v2): the initial signer set, fixed into `hash`. `None`
+    /// for every later version.
+    pub genesis_signers: Option<Arc<SignerSet>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -54,6 +58,8 @@ struct RecordJson {
     proposal_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     envelope: Option<EnvelopeJson>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    signers: Option<SignerSetJson>,
 }
 
 /// The head summary served at `/registry/head` and in stream events.
@@ -68,25 +74,30 @@ pub struct HeadJson {
 }
 
 impl CommitRecord {
-    /// The genesis record of a registry (committed_at is the Unix epoch: genesis has no time).
-    pub fn genesis(registry_id: &str) -> CommitRecord {
+    /// The genesis (v2) record of a registry whose initial signer set is `signers`
+    /// (committed_at is the Unix epoch: genesis has no time).
+    pub fn genesis(registry_id: &str, signers: Arc<SignerSet>) -> CommitRecord {
         CommitRecord {
             version: 0,
-            hash: chain::genesis_hash(registry_id),
+            hash: chain::genesis_hash_v2(registry_id, &signers.digest()),
             prev_hash: chain::ZERO_HASH.to_string(),
             committed_at_ms: 0,
             proposal_id: String::new(),
             payload: Arc::from(&[][..]),
             signatures: Vec::new(),
             descriptors: 0,
+            genesis_signers: Some(signers),
         }
     }
 
     /// Does this record's hash follow from `prev` and its own contents?
     pub fn verify_link(&self, registry_id: &str, prev_hash: &str) -> bool {
         if self.version == 0 {
+            // Only genesis v2 is a genesis here: a v1 genesis (no signer set) links nothing.
             return self.prev_hash == chain::ZERO_HASH
-                && self.hash == chain::genesis_hash(registry_id);
+                && self.genesis_signers.as_ref().is_some_and(|set| {
+                    self.hash == chain::genesis_hash_v2(registry_id, &set.digest())
+                });
         }
         self.prev_hash == prev_hash
             && super::sha256_hex(&self.payload) == self.proposal_id
@@ -131,6 +142,10 @@ impl CommitRecord {
                     })
                     .collect(),
             }),
+            signers: self
+                .genesis_signers
+                .as_ref()
+                .map(|s| s.to_json_form_as_listed()),
         }
     }
 
@@ -164,6 +179,20 @@ impl CommitRecord {
         )
         .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
         .map_err(|_| ApiError::bad_request("record committed_at is not RFC 3339"))?;
+        let genesis_signers = match (raw.version, raw.signers) {
+            (0, Some(form)) => {
+                Some(Arc::new(SignerSet::from_json_form(&form).map_err(|e| {
+                    ApiError::bad_request(format!("genesis record signers: {e}"))
+                })?))
+            }
+            (0, None) => None,
+            (_, Some(_)) => {
+                return Err(ApiError::bad_request(
+                    "only the genesis record carries signers",
+                ))
+            }
+            (_, None) => None,
+        };
         let (proposal_id, payload, signatures) = match (raw.proposal_id, raw.envelope) {
             (None, None) if raw.version == 0 => (String::new(), Vec::new(), Vec::new()),
             (Some(id), Some(env)) if raw.version > 0 => {
@@ -194,6 +223,7 @@ impl CommitRecord {
             payload: payload.into(),
             signatures,
             descriptors: raw.descriptors,
+            genesis_signers,
         })
     }
 }
@@ -202,12 +232,38 @@ impl CommitRecord {
 mod tests {
     use super::*;
 
+    fn set() -> Arc<SignerSet> {
+        let key = |seed: u8, keyid: &str| crate::domain::signers::SignerKey {
+            keyid: keyid.to_string(),
+            public: ed25519_dalek::SigningKey::from_bytes(&[seed; 32]).verifying_key(),
+            not_before: None,
+            not_after: Some(1_900_000_000),
+        };
+        Arc::new(SignerSet::new(1, vec![key(1, "a"), key(2, "b")]).unwrap())
+    }
+
     #[test]
     fn records_round_trip_through_json() {
-        let g = CommitRecord::genesis("r");
+        let g = CommitRecord::genesis("r", set());
+        let json: serde_json::Value = serde_json::from_slice(&g.to_json()).unwrap();
+        assert_eq!(json["signers"]["threshold"], 1);
+        assert_eq!(
+            json["signers"]["keys"][0]["not_before"],
+            serde_json::Value::Null
+        );
         assert_eq!(CommitRecord::from_json(&g.to_json()).unwrap(), g);
         assert!(g.verify_link("r", ""));
         assert!(!g.verify_link("other", ""));
+        assert_eq!(
+            g.hash,
+            chain::genesis_hash_v2("r", &set().digest()),
+            "genesis is v2"
+        );
+        // A genesis without its signer set (v1) links nothing.
+        let mut v1 = g.clone();
+        v1.genesis_signers = None;
+        v1.hash = chain::genesis_hash("r");
+        assert!(!v1.verify_link("r", ""));
         let payload: Arc<[u8]> = Arc::from(&b"{\"p\":1}"[..]);
         let pid = crate::domain::sha256_hex(&payload);
         let sigs = vec![("a".to_string(), dsse::encode_sig(&[7u8; 64]))];
@@ -220,6 +276,7 @@ mod tests {
             payload,
             signatures: sigs,
             descriptors: 3,
+            genesis_signers: None,
         };
         let back = CommitRecord::from_json(&rec.to_json()).unwrap();
         assert_eq!(back, rec);

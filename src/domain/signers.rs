@@ -211,6 +211,16 @@ pub struct SignerSet {
     pub keys: Vec<SignerKey>,
 }
 
+/// Two sets are equal when their canonical bytes are: the same threshold and keys, whatever
+/// order the keys were configured in (that order is not part of the set).
+impl PartialEq for SignerSet {
+    fn eq(&self, other: &SignerSet) -> bool {
+        self.canonical_bytes() == other.canonical_bytes()
+    }
+}
+
+impl Eq for SignerSet {}
+
 /// Why a signer set is refused at load.
 #[derive(Debug, PartialEq, Eq)]
 pub enum SignerSetError {
@@ -376,6 +386,16 @@ impl SignerSet {
         }
     }
 
+    /// The JSON form with the keys in the set's own order (as configured, or as a
+    /// `set_signers` listed them): what the genesis record stores and `/registry/signers`
+    /// serves, so an operator sees the set as written. Equal sets may differ here; compare
+    /// sets (or their digests), not these forms.
+    pub fn to_json_form_as_listed(&self) -> SignerSetJson {
+        let mut form = self.to_json_form();
+        form.keys.sort_by_key(|k| self.slot(&k.keyid));
+        form
+    }
+
     /// The canonical signer-set bytes `SS` (SPEC §8): `svc-registry/signers/v1`, `threshold M`,
     /// then `key KEYID ALG PUBLIC_KEY NOT_BEFORE NOT_AFTER` per key sorted by keyid (byte order),
     /// each line ending in `\n`; absent times are `-`.
@@ -492,6 +512,80 @@ pub fn verify_strict(key: &VerifyingKey, sig: &[u8; 64], msg: &[u8]) -> bool {
 pub fn sign_payload(key: &ed25519_dalek::SigningKey, payload: &[u8]) -> [u8; 64] {
     use ed25519_dalek::Signer;
     key.sign(&dsse::pae(payload)).to_bytes()
+}
+
+/// What a `set_signers` changes (SPEC §8), as a signer reviews it: keys added and removed,
+/// keys kept under the same keyid but changed (public key or validity window), and the
+/// threshold old → new. Keys are compared by keyid; each side is in the JSON form.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SetChange {
+    pub threshold: ThresholdChange,
+    pub added: Vec<SignerKeyJson>,
+    pub removed: Vec<SignerKeyJson>,
+    pub changed: Vec<KeyChange>,
+    /// Keyids present in both sets, unchanged.
+    pub unchanged: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ThresholdChange {
+    pub old: usize,
+    pub new: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct KeyChange {
+    pub keyid: String,
+    pub old: SignerKeyJson,
+    pub new: SignerKeyJson,
+}
+
+/// The change from `old` to `new` (keys in keyid order).
+pub fn set_change(old: &SignerSet, new: &SignerSet) -> SetChange {
+    let old_keys = old.to_json_form().keys;
+    let new_keys = new.to_json_form().keys;
+    let find = |keys: &[SignerKeyJson], id: &str| keys.iter().find(|k| k.keyid == id).cloned();
+    let mut change = SetChange {
+        threshold: ThresholdChange {
+            old: old.threshold,
+            new: new.threshold,
+        },
+        added: Vec::new(),
+        removed: Vec::new(),
+        changed: Vec::new(),
+        unchanged: Vec::new(),
+    };
+    for k in &new_keys {
+        match find(&old_keys, &k.keyid) {
+            None => change.added.push(k.clone()),
+            Some(o) if o == *k => change.unchanged.push(k.keyid.clone()),
+            Some(o) => change.changed.push(KeyChange {
+                keyid: k.keyid.clone(),
+                old: o,
+                new: k.clone(),
+            }),
+        }
+    }
+    for k in &old_keys {
+        if find(&new_keys, &k.keyid).is_none() {
+            change.removed.push(k.clone());
+        }
+    }
+    change
+}
+
+/// A set of `n` keys with seeds 1..=n (keyids `k1`…), for unit tests elsewhere in the crate.
+#[cfg(test)]
+pub(crate) fn test_set(n: u8, threshold: usize) -> std::sync::Arc<SignerSet> {
+    let keys = (1..=n)
+        .map(|seed| SignerKey {
+            keyid: format!("k{seed}"),
+            public: ed25519_dalek::SigningKey::from_bytes(&[seed; 32]).verifying_key(),
+            not_before: None,
+            not_after: None,
+        })
+        .collect();
+    std::sync::Arc::new(SignerSet::new(threshold, keys).expect("a valid test set"))
 }
 
 #[cfg(test)]
@@ -639,5 +733,34 @@ mod tests {
             SignerSet::new(1, vec![k]).unwrap_err(),
             SignerSetError::NonCanonicalKey("n".into())
         );
+    }
+
+    #[test]
+    fn set_change_names_added_removed_changed_and_the_threshold() {
+        let (_, a) = key(1, "a");
+        let (_, b) = key(2, "b");
+        let (_, c) = key(3, "c");
+        let (_, d) = key(4, "d");
+        let mut b2 = b.clone();
+        b2.not_after = Some(1_900_000_000);
+        let old = SignerSet::new(2, vec![a.clone(), b, c]).unwrap();
+        let new = SignerSet::new(3, vec![d, b2, a]).unwrap();
+        let ch = set_change(&old, &new);
+        assert_eq!(ch.threshold, ThresholdChange { old: 2, new: 3 });
+        assert_eq!(
+            ch.added.iter().map(|k| &k.keyid[..]).collect::<Vec<_>>(),
+            ["d"]
+        );
+        assert_eq!(
+            ch.removed.iter().map(|k| &k.keyid[..]).collect::<Vec<_>>(),
+            ["c"]
+        );
+        assert_eq!(ch.changed.len(), 1);
+        assert_eq!(ch.changed[0].keyid, "b");
+        assert_eq!(
+            ch.changed[0].new.not_after.as_deref(),
+            Some("2030-03-17T17:46:40Z")
+        );
+        assert_eq!(ch.unchanged, ["a"]);
     }
 }

@@ -45,6 +45,7 @@ pub use fault::{FaultIo, FaultKind, Op};
 pub use io::{write_atomic, FileHandle, Io, LockHandle, MapSyncer, MapWriter, OsIo};
 pub use lock::{lock_dir, DirLock};
 pub use read::LogReader;
+pub use recovery::PAYLOAD_HEAD_BYTES;
 pub use segment::{
     payload_bytes_max, segment_path, LogWriter, Syncer, FRAME_HEADER_BYTES, SEGMENT_BYTES_MIN,
 };
@@ -149,7 +150,9 @@ pub fn open_visit(
 }
 
 /// Open for serving: hands `visit` each record's location (the Lsn just past it and its
-/// payload length) and keeps no record bytes. `trust` names, from the checkpoint loaded, the Lsn
+/// payload length) and its first payload bytes (up to [`PAYLOAD_HEAD_BYTES`], read even where
+/// the payload is not checked, so the caller can tell kinds of frames apart), and keeps no record
+/// bytes. `trust` names, from the checkpoint loaded, the Lsn
 /// below which records are checked by header only (see `recovery.rs`); the caller must then tie
 /// that checkpoint to the log and read every record it serves through [`LogReader`], which
 /// checks each CRC.
@@ -158,11 +161,11 @@ pub fn open_index(
     opts: &StorageOptions,
     io: Arc<dyn Io>,
     trust: &dyn Fn(&Checkpoint) -> Lsn,
-    visit: &mut dyn FnMut(Lsn, u32),
+    visit: &mut dyn FnMut(Lsn, u32, &[u8]),
 ) -> Result<Opened, LogError> {
     open_scan(data_dir, opts, io, trust, &mut |found| {
         // A payload is below 4 GiB: the length field is a u32.
-        visit(found.lsn, found.len as u32)
+        visit(found.lsn, found.len as u32, found.head)
     })
 }
 

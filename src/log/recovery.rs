@@ -252,14 +252,20 @@ fn read_frame(
     })
 }
 
+/// How many first bytes of every payload the scan reads, even below the trusted end: enough to
+/// tell a pending frame (`{"pending":`) from a commit record without reading the rest.
+pub const PAYLOAD_HEAD_BYTES: usize = 16;
+
 /// One valid record found by the scan. `payload` is None for a record below the trusted end
-/// (its payload was not read).
+/// (its payload was not read); `head` is its first bytes (at most [`PAYLOAD_HEAD_BYTES`]), not
+/// CRC-checked there.
 pub(crate) struct Found<'a> {
     pub lsn: Lsn,
     pub path: &'a Arc<Path>,
     pub offset: u64,
     pub len: u64,
     pub payload: Option<&'a [u8]>,
+    pub head: &'a [u8],
 }
 
 /// Scan (and repair) the log in `log_dir`, passing each valid record to `visit` in order.
@@ -334,17 +340,16 @@ pub(crate) fn recover(
                 Frame::Record { len, durable } => {
                     durable_max = durable_max.max(durable);
                     let frame_end = offset + FRAME_HEADER_BYTES + len;
-                    let payload = if trusted {
-                        None
-                    } else {
-                        Some(reader.bytes(offset + FRAME_HEADER_BYTES, len as usize)?)
-                    };
+                    let head_len = (len as usize).min(PAYLOAD_HEAD_BYTES);
+                    let read_len = if trusted { head_len } else { len as usize };
+                    let bytes = reader.bytes(offset + FRAME_HEADER_BYTES, read_len)?;
                     visit(Found {
                         lsn: segment.index * sb + frame_end,
                         path: &segment.path,
                         offset,
                         len,
-                        payload,
+                        payload: (!trusted).then_some(bytes),
+                        head: &bytes[..head_len],
                     });
                     offset = frame_end;
                 }

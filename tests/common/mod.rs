@@ -489,7 +489,8 @@ impl TestServer {
             );
         }
         let signers =
-            svc_registry::cli::signers_from_json(&json(&self.get("/registry/signers"))).unwrap();
+            svc_registry::cli::signers_from_json(&json(&self.get("/registry/signers?version=0")))
+                .unwrap();
         svc_registry::domain::audit::verify_chain(&self.setup.registry_id, &records, &signers)
             .expect("the chain verifies");
         head

@@ -120,6 +120,9 @@ struct SimProp {
     approvals: BTreeSet<usize>,
 }
 
+/// A valid proposal as made: (bytes, base, ops).
+pub(crate) type Cataloged = (Vec<u8>, u64, Vec<(Kind, String, bool)>);
+
 /// A commit staged by the writer, its client still waiting.
 struct Waiting {
     version: u64,
@@ -192,6 +195,8 @@ struct Stats {
     /// Proposals evicted from a full table, and proposals refused 429 by one.
     evicted: u64,
     busy: u64,
+    /// Acknowledged pending proposals found restored (with their approvals) after a restart.
+    pending_restored: u64,
     max_version: u64,
 }
 
@@ -214,6 +219,7 @@ impl Stats {
         self.held_staged += o.held_staged;
         self.evicted += o.evicted;
         self.busy += o.busy;
+        self.pending_restored += o.pending_restored;
         self.max_version = self.max_version.max(o.max_version);
     }
 }
@@ -241,6 +247,12 @@ struct Sim {
     /// Signatures already made, by (key slot, proposal id): signing is deterministic and the
     /// most expensive thing a seed does.
     signed: BTreeMap<(usize, String), [u8; 64]>,
+    /// Every valid proposal ever made, by id: (bytes, base, ops), to rebuild the model of the
+    /// proposals a boot restores from pending frames.
+    catalog: BTreeMap<String, Cataloged>,
+    /// The last lifetime's pending proposals (each acknowledged 202, approvals each
+    /// acknowledged 200), handed to the next boot to check that none was lost (SPEC §8).
+    acked_pending: BTreeMap<String, SimProp>,
     verbose: bool,
     stats: Stats,
 }
@@ -266,7 +278,7 @@ impl Sim {
         NOW.with(|c| c.set(START_UNIX));
         let keys = signer_keys();
         let set = signer_set(&keys);
-        let genesis = CommitRecord::genesis(REGISTRY);
+        let genesis = CommitRecord::genesis(REGISTRY, Arc::new(set.clone()));
         Sim {
             seed,
             rng: Rng(seed ^ 0xD1B5_4A32_D192_ED03),
@@ -281,6 +293,8 @@ impl Sim {
             lost_sync: false,
             nonce: 0,
             signed: BTreeMap::new(),
+            catalog: BTreeMap::new(),
+            acked_pending: BTreeMap::new(),
             verbose,
             stats: Stats::default(),
         }
@@ -342,6 +356,7 @@ impl Sim {
     fn finish(&mut self) {
         let previous = self.life.take().expect("life");
         let staged = previous.staged_ids.clone();
+        self.acked_pending = previous.props.clone();
         drop(previous);
         let s = self.rng.next();
         self.io.crash(s);
@@ -437,7 +452,8 @@ fn simulation_of_the_writer_over_faulty_storage() {
          ({} power cuts, {} kills, {} recoveries interrupted), {} torn tails cut, {} sync \
          failures, {} append failures, {} storage-full refusals, {} checkpoints written, {} \
          restores from a checkpoint, {} commits held for their base ({} staged behind it), \
-         {} proposals evicted from a full table, {} refused by one, longest chain {}",
+         {} proposals evicted from a full table, {} refused by one, {} acknowledged pending \
+         proposals restored after a restart, longest chain {}",
         t.seeds,
         t.steps,
         started.elapsed(),
@@ -456,6 +472,7 @@ fn simulation_of_the_writer_over_faulty_storage() {
         t.held_staged,
         t.evicted,
         t.busy,
+        t.pending_restored,
         t.max_version
     );
     let failures = failures.into_inner().unwrap();

@@ -15,7 +15,7 @@ impl Sim {
         let mut attempts = 0;
         // Opened as the server opens it: records below the newest checkpoint's `log_end` are
         // checked by header only, and only their locations are kept.
-        let mut locs = Vec::new();
+        let mut index;
         let opened = loop {
             attempts += 1;
             check!(self, attempts < 10, "recovery never succeeded");
@@ -41,16 +41,33 @@ impl Sim {
                 }
                 injected = true;
             }
-            locs.clear();
+            // Opened as `svc_registry::storage::open` opens it; on a new data directory the
+            // genesis record (genesis v2, SPEC §8) is written and synced before anything else. A
+            // crash or a fault during it is a failed start like any other.
+            index = svc_registry::storage::FrameIndex::default();
             let trust =
                 |c: &storage::Checkpoint| restore::checkpoint_log_end(&c.payload).unwrap_or(0);
-            match storage::open_index(
+            let scanned = storage::open_index(
                 Path::new(DATA),
                 &opts,
                 Arc::new(self.io.clone()),
                 &trust,
-                &mut |end, len| locs.push(svc_registry::history::Loc { end, len }),
-            ) {
+                &mut |end, len, head| index.add(end, len, head),
+            );
+            let opened = scanned.and_then(|mut o| {
+                if index.first.is_none() {
+                    let set = Arc::new(self.set.clone());
+                    let g = svc_registry::storage::write_genesis(
+                        &mut o,
+                        Path::new(DATA),
+                        REGISTRY,
+                        &set,
+                    )?;
+                    index.first = Some(g);
+                }
+                Ok(o)
+            });
+            match opened {
                 Ok(o) => break o,
                 Err(e) => {
                     check!(
@@ -80,12 +97,29 @@ impl Sim {
         // Restore exactly as `storage::open` does (history read back through the log reader),
         // but a checkpoint that disagrees with the log is a bug here (it was written from a
         // published, hence durable, state).
-        let history = svc_registry::storage::history_of(
-            REGISTRY,
-            opened.reader.clone(),
-            locs.iter().copied(),
-        );
-        let full = match self.restore_over(None, &history) {
+        let log_dir = storage::log_dir(Path::new(DATA));
+        let read_back = |index| {
+            svc_registry::storage::history_of(REGISTRY, opened.reader.clone(), &log_dir, index)
+        };
+        // Reading back genesis and the pending frames may meet an EIO armed for recovery that
+        // did not fire there: start-up refuses, and the operator's restart reads again.
+        let indexed = match read_back(index.clone()) {
+            Err(e) if self.read_fault_armed() && !self.io.powered_off() => {
+                self.log(format!(
+                    "  reading back failed on an injected read fault ({e}); again"
+                ));
+                read_back(index)
+            }
+            other => other,
+        };
+        let (history, frames) = match indexed {
+            Ok(h) => h,
+            Err(e) => panic!(
+                "seed {}: the recovered log's genesis or pending frames do not read back: {e}",
+                self.seed
+            ),
+        };
+        let full = match self.restore_over(None, &history, &frames) {
             Ok(r) => r,
             Err(e) => panic!(
                 "seed {}: the recovered log does not restore: {e}",
@@ -99,7 +133,7 @@ impl Sim {
         let restored = match cp {
             None => full,
             Some((seq, _)) => {
-                let from_cp = self.restore_over(cp, &history);
+                let from_cp = self.restore_over(cp, &history, &frames);
                 let r = match from_cp {
                     Ok(r) => r,
                     Err(e) => panic!(
@@ -144,7 +178,6 @@ impl Sim {
         let mut writer = Writer::new(WriterParts {
             registry_id: REGISTRY.into(),
             snapshot: snapshot.clone(),
-            signers: Arc::new(ArcSwap::from_pointee(self.set.clone())),
             settings: Arc::new(ArcSwap::from_pointee(WriterSettings {
                 ttl: Duration::from_secs(TTL_SECS),
                 max_pending: MAX_PENDING,
@@ -170,6 +203,14 @@ impl Sim {
             writer.remember_committed(id, v);
         }
         let snap = snapshot.load_full();
+        let props = self.check_pending_restored(&restored.pending, &committed, snap.version());
+        let back = writer.restore_pending(restored.pending);
+        check!(
+            self,
+            back == props.len(),
+            "the writer restored {back} pending proposals, the model {}",
+            props.len()
+        );
         let staged_state = snap
             .descriptors
             .keys()
@@ -183,7 +224,7 @@ impl Sim {
             syncer: opened.syncer,
             poisoned_flag,
             _lock: opened.lock,
-            props: BTreeMap::new(),
+            props,
             committed,
             staged_head: snap.version(),
             staged_state,
@@ -209,17 +250,84 @@ impl Sim {
         &mut self,
         cp: Option<(u64, &[u8])>,
         history: &svc_registry::history::History,
+        frames: &svc_registry::domain::pending::PendingFrames,
     ) -> Result<restore::Restored, restore::RestoreError> {
         let at = |v: u64| format!("version {v}");
-        match restore::restore_history(REGISTRY, cp, history.clone(), &at) {
+        match restore::restore_history(REGISTRY, cp, history.clone(), frames.clone(), &at) {
             Err(e) if self.read_fault_armed() && !self.io.powered_off() => {
                 self.log(format!(
                     "  restore failed on an injected read fault ({e}); again"
                 ));
-                restore::restore_history(REGISTRY, cp, history.clone(), &at)
+                restore::restore_history(REGISTRY, cp, history.clone(), frames.clone(), &at)
             }
             other => other,
         }
+    }
+
+    /// SPEC §8: every proposal the last lifetime acknowledged (202) that is still live and can
+    /// still commit is restored, with every approval acknowledged (200) for it. Returns the
+    /// model of the proposals the writer takes back: the restored ones not expired and based
+    /// at or after HEAD (approvals that were durable but never answered come back too).
+    pub(crate) fn check_pending_restored(
+        &mut self,
+        restored: &[svc_registry::domain::pending::RestoredPending],
+        committed: &BTreeSet<String>,
+        head: u64,
+    ) -> BTreeMap<String, SimProp> {
+        let now = sim_clock();
+        let slots = |r: &svc_registry::domain::pending::RestoredPending| -> BTreeSet<usize> {
+            r.approvals
+                .iter()
+                .filter_map(|(keyid, _, _)| keyid.strip_prefix('k')?.parse().ok())
+                .collect()
+        };
+        let acked = std::mem::take(&mut self.acked_pending);
+        for (id, p) in &acked {
+            if now >= p.expires || p.base < head || committed.contains(id) {
+                continue;
+            }
+            let Some(r) = restored.iter().find(|r| &r.proposal_id == id) else {
+                panic!(
+                    "seed {}: acknowledged proposal {} lost across the restart",
+                    self.seed,
+                    &id[..8]
+                );
+            };
+            check!(
+                self,
+                r.expires_at == p.expires,
+                "proposal {} came back with another expiry",
+                &id[..8]
+            );
+            check!(
+                self,
+                p.approvals.is_subset(&slots(r)),
+                "acknowledged approvals of {} lost: {:?} not within {:?}",
+                &id[..8],
+                p.approvals,
+                slots(r)
+            );
+            self.stats.pending_restored += 1;
+        }
+        restored
+            .iter()
+            .filter(|r| now < r.expires_at)
+            .filter_map(|r| {
+                let (bytes, base, ops) = self.catalog.get(&r.proposal_id)?.clone();
+                (base >= head).then(|| {
+                    (
+                        r.proposal_id.clone(),
+                        SimProp {
+                            bytes,
+                            base,
+                            ops,
+                            expires: r.expires_at,
+                            approvals: slots(r),
+                        },
+                    )
+                })
+            })
+            .collect()
     }
 
     /// The recovered chain against what the model knows: every version ever published is
@@ -300,6 +408,7 @@ impl Sim {
     pub(crate) fn restart(&mut self) {
         let previous = self.life.take().expect("a running life");
         let staged = previous.staged_ids.clone();
+        self.acked_pending = previous.props.clone();
         drop(previous);
         let power_cut = self.io.powered_off() || self.lost_sync || self.rng.chance(60);
         if power_cut {

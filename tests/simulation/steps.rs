@@ -80,7 +80,14 @@ impl Sim {
             }
         };
         let id = sha256_hex(&bytes);
+        if !invalid {
+            self.catalog
+                .entry(id.clone())
+                .or_insert_with(|| (bytes.clone(), base, ops.clone()));
+        }
+        let risky = self.faults_pending();
         let life = self.life.as_mut().expect("life");
+        let was_live = life.props.get(&id).is_some_and(|p| now < p.expires);
         let full = !life.props.contains_key(&id) && life.props.len() >= MAX_PENDING;
         let expect = if life.poisoned {
             503
@@ -116,6 +123,7 @@ impl Sim {
             bytes: bytes.clone(),
             reply: replier,
         });
+        self.sync_requested();
         let got = answer(&rx);
         let line = format!(
             "propose {} base {base} (staged {}) -> {:?} expect {expect}",
@@ -125,6 +133,12 @@ impl Sim {
         );
         self.log(line);
         let (status, v) = got.unwrap_or_else(|| panic!("seed {}: propose unanswered", self.seed));
+        if expect == 202 && !was_live && risky && (status == 503 || status == 507) {
+            // The pending frame's append or sync failed: nothing was acknowledged.
+            self.pending_write_failed(status);
+            self.life.as_mut().expect("life").props.remove(&id);
+            return;
+        }
         check!(
             self,
             status == expect,
@@ -266,6 +280,7 @@ impl Sim {
             reply: replier,
         });
         let jobs: Vec<VerifyJob> = life.verify_rx.try_iter().collect();
+        self.sync_requested();
         let got = answer(&rx);
         let line = format!(
             "approve {} sigs {:?} -> {:?} jobs {}",
@@ -322,9 +337,22 @@ impl Sim {
         }
     }
 
+    /// A pending frame (proposal or approvals) failed to append or to sync: the request got
+    /// 507 (disk full, nothing changed) or 503 (the write plane stopped).
+    pub(crate) fn pending_write_failed(&mut self, status: u16) {
+        self.log(format!("  pending frame failed: {status}"));
+        if status == 507 {
+            self.stats.storage_full += 1;
+        } else if !self.life().poisoned {
+            self.stats.append_failures += 1;
+            self.poisoned_now();
+        }
+    }
+
     /// Play one verifier: verify, report, and check the answer once the last job is in.
     pub(crate) fn deliver(&mut self, job: VerifyJob) {
         let now = sim_clock();
+        let risky = self.faults_pending();
         let ok = verify_strict(&job.key, &job.sig, &job.pae);
         let seed = self.seed;
         let life = self.life.as_mut().expect("life");
@@ -346,19 +374,32 @@ impl Sim {
         let id = &pending.proposal_id;
         let expect = if pending.any_bad {
             403
+        } else if life.poisoned {
+            // Storage failed while the signatures verified: the approval cannot be made durable.
+            503
         } else if life.committed.contains(id) {
             409
         } else {
-            match life.props.get_mut(id) {
+            match life.props.get(id) {
                 None => 404,
                 Some(p) if now >= p.expires => 410,
-                Some(p) => {
-                    p.approvals.extend(pending.good.iter().copied());
-                    200
-                }
+                Some(_) => 200,
             }
         };
+        // The approvals' frame is synced before the 200 (SPEC §8).
+        let id = id.clone();
+        self.sync_requested();
         let got = answer(&pending.rx);
+        if expect == 200 && risky && matches!(got, Some((503 | 507, _))) {
+            self.pending_write_failed(got.expect("matched").0);
+            return;
+        }
+        if expect == 200 && got.as_ref().is_some_and(|g| g.0 == 200) {
+            let life = self.life.as_mut().expect("life");
+            let p = life.props.get_mut(&id).expect("live");
+            p.approvals.extend(pending.good.iter().copied());
+        }
+        let id = &id;
         let line = format!(
             "  verified {} -> {:?} expect {expect}",
             &id[..8],

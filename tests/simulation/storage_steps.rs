@@ -43,12 +43,32 @@ impl Sim {
         let k = 1 + (self.rng.below(life.positions.len() as u64) as usize);
         let life = self.life.as_mut().expect("life");
         let upto = life.positions[k - 1];
-        let result = life.syncer.sync_to(upto);
-        let line = format!(
-            "sync to {upto} ({k} of {}) -> {result:?}",
-            life.positions.len()
-        );
+        let line = format!("sync to {upto} ({k} of {})", life.positions.len());
         self.log(line);
+        self.sync_upto(upto, risky);
+    }
+
+    /// Play the fsync thread for the pending frames the writer just appended: a 202 / 200
+    /// waits for the sync that covers its frame (SPEC §8); that sync covers every staged
+    /// commit before it too, as a real group sync does.
+    pub(crate) fn sync_requested(&mut self) {
+        let risky = self.faults_pending();
+        let life = self.life.as_mut().expect("life");
+        let asked: Vec<u64> = life.sync_rx.try_iter().collect();
+        if let Some(&upto) = asked.last() {
+            if life.fsync_gone {
+                return;
+            }
+            self.log(format!("sync pending frames to {upto}"));
+            self.sync_upto(upto, risky);
+        }
+    }
+
+    /// One sync up to `upto`, and everything it answers.
+    pub(crate) fn sync_upto(&mut self, upto: u64, risky: bool) {
+        let life = self.life.as_mut().expect("life");
+        let result = life.syncer.sync_to(upto);
+        self.log(format!("  -> {result:?}"));
         let seed = self.seed;
         match result {
             Ok(covered) => {

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use svc_registry::domain::proposal::{self, ProposalLimits};
 use svc_registry::domain::record::CommitRecord;
+use svc_registry::domain::signers::{SignerKey, SignerSet};
 use svc_registry::domain::{chain, sha256_hex, state};
 use svc_registry::restore::Located;
 use svc_registry::snapshot::Snapshot;
@@ -35,15 +36,27 @@ pub fn proposal_bytes(v: u64) -> Vec<u8> {
     .into_bytes()
 }
 
-/// The fixed chain of `n` commits: record JSON (as stored in the log) and every snapshot
-/// (index = version).
+/// The genesis signer set of the fixed chain (genesis v2 commits to it).
+pub fn genesis_set() -> Arc<SignerSet> {
+    let key = |seed: u8, keyid: &str| SignerKey {
+        keyid: keyid.to_string(),
+        public: ed25519_dalek::SigningKey::from_bytes(&[seed; 32]).verifying_key(),
+        not_before: None,
+        not_after: None,
+    };
+    Arc::new(SignerSet::new(2, vec![key(1, "a"), key(2, "b")]).expect("a valid set"))
+}
+
+/// The fixed chain of `n` commits: record JSON as stored in the log (the genesis record first,
+/// then versions 1..=n) and every snapshot (index = version).
 pub fn chain_of(n: u64) -> (Vec<Rec>, Vec<Snapshot>) {
     let limits = ProposalLimits {
         max_ops: 16,
         max_descriptor_bytes: 1024,
     };
-    let mut snaps = vec![Snapshot::genesis(REGISTRY)];
-    let mut recs = Vec::new();
+    let mut snaps = vec![Snapshot::genesis(REGISTRY, genesis_set())];
+    let mut recs = vec![Rec(snaps[0].head.to_json())];
+    let mut end = 0u64;
     for v in 1..=n {
         let prev = snaps.last().expect("genesis");
         let payload = proposal_bytes(v);
@@ -63,9 +76,18 @@ pub fn chain_of(n: u64) -> (Vec<Rec>, Vec<Snapshot>) {
             payload: payload.into(),
             signatures: sigs,
             descriptors: descriptors.len() as u64,
+            genesis_signers: None,
         });
-        recs.push(Rec(rec.to_json()));
-        let next = prev.next(rec, descriptors);
+        let json = rec.to_json();
+        // Where `restore` lays the commit records out in its in-memory journal (genesis is
+        // not in it): one after the other from 0.
+        end += json.len() as u64;
+        let loc = svc_registry::history::Loc {
+            end,
+            len: json.len() as u32,
+        };
+        recs.push(Rec(json));
+        let next = prev.next(rec, descriptors, loc);
         snaps.push(next);
     }
     (recs, snaps)

@@ -4,7 +4,7 @@
 //! Invariant: a commit is answered `Committed` only after the sync that covers its record, and
 //! the snapshot of version V is published only once V is durable; nothing changes on a refusal.
 
-use super::proposals::counted_signatures;
+use super::proposals::tally;
 use super::{Committed, JournalError, Staged, Writer, STOPPED};
 use crate::domain::chain;
 use crate::domain::record::CommitRecord;
@@ -84,27 +84,20 @@ impl Writer {
 
     /// Stage a commit: returns its version. Nothing changes on error.
     fn try_commit(&mut self, id: &str) -> Result<u64, ApiError> {
-        let signers = self.p.signers.load_full();
         let now = self.now();
         let base = self.staged.clone();
-        let (approvals, proposal, bytes) = {
+        let (count, proposal, bytes) = {
             let p = self.live(id)?;
-            (
-                counted_signatures(p, &signers, now),
-                p.proposal.clone(),
-                p.bytes.clone(),
-            )
+            // The set in force at the proposal's base (SPEC §8), and for a set_signers the new
+            // set too: both quorums must be met.
+            let in_force = base.signers.set_at(p.proposal.base_version);
+            (tally(p, in_force, now), p.proposal.clone(), p.bytes.clone())
         };
-        if approvals.len() < signers.threshold {
-            return Err(ApiError::new(
-                Code::QuorumNotMet,
-                format!(
-                    "{} valid approvals, the threshold is {}",
-                    approvals.len(),
-                    signers.threshold
-                ),
-            ));
+        if let Some(why) = count.shortfall_message() {
+            return Err(ApiError::new(Code::QuorumNotMet, why));
         }
+        // §4's S: every signature that counted for either quorum, sorted by keyid.
+        let approvals = count.signatures;
         if proposal.base_version != base.version() {
             return Err(ApiError::conflict(format!(
                 "base_version {} is not HEAD {}",
@@ -130,6 +123,7 @@ impl Writer {
             payload: bytes,
             signatures: approvals,
             descriptors: descriptors.len() as u64,
+            genesis_signers: None,
         });
         let json = record.to_json();
         let position = match self.p.journal.append(&json) {
@@ -147,12 +141,21 @@ impl Writer {
                 return Err(ApiError::unavailable(STOPPED));
             }
         };
+        if let Some(set) = proposal.new_signers() {
+            log::info!(
+                "msg=\"set_signers staged\" audit=1 version={version} threshold={} keys={} signers_digest={}",
+                set.threshold,
+                set.keys.len(),
+                set.digest()
+            );
+        }
         // The journal refuses payloads past a segment (< 4 GiB), so the length fits.
         let loc = Loc {
             end: position,
             len: json.len() as u32,
         };
-        let snapshot = Arc::new(base.next(record, descriptors, loc));
+        let snapshot =
+            Arc::new(base.next_with(record, descriptors, loc, proposal.new_signers().cloned()));
         self.pending.remove(id);
         self.remember_committed(id.to_string(), version);
         self.staged = snapshot.clone();
@@ -173,6 +176,7 @@ impl Writer {
 
     /// Publish the newest staged version at or before `position` and answer its commits.
     pub(super) fn on_durable(&mut self, position: u64) {
+        self.acks_durable(position);
         let mut made_visible = Vec::new();
         let mut newest = None;
         let mut answers = Vec::new();

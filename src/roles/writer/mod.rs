@@ -30,11 +30,13 @@
 //!
 //! Files: this one holds the requests, the owned state and the loop; `proposals.rs` propose,
 //! approve and get; `commit.rs` the commit protocol and durability; `held.rs` held commits;
-//! `journal.rs` the journal seam.
+//! `journal.rs` the journal seam; `pending.rs` durable pending proposals and approvals (their
+//! frames, their deferred answers, their restore).
 
 mod commit;
 mod held;
 mod journal;
+mod pending;
 mod proposals;
 
 pub use journal::{Journal, JournalError, MemoryJournal};
@@ -43,7 +45,6 @@ pub use crate::snapshot::{Publisher, Publishers};
 
 use crate::domain::descriptor::Kind;
 use crate::domain::proposal::{Proposal, ProposalLimits};
-use crate::domain::signers::SignerSet;
 use crate::error::ApiError;
 use crate::metrics::m;
 use crate::ops::WritePlane;
@@ -69,8 +70,11 @@ pub struct Accepted {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Approved {
     pub proposal_id: String,
+    /// Distinct keys of the set in force (at the proposal's base) whose approvals count now.
     pub approvals: usize,
     pub threshold: usize,
+    /// For a `set_signers` proposal: the new set's quorum, (counted, threshold).
+    pub new_quorum: Option<(usize, usize)>,
 }
 
 /// `POST /commit` durable: the new head.
@@ -110,6 +114,11 @@ pub struct ProposalView {
     pub state: ProposalState,
     /// Empty once committed.
     pub diff: Vec<DiffEntry>,
+    /// For a `set_signers` proposal: the new set's quorum, (counted, threshold).
+    pub new_quorum: Option<(usize, usize)>,
+    /// For a pending `set_signers` proposal: what it changes against the set in force at its
+    /// base.
+    pub signers_change: Option<crate::domain::signers::SetChange>,
 }
 
 /// What HTTP workers ask of the writer.
@@ -170,8 +179,9 @@ pub struct WriterSettings {
 
 pub struct WriterParts {
     pub registry_id: String,
+    /// The published snapshot; it carries the signer history that judges every approval
+    /// (SPEC §8), so there is no signer set beside it.
     pub snapshot: Arc<ArcSwap<Snapshot>>,
-    pub signers: Arc<ArcSwap<SignerSet>>,
     pub settings: Arc<ArcSwap<WriterSettings>>,
     pub requests: Receiver<WriteRequest>,
     pub internal_rx: Receiver<Internal>,
@@ -190,7 +200,6 @@ pub struct WriterParts {
 
 #[derive(Clone)]
 struct Approval {
-    public: [u8; 32],
     sig: [u8; 64],
 }
 
@@ -199,18 +208,56 @@ struct Pending {
     pae: Arc<[u8]>,
     proposal: Arc<Proposal>,
     expires_unix: i64,
-    approvals: BTreeMap<String, Approval>,
+    /// By (keyid, public key): a keyid that names different keys in the set in force and in a
+    /// `set_signers`' new set can approve under each.
+    approvals: BTreeMap<(String, [u8; 32]), Approval>,
     expired: bool,
+    /// Journal position just past this proposal's latest pending frame: its 202 / 200 answers
+    /// wait until the journal is durable there (0: restored, durable already).
+    last_frame: u64,
+}
+
+/// An answer to `/propose` or `/approve` waiting for the sync that covers its pending frame.
+enum Ack {
+    Propose(Reply<Accepted>, Accepted),
+    Approve(Reply<Approved>, Approved),
+}
+
+impl Ack {
+    fn send(self) {
+        match self {
+            Ack::Propose(reply, a) => reply.send(Ok(a)),
+            Ack::Approve(reply, a) => reply.send(Ok(a)),
+        }
+    }
+
+    fn refuse(self, e: ApiError) {
+        match self {
+            Ack::Propose(reply, _) => reply.send(Err(e)),
+            Ack::Approve(reply, _) => reply.send(Err(e)),
+        }
+    }
+}
+
+/// One submitted signature of an approve request, and the keys it may be verified under.
+struct Submitted {
+    keyid: String,
+    sig: [u8; 64],
+    /// The distinct public keys this keyid names in the sets that judge the proposal (the
+    /// set in force at its base and, for a `set_signers`, the new set), valid now; with whether
+    /// the signature verified under each.
+    candidates: Vec<([u8; 32], bool)>,
 }
 
 struct ApproveInFlight {
     proposal_id: String,
-    /// (keyid, public key, signature) per submitted signature.
-    signatures: Vec<(String, [u8; 32], [u8; 64])>,
+    signatures: Vec<Submitted>,
     remaining: usize,
-    failed: Option<usize>,
     reply: Reply<Approved>,
 }
+
+/// Verify-job indices carry (signature, candidate): at most two candidates per signature.
+const CANDIDATES: usize = 2;
 
 /// A commit held until the staged head reaches its proposal's base version.
 struct Held {
@@ -250,6 +297,10 @@ pub struct Writer {
     /// Set while held commits are being retried (a retry that stages must not start another).
     releasing: bool,
     shutting_down: bool,
+    /// Journal position known durable (from the fsync thread's notices).
+    durable: u64,
+    /// Answers to `/propose` and `/approve` waiting for durability, by journal position.
+    acks: VecDeque<(u64, Ack)>,
 }
 
 impl Writer {
@@ -268,6 +319,8 @@ impl Writer {
             held_count: 0,
             releasing: false,
             shutting_down: false,
+            durable: 0,
+            acks: VecDeque::new(),
         }
     }
 
@@ -286,7 +339,10 @@ impl Writer {
     pub fn run(mut self) {
         let tick = crossbeam_channel::tick(Duration::from_secs(1));
         loop {
-            if self.shutting_down && self.waiting.is_empty() && self.approvals_in_flight.is_empty()
+            if self.shutting_down
+                && self.waiting.is_empty()
+                && self.approvals_in_flight.is_empty()
+                && self.acks.is_empty()
             {
                 break;
             }
@@ -327,6 +383,9 @@ impl Writer {
         self.held_count = 0;
         m().registry_commits_held.set(0);
         // Nothing staged past the last durable point may ever be acknowledged.
+        for (_, ack) in self.acks.drain(..) {
+            ack.refuse(ApiError::unavailable(STOPPED));
+        }
         for staged in self.waiting.drain(..) {
             if let Some((reply, _)) = staged.waiter {
                 reply.send(Err(ApiError::unavailable(STOPPED)));
@@ -350,10 +409,10 @@ impl Writer {
             return;
         }
         match req {
-            WriteRequest::Propose { bytes, reply } => {
-                let r = self.propose(bytes, &reply.corr_id);
-                reply.send(r);
-            }
+            WriteRequest::Propose { bytes, reply } => match self.propose(bytes, &reply.corr_id) {
+                Ok((accepted, frame)) => self.ack_after(frame, Ack::Propose(reply, accepted)),
+                Err(e) => reply.send(Err(e)),
+            },
             WriteRequest::GetProposal { id, reply } => reply.send(self.get_proposal(&id)),
             WriteRequest::Approve {
                 proposal_id,

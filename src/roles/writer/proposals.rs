@@ -2,14 +2,18 @@
 //!
 //! Invariant: a proposal is pending until committed or expired; an approval is recorded only
 //! after every signature of its request verified, and only for a proposal still live then.
+//! Approvals are judged against the signer set in force at the proposal's base version (the
+//! staged snapshot's history) and, for a `set_signers`, also the set it puts in force.
 
 use super::{
-    Accepted, Approval, ApproveInFlight, Approved, DiffEntry, Pending, ProposalState, ProposalView,
-    Writer,
+    Accepted, Ack, Approval, ApproveInFlight, Approved, DiffEntry, Pending, ProposalState,
+    ProposalView, Submitted, Writer, CANDIDATES,
 };
 use crate::domain::dsse;
+use crate::domain::pending::{PendingApproval, PendingFrame};
 use crate::domain::proposal::{self, Op};
-use crate::domain::signers::SignerSet;
+use crate::domain::quorum::{self, QuorumCount};
+use crate::domain::signers::{set_change, SignerSet};
 use crate::error::{ApiError, Code};
 use crate::metrics::m;
 use crate::roles::reply::Reply;
@@ -19,14 +23,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 impl Writer {
-    pub(super) fn propose(&mut self, bytes: Vec<u8>, corr_id: &str) -> Result<Accepted, ApiError> {
+    /// Accept a proposal: returns the answer and the journal position its pending frame must be
+    /// durable at before the answer is sent.
+    pub(super) fn propose(
+        &mut self,
+        bytes: Vec<u8>,
+        corr_id: &str,
+    ) -> Result<(Accepted, u64), ApiError> {
         let settings = self.p.settings.load();
+        // A set_signers proposal is validated like the config by the parser (SPEC §8); its
+        // double quorum is counted at approve and commit time.
         let parsed = proposal::parse(&bytes, &self.p.registry_id, &settings.limits)?;
-        // The domain parses set_signers, but the writer does not count its double quorum or
-        // keep the signer history yet: refuse it rather than commit it as a no-op.
-        if parsed.new_signers().is_some() {
-            return Err(ApiError::bad_request("set_signers is not supported yet"));
-        }
         let id = crate::domain::sha256_hex(&bytes);
         let now = self.now();
         self.expire();
@@ -37,10 +44,14 @@ impl Writer {
         }
         if let Some(p) = self.pending.get(&id) {
             if !p.expired {
-                return Ok(Accepted {
-                    proposal_id: id,
-                    expires_at: p.expires_unix,
-                });
+                // Idempotent; answered once its first frame is durable, like the first time.
+                return Ok((
+                    Accepted {
+                        proposal_id: id,
+                        expires_at: p.expires_unix,
+                    },
+                    p.last_frame,
+                ));
             }
         }
         let head = self.staged.version();
@@ -64,6 +75,7 @@ impl Writer {
                 .min_by_key(|(id, p)| (p.expires_unix, *id))
                 .map(|(id, _)| id.clone());
             match oldest_dead {
+                // Evicted even if the append below fails: it could never commit anyway.
                 Some(old) => {
                     self.pending.remove(&old);
                 }
@@ -78,6 +90,13 @@ impl Writer {
             }
         }
         let expires_unix = now + settings.ttl.as_secs() as i64;
+        // Durable before the 202 (SPEC §8): the frame goes through the journal first, and a
+        // failed append changes nothing.
+        let frame = self.append_pending(&PendingFrame::Proposal {
+            proposal_id: id.clone(),
+            payload: dsse::b64(&bytes),
+            expires_at: expires_unix,
+        })?;
         let bytes: Arc<[u8]> = bytes.into();
         self.pending.insert(
             id.clone(),
@@ -88,6 +107,7 @@ impl Writer {
                 expires_unix,
                 approvals: BTreeMap::new(),
                 expired: false,
+                last_frame: frame,
             },
         );
         self.expire();
@@ -95,10 +115,13 @@ impl Writer {
             "msg=proposed corr_id={corr_id} proposal_id={id} base_version={}",
             { self.pending[&id].proposal.base_version }
         );
-        Ok(Accepted {
-            proposal_id: id,
-            expires_at: expires_unix,
-        })
+        Ok((
+            Accepted {
+                proposal_id: id,
+                expires_at: expires_unix,
+            },
+            frame,
+        ))
     }
 
     /// The pending proposal `id`, or the error a client should see for it.
@@ -127,21 +150,25 @@ impl Writer {
     }
 
     pub(super) fn get_proposal(&mut self, id: &str) -> Result<ProposalView, ApiError> {
-        let signers = self.p.signers.load_full();
         let now = self.now();
+        let history = self.staged.signers.clone();
         if let Some(&version) = self.committed.get(id) {
             let rec = self
                 .staged
                 .record(version)
                 .map_err(|e| crate::api::history_unreadable(version, &e))?
                 .ok_or_else(|| ApiError::not_found(format!("no proposal {id}")))?;
+            let mut keyids: Vec<String> = rec.signatures.iter().map(|(k, _)| k.clone()).collect();
+            keyids.dedup();
             return Ok(ProposalView {
                 proposal_id: id.to_string(),
                 payload: rec.payload.clone(),
-                approvals: rec.signatures.iter().map(|(k, _)| k.clone()).collect(),
-                threshold: signers.threshold,
+                approvals: keyids,
+                threshold: history.set_at(version - 1).threshold,
                 state: ProposalState::Committed { version },
                 diff: Vec::new(),
+                new_quorum: None,
+                signers_change: None,
             });
         }
         let p = self
@@ -164,13 +191,14 @@ impl Writer {
                 expires_at,
             }
         };
+        let in_force = history.set_at(base_version);
         let current = self.p.snapshot.load();
         let diff = p
             .proposal
             .ops
             .iter()
-            .map(|op| {
-                let (kind, oid) = op.target();
+            .filter_map(|op| {
+                let (kind, oid) = op.descriptor_target()?;
                 let cur = current
                     .descriptors
                     .get(&(kind, oid.clone()))
@@ -178,25 +206,31 @@ impl Writer {
                 let (name, proposed) = match op {
                     Op::Put { body, .. } => ("put", Some(body.clone())),
                     Op::Delete { .. } => ("delete", None),
-                    // Unreachable: propose refuses set_signers proposals.
-                    Op::SetSigners { .. } => ("set_signers", None),
+                    // Filtered out above: a set_signers targets no descriptor.
+                    Op::SetSigners { .. } => return None,
                 };
-                DiffEntry {
+                Some(DiffEntry {
                     op: name,
                     kind,
                     id: oid.clone(),
                     current: cur,
                     proposed,
-                }
+                })
             })
             .collect();
+        let count = tally(p, in_force, now);
         Ok(ProposalView {
             proposal_id: id.to_string(),
             payload: p.bytes.clone(),
-            approvals: counted(p, &signers, now),
-            threshold: signers.threshold,
+            approvals: counted_keyids(&count),
+            threshold: in_force.threshold,
             state,
             diff,
+            new_quorum: count.new.map(|t| (t.counted, t.threshold)),
+            signers_change: p
+                .proposal
+                .new_signers()
+                .map(|new| set_change(in_force, new)),
         })
     }
 
@@ -206,7 +240,7 @@ impl Writer {
         signatures: Vec<(String, [u8; 64])>,
         reply: Reply<Approved>,
     ) {
-        let signers = self.p.signers.load_full();
+        let history = self.staged.signers.clone();
         let now = self.now();
         let p = match self.live(&id) {
             Ok(p) => p,
@@ -215,54 +249,84 @@ impl Writer {
         if signatures.is_empty() {
             return reply.send(Err(ApiError::bad_request("signatures is empty")));
         }
+        // Approvals are judged against the set in force at the proposal's base (SPEC §8) and,
+        // for a set_signers, also against the set it puts in force: a key only in the new set
+        // may approve it (it must, for the new quorum).
+        let base = p.proposal.base_version;
+        let (since, in_force) = history.in_force_at(base);
+        let new = p.proposal.new_signers().cloned();
         // Look every keyid up first: an unknown or out-of-window key refuses the whole request.
-        let mut checks = Vec::with_capacity(signatures.len());
+        let mut submitted = Vec::with_capacity(signatures.len());
         for (keyid, sig) in signatures {
-            let Some(slot) = signers.slot(&keyid) else {
+            let mut named = false;
+            let mut candidates: Vec<([u8; 32], bool)> = Vec::new();
+            for set in std::iter::once(in_force).chain(new.as_ref()) {
+                if let Some(slot) = set.slot(&keyid) {
+                    named = true;
+                    let key = &set.keys[slot];
+                    let public = key.public.to_bytes();
+                    if key.valid_at(now) && !candidates.iter().any(|c| c.0 == public) {
+                        candidates.push((public, false));
+                    }
+                }
+            }
+            if !named {
+                let also = if new.is_some() {
+                    " nor of the new set"
+                } else {
+                    ""
+                };
                 return reply.send(Err(ApiError::forbidden(format!(
-                    "keyid {keyid:?} is not a configured signer"
+                    "keyid {keyid:?} is not a configured signer of the set in force at base \
+                     version {base} (since version {since}){also}"
                 ))));
-            };
-            let key = &signers.keys[slot];
-            if !key.valid_at(now) {
+            }
+            if candidates.is_empty() {
                 return reply.send(Err(ApiError::forbidden(format!(
                     "key {keyid:?} is outside its validity window"
                 ))));
             }
-            checks.push((keyid, key.public, sig));
+            // A signature already recorded for the same key is idempotent: nothing to verify.
+            for c in &mut candidates {
+                c.1 = p
+                    .approvals
+                    .get(&(keyid.clone(), c.0))
+                    .is_some_and(|a| a.sig == sig);
+            }
+            submitted.push(Submitted {
+                keyid,
+                sig,
+                candidates,
+            });
         }
         let pae = p.pae.clone();
-        // A signature already recorded for the same key is idempotent: nothing to verify.
-        let to_verify: Vec<usize> = checks
-            .iter()
-            .enumerate()
-            .filter(|(_, (keyid, public, sig))| {
-                p.approvals
-                    .get(keyid)
-                    .is_none_or(|a| a.sig != *sig || a.public != public.to_bytes())
-            })
-            .map(|(i, _)| i)
-            .collect();
         let request = self.next_request;
         self.next_request += 1;
+        let mut jobs = Vec::new();
+        for (i, s) in submitted.iter().enumerate() {
+            if s.candidates.iter().any(|c| c.1) {
+                continue;
+            }
+            for (c, (public, _)) in s.candidates.iter().enumerate() {
+                let key = ed25519_dalek::VerifyingKey::from_bytes(public)
+                    .expect("a configured key parses");
+                jobs.push(VerifyJob {
+                    key,
+                    sig: s.sig,
+                    pae: pae.clone(),
+                    request,
+                    index: i * CANDIDATES + c,
+                });
+            }
+        }
         let inflight = ApproveInFlight {
             proposal_id: id,
-            signatures: checks
-                .iter()
-                .map(|(k, public, sig)| (k.clone(), public.to_bytes(), *sig))
-                .collect(),
-            remaining: to_verify.len(),
-            failed: None,
+            signatures: submitted,
+            remaining: jobs.len(),
             reply,
         };
-        for &i in &to_verify {
-            let job = VerifyJob {
-                key: checks[i].1,
-                sig: checks[i].2,
-                pae: pae.clone(),
-                request,
-                index: i,
-            };
+        let none = jobs.is_empty();
+        for job in jobs {
             if let Err(e) = self.p.verify_tx.try_send(job) {
                 let msg = match e {
                     TrySendError::Full(_) => "the verifier queue is full",
@@ -273,7 +337,7 @@ impl Writer {
                 return inflight.reply.send(Err(ApiError::busy(msg)));
             }
         }
-        if to_verify.is_empty() {
+        if none {
             self.finish_approve(inflight);
         } else {
             self.approvals_in_flight.insert(request, inflight);
@@ -285,8 +349,15 @@ impl Writer {
             return;
         };
         entry.remaining -= 1;
-        if !v.ok && entry.failed.is_none() {
-            entry.failed = Some(v.index);
+        if v.ok {
+            let (i, c) = (v.index / CANDIDATES, v.index % CANDIDATES);
+            if let Some(cand) = entry
+                .signatures
+                .get_mut(i)
+                .and_then(|s| s.candidates.get_mut(c))
+            {
+                cand.1 = true;
+            }
         }
         if entry.remaining == 0 {
             let entry = self
@@ -298,8 +369,12 @@ impl Writer {
     }
 
     fn finish_approve(&mut self, a: ApproveInFlight) {
-        if let Some(i) = a.failed {
-            let keyid = &a.signatures[i].0;
+        if let Some(bad) = a
+            .signatures
+            .iter()
+            .find(|s| !s.candidates.iter().any(|c| c.1))
+        {
+            let keyid = &bad.keyid;
             log::warn!(
                 "msg=\"approval refused\" audit=1 corr_id={} proposal_id={} keyid={keyid:?} reason=bad_signature",
                 a.reply.corr_id,
@@ -310,62 +385,102 @@ impl Writer {
             ));
             return a.reply.send(Err(e));
         }
-        let signers = self.p.signers.load_full();
+        // Storage failed while the signatures verified: nothing can be made durable any more.
+        if let Some(reason) = self.poisoned() {
+            return a.reply.send(Err(ApiError::unavailable(format!(
+                "write plane stopped: {reason}"
+            ))));
+        }
+        let history = self.staged.signers.clone();
         let now = self.now();
         // Re-check: the proposal may have been committed or expired while signatures verified.
         let p = match self.live(&a.proposal_id) {
             Ok(p) => p,
             Err(e) => return a.reply.send(Err(e)),
         };
-        for (keyid, public, sig) in &a.signatures {
-            p.approvals.entry(keyid.clone()).or_insert(Approval {
-                public: *public,
-                sig: *sig,
-            });
+        // The approvals this request adds; they are recorded only once their frame is
+        // appended (a failed append changes nothing), and answered once it is durable.
+        let mut new = Vec::new();
+        for s in &a.signatures {
+            for (public, ok) in &s.candidates {
+                let key = (s.keyid.clone(), *public);
+                if *ok && !p.approvals.contains_key(&key) && !new.iter().any(|(k, _)| *k == key) {
+                    new.push((key, s.sig));
+                }
+            }
         }
-        let k = counted(p, &signers, now).len();
+        if !new.is_empty() {
+            let frame = PendingFrame::Approvals {
+                proposal_id: a.proposal_id.clone(),
+                approvals: new
+                    .iter()
+                    .map(|((keyid, public), sig)| PendingApproval {
+                        keyid: keyid.clone(),
+                        public_key: hex::encode(public),
+                        sig: dsse::encode_sig(sig),
+                    })
+                    .collect(),
+            };
+            let position = match self.append_pending(&frame) {
+                Ok(position) => position,
+                Err(e) => return a.reply.send(Err(e)),
+            };
+            let p = self.pending.get_mut(&a.proposal_id).expect("live above");
+            p.last_frame = position;
+            for (key, sig) in new {
+                p.approvals.insert(key, Approval { sig });
+            }
+        }
+        let p = self.pending.get(&a.proposal_id).expect("live above");
+        let in_force = history.set_at(p.proposal.base_version);
+        let count = tally(p, in_force, now);
+        let k = count.in_force.counted;
         log::info!(
-            "msg=approved audit=1 corr_id={} proposal_id={} keyids={:?} approvals={k} threshold={}",
+            "msg=approved audit=1 corr_id={} proposal_id={} keyids={:?} approvals={k} threshold={}{}",
             a.reply.corr_id,
             a.proposal_id,
             a.signatures
                 .iter()
-                .map(|s| s.0.as_str())
+                .map(|s| s.keyid.as_str())
                 .collect::<Vec<_>>()
                 .join(","),
-            signers.threshold
+            in_force.threshold,
+            count
+                .new
+                .map(|t| format!(" new_approvals={} new_threshold={}", t.counted, t.threshold))
+                .unwrap_or_default()
         );
         let approved = Approved {
             proposal_id: a.proposal_id,
             approvals: k,
-            threshold: signers.threshold,
+            threshold: in_force.threshold,
+            new_quorum: count.new.map(|t| (t.counted, t.threshold)),
         };
-        a.reply.send(Ok(approved));
+        let frame = p.last_frame;
+        self.ack_after(frame, Ack::Approve(a.reply, approved));
     }
 }
 
-/// Keyids of approvals that count now: configured with the same public key, valid now.
-fn counted(p: &Pending, signers: &SignerSet, now: i64) -> Vec<String> {
-    counted_signatures(p, signers, now)
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect()
+/// Count `p`'s approvals against `in_force` (the set at its base) and, for a set_signers, the
+/// new set: by distinct public key, each valid `now` (SPEC §3, §8; `quorum::count` decides).
+pub(super) fn tally(p: &Pending, in_force: &SignerSet, now: i64) -> QuorumCount {
+    let approvals: Vec<quorum::Approval> = p
+        .approvals
+        .iter()
+        .map(|((keyid, public), a)| quorum::Approval {
+            keyid: keyid.clone(),
+            public_key: public.to_vec(),
+            sig: dsse::encode_sig(&a.sig),
+            verified: true,
+            at_unix: now,
+        })
+        .collect();
+    quorum::count(in_force, p.proposal.new_signers().map(|s| &**s), &approvals)
 }
 
-/// (keyid, stored signature) of approvals that count now, sorted by keyid.
-pub(super) fn counted_signatures(
-    p: &Pending,
-    signers: &SignerSet,
-    now: i64,
-) -> Vec<(String, String)> {
-    p.approvals
-        .iter()
-        .filter(|(keyid, a)| {
-            signers.slot(keyid).is_some_and(|slot| {
-                let key = &signers.keys[slot];
-                key.public.to_bytes() == a.public && key.valid_at(now)
-            })
-        })
-        .map(|(keyid, a)| (keyid.clone(), dsse::encode_sig(&a.sig)))
-        .collect()
+/// Keyids whose approvals count for either quorum, sorted, each once.
+fn counted_keyids(count: &QuorumCount) -> Vec<String> {
+    let mut keyids: Vec<String> = count.signatures.iter().map(|(k, _)| k.clone()).collect();
+    keyids.dedup();
+    keyids
 }

@@ -1,0 +1,209 @@
+//! Pending frames (SPEC §8, durable pending proposals and approvals): the log records a
+//! `/propose` and each `/approve` as a frame of their own kind, beside the commit records, so
+//! that a `202` / `200` is answered only once they are durable and they survive a restart.
+//!
+//! A pending frame's payload is a JSON object whose first member is `"pending"` (commit records
+//! start with `"version"`), so recovery and restore tell the two kinds apart from the first
+//! bytes, and both go through the same framing, checksum and torn-tail rules.
+//!
+//! Invariant: pending frames never change the chain, the state or the signer history; they only
+//! feed the writer's pending proposals at start-up. A proposal's frames are ignored once a
+//! commit record carries its id, and a proposal past its `expires_at` is not restored.
+
+use super::dsse;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The first bytes of every pending frame's payload.
+pub const PENDING_PREFIX: &[u8] = b"{\"pending\":";
+
+/// Is this log payload a pending frame (rather than a commit record)?
+pub fn is_pending_frame(payload: &[u8]) -> bool {
+    payload.starts_with(PENDING_PREFIX)
+}
+
+/// One pending frame.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "pending", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PendingFrame {
+    /// A `202` to `/propose`: the exact proposal bytes and when the proposal expires.
+    Proposal {
+        proposal_id: String,
+        /// Standard base64 of the exact proposal bytes.
+        payload: String,
+        /// Unix seconds (absolute: the TTL clock survives a restart).
+        expires_at: i64,
+    },
+    /// A `200` to `/approve`: the approvals it recorded.
+    Approvals {
+        proposal_id: String,
+        approvals: Vec<PendingApproval>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PendingApproval {
+    pub keyid: String,
+    /// The public key the signature verified under (lower-case hex).
+    pub public_key: String,
+    /// Standard base64 of the 64-byte signature.
+    pub sig: String,
+}
+
+impl PendingFrame {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let bytes = serde_json::to_vec(self).expect("a pending frame serializes");
+        debug_assert!(is_pending_frame(&bytes));
+        bytes
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<PendingFrame, String> {
+        serde_json::from_slice(bytes).map_err(|e| format!("pending frame is not valid: {e}"))
+    }
+}
+
+/// A pending proposal rebuilt from its frames.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestoredPending {
+    pub proposal_id: String,
+    pub payload: Vec<u8>,
+    pub expires_at: i64,
+    /// (keyid, public key, signature), each once.
+    pub approvals: Vec<(String, [u8; 32], [u8; 64])>,
+}
+
+/// Gathers pending frames in log order.
+#[derive(Clone, Default)]
+pub struct PendingFrames {
+    proposals: BTreeMap<String, RestoredPending>,
+}
+
+impl PendingFrames {
+    /// Take one frame. Approvals for a proposal whose frame was not seen are dropped (its
+    /// proposal frame is always written first, so this is only a proposal evicted by TTL).
+    pub fn add(&mut self, frame: PendingFrame) -> Result<(), String> {
+        match frame {
+            PendingFrame::Proposal {
+                proposal_id,
+                payload,
+                expires_at,
+            } => {
+                let bytes =
+                    dsse::unb64(&payload).ok_or("pending proposal payload is not base64")?;
+                if super::sha256_hex(&bytes) != proposal_id {
+                    return Err(format!(
+                        "pending proposal {proposal_id}: payload does not hash to its id"
+                    ));
+                }
+                // A proposal frame for an id already seen is a re-proposal after expiry: the
+                // writer started it afresh (new expiry, no approvals), and so does this.
+                self.proposals.insert(
+                    proposal_id.clone(),
+                    RestoredPending {
+                        proposal_id,
+                        payload: bytes,
+                        expires_at,
+                        approvals: Vec::new(),
+                    },
+                );
+            }
+            PendingFrame::Approvals {
+                proposal_id,
+                approvals,
+            } => {
+                let Some(p) = self.proposals.get_mut(&proposal_id) else {
+                    return Ok(());
+                };
+                for a in approvals {
+                    let public: [u8; 32] = hex::decode(&a.public_key)
+                        .ok()
+                        .and_then(|b| b.try_into().ok())
+                        .ok_or("pending approval public_key is not 32 bytes of hex")?;
+                    let sig =
+                        dsse::decode_sig(&a.sig).ok_or("pending approval sig is not base64")?;
+                    if !p
+                        .approvals
+                        .iter()
+                        .any(|(k, pk, _)| *k == a.keyid && *pk == public)
+                    {
+                        p.approvals.push((a.keyid, public, sig));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The proposals still pending: not committed (per `committed`), not expired at `now`.
+    pub fn live(self, committed: &dyn Fn(&str) -> bool, now_unix: i64) -> Vec<RestoredPending> {
+        self.proposals
+            .into_values()
+            .filter(|p| !committed(&p.proposal_id) && now_unix < p.expires_at)
+            .collect()
+    }
+
+    /// Every proposal gathered, before filtering.
+    pub fn all(self) -> Vec<RestoredPending> {
+        self.proposals.into_values().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_are_told_from_commit_records() {
+        let payload = b"{\"p\":1}";
+        let id = crate::domain::sha256_hex(payload);
+        let p = PendingFrame::Proposal {
+            proposal_id: id.clone(),
+            payload: dsse::b64(payload),
+            expires_at: 100,
+        };
+        let bytes = p.to_bytes();
+        assert!(is_pending_frame(&bytes));
+        assert_eq!(PendingFrame::from_bytes(&bytes).unwrap(), p);
+        let genesis = crate::domain::record::CommitRecord::genesis(
+            "r",
+            crate::domain::signers::test_set(1, 1),
+        );
+        assert!(!is_pending_frame(&genesis.to_json()));
+
+        let a = PendingFrame::Approvals {
+            proposal_id: id.clone(),
+            approvals: vec![PendingApproval {
+                keyid: "k".into(),
+                public_key: hex::encode([7u8; 32]),
+                sig: dsse::encode_sig(&[9u8; 64]),
+            }],
+        };
+        let mut frames = PendingFrames::default();
+        frames.add(p.clone()).unwrap();
+        frames.add(a.clone()).unwrap();
+        frames.add(a).unwrap();
+        let all = frames.all();
+        assert_eq!(all.len(), 1);
+        assert_eq!(
+            all[0].approvals,
+            vec![("k".to_string(), [7u8; 32], [9u8; 64])]
+        );
+        assert_eq!(all[0].payload, payload);
+
+        // Committed or expired proposals do not come back.
+        for (committed, now, n) in [(false, 99, 1), (true, 99, 0), (false, 100, 0)] {
+            let mut frames = PendingFrames::default();
+            frames.add(p.clone()).unwrap();
+            assert_eq!(frames.live(&|_| committed, now).len(), n);
+        }
+        // A payload that does not hash to its id is refused.
+        let mut frames = PendingFrames::default();
+        let bad = PendingFrame::Proposal {
+            proposal_id: "0".repeat(64),
+            payload: dsse::b64(payload),
+            expires_at: 1,
+        };
+        assert!(frames.add(bad).is_err());
+    }
+}

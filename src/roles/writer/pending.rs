@@ -1,0 +1,114 @@
+//! Durable pending proposals and approvals (SPEC §8): each `/propose` and `/approve` appends a
+//! pending frame to the journal and is answered only once the journal is durable past it —
+//! through the same group-commit path as commits (one sync covers every frame and record
+//! appended before it; no sync of its own). At start-up the restored frames become pending
+//! proposals again, with their absolute expiry.
+//!
+//! Invariant: a 202 or 200 is sent only when `durable` (the fsync thread's notices) has reached
+//! the position of the frame that recorded it, or at once when the journal needs no sync
+//! (`--amnesia`, `fsync = "never"`); a failed append changes nothing and answers the error.
+
+use super::{Ack, Approval, JournalError, Pending, Writer, STOPPED};
+use crate::domain::dsse;
+use crate::domain::pending::{PendingFrame, RestoredPending};
+use crate::domain::proposal;
+use crate::error::{ApiError, Code};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+impl Writer {
+    /// Append a pending frame and ask for its sync; returns the journal position past it.
+    pub(super) fn append_pending(&mut self, frame: &PendingFrame) -> Result<u64, ApiError> {
+        let position = match self.p.journal.append(&frame.to_bytes()) {
+            Ok(pos) => pos,
+            Err(JournalError::NoSpace(msg)) => {
+                log::error!("msg=\"pending frame refused: disk full\" error={msg:?}");
+                return Err(ApiError::new(
+                    Code::StorageFull,
+                    format!("disk full: {msg}"),
+                ));
+            }
+            Err(JournalError::TooLarge(msg)) => return Err(ApiError::too_large(msg)),
+            Err(JournalError::Failed(msg)) => {
+                self.poison(format!("log append failed: {msg}"));
+                return Err(ApiError::unavailable(STOPPED));
+            }
+        };
+        if let Some(tx) = &self.p.sync_tx {
+            if self.p.journal.needs_sync() && tx.send(position).is_err() {
+                self.poison("the fsync thread is gone".to_string());
+                return Err(ApiError::unavailable(STOPPED));
+            }
+        }
+        Ok(position)
+    }
+
+    /// Answer `ack` once the journal is durable at `position` (at once if it already is, or if
+    /// the journal needs no sync).
+    pub(super) fn ack_after(&mut self, position: u64, ack: Ack) {
+        if !self.p.journal.needs_sync() || position <= self.durable {
+            ack.send();
+        } else {
+            self.acks.push_back((position, ack));
+        }
+    }
+
+    /// The journal is durable up to `position`: answer the acks it covers.
+    pub(super) fn acks_durable(&mut self, position: u64) {
+        self.durable = self.durable.max(position);
+        while self.acks.front().is_some_and(|(p, _)| *p <= self.durable) {
+            let (_, ack) = self.acks.pop_front().expect("front exists");
+            ack.send();
+        }
+    }
+
+    /// Take back the pending proposals restored from the log: those not expired now and still
+    /// able to commit (based at or after the staged head). Returns how many came back.
+    pub fn restore_pending(&mut self, restored: Vec<RestoredPending>) -> usize {
+        let now = self.now();
+        let head = self.staged.version();
+        let limits = self.p.settings.load().limits;
+        let mut back = 0;
+        for r in restored {
+            if now >= r.expires_at {
+                continue;
+            }
+            let parsed = match proposal::parse(&r.payload, &self.p.registry_id, &limits) {
+                Ok(p) => p,
+                Err(e) => {
+                    log::warn!(
+                        "msg=\"pending proposal not restored\" proposal_id={} error={:?}",
+                        r.proposal_id,
+                        e.message
+                    );
+                    continue;
+                }
+            };
+            if parsed.base_version < head {
+                // It lost its compare-and-swap before the restart: nothing can commit it.
+                continue;
+            }
+            let approvals: BTreeMap<(String, [u8; 32]), Approval> = r
+                .approvals
+                .into_iter()
+                .map(|(keyid, public, sig)| ((keyid, public), Approval { sig }))
+                .collect();
+            let bytes: Arc<[u8]> = r.payload.into();
+            self.pending.insert(
+                r.proposal_id,
+                Pending {
+                    pae: dsse::pae(&bytes).into(),
+                    bytes,
+                    proposal: Arc::new(parsed),
+                    expires_unix: r.expires_at,
+                    approvals,
+                    expired: false,
+                    last_frame: 0,
+                },
+            );
+            back += 1;
+        }
+        self.expire();
+        back
+    }
+}

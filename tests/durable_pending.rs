@@ -1,0 +1,107 @@
+//! SPEC §8 durability of pending work, against the real binary and `kill -9`: a `202` to
+//! `/propose` and a `200` to `/approve` survive a crash and restart (with their absolute
+//! expiry), a proposal that expired does not come back, and a committed one stays committed.
+
+mod common;
+use common::*;
+use serde_json::json as j;
+use std::time::Duration;
+
+fn payload(base: u64, id: &str) -> Vec<u8> {
+    serde_json::to_vec(&j!({"registry_id": "test-registry", "base_version": base,
+        "ops": [put("node", id, j!({"v": base}))]}))
+    .unwrap()
+}
+
+fn propose(s: &TestServer, payload: &[u8]) -> (String, String) {
+    let r = s.post("/propose", payload);
+    assert_eq!(r.status, 202, "{}", r.text());
+    let v = json(&r);
+    (
+        v["proposal_id"].as_str().unwrap().to_string(),
+        v["expires_at"].as_str().unwrap().to_string(),
+    )
+}
+
+fn approve(s: &TestServer, id: &str, payload: &[u8], signer: &Signer) -> ClientResponse {
+    let body = j!({"proposal_id": id, "signatures": [{"keyid": signer.keyid, "sig": signer.sign(payload)}]});
+    s.post("/approve", &serde_json::to_vec(&body).unwrap())
+}
+
+fn commit(s: &TestServer, id: &str) -> ClientResponse {
+    s.post("/commit", format!(r#"{{"proposal_id":"{id}"}}"#).as_bytes())
+}
+
+#[test]
+fn an_acknowledged_proposal_and_approvals_survive_kill_9_and_the_commit_works_after() {
+    let s = TestServer::start(Setup::default());
+    let (a, b) = (Signer::new("a", 1), Signer::new("b", 2));
+    let p = payload(0, "n1");
+    let (id, expires_at) = propose(&s, &p);
+    let r = approve(&s, &id, &p, &a);
+    assert_eq!(r.status, 200, "{}", r.text());
+    // kill -9 right after the 200: no shutdown path runs.
+    let s = s.restart_killed();
+    assert!(
+        s.logs()
+            .contains("msg=\"pending proposals restored\" count=1"),
+        "{}",
+        s.logs()
+    );
+    let view = json(&s.get(&format!("/proposals/{id}")));
+    assert_eq!(view["state"], "pending");
+    assert_eq!(
+        view["expires_at"],
+        expires_at.as_str(),
+        "the TTL clock survives"
+    );
+    assert_eq!(view["approvals"], j!(["a"]));
+    // One more approval after the restart makes the quorum with the one before it.
+    assert_eq!(approve(&s, &id, &p, &b).status, 200);
+    let r = commit(&s, &id);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(json(&r)["version"], 1);
+
+    // After the commit and another crash, the pending frames of the committed proposal are
+    // ignored: it is committed, not pending again.
+    let s = s.restart_killed();
+    let view = json(&s.get(&format!("/proposals/{id}")));
+    assert_eq!(view["state"], "committed");
+    assert_eq!(commit(&s, &id).status, 409);
+    assert!(
+        !s.logs().contains("pending proposals restored"),
+        "{}",
+        s.logs()
+    );
+}
+
+#[test]
+fn a_proposal_acknowledged_just_before_kill_9_is_pending_after_restart() {
+    let s = TestServer::start(Setup::default());
+    let p = payload(0, "n1");
+    let (id, _) = propose(&s, &p);
+    let s = s.restart_killed();
+    let view = json(&s.get(&format!("/proposals/{id}")));
+    assert_eq!(view["state"], "pending", "{view}");
+    // Idempotent re-submission after the restart: the same proposal, the same expiry.
+    let (again, _) = propose(&s, &p);
+    assert_eq!(again, id);
+}
+
+#[test]
+fn an_expired_proposal_does_not_come_back_after_a_restart() {
+    let s = TestServer::start(Setup {
+        tables: "[proposals]\nttl_secs = 1\n".into(),
+        ..Setup::default()
+    });
+    let a = Signer::new("a", 1);
+    let p = payload(0, "n1");
+    let (id, _) = propose(&s, &p);
+    assert_eq!(approve(&s, &id, &p, &a).status, 200);
+    eventually(Duration::from_secs(5), "the proposal expires", || {
+        json(&s.get(&format!("/proposals/{id}")))["state"] == "expired"
+    });
+    let s = s.restart_killed();
+    assert_eq!(s.get(&format!("/proposals/{id}")).status, 404);
+    assert_eq!(approve(&s, &id, &p, &a).status, 404);
+}
