@@ -12,6 +12,7 @@ use svc_registry::domain::descriptor::Kind;
 use svc_registry::domain::proposal::{self, Op, ProposalLimits};
 use svc_registry::domain::record::CommitRecord;
 use svc_registry::domain::{chain, dsse, sha256_hex, signers, state};
+use svc_registry::history::Loc;
 use svc_registry::snapshot::Snapshot;
 
 const PROPOSAL: &[u8] = br#"{"registry_id":"bench","base_version":41,"ops":[{"op":"put","kind":"node","id":"node-7","body":{"addr":"10.0.0.7:9000","zone":"eu-1","weight":10}}],"note":"a typical single-op proposal of about three hundred bytes, padded with a note to look like the real thing"}"#;
@@ -89,7 +90,12 @@ fn snapshot_of(n: usize) -> Snapshot {
     rec.version = 1;
     rec.genesis_signers = None;
     rec.descriptors = n as u64;
-    genesis.next(Arc::new(rec), descriptors)
+    // The bench journal keeps nothing: the location only has to be well formed.
+    let loc = Loc {
+        end: 1_000,
+        len: 700,
+    };
+    genesis.next(Arc::new(rec), descriptors, loc)
 }
 
 fn publish(c: &mut Criterion) {
@@ -104,7 +110,11 @@ fn publish(c: &mut Criterion) {
                 let mut rec = (*base.head).clone();
                 rec.version = 2;
                 rec.descriptors = d.len() as u64;
-                black_box(base.next(Arc::new(rec), d))
+                let loc = Loc {
+                    end: 2_000,
+                    len: 700,
+                };
+                black_box(base.next(Arc::new(rec), d, loc))
             })
         });
     }

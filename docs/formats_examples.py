@@ -262,6 +262,10 @@ def examples():
             "registry_id": REGISTRY_ID,
             "version": 1,
             "hash": h1,
+            # The log position just past record 1 (§5) when its frame (a 16-byte header + the 810
+            # bytes a dev server wrote) directly follows the genesis frame in segment 0; a real
+            # server's pending frames for the proposal sit between them and move it.
+            "log_end": 16 + len(genesis) + 16 + 810,
             "descriptors": [{"kind": "node", "id": "node-7", "version": 1, "body": {"addr": "10.0.0.7:9000"}}],
             "signers": [{"since_version": 0, "set": signers_json(threshold, keys)}],
         },
@@ -282,6 +286,7 @@ def check_data_dir(data_dir, registry_id):
     names = sorted(n for n in os.listdir(log_dir) if n.startswith("segment-") and n.endswith(".log"))
     prev = None
     version = -1
+    ends = {}  # version -> log position just past its frame (what a checkpoint's log_end names)
     for name in names:
         path = os.path.join(log_dir, name)
         seg = open(path, "rb").read()
@@ -326,6 +331,7 @@ def check_data_dir(data_dir, registry_id):
             print(f"    @{off}: len={ln} crc=0x{crc:08x} durable={durable} version={version} hash={h} ok")
             prev = h
             off += 16 + ln
+            ends[version] = int(name[len("segment-") : -len(".log")]) * len(seg) + off
     cdir = os.path.join(data_dir, "checkpoints")
     for name in sorted(os.listdir(cdir)) if os.path.isdir(cdir) else []:
         b = open(os.path.join(cdir, name), "rb").read()
@@ -334,6 +340,8 @@ def check_data_dir(data_dir, registry_id):
         assert struct.unpack("<I", b[-4:])[0] == crc32c(b[:-4]), f"{name}: CRC mismatch"
         assert name == f"checkpoint-{seq:020d}.ckpt"
         cp = json.loads(b[24:-4])
+        if "log_end" in cp:
+            assert ends.get(cp["version"]) == cp["log_end"], f"{name}: log_end is not where record {cp['version']} ends"
         print(f"  {name}: seq={seq} payload={n} bytes, version={cp['version']} hash={cp['hash']} ok")
     manifest = os.path.join(data_dir, "BACKUP.json")
     if os.path.exists(manifest):

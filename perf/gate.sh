@@ -14,6 +14,9 @@
 #           p99 < 250 ms.
 #   stream  100 subscribers, 20 commits: no event missing, p99 commit ack → event < 50 ms.
 #   start   empty data dir: read-ready < 1 s (goal 100 ms).
+#   history RssAnon growth over 5,000 single-op commits on one descriptor, after 17,000
+#           warm-up commits, ≤ 256 B per commit (issue 14: history is read from the log;
+#           keeping every record on the heap again costs ≈ 1,250 B).
 #
 # Builds with CARGO_PROFILE_RELEASE_DEBUG=0 into target/perf-gate (so it never replaces the
 # normal release binary and builds faster). Prints one line per check and "perf gate: N passed,
@@ -108,6 +111,26 @@ p99, missing = d["ack_to_event"]["p99_ms"], d["events_missing"]
 ok = missing == 0 and d["commits"] == 20 and p99 < 50
 print(int(ok), f"{missing}_events_missing,_p99_ack_to_event_{p99}_ms_(limit_50)")' "$RAW/stream.json")
 check "stream" "$sok" "${sdetail//_/ }"
+
+# ---- history: no per-commit heap growth
+write_config "$TMPD/history" 1 1 never
+start_registry gate-history "$TMPD/history"
+# Past the writer's bounded memory of 16,384 committed proposal ids first (≈ 8 s): what is
+# checked is growth with history itself.
+"$LG" fill --addr "$RA" --descriptors 17000 --ops 1 --same-id 1 >/dev/null
+rss_status "$SPID" >"$RAW/history-before.txt"
+"$LG" fill --addr "$RA" --descriptors 5000 --ops 1 --same-id 1 >/dev/null
+rss_status "$SPID" >"$RAW/history-after.txt"
+stop_registry
+read -r hok hdetail < <(py '
+import sys
+def kb(f):
+    return {l.split(":")[0]: int(l.split(":")[1].split()[0]) for l in open(f) if ":" in l}
+b, a = kb(sys.argv[1]), kb(sys.argv[2])
+per = (a["RssAnon"] - b["RssAnon"]) * 1024 / 5000
+print(int(per <= 256), f"RssAnon_{per:.0f}_B/commit_over_5,000_commits_(limit_256)")' \
+    "$RAW/history-before.txt" "$RAW/history-after.txt")
+check "history" "$hok" "${hdetail//_/ }"
 
 rm -rf "$TMPD"
 end=$(date +%s)

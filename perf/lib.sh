@@ -7,9 +7,10 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="${PERF_OUT:-$ROOT/perf/out}"
 RAW="$OUT/raw"
 TMPD="$OUT/tmp"
-BIN="$ROOT/target/release/svc-registry"
+# PERF_BIN / PERF_LG: binaries built elsewhere (with PERF_PREBUILT=1, build_all builds nothing).
+BIN="${PERF_BIN:-$ROOT/target/release/svc-registry}"
 RONCTL="$ROOT/target/release/ronctl"
-LG="$OUT/target/release/loadgen"
+LG="${PERF_LG:-$OUT/target/release/loadgen}"
 PERF_PIDS=()
 
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -72,6 +73,10 @@ ensure_tools() {
 }
 
 build_all() {
+    if [ "${PERF_PREBUILT:-0}" = 1 ]; then
+        log "PERF_PREBUILT=1: using $BIN and $LG as built"
+        return 0
+    fi
     log "cargo build --release (svc-registry, ronctl)"
     (cd "$ROOT" && cargo build --release --bins -q)
     log "cargo build --release (perf/loadgen, target dir $OUT/target)"
@@ -136,6 +141,12 @@ start_registry() {
     done
     log "server $name not ready in 60 s"
     return 1
+}
+
+# rss_status PID: the memory lines of /proc/PID/status (RssAnon: the heap; VmRSS: what
+# process_resident_memory_bytes reports).
+rss_status() {
+    grep -E '^(VmRSS|RssAnon|RssFile|RssShmem):' "/proc/$1/status"
 }
 
 stop_registry() {

@@ -11,7 +11,8 @@ import re
 import statistics
 import sys
 
-RAW = sys.argv[1]
+HISTORY_LINE = len(sys.argv) > 1 and sys.argv[1] == "--history-line"
+RAW = sys.argv[2] if HISTORY_LINE else sys.argv[1]
 
 
 def path(name):
@@ -82,6 +83,46 @@ def fmt(x, nd=0):
 
 def verdict(ok):
     return "met" if ok else "**MISSED**"
+
+
+def status_kb(name):
+    d = {}
+    for line in text(name).splitlines():
+        k, v = line.split(":", 1)
+        d[k] = int(v.split()[0])
+    return d
+
+
+def history_figures(which, warm=17000):
+    """Figures of the history section for one build, or None."""
+    fill = load(f"history-{which}-fill.json")
+    start, first = status_kb(f"history-{which}-start.txt"), status_kb(f"history-{which}-first10k.txt")
+    before, after = status_kb(f"history-{which}-before.txt"), status_kb(f"history-{which}-after.txt")
+    if not fill or not before or not after:
+        return None
+    n = fill["version"] - warm
+    w = parse_wrk(path(f"history-{which}-version-wrk.txt"))
+    w100 = parse_wrk(path(f"history-{which}-version100-wrk.txt"))
+    cs = load_lines(f"coldstart-history-{which}.jsonl")
+    return {
+        "n": n,
+        "anon": (after["RssAnon"] - before["RssAnon"]) * 1024 / n,
+        "rss": (after["VmRSS"] - before["VmRSS"]) * 1024 / n,
+        "anon_first": (first["RssAnon"] - start["RssAnon"]) * 1024 / 10000 if first and start else float("nan"),
+        "rps": w["rps"], "per_cpu": w["per_cpu_s"],
+        "rps100": w100["rps"], "per_cpu100": w100["per_cpu_s"],
+        "ready": statistics.median(x["first_head_ms"] for x in cs) if cs else float("nan"),
+    }
+
+
+if HISTORY_LINE:
+    f = history_figures(sys.argv[3], int(sys.argv[4]))
+    print("no figures" if f is None else
+          f"{f['n']} commits: RssAnon {f['anon']:.0f} B/commit (first 10,000: {f['anon_first']:.0f}), "
+          f"VmRSS {f['rss']:.0f} B/commit, /registry/{{v}} {f['rps']:,.0f} RPS "
+          f"({f['per_cpu']:,.0f} per CPU-s), 15 KB record {f['rps100']:,.0f} RPS "
+          f"({f['per_cpu100']:,.0f} per CPU-s), read-ready {f['ready']:.0f} ms")
+    sys.exit(0)
 
 
 out = []
@@ -333,6 +374,30 @@ if cs or sb:
         p(f"- threads when idle: {cs['empty'][-1]['threads']} (with a data dir), "
           f"{cs.get('amnesia', cs['empty'])[-1]['threads']} (--amnesia)")
     p("")
+
+# ------------------------------------------------------------------ history (issue 14)
+hist = {w: history_figures(w) for w in ("prev", "cur")}
+if hist["cur"]:
+    p("## Memory with long histories (issue 14)\n")
+    p("Single-op commits on one descriptor (fsync never), measured after 17,000 warm-up commits "
+      "(past the writer's bounded memory of 16,384 committed proposal ids); the previous build "
+      "side by side in this run. Reads: wrk -t2 -c64, with requests per server CPU-second.\n")
+    p("| build | commits | RssAnon growth | (first 10,000 from start) | VmRSS growth | "
+      "/registry/{v} RPS (per CPU-s) | 15 KB record RPS (per CPU-s) | read-ready |")
+    p("|---|---|---|---|---|---|---|---|")
+    for w, label in (("prev", "previous"), ("cur", "this")):
+        f = hist[w]
+        if f:
+            p(f"| {label} | {f['n']:,} | {f['anon']:,.0f} B/commit | {f['anon_first']:,.0f} B/commit | "
+              f"{f['rss']:,.0f} B/commit | {fmt(f['rps'])} ({fmt(f['per_cpu'])}) | "
+              f"{fmt(f['rps100'])} ({fmt(f['per_cpu100'])}) | {fmt(f['ready'])} ms |")
+    p("")
+    c = hist["cur"]
+    goals.append(("RssAnon growth ≤ 64 B per single-op commit", f"{c['anon']:.0f} B", verdict(c["anon"] <= 64)))
+    pr = hist["prev"]
+    if pr and pr["per_cpu"] > 0:
+        goals.append(("/registry/{v} requests per CPU-s vs the previous build",
+                      f"{c['per_cpu'] / pr['per_cpu']:.2f}× (15 KB: {c['per_cpu100'] / pr['per_cpu100']:.2f}×)", "–"))
 
 # ------------------------------------------------------------------ goals
 if goals:

@@ -9,19 +9,20 @@
 #   perf/out/results.md   the Markdown table (goals marked met / MISSED)
 #   perf/out/raw/         every raw output (wrk text, loadgen/fio JSON, server logs)
 #
-# Sections: reads, writes, stream, startup, footprint. --quick shortens every run (2 s instead of
+# Sections: reads, writes, stream, startup, footprint, history. --quick shortens every run (2 s instead of
 # 5 s, one round instead of two) and skips the 1M and 100k-version data sets. Full run ≈ 8–10 min,
 # --quick ≈ 2.5 min, on 2 cores (plus the build). Add --only SECTION,... to run some sections.
+# PERF_PREBUILT=1 with PERF_BIN and PERF_LG runs binaries built elsewhere (no build here).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 QUICK=0
-ONLY="reads,writes,stream,startup,footprint"
+ONLY="reads,writes,stream,startup,footprint,history"
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
         --only) ONLY=$2; shift ;;
-        *) echo "usage: perf/run.sh [--quick] [--only reads,writes,stream,startup,footprint]" >&2; exit 2 ;;
+        *) echo "usage: perf/run.sh [--quick] [--only reads,writes,stream,startup,footprint,history]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -33,13 +34,17 @@ trap 'stop_all' EXIT
 trap 'exit 130' INT TERM
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-ensure_tools python3 curl wrk nginx etcd etcdctl fio strip
+if [ "$ONLY" = history ]; then
+    ensure_tools python3 curl wrk
+else
+    ensure_tools python3 curl wrk nginx etcd etcdctl fio strip
+fi
 mkdir -p "$RAW" "$TMPD"
 # A partial run (--only) keeps the other sections' raw files, so the report stays whole.
-if [ "$ONLY" = "reads,writes,stream,startup,footprint" ]; then rm -rf "${RAW:?}"/*; fi
+if [ "$ONLY" = "reads,writes,stream,startup,footprint,history" ]; then rm -rf "${RAW:?}"/*; fi
 rm -rf "${TMPD:?}"/*
 build_all
-if [ "$ONLY" != "reads,writes,stream,startup,footprint" ] && [ -f "$RAW/env.txt" ]; then
+if [ "$ONLY" != "reads,writes,stream,startup,footprint,history" ] && [ -f "$RAW/env.txt" ]; then
     echo "re-run of $ONLY: $(date -u +%FT%TZ), git $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null), loadavg at start $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RAW/env.txt"
 else {
     echo "date: $(date -u +%FT%TZ)"
@@ -258,6 +263,63 @@ if want startup || want footprint; then
     strip -o "$TMPD/svc-registry.stripped" "$BIN"
     stat -c %s "$TMPD/svc-registry.stripped" >"$RAW/binary-stripped-bytes.txt"
     stat -c %s "$BIN" >"$RAW/binary-bytes.txt"
+fi
+
+# ---------------------------------------------------------------- history
+# Memory with long histories (issue 14), side by side with the previous build in one run:
+# RssAnon and VmRSS growth per single-op commit on one descriptor, /registry/{version} RPS,
+# read-ready with the history. The previous build is PERF_PREV_BIN if set, else built from
+# PERF_PREV_REV (default: the commit before history moved off the heap) into $OUT/prev-target.
+if want history; then
+    if [ -n "${PERF_PREV_BIN:-}" ]; then
+        PREV_BIN=$PERF_PREV_BIN
+    else
+        rev=${PERF_PREV_REV:-$(cd "$ROOT" && git log --diff-filter=A --format=%H -- src/history.rs | tail -1)~1}
+        log "history: building the previous release ($rev) into $OUT/prev-target"
+        rm -rf "$TMPD/prev-src"; mkdir -p "$TMPD/prev-src"
+        (cd "$ROOT" && git archive "$rev") | tar -x -C "$TMPD/prev-src"
+        (cd "$TMPD/prev-src" && CARGO_TARGET_DIR="$OUT/prev-target" cargo build --release -q --bin svc-registry)
+        PREV_BIN="$OUT/prev-target/release/svc-registry"
+    fi
+    # Warm-up past the bounded per-commit memories (the writer remembers the last 16,384
+    # committed proposal ids; the stream keeps 4,096 formatted events), so what is measured is
+    # growth with history itself. The first 10,000 commits from start are reported as well.
+    if [ $QUICK = 1 ]; then HN=2000; WARM=17000; else HN=10000; WARM=17000; fi
+    cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+    # wrk_cpu NAME URL: wrk -c64 with the server's CPU time around it (requests per CPU-second
+    # is what a shared, noisy box measures reliably; RPS is reported too).
+    wrk_cpu() {
+        local c0 c1
+        c0=$(cpu_ticks "$SPID")
+        wrk -t2 -c64 -d${D}s "$2" >"$RAW/history-$1.txt" 2>&1
+        c1=$(cpu_ticks "$SPID")
+        echo "server_cpu_s $(python3 -c "print(($c1 - $c0) / $(getconf CLK_TCK))")" >>"$RAW/history-$1.txt"
+    }
+    for which in prev cur; do
+        if [ $which = prev ]; then run_bin=$PREV_BIN; else run_bin=$BIN; fi
+        dir="$TMPD/h-$which"
+        rm -rf "$dir"
+        write_config "$dir" 1 1 never
+        BIN_SAVED=$BIN; BIN=$run_bin
+        start_registry "history-$which" "$dir"
+        rss_status "$SPID" >"$RAW/history-$which-start.txt"
+        "$LG" fill --addr "$RA" --descriptors 10000 --ops 1 --same-id 1 >"$RAW/history-$which-first.json"
+        rss_status "$SPID" >"$RAW/history-$which-first10k.txt"
+        "$LG" fill --addr "$RA" --descriptors $((WARM - 10000)) --ops 1 --same-id 1 >/dev/null
+        rss_status "$SPID" >"$RAW/history-$which-before.txt"
+        "$LG" fill --addr "$RA" --descriptors "$HN" --ops 1 --same-id 1 >"$RAW/history-$which-fill.json"
+        rss_status "$SPID" >"$RAW/history-$which-after.txt"
+        wrk_cpu "$which-version-wrk" "http://$RA/registry/$((WARM + HN / 2))"
+        # One 100-op record (≈ 15 KB), the record size of the reads section.
+        "$LG" fill --addr "$RA" --descriptors 100 --ops 100 >/dev/null
+        wrk_cpu "$which-version100-wrk" "http://$RA/registry/$((WARM + HN + 1))"
+        stop_registry
+        write_config "$dir" 1 1 batch
+        coldstart "$dir" "history-$which" "$((WARM + HN + 1))"
+        BIN=$BIN_SAVED
+        log "history $which: $(python3 "$ROOT/perf/report.py" --history-line "$RAW" "$which" "$WARM")"
+        rm -rf "$dir"
+    done
 fi
 
 stop_all

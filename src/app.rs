@@ -163,6 +163,14 @@ pub fn run(opts: Options) -> i32 {
             config.flags.amnesia
         );
     }
+    // After readiness, so the re-hash never competes with start-up for the CPU.
+    if roles.storage.is_some() {
+        start_history_check(
+            config.raw.registry_id.clone(),
+            roles.snapshot.load_full(),
+            shared.plane.clone(),
+        );
+    }
     let drain_thread = signal_loop(
         signals,
         config,
@@ -312,13 +320,24 @@ enum OpenFailure {
 fn open_storage(config: &Config, shared: &Shared) -> Result<Restored, OpenFailure> {
     let restored = if config.flags.amnesia {
         log::info!("msg=\"amnesia: state lives in memory only; nothing is written to disk\"");
+        let store = match crate::history::MemoryStore::new() {
+            Ok(store) => Arc::new(store),
+            Err(e) => {
+                let msg = format!("cannot create the in-memory journal: {e}");
+                log::error!("msg=\"state restore failed; not ready\" error={msg:?}");
+                *shared.plane.readiness.restore_error.lock() = Some(msg);
+                return Err(OpenFailure::Refused);
+            }
+        };
         Restored {
-            // A new genesis v2 each start, from the config's [signers] (docs/FORMATS.md).
-            snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::genesis(
+            // A new genesis v2 each start, from the config's [signers] (docs/FORMATS.md); later records
+            // are read back from the in-memory journal.
+            snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::genesis_over(
                 &config.raw.registry_id,
                 Arc::new(config.signers.clone()),
+                store.clone(),
             ))),
-            journal: Box::new(MemoryJournal::new()),
+            journal: Box::new(MemoryJournal::new(store)),
             sync_target: None,
             recent_commits: Vec::new(),
             pending: Vec::new(),
@@ -363,7 +382,7 @@ fn open_storage(config: &Config, shared: &Shared) -> Result<Restored, OpenFailur
                         "msg=\"created new data directory\" path={:?} registry_id={} genesis_hash={}",
                         config.raw.data_dir.display().to_string(),
                         config.raw.registry_id,
-                        opened.restored.snapshot.history[0].hash
+                        opened.restored.snapshot.history.genesis().hash
                     );
                 }
                 let journal = Box::new(crate::storage::DiskJournal {
@@ -412,6 +431,37 @@ fn open_storage(config: &Config, shared: &Shared) -> Result<Restored, OpenFailur
     m().registry_head_version
         .set(restored.snapshot.load().version() as i64);
     Ok(restored)
+}
+
+/// The background check of start-up: re-hash the whole restored chain from genesis (start-up
+/// itself only verified what follows the checkpoint) and report a problem through
+/// `registry_background_verify_failures_total` and a `/readyz` reason. It never holds
+/// readiness, and it is not joined: it only reads, and ends by itself (a shutdown does not wait
+/// for it).
+fn start_history_check(registry_id: String, snapshot: Arc<Snapshot>, plane: Arc<WritePlane>) {
+    let spawned = std::thread::Builder::new()
+        .name("history-check".into())
+        .spawn(move || {
+            let started = Instant::now();
+            match crate::restore::verify_history(
+                &registry_id,
+                &snapshot.history,
+                &snapshot.head.hash,
+            ) {
+                Ok(versions) => log::info!(
+                    "msg=\"background history check passed\" versions={versions} elapsed_ms={}",
+                    started.elapsed().as_millis()
+                ),
+                Err(e) => {
+                    log::error!("msg=\"background history check failed\" error={e:?}");
+                    m().registry_background_verify_failures_total.inc();
+                    *plane.readiness.history_problem.lock() = Some(e);
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("msg=\"cannot start the background history check\" error={e:?}");
+    }
 }
 
 /// The running roles of the write plane and the stream, joined in order at exit.

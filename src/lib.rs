@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod history;
 pub mod http;
 pub mod log;
 pub mod logging;

@@ -41,6 +41,8 @@ pub struct Metrics {
     pub registry_chaos_storage_latency_seconds: Gauge,
     pub registry_ready: IntGauge,
     pub registry_read_only: IntGauge,
+    pub registry_history_read_failures_total: IntCounter,
+    pub registry_background_verify_failures_total: IntCounter,
 }
 
 fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
@@ -162,6 +164,16 @@ impl Metrics {
                 "1 in maintenance (read-only) mode",
             )
             .expect("valid"),
+            registry_history_read_failures_total: IntCounter::new(
+                "registry_history_read_failures_total",
+                "Records of history that could not be read back from the log intact",
+            )
+            .expect("valid"),
+            registry_background_verify_failures_total: IntCounter::new(
+                "registry_background_verify_failures_total",
+                "Problems found by the start-up background re-hash of the whole chain",
+            )
+            .expect("valid"),
         };
         let r = &m.registry;
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -187,6 +199,8 @@ impl Metrics {
             Box::new(m.registry_chaos_storage_latency_seconds.clone()),
             Box::new(m.registry_ready.clone()),
             Box::new(m.registry_read_only.clone()),
+            Box::new(m.registry_history_read_failures_total.clone()),
+            Box::new(m.registry_background_verify_failures_total.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for c in collectors {

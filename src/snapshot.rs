@@ -4,11 +4,14 @@
 //! Architecture invariant: only the writer thread builds and publishes snapshots, and it publishes
 //! version V only after V is durable. A snapshot never changes after publication; building V+1
 //! shares structure with V (persistent map and vector), so publishing is O(ops · log n).
+//! History is not on the heap: per version the snapshot holds a 16-byte location of the record
+//! in the journal ([`History`]); only genesis and the head are kept as records.
 
 use crate::domain::quorum::SignerHistory;
 use crate::domain::record::CommitRecord;
 use crate::domain::signers::SignerSet;
 use crate::domain::state::Descriptors;
+use crate::history::{History, HistorySource, Loc, NoSource};
 use std::sync::Arc;
 
 pub struct Snapshot {
@@ -17,19 +20,29 @@ pub struct Snapshot {
     /// `/registry/head` body, encoded once at publication.
     pub head_json: Arc<[u8]>,
     pub descriptors: Descriptors,
-    /// Every record from genesis to head; index = version.
-    pub history: imbl::Vector<Arc<CommitRecord>>,
+    /// Every version from genesis to head, read from the journal.
+    pub history: History,
     /// Every signer set from genesis to head (docs/FORMATS.md): which set judges a proposal on which
     /// base. Shared between snapshots until a `set_signers` commit replaces it.
     pub signers: Arc<SignerHistory>,
 }
 
 impl Snapshot {
-    /// Version 0 of a registry whose initial signer set is `set` (genesis v2).
+    /// Version 0 of a registry whose initial signer set is `set` (genesis v2), with no journal
+    /// to read history from (for tests whose journal keeps nothing; [`Snapshot::genesis_over`]
+    /// names one).
     pub fn genesis(registry_id: &str, set: Arc<SignerSet>) -> Snapshot {
+        Snapshot::genesis_over(registry_id, set, Arc::new(NoSource))
+    }
+
+    /// Version 0 whose later records will be read from `source`.
+    pub fn genesis_over(
+        registry_id: &str,
+        set: Arc<SignerSet>,
+        source: Arc<dyn HistorySource>,
+    ) -> Snapshot {
         let head = Arc::new(CommitRecord::genesis(registry_id, set.clone()));
-        let mut history = imbl::Vector::new();
-        history.push_back(head.clone());
+        let history = History::new(head.clone(), source);
         Snapshot::new(
             registry_id.into(),
             head,
@@ -43,10 +56,10 @@ impl Snapshot {
         registry_id: Arc<str>,
         head: Arc<CommitRecord>,
         descriptors: Descriptors,
-        history: imbl::Vector<Arc<CommitRecord>>,
+        history: History,
         signers: Arc<SignerHistory>,
     ) -> Snapshot {
-        debug_assert_eq!(history.len() as u64, head.version + 1);
+        debug_assert_eq!(history.len(), head.version + 1);
         debug_assert!(signers.current().0 <= head.version);
         debug_assert_eq!(head.descriptors, descriptors.len() as u64);
         let head_json = serde_json::to_vec(&head.head_json())
@@ -66,16 +79,24 @@ impl Snapshot {
         self.head.version
     }
 
-    /// The record at `version`, if committed.
-    pub fn record(&self, version: u64) -> Option<&Arc<CommitRecord>> {
-        usize::try_from(version)
-            .ok()
-            .and_then(|v| self.history.get(v))
+    /// The served JSON of the record at `version`: `Ok(None)` if not committed, `Err` if the
+    /// journal could not be read back intact.
+    pub fn record_bytes(&self, version: u64) -> Result<Option<Vec<u8>>, String> {
+        self.history.bytes(version)
     }
 
-    /// The next snapshot after applying a commit record whose state is `descriptors`.
-    pub fn next(&self, record: Arc<CommitRecord>, descriptors: Descriptors) -> Snapshot {
-        self.next_with(record, descriptors, None)
+    /// The record at `version`, parsed (see [`Snapshot::record_bytes`]).
+    pub fn record(&self, version: u64) -> Result<Option<Arc<CommitRecord>>, String> {
+        if version == self.head.version {
+            return Ok(Some(self.head.clone()));
+        }
+        Ok(self.history.record(version)?.map(Arc::new))
+    }
+
+    /// The next snapshot after applying a commit record whose state is `descriptors`; `loc` is
+    /// where the journal holds the record's bytes.
+    pub fn next(&self, record: Arc<CommitRecord>, descriptors: Descriptors, loc: Loc) -> Snapshot {
+        self.next_with(record, descriptors, loc, None)
     }
 
     /// Like [`Snapshot::next`]; `new_signers` is the set a `set_signers` record puts in force
@@ -84,6 +105,7 @@ impl Snapshot {
         &self,
         record: Arc<CommitRecord>,
         descriptors: Descriptors,
+        loc: Loc,
         new_signers: Option<Arc<SignerSet>>,
     ) -> Snapshot {
         assert_eq!(
@@ -92,7 +114,7 @@ impl Snapshot {
             "versions advance by one"
         );
         let mut history = self.history.clone();
-        history.push_back(record.clone());
+        history.push(loc);
         let signers = match new_signers {
             Some(set) => {
                 let mut h = (*self.signers).clone();

@@ -1,9 +1,19 @@
 //! Glue between the writer's roles and the on-disk log: the journal and sync target the writer
-//! and fsync thread use, and start-up restore from `data_dir`.
+//! and fsync thread use, history's read path over the log, and start-up restore from
+//! `data_dir`.
+//!
+//! Start-up keeps no record bytes: recovery's scan yields each record's location, and restore
+//! reads back only what it needs (the genesis record, the checkpoint's record, what follows it,
+//! recent proposal ids, and the pending frames). Recovery also hands over each frame's first
+//! payload bytes, so pending frames (`domain::pending`) are told from commit records even below
+//! a checkpoint's `log_end`, where payloads are not read: the history indexes commit records
+//! only, its genesis is the log's first frame.
 
+use crate::domain::pending::{self, PendingFrame, PendingFrames};
 use crate::domain::record::CommitRecord;
 use crate::domain::signers::SignerSet;
-use crate::log::{self as rlog, LogError, LogWriter, OsIo, StorageOptions, Syncer};
+use crate::history::{History, HistorySource, Loc};
+use crate::log::{self as rlog, LogError, LogReader, LogWriter, OsIo, StorageOptions, Syncer};
 use crate::restore::{self, Located, Restored};
 use crate::roles::fsync::SyncTarget;
 use crate::roles::writer::{Journal, JournalError};
@@ -16,6 +26,125 @@ impl Located for rlog::Record {
     }
     fn payload(&self) -> &[u8] {
         &self.payload
+    }
+}
+
+impl HistorySource for LogReader {
+    fn read(&self, loc: Loc) -> Result<Vec<u8>, String> {
+        LogReader::read(self, loc.end, loc.len).map_err(|e| e.to_string())
+    }
+}
+
+/// The frames recovery's scan found, by location (no bytes kept): the first frame (the genesis
+/// record), then commit records and pending frames, told apart by their first payload bytes.
+#[derive(Clone, Default)]
+pub struct FrameIndex {
+    pub first: Option<Loc>,
+    pub commits: Vec<Loc>,
+    pub pending: Vec<Loc>,
+}
+
+impl FrameIndex {
+    /// Index the frame ending at `end` with a `len`-byte payload starting with `head`.
+    pub fn add(&mut self, end: u64, len: u32, head: &[u8]) {
+        let loc = Loc { end, len };
+        if self.first.is_none() {
+            self.first = Some(loc);
+        } else if pending::is_pending_frame(head) {
+            self.pending.push(loc);
+        } else {
+            self.commits.push(loc);
+        }
+    }
+}
+
+/// A frame read back, for restore's error messages.
+struct ReadBack {
+    location: String,
+    payload: Vec<u8>,
+}
+
+impl Located for ReadBack {
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+    fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+}
+
+/// The history of an opened log (genesis from its first frame, then every commit record
+/// recovery found, read through `reader`) and its pending frames, read back in full.
+pub fn history_of(
+    registry_id: &str,
+    reader: Arc<LogReader>,
+    log_dir: &Path,
+    index: FrameIndex,
+) -> Result<(History, PendingFrames), restore::RestoreError> {
+    let read = |loc: Loc| -> Result<ReadBack, restore::RestoreError> {
+        let location = describe(&reader, log_dir, loc);
+        match reader.read(loc.end, loc.len) {
+            Ok(payload) => Ok(ReadBack { location, payload }),
+            Err(e) => Err(restore::RestoreError(format!("{location}: {e}"))),
+        }
+    };
+    let Some(first) = index.first else {
+        return Err(restore::RestoreError(
+            "the log holds no genesis record".to_string(),
+        ));
+    };
+    let genesis = restore::genesis_from_frame(registry_id, &read(first)?)?;
+    let mut frames = PendingFrames::default();
+    for loc in index.pending {
+        let frame = read(loc)?;
+        PendingFrame::from_bytes(&frame.payload)
+            .and_then(|f| frames.add(f))
+            .map_err(|e| restore::RestoreError(format!("{}: {e}", frame.location)))?;
+    }
+    let mut history = History::new(Arc::new(genesis), reader.clone());
+    for loc in index.commits {
+        history.push(loc);
+    }
+    Ok((history, frames))
+}
+
+/// `segment path:offset` of the record at `loc`, for error messages.
+fn describe(reader: &LogReader, log_dir: &Path, loc: Loc) -> String {
+    let sb = reader.segment_bytes();
+    let start = loc.end - u64::from(loc.len) - rlog::FRAME_HEADER_BYTES;
+    format!(
+        "{}:{}",
+        rlog::segment_path(log_dir, start / sb).display(),
+        start % sb
+    )
+}
+
+/// Restore over an opened log's history, falling back to a replay of the whole log when the
+/// checkpoint disagrees with it (the log is the source of truth), and saying so.
+pub fn restore_opened(
+    registry_id: &str,
+    checkpoint: Option<&rlog::Checkpoint>,
+    history: History,
+    frames: PendingFrames,
+    reader: &LogReader,
+    log_dir: &Path,
+) -> Result<Restored, restore::RestoreError> {
+    let location = |v: u64| match history.loc(v) {
+        Some(loc) => describe(reader, log_dir, loc),
+        None => format!("version {v}"),
+    };
+    let cp = checkpoint.map(|c| (c.seq, c.payload.as_slice()));
+    match restore::restore_history(registry_id, cp, history.clone(), frames.clone(), &location) {
+        Ok(r) => Ok(r),
+        Err(e) if cp.is_some() => {
+            log::warn!(
+                "msg=\"checkpoint unusable; replaying the whole log\" checkpoint={:?} error={:?}",
+                checkpoint.map(|c| c.path.display().to_string()),
+                e.0
+            );
+            restore::restore_history(registry_id, None, history.clone(), frames, &location)
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -75,7 +204,16 @@ pub fn open(
     opts: &StorageOptions,
     bootstrap: &Arc<SignerSet>,
 ) -> Result<OpenedStorage, OpenError> {
-    let mut opened = rlog::open(data_dir, opts, Arc::new(OsIo)).map_err(|e| match e {
+    let mut index = FrameIndex::default();
+    let trust = |c: &rlog::Checkpoint| restore::checkpoint_log_end(&c.payload).unwrap_or(0);
+    let mut opened = rlog::open_index(
+        data_dir,
+        opts,
+        Arc::new(OsIo),
+        &trust,
+        &mut |end, len, head| index.add(end, len, head),
+    )
+    .map_err(|e| match e {
         LogError::Locked { .. } => OpenError::Locked(e.to_string()),
         LogError::Io { .. } | LogError::NoSpace { .. } => OpenError::Io(e.to_string()),
         other => OpenError::Refused(other.to_string()),
@@ -89,33 +227,23 @@ pub fn open(
             t.reason
         );
     }
-    if opened.records.is_empty() {
-        let record = write_genesis(&mut opened, data_dir, registry_id, bootstrap)
+    if index.first.is_none() {
+        let loc = write_genesis(&mut opened, data_dir, registry_id, bootstrap)
             .map_err(|e| OpenError::Refused(format!("writing the genesis record: {e}")))?;
-        opened.records.push(record);
+        index.first = Some(loc);
     }
-    let cp = opened
-        .checkpoint
-        .as_ref()
-        .map(|c| (c.seq, c.payload.as_slice()));
-    let restored = match restore::restore(registry_id, cp, &opened.records) {
-        Ok(r) => r,
-        Err(e) if cp.is_some() => {
-            // The checkpoint disagrees with the log (the log is the source of truth): replay
-            // the whole log instead, and say so.
-            log::warn!(
-                "msg=\"checkpoint unusable; replaying the whole log\" checkpoint={:?} error={:?}",
-                opened
-                    .checkpoint
-                    .as_ref()
-                    .map(|c| c.path.display().to_string()),
-                e.0
-            );
-            restore::restore(registry_id, None, &opened.records)
-                .map_err(|e| OpenError::Refused(e.0))?
-        }
-        Err(e) => return Err(OpenError::Refused(e.0)),
-    };
+    let log_dir = rlog::log_dir(data_dir);
+    let (history, frames) = history_of(registry_id, opened.reader.clone(), &log_dir, index)
+        .map_err(|e| OpenError::Refused(e.0))?;
+    let restored = restore_opened(
+        registry_id,
+        opened.checkpoint.as_ref(),
+        history,
+        frames,
+        &opened.reader,
+        &log_dir,
+    )
+    .map_err(|e| OpenError::Refused(e.0))?;
     Ok(OpenedStorage {
         restored,
         writer: opened.writer,
@@ -126,16 +254,15 @@ pub fn open(
 }
 
 /// Append the genesis record of a new log and sync it: the data directory's signer set is fixed
-/// from here on. Returns it as the record recovery would have delivered.
+/// from here on. Returns where it is, as recovery would have indexed it.
 pub fn write_genesis(
     opened: &mut rlog::Opened,
     data_dir: &Path,
     registry_id: &str,
     bootstrap: &Arc<SignerSet>,
-) -> Result<rlog::Record, LogError> {
+) -> Result<Loc, LogError> {
     let genesis = CommitRecord::genesis(registry_id, bootstrap.clone());
     let payload = genesis.to_json();
-    let start = opened.writer.end();
     let lsn = opened.writer.append(&payload)?;
     opened.syncer.sync_to(lsn)?;
     log::info!(
@@ -146,10 +273,9 @@ pub fn write_genesis(
         bootstrap.threshold,
         bootstrap.keys.len()
     );
-    Ok(rlog::Record {
-        lsn,
-        path: rlog::segment_path(&rlog::log_dir(data_dir), 0).into(),
-        offset: start,
-        payload,
+    // The journal refuses payloads past a segment (< 4 GiB), so the length fits.
+    Ok(Loc {
+        end: lsn,
+        len: payload.len() as u32,
     })
 }

@@ -34,6 +34,18 @@ pub fn json_response(status: u16, value: &serde_json::Value) -> Response {
     )
 }
 
+/// A record of history could not be read back intact (an I/O error, or bytes that changed on
+/// disk): logged with the detail, counted, and answered 503 without the server's paths.
+pub fn history_unreadable(version: u64, detail: &str) -> ApiError {
+    log::error!("msg=\"history read failed\" version={version} error={detail:?}");
+    crate::metrics::m()
+        .registry_history_read_failures_total
+        .inc();
+    ApiError::unavailable(format!(
+        "version {version} could not be read back from the log intact (see the server log)"
+    ))
+}
+
 /// Record one answered request in the metrics (both listeners).
 pub fn observe(route: &'static str, status: u16, elapsed: Duration, corr_id: &str) {
     let m = crate::metrics::m();

@@ -338,10 +338,14 @@ impl RegistryApi {
             )));
         }
         let snap = self.snapshot.load();
-        let record = snap.record(version).ok_or_else(|| {
-            ApiError::not_found(format!("no version {version} (HEAD is {})", snap.version()))
-        })?;
-        Ok(Response::json(200, record.to_json()))
+        // The stored bytes are the served JSON: answered as read, never re-encoded.
+        let bytes = snap
+            .record_bytes(version)
+            .map_err(|e| super::history_unreadable(version, &e))?
+            .ok_or_else(|| {
+                ApiError::not_found(format!("no version {version} (HEAD is {})", snap.version()))
+            })?;
+        Ok(Response::json(200, bytes))
     }
 
     fn descriptor(&self, kind: &str, id: &str) -> Result<Response, ApiError> {
@@ -465,15 +469,26 @@ impl RegistryApi {
         let snap = self.snapshot.load();
         let head = snap.version();
         let end = from.saturating_add(limit).min(head.saturating_add(1));
-        let records: Vec<serde_json::Value> = (from..end)
-            .filter_map(|v| snap.record(v))
-            .map(|r| r.to_value())
-            .collect();
         let next = (end <= head).then_some(end);
-        Ok(json_response(
-            200,
-            &serde_json::json!({"head": head, "records": records, "next": next}),
-        ))
+        // The page is spliced from the stored records' bytes (each is one JSON object), so no
+        // record is parsed or re-encoded; keys in the order serde_json writes them.
+        let mut body = format!(
+            "{{\"head\":{head},\"next\":{},\"records\":[",
+            next.map_or("null".to_string(), |n| n.to_string())
+        )
+        .into_bytes();
+        for v in from..end {
+            let bytes = snap
+                .record_bytes(v)
+                .map_err(|e| super::history_unreadable(v, &e))?
+                .expect("every version up to the head is in the history");
+            if v > from {
+                body.push(b',');
+            }
+            body.extend_from_slice(&bytes);
+        }
+        body.extend_from_slice(b"]}");
+        Ok(Response::json(200, body))
     }
 
     fn write(&self, route: Route, req: Request, replier: Replier) -> Outcome {

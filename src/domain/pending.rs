@@ -74,7 +74,7 @@ pub struct RestoredPending {
 }
 
 /// Gathers pending frames in log order.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct PendingFrames {
     proposals: BTreeMap<String, RestoredPending>,
 }

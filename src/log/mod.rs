@@ -28,6 +28,7 @@ mod error;
 mod fault;
 mod io;
 mod lock;
+mod read;
 mod recovery;
 mod segment;
 
@@ -43,6 +44,8 @@ pub use error::LogError;
 pub use fault::{FaultIo, FaultKind, Op};
 pub use io::{write_atomic, FileHandle, Io, LockHandle, MapSyncer, MapWriter, OsIo};
 pub use lock::{lock_dir, DirLock};
+pub use read::LogReader;
+pub use recovery::PAYLOAD_HEAD_BYTES;
 pub use segment::{
     payload_bytes_max, segment_path, LogWriter, Syncer, FRAME_HEADER_BYTES, SEGMENT_BYTES_MIN,
 };
@@ -103,6 +106,9 @@ pub struct Opened {
     pub records: Vec<Record>,
     /// What recovery cut from the end of the log, if anything.
     pub truncated_tail: Option<TornTail>,
+    /// Reads records back by location (history's read path); shares nothing with the writer
+    /// but the files.
+    pub reader: Arc<LogReader>,
     /// The data directory lock; released on drop (drop it last).
     pub lock: DirLock,
 }
@@ -129,6 +135,46 @@ pub fn open_visit(
     opts: &StorageOptions,
     io: Arc<dyn Io>,
     visit: &mut dyn FnMut(Record),
+) -> Result<Opened, LogError> {
+    open_scan(data_dir, opts, io, &|_| 0, &mut |found| {
+        visit(Record {
+            lsn: found.lsn,
+            path: found.path.clone(),
+            offset: found.offset,
+            payload: found
+                .payload
+                .expect("nothing is trusted: every payload is read")
+                .to_vec(),
+        })
+    })
+}
+
+/// Open for serving: hands `visit` each record's location (the Lsn just past it and its
+/// payload length) and its first payload bytes (up to [`PAYLOAD_HEAD_BYTES`], read even where
+/// the payload is not checked, so the caller can tell kinds of frames apart), and keeps no record
+/// bytes. `trust` names, from the checkpoint loaded, the Lsn
+/// below which records are checked by header only (see `recovery.rs`); the caller must then tie
+/// that checkpoint to the log and read every record it serves through [`LogReader`], which
+/// checks each CRC.
+pub fn open_index(
+    data_dir: &Path,
+    opts: &StorageOptions,
+    io: Arc<dyn Io>,
+    trust: &dyn Fn(&Checkpoint) -> Lsn,
+    visit: &mut dyn FnMut(Lsn, u32, &[u8]),
+) -> Result<Opened, LogError> {
+    open_scan(data_dir, opts, io, trust, &mut |found| {
+        // A payload is below 4 GiB: the length field is a u32.
+        visit(found.lsn, found.len as u32, found.head)
+    })
+}
+
+fn open_scan(
+    data_dir: &Path,
+    opts: &StorageOptions,
+    io: Arc<dyn Io>,
+    trust: &dyn Fn(&Checkpoint) -> Lsn,
+    visit: &mut dyn FnMut(recovery::Found<'_>),
 ) -> Result<Opened, LogError> {
     assert!(
         opts.segment_bytes >= SEGMENT_BYTES_MIN,
@@ -158,15 +204,17 @@ pub fn open_visit(
     checkpoint::remove_temps(&*io, &checkpoints)?;
     let checkpoint = checkpoint::load_newest(&*io, data_dir)?;
 
+    let trusted_end = checkpoint.as_ref().map_or(0, trust);
     let mut records = 0u64;
-    let recovered = recovery::recover(&*io, &log, opts.segment_bytes, &mut |record| {
+    let recovered = recovery::recover(&*io, &log, opts.segment_bytes, trusted_end, &mut |found| {
         records += 1;
-        visit(record)
+        visit(found)
     })?;
     let sb = recovered.segment_bytes;
     let path = segment_path(&log, recovered.index);
     let (map, map_syncer) = io.map(&path).map_err(|e| LogError::io("mmap", &path, e))?;
     let end = recovered.index * sb + recovered.offset;
+    let reader = Arc::new(LogReader::new(io.clone(), log.clone(), sb, recovered.index));
     let shared = Arc::new(Shared {
         data_dir: data_dir.to_path_buf(),
         log_dir: log,
@@ -186,7 +234,7 @@ pub fn open_visit(
     });
     log::info!(
         "msg=\"log opened\" data_dir={} records={records} segment={} offset={} lsn={end} \
-         torn_tail={}",
+         torn_tail={} trusted_end={trusted_end}",
         data_dir.display(),
         recovered.index,
         recovered.offset,
@@ -198,6 +246,7 @@ pub fn open_visit(
         checkpoint,
         records: Vec::new(),
         truncated_tail: recovered.torn_tail,
+        reader,
         lock,
     })
 }

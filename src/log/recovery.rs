@@ -33,6 +33,11 @@
 //!
 //! Rows 1 and 2 in the last segment leave the writer to roll on its next append.
 //!
+//! Below a caller's trusted end (the `log_end` of a checkpoint the caller then ties to the log;
+//! see [`recover`]) row 3 checks a record's header only, not its CRC: those records were durable
+//! and published when the checkpoint was written, so no torn write can lie there, and every
+//! later read of one checks its CRC (`read.rs`). Every other row, and rule D, is unchanged.
+//!
 //! Rule D (damage at P): look at every later byte position of S and of every later segment for an
 //! intact frame (record or marker) whose durable mark is above P.
 //!
@@ -64,7 +69,7 @@ use super::segment::{
     decode_header, frame_crc, parse_segment_name, segment_path, FRAME_HEADER_BYTES,
     ROLL_MARKER_LEN, SEGMENT_BYTES_MIN,
 };
-use super::{Lsn, Record, TornTail};
+use super::{Lsn, TornTail};
 
 /// How much of a segment is read at a time.
 const READ_WINDOW_BYTES: usize = 1 << 20;
@@ -188,8 +193,15 @@ enum Frame {
     Invalid(String),
 }
 
-/// Read the frame at `offset` of a segment (at least 16 bytes must remain).
-fn read_frame(reader: &mut Reader<'_>, sb: u64, offset: u64) -> Result<Frame, LogError> {
+/// Read the frame at `offset` of a segment (at least 16 bytes must remain). With
+/// `check_payload` false (a frame below the trusted end, see [`recover`]) a record's header is
+/// checked but its payload is neither read nor CRC-checked.
+fn read_frame(
+    reader: &mut Reader<'_>,
+    sb: u64,
+    offset: u64,
+    check_payload: bool,
+) -> Result<Frame, LogError> {
     let position = reader.segment.index * sb + offset;
     let raw = reader.bytes(offset, FRAME_HEADER_BYTES as usize)?;
     if raw.iter().all(|&b| b == 0) {
@@ -220,6 +232,12 @@ fn read_frame(reader: &mut Reader<'_>, sb: u64, offset: u64) -> Result<Frame, Lo
             header.len
         )));
     }
+    if !check_payload {
+        return Ok(Frame::Record {
+            len: u64::from(header.len),
+            durable: header.durable,
+        });
+    }
     let payload = reader.bytes(offset + FRAME_HEADER_BYTES, header.len as usize)?;
     let crc = frame_crc(header.len, header.durable, payload);
     if crc != header.crc {
@@ -234,12 +252,36 @@ fn read_frame(reader: &mut Reader<'_>, sb: u64, offset: u64) -> Result<Frame, Lo
     })
 }
 
+/// How many first bytes of every payload the scan reads, even below the trusted end: enough to
+/// tell a pending frame (`{"pending":`) from a commit record without reading the rest.
+pub const PAYLOAD_HEAD_BYTES: usize = 16;
+
+/// One valid record found by the scan. `payload` is None for a record below the trusted end
+/// (its payload was not read); `head` is its first bytes (at most [`PAYLOAD_HEAD_BYTES`]), not
+/// CRC-checked there.
+pub(crate) struct Found<'a> {
+    pub lsn: Lsn,
+    pub path: &'a Arc<Path>,
+    pub offset: u64,
+    pub len: u64,
+    pub payload: Option<&'a [u8]>,
+    pub head: &'a [u8],
+}
+
 /// Scan (and repair) the log in `log_dir`, passing each valid record to `visit` in order.
+///
+/// `trusted_end`: records whose frames end at or below this Lsn (what a checkpoint that the
+/// caller checks against the log says was durable and published) are checked by their header
+/// only (row 3 without the CRC: the length fits, the durable mark is not above the position);
+/// their payloads are not read. Every other row of the table is unchanged. What that skips is
+/// caught later, never served: every read of a record checks its CRC (`read.rs`), and the
+/// server re-reads them all in its background check. Pass 0 to check every record in full.
 pub(crate) fn recover(
     io: &dyn Io,
     log_dir: &Path,
     segment_bytes_configured: u64,
-    visit: &mut dyn FnMut(Record),
+    trusted_end: Lsn,
+    visit: &mut dyn FnMut(Found<'_>),
 ) -> Result<Recovered, LogError> {
     let mut segments = list_segments(io, log_dir)?;
     let sb = decide_segment_bytes(&mut segments, segment_bytes_configured)?;
@@ -276,7 +318,16 @@ pub(crate) fn recover(
                 }
                 continue 'segments;
             }
-            match read_frame(&mut reader, sb, offset)? {
+            // Trusted only if the whole frame (at most the rest of the segment) lies below the
+            // trusted end; a frame whose header claims otherwise is checked in full.
+            let base = segment.index * sb;
+            let trusted = base + sb <= trusted_end || {
+                let header = reader.bytes(offset, FRAME_HEADER_BYTES as usize)?;
+                let len = u64::from(decode_header(header).len);
+                len != u64::from(ROLL_MARKER_LEN)
+                    && base + offset + FRAME_HEADER_BYTES + len <= trusted_end
+            };
+            match read_frame(&mut reader, sb, offset, !trusted)? {
                 // Row 2: sealed.
                 Frame::Marker { durable } => {
                     durable_max = durable_max.max(durable);
@@ -288,15 +339,17 @@ pub(crate) fn recover(
                 // Row 3: a record.
                 Frame::Record { len, durable } => {
                     durable_max = durable_max.max(durable);
-                    let payload = reader
-                        .bytes(offset + FRAME_HEADER_BYTES, len as usize)?
-                        .to_vec();
                     let frame_end = offset + FRAME_HEADER_BYTES + len;
-                    visit(Record {
+                    let head_len = (len as usize).min(PAYLOAD_HEAD_BYTES);
+                    let read_len = if trusted { head_len } else { len as usize };
+                    let bytes = reader.bytes(offset + FRAME_HEADER_BYTES, read_len)?;
+                    visit(Found {
                         lsn: segment.index * sb + frame_end,
-                        path: segment.path.clone(),
+                        path: &segment.path,
                         offset,
-                        payload,
+                        len,
+                        payload: (!trusted).then_some(bytes),
+                        head: &bytes[..head_len],
                     });
                     offset = frame_end;
                 }
@@ -537,7 +590,7 @@ fn find_voucher(
             // damaged bytes) need not be a real frame boundary, and trusting it could hide a
             // voucher behind it — a cut of acknowledged data. (Found by the `log_recovery` fuzz
             // target: a marker inside a damaged frame's payload ended the scan.)
-            match read_frame(&mut reader, sb, at)? {
+            match read_frame(&mut reader, sb, at, true)? {
                 Frame::Record { durable, .. } | Frame::Marker { durable } if durable > position => {
                     return Ok(Some((segment.path.clone(), at, durable)));
                 }

@@ -25,6 +25,9 @@ pub struct Readiness {
     pub draining: AtomicBool,
     /// Why state could not be restored (corruption), if so.
     pub restore_error: Mutex<Option<String>>,
+    /// What the background re-hash of the whole chain found wrong, if anything (reported, but
+    /// it never takes readiness away: the served head was checked at start-up).
+    pub history_problem: Mutex<Option<String>>,
 }
 
 impl Readiness {
@@ -157,6 +160,9 @@ impl WritePlane {
         // Every reason past the read ones concerns the write plane.
         let write = read && reasons.is_empty();
         let ready = read && (write || maintenance);
+        if let Some(p) = r.history_problem.lock().clone() {
+            reasons.push(format!("background history check failed: {p}"));
+        }
         (ready, read, write, reasons)
     }
 }

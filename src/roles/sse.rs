@@ -6,7 +6,8 @@
 //! Owned state: the subscriber table.
 //!
 //! Subscribers hold no copies of events: each has a cursor (`next` version) and events are
-//! formatted from the published snapshot's history as its socket accepts bytes. Replay after
+//! formatted from the published snapshot's history (read back from the log) as its socket
+//! accepts bytes; a cache keeps the newest formatted events. Replay after
 //! `Last-Event-ID`/`?since=` and live delivery are therefore the same code: no gap and no
 //! duplicate, whatever commits land meanwhile. A subscriber that is live (has caught up once)
 //! and falls more than `buffer_events` versions behind is dropped and counted in
@@ -364,7 +365,15 @@ impl FanOut {
         if let Some(b) = self.cache.get(&version) {
             return Some(b.clone());
         }
-        let rec = snap.record(version)?;
+        let rec = match snap.record(version) {
+            Ok(rec) => rec?,
+            Err(e) => {
+                // The subscriber's cursor stays put: it is served again on the next wake-up,
+                // never skipped.
+                crate::api::history_unreadable(version, &e);
+                return None;
+            }
+        };
         let data = serde_json::to_vec(&rec.head_json()).ok()?;
         let mut b = Vec::with_capacity(data.len() + 40);
         b.extend_from_slice(b"event: commit\nid: ");

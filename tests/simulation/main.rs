@@ -366,7 +366,9 @@ impl Sim {
         self.log("final power cut".into());
         self.boot(&staged);
         let snap = self.life().snapshot.load_full();
-        let records: Vec<CommitRecord> = snap.history.iter().map(|r| (**r).clone()).collect();
+        let records: Vec<CommitRecord> = (0..=snap.version())
+            .map(|v| self.read_history(&snap, v).expect("the power is on"))
+            .collect();
         if let Err(b) = verify_chain(REGISTRY, &records, &self.set) {
             panic!("seed {}: the chain does not verify: {b:?}", self.seed);
         }

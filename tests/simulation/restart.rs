@@ -13,6 +13,9 @@ impl Sim {
             checkpoints_kept: 2,
         };
         let mut attempts = 0;
+        // Opened as the server opens it: records below the newest checkpoint's `log_end` are
+        // checked by header only, and only their locations are kept.
+        let mut index;
         let opened = loop {
             attempts += 1;
             check!(self, attempts < 10, "recovery never succeeded");
@@ -38,24 +41,32 @@ impl Sim {
                 }
                 injected = true;
             }
-            // What svc_registry::storage::open does on a new data directory: the genesis record
-            // (genesis v2, docs/FORMATS.md) is written and synced before anything else. A crash or a
-            // fault during it is a failed start like any other.
-            let opened = storage::open(Path::new(DATA), &opts, Arc::new(self.io.clone())).and_then(
-                |mut o| {
-                    if o.records.is_empty() {
-                        let set = Arc::new(self.set.clone());
-                        let g = svc_registry::storage::write_genesis(
-                            &mut o,
-                            Path::new(DATA),
-                            REGISTRY,
-                            &set,
-                        )?;
-                        o.records.push(g);
-                    }
-                    Ok(o)
-                },
+            // Opened as `svc_registry::storage::open` opens it; on a new data directory the
+            // genesis record (genesis v2, docs/FORMATS.md) is written and synced before anything else. A
+            // crash or a fault during it is a failed start like any other.
+            index = svc_registry::storage::FrameIndex::default();
+            let trust =
+                |c: &storage::Checkpoint| restore::checkpoint_log_end(&c.payload).unwrap_or(0);
+            let scanned = storage::open_index(
+                Path::new(DATA),
+                &opts,
+                Arc::new(self.io.clone()),
+                &trust,
+                &mut |end, len, head| index.add(end, len, head),
             );
+            let opened = scanned.and_then(|mut o| {
+                if index.first.is_none() {
+                    let set = Arc::new(self.set.clone());
+                    let g = svc_registry::storage::write_genesis(
+                        &mut o,
+                        Path::new(DATA),
+                        REGISTRY,
+                        &set,
+                    )?;
+                    index.first = Some(g);
+                }
+                Ok(o)
+            });
             match opened {
                 Ok(o) => break o,
                 Err(e) => {
@@ -83,9 +94,32 @@ impl Sim {
             self.log(line);
         }
 
-        // Restore exactly as `storage::open` does, but a checkpoint that disagrees with the log
-        // is a bug here (it was written from a published, hence durable, state).
-        let full = match restore::restore(REGISTRY, None, &opened.records) {
+        // Restore exactly as `storage::open` does (history read back through the log reader),
+        // but a checkpoint that disagrees with the log is a bug here (it was written from a
+        // published, hence durable, state).
+        let log_dir = storage::log_dir(Path::new(DATA));
+        let read_back = |index| {
+            svc_registry::storage::history_of(REGISTRY, opened.reader.clone(), &log_dir, index)
+        };
+        // Reading back genesis and the pending frames may meet an EIO armed for recovery that
+        // did not fire there: start-up refuses, and the operator's restart reads again.
+        let indexed = match read_back(index.clone()) {
+            Err(e) if self.read_fault_armed() && !self.io.powered_off() => {
+                self.log(format!(
+                    "  reading back failed on an injected read fault ({e}); again"
+                ));
+                read_back(index)
+            }
+            other => other,
+        };
+        let (history, frames) = match indexed {
+            Ok(h) => h,
+            Err(e) => panic!(
+                "seed {}: the recovered log's genesis or pending frames do not read back: {e}",
+                self.seed
+            ),
+        };
+        let full = match self.restore_over(None, &history, &frames) {
             Ok(r) => r,
             Err(e) => panic!(
                 "seed {}: the recovered log does not restore: {e}",
@@ -99,7 +133,7 @@ impl Sim {
         let restored = match cp {
             None => full,
             Some((seq, _)) => {
-                let from_cp = restore::restore(REGISTRY, cp, &opened.records);
+                let from_cp = self.restore_over(cp, &history, &frames);
                 let r = match from_cp {
                     Ok(r) => r,
                     Err(e) => panic!(
@@ -209,6 +243,27 @@ impl Sim {
         self.log(line);
     }
 
+    /// `restore_history` over the recovered log. An EIO armed for recovery that did not fire
+    /// there fires in restore's reads: restore then refuses, as start-up would, and the
+    /// operator's restart restores again (the fault fires once).
+    fn restore_over(
+        &mut self,
+        cp: Option<(u64, &[u8])>,
+        history: &svc_registry::history::History,
+        frames: &svc_registry::domain::pending::PendingFrames,
+    ) -> Result<restore::Restored, restore::RestoreError> {
+        let at = |v: u64| format!("version {v}");
+        match restore::restore_history(REGISTRY, cp, history.clone(), frames.clone(), &at) {
+            Err(e) if self.read_fault_armed() && !self.io.powered_off() => {
+                self.log(format!(
+                    "  restore failed on an injected read fault ({e}); again"
+                ));
+                restore::restore_history(REGISTRY, cp, history.clone(), frames.clone(), &at)
+            }
+            other => other,
+        }
+    }
+
     /// docs/FORMATS.md: every proposal the last lifetime acknowledged (202) that is still live and can
     /// still commit is restored, with every approval acknowledged (200) for it. Returns the
     /// model of the proposals the writer takes back: the restored ones not expired and based
@@ -283,7 +338,12 @@ impl Sim {
         snap: &Snapshot,
         previous_staged: &BTreeMap<u64, String>,
     ) {
-        let history: Vec<Arc<CommitRecord>> = snap.history.iter().cloned().collect();
+        let history: Vec<Arc<CommitRecord>> = (0..=snap.version())
+            .map(|v| {
+                let rec = self.read_history(snap, v);
+                Arc::new(rec.expect("the power is on after recovery"))
+            })
+            .collect();
         let head = snap.version();
         let known_head = self.known.len() as u64 - 1;
         check!(
@@ -378,18 +438,62 @@ impl Sim {
     // -----------------------------------------------------------------------------------------
     // Checks after every step.
 
+    /// Was an EIO on a read injected (at boot) in this lifetime? Such a fault fires once, in
+    /// recovery, in restore or in a later read of history.
+    pub(crate) fn read_fault_armed(&self) -> bool {
+        self.armed.iter().any(|(op, _, _)| *op == Op::Read)
+    }
+
+    /// Version `v` of `snap`'s history, read back from the log through the log reader exactly
+    /// as `/registry/{version}` does. None only when the power is cut (every read fails then);
+    /// an injected read fault fails one read, which is then tried once more.
+    pub(crate) fn read_history(&self, snap: &Snapshot, v: u64) -> Option<CommitRecord> {
+        for attempt in 0..2 {
+            match snap.history.record(v) {
+                Ok(Some(rec)) => return Some(rec),
+                Ok(None) => panic!(
+                    "seed {}: version {v} is not in the history of HEAD {}",
+                    self.seed,
+                    snap.version()
+                ),
+                Err(_) if self.io.powered_off() => return None,
+                Err(e) => assert!(
+                    attempt == 0 && self.read_fault_armed(),
+                    "seed {}: reading version {v} back from the log failed: {e}",
+                    self.seed
+                ),
+            }
+        }
+        unreachable!("the second attempt returns or panics")
+    }
+
     pub(crate) fn check_live(&mut self) {
         let seed = self.seed;
-        let life = self.life.as_mut().expect("a running life");
-        let snap = life.snapshot.load_full();
+        let snap = self.life().snapshot.load_full();
         let v = snap.version();
+        let published = self.life().published;
         assert!(
-            v >= life.published,
-            "seed {seed}: published version went back from {} to {v}",
-            life.published
+            v >= published,
+            "seed {seed}: published version went back from {published} to {v}"
         );
-        for version in life.published + 1..=v {
-            let rec = snap.record(version).expect("published history");
+        // Newly published records, read back through the server's read path (the log reader);
+        // with the power cut, what could not be read is checked at the next boot instead.
+        let mut read = Vec::new();
+        for version in published + 1..=v {
+            match self.read_history(&snap, version) {
+                Some(rec) => read.push(rec),
+                None => break,
+            }
+        }
+        let acked: Vec<Option<CommitRecord>> = self
+            .acked
+            .keys()
+            .map(|av| self.read_history(&snap, *av))
+            .collect();
+        let life = self.life.as_mut().expect("a running life");
+        let complete = read.len() as u64 == v - published;
+        for rec in read {
+            let version = rec.version;
             assert_eq!(
                 life.staged_ids.get(&version),
                 Some(&rec.proposal_id),
@@ -402,7 +506,9 @@ impl Sim {
             );
             self.known.push((rec.hash.clone(), rec.proposal_id.clone()));
         }
-        life.published = v;
+        if complete {
+            life.published = v;
+        }
         if !life.poisoned {
             assert!(
                 v <= life.staged_head,
@@ -410,16 +516,17 @@ impl Sim {
                 life.staged_head
             );
         }
-        for (av, hash) in &self.acked {
+        for ((av, hash), rec) in self.acked.iter().zip(acked) {
             assert!(
                 *av <= v,
                 "seed {seed}: acknowledged {av} is not published ({v})"
             );
-            assert_eq!(
-                &snap.record(*av).expect("acked").hash,
-                hash,
-                "seed {seed}: acknowledged version {av} changed"
-            );
+            if let Some(rec) = rec {
+                assert_eq!(
+                    &rec.hash, hash,
+                    "seed {seed}: acknowledged version {av} changed"
+                );
+            }
         }
         assert_eq!(
             life.poisoned,

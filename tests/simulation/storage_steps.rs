@@ -79,6 +79,7 @@ impl Sim {
                 }
                 life.writer.on_internal(Internal::Durable(durable));
                 let snap = life.snapshot.load_full();
+                let mut acked_now = Vec::new();
                 while life.waiting.front().is_some_and(|w| w.position <= durable) {
                     let w = life.waiting.pop_front().expect("front");
                     let (status, v) = answer(&w.rx)
@@ -86,12 +87,12 @@ impl Sim {
                     assert_eq!(status, 200, "seed {seed}: durable commit answered {v}");
                     assert_eq!(v["version"], w.version, "seed {seed}: version {v}");
                     let hash = v["hash"].as_str().expect("hash").to_string();
-                    let rec = snap.record(w.version).unwrap_or_else(|| {
-                        panic!("seed {seed}: acknowledged {} not published", w.version)
-                    });
-                    assert_eq!(rec.hash, hash, "seed {seed}: acknowledged hash");
-                    self.acked.insert(w.version, hash);
-                    self.stats.acked += 1;
+                    assert!(
+                        w.version <= snap.version(),
+                        "seed {seed}: acknowledged {} not published",
+                        w.version
+                    );
+                    acked_now.push((w.version, hash));
                 }
                 for w in &life.waiting {
                     assert!(
@@ -99,6 +100,15 @@ impl Sim {
                         "seed {seed}: commit at {} answered before its sync",
                         w.position
                     );
+                }
+                // Each acknowledged record, read back from the log as `/registry/{version}`
+                // serves it, has the acknowledged hash.
+                for (version, hash) in acked_now {
+                    if let Some(rec) = self.read_history(&snap, version) {
+                        assert_eq!(rec.hash, hash, "seed {seed}: acknowledged hash");
+                    }
+                    self.acked.insert(version, hash);
+                    self.stats.acked += 1;
                 }
             }
             Err(e) => {
@@ -181,6 +191,7 @@ impl Sim {
         let now = sim_clock();
         let id = self.pick_proposal(false);
         let seed = self.seed;
+        let reads_before = self.io.calls(Op::Read);
         let life = self.life.as_mut().expect("life");
         let (replier, rx) = reply(replies::proposal);
         life.writer.on_request(WriteRequest::GetProposal {
@@ -188,6 +199,21 @@ impl Sim {
             reply: replier,
         });
         let (status, v) = answer(&rx).unwrap_or_else(|| panic!("seed {seed}: unanswered"));
+        // A committed proposal is read back from the log: an injected read fault that fires
+        // during this very request, or a power cut (every read fails), answers 503, and nothing
+        // else may.
+        let reads_after = self.io.calls(Op::Read);
+        let fault_fired = self
+            .armed
+            .iter()
+            .any(|(op, at, _)| *op == Op::Read && reads_before <= *at && *at < reads_after);
+        if status == 503 && (fault_fired || self.io.powered_off()) {
+            self.log(format!(
+                "get proposal {id}: 503 on an injected read fault or power cut"
+            ));
+            return;
+        }
+        let life = self.life.as_mut().expect("life");
         let expect = if life.poisoned {
             (503, None)
         } else if life.committed.contains(&id) {

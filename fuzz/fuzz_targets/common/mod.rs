@@ -56,6 +56,7 @@ pub fn chain_of(n: u64) -> (Vec<Rec>, Vec<Snapshot>) {
     };
     let mut snaps = vec![Snapshot::genesis(REGISTRY, genesis_set())];
     let mut recs = vec![Rec(snaps[0].head.to_json())];
+    let mut end = 0u64;
     for v in 1..=n {
         let prev = snaps.last().expect("genesis");
         let payload = proposal_bytes(v);
@@ -77,8 +78,16 @@ pub fn chain_of(n: u64) -> (Vec<Rec>, Vec<Snapshot>) {
             descriptors: descriptors.len() as u64,
             genesis_signers: None,
         });
-        recs.push(Rec(rec.to_json()));
-        let next = prev.next(rec, descriptors);
+        let json = rec.to_json();
+        // Where `restore` lays the commit records out in its in-memory journal (genesis is
+        // not in it): one after the other from 0.
+        end += json.len() as u64;
+        let loc = svc_registry::history::Loc {
+            end,
+            len: json.len() as u32,
+        };
+        recs.push(Rec(json));
+        let next = prev.next(rec, descriptors, loc);
         snaps.push(next);
     }
     (recs, snaps)

@@ -2,6 +2,10 @@
 //! commit, `--ops` puts per proposal), for the start-up and footprint measurements. Run the
 //! server with `fsync = "never"` for speed; the data directory is then shut down cleanly
 //! (SIGTERM), which makes everything durable and writes a final checkpoint.
+//!
+//! `--same-id 1` puts every op on one descriptor (`node-00000000`, a new body each time): the
+//! history-heavy shape of the memory measurements (state stays one descriptor, history grows by
+//! one version per commit with `--ops 1`).
 
 use crate::common::{self, signers, Args};
 use crate::http::Conn;
@@ -14,6 +18,7 @@ pub fn run(a: &Args) {
     let threshold: usize = a.num("threshold", 1);
     let total: u64 = a.num("descriptors", 50_000);
     let per: u64 = a.num("ops", 1000);
+    let same_id = a.num::<u8>("same-id", 0) == 1;
     let keys = signers(threshold);
     let mut c = Conn::new(&addr);
     let mut base = c.get("/registry/head").unwrap().json()["version"]
@@ -25,7 +30,8 @@ pub fn run(a: &Args) {
         let k = per.min(total - done);
         let ops: Vec<_> = (done..done + k)
             .map(|i| {
-                json!({"op": "put", "kind": "node", "id": format!("node-{i:08}"),
+                let n = if same_id { 0 } else { i };
+                json!({"op": "put", "kind": "node", "id": format!("node-{n:08}"),
                        "body": {"addr": format!("10.{}.{}.{}:9000", (i >> 16) & 255, (i >> 8) & 255, i & 255),
                                 "zone": "eu-1", "weight": 10}})
             })

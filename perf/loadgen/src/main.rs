@@ -6,7 +6,8 @@
 //!                   [--mode pipelined|contended] [--max-proposals P] [--registry-id ID]
 //! loadgen stream    --addr A --subscribers N [--commits K] [--interval-ms I] [--pid PID]
 //! loadgen conncheck --addr A [--path P] [--conns N] [--secs S]
-//! loadgen fill      --addr A --descriptors N [--ops K] [--threshold K]
+//! loadgen fill      --addr A --descriptors N [--ops K] [--threshold K] [--same-id 1]
+//! loadgen synth     --dir DATA_DIR --versions N [--segment-bytes B]   (no server: see synth.rs)
 //! loadgen etcd-puts --addr A [--clients C] [--secs S] [--value-bytes B]
 //! loadgen coldstart --bin B --config C [--flags "..."] [--expect-version V] [--idle-ms MS]
 //! loadgen verifyloop [--secs S]        verify_strict/s on one thread (the gate's yardstick)
@@ -20,6 +21,7 @@ mod etcd;
 mod fill;
 mod http;
 mod stream;
+mod synth;
 mod writes;
 
 use std::time::{Duration, Instant};
@@ -52,7 +54,9 @@ fn verifyloop(a: &common::Args) {
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let Some(cmd) = argv.first().cloned() else {
-        eprintln!("usage: loadgen writes|stream|conncheck|fill|etcd-puts|verifyloop|signers ...");
+        eprintln!(
+            "usage: loadgen writes|stream|conncheck|fill|synth|etcd-puts|verifyloop|signers ..."
+        );
         std::process::exit(2);
     };
     if cmd == "signers" {
@@ -66,6 +70,7 @@ fn main() {
         "stream" => stream::run(&a),
         "conncheck" => conncheck::run(&a),
         "fill" => fill::run(&a),
+        "synth" => synth::run(&a),
         "etcd-puts" => etcd::run(&a),
         "verifyloop" => verifyloop(&a),
         "coldstart" => coldstart::run(&a),

@@ -10,6 +10,7 @@ use crate::domain::chain;
 use crate::domain::record::CommitRecord;
 use crate::domain::state;
 use crate::error::{ApiError, Code};
+use crate::history::Loc;
 use crate::metrics::m;
 use crate::roles::reply::Reply;
 use std::sync::Arc;
@@ -124,7 +125,8 @@ impl Writer {
             descriptors: descriptors.len() as u64,
             genesis_signers: None,
         });
-        let position = match self.p.journal.append(&record.to_json()) {
+        let json = record.to_json();
+        let position = match self.p.journal.append(&json) {
             Ok(pos) => pos,
             Err(JournalError::NoSpace(msg)) => {
                 log::error!("msg=\"commit refused: disk full\" error={msg:?}");
@@ -147,8 +149,13 @@ impl Writer {
                 set.digest()
             );
         }
+        // The journal refuses payloads past a segment (< 4 GiB), so the length fits.
+        let loc = Loc {
+            end: position,
+            len: json.len() as u32,
+        };
         let snapshot =
-            Arc::new(base.next_with(record, descriptors, proposal.new_signers().cloned()));
+            Arc::new(base.next_with(record, descriptors, loc, proposal.new_signers().cloned()));
         self.pending.remove(id);
         self.remember_committed(id.to_string(), version);
         self.staged = snapshot.clone();

@@ -4,6 +4,9 @@
 //! Invariant: an append either writes the whole record and returns the position just past it,
 //! or writes nothing and says why.
 
+use crate::history::MemoryStore;
+use std::sync::Arc;
+
 /// Why the journal refused an append.
 #[derive(Debug)]
 pub enum JournalError {
@@ -24,27 +27,38 @@ pub trait Journal: Send {
     fn needs_sync(&self) -> bool;
 }
 
-/// A journal that keeps nothing: `--amnesia` (state lives in the snapshot only).
+/// The journal of `--amnesia`: records go to an in-memory file that history reads back, and
+/// nothing is ever written to disk or synced.
 pub struct MemoryJournal {
+    store: Arc<MemoryStore>,
     end: u64,
 }
 
 impl MemoryJournal {
-    pub fn new() -> MemoryJournal {
-        MemoryJournal { end: 0 }
-    }
-}
-
-impl Default for MemoryJournal {
-    fn default() -> Self {
-        Self::new()
+    /// A journal appending to `store` (give the same store to the snapshot's history).
+    pub fn new(store: Arc<MemoryStore>) -> MemoryJournal {
+        MemoryJournal { store, end: 0 }
     }
 }
 
 impl Journal for MemoryJournal {
     fn append(&mut self, payload: &[u8]) -> Result<u64, JournalError> {
-        self.end += payload.len() as u64;
-        Ok(self.end)
+        if u32::try_from(payload.len()).is_err() {
+            return Err(JournalError::TooLarge(format!(
+                "a record of {} bytes is past the journal's limit",
+                payload.len()
+            )));
+        }
+        match self.store.write_at(self.end, payload) {
+            Ok(()) => {
+                self.end += payload.len() as u64;
+                Ok(self.end)
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                Err(JournalError::NoSpace(format!("in-memory journal: {e}")))
+            }
+            Err(e) => Err(JournalError::Failed(format!("in-memory journal: {e}"))),
+        }
     }
     fn needs_sync(&self) -> bool {
         false

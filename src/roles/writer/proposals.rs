@@ -156,6 +156,7 @@ impl Writer {
             let rec = self
                 .staged
                 .record(version)
+                .map_err(|e| crate::api::history_unreadable(version, &e))?
                 .ok_or_else(|| ApiError::not_found(format!("no proposal {id}")))?;
             let mut keyids: Vec<String> = rec.signatures.iter().map(|(k, _)| k.clone()).collect();
             keyids.dedup();
