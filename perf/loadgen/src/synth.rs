@@ -13,6 +13,7 @@ use std::time::Instant;
 use svc_registry::domain::chain;
 use svc_registry::domain::proposal::{self, ProposalLimits};
 use svc_registry::domain::record::CommitRecord;
+use svc_registry::domain::signers::{SignerKey, SignerSet};
 use svc_registry::domain::state;
 use svc_registry::history::Loc;
 use svc_registry::log::{self as rlog, OsIo, StorageOptions};
@@ -28,19 +29,35 @@ pub fn run(a: &Args) {
         segment_bytes,
         checkpoints_kept: 2,
     };
-    let opened = rlog::open(data, &opts, Arc::new(OsIo)).expect("open the data dir");
+    let mut opened = rlog::open(data, &opts, Arc::new(OsIo)).expect("open the data dir");
     assert!(
         opened.records.is_empty(),
         "synth writes into an empty data dir"
     );
-    let mut writer = opened.writer;
     let signer = &signers(1)[0];
+    // The genesis set is the one `loadgen signers 1` configures: k1, threshold 1. The log starts
+    // with its genesis record, as a new data directory's does.
+    let set = Arc::new(
+        SignerSet::new(
+            1,
+            vec![SignerKey {
+                keyid: signer.keyid.clone(),
+                public: signer.key.verifying_key(),
+                not_before: None,
+                not_after: None,
+            }],
+        )
+        .expect("a valid signer set"),
+    );
+    svc_registry::storage::write_genesis(&mut opened, data, &registry_id, &set)
+        .expect("write the genesis record");
+    let mut writer = opened.writer;
     let limits = ProposalLimits {
         max_ops: 1,
         max_descriptor_bytes: 4096,
     };
     let started = Instant::now();
-    let mut snap = Arc::new(Snapshot::genesis(&registry_id));
+    let mut snap = Arc::new(Snapshot::genesis(&registry_id, set.clone()));
     let mut end = 0;
     for v in 1..=n {
         let payload = serde_json::to_vec(&json!({
@@ -63,6 +80,7 @@ pub fn run(a: &Args) {
             payload: payload.into(),
             signatures: sigs,
             descriptors: descriptors.len() as u64,
+            genesis_signers: None,
         };
         let bytes = rec.to_json();
         end = writer.append(&bytes).expect("append");
