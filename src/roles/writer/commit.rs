@@ -5,7 +5,7 @@
 //! the snapshot of version V is published only once V is durable; nothing changes on a refusal.
 
 use super::proposals::tally;
-use super::{Committed, JournalError, Staged, Writer, STOPPED};
+use super::{Committed, Staged, Writer, STOPPED};
 use crate::domain::chain;
 use crate::domain::record::CommitRecord;
 use crate::domain::state;
@@ -126,21 +126,7 @@ impl Writer {
             genesis_signers: None,
         });
         let json = record.to_json();
-        let position = match self.p.journal.append(&json) {
-            Ok(pos) => pos,
-            Err(JournalError::NoSpace(msg)) => {
-                log::error!("msg=\"commit refused: disk full\" error={msg:?}");
-                return Err(ApiError::new(
-                    Code::StorageFull,
-                    format!("disk full: {msg}"),
-                ));
-            }
-            Err(JournalError::TooLarge(msg)) => return Err(ApiError::too_large(msg)),
-            Err(JournalError::Failed(msg)) => {
-                self.poison(format!("log append failed: {msg}"));
-                return Err(ApiError::unavailable(STOPPED));
-            }
-        };
+        let position = self.append_frame(&json, "commit")?;
         if let Some(set) = proposal.new_signers() {
             log::info!(
                 "msg=\"set_signers staged\" audit=1 version={version} threshold={} keys={} signers_digest={}",

@@ -19,21 +19,7 @@ use std::sync::Arc;
 impl Writer {
     /// Append a pending frame and ask for its sync; returns the journal position past it.
     pub(super) fn append_pending(&mut self, frame: &PendingFrame) -> Result<u64, ApiError> {
-        let position = match self.p.journal.append(&frame.to_bytes()) {
-            Ok(pos) => pos,
-            Err(JournalError::NoSpace(msg)) => {
-                log::error!("msg=\"pending frame refused: disk full\" error={msg:?}");
-                return Err(ApiError::new(
-                    Code::StorageFull,
-                    format!("disk full: {msg}"),
-                ));
-            }
-            Err(JournalError::TooLarge(msg)) => return Err(ApiError::too_large(msg)),
-            Err(JournalError::Failed(msg)) => {
-                self.poison(format!("log append failed: {msg}"));
-                return Err(ApiError::unavailable(STOPPED));
-            }
-        };
+        let position = self.append_frame(&frame.to_bytes(), "pending frame")?;
         if let Some(tx) = &self.p.sync_tx {
             if self.p.journal.needs_sync() && tx.send(position).is_err() {
                 self.poison("the fsync thread is gone".to_string());
@@ -41,6 +27,27 @@ impl Writer {
             }
         }
         Ok(position)
+    }
+
+    /// Append one frame (a commit record or a pending frame) to the journal, mapping its
+    /// refusals: a full disk is 507 and a record too large for a segment 413, both with nothing
+    /// written; any other failure poisons the write plane (503).
+    pub(super) fn append_frame(&mut self, bytes: &[u8], what: &str) -> Result<u64, ApiError> {
+        match self.p.journal.append(bytes) {
+            Ok(pos) => Ok(pos),
+            Err(JournalError::NoSpace(msg)) => {
+                log::error!("msg=\"{what} refused: disk full\" error={msg:?}");
+                Err(ApiError::new(
+                    Code::StorageFull,
+                    format!("disk full: {msg}"),
+                ))
+            }
+            Err(JournalError::TooLarge(msg)) => Err(ApiError::too_large(msg)),
+            Err(JournalError::Failed(msg)) => {
+                self.poison(format!("log append failed: {msg}"));
+                Err(ApiError::unavailable(STOPPED))
+            }
+        }
     }
 
     /// Answer `ack` once the journal is durable at `position` (at once if it already is, or if
