@@ -60,7 +60,7 @@ pub fn observe(route: &'static str, status: u16, elapsed: Duration, corr_id: &st
     // Audit: every refused approval (a signed request) and every refused commit, whatever
     // refused it (validation, quorum, CAS, maintenance, budget); the writer logs the detail
     // under the same corr_id where it has one.
-    if status >= 400 && matches!(route, "/approve" | "/commit") {
+    if status >= 400 && matches!(route, "/approve" | "/commit" | "/submit") {
         log::warn!(
             "msg=\"write rejected\" audit=1 corr_id={corr_id} route={route} status={status}"
         );

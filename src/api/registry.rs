@@ -54,6 +54,7 @@ enum Route {
     Approve,
     Commit,
     Proposal(String),
+    Submit,
 }
 
 impl Route {
@@ -70,11 +71,15 @@ impl Route {
             Route::Approve => "/approve",
             Route::Commit => "/commit",
             Route::Proposal(_) => "/proposals/{id}",
+            Route::Submit => "/submit",
         }
     }
 
     fn is_write(&self) -> bool {
-        matches!(self, Route::Propose | Route::Approve | Route::Commit)
+        matches!(
+            self,
+            Route::Propose | Route::Approve | Route::Commit | Route::Submit
+        )
     }
 
     /// The route's own methods, as a 405's `Allow` value; the `OPTIONS` answer (which every
@@ -104,6 +109,7 @@ impl Route {
             ("approve", None, _, _) => Route::Approve,
             ("commit", None, _, _) => Route::Commit,
             ("proposals", Some(id), None, _) => Route::Proposal(id.to_string()),
+            ("submit", None, _, _) => Route::Submit,
             _ => return None,
         };
         if parts.next().is_some() {
@@ -216,6 +222,7 @@ impl RegistryApi {
             Route::Propose | Route::Approve | Route::Commit | Route::Proposal(_) => {
                 return self.write(route, req, replier)
             }
+            Route::Submit => return self.submit(req, replier),
         };
         replier.dismiss();
         let response = result.unwrap_or_else(|e| error_response(&e));
@@ -241,6 +248,16 @@ struct SignatureBody {
 #[serde(deny_unknown_fields)]
 struct CommitBody {
     proposal_id: String,
+}
+
+/// The body of `POST /submit`: a DSSE envelope (docs/API.md).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnvelopeBody {
+    #[serde(rename = "payloadType")]
+    payload_type: String,
+    payload: String,
+    signatures: Vec<SignatureBody>,
 }
 
 /// Where a stream resumes: `Last-Event-ID` (a reconnecting EventSource) or `?since=`. A value
@@ -281,6 +298,35 @@ fn stream(hub: &SseHub, req: &Request) -> Outcome {
         head,
         take: Box::new(move |socket| admitted.attach(socket)),
     }
+}
+
+/// Decode a `/submit` body: the exact proposal bytes and the (keyid, signature) pairs. Checked
+/// here: the JSON shape (unknown fields refused), the payloadType, base64 and signature length,
+/// and the number of signatures (as `/approve`'s); the writer checks the rest.
+fn envelope(body: &[u8]) -> Result<(Vec<u8>, Vec<(String, [u8; 64])>), ApiError> {
+    let env: EnvelopeBody = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("bad envelope: {e}")))?;
+    if env.payload_type != dsse::PAYLOAD_TYPE {
+        return Err(ApiError::bad_request(format!(
+            "payloadType must be {:?}",
+            dsse::PAYLOAD_TYPE
+        )));
+    }
+    let bytes =
+        dsse::unb64(&env.payload).ok_or_else(|| ApiError::bad_request("payload is not base64"))?;
+    if env.signatures.len() > APPROVE_SIGNATURES_MAX {
+        return Err(ApiError::too_large(format!(
+            "at most {APPROVE_SIGNATURES_MAX} signatures per envelope"
+        )));
+    }
+    let mut signatures = Vec::with_capacity(env.signatures.len());
+    for (i, s) in env.signatures.into_iter().enumerate() {
+        let sig = dsse::decode_sig(&s.sig).ok_or_else(|| {
+            ApiError::bad_request(format!("signatures[{i}].sig is not base64 of 64 bytes"))
+        })?;
+        signatures.push((s.keyid, sig));
+    }
+    Ok((bytes, signatures))
 }
 
 fn check_proposal_id(id: &str) -> Result<(), ApiError> {
@@ -491,6 +537,30 @@ impl RegistryApi {
         Ok(Response::json(200, body))
     }
 
+    /// `POST /submit`: propose, approve and commit in one request (docs/API.md). The envelope
+    /// is decoded here; the writer checks everything else as one step and answers once durable.
+    fn submit(&self, req: Request, replier: Replier) -> Outcome {
+        let template = Route::Submit.template();
+        let replier = replier.with_route(template);
+        let respond = |e: ApiError| Outcome::Respond(error_response(&e).route(template));
+        // CAPABILITIES: with `[auth]` on, `/submit` needs every scope the three steps need —
+        // `propose`, `approve` and `commit` (docs/API.md) — checked here, before the body is
+        // decoded or the writer is asked (answers 401 / 403 `forbidden`).
+        if let Some(e) = self.plane.refuse_write(true) {
+            m().rejected_total.with_label_values(&["deps"]).inc();
+            return respond(e);
+        }
+        let request = match envelope(&req.body) {
+            Ok((bytes, signatures)) => WriteRequest::Submit {
+                bytes,
+                signatures,
+                reply: reply(replier, replies::submitted),
+            },
+            Err(e) => return respond(e),
+        };
+        self.send_to_writer(request)
+    }
+
     fn write(&self, route: Route, req: Request, replier: Replier) -> Outcome {
         let template = route.template();
         let replier = replier.with_route(template);
@@ -558,6 +628,11 @@ impl RegistryApi {
             }
             _ => unreachable!("write() is only called for write-plane routes"),
         };
+        self.send_to_writer(request)
+    }
+
+    /// Queue `request` for the writer; a full queue is `429 busy`, a stopped writer `503`.
+    fn send_to_writer(&self, request: WriteRequest) -> Outcome {
         match self.writer.try_send(request) {
             Ok(()) => Outcome::Deferred,
             Err(TrySendError::Full(r)) => {

@@ -8,7 +8,9 @@ use super::{error_response, json_response};
 use crate::domain::dsse;
 use crate::http::{Replier, Response};
 use crate::roles::reply::Reply;
-use crate::roles::writer::{Accepted, Approved, Committed, ProposalState, ProposalView};
+use crate::roles::writer::{
+    Accepted, Approved, Committed, ProposalState, ProposalView, SubmitCommitted,
+};
 
 /// A [`Reply`] whose result is answered on `replier` through `ok` (or the error table).
 pub fn reply<T: 'static>(replier: Replier, ok: fn(T) -> Response) -> Reply<T> {
@@ -52,6 +54,14 @@ pub fn committed(c: Committed) -> Response {
     json_response(
         200,
         &serde_json::json!({"version": c.version, "hash": c.hash}),
+    )
+}
+
+/// `200` for `POST /submit`.
+pub fn submitted(c: SubmitCommitted) -> Response {
+    json_response(
+        200,
+        &serde_json::json!({"version": c.version, "hash": c.hash, "proposal_id": c.proposal_id}),
     )
 }
 

@@ -5,8 +5,10 @@
 //! the snapshot of version V is published only once V is durable; nothing changes on a refusal.
 
 use super::proposals::tally;
-use super::{Committed, Staged, Writer, STOPPED};
+use super::{Committed, Staged, Work, Writer, STOPPED};
 use crate::domain::chain;
+use crate::domain::proposal::Proposal;
+use crate::domain::quorum::QuorumCount;
 use crate::domain::record::CommitRecord;
 use crate::domain::state;
 use crate::error::{ApiError, Code};
@@ -17,10 +19,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 impl Writer {
-    /// `may_hold`: whether a commit whose base is ahead of the staged head may wait for it.
+    /// Stage `work` (a `/commit` of a pending proposal or a verified `/submit`) and answer
+    /// `reply` once it is durable. `may_hold`: whether work whose base is ahead of the staged
+    /// head may wait for it.
     pub(super) fn commit(
         &mut self,
-        id: String,
+        work: Work,
         reply: Reply<Committed>,
         started: Instant,
         may_hold: bool,
@@ -32,7 +36,11 @@ impl Writer {
             ))));
             return;
         }
-        match self.try_commit(&id) {
+        let tried = match &work {
+            Work::Commit(id) => self.try_commit(id),
+            Work::Submit(submission, id) => self.try_submit(submission, id),
+        };
+        match tried {
             Ok(staged_version) => {
                 // The audit line `msg=committed` is written once the record is durable.
                 if let Some(last) = self.waiting.back_mut() {
@@ -48,17 +56,18 @@ impl Writer {
             }
             Err(e) => {
                 if may_hold && e.code == Code::Conflict {
-                    if let Some(base) = self.ahead_of_staged(&id) {
+                    if let Some(base) = self.ahead_of_staged(&work) {
                         let settings = self.p.settings.load();
                         if !settings.commit_wait.is_zero() && self.held_count < settings.max_pending
                         {
                             log::debug!(
-                                "msg=\"commit held\" corr_id={} proposal_id={id} base_version={base} staged={}",
+                                "msg=\"commit held\" corr_id={} proposal_id={} base_version={base} staged={}",
                                 reply.corr_id,
+                                work.proposal_id(),
                                 self.staged.version()
                             );
                             self.held.entry(base).or_default().push_back(super::Held {
-                                proposal_id: id,
+                                work,
                                 reply,
                                 started,
                                 deadline: Instant::now() + settings.commit_wait,
@@ -73,8 +82,9 @@ impl Writer {
                     m().registry_cas_conflicts_total.inc();
                 }
                 log::info!(
-                    "msg=\"commit refused\" corr_id={} proposal_id={id} error={}",
+                    "msg=\"commit refused\" corr_id={} proposal_id={} error={}",
                     reply.corr_id,
+                    work.proposal_id(),
                     e.code.as_str()
                 );
                 reply.send(Err(e));
@@ -82,7 +92,7 @@ impl Writer {
         }
     }
 
-    /// Stage a commit: returns its version. Nothing changes on error.
+    /// Stage the commit of pending proposal `id`: returns its version. Nothing changes on error.
     fn try_commit(&mut self, id: &str) -> Result<u64, ApiError> {
         let now = self.now();
         let base = self.staged.clone();
@@ -93,6 +103,20 @@ impl Writer {
             let in_force = base.signers.set_at(p.proposal.base_version);
             (tally(p, in_force, now), p.proposal.clone(), p.bytes.clone())
         };
+        self.stage(id, count, proposal, bytes)
+    }
+
+    /// The commit step shared by `/commit` and `/submit`, once the approvals are counted:
+    /// quorum → CAS on the staged head → apply → append → queue for the sync. Returns the
+    /// staged version. Nothing changes on error.
+    pub(super) fn stage(
+        &mut self,
+        id: &str,
+        count: QuorumCount,
+        proposal: Arc<Proposal>,
+        bytes: Arc<[u8]>,
+    ) -> Result<u64, ApiError> {
+        let base = self.staged.clone();
         if let Some(why) = count.shortfall_message() {
             return Err(ApiError::new(Code::QuorumNotMet, why));
         }

@@ -1,11 +1,11 @@
-//! Held commits: a commit whose proposal builds on a version not staged yet waits (at most
+//! Held commits: a commit (or a verified submit) whose proposal builds on a version not staged yet waits (at most
 //! `proposals.commit_wait_ms`, at most `max_pending` of them) for the staged head to reach its
 //! base, instead of being refused while its predecessor is still on its way.
 //!
 //! Invariant: every held commit is answered exactly once — retried when the staged head reaches
 //! its base, refused when its deadline passes, on shutdown, or when the write plane stops.
 
-use super::{Held, Writer};
+use super::{Held, Work, Writer};
 use crate::metrics::m;
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -37,7 +37,7 @@ impl Writer {
         self.held_count -= due.len();
         m().registry_commits_held.set(self.held_count as i64);
         for h in due {
-            self.commit(h.proposal_id, h.reply, h.started, false);
+            self.commit(h.work, h.reply, h.started, false);
         }
     }
 
@@ -57,16 +57,19 @@ impl Writer {
             self.held_count -= queue.len();
             m().registry_commits_held.set(self.held_count as i64);
             for h in queue {
-                self.commit(h.proposal_id, h.reply, h.started, false);
+                self.commit(h.work, h.reply, h.started, false);
             }
         }
         self.releasing = false;
     }
 
-    /// The base version of pending proposal `id` when it is above the staged head (a conflict
-    /// that the staged head may still grow out of).
-    pub(super) fn ahead_of_staged(&self, id: &str) -> Option<u64> {
-        let base = self.pending.get(id)?.proposal.base_version;
+    /// The base version of `work`'s proposal (pending, or carried by a submit) when it is above
+    /// the staged head (a conflict that the staged head may still grow out of).
+    pub(super) fn ahead_of_staged(&self, work: &Work) -> Option<u64> {
+        let base = match work {
+            Work::Commit(id) => self.pending.get(id)?.proposal.base_version,
+            Work::Submit(submission, _) => submission.proposal.base_version,
+        };
         (base > self.staged.version()).then_some(base)
     }
 }

@@ -31,13 +31,15 @@
 //! Files: this one holds the requests, the owned state and the loop; `proposals.rs` propose,
 //! approve and get; `commit.rs` the commit protocol and durability; `held.rs` held commits;
 //! `journal.rs` the journal seam; `pending.rs` durable pending proposals and approvals (their
-//! frames, their deferred answers, their restore).
+//! frames, their deferred answers, their restore); `submit.rs` one-request writes (`POST
+//! /submit`: propose, approve and commit as one step that never leaves anything pending).
 
 mod commit;
 mod held;
 mod journal;
 mod pending;
 mod proposals;
+mod submit;
 
 pub use journal::{Journal, JournalError, MemoryJournal};
 // The publisher seam lives beside the snapshot; re-exported for the writer's users.
@@ -82,6 +84,14 @@ pub struct Approved {
 pub struct Committed {
     pub version: u64,
     pub hash: String,
+}
+
+/// `POST /submit` durable: the new head and the proposal it committed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubmitCommitted {
+    pub version: u64,
+    pub hash: String,
+    pub proposal_id: String,
 }
 
 /// Where a proposal stands.
@@ -141,6 +151,15 @@ pub enum WriteRequest {
         proposal_id: String,
         reply: Reply<Committed>,
     },
+    /// Propose, approve and commit in one step (a DSSE envelope's payload and signatures):
+    /// nothing is left pending whatever the answer.
+    Submit {
+        /// The exact proposal bytes (the envelope's decoded payload).
+        bytes: Vec<u8>,
+        /// (keyid, decoded signature)
+        signatures: Vec<(String, [u8; 64])>,
+        reply: Reply<SubmitCommitted>,
+    },
     /// Stop: finish what is staged, then exit.
     Shutdown,
 }
@@ -153,6 +172,7 @@ impl WriteRequest {
             WriteRequest::GetProposal { reply, .. } => reply.send(Err(e)),
             WriteRequest::Approve { reply, .. } => reply.send(Err(e)),
             WriteRequest::Commit { reply, .. } => reply.send(Err(e)),
+            WriteRequest::Submit { reply, .. } => reply.send(Err(e)),
             WriteRequest::Shutdown => {}
         }
     }
@@ -259,9 +279,24 @@ struct ApproveInFlight {
 /// Verify-job indices carry (signature, candidate): at most two candidates per signature.
 const CANDIDATES: usize = 2;
 
+/// What a commit step stages: a pending proposal (`/commit`) or a verified submission
+/// (`/submit`, which never enters the pending map).
+enum Work {
+    Commit(String),
+    Submit(Box<Pending>, String),
+}
+
+impl Work {
+    fn proposal_id(&self) -> &str {
+        match self {
+            Work::Commit(id) | Work::Submit(_, id) => id,
+        }
+    }
+}
+
 /// A commit held until the staged head reaches its proposal's base version.
 struct Held {
-    proposal_id: String,
+    work: Work,
     reply: Reply<Committed>,
     started: Instant,
     deadline: Instant,
@@ -287,6 +322,9 @@ pub struct Writer {
     committed: HashMap<String, u64>,
     committed_order: VecDeque<String>,
     approvals_in_flight: HashMap<u64, ApproveInFlight>,
+    /// Submits whose signatures are on the verifier pool, by request id (ids shared with
+    /// `approvals_in_flight`).
+    submits_in_flight: HashMap<u64, submit::SubmitInFlight>,
     next_request: u64,
     /// The head that later commits build on: published or waiting for its sync.
     staged: Arc<Snapshot>,
@@ -312,6 +350,7 @@ impl Writer {
             committed: HashMap::new(),
             committed_order: VecDeque::new(),
             approvals_in_flight: HashMap::new(),
+            submits_in_flight: HashMap::new(),
             next_request: 0,
             staged,
             waiting: VecDeque::new(),
@@ -342,6 +381,7 @@ impl Writer {
             if self.shutting_down
                 && self.waiting.is_empty()
                 && self.approvals_in_flight.is_empty()
+                && self.submits_in_flight.is_empty()
                 && self.acks.is_empty()
             {
                 break;
@@ -420,8 +460,13 @@ impl Writer {
                 reply,
             } => self.approve(proposal_id, signatures, reply),
             WriteRequest::Commit { proposal_id, reply } => {
-                self.commit(proposal_id, reply, Instant::now(), true)
+                self.commit(Work::Commit(proposal_id), reply, Instant::now(), true)
             }
+            WriteRequest::Submit {
+                bytes,
+                signatures,
+                reply,
+            } => self.submit(bytes, signatures, reply),
             WriteRequest::Shutdown => {
                 // Held commits get their answer now: their predecessors will not come.
                 self.shutting_down = true;
@@ -433,6 +478,9 @@ impl Writer {
     /// Handle one verifier result or durability notice (see [`Writer::on_request`]).
     pub fn on_internal(&mut self, msg: Internal) {
         match msg {
+            Internal::Verified(v) if self.submits_in_flight.contains_key(&v.request) => {
+                self.on_submit_verified(v)
+            }
             Internal::Verified(v) => self.on_verified(v),
             Internal::Durable(position) => self.on_durable(position),
             Internal::SyncFailed(reason) => self.poison(format!("log sync failed: {reason}")),
