@@ -741,6 +741,65 @@ pub fn commit(conn: &Conn, id: &str) -> CliResult {
     Ok(())
 }
 
+/// `registry submit`: one request that proposes, approves and commits (docs/API.md). The
+/// envelope is read from `envelope`, or built here from the proposal file `file` signed with
+/// each of `signers` — each key checked against the server's signer set for the proposal's base
+/// and confirmed (or `--yes`) before it signs, as `registry approve` does.
+pub fn submit(
+    conn: &Conn,
+    envelope: Option<&Path>,
+    file: Option<&Path>,
+    signers: &[PathBuf],
+    yes: bool,
+) -> CliResult {
+    let body = match (envelope, file) {
+        (Some(path), None) => {
+            std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        (None, Some(path)) => {
+            let payload = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            if signers.is_empty() {
+                return Err("--file needs at least one --signer KEYFILE".into());
+            }
+            let proposal: serde_json::Value = serde_json::from_slice(&payload)
+                .map_err(|e| format!("{}: not a JSON proposal: {e}", path.display()))?;
+            let id = sha256_hex(&payload);
+            eprintln!(
+                "proposal {id} ({} bytes):\n{}",
+                payload.len(),
+                String::from_utf8_lossy(&payload)
+            );
+            // The signer sets that judge it are those at its base (and a set_signers' own).
+            let view = serde_json::json!({"base_version": proposal["base_version"]});
+            let mut signatures = Vec::with_capacity(signers.len());
+            for signer in signers {
+                let (keyid, key) = load_key(signer)?;
+                check_key_matches_signer(conn, &view, &payload, &keyid, &key)?;
+                confirm_signing(&id, &keyid, yes)?;
+                let sig = dsse::encode_sig(&sign_payload(&key, &payload));
+                signatures.push(serde_json::json!({"keyid": keyid, "sig": sig}));
+            }
+            serde_json::to_vec(&serde_json::json!({
+                "payloadType": dsse::PAYLOAD_TYPE,
+                "payload": dsse::b64(&payload),
+                "signatures": signatures,
+            }))
+            .expect("serializes")
+        }
+        _ => return Err("give exactly one of --envelope FILE or --file PROPOSAL".into()),
+    };
+    let v = conn.registry("POST", "/submit", Some(&body), 200)?;
+    conn.emit(&v, || {
+        format!(
+            "version {} hash {} proposal {}",
+            v["version"],
+            v["hash"].as_str().unwrap_or(""),
+            v["proposal_id"].as_str().unwrap_or("")
+        )
+    });
+    Ok(())
+}
+
 /// Parse a signer set in the JSON form of `/registry/signers`.
 pub fn signers_from_json(v: &serde_json::Value) -> Result<SignerSet, String> {
     let raw = crate::config::RawSigners {

@@ -23,6 +23,7 @@ Examples:
   ronctl registry propose --file proposal.json
   ronctl registry approve --id ID --signer configs/dev-keys/dev-a.key
   ronctl registry commit --id ID
+  ronctl registry submit --file proposal.json --signer configs/dev-keys/dev-a.key --yes
   ronctl --output json registry descriptors --kind node
   ronctl completions bash > /etc/bash_completion.d/ronctl
   ronctl manpage > ronctl.1
@@ -248,6 +249,22 @@ enum RegistryCmd {
         #[arg(long)]
         id: String,
     },
+    /// Propose, approve and commit in one request (POST /submit); prints the new version,
+    /// hash and proposal id. Either a ready DSSE envelope, or a proposal file signed here.
+    Submit {
+        /// A DSSE envelope ({"payloadType", "payload", "signatures"}), sent byte for byte.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["file", "signer"], required_unless_present = "file")]
+        envelope: Option<PathBuf>,
+        /// The proposal JSON to sign with every --signer and submit (its exact bytes).
+        #[arg(long, value_name = "PROPOSAL", requires = "signer")]
+        file: Option<PathBuf>,
+        /// Private key file (from `ronctl keygen`); repeat for a quorum.
+        #[arg(long, value_name = "KEYFILE")]
+        signer: Vec<PathBuf>,
+        /// Sign without asking for confirmation (needed when stdin is not a terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
     /// Print one descriptor.
     Descriptor {
         /// `node`, `service` or `region`.
@@ -408,6 +425,12 @@ fn main() -> ExitCode {
                 yes,
             ),
             RegistryCmd::Commit { id } => cli::commit(&conn, &id),
+            RegistryCmd::Submit {
+                envelope,
+                file,
+                signer,
+                yes,
+            } => cli::submit(&conn, envelope.as_deref(), file.as_deref(), &signer, yes),
             RegistryCmd::Descriptor { kind, id } => cli::descriptor(&conn, &kind, &id),
             RegistryCmd::Descriptors { kind } => cli::descriptors(&conn, kind.as_deref()),
             RegistryCmd::Log { from, limit } => cli::log_page(&conn, from, limit),
