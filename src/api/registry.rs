@@ -300,10 +300,13 @@ fn stream(hub: &SseHub, req: &Request) -> Outcome {
     }
 }
 
+/// Decoded signatures of a request: (keyid, the 64 signature bytes).
+type Signatures = Vec<(String, [u8; 64])>;
+
 /// Decode a `/submit` body: the exact proposal bytes and the (keyid, signature) pairs. Checked
 /// here: the JSON shape (unknown fields refused), the payloadType, base64 and signature length,
 /// and the number of signatures (as `/approve`'s); the writer checks the rest.
-fn envelope(body: &[u8]) -> Result<(Vec<u8>, Vec<(String, [u8; 64])>), ApiError> {
+fn envelope(body: &[u8]) -> Result<(Vec<u8>, Signatures), ApiError> {
     let env: EnvelopeBody = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("bad envelope: {e}")))?;
     if env.payload_type != dsse::PAYLOAD_TYPE {
