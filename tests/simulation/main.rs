@@ -5,7 +5,8 @@
 //! HTTP workers, the verifier pool and the fsync thread. Each step is drawn from the seed:
 //! proposals (fresh, stale, resubmitted, invalid), approvals (good, forged, unknown keyid,
 //! repeated; verified at once or held back and delivered later in any order), commits, group
-//! syncs of any prefix of what is staged, clock jumps past the proposal TTL, checkpoints, and
+//! syncs of any prefix of what is staged, one-request submits (good, short, forged, stale,
+//! ahead, of a pending proposal, of a committed one), clock jumps past the proposal TTL, checkpoints, and
 //! faults: fsync EIO, "failed but persisted", "failed and lost", directory fsync EIO, ENOSPC
 //! when a segment rolls or a checkpoint is created, EIO on an append, a power cut at the n-th
 //! mutating call — and restarts after a process kill or a power cut, sometimes with a second
@@ -161,8 +162,9 @@ struct Life {
     /// Version → proposal id of every commit staged in this lifetime.
     staged_ids: BTreeMap<u64, String>,
     waiting: VecDeque<Waiting>,
-    /// Commits the writer holds (base ahead of the staged head), by base, oldest first.
-    held: BTreeMap<u64, VecDeque<(String, Receiver<Response>)>>,
+    /// Commits the writer holds (base ahead of the staged head), by base, oldest first; a
+    /// held submit carries its own model of the proposal (it is not in `props`).
+    held: BTreeMap<u64, VecDeque<(String, Receiver<Response>, Option<SimProp>)>>,
     held_count: usize,
     /// Positions sent to the fsync thread and not yet covered by a sync.
     positions: VecDeque<u64>,
@@ -197,6 +199,8 @@ struct Stats {
     busy: u64,
     /// Acknowledged pending proposals found restored (with their approvals) after a restart.
     pending_restored: u64,
+    /// `/submit`s that staged (propose + approve + commit in one step).
+    submits_staged: u64,
     max_version: u64,
 }
 
@@ -220,6 +224,7 @@ impl Stats {
         self.evicted += o.evicted;
         self.busy += o.busy;
         self.pending_restored += o.pending_restored;
+        self.submits_staged += o.submits_staged;
         self.max_version = self.max_version.max(o.max_version);
     }
 }
@@ -270,6 +275,7 @@ mod model;
 mod restart;
 mod steps;
 mod storage_steps;
+mod submit_steps;
 
 use model::*;
 
@@ -339,7 +345,8 @@ impl Sim {
         match self.rng.below(100) {
             0..=19 => self.step_propose(),
             20..=41 => self.step_approve(),
-            42..=63 => self.step_commit(),
+            42..=57 => self.step_commit(),
+            58..=63 => self.step_submit(),
             64..=79 => self.step_sync(),
             80..=82 => self.step_deliver_held(),
             83 => self.step_hold_deadline(),
@@ -453,7 +460,7 @@ fn simulation_of_the_writer_over_faulty_storage() {
          failures, {} append failures, {} storage-full refusals, {} checkpoints written, {} \
          restores from a checkpoint, {} commits held for their base ({} staged behind it), \
          {} proposals evicted from a full table, {} refused by one, {} acknowledged pending \
-         proposals restored after a restart, longest chain {}",
+         proposals restored after a restart, {} submits staged, longest chain {}",
         t.seeds,
         t.steps,
         started.elapsed(),
@@ -473,6 +480,7 @@ fn simulation_of_the_writer_over_faulty_storage() {
         t.evicted,
         t.busy,
         t.pending_restored,
+        t.submits_staged,
         t.max_version
     );
     let failures = failures.into_inner().unwrap();

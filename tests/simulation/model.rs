@@ -51,14 +51,21 @@ pub(crate) enum CommitExpect {
     Hold(u64),
 }
 
-pub(crate) fn expect_commit(life: &Life, id: &str, now: i64, may_hold: bool) -> CommitExpect {
+/// `submit`: the model of a verified `/submit` of `id` (its own approvals; it is not pending).
+pub(crate) fn expect_commit(
+    life: &Life,
+    id: &str,
+    submit: Option<&SimProp>,
+    now: i64,
+    may_hold: bool,
+) -> CommitExpect {
     if life.poisoned {
         return CommitExpect::Now(503);
     }
     if life.committed.contains(id) {
         return CommitExpect::Now(409);
     }
-    match life.props.get(id) {
+    match submit.or_else(|| life.props.get(id)) {
         None => CommitExpect::Now(404),
         Some(p) if now >= p.expires => CommitExpect::Now(410),
         Some(p) if p.approvals.len() < THRESHOLD => CommitExpect::Now(412),

@@ -443,7 +443,7 @@ impl Sim {
         let risky = self.faults_pending();
         let enospc = self.enospc_pending();
         let life = self.life.as_mut().expect("life");
-        let expect = expect_commit(life, &id, now, true);
+        let expect = expect_commit(life, &id, None, now, true);
         let (replier, rx) = reply(replies::committed);
         life.writer.on_request(WriteRequest::Commit {
             proposal_id: id.clone(),
@@ -461,7 +461,7 @@ impl Sim {
         self.log(line);
         let mut positions = positions.into_iter();
         let staged_before = self.life().staged_head;
-        self.settle_commit(id, expect, got, rx, &mut positions, risky, enospc);
+        self.settle_commit(id, None, expect, got, rx, &mut positions, risky, enospc);
         if self.life().staged_head > staged_before {
             self.retry_held(&mut positions, risky, enospc);
         }
@@ -484,6 +484,7 @@ impl Sim {
     pub(crate) fn settle_commit(
         &mut self,
         id: String,
+        submit: Option<SimProp>,
         expect: CommitExpect,
         got: Option<(u16, serde_json::Value)>,
         rx: Receiver<Response>,
@@ -501,7 +502,10 @@ impl Sim {
                 panic!("seed {seed}: commit staged or held, expected {status}")
             }
             (CommitExpect::Hold(base), None) => {
-                life.held.entry(base).or_default().push_back((id, rx));
+                life.held
+                    .entry(base)
+                    .or_default()
+                    .push_back((id, rx, submit));
                 life.held_count += 1;
                 self.stats.held += 1;
             }
@@ -575,9 +579,9 @@ impl Sim {
             }
             let queue = entry.remove();
             life.held_count -= queue.len();
-            for (id, rx) in queue {
+            for (id, rx, submit) in queue {
                 let life = self.life.as_mut().expect("life");
-                let expect = expect_commit(life, &id, now, false);
+                let expect = expect_commit(life, &id, submit.as_ref(), now, false);
                 let got = answer(&rx);
                 if got.is_none() {
                     self.stats.held_staged += 1;
@@ -587,7 +591,7 @@ impl Sim {
                     &id[..8],
                     got.as_ref().map(|g| g.0)
                 ));
-                self.settle_commit(id, expect, got, rx, positions, risky, enospc);
+                self.settle_commit(id, submit, expect, got, rx, positions, risky, enospc);
             }
         }
     }
@@ -601,26 +605,27 @@ impl Sim {
         }
         life.writer
             .on_tick(Instant::now() + Duration::from_secs(3600));
-        let held: Vec<(String, Receiver<Response>)> = std::mem::take(&mut life.held)
-            .into_values()
-            .flatten()
-            .collect();
+        let held: Vec<(String, Receiver<Response>, Option<SimProp>)> =
+            std::mem::take(&mut life.held)
+                .into_values()
+                .flatten()
+                .collect();
         life.held_count = 0;
         self.log(format!(
             "hold deadline: {} held commits released",
             held.len()
         ));
         let mut none = std::iter::empty();
-        for (id, rx) in held {
+        for (id, rx, submit) in held {
             let life = self.life.as_mut().expect("life");
-            let expect = expect_commit(life, &id, now, false);
+            let expect = expect_commit(life, &id, submit.as_ref(), now, false);
             check!(
                 self,
                 matches!(expect, CommitExpect::Now(_)),
                 "a held commit could stage at its deadline"
             );
             let got = answer(&rx);
-            self.settle_commit(id, expect, got, rx, &mut none, false, false);
+            self.settle_commit(id, submit, expect, got, rx, &mut none, false, false);
         }
     }
 }

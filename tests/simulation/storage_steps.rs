@@ -8,7 +8,7 @@ impl Sim {
         let seed = self.seed;
         let life = self.life.as_mut().expect("life");
         life.poisoned = true;
-        for (_, rx) in std::mem::take(&mut life.held).into_values().flatten() {
+        for (_, rx, _) in std::mem::take(&mut life.held).into_values().flatten() {
             assert_eq!(
                 answer(&rx).map(|g| g.0),
                 Some(503),
