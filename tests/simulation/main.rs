@@ -144,6 +144,9 @@ struct PendingApprove {
     jobs_left: usize,
 }
 
+/// A held commit: its proposal id, its client, and — for a submit — its own proposal model.
+type HeldCommit = (String, Receiver<Response>, Option<SimProp>);
+
 /// One process lifetime: the writer, the halves of the log, and what the model expects of them.
 struct Life {
     writer: Writer,
@@ -164,7 +167,7 @@ struct Life {
     waiting: VecDeque<Waiting>,
     /// Commits the writer holds (base ahead of the staged head), by base, oldest first; a
     /// held submit carries its own model of the proposal (it is not in `props`).
-    held: BTreeMap<u64, VecDeque<(String, Receiver<Response>, Option<SimProp>)>>,
+    held: BTreeMap<u64, VecDeque<HeldCommit>>,
     held_count: usize,
     /// Positions sent to the fsync thread and not yet covered by a sync.
     positions: VecDeque<u64>,

@@ -605,11 +605,10 @@ impl Sim {
         }
         life.writer
             .on_tick(Instant::now() + Duration::from_secs(3600));
-        let held: Vec<(String, Receiver<Response>, Option<SimProp>)> =
-            std::mem::take(&mut life.held)
-                .into_values()
-                .flatten()
-                .collect();
+        let held: Vec<HeldCommit> = std::mem::take(&mut life.held)
+            .into_values()
+            .flatten()
+            .collect();
         life.held_count = 0;
         self.log(format!(
             "hold deadline: {} held commits released",
