@@ -217,6 +217,11 @@ def approve_request():
     write("approve_request", "approve-bad-id", b"\x00" + json.dumps({"proposal_id": pid.upper(), "signatures": [{"keyid": "k1", "sig": sig}]}).encode())
     write("approve_request", "approve-extra-field", b"\x00" + json.dumps({"proposal_id": pid, "signatures": [], "x": 1}).encode())
     write("approve_request", "commit", b"\xa0" + json.dumps({"proposal_id": pid}).encode())
+    payload = base64.b64encode(b'{"registry_id":"fuzz","base_version":0,"ops":[{"op":"put","kind":"node","id":"a","body":{}}]}').decode()
+    ptype = "application/vnd.svc-registry.proposal.v1+json"
+    write("approve_request", "submit-two", b"\x80" + json.dumps({"payloadType": ptype, "payload": payload, "signatures": [{"keyid": "k1", "sig": sig}, {"keyid": "k2", "sig": url}]}).encode())
+    write("approve_request", "submit-wrong-type", b"\x80" + json.dumps({"payloadType": "application/json", "payload": payload, "signatures": [{"keyid": "k1", "sig": sig}]}).encode())
+    write("approve_request", "submit-extra-field", b"\x80" + json.dumps({"payloadType": ptype, "payload": payload, "signatures": [], "x": 1}).encode())
     write("approve_request", "get-proposal", b"\xf0" + pid.encode())
 
 

@@ -1,12 +1,14 @@
 //! Approval request parsing: the JSON body of `POST /approve` (docs/API.md), through the real route
-//! handler (`RegistryApi`, whose body types are private), with `/commit` bodies and
-//! `/proposals/{id}` paths alongside.
+//! handler (`RegistryApi`, whose body types are private), with `/submit` envelopes, `/commit`
+//! bodies and `/proposals/{id}` paths alongside.
 //!
 //! The handler is driven directly with a `Request`; the writer is a channel this target reads.
 //!
 //! Checked: no panic; a refused request is a docs/API.md error (400 or 413 with a JSON error body)
 //! and reaches no writer; an accepted one reaches the writer exactly once, with a 64-hex
-//! proposal id, at most 64 signatures, each keyid and signature exactly as the body said.
+//! proposal id, at most 64 signatures, each keyid and signature exactly as the body said; an
+//! accepted `/submit` carries the DSSE payloadType, the payload decoded byte for byte and its
+//! signatures likewise.
 
 #![no_main]
 
@@ -68,7 +70,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let f = fixture();
     let (method, path, body) = match selector {
-        0..=159 => (Method::Post, "/approve".to_string(), body.to_vec()),
+        0..=127 => (Method::Post, "/approve".to_string(), body.to_vec()),
+        128..=159 => (Method::Post, "/submit".to_string(), body.to_vec()),
         160..=223 => (Method::Post, "/commit".to_string(), body.to_vec()),
         _ => (
             Method::Get,
@@ -129,6 +132,25 @@ fuzz_target!(|data: &[u8]| {
                     assert!(path == "/commit");
                     assert!(is_hash_hex(&proposal_id));
                     assert_eq!(v["proposal_id"].as_str(), Some(proposal_id.as_str()));
+                    drop(reply);
+                }
+                WriteRequest::Submit {
+                    bytes,
+                    signatures,
+                    reply,
+                } => {
+                    assert!(path == "/submit");
+                    assert_eq!(v["payloadType"].as_str(), Some(dsse::PAYLOAD_TYPE));
+                    let payload = v["payload"].as_str().and_then(dsse::unb64);
+                    assert_eq!(payload.as_deref(), Some(bytes.as_slice()));
+                    assert!(signatures.len() <= 64);
+                    let listed = v["signatures"].as_array().expect("signatures array");
+                    assert_eq!(listed.len(), signatures.len());
+                    for ((keyid, sig), s) in signatures.iter().zip(listed) {
+                        assert_eq!(s["keyid"].as_str(), Some(keyid.as_str()));
+                        let text = s["sig"].as_str().expect("sig string");
+                        assert_eq!(dsse::decode_sig(text).as_ref(), Some(sig));
+                    }
                     drop(reply);
                 }
                 WriteRequest::GetProposal { id, reply } => {
