@@ -14,6 +14,10 @@ classified by what is actually sent.
   GET /proposals/{id}, signs the payload with the first `threshold` dev keys
   (configs/dev-keys/, DEV ONLY) and puts those signatures in the body. Unknown ids keep their
   generated (non-verifying) signatures: those must get 403/404.
+- POST /submit: a DSSE envelope. A positive body's payload is completed into a proposal of this
+  registry on the current HEAD (decoded and completed like a /propose body when it is a JSON
+  object, else a one-put proposal named after it) and signed by the first `threshold` dev keys,
+  so the one-request path commits; negative bodies go out as generated (400/403/413).
 - POST /admin/backup (metrics listener): `to` is an absolute path that the server creates as
   root; positive and negative bodies alike are confined under ST_BACKUP_ROOT (a temp directory
   the runner removes), so fuzzing never writes elsewhere on this host.
@@ -103,13 +107,44 @@ def before_call(ctx, case, **kwargs):
         _complete_proposal(case)
     elif (method, path) == ("POST", "/approve"):
         _sign_approval(case)
+    elif (method, path) == ("POST", "/submit"):
+        _complete_submit(case)
+
+
+def _complete_submit(case):
+    generated = case.body.get("payload")
+    try:
+        proposal = json.loads(base64.b64decode(generated + "=" * (-len(generated) % 4), altchars=b"-_"))
+    except (ValueError, TypeError):
+        proposal = None
+    if not isinstance(proposal, dict):
+        name = base64.b16encode(str(generated).encode()[:8]).decode().lower() or "empty"
+        proposal = {"ops": [{"op": "put", "kind": "node", "id": f"st-{name}", "body": {}}]}
+    completed = _completed(proposal)
+    payload = json.dumps(completed).encode()
+    message = pae(payload)
+    keys = _keys()
+    threshold = _get_json(_env("ST_REGISTRY_URL") + "/registry/signers")["threshold"]
+    signatures = [
+        {"keyid": k, "sig": base64.b64encode(keys[k].sign(message)).decode()}
+        for k in sorted(keys)[: int(threshold)]
+    ]
+    case.body = {
+        "payloadType": PAYLOAD_TYPE,
+        "payload": base64.b64encode(payload).decode(),
+        "signatures": signatures,
+    }
 
 
 def _complete_proposal(case):
-    body = case.body
+    case.body = _completed(case.body)
+
+
+def _completed(body):
+    """A proposal body with the server's registry_id, base_version HEAD, ops each target once."""
     head = _get_json(_env("ST_REGISTRY_URL") + "/registry/head")["version"]
     ops, seen = [], set()
-    generated = body.get("ops") or []
+    generated = body.get("ops") if isinstance(body.get("ops"), list) else []
     signer_ops = [op for op in generated if isinstance(op, dict) and op.get("op") == "set_signers"]
     if signer_ops:
         # A set_signers must be the only op, with distinct non-empty keyids, valid (not weak)
@@ -136,7 +171,7 @@ def _complete_proposal(case):
             continue
         seen.add(target)
         ops.append(op)
-    case.body = {**body, "registry_id": _env("ST_REGISTRY_ID"), "base_version": head, "ops": ops}
+    return {**body, "registry_id": _env("ST_REGISTRY_ID"), "base_version": head, "ops": ops}
 
 
 def _sign_approval(case):
