@@ -12,6 +12,11 @@
 #   writes  durable commits/s (2-of-3, batch, 16 pipelined clients, 3 s) ≥ 0.05 × one thread's
 #           verify_strict/s measured just before; measured ≈ 0.15×. Plus: no errors, and commit
 #           p99 < 250 ms.
+#   submit  durable `/submit` writes/s (1-of-1, batch, 16 pipelined clients, 3 s) ≥ 1.0 × etcd's
+#           durable puts/s (same client, C=16, 3 s), side by side, and no errors (issue 20's goal
+#           is 1.5×; this catches a fall back below etcd). Runs only where `etcd` is installed
+#           (perf/run.sh installs it; the gate installs nothing for it): otherwise a visible
+#           SKIP line, neither passed nor failed.
 #   stream  100 subscribers, 20 commits: no event missing, p99 commit ack → event < 50 ms.
 #   start   empty data dir: read-ready < 1 s (goal 100 ms).
 #   history RssAnon growth over 5,000 single-op commits on one descriptor, after 17,000
@@ -98,6 +103,28 @@ ok = r >= 0.05 and errs == 0 and p99 < 250
 print(int(ok), f"{cps:.0f}_commits/s_=_{r:.3f}_x_{vps:.0f}_verifies/s_(limit_0.05),_p99_{p99}_ms_(limit_250),_{errs}_errors")' \
     "$RAW/verify.json" "$RAW/writes.json")
 check "writes" "$wratio" "${wdetail//_/ }"
+
+# ---- /submit vs etcd durable puts
+if command -v etcd >/dev/null 2>&1; then
+    write_config "$TMPD/submit" 1 1 batch
+    start_registry gate-submit "$TMPD/submit"
+    start_etcd
+    "$LG" writes --addr "$RA" --metrics "$MA" --clients 16 --secs 3 --signers 1 --threshold 1 \
+        --flow submit --max-proposals 40000 >"$RAW/submit.json"
+    "$LG" etcd-puts --addr "$ETCD_ADDR" --clients 16 --secs 3 >"$RAW/etcd-puts.json"
+    stop_pid "$ETCD_PID"; forget_pid "$ETCD_PID"
+    stop_registry
+    read -r subok subdetail < <(py '
+import json, sys
+s = json.load(open(sys.argv[1])); e = json.load(open(sys.argv[2]))
+ours, etcd, errs = s["commits_per_s"], e["puts_per_s"], s["error_count"]
+r = ours / etcd if etcd else 0.0
+print(int(r >= 1.0 and errs == 0), f"{ours:.0f}_/submit/s_=_{r:.2f}_x_etcd_{etcd:.0f}_puts/s_(limit_1.0),_{errs}_errors")' \
+        "$RAW/submit.json" "$RAW/etcd-puts.json")
+    check "submit" "$subok" "${subdetail//_/ }"
+else
+    echo "SKIP submit: etcd is not installed, so /submit vs etcd durable puts is not gated in this run"
+fi
 
 # ---- stream
 write_config "$TMPD/stream" 1 1 batch

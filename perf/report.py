@@ -298,6 +298,23 @@ if w1:
           f"| {fmt(o['overtaken_retries'] / max(o['commits'], 1), 2)} | {cpu_cell(o)} |")
         goals.append((f"1-of-1 durable commits/s ≥ etcd durable puts/s at C={c}", f"{ratio:.2f}×", verdict(ratio >= 1.0)))
     p("")
+ws = [(c, load(f"writes-submit-1of1-c{c}.json"), load(f"etcd-puts-c{c}.json")) for c in (1, 16, 64)]
+ws = [x for x in ws if x[1] and x[2]]
+if ws:
+    p("### `/submit` (one request: propose + approve + commit), 1-of-1, vs the same etcd puts\n")
+    p("| C | /submit writes/s | etcd puts/s | /submit/etcd | /submit p50 / p99 ms | etcd put p50 / p99 ms | writes per sync | server CPU µs per write |")
+    p("|---|---|---|---|---|---|---|---|")
+    for c, o, e in ws:
+        ratio = o["commits_per_s"] / e["puts_per_s"] if e["puts_per_s"] else float("nan")
+        p(f"| {c} | {fmt(o['commits_per_s'])} | {fmt(e['puts_per_s'])} | {fmt(ratio, 2)} "
+          f"| {fmt(o['commit_latency']['p50_ms'], 2)} / {fmt(o['commit_latency']['p99_ms'], 2)} "
+          f"| {fmt(e['latency']['p50_ms'], 2)} / {fmt(e['latency']['p99_ms'], 2)} | {fmt(o['server'].get('mean_batch'), 2)} "
+          f"| {cpu_cell(o)} |")
+        goals.append((f"/submit 1-of-1 durable writes/s ≥ 1.5 × etcd durable puts/s at C={c}", f"{ratio:.2f}×", verdict(ratio >= 1.5)))
+        goals.append((f"/submit 1-of-1 p99 below etcd's at C={c}",
+                       f"{o['commit_latency']['p99_ms']:.2f} vs {e['latency']['p99_ms']:.2f} ms",
+                       verdict(o['commit_latency']['p99_ms'] < e['latency']['p99_ms'])))
+    p("")
 vl = load("verifyloop.json")
 if vl:
     p(f"verify_strict on one thread in the same run: {vl['verifies_per_s']:,.0f}/s ({vl['us_per_verify']:.1f} µs).\n")

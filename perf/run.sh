@@ -165,8 +165,10 @@ if want writes; then
     for c in 1 16 64; do
         "$LG" writes --addr "$RA" --metrics "$MA" --pid "$SPID" --clients $c --secs $WD --signers 1 --threshold 1 \
             --max-proposals $((WD * 6000)) >"$RAW/writes-1of1-c$c.json"
+        "$LG" writes --addr "$RA" --metrics "$MA" --pid "$SPID" --clients $c --secs $WD --signers 1 --threshold 1 \
+            --flow submit --max-proposals $((WD * 9000)) >"$RAW/writes-submit-1of1-c$c.json"
         "$LG" etcd-puts --addr "$ETCD_ADDR" --clients $c --secs $WD >"$RAW/etcd-puts-c$c.json"
-        log "1of1 C=$c: ours $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["commits_per_s"])' "$RAW/writes-1of1-c$c.json")/s, etcd $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["puts_per_s"])' "$RAW/etcd-puts-c$c.json")/s"
+        log "1of1 C=$c: ours $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["commits_per_s"])' "$RAW/writes-1of1-c$c.json")/s, /submit $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["commits_per_s"])' "$RAW/writes-submit-1of1-c$c.json")/s, etcd $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["puts_per_s"])' "$RAW/etcd-puts-c$c.json")/s"
     done
     stop_pid "$ETCD_PID"; forget_pid "$ETCD_PID"
     stop_registry

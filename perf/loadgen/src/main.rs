@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! loadgen writes    --addr A [--metrics M] [--clients C] [--secs S] [--signers N] [--threshold K]
-//!                   [--mode pipelined|contended] [--max-proposals P] [--registry-id ID]
+//!                   [--mode pipelined|contended] [--flow three-step|submit]
+//!                   [--max-proposals P] [--registry-id ID]
 //! loadgen stream    --addr A --subscribers N [--commits K] [--interval-ms I] [--pid PID]
 //! loadgen conncheck --addr A [--path P] [--conns N] [--secs S]
 //! loadgen fill      --addr A --descriptors N [--ops K] [--threshold K] [--same-id 1]

@@ -14,7 +14,13 @@
 //! - `contended`: every client reads HEAD, signs a proposal on it (in the client, timed), and
 //!   retries from HEAD on any 409: what C uncoordinated committers get. Conflicts are counted.
 //!
-//! Commit latency = first `POST /commit` sent → its 200 (the durable acknowledgement).
+//! `--flow submit` (pipelined only): each ticket is one `POST /submit` of a DSSE envelope signed
+//! by the first `threshold` signers, prepared before the clock starts like the three-step
+//! requests; sent in ticket order like the commits (a submit that overtakes its predecessor is
+//! held by the writer for `proposals.commit_wait_ms`, and retried here on a 409 "not HEAD").
+//!
+//! Commit latency = first `POST /commit` (or `/submit`) sent → its 200 (the durable
+//! acknowledgement).
 
 use crate::common::{self, ms, signers, summary_ms, Args};
 use crate::http::Conn;
@@ -28,6 +34,8 @@ struct Prepared {
     id: String,
     approvals: Vec<Vec<u8>>,
     commit: Vec<u8>,
+    /// The `POST /submit` body: the payload and the same signatures as one DSSE envelope.
+    envelope: Vec<u8>,
 }
 
 pub fn proposal(registry_id: &str, base: u64, tag: &str) -> Vec<u8> {
@@ -54,20 +62,29 @@ fn prepare(
         .map(|b| {
             let payload = proposal(registry_id, b, &b.to_string());
             let id = common::sha256_hex(&payload);
-            let approvals = keys[..threshold]
+            let sigs: Vec<serde_json::Value> = keys[..threshold]
                 .iter()
-                .map(|k| {
-                    serde_json::to_vec(&json!({"proposal_id": id,
-                        "signatures": [{"keyid": k.keyid, "sig": k.sign(&payload)}]}))
-                    .unwrap()
+                .map(|k| json!({"keyid": k.keyid, "sig": k.sign(&payload)}))
+                .collect();
+            let approvals = sigs
+                .iter()
+                .map(|s| {
+                    serde_json::to_vec(&json!({"proposal_id": id, "signatures": [s]})).unwrap()
                 })
                 .collect();
             let commit = format!(r#"{{"proposal_id":"{id}"}}"#).into_bytes();
+            let envelope = serde_json::to_vec(&json!({
+                "payloadType": svc_registry::domain::dsse::PAYLOAD_TYPE,
+                "payload": svc_registry::domain::dsse::b64(&payload),
+                "signatures": sigs,
+            }))
+            .unwrap();
             Prepared {
                 payload,
                 id,
                 approvals,
                 commit,
+                envelope,
             }
         })
         .collect()
@@ -191,6 +208,12 @@ pub fn run(a: &Args) {
     let clients: usize = a.num("clients", 1);
     let secs: f64 = a.num("secs", 5.0);
     let mode = a.str("mode", "pipelined");
+    let flow = a.str("flow", "three-step");
+    if flow != "three-step" && (flow != "submit" || mode != "pipelined") {
+        eprintln!("--flow is three-step, or submit with --mode pipelined");
+        std::process::exit(2);
+    }
+    let submit = flow == "submit";
     let metrics = a.str("metrics", "");
     let mut head_conn = Conn::new(&addr);
     let head = head_conn
@@ -214,6 +237,7 @@ pub fn run(a: &Args) {
             clients,
             secs,
             head,
+            submit,
             a,
         )
     };
@@ -261,6 +285,7 @@ pub fn run(a: &Args) {
     let out = json!({
         "cpu": cpu,
         "mode": mode,
+        "flow": flow,
         "clients": clients,
         "threshold": threshold,
         "signers": n_signers,
@@ -291,6 +316,7 @@ fn pipelined(
     clients: usize,
     secs: f64,
     head: u64,
+    submit: bool,
     a: &Args,
 ) -> (Tally, f64, f64) {
     // Enough tickets for the run at a generous rate; the run ends early if they run out.
@@ -331,7 +357,7 @@ fn pipelined(
                     let Some(p) = prepared.get((ticket - head) as usize) else {
                         break;
                     };
-                    if let Err(e) = one(&mut c, p, ticket, head, &ring, &abort, &mut t) {
+                    if let Err(e) = one(&mut c, p, ticket, head, &ring, &abort, submit, &mut t) {
                         t.errors.push(format!("ticket {ticket}: {e}"));
                         abort.store(true, Ordering::SeqCst);
                         ring.answered(ticket);
@@ -350,6 +376,9 @@ fn pipelined(
     (all, (last - start).as_secs_f64().max(1e-9), prep_secs)
 }
 
+/// One ticket: propose, approve and commit (or one submit), the commit (submit) sent in ticket
+/// order.
+#[allow(clippy::too_many_arguments)]
 fn one(
     c: &mut Conn,
     p: &Prepared,
@@ -357,34 +386,42 @@ fn one(
     first: u64,
     ring: &Progress,
     abort: &AtomicBool,
+    submit: bool,
     t: &mut Tally,
 ) -> Result<(), String> {
     let began = Instant::now();
-    let r = post_retry(c, "/propose", &p.payload, &mut t.busy_retries)?;
-    if r.status != 202 {
-        return Err(format!("propose {}: {}", r.status, r.text()));
-    }
-    for body in &p.approvals {
-        let r = post_retry(c, "/approve", body, &mut t.busy_retries)?;
-        if r.status != 200 {
-            return Err(format!("approve {}: {}", r.status, r.text()));
+    if !submit {
+        let r = post_retry(c, "/propose", &p.payload, &mut t.busy_retries)?;
+        if r.status != 202 {
+            return Err(format!("propose {}: {}", r.status, r.text()));
+        }
+        for body in &p.approvals {
+            let r = post_retry(c, "/approve", body, &mut t.busy_retries)?;
+            if r.status != 200 {
+                return Err(format!("approve {}: {}", r.status, r.text()));
+            }
         }
     }
+    let (path, body) = if submit {
+        ("/submit", &p.envelope)
+    } else {
+        ("/commit", &p.commit)
+    };
     let mut seen = ring.wait_pred(ticket, first, 0, abort);
     if abort.load(Ordering::Relaxed) {
         return Err("aborted (an earlier ticket failed)".into());
     }
     let sent = Instant::now();
     let result = loop {
-        let sent_ok = c.send("POST", "/commit", Some(&p.commit));
+        let sent_ok = c.send("POST", path, Some(body));
         // The next ticket may send its commit now: ours is on the wire ahead of it.
         ring.sent(ticket);
         if let Err(e) = sent_ok {
-            break Err(format!("commit: {e}"));
+            break Err(format!("{path}: {e}"));
         }
         let r = match c.recv() {
             Ok(r) => r,
-            Err(e) => break Err(format!("commit: {e}")),
+            Err(e) => break Err(format!("{path}: {e}")),
         };
         match r.status {
             200 => break Ok(()),
@@ -396,7 +433,7 @@ fn one(
                 t.busy_retries += 1;
                 std::thread::sleep(Duration::from_millis(1));
             }
-            s => break Err(format!("commit {}: {} ({})", s, r.text(), p.id)),
+            s => break Err(format!("{path} {}: {} ({})", s, r.text(), p.id)),
         }
     };
     ring.answered(ticket);
