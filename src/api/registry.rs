@@ -546,9 +546,10 @@ impl RegistryApi {
         let template = Route::Submit.template();
         let replier = replier.with_route(template);
         let respond = |e: ApiError| Outcome::Respond(error_response(&e).route(template));
-        // CAPABILITIES: with `[auth]` on, `/submit` needs every scope the three steps need —
-        // `propose`, `approve` and `commit` (docs/API.md) — checked here, before the body is
-        // decoded or the writer is asked (answers 401 / 403 `forbidden`).
+        // Capabilities: with `[auth]` on, `/submit` needs every scope the three steps need —
+        // `propose`, `approve` and `commit` (docs/API.md, SPEC §13). This is where that check
+        // goes (401 / 403 `forbidden`), first, before the body is decoded or the writer asked;
+        // the token check itself is wired with the other routes' (ARCHITECTURE "Capabilities").
         if let Some(e) = self.plane.refuse_write(true) {
             m().rejected_total.with_label_values(&["deps"]).inc();
             return respond(e);

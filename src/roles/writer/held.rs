@@ -1,6 +1,6 @@
-//! Held commits: a commit (or a verified submit) whose proposal builds on a version not staged yet waits (at most
-//! `proposals.commit_wait_ms`, at most `max_pending` of them) for the staged head to reach its
-//! base, instead of being refused while its predecessor is still on its way.
+//! Held commits: a commit (or a verified submit) whose proposal builds on a version not staged
+//! yet waits (at most `proposals.commit_wait_ms`, at most `max_pending` of them) for the staged
+//! head to reach its base, instead of being refused while its predecessor is still on its way.
 //!
 //! Invariant: every held commit is answered exactly once — retried when the staged head reaches
 //! its base, refused when its deadline passes, on shutdown, or when the write plane stops.
