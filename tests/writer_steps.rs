@@ -1,10 +1,12 @@
 //! The writer driven step by step (no HTTP, no threads): group commit ordering, a failed sync
-//! poisoning the write plane, a full disk refusing without applying anything, and commits held
-//! until the staged head reaches their base.
+//! poisoning the write plane, a full disk refusing without applying anything, commits held
+//! until the staged head reaches their base, and one-request submits batched and held like
+//! commits.
 
 use arc_swap::ArcSwap;
 use crossbeam_channel::{Receiver, Sender};
 use ed25519_dalek::SigningKey;
+use std::cell::Cell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use svc_registry::api::replies;
@@ -16,6 +18,12 @@ use svc_registry::roles::reply::Reply;
 use svc_registry::roles::verifier::{Verified, VerifyJob};
 use svc_registry::roles::writer::*;
 use svc_registry::snapshot::Snapshot;
+
+thread_local! {
+    /// The writer's clock (ms since the epoch), per test thread: a test that moves it moves
+    /// only its own writer's time.
+    static CLOCK_MS: Cell<i64> = const { Cell::new(1_000_000) };
+}
 
 /// A journal that needs syncs and can be told to fail appends with a full disk.
 struct TestJournal {
@@ -94,7 +102,7 @@ fn rig() -> Rig {
         }),
         publisher: Box::new(Publishers(Vec::new())),
         plane: plane.clone(),
-        clock_ms: || 1_000_000,
+        clock_ms: || CLOCK_MS.with(Cell::get),
     });
     Rig {
         writer,
@@ -165,6 +173,41 @@ impl Rig {
         if let Some(last) = self.sync_rx.try_iter().last() {
             self.writer.on_internal(Internal::Durable(last));
         }
+    }
+
+    /// Submit `payload` signed by the first two keys and play the verifier pool; the answer
+    /// (if any yet) is on the returned channel.
+    fn submit(&mut self, payload: &[u8]) -> Receiver<Response> {
+        let sigs = (0..2)
+            .map(|i| (format!("k{i}"), sign_payload(&self.keys[i], payload)))
+            .collect();
+        let (r, rx) = reply(replies::submitted);
+        self.writer.on_request(WriteRequest::Submit {
+            bytes: payload.to_vec(),
+            signatures: sigs,
+            reply: r,
+        });
+        let jobs: Vec<VerifyJob> = self.verify_rx.try_iter().collect();
+        assert_eq!(jobs.len(), 2, "each signature verified on the pool");
+        for job in jobs {
+            let ok = verify_strict(&job.key, &job.sig, &job.pae);
+            self.writer.on_internal(Internal::Verified(Verified {
+                request: job.request,
+                index: job.index,
+                ok,
+            }));
+        }
+        rx
+    }
+
+    /// What `GET /proposals/{id}` answers.
+    fn proposal_status(&mut self, payload: &[u8]) -> (u16, serde_json::Value) {
+        let (r, rx) = reply(replies::proposal);
+        self.writer.on_request(WriteRequest::GetProposal {
+            id: svc_registry::domain::sha256_hex(payload),
+            reply: r,
+        });
+        answer(&rx)
     }
 
     fn commit(&mut self, id: &str) -> Receiver<Response> {
@@ -390,4 +433,72 @@ fn regression_a_stopped_write_plane_still_shuts_down() {
         done_rx.recv_timeout(Duration::from_secs(30)).is_ok(),
         "the writer did not exit after Shutdown"
     );
+}
+
+#[test]
+fn a_submit_and_a_commit_are_covered_by_one_group_sync_and_a_submit_leaves_no_pending_frame() {
+    let mut rig = rig();
+    let (p1, p2) = (rig.payload(0, "a"), rig.payload(1, "b"));
+    let id1 = rig.approved(&p1);
+    let c1 = rig.commit(&id1);
+    let s2 = rig.submit(&p2);
+    assert!(
+        c1.try_recv().is_err() && s2.try_recv().is_err(),
+        "staged, not durable"
+    );
+    // One position per staged record and nothing else: a submit appends no pending frame.
+    let positions: Vec<u64> = rig.sync_rx.try_iter().collect();
+    assert_eq!(positions.len(), 2);
+    assert_eq!(
+        rig.snapshot.load().version(),
+        0,
+        "nothing published before the sync"
+    );
+    rig.writer.on_internal(Internal::Durable(positions[1]));
+    assert_eq!(answer(&c1).1["version"], 1);
+    let (status, v) = answer(&s2);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["version"], 2);
+    assert_eq!(v["hash"], rig.snapshot.load().head.hash.as_str());
+    assert_eq!(
+        v["proposal_id"],
+        svc_registry::domain::sha256_hex(&p2).as_str()
+    );
+    assert_eq!(rig.proposal_status(&p2).1["state"], "committed");
+}
+
+#[test]
+fn a_submit_ahead_of_the_staged_head_is_held_and_stages_behind_its_predecessor() {
+    let mut rig = rig();
+    let (p1, p2) = (rig.payload(0, "a"), rig.payload(1, "b"));
+    let s2 = rig.submit(&p2);
+    assert!(s2.try_recv().is_err(), "held, not answered");
+    assert_eq!(rig.sync_rx.try_iter().count(), 0, "nothing staged yet");
+    assert_eq!(
+        rig.proposal_status(&p2).0,
+        404,
+        "a held submit is not pending"
+    );
+    let s1 = rig.submit(&p1);
+    let positions: Vec<u64> = rig.sync_rx.try_iter().collect();
+    assert_eq!(positions.len(), 2, "both staged, in order");
+    rig.writer.on_internal(Internal::Durable(positions[1]));
+    assert_eq!(answer(&s1).1["version"], 1);
+    assert_eq!(answer(&s2).1["version"], 2);
+}
+
+#[test]
+fn a_held_submit_whose_ttl_runs_out_is_410_and_leaves_nothing_pending() {
+    let mut rig = rig();
+    let p2 = rig.payload(1, "b");
+    let s2 = rig.submit(&p2);
+    assert!(s2.try_recv().is_err(), "held");
+    // Past the 60 s TTL a proposal made at the submit's arrival would have had.
+    CLOCK_MS.with(|c| c.set(c.get() + 61_000));
+    rig.writer
+        .on_tick(Instant::now() + Duration::from_secs(3600));
+    let (status, v) = answer(&s2);
+    assert_eq!((status, v["error"].as_str().unwrap()), (410, "expired"));
+    assert_eq!(rig.proposal_status(&p2).0, 404);
+    assert_eq!(rig.sync_rx.try_iter().count(), 0, "nothing appended");
 }
