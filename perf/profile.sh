@@ -3,6 +3,7 @@
 #
 #   read path:   GET /registry/head on 8 keep-alive connections (loadgen conncheck)
 #   commit path: propose → 2 approvals → commit, 8 pipelined committers, fsync = batch
+#   submit path: one POST /submit with 2 signatures, 8 pipelined clients, fsync = batch
 #
 # Counters are zeroed once the server is ready (start-up is not counted) and dumped after the
 # load, so the totals divide by the number of requests / commits served. Output under
@@ -69,5 +70,17 @@ n=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["commits"])'
 o=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["overtaken_retries"])' "$PROF/commit-load.json")
 ir=$(annotate commit)
 echo "commit path: $ir instructions for $n commits (+$o overtaken commit retries), 2-of-3 = $((ir / n)) per commit (propose + 2 approvals + commit, verification included)" | tee -a "$PROF/summary.txt"
-rm -rf "$TMPD/prof-read" "$TMPD/prof-commit"
+
+log "submit path under callgrind"
+write_config "$TMPD/prof-submit" 2 3 batch
+start_callgrind submit "$TMPD/prof-submit"
+callgrind_control --zero "$SPID" >/dev/null 2>&1
+"$LG" writes --addr "$RA" --clients 8 --secs 10 --signers 3 --threshold 2 --flow submit --max-proposals 20000 >"$PROF/submit-load.json"
+callgrind_control --dump=after-load "$SPID" >/dev/null 2>&1
+stop_registry
+n=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["commits"])' "$PROF/submit-load.json")
+o=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["overtaken_retries"])' "$PROF/submit-load.json")
+ir=$(annotate submit)
+echo "submit path: $ir instructions for $n submits (+$o overtaken retries), 2-of-3 = $((ir / n)) per write (one request, verification included)" | tee -a "$PROF/summary.txt"
+rm -rf "$TMPD/prof-read" "$TMPD/prof-commit" "$TMPD/prof-submit"
 log "wrote $PROF"

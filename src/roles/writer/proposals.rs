@@ -308,8 +308,8 @@ impl Writer {
                 continue;
             }
             for (c, (public, _)) in s.candidates.iter().enumerate() {
-                let key = ed25519_dalek::VerifyingKey::from_bytes(public)
-                    .expect("a configured key parses");
+                let key =
+                    configured_key(std::iter::once(&**in_force).chain(new.as_deref()), public);
                 jobs.push(VerifyJob {
                     key,
                     sig: s.sig,
@@ -476,6 +476,23 @@ pub(super) fn tally(p: &Pending, in_force: &SignerSet, now: i64) -> QuorumCount 
         })
         .collect();
     quorum::count(in_force, p.proposal.new_signers().map(|s| &**s), &approvals)
+}
+
+/// The parsed key with public bytes `public` among `sets` (where the candidate came from).
+/// Parsed once at load: `VerifyingKey::from_bytes` decompresses the point, ≈ 80,000
+/// instructions per signature, and this runs on the writer thread, the serial part of every
+/// write (found with callgrind, docs/PERFORMANCE.md).
+pub(super) fn configured_key<'a>(
+    mut sets: impl Iterator<Item = &'a SignerSet>,
+    public: &[u8; 32],
+) -> ed25519_dalek::VerifyingKey {
+    sets.find_map(|set| {
+        set.keys
+            .iter()
+            .find(|k| k.public.as_bytes() == public)
+            .map(|k| k.public)
+    })
+    .expect("a candidate key comes from the sets that judge the proposal")
 }
 
 /// Keyids whose approvals count for either quorum, sorted, each once.

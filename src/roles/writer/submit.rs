@@ -15,7 +15,7 @@
 //! sync loses only what was never acknowledged. Because its commit record goes through the same
 //! staging queue as `/commit`, one sync covers submits and commits alike (group commit).
 
-use super::proposals::tally;
+use super::proposals::{configured_key, tally};
 use super::{Approval, Committed, Pending, SubmitCommitted, Submitted, Work, Writer, CANDIDATES};
 use crate::domain::dsse;
 use crate::domain::proposal;
@@ -64,11 +64,16 @@ impl Writer {
         };
         let request = self.next_request;
         self.next_request += 1;
+        // The sets the candidates came from (admit_submit judged against the same staged head).
+        let history = self.staged.signers.clone();
+        let sets = || {
+            std::iter::once(&**history.set_at(submission.proposal.base_version))
+                .chain(submission.proposal.new_signers().map(|s| &**s))
+        };
         let mut jobs = Vec::new();
         for (i, s) in signatures.iter().enumerate() {
             for (c, (public, _)) in s.candidates.iter().enumerate() {
-                let key = ed25519_dalek::VerifyingKey::from_bytes(public)
-                    .expect("a configured key parses");
+                let key = configured_key(sets(), public);
                 jobs.push(VerifyJob {
                     key,
                     sig: s.sig,
