@@ -6,6 +6,7 @@
 //! CORS preflight headers when `[http] cors_allow_origins` allows the origin (src/api/cors.rs).
 
 use super::cors::Cors;
+use crate::auth::{Action, Gate, PendingOps};
 use super::replies::{self, reply};
 use super::{error_response, json_response};
 use crate::domain::descriptor::Kind;
@@ -40,6 +41,11 @@ pub struct RegistryApi {
     pub stream: Option<Arc<SseHub>>,
     /// `[http] cors_allow_origins` (empty: CORS off).
     pub cors: Cors,
+    /// The capability check (docs/ARCHITECTURE.md "Capabilities"): every route but `OPTIONS`.
+    pub gate: Arc<Gate>,
+    /// The writer's pending proposals' ops, for `kind` / `id_prefix` caveats on approve and
+    /// commit.
+    pub pending_ops: Arc<PendingOps>,
 }
 
 enum Route {
@@ -75,6 +81,16 @@ impl Route {
 
     fn is_write(&self) -> bool {
         matches!(self, Route::Propose | Route::Approve | Route::Commit)
+    }
+
+    /// The capability a request on this route needs (`GET /proposals/{id}` is a read).
+    fn action(&self) -> Action {
+        match self {
+            Route::Propose => Action::Propose,
+            Route::Approve => Action::Approve,
+            Route::Commit => Action::Commit,
+            _ => Action::Read,
+        }
     }
 
     /// The route's own methods, as a 405's `Allow` value; the `OPTIONS` answer (which every
@@ -201,6 +217,12 @@ impl RegistryApi {
                     .header("Allow", allow.to_string())
                     .route(template),
             );
+        }
+        // Before any work: a refused request reads no state and queues nothing. Approve and
+        // commit are checked again against their proposal's ops once the body names it.
+        if let Err(e) = self.gate.precheck(&req, route.action()) {
+            replier.dismiss();
+            return Outcome::Respond(error_response(&e).route(template));
         }
         let result = match route {
             Route::Head => Ok(self.head(&req)),
@@ -502,10 +524,15 @@ impl RegistryApi {
             }
         }
         let request = match route {
-            Route::Propose => WriteRequest::Propose {
-                bytes: req.body,
-                reply: reply(replier, replies::accepted),
-            },
+            Route::Propose => {
+                if let Err(e) = self.gate.propose(&req, &req.body) {
+                    return respond(e);
+                }
+                WriteRequest::Propose {
+                    bytes: req.body,
+                    reply: reply(replier, replies::accepted),
+                }
+            }
             Route::Proposal(id) => {
                 if let Err(e) = check_proposal_id(&id) {
                     return respond(e);
@@ -521,6 +548,12 @@ impl RegistryApi {
                     Err(e) => return respond(ApiError::bad_request(format!("bad approval: {e}"))),
                 };
                 if let Err(e) = check_proposal_id(&body.proposal_id) {
+                    return respond(e);
+                }
+                if let Err(e) = self
+                    .gate
+                    .approve(&req, &body.proposal_id, &self.pending_ops)
+                {
                     return respond(e);
                 }
                 if body.signatures.len() > APPROVE_SIGNATURES_MAX {
@@ -549,6 +582,9 @@ impl RegistryApi {
                     Err(e) => return respond(ApiError::bad_request(format!("bad commit: {e}"))),
                 };
                 if let Err(e) = check_proposal_id(&body.proposal_id) {
+                    return respond(e);
+                }
+                if let Err(e) = self.gate.commit(&req, &body.proposal_id, &self.pending_ops) {
                     return respond(e);
                 }
                 WriteRequest::Commit {
