@@ -98,10 +98,6 @@ pub fn run(opts: Options) -> i32 {
             return EXIT_CONFIG;
         }
     };
-    let gate = match start_gate(&config) {
-        Some(g) => g,
-        None => return EXIT_START,
-    };
     let started = Instant::now();
     log::info!(
         "msg=starting service=svc-registry version={} config={:?} registry_id={} workers={} amnesia={} read_only={} uds_only={}",
@@ -113,6 +109,10 @@ pub fn run(opts: Options) -> i32 {
         config.flags.read_only,
         config.flags.uds_only
     );
+    let gate = match start_gate(&config) {
+        Some(g) => g,
+        None => return EXIT_START,
+    };
     let shared = Shared::new(&config, tls, gate);
 
     // The metrics listener comes up first so /healthz and /readyz answer during restore.

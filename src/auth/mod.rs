@@ -26,6 +26,7 @@ pub mod caveats;
 pub mod gate;
 pub mod keys;
 pub mod macaroon;
+pub mod tool;
 
 pub use caveats::{Action, OpRef, Request};
 pub use gate::{Gate, PendingOps};
