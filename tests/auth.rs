@@ -108,22 +108,29 @@ fn write_keys(path: &Path, keys: &[(&str, &str, Option<&str>)]) {
 }
 
 fn auth_setup(keys: &Path, require: &[&str], extra: &str) -> Setup {
-    let mut setup = Setup::default();
-    setup.tables = format!(
-        "[auth]\nkeys_file = {:?}\nrequire = {:?}\n{extra}",
-        keys.display().to_string(),
-        require
-    );
-    // Debug level: the access log lines are on, and must not carry a token either.
-    setup.env.push(("RUST_LOG".into(), "debug".into()));
-    setup
+    Setup {
+        tables: format!(
+            "[auth]\nkeys_file = {:?}\nrequire = {:?}\n{extra}",
+            keys.display().to_string(),
+            require
+        ),
+        // Debug level: the access log lines are on, and must not carry a token either.
+        env: vec![("RUST_LOG".into(), "debug".into())],
+        ..Setup::default()
+    }
 }
 
 fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
-fn send(s: &TestServer, method: &str, path: &str, token: Option<&str>, body: Option<&[u8]>) -> ClientResponse {
+fn send(
+    s: &TestServer,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&[u8]>,
+) -> ClientResponse {
     let auth = token.map(bearer);
     let mut headers = vec![("Content-Type", "application/json")];
     if let Some(a) = &auth {
@@ -132,7 +139,13 @@ fn send(s: &TestServer, method: &str, path: &str, token: Option<&str>, body: Opt
     s.request(method, path, &headers, body)
 }
 
-fn admin_send(s: &TestServer, method: &str, path: &str, token: Option<&str>, body: Option<&[u8]>) -> ClientResponse {
+fn admin_send(
+    s: &TestServer,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&[u8]>,
+) -> ClientResponse {
     let auth = token.map(bearer);
     let mut headers = vec![("Content-Type", "application/json")];
     if let Some(a) = &auth {
@@ -170,26 +183,43 @@ fn pymacaroons_tokens_are_accepted_and_refused_before_anything_is_queued() {
             spec("all", "k1", K1, &[ALL]),
             spec("retired", "old", OLD, &[ALL]),
             spec("ghost", "ghost", GHOST, &[ALL]),
-            spec("expired", "k1", K1, &[ALL, "expires = 2020-01-01T00:00:00Z"]),
+            spec(
+                "expired",
+                "k1",
+                K1,
+                &[ALL, "expires = 2020-01-01T00:00:00Z"]
+            ),
             spec("future", "k1", K1, &[ALL, "expires = 2999-01-01T00:00:00Z"]),
             spec("unknown_caveat", "k1", K1, &[ALL, "colour = blue"]),
             third_party_spec(),
             spec("read_only", "k1", K1, &["scope = read"]),
             spec("narrowed", "k1", K1, &[ALL, "scope = read,approve"]),
             spec("admin_only", "k1", K1, &["scope = admin"]),
-            spec("other_registry", "k1", K1, &[ALL, "registry = other-registry"]),
-            spec("this_registry", "k1", K1, &[ALL, "registry = test-registry"]),
+            spec(
+                "other_registry",
+                "k1",
+                K1,
+                &[ALL, "registry = other-registry"]
+            ),
+            spec(
+                "this_registry",
+                "k1",
+                K1,
+                &[ALL, "registry = test-registry"]
+            ),
             spec("nodes", "k1", K1, &[ALL, "kind = node"]),
             spec("edge", "k1", K1, &[ALL, "id_prefix = edge-"]),
         ]),
     ) else {
         return;
     };
-    let (_keys_dir, keys) = keys_file(&[
-        ("old", OLD, Some("2020-01-01T00:00:00Z")),
-        ("k1", K1, None),
-    ]);
-    let s = TestServer::start(auth_setup(&keys, &["propose", "approve", "commit", "admin"], ""));
+    let (_keys_dir, keys) =
+        keys_file(&[("old", OLD, Some("2020-01-01T00:00:00Z")), ("k1", K1, None)]);
+    let s = TestServer::start(auth_setup(
+        &keys,
+        &["propose", "approve", "commit", "admin"],
+        "",
+    ));
     let all = Some(t["all"].as_str());
 
     // Damaged copies of a good token.
@@ -216,15 +246,47 @@ fn pymacaroons_tokens_are_accepted_and_refused_before_anything_is_queued() {
         ("truncated", Some(&truncated), "401 unauthorized"),
         ("bit-flipped", Some(&flipped), "401 unauthorized"),
         ("unknown key", Some(t["ghost"].as_str()), "401 unauthorized"),
-        ("retired key", Some(t["retired"].as_str()), "401 unauthorized"),
+        (
+            "retired key",
+            Some(t["retired"].as_str()),
+            "401 unauthorized",
+        ),
         ("expired", Some(t["expired"].as_str()), "401 unauthorized"),
-        ("unknown caveat", Some(t["unknown_caveat"].as_str()), "401 unauthorized"),
-        ("third-party caveat", Some(t["third_party"].as_str()), "401 unauthorized"),
-        ("scope without propose", Some(t["read_only"].as_str()), "403 forbidden"),
-        ("narrowed by a second scope", Some(t["narrowed"].as_str()), "403 forbidden"),
-        ("other registry", Some(t["other_registry"].as_str()), "403 forbidden"),
-        ("kind violated by one op", Some(t["nodes"].as_str()), "403 forbidden"),
-        ("id_prefix violated by one op", Some(t["edge"].as_str()), "403 forbidden"),
+        (
+            "unknown caveat",
+            Some(t["unknown_caveat"].as_str()),
+            "401 unauthorized",
+        ),
+        (
+            "third-party caveat",
+            Some(t["third_party"].as_str()),
+            "401 unauthorized",
+        ),
+        (
+            "scope without propose",
+            Some(t["read_only"].as_str()),
+            "403 forbidden",
+        ),
+        (
+            "narrowed by a second scope",
+            Some(t["narrowed"].as_str()),
+            "403 forbidden",
+        ),
+        (
+            "other registry",
+            Some(t["other_registry"].as_str()),
+            "403 forbidden",
+        ),
+        (
+            "kind violated by one op",
+            Some(t["nodes"].as_str()),
+            "403 forbidden",
+        ),
+        (
+            "id_prefix violated by one op",
+            Some(t["edge"].as_str()),
+            "403 forbidden",
+        ),
     ];
     for (what, token, want) in &refusals {
         let r = send(&s, "POST", "/propose", *token, Some(&mixed));
@@ -235,7 +297,13 @@ fn pymacaroons_tokens_are_accepted_and_refused_before_anything_is_queued() {
         }
     }
     // Nothing was queued: the proposal is unknown and the pending count did not move.
-    let r = send(&s, "GET", &format!("/proposals/{}", proposal_id(&mixed)), None, None);
+    let r = send(
+        &s,
+        "GET",
+        &format!("/proposals/{}", proposal_id(&mixed)),
+        None,
+        None,
+    );
     assert_eq!(r.status, 404, "{}", r.text());
     assert_eq!(s.metric("registry_pending_proposals"), pending_before);
     assert!(s.metric("auth_failures_total{reason=\"missing\"}") >= 1.0);
@@ -245,7 +313,10 @@ fn pymacaroons_tokens_are_accepted_and_refused_before_anything_is_queued() {
 
     // Good tokens work: the plain one, one with an expiry ahead, one for this registry.
     for name in ["all", "future", "this_registry"] {
-        let p = proposal(&s, json!([put("node", &format!("n-{name}"), json!({"v": 1}))]));
+        let p = proposal(
+            &s,
+            json!([put("node", &format!("n-{name}"), json!({"v": 1}))]),
+        );
         let r = send(&s, "POST", "/propose", Some(&t[name]), Some(&p));
         assert_eq!(r.status, 202, "{name}: {}", r.text());
     }
@@ -259,7 +330,13 @@ fn pymacaroons_tokens_are_accepted_and_refused_before_anything_is_queued() {
     for name in ["nodes", "edge"] {
         let r = send(&s, "POST", "/approve", Some(&t[name]), Some(&approve));
         assert_eq!(status_and_code(&r), "403 forbidden", "{name}: {}", r.text());
-        let r = send(&s, "POST", "/commit", Some(&t[name]), Some(commit.as_bytes()));
+        let r = send(
+            &s,
+            "POST",
+            "/commit",
+            Some(&t[name]),
+            Some(commit.as_bytes()),
+        );
         assert_eq!(status_and_code(&r), "403 forbidden", "{name}: {}", r.text());
     }
     // …and no approval was recorded.
@@ -270,20 +347,42 @@ fn pymacaroons_tokens_are_accepted_and_refused_before_anything_is_queued() {
     let r = send(&s, "POST", "/propose", Some(&t["nodes"]), Some(&inside));
     assert_eq!(r.status, 202, "{}", r.text());
     let id = proposal_id(&inside);
-    let r = send(&s, "POST", "/approve", Some(&t["edge"]), Some(&s.setup.approve_body(&id, &inside)));
+    let r = send(
+        &s,
+        "POST",
+        "/approve",
+        Some(&t["edge"]),
+        Some(&s.setup.approve_body(&id, &inside)),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
-    let r = send(&s, "POST", "/commit", Some(&t["nodes"]), Some(format!(r#"{{"proposal_id":"{id}"}}"#).as_bytes()));
+    let r = send(
+        &s,
+        "POST",
+        "/commit",
+        Some(&t["nodes"]),
+        Some(format!(r#"{{"proposal_id":"{id}"}}"#).as_bytes()),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     // A narrowed token on a proposal that is not pending fails closed.
     let absent = "ab".repeat(32);
-    let r = send(&s, "POST", "/commit", Some(&t["nodes"]), Some(format!(r#"{{"proposal_id":"{absent}"}}"#).as_bytes()));
+    let r = send(
+        &s,
+        "POST",
+        "/commit",
+        Some(&t["nodes"]),
+        Some(format!(r#"{{"proposal_id":"{absent}"}}"#).as_bytes()),
+    );
     assert_eq!(status_and_code(&r), "403 forbidden", "{}", r.text());
 
     // Reads are open (read is not required here), and so are the probes and OPTIONS.
     assert_eq!(send(&s, "GET", "/registry/head", None, None).status, 200);
     assert_eq!(send(&s, "OPTIONS", "/propose", None, None).status, 204);
     for probe in ["/healthz", "/readyz", "/metrics"] {
-        assert_eq!(admin_send(&s, "GET", probe, None, None).status, 200, "{probe}");
+        assert_eq!(
+            admin_send(&s, "GET", probe, None, None).status,
+            200,
+            "{probe}"
+        );
     }
     // Admin routes need `admin`.
     for (token, want) in [
@@ -294,24 +393,45 @@ fn pymacaroons_tokens_are_accepted_and_refused_before_anything_is_queued() {
         for (method, path, body) in [
             ("GET", "/admin/config", None),
             ("GET", "/admin/maintenance", None),
-            ("POST", "/admin/maintenance", Some(&br#"{"read_only": true}"#[..])),
+            (
+                "POST",
+                "/admin/maintenance",
+                Some(&br#"{"read_only": true}"#[..]),
+            ),
             ("POST", "/admin/chaos/clear", None),
-            ("POST", "/admin/backup", Some(&br#"{"to": "/tmp/nowhere-auth-test"}"#[..])),
+            (
+                "POST",
+                "/admin/backup",
+                Some(&br#"{"to": "/tmp/nowhere-auth-test"}"#[..]),
+            ),
         ] {
             let r = admin_send(&s, method, path, token, body);
             assert_eq!(status_and_code(&r), want, "{method} {path}: {}", r.text());
         }
     }
-    let r = admin_send(&s, "GET", "/admin/maintenance", Some(&t["admin_only"]), None);
+    let r = admin_send(
+        &s,
+        "GET",
+        "/admin/maintenance",
+        Some(&t["admin_only"]),
+        None,
+    );
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(json(&r)["read_only"], false, "a refused POST changed nothing");
+    assert_eq!(
+        json(&r)["read_only"],
+        false,
+        "a refused POST changed nothing"
+    );
 
     // No token, whole or as its signature part, in the server's log (debug level).
     let logs = s.logs();
     assert!(logs.contains("msg=\"auth refused\""), "refusals are logged");
     for (name, token) in &t {
         assert!(!logs.contains(token.as_str()), "token {name} in the log");
-        assert!(!logs.contains(&token[token.len() - 40..]), "token {name}'s tail in the log");
+        assert!(
+            !logs.contains(&token[token.len() - 40..]),
+            "token {name}'s tail in the log"
+        );
     }
     assert!(!logs.contains(&truncated) && !logs.contains(&flipped));
 }
@@ -360,15 +480,25 @@ fn read_required_closes_reads_and_the_stream_but_not_the_probes() {
     let r = send(&s, "POST", "/propose", Some(&read), Some(&p));
     assert_eq!(status_and_code(&r), "403 forbidden", "{}", r.text());
     for probe in ["/healthz", "/readyz", "/metrics"] {
-        assert_eq!(admin_send(&s, "GET", probe, None, None).status, 200, "{probe}");
+        assert_eq!(
+            admin_send(&s, "GET", probe, None, None).status,
+            200,
+            "{probe}"
+        );
     }
-    assert_eq!(send(&s, "OPTIONS", "/registry/head", None, None).status, 204);
+    assert_eq!(
+        send(&s, "OPTIONS", "/registry/head", None, None).status,
+        204
+    );
     // ronctl sends RON_TOKEN, and never prints it.
     let (ok, out, err) = s.ronctl(&["--token", &read, "registry", "head"]);
     assert!(ok, "{err}");
     assert!(out.contains("\"version\""), "{out}");
     let (ok, out, err) = s.ronctl(&["registry", "head"]);
-    assert!(!ok && err.contains("401") && err.contains("RON_TOKEN"), "{out}{err}");
+    assert!(
+        !ok && err.contains("401") && err.contains("RON_TOKEN"),
+        "{out}{err}"
+    );
     let bad = format!("{read}x");
     let (ok, out, err) = s.ronctl(&["--token", &bad, "registry", "head"]);
     assert!(!ok);
@@ -395,14 +525,21 @@ fn a_keys_file_others_can_read_or_a_malformed_one_stops_the_start() {
     assert_eq!(status.and_then(|s| s.code()), Some(1), "{logs:?}");
     assert!(logs.join("\n").contains("chmod 600"), "{logs:?}");
     // Malformed (mode fine): refused, and the line does not quote the secret.
-    std::fs::write(&keys, format!("[[keys]]\nid = \"k1\"\nsecret = \"{}\"\n", &K1[..60])).unwrap();
+    std::fs::write(
+        &keys,
+        format!("[[keys]]\nid = \"k1\"\nsecret = \"{}\"\n", &K1[..60]),
+    )
+    .unwrap();
     std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
     let Err((logs, status)) = TestServer::try_start(auth_setup(&keys, &["admin"], "")) else {
         panic!("started with a malformed keys file");
     };
     assert_eq!(status.and_then(|s| s.code()), Some(1), "{logs:?}");
     let logs = logs.join("\n");
-    assert!(logs.contains("64 hex digits") && !logs.contains(&K1[..60]), "{logs}");
+    assert!(
+        logs.contains("64 hex digits") && !logs.contains(&K1[..60]),
+        "{logs}"
+    );
     // Without [auth]: one clear warning line, and the server runs open.
     let s = TestServer::start(Setup::default());
     assert_eq!(s.logs().matches("no [auth] in the config").count(), 1);
@@ -459,7 +596,10 @@ fn rotation_with_ronctl_keeps_old_tokens_until_not_after_and_new_tokens_work() {
     let s = TestServer::start(auth_setup(
         &keys,
         &["propose", "approve", "commit", "admin"],
-        &format!("[ops]\nbackup_root = {:?}\n", dir.path().display().to_string()),
+        &format!(
+            "[ops]\nbackup_root = {:?}\n",
+            dir.path().display().to_string()
+        ),
     ));
     let old = ronctl_mint(&s, &keys, "k1");
     assert_eq!(admin_status(&s, &old), 200);
@@ -476,14 +616,21 @@ fn rotation_with_ronctl_keeps_old_tokens_until_not_after_and_new_tokens_work() {
         s.data_dir.to_str().unwrap(),
     ]);
     assert!(ok, "{err}");
-    assert!(out.contains("re-issue") && out.contains("k1") && out.contains("SIGHUP"), "{out}");
+    assert!(
+        out.contains("re-issue") && out.contains("k1") && out.contains("SIGHUP"),
+        "{out}"
+    );
     assert!(!out.contains(K1), "the report shows no secret: {out}");
     let mode = std::fs::metadata(&keys).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     assert!(s.wait_log("auth_keys=2", TIMEOUT), "{}", s.logs());
     let new = ronctl_mint(&s, &keys, "k2");
     assert_eq!(admin_status(&s, &new), 200);
-    assert_eq!(admin_status(&s, &old), 200, "the old token lives until not_after");
+    assert_eq!(
+        admin_status(&s, &old),
+        200,
+        "the old token lives until not_after"
+    );
     // After the grace period the old key's tokens are refused; the new ones still work.
     eventually(Duration::from_secs(15), "the old key retires", || {
         admin_status(&s, &old) == 401
@@ -496,7 +643,9 @@ fn rotation_with_ronctl_keeps_old_tokens_until_not_after_and_new_tokens_work() {
     assert!(ok, "{err}");
     let logs = s.logs();
     for t in [&old, &new] {
-        assert!(!logs.contains(t.as_str()) && !out.contains(t.as_str()) && !err.contains(t.as_str()));
+        assert!(
+            !logs.contains(t.as_str()) && !out.contains(t.as_str()) && !err.contains(t.as_str())
+        );
     }
 }
 
@@ -508,7 +657,10 @@ fn backups_are_written_only_under_backup_root() {
     let s = TestServer::start(auth_setup(
         &keys,
         &["admin"],
-        &format!("[ops]\nbackup_root = {:?}\n", root.path().display().to_string()),
+        &format!(
+            "[ops]\nbackup_root = {:?}\n",
+            root.path().display().to_string()
+        ),
     ));
     let token = ronctl_mint(&s, &keys, "k1");
     let outside = elsewhere.path().join("b1");
@@ -524,7 +676,13 @@ fn backups_are_written_only_under_backup_root() {
     assert_eq!(r.status, 403, "{}", r.text());
     // Inside: a real backup.
     let inside = root.path().join("b3");
-    let (ok, out, err) = s.ronctl(&["--token", &token, "backup", "--to", inside.to_str().unwrap()]);
+    let (ok, out, err) = s.ronctl(&[
+        "--token",
+        &token,
+        "backup",
+        "--to",
+        inside.to_str().unwrap(),
+    ]);
     assert!(ok, "{out}{err}");
     assert!(inside.join("BACKUP.json").exists());
 

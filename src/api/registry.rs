@@ -6,9 +6,9 @@
 //! CORS preflight headers when `[http] cors_allow_origins` allows the origin (src/api/cors.rs).
 
 use super::cors::Cors;
-use crate::auth::{Action, Gate, PendingOps};
 use super::replies::{self, reply};
 use super::{error_response, json_response};
+use crate::auth::{Action, Gate, PendingOps};
 use crate::domain::descriptor::Kind;
 use crate::domain::dsse;
 use crate::domain::state;

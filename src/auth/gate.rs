@@ -246,7 +246,9 @@ impl Gate {
             };
             let first = super::authorize(token, keys, &auth_req);
             let result = match first {
-                Err(AuthError::Forbidden(Denial::NoOps { .. })) if lookup.is_some() || looked_up.is_some() => {
+                Err(AuthError::Forbidden(Denial::NoOps { .. }))
+                    if lookup.is_some() || looked_up.is_some() =>
+                {
                     if looked_up.is_none() {
                         let find = lookup.take().expect("checked above");
                         match find() {

@@ -48,7 +48,11 @@ pub fn parse_duration(text: &str) -> Result<i64, String> {
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        _ => return Err(format!("{text:?} is not a duration like 90s, 30m, 12h or 7d")),
+        _ => {
+            return Err(format!(
+                "{text:?} is not a duration like 90s, 30m, 12h or 7d"
+            ))
+        }
     };
     n.checked_mul(unit_s)
         .filter(|s| *s <= 100 * 365 * 86_400)
@@ -70,8 +74,9 @@ fn expires_value(text: &str, now: i64) -> Result<String, String> {
     if let Ok(secs) = parse_duration(text) {
         return Ok(rfc3339(now + secs));
     }
-    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .map_err(|_| format!("--expires {text:?} is neither a duration (12h, 7d) nor an RFC 3339 time"))?;
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).map_err(
+        |_| format!("--expires {text:?} is neither a duration (12h, 7d) nor an RFC 3339 time"),
+    )?;
     Ok(text.to_string())
 }
 
@@ -311,8 +316,12 @@ pub fn write_keys_file(path: &Path, ring: &KeyRing) -> Result<(), String> {
 /// The PID in `data_dir/LOCK` (the running server's; written when it took the lock).
 pub fn server_pid(data_dir: &Path) -> Result<i32, String> {
     let lock = data_dir.join("LOCK");
-    let text = std::fs::read_to_string(&lock)
-        .map_err(|e| format!("cannot read {}: {e} (is the server running on this data_dir?)", lock.display()))?;
+    let text = std::fs::read_to_string(&lock).map_err(|e| {
+        format!(
+            "cannot read {}: {e} (is the server running on this data_dir?)",
+            lock.display()
+        )
+    })?;
     text.trim()
         .parse()
         .ok()
@@ -336,7 +345,11 @@ pub fn signal_reload(pid: i32) -> Result<(), String> {
 
 /// The operator's instructions after a rotation.
 pub fn rotation_report(r: &Rotated, keys_file: &Path) -> String {
-    let mut out = format!("added root key {:?} to {}\n", r.new_key, keys_file.display());
+    let mut out = format!(
+        "added root key {:?} to {}\n",
+        r.new_key,
+        keys_file.display()
+    );
     for (id, end) in &r.ending {
         out.push_str(&format!(
             "key {id:?} stays valid until {} (not_after)\n",
@@ -419,7 +432,9 @@ mod tests {
         assert!(a.live_at(now) && !a.live_at(now + 3601));
         assert!(ring.get("b").unwrap().not_after_unix_s.is_none());
         assert_eq!(ring.minting_key(now).unwrap().id, "b");
-        assert!(rotate(&path, Some("b"), 60).unwrap_err().contains("already"));
+        assert!(rotate(&path, Some("b"), 60)
+            .unwrap_err()
+            .contains("already"));
         let report = rotation_report(&r, &path);
         assert!(report.contains("re-issue") && !report.contains(&hex::encode([2u8; 32])));
     }
@@ -452,7 +467,12 @@ mod tests {
             .collect();
         assert_eq!(
             shown,
-            ["registry = r1", "scope = propose,read", "kind = node", "id_prefix = edge-"]
+            [
+                "registry = r1",
+                "scope = propose,read",
+                "kind = node",
+                "id_prefix = edge-"
+            ]
         );
         let m = Macaroon::from_base64(&narrowed).unwrap();
         assert!(!v.to_string().contains(&m.signature_hex()));

@@ -419,12 +419,16 @@ fn cap(c: CapCmd, output: cli::Output) -> cli::CliResult {
                     registry,
                 },
             )?;
-            cli::emit(output, &serde_json::json!({"token": token}), || token.clone());
+            cli::emit(output, &serde_json::json!({"token": token}), || {
+                token.clone()
+            });
             Ok(())
         }
         CapCmd::Attenuate { token, caveats } => {
             let token = tool::attenuate(&token_arg(&token)?, &caveats)?;
-            cli::emit(output, &serde_json::json!({"token": token}), || token.clone());
+            cli::emit(output, &serde_json::json!({"token": token}), || {
+                token.clone()
+            });
             Ok(())
         }
         CapCmd::Inspect { token } => {
@@ -433,7 +437,9 @@ fn cap(c: CapCmd, output: cli::Output) -> cli::CliResult {
                 let mut out = format!(
                     "identifier: {}\nkey_id: {}",
                     v["identifier"].as_str().unwrap_or("?"),
-                    v["key_id"].as_str().unwrap_or("(not a v1:<key id>:<nonce> identifier)")
+                    v["key_id"]
+                        .as_str()
+                        .unwrap_or("(not a v1:<key id>:<nonce> identifier)")
                 );
                 for c in v["caveats"].as_array().into_iter().flatten() {
                     out.push_str(&format!(
@@ -481,9 +487,11 @@ fn cap(c: CapCmd, output: cli::Output) -> cli::CliResult {
                     "dropped": rotated.dropped,
                     "reloaded_pid": reloaded,
                 }),
-                || match reloaded {
+                || {
+                    match reloaded {
                     Some(p) => format!("{report}\nsent SIGHUP to {p}: check its log for msg=reloaded auth_keys=N"),
                     None => format!("{report}\nreload the server (SIGHUP, e.g. systemctl reload svc-registry) to put the new key in force"),
+                }
                 },
             );
             Ok(())
