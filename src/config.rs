@@ -654,8 +654,11 @@ pub const LIVE_KEYS: &[&str] = &[
     "chaos",
     "maintenance",
     "storage.commit_budget_ms",
-    "ops",
 ];
+
+/// Keys a SIGHUP applies that have no default value, so a config may lack them entirely
+/// (kept apart from [`LIVE_KEYS`], every one of which a default config holds).
+pub const LIVE_OPTIONAL_KEYS: &[&str] = &["ops.backup_root"];
 
 /// Tables whose keys a SIGHUP applies only while the table is present both before and after:
 /// `[tls]` certificate files are re-read by every reload, but adding or removing the table
@@ -664,7 +667,7 @@ pub const LIVE_WHILE_PRESENT: &[&str] = &["tls", "auth"];
 
 /// Whether `key` (dotted path) is applied by a SIGHUP.
 pub fn is_live_key(key: &str) -> bool {
-    LIVE_KEYS.iter().any(|live| {
+    LIVE_KEYS.iter().chain(LIVE_OPTIONAL_KEYS).any(|live| {
         key == *live
             || key
                 .strip_prefix(live)
@@ -1130,5 +1133,58 @@ mod tests {
         let again =
             Config::from_toml(&c.to_toml(), Path::new("t"), Flags::default(), &|_| None).unwrap();
         assert_eq!(again.to_toml(), c.to_toml());
+    }
+
+    #[test]
+    fn auth_and_ops_resolve_paths_check_words_and_reload_like_tls() {
+        let auth = |extra: &str| {
+            Config::from_toml(
+                &format!(
+                    "registry_id = \"r\"\ndata_dir = \"/tmp/x\"\n{extra}\n[signers]\n{}",
+                    two_keys(1)
+                ),
+                Path::new("/etc/ron/r.toml"),
+                Flags::default(),
+                &|_| None,
+            )
+            .map_err(|e| e.0)
+        };
+        let c = auth("[auth]\nkeys_file = \"keys.toml\"\n[ops]\nbackup_root = \"b\"").unwrap();
+        let a = c.raw.auth.as_ref().unwrap();
+        assert_eq!(a.keys_file, Path::new("/etc/ron/keys.toml"));
+        assert_eq!(a.require, ["propose", "approve", "commit", "admin"]);
+        assert!(!a.dev_insecure_permissions);
+        assert_eq!(
+            c.raw.ops.backup_root.as_deref(),
+            Some(Path::new("/etc/ron/b"))
+        );
+        assert!(!c.to_toml().contains("dev_insecure_permissions"));
+        let err = auth("[auth]\nkeys_file = \"k\"\nrequire = [\"write\"]").unwrap_err();
+        assert!(err.contains("\"write\" is not one of"), "{err}");
+        let err = auth("[auth]\nkeys_file = \"k\"\ncolour = 1").unwrap_err();
+        assert!(err.contains("unknown field"), "{err}");
+        assert!(auth("[auth]\nkeys_file = \"\"")
+            .unwrap_err()
+            .contains("empty"));
+        assert!(auth("[auth]\nrequire = []")
+            .unwrap_err()
+            .contains("keys_file"));
+        // Reload: keys_file, require and backup_root apply live; switching [auth] on or off
+        // needs a restart and the running table stays.
+        let plain = auth("").unwrap();
+        let on = auth("[auth]\nkeys_file = \"k1\"\n[ops]\nbackup_root = \"/b\"").unwrap();
+        let moved = auth("[auth]\nkeys_file = \"k2\"\nrequire = [\"admin\"]").unwrap();
+        let plan = on.plan_reload(moved).unwrap();
+        assert_eq!(
+            plan.applied,
+            ["auth.keys_file", "auth.require", "ops.backup_root"]
+        );
+        assert!(plan.restart_needed.is_empty());
+        let plan = on.plan_reload(plain.clone()).unwrap();
+        assert_eq!(plan.restart_needed, ["auth.keys_file", "auth.require"]);
+        assert!(plan.effective.raw.auth.is_some());
+        let plan = plain.plan_reload(on).unwrap();
+        assert!(plan.effective.raw.auth.is_none());
+        assert_eq!(plan.applied, ["ops.backup_root"]);
     }
 }
