@@ -207,9 +207,14 @@ pub struct Rotated {
 
 /// `cap rotate`: add a key with a fresh random secret, give every live key without an earlier
 /// end a `not_after` of now + `grace_s`, drop keys already past their `not_after`, and write the
-/// file atomically with mode 0600.
+/// file atomically with mode 0600. A file that does not exist yet is created with the new key
+/// alone (the first key of a registry).
 pub fn rotate(keys_file: &Path, new_id: Option<&str>, grace_s: i64) -> Result<Rotated, String> {
-    let ring = load_ring(keys_file)?;
+    let old_keys: Vec<RootKey> = if keys_file.exists() {
+        load_ring(keys_file)?.keys().to_vec()
+    } else {
+        Vec::new()
+    };
     let now = now_unix_s();
     let end = now + grace_s;
     let new_id = match new_id {
@@ -224,7 +229,7 @@ pub fn rotate(keys_file: &Path, new_id: Option<&str>, grace_s: i64) -> Result<Ro
             format!("k{stamp}")
         }
     };
-    if ring.get(&new_id).is_some() {
+    if old_keys.iter().any(|k| k.id == new_id) {
         return Err(format!(
             "keys file already has a key {new_id:?}: pass another --new-id"
         ));
@@ -235,7 +240,7 @@ pub fn rotate(keys_file: &Path, new_id: Option<&str>, grace_s: i64) -> Result<Ro
         .ok_or_else(|| format!("key id {new_id:?} must be 1 to 64 of A-Z a-z 0-9 . _ -"))?;
     let mut kept = Vec::new();
     let (mut ending, mut dropped) = (Vec::new(), Vec::new());
-    for k in ring.keys() {
+    for k in &old_keys {
         if !k.live_at(now) {
             dropped.push(k.id.clone());
             continue;
@@ -421,6 +426,11 @@ mod tests {
         .unwrap();
         write_keys_file(&path, &old).unwrap();
         let r = rotate(&path, Some("b"), 3600).unwrap();
+        // A missing file is created with one key.
+        let first = dir.path().join("first.toml");
+        let r0 = rotate(&first, Some("k1"), 60).unwrap();
+        assert!(r0.ending.is_empty() && r0.dropped.is_empty());
+        assert_eq!(KeyRing::load(&first).unwrap().keys().len(), 1);
         assert_eq!(r.dropped, ["gone"]);
         assert_eq!(r.ending.len(), 1);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
