@@ -391,3 +391,121 @@ impl PendingOps {
         self.by_id.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::RootKey;
+    use crate::http::Method;
+    use std::time::Instant;
+
+    const NOW: i64 = 1_767_225_600;
+
+    fn request(authorization: Option<&str>) -> Request {
+        Request {
+            method: Method::Post,
+            path: "/propose".into(),
+            query: None,
+            headers: authorization
+                .map(|a| vec![("authorization".to_string(), a.to_string())])
+                .unwrap_or_default(),
+            body: Vec::new(),
+            corr_id: "t".into(),
+            started: Instant::now(),
+        }
+    }
+
+    fn gate(require: &[&str]) -> Gate {
+        let mut gate = Gate::open("reg");
+        gate.clock = || NOW;
+        let auth = AuthConfig {
+            keys_file: "unused".into(),
+            require: require.iter().map(|s| s.to_string()).collect(),
+            dev_insecure_permissions: false,
+        };
+        let ring = KeyRing::from_keys(vec![RootKey::new("k", [5; 32], None).unwrap()]).unwrap();
+        gate.set(&auth, ring);
+        gate
+    }
+
+    fn token(caveats: &[&str]) -> String {
+        let mut m = RootKey::new("k", [5; 32], None).unwrap().mint(&[1; 16]);
+        for c in caveats {
+            m.add_first_party_caveat(c.as_bytes()).unwrap();
+        }
+        m.to_base64()
+    }
+
+    fn outcome(r: Result<(), ApiError>) -> String {
+        match r {
+            Ok(()) => "ok".into(),
+            Err(e) => e.code.as_str().to_string(),
+        }
+    }
+
+    #[test]
+    fn an_open_gate_or_an_action_not_required_allows_without_a_token() {
+        let open = Gate::open("reg");
+        assert!(!open.enabled());
+        assert_eq!(outcome(open.admin(&request(None))), "ok");
+        let g = gate(&["admin"]);
+        assert_eq!(outcome(g.read(&request(None))), "ok");
+        assert_eq!(outcome(g.admin(&request(None))), "unauthorized");
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_other_schemes_are_no_token() {
+        let g = gate(&["admin"]);
+        let t = token(&["scope = admin"]);
+        for header in [
+            format!("Bearer {t}"),
+            format!("bearer  {t} "),
+            format!("BEARER {t}"),
+        ] {
+            assert_eq!(outcome(g.admin(&request(Some(&header)))), "ok", "{header}");
+        }
+        for header in [
+            format!("Basic {t}"),
+            "Bearer".to_string(),
+            "Bearer ".to_string(),
+            t,
+        ] {
+            assert_eq!(
+                outcome(g.admin(&request(Some(&header)))),
+                "unauthorized",
+                "{header}"
+            );
+        }
+    }
+
+    #[test]
+    fn kind_and_id_prefix_judge_every_op_and_never_cover_set_signers() {
+        let g = gate(&["propose", "approve"]);
+        let t = format!("Bearer {}", token(&["kind = node", "id_prefix = e-"]));
+        let req = request(Some(&t));
+        let body = |ops: &str| format!(r#"{{"registry_id":"reg","base_version":0,"ops":[{ops}]}}"#);
+        let node = |id: &str| format!(r#"{{"op":"delete","kind":"node","id":"{id}"}}"#);
+        let ok = body(&format!("{},{}", node("e-1"), node("e-2")));
+        assert_eq!(outcome(g.propose(&req, ok.as_bytes())), "ok");
+        let one_off = body(&format!("{},{}", node("e-1"), node("x-2")));
+        assert_eq!(outcome(g.propose(&req, one_off.as_bytes())), "forbidden");
+        let signers = body(&format!(
+            r#"{{"op":"set_signers","threshold":1,"keys":[{{"keyid":"a","alg":"ed25519","public_key":"{}"}}]}}"#,
+            hex::encode(
+                ed25519_dalek::SigningKey::from_bytes(&[1; 32])
+                    .verifying_key()
+                    .as_bytes()
+            )
+        ));
+        assert_eq!(outcome(g.propose(&req, signers.as_bytes())), "forbidden");
+        // Approve: the ops of the pending proposal, or fail closed.
+        let pending = PendingOps::default();
+        assert_eq!(outcome(g.approve(&req, "p1", &pending)), "forbidden");
+        pending.insert("p1".into(), parse_ops(ok.as_bytes(), "reg").unwrap());
+        assert_eq!(outcome(g.approve(&req, "p1", &pending)), "ok");
+        pending.remove("p1");
+        assert!(pending.is_empty());
+        // The precheck leaves the ops to the later check.
+        assert_eq!(outcome(g.precheck(&req, Action::Approve)), "ok");
+    }
+}
