@@ -239,7 +239,9 @@ impl Gate {
             Err(e) => return Err(refuse(req, first, &e)),
         };
         let now = (self.clock)();
-        let mut looked_up: Option<Arc<Proposal>> = None;
+        // The ops, once looked up: `Some(None)` for a deferred lookup (judged as no ops, which
+        // `kind` / `id_prefix` hold for vacuously: the later check has the real ones).
+        let mut looked_up: Option<Option<Arc<Proposal>>> = None;
         let mut lookup = ops;
         for action in required {
             let mut auth_req = AuthRequest {
@@ -248,16 +250,15 @@ impl Gate {
                 now_unix_s: now,
                 ops: None,
             };
-            let first = super::authorize(token, keys, &auth_req);
-            let result = match first {
+            let result = match super::authorize(token, keys, &auth_req) {
                 Err(AuthError::Forbidden(Denial::NoOps { .. }))
                     if lookup.is_some() || looked_up.is_some() =>
                 {
                     if looked_up.is_none() {
                         let find = lookup.take().expect("checked above");
-                        match find() {
-                            OpsLookup::Found(p) => looked_up = Some(p),
-                            OpsLookup::Deferred => continue,
+                        looked_up = Some(match find() {
+                            OpsLookup::Found(p) => Some(p),
+                            OpsLookup::Deferred => None,
                             OpsLookup::Invalid(e) => return Err(e),
                             OpsLookup::NotPending(id) => {
                                 count(req, action, "not_pending");
@@ -265,10 +266,12 @@ impl Gate {
                                     "the token limits kind or id_prefix, and proposal {id} is not pending, so its ops cannot be checked"
                                 )));
                             }
-                        }
+                        });
                     }
-                    let p = looked_up.as_ref().expect("set above");
-                    let refs = op_refs(p);
+                    let refs = match looked_up.as_ref().expect("set above") {
+                        Some(p) => op_refs(p),
+                        None => Vec::new(),
+                    };
                     auth_req.ops = Some(&refs);
                     super::authorize(token, keys, &auth_req).map(|_| ())
                 }
@@ -287,7 +290,8 @@ enum OpsLookup {
     Found(Arc<Proposal>),
     /// The proposal bytes do not parse: the same 400 the writer would give.
     Invalid(ApiError),
-    /// Not judged here: the caller checks the ops later ([`Gate::precheck`]).
+    /// Not judged here: every other caveat is, and the caller checks the ops later
+    /// ([`Gate::precheck`]).
     Deferred,
     /// No pending proposal has this id (a checked, well-formed proposal id).
     NotPending(String),
@@ -509,7 +513,11 @@ mod tests {
         assert_eq!(outcome(g.approve(&req, "p1", &pending)), "ok");
         pending.remove("p1");
         assert!(pending.is_empty());
-        // The precheck leaves the ops to the later check.
+        // The precheck leaves the ops to the later check, but judges every other caveat, also
+        // one after a `kind` caveat.
         assert_eq!(outcome(g.precheck(&req, Action::Approve)), "ok");
+        let scoped = format!("Bearer {}", token(&["kind = node", "scope = read"]));
+        let scoped = request(Some(&scoped));
+        assert_eq!(outcome(g.precheck(&scoped, Action::Approve)), "forbidden");
     }
 }
