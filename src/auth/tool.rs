@@ -308,6 +308,8 @@ pub fn write_keys_file(path: &Path, ring: &KeyRing) -> Result<(), String> {
             .map_err(|e| fail("cannot write", e))?;
         f.sync_all().map_err(|e| fail("cannot sync", e))?;
         std::fs::rename(&tmp, path).map_err(|e| fail("cannot rename", e))?;
+        // IMPORTANT: sync the directory too, or a crash can bring back the old file (and its
+        // keys) after the rotation was reported done.
         std::fs::File::open(&dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| format!("cannot sync directory {}: {e}", dir.display()))

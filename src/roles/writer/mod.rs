@@ -302,7 +302,8 @@ pub struct Writer {
     /// Answers to `/propose` and `/approve` waiting for durability, by journal position.
     acks: VecDeque<(u64, Ack)>,
     /// The ops of `pending`, shared with the capability gate (docs/ARCHITECTURE.md
-    /// "Capabilities"): kept in step with every insert into and removal from `pending`.
+    /// "Capabilities"): written only by the writer thread, in step with every insert into and
+    /// removal from `pending`; HTTP workers only read it.
     pending_ops: Arc<crate::auth::PendingOps>,
 }
 
