@@ -24,6 +24,8 @@ Examples:
   ronctl registry approve --id ID --signer configs/dev-keys/dev-a.key
   ronctl registry commit --id ID
   ronctl --output json registry descriptors --kind node
+  export RON_TOKEN=$(ronctl cap mint --keys-file auth-keys.toml --scope propose,read --expires 7d)
+  ronctl cap rotate --keys-file /etc/ron/auth-keys.toml --grace 7d --data-dir /var/lib/ron/svc-registry
   ronctl completions bash > /etc/bash_completion.d/ronctl
   ronctl manpage > ronctl.1
 
@@ -521,7 +523,8 @@ fn main() -> ExitCode {
         }
     };
     conn.output = cli.conn.output;
-    conn.token = cli.conn.token.clone();
+    // An empty RON_TOKEN (e.g. `RON_TOKEN= ronctl …`) means no token, not an empty one.
+    conn.token = cli.conn.token.clone().filter(|t| !t.trim().is_empty());
     let result = match cli.cmd {
         Cmd::Keygen { out, keyid } => cli::keygen(&out, keyid.as_deref(), conn.output),
         Cmd::Completions { shell } => {
