@@ -23,6 +23,8 @@ sed -e 's#^registry_addr = .*#registry_addr = "127.0.0.1:0"#' \
     -e 's#^metrics_addr = .*#metrics_addr = "127.0.0.1:0"#' \
     -e 's#^data_dir = .*#data_dir = "data"#' \
     -e '/^uds_path = /d' \
+    -e "s#^keys_file = .*#keys_file = \"$PWD/configs/dev-keys/auth-keys.toml\"#" \
+    -e "s#^backup_root = .*#backup_root = \"$work\"#" \
     configs/dev.toml >"$work/dev.toml"
 env -u RUST_LOG -u REGISTRY_ADDR -u METRICS_ADDR -u RON_BUS_SOCK \
     "$bin" --config "$work/dev.toml" 2>"$work/log" &

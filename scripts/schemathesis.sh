@@ -60,9 +60,17 @@ sed -e 's|^registry_addr = .*|registry_addr = "127.0.0.1:0"|' \
     -e "s|^uds_path = .*|uds_path = \"$WORK/data/registry.sock\"|" \
     -e 's|^workers = .*|workers = 2|' \
     -e 's|^segment_bytes = .*|segment_bytes = 4194304|' \
+    -e "s|^keys_file = .*|keys_file = \"$ROOT/configs/dev-keys/auth-keys.toml\"|" \
+    -e "s|^backup_root = .*|backup_root = \"$WORK/backups\"|" \
     configs/dev.toml >"$WORK/config.toml"
 REGISTRY_ID=$(sed -n 's/^registry_id = "\(.*\)"/\1/p' "$WORK/config.toml")
 
+# dev.toml turns capabilities on ([auth], DEV ONLY keys): every request carries a token with
+# every scope, minted from the dev keys file (the checks' "ignored_auth" then also sends requests
+# without it and with a wrong one, which must be refused).
+cargo build --release --quiet --bin ronctl || exit 1
+TOKEN=$(target/release/ronctl cap mint --keys-file configs/dev-keys/auth-keys.toml \
+    --scope propose,approve,commit,admin,read 2>/dev/null) || { echo "FAIL: cannot mint a token"; exit 1; }
 env -u RUST_LOG -u REGISTRY_ADDR -u METRICS_ADDR -u RON_CONFIG \
     "$BIN" --config "$WORK/config.toml" </dev/null >/dev/null 2>"$WORK/server.log" &
 SERVER_PID=$!
@@ -100,7 +108,8 @@ run() { # NAME SCHEMA CONFIG URL ARGS...
     "$ST" --config-file "$config" run "$schema" --url "$url" \
         --checks all --max-examples "$MAX_EXAMPLES" --max-time "$MAX_TIME" \
         --request-timeout 10 --workers 2 --seed 17 --no-color \
-        --report junit --report-junit-path "$WORK/report/$name.xml" "$@" \
+        --report junit --report-junit-path "$WORK/report/$name.xml" \
+        -H "Authorization: Bearer $TOKEN" "$@" \
         >"$WORK/report/$name.txt" 2>&1
     local rc=$?
     cat "$WORK/report/$name.txt"

@@ -109,7 +109,11 @@ pub fn run(opts: Options) -> i32 {
         config.flags.read_only,
         config.flags.uds_only
     );
-    let shared = Shared::new(&config, tls);
+    let gate = match start_gate(&config) {
+        Some(g) => g,
+        None => return EXIT_START,
+    };
+    let shared = Shared::new(&config, tls, gate);
 
     // The metrics listener comes up first so /healthz and /readyz answer during restore.
     let Some(metrics_server) = start_metrics(&config, &shared) else {
@@ -201,6 +205,47 @@ struct Shared {
     effective_config: Arc<ArcSwap<String>>,
     /// TLS of both TCP listeners (None: plaintext); a SIGHUP swaps its certificate.
     tls: Option<Arc<ServerTls>>,
+    /// The capability check of both listeners; a SIGHUP re-reads its keys file.
+    gate: Arc<crate::auth::Gate>,
+    /// `[ops] backup_root`, replaced by each reload.
+    backup_root: Arc<ArcSwap<Option<PathBuf>>>,
+}
+
+/// The capability gate of `[auth]`: its keys file is read now, and a file that is unreadable,
+/// malformed or readable by others stops the start (exit 1) with one clear line. Without
+/// `[auth]`: one warning line, and the server runs open.
+fn start_gate(config: &Config) -> Option<Arc<crate::auth::Gate>> {
+    let registry_id = &config.raw.registry_id;
+    let Some(auth) = &config.raw.auth else {
+        log::warn!(
+            "msg=\"no [auth] in the config: anyone who reaches the registry listener can propose, approve and commit, and anyone who reaches the metrics listener can use the admin routes; see docs/OPERATIONS.md (Securing a registry)\" auth=off"
+        );
+        return Some(Arc::new(crate::auth::Gate::open(registry_id)));
+    };
+    match crate::auth::Gate::from_config(registry_id, Some(auth)) {
+        Ok(gate) => {
+            if auth.dev_insecure_permissions {
+                log::warn!(
+                    "msg=\"DEV ONLY: [auth] dev_insecure_permissions = true accepts a keys file others can read; never in production\" keys_file={:?}",
+                    auth.keys_file.display().to_string()
+                );
+            }
+            log::info!(
+                "msg=\"capabilities on\" auth=on keys_file={:?} require={:?}",
+                auth.keys_file.display().to_string(),
+                auth.require.join(",")
+            );
+            Some(Arc::new(gate))
+        }
+        Err(e) => {
+            log::error!(
+                "msg=\"cannot load the auth keys file\" error={:?}",
+                e.to_string()
+            );
+            eprintln!("error: {}: [auth] {e}", config.path.display());
+            None
+        }
+    }
 }
 
 /// The listeners' TLS configuration from `[tls]` (None without it): the files are read and
@@ -214,7 +259,7 @@ pub fn tls_config(config: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, 
 }
 
 impl Shared {
-    fn new(config: &Config, tls: Option<Arc<ServerTls>>) -> Shared {
+    fn new(config: &Config, tls: Option<Arc<ServerTls>>, gate: Arc<crate::auth::Gate>) -> Shared {
         let plane = WritePlane::new();
         let bus = crate::bus::Bus::new();
         let maintenance = {
@@ -258,6 +303,8 @@ impl Shared {
             backups: Backups::new(config.flags.amnesia),
             effective_config: Arc::new(ArcSwap::from_pointee(effective_toml(config))),
             tls,
+            gate,
+            backup_root: Arc::new(ArcSwap::from_pointee(config.raw.ops.backup_root.clone())),
         }
     }
 }
@@ -270,6 +317,8 @@ fn start_metrics(config: &Config, shared: &Shared) -> Option<ServerHandle> {
         chaos: shared.chaos.clone(),
         backups: shared.backups.clone(),
         effective_config: shared.effective_config.clone(),
+        gate: shared.gate.clone(),
+        backup_root: shared.backup_root.clone(),
     });
     let mut admin_limits = config.http_limits();
     admin_limits.workers = 1;
@@ -477,6 +526,8 @@ struct Roles {
     bus_socket: Option<crate::bus::SocketServer>,
     /// Held until every role is joined: the data directory lock and the syncer.
     storage: Option<(crate::log::Syncer, crate::log::DirLock, PathBuf)>,
+    /// The writer's pending proposals' ops, for the capability gate.
+    pending_ops: Arc<crate::auth::PendingOps>,
 }
 
 /// Start the writer, the verifier pool, the fsync thread, the stream fan-out, the checkpoint
@@ -602,6 +653,7 @@ fn start_write_plane(config: &Config, shared: &Shared, restored: Restored) -> Op
     for (proposal_id, version) in recent_commits {
         writer.remember_committed(proposal_id, version);
     }
+    let pending_ops = writer.pending_ops();
     let restored_pending = writer.restore_pending(pending);
     if restored_pending > 0 {
         log::info!("msg=\"pending proposals restored\" count={restored_pending}");
@@ -622,6 +674,7 @@ fn start_write_plane(config: &Config, shared: &Shared, restored: Restored) -> Op
         checkpoint_thread,
         bus_socket,
         storage,
+        pending_ops,
     })
 }
 
@@ -658,6 +711,8 @@ fn start_registry(config: &Config, shared: &Shared, roles: &Roles) -> Option<Ser
         plane: shared.plane.clone(),
         stream: Some(roles.sse_hub.clone()),
         cors: crate::api::cors::Cors::new(&config.raw.http.cors_allow_origins),
+        gate: shared.gate.clone(),
+        pending_ops: roles.pending_ops.clone(),
     });
     let (listener, addr) = if config.flags.uds_only {
         let path = config
@@ -722,6 +777,8 @@ fn signal_loop(
         effective_config: shared.effective_config.clone(),
         bus: shared.bus.clone(),
         tls: shared.tls.clone(),
+        gate: shared.gate.clone(),
+        backup_root: shared.backup_root.clone(),
     };
     for signal in signals.forever() {
         match signal {
@@ -822,6 +879,8 @@ struct Live {
     effective_config: Arc<ArcSwap<String>>,
     bus: Arc<crate::bus::Bus>,
     tls: Option<Arc<ServerTls>>,
+    gate: Arc<crate::auth::Gate>,
+    backup_root: Arc<ArcSwap<Option<PathBuf>>>,
 }
 
 /// SIGHUP: re-read the config file; apply the keys that can change live
@@ -896,9 +955,29 @@ fn reload(config: &mut Config, live: &Live) {
         });
         live.maintenance.set(file.read_only, reason, "sighup", "-");
     }
+    live.backup_root
+        .store(Arc::new(new.raw.ops.backup_root.clone()));
+    // The keys file is re-read on every SIGHUP (rotation edits it in place). A file that does
+    // not load keeps the running keys — refusing tokens of a half-written rotation would lock
+    // every client out — and says so loudly; the rest of the reload applies.
+    let mut auth_keys = "off".to_string();
+    if let Some(auth) = &new.raw.auth {
+        match live.gate.reload(auth) {
+            Ok(n) => auth_keys = n.to_string(),
+            Err(e) => {
+                auth_keys = "kept".to_string();
+                m().registry_reload_fail_total.inc();
+                log::error!(
+                    "msg=\"auth keys file not reloaded; keeping the previous keys\" audit=1 keys_file={:?} error={:?}",
+                    auth.keys_file.display().to_string(),
+                    e.to_string()
+                );
+            }
+        }
+    }
     live.effective_config.store(Arc::new(effective_toml(&new)));
     let line = format!(
-        "msg=reloaded audit=1 config={path:?} applied={:?} not_applied={:?} restart_needed_for={:?} chaos_enabled={} commit_budget_ms={} tls_reloaded={}",
+        "msg=reloaded audit=1 config={path:?} applied={:?} not_applied={:?} restart_needed_for={:?} chaos_enabled={} commit_budget_ms={} tls_reloaded={} auth_keys={auth_keys}",
         applied.join(","),
         not_applied.join(","),
         plan.restart_needed.join(","),

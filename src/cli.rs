@@ -33,6 +33,9 @@ pub struct Conn {
     pub timeout: Duration,
     /// Set by the caller after [`Conn::new`] (default text).
     pub output: Output,
+    /// Capability token sent as `Authorization: Bearer` on every request (`--token` /
+    /// `RON_TOKEN`); set by the caller. Never printed, never in an error message.
+    pub token: Option<String>,
 }
 
 impl Conn {
@@ -71,6 +74,7 @@ impl Conn {
             admin,
             timeout,
             output: Output::Text,
+            token: None,
         })
     }
 
@@ -93,12 +97,15 @@ impl Conn {
         path: &str,
         body: Option<&[u8]>,
     ) -> Result<ClientResponse, String> {
-        let headers: &[(&str, &str)] = if body.is_some() {
-            &[("Content-Type", "application/json")]
-        } else {
-            &[]
-        };
-        client::request(target, method, path, headers, body, self.timeout)
+        let bearer = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let mut headers: Vec<(&str, &str)> = Vec::new();
+        if body.is_some() {
+            headers.push(("Content-Type", "application/json"));
+        }
+        if let Some(b) = &bearer {
+            headers.push(("Authorization", b.as_str()));
+        }
+        client::request(target, method, path, &headers, body, self.timeout)
             .map_err(|e| format!("cannot reach {}: {e}", describe(target)))
     }
 
@@ -165,6 +172,10 @@ fn expect(
         })
         .unwrap_or_else(|| ("?".into(), String::from_utf8_lossy(&r.body).into_owned()));
     let hint = match r.status {
+        401 => " (send a capability token: --token or RON_TOKEN; `ronctl cap mint` makes one)",
+        403 if message.starts_with("token") || message.contains("the token") => {
+            " (the token does not allow this: `ronctl cap inspect TOKEN` shows its caveats)"
+        }
         _ if admin => match r.status {
             404 => " (is --admin-url the metrics listener of a current svc-registry?)",
             429 => " (one at a time: retry when the running one is done)",
@@ -1162,6 +1173,7 @@ pub fn backup(conn: &Conn, to: &Path) -> CliResult {
         admin: conn.admin.clone(),
         timeout: conn.timeout.max(Duration::from_secs(3600)),
         output: conn.output,
+        token: conn.token.clone(),
     };
     let v = patient.admin("POST", "/admin/backup", Some(&body), 200)?;
     conn.emit(&v, || {

@@ -48,6 +48,53 @@ pub struct RawConfig {
     /// TLS on the registry and metrics listeners (not the Unix socket). Absent: plaintext.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
+    /// Capabilities (docs/OPERATIONS.md "Securing a registry"). Absent: the server runs open
+    /// and says so at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthConfig>,
+    /// Operator routes' limits.
+    #[serde(default, skip_serializing_if = "OpsConfig::is_unset")]
+    pub ops: OpsConfig,
+}
+
+/// `[auth]`: where the root keys are and which actions need a token.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The root keys file (relative to the config file's directory), mode 0600 or stricter.
+    pub keys_file: PathBuf,
+    /// Actions that need a token: `propose`, `approve`, `commit`, `admin`, `read`.
+    #[serde(default = "default_auth_require")]
+    pub require: Vec<String>,
+    /// DEV ONLY (configs/dev.toml): accept a keys file that group and others may read, because
+    /// git checks files out 0644 and the committed dev keys are public anyway. A file anyone but
+    /// its owner may write is still refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dev_insecure_permissions: bool,
+}
+
+/// The default of `[auth] require`: every write and admin action; reads stay open.
+pub fn default_auth_require() -> Vec<String> {
+    ["propose", "approve", "commit", "admin"]
+        .map(String::from)
+        .to_vec()
+}
+
+/// `[ops]`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpsConfig {
+    /// `POST /admin/backup` writes only into directories under this one (absolute, or relative
+    /// to the config file's directory). Unset: with `[auth]` the route is refused; without it
+    /// any absolute target is taken, as before capabilities existed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup_root: Option<PathBuf>,
+}
+
+impl OpsConfig {
+    fn is_unset(&self) -> bool {
+        *self == OpsConfig::default()
+    }
 }
 
 /// `[tls]`: PEM files, relative paths resolved against the config file's directory. The files
@@ -385,6 +432,12 @@ impl Config {
                 *file = resolve(&base, file);
             }
         }
+        if let Some(auth) = &mut raw.auth {
+            if !auth.keys_file.as_os_str().is_empty() {
+                auth.keys_file = resolve(&base, &auth.keys_file);
+            }
+        }
+        raw.ops.backup_root = raw.ops.backup_root.map(|p| resolve(&base, &p));
         if let Some(v) = env("REGISTRY_ADDR") {
             raw.registry_addr = v;
         }
@@ -524,6 +577,26 @@ impl Config {
                 return Err(fail("tls: a file path is empty".to_string()));
             }
         }
+        if let Some(auth) = &raw.auth {
+            if auth.keys_file.as_os_str().is_empty() {
+                return Err(fail("auth.keys_file is empty".to_string()));
+            }
+            for word in &auth.require {
+                if crate::auth::Action::parse(word).is_none() {
+                    return Err(fail(format!(
+                        "auth.require: {word:?} is not one of propose, approve, commit, admin, read"
+                    )));
+                }
+            }
+        }
+        if raw
+            .ops
+            .backup_root
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err(fail("ops.backup_root is empty".to_string()));
+        }
         if let Some(reason) = &raw.maintenance.reason {
             check_maintenance_reason(reason).map_err(|e| fail(format!("maintenance.{e}")))?;
         }
@@ -583,14 +656,18 @@ pub const LIVE_KEYS: &[&str] = &[
     "storage.commit_budget_ms",
 ];
 
+/// Keys a SIGHUP applies that have no default value, so a config may lack them entirely
+/// (kept apart from [`LIVE_KEYS`], every one of which a default config holds).
+pub const LIVE_OPTIONAL_KEYS: &[&str] = &["ops.backup_root"];
+
 /// Tables whose keys a SIGHUP applies only while the table is present both before and after:
 /// `[tls]` certificate files are re-read by every reload, but adding or removing the table
 /// would switch a listener between plaintext and TLS, which needs a restart.
-pub const LIVE_WHILE_PRESENT: &[&str] = &["tls"];
+pub const LIVE_WHILE_PRESENT: &[&str] = &["tls", "auth"];
 
 /// Whether `key` (dotted path) is applied by a SIGHUP.
 pub fn is_live_key(key: &str) -> bool {
-    LIVE_KEYS.iter().any(|live| {
+    LIVE_KEYS.iter().chain(LIVE_OPTIONAL_KEYS).any(|live| {
         key == *live
             || key
                 .strip_prefix(live)
@@ -645,6 +722,18 @@ impl Config {
                 };
             }
         }
+        // Capabilities switched on or off: a restart too, so a SIGHUP never opens a registry
+        // that was started closed (nor closes one mid-flight for clients without tokens).
+        let auth_switched = self.raw.auth.is_some() != new.raw.auth.is_some();
+        if auth_switched {
+            let running = old_tree.get("auth").cloned();
+            if let toml::Value::Table(table) = &mut effective_tree {
+                match running {
+                    Some(auth) => table.insert("auth".to_string(), auth),
+                    None => table.remove("auth"),
+                };
+            }
+        }
         let (mut applied, mut restart_needed) = (Vec::new(), Vec::new());
         for key in keys {
             let (before, after) = (old_map.get(key), new_map.get(key));
@@ -655,12 +744,17 @@ impl Config {
                 key.strip_prefix(t)
                     .is_some_and(|rest| rest.starts_with('.'))
             });
-            let live = is_live_key(key) || (live_while_present && !tls_switched);
+            let switched = if key.starts_with("auth.") {
+                auth_switched
+            } else {
+                tls_switched
+            };
+            let live = is_live_key(key) || (live_while_present && !switched);
             if live {
                 applied.push(key.clone());
             } else {
                 restart_needed.push(key.clone());
-                if !key.starts_with("tls.") {
+                if !key.starts_with("tls.") && !key.starts_with("auth.") {
                     set_path(&mut effective_tree, key, before.cloned());
                 }
             }
@@ -1039,5 +1133,58 @@ mod tests {
         let again =
             Config::from_toml(&c.to_toml(), Path::new("t"), Flags::default(), &|_| None).unwrap();
         assert_eq!(again.to_toml(), c.to_toml());
+    }
+
+    #[test]
+    fn auth_and_ops_resolve_paths_check_words_and_reload_like_tls() {
+        let auth = |extra: &str| {
+            Config::from_toml(
+                &format!(
+                    "registry_id = \"r\"\ndata_dir = \"/tmp/x\"\n{extra}\n[signers]\n{}",
+                    two_keys(1)
+                ),
+                Path::new("/etc/ron/r.toml"),
+                Flags::default(),
+                &|_| None,
+            )
+            .map_err(|e| e.0)
+        };
+        let c = auth("[auth]\nkeys_file = \"keys.toml\"\n[ops]\nbackup_root = \"b\"").unwrap();
+        let a = c.raw.auth.as_ref().unwrap();
+        assert_eq!(a.keys_file, Path::new("/etc/ron/keys.toml"));
+        assert_eq!(a.require, ["propose", "approve", "commit", "admin"]);
+        assert!(!a.dev_insecure_permissions);
+        assert_eq!(
+            c.raw.ops.backup_root.as_deref(),
+            Some(Path::new("/etc/ron/b"))
+        );
+        assert!(!c.to_toml().contains("dev_insecure_permissions"));
+        let err = auth("[auth]\nkeys_file = \"k\"\nrequire = [\"write\"]").unwrap_err();
+        assert!(err.contains("\"write\" is not one of"), "{err}");
+        let err = auth("[auth]\nkeys_file = \"k\"\ncolour = 1").unwrap_err();
+        assert!(err.contains("unknown field"), "{err}");
+        assert!(auth("[auth]\nkeys_file = \"\"")
+            .unwrap_err()
+            .contains("empty"));
+        assert!(auth("[auth]\nrequire = []")
+            .unwrap_err()
+            .contains("keys_file"));
+        // Reload: keys_file, require and backup_root apply live; switching [auth] on or off
+        // needs a restart and the running table stays.
+        let plain = auth("").unwrap();
+        let on = auth("[auth]\nkeys_file = \"k1\"\n[ops]\nbackup_root = \"/b\"").unwrap();
+        let moved = auth("[auth]\nkeys_file = \"k2\"\nrequire = [\"admin\"]").unwrap();
+        let plan = on.plan_reload(moved).unwrap();
+        assert_eq!(
+            plan.applied,
+            ["auth.keys_file", "auth.require", "ops.backup_root"]
+        );
+        assert!(plan.restart_needed.is_empty());
+        let plan = on.plan_reload(plain.clone()).unwrap();
+        assert_eq!(plan.restart_needed, ["auth.keys_file", "auth.require"]);
+        assert!(plan.effective.raw.auth.is_some());
+        let plan = plain.plan_reload(on).unwrap();
+        assert!(plan.effective.raw.auth.is_none());
+        assert_eq!(plan.applied, ["ops.backup_root"]);
     }
 }

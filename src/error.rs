@@ -9,6 +9,8 @@ use std::fmt;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Code {
     BadRequest,
+    /// No token, or one that is not a credential we accept now (docs/API.md "Tokens").
+    Unauthorized,
     Forbidden,
     NotFound,
     MethodNotAllowed,
@@ -26,6 +28,7 @@ impl Code {
     pub fn status(self) -> u16 {
         match self {
             Code::BadRequest => 400,
+            Code::Unauthorized => 401,
             Code::Forbidden => 403,
             Code::NotFound => 404,
             Code::MethodNotAllowed => 405,
@@ -43,6 +46,7 @@ impl Code {
     pub fn as_str(self) -> &'static str {
         match self {
             Code::BadRequest => "bad_request",
+            Code::Unauthorized => "unauthorized",
             Code::Forbidden => "forbidden",
             Code::NotFound => "not_found",
             Code::MethodNotAllowed => "method_not_allowed",

@@ -68,6 +68,13 @@ fn main() {
                     eprintln!("error: {}: {e}", c.path.display());
                     std::process::exit(svc_registry::app::EXIT_CONFIG);
                 }
+                // So is the keys file of [auth] (its mode included).
+                if let Some(auth) = &c.raw.auth {
+                    if let Err(e) = svc_registry::auth::gate::load_keys(auth) {
+                        eprintln!("error: {}: [auth] {e}", c.path.display());
+                        std::process::exit(svc_registry::app::EXIT_CONFIG);
+                    }
+                }
                 print!("{}", c.to_toml());
                 std::process::exit(0);
             }

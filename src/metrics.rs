@@ -43,6 +43,8 @@ pub struct Metrics {
     pub registry_read_only: IntGauge,
     pub registry_history_read_failures_total: IntCounter,
     pub registry_background_verify_failures_total: IntCounter,
+    /// Requests refused by the capability gate, by `AuthError::reason` (a fixed set).
+    pub auth_failures_total: IntCounterVec,
 }
 
 fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
@@ -174,6 +176,14 @@ impl Metrics {
                 "Problems found by the start-up background re-hash of the whole chain",
             )
             .expect("valid"),
+            auth_failures_total: IntCounterVec::new(
+                Opts::new(
+                    "auth_failures_total",
+                    "Requests refused by the capability check (401 or 403), by reason",
+                ),
+                &["reason"],
+            )
+            .expect("valid"),
         };
         let r = &m.registry;
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -201,6 +211,7 @@ impl Metrics {
             Box::new(m.registry_read_only.clone()),
             Box::new(m.registry_history_read_failures_total.clone()),
             Box::new(m.registry_background_verify_failures_total.clone()),
+            Box::new(m.auth_failures_total.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for c in collectors {
@@ -209,6 +220,9 @@ impl Metrics {
         // Labelled series exist from the start so dashboards and alerts see zeros, not gaps.
         for reason in ["busy", "deps"] {
             m.rejected_total.with_label_values(&[reason]);
+        }
+        for reason in crate::auth::gate::FAILURE_REASONS {
+            m.auth_failures_total.with_label_values(&[reason]);
         }
         m
     }

@@ -84,19 +84,40 @@ fn summary(e: &Event) -> String {
 /// Follow the stream until `limit` commits were printed (or forever). Reconnects with the last
 /// id after any drop, backing off up to 5 s.
 pub fn tail(target: &Target, opts: &TailOptions, out: &mut dyn Write) -> Result<(), String> {
+    tail_with_token(target, opts, None, out)
+}
+
+/// [`tail`] sending `token` as `Authorization: Bearer` (a registry with `read` required).
+pub fn tail_with_token(
+    target: &Target,
+    opts: &TailOptions,
+    token: Option<&str>,
+    out: &mut dyn Write,
+) -> Result<(), String> {
+    let bearer = token.map(|t| format!("Bearer {t}"));
     let mut last = opts.from;
     let mut printed = 0u64;
     let mut backoff = Duration::from_millis(100);
     loop {
         let id_text = last.map(|v| v.to_string());
-        let headers: Vec<(&str, &str)> = match &id_text {
+        let mut headers: Vec<(&str, &str)> = match &id_text {
             Some(id) => vec![("Last-Event-ID", id.as_str())],
             None => vec![],
         };
+        if let Some(b) = &bearer {
+            headers.push(("Authorization", b.as_str()));
+        }
         // The read timeout must outlast heartbeats; the server sends one every heartbeat_secs.
         let opened = client::open_stream(target, "/registry/stream", &headers, opts.timeout);
         let mut reader = match opened {
             Ok((head, reader)) if head.status == 200 => reader,
+            // A refused token stays refused: say so once instead of retrying forever.
+            Ok((head, _)) if matches!(head.status, 401 | 403) => {
+                return Err(format!(
+                    "the stream answered {}: this registry requires a token with read scope (--token or RON_TOKEN)",
+                    head.status
+                ))
+            }
             Ok((head, _)) => {
                 eprintln!("tail: stream answered {}; retrying", head.status);
                 std::thread::sleep(backoff);

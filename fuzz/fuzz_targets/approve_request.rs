@@ -54,6 +54,8 @@ fn fixture() -> &'static Fixture {
                 plane,
                 stream: None,
                 cors: svc_registry::api::cors::Cors::new(&[]),
+                gate: Arc::new(svc_registry::auth::Gate::open("fuzz")),
+                pending_ops: Arc::default(),
             },
             writer_rx,
         }

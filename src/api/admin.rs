@@ -12,8 +12,11 @@
 //! | `/admin/chaos/clear` | POST | same as DELETE `/admin/chaos` |
 //! | `/admin/backup` | POST | hot backup into a new directory, on its own thread |
 //!
-//! The admin routes have no authentication of their own: the metrics listener belongs on a
-//! loopback or private interface. Every state change is logged with `audit=1`.
+//! With `[auth]` the `/admin/*` routes need a token whose scope allows `admin` (checked before
+//! the body is read); `/healthz`, `/readyz` and `/metrics` stay open for probes and Prometheus.
+//! Without `[auth]` they are open, and the metrics listener belongs on a loopback or private
+//! interface. `POST /admin/backup` writes only under `[ops] backup_root` when it is set, and
+//! with `[auth]` on it requires it. Every state change is logged with `audit=1`.
 
 use super::{error_response, json_response};
 use crate::error::{ApiError, Code};
@@ -33,6 +36,10 @@ pub struct AdminApi {
     pub backups: Arc<Backups>,
     /// The running effective config as TOML (secrets redacted), replaced by each reload.
     pub effective_config: Arc<ArcSwap<String>>,
+    /// The capability check of the `/admin/*` routes.
+    pub gate: Arc<crate::auth::Gate>,
+    /// `[ops] backup_root` (replaced by each reload).
+    pub backup_root: Arc<ArcSwap<Option<PathBuf>>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -60,6 +67,11 @@ impl Route {
             "/admin/backup" => Route::Backup,
             _ => return None,
         })
+    }
+
+    /// The operator's routes: everything but the probes and the scrape.
+    fn is_admin(self) -> bool {
+        !matches!(self, Route::Healthz | Route::Readyz | Route::Metrics)
     }
 
     fn template(self) -> &'static str {
@@ -238,6 +250,19 @@ impl AdminApi {
             Ok(b) => b,
             Err(e) => return respond(e),
         };
+        match self.backup_root.load().as_deref() {
+            Some(root) => {
+                if let Err(why) = crate::ops::check_backup_root(&body.to, root) {
+                    return respond(ApiError::forbidden(why));
+                }
+            }
+            None if self.gate.enabled() => {
+                return respond(ApiError::forbidden(
+                    "backups are refused: set [ops] backup_root (the directory backups may be written under) and reload; it is required when [auth] is on",
+                ))
+            }
+            None => {}
+        }
         let (source, slot) = match self.backups.begin(&body.to) {
             Ok(x) => x,
             Err(BackupError::Busy) => {
@@ -349,6 +374,12 @@ impl Handler for AdminApi {
                     .route(template),
             );
         }
+        if route.is_admin() {
+            if let Err(e) = self.gate.admin(&req) {
+                replier.dismiss();
+                return Outcome::Respond(error_response(&e).route(template));
+            }
+        }
         let read = matches!(req.method, Method::Get | Method::Head);
         let result = match route {
             Route::Healthz => Ok(json_response(200, &serde_json::json!({"status": "ok"}))),
@@ -415,6 +446,8 @@ mod tests {
             chaos: Chaos::new(false, 100, true),
             backups: Backups::new(amnesia),
             effective_config: Arc::new(ArcSwap::from_pointee("x = 1\n".to_string())),
+            gate: Arc::new(crate::auth::Gate::open("test")),
+            backup_root: Arc::new(ArcSwap::from_pointee(None)),
         }
     }
 

@@ -11,8 +11,10 @@
 
 use crate::http::{Request, Response};
 
-/// Request headers a page may send (beyond the CORS-safelisted ones).
-const ALLOW_HEADERS: &str = "Content-Type, Last-Event-ID, If-None-Match, X-Corr-Id";
+/// Request headers a page may send (beyond the CORS-safelisted ones). `Authorization` carries a
+/// capability token the page sets itself (docs/API.md "Tokens"); it is not a browser-managed
+/// credential, so "no credentials" still holds.
+const ALLOW_HEADERS: &str = "Content-Type, Last-Event-ID, If-None-Match, X-Corr-Id, Authorization";
 /// Response headers a page may read (beyond the safelisted ones).
 const EXPOSE_HEADERS: &str = "ETag, X-Corr-Id, Retry-After";
 /// How long a browser may cache a preflight answer, seconds.

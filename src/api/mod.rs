@@ -20,7 +20,14 @@ use std::time::Duration;
 
 /// The error response of docs/API.md for `e` (with `Retry-After` when it says when to retry).
 pub fn error_response(e: &ApiError) -> Response {
-    let r = Response::error(e.code.status(), e.code.as_str(), &e.message);
+    let mut r = Response::error(e.code.status(), e.code.as_str(), &e.message);
+    if e.code == crate::error::Code::Unauthorized {
+        // RFC 6750 §3: every 401 names the scheme the client should use.
+        r = r.header(
+            "WWW-Authenticate",
+            "Bearer realm=\"svc-registry\"".to_string(),
+        );
+    }
     match e.retry_after_secs {
         Some(secs) => r.header("Retry-After", secs.to_string()),
         None => r,

@@ -8,6 +8,7 @@
 use super::cors::Cors;
 use super::replies::{self, reply};
 use super::{error_response, json_response};
+use crate::auth::{Action, Gate, PendingOps};
 use crate::domain::descriptor::Kind;
 use crate::domain::dsse;
 use crate::domain::state;
@@ -40,6 +41,11 @@ pub struct RegistryApi {
     pub stream: Option<Arc<SseHub>>,
     /// `[http] cors_allow_origins` (empty: CORS off).
     pub cors: Cors,
+    /// The capability check (docs/ARCHITECTURE.md "Capabilities"): every route but `OPTIONS`.
+    pub gate: Arc<Gate>,
+    /// The writer's pending proposals' ops, for `kind` / `id_prefix` caveats on approve and
+    /// commit.
+    pub pending_ops: Arc<PendingOps>,
 }
 
 enum Route {
@@ -80,6 +86,16 @@ impl Route {
             self,
             Route::Propose | Route::Approve | Route::Commit | Route::Submit
         )
+    }
+
+    /// The capability a request on this route needs (`GET /proposals/{id}` is a read).
+    fn action(&self) -> Action {
+        match self {
+            Route::Propose => Action::Propose,
+            Route::Approve => Action::Approve,
+            Route::Commit => Action::Commit,
+            _ => Action::Read,
+        }
     }
 
     /// The route's own methods, as a 405's `Allow` value; the `OPTIONS` answer (which every
@@ -207,6 +223,12 @@ impl RegistryApi {
                     .header("Allow", allow.to_string())
                     .route(template),
             );
+        }
+        // Before any work: a refused request reads no state and queues nothing. Approve and
+        // commit are checked again against their proposal's ops once the body names it.
+        if let Err(e) = self.gate.precheck(&req, route.action()) {
+            replier.dismiss();
+            return Outcome::Respond(error_response(&e).route(template));
         }
         let result = match route {
             Route::Head => Ok(self.head(&req)),
@@ -576,10 +598,15 @@ impl RegistryApi {
             }
         }
         let request = match route {
-            Route::Propose => WriteRequest::Propose {
-                bytes: req.body,
-                reply: reply(replier, replies::accepted),
-            },
+            Route::Propose => {
+                if let Err(e) = self.gate.propose(&req, &req.body) {
+                    return respond(e);
+                }
+                WriteRequest::Propose {
+                    bytes: req.body,
+                    reply: reply(replier, replies::accepted),
+                }
+            }
             Route::Proposal(id) => {
                 if let Err(e) = check_proposal_id(&id) {
                     return respond(e);
@@ -595,6 +622,12 @@ impl RegistryApi {
                     Err(e) => return respond(ApiError::bad_request(format!("bad approval: {e}"))),
                 };
                 if let Err(e) = check_proposal_id(&body.proposal_id) {
+                    return respond(e);
+                }
+                if let Err(e) = self
+                    .gate
+                    .approve(&req, &body.proposal_id, &self.pending_ops)
+                {
                     return respond(e);
                 }
                 if body.signatures.len() > APPROVE_SIGNATURES_MAX {
@@ -623,6 +656,9 @@ impl RegistryApi {
                     Err(e) => return respond(ApiError::bad_request(format!("bad commit: {e}"))),
                 };
                 if let Err(e) = check_proposal_id(&body.proposal_id) {
+                    return respond(e);
+                }
+                if let Err(e) = self.gate.commit(&req, &body.proposal_id, &self.pending_ops) {
                     return respond(e);
                 }
                 WriteRequest::Commit {

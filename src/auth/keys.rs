@@ -195,6 +195,17 @@ impl KeyRing {
     /// at all (mode & 0o077), checked on the opened file so the check and the read see the same
     /// inode.
     pub fn load(path: &Path) -> Result<KeyRing, KeysError> {
+        KeyRing::load_masked(path, 0o077)
+    }
+
+    /// [`KeyRing::load`] for DEV ONLY files (`[auth] dev_insecure_permissions`): group and
+    /// others may read the file (git checks it out 0644), but a file anyone but its owner may
+    /// write is still refused: that would let them mint tokens.
+    pub fn load_allowing_readable(path: &Path) -> Result<KeyRing, KeysError> {
+        KeyRing::load_masked(path, 0o022)
+    }
+
+    fn load_masked(path: &Path, forbidden: u32) -> Result<KeyRing, KeysError> {
         use std::os::unix::fs::PermissionsExt;
         let io = |err| KeysError::Io {
             path: path.to_path_buf(),
@@ -202,7 +213,7 @@ impl KeyRing {
         };
         let file = std::fs::File::open(path).map_err(io)?;
         let mode = file.metadata().map_err(io)?.permissions().mode() & 0o7777;
-        if mode & 0o077 != 0 {
+        if mode & forbidden != 0 {
             return Err(KeysError::Permissions {
                 path: path.to_path_buf(),
                 mode,

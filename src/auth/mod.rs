@@ -23,10 +23,13 @@
 //! forged token learns nothing about which keys are retired.
 
 pub mod caveats;
+pub mod gate;
 pub mod keys;
 pub mod macaroon;
+pub mod tool;
 
 pub use caveats::{Action, OpRef, Request};
+pub use gate::{Gate, PendingOps};
 pub use keys::{KeyRing, KeysError, RootKey};
 pub use macaroon::{FormatError, Macaroon};
 

@@ -25,6 +25,8 @@ Examples:
   ronctl registry commit --id ID
   ronctl registry submit --file proposal.json --signer configs/dev-keys/dev-a.key --yes
   ronctl --output json registry descriptors --kind node
+  export RON_TOKEN=$(ronctl cap mint --keys-file auth-keys.toml --scope propose,read --expires 7d)
+  ronctl cap rotate --keys-file /etc/ron/auth-keys.toml --grace 7d --data-dir /var/lib/ron/svc-registry
   ronctl completions bash > /etc/bash_completion.d/ronctl
   ronctl manpage > ronctl.1
 
@@ -71,6 +73,16 @@ struct Conn {
     /// The private key of --client-cert (PEM).
     #[arg(long, global = true, env = "RON_CLIENT_KEY", value_name = "FILE")]
     client_key: Option<PathBuf>,
+    /// Capability token (docs/OPERATIONS.md "Securing a registry"), sent as `Authorization:
+    /// Bearer` on every request. Prefer RON_TOKEN: a flag is visible to other users in `ps`.
+    #[arg(
+        long,
+        global = true,
+        env = "RON_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    token: Option<String>,
     /// Output format: `text` for people, `json` for scripts (one JSON document on stdout).
     #[arg(long, global = true, value_enum, default_value_t = cli::Output::Text)]
     output: cli::Output,
@@ -139,6 +151,9 @@ enum Cmd {
         #[arg(long, value_name = "DIR")]
         to: PathBuf,
     },
+    /// Capability tokens and root keys: mint, attenuate, inspect, rotate.
+    #[command(subcommand)]
+    Cap(CapCmd),
     /// Print a shell completion script for ronctl to stdout.
     Completions {
         /// The shell to complete for.
@@ -169,6 +184,66 @@ enum SignersCmd {
         /// Free text recorded in the proposal.
         #[arg(long)]
         note: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CapCmd {
+    /// Mint a token from a root key of the keys file; prints the token (base64url) on stdout.
+    Mint {
+        /// The root keys file (the server's `[auth] keys_file`).
+        #[arg(long, value_name = "FILE")]
+        keys_file: PathBuf,
+        /// The root key to mint with (default: the newest live key).
+        #[arg(long, value_name = "ID")]
+        key_id: Option<String>,
+        /// Actions the token allows: propose, approve, commit, admin, read (comma-separated).
+        #[arg(long, value_delimiter = ',', required = true)]
+        scope: Vec<String>,
+        /// Expiry: a duration from now (90s, 30m, 12h, 7d) or an RFC 3339 time.
+        #[arg(long, value_name = "D")]
+        expires: Option<String>,
+        /// Only proposals whose every op has this kind (node, service, region).
+        #[arg(long, value_name = "K")]
+        kind: Option<String>,
+        /// Only proposals whose every op's id starts with this.
+        #[arg(long, value_name = "P")]
+        id_prefix: Option<String>,
+        /// Only this registry_id.
+        #[arg(long, value_name = "R")]
+        registry: Option<String>,
+    },
+    /// Add caveats to a token (no root key needed: caveats only narrow); prints the new token.
+    Attenuate {
+        /// The token, or `-` to read it from stdin (keeps it out of `ps`).
+        token: String,
+        /// A first-party caveat, `name = value` (repeatable), e.g. "expires = 2027-01-01T00:00:00Z".
+        #[arg(long = "caveat", value_name = "CAVEAT", required = true)]
+        caveats: Vec<String>,
+    },
+    /// Show a token's identifier, root key id and caveats (never its signature).
+    Inspect {
+        /// The token, or `-` to read it from stdin.
+        token: String,
+    },
+    /// Rotate root keys: add a key with a fresh secret, end the old ones after --grace, write
+    /// the file atomically (mode 0600), reload the server, say what to re-issue.
+    Rotate {
+        /// The root keys file (the server's `[auth] keys_file`).
+        #[arg(long, value_name = "FILE")]
+        keys_file: PathBuf,
+        /// How long tokens of the old keys stay valid (90s, 30m, 12h, 7d).
+        #[arg(long, default_value = "24h", value_name = "DURATION")]
+        grace: String,
+        /// Id of the new key (default: k<UTC timestamp>).
+        #[arg(long, value_name = "ID")]
+        new_id: Option<String>,
+        /// Send SIGHUP to this server process afterwards.
+        #[arg(long, value_name = "PID", conflicts_with = "data_dir")]
+        pid: Option<i32>,
+        /// Send SIGHUP to the server holding this data directory (the PID in its LOCK file).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
     },
 }
 
@@ -328,6 +403,121 @@ enum ConfigCmd {
     },
 }
 
+/// A token argument, or stdin for `-`.
+fn token_arg(arg: &str) -> Result<String, String> {
+    if arg != "-" {
+        return Ok(arg.to_string());
+    }
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+        .map_err(|e| format!("reading the token from stdin: {e}"))?;
+    Ok(text.trim().to_string())
+}
+
+fn cap(c: CapCmd, output: cli::Output) -> cli::CliResult {
+    use svc_registry::auth::tool;
+    match c {
+        CapCmd::Mint {
+            keys_file,
+            key_id,
+            scope,
+            expires,
+            kind,
+            id_prefix,
+            registry,
+        } => {
+            tool::check_scope(&scope)?;
+            let token = tool::mint(
+                &keys_file,
+                &tool::MintOptions {
+                    key_id,
+                    scope,
+                    expires,
+                    kind,
+                    id_prefix,
+                    registry,
+                },
+            )?;
+            cli::emit(output, &serde_json::json!({"token": token}), || {
+                token.clone()
+            });
+            Ok(())
+        }
+        CapCmd::Attenuate { token, caveats } => {
+            let token = tool::attenuate(&token_arg(&token)?, &caveats)?;
+            cli::emit(output, &serde_json::json!({"token": token}), || {
+                token.clone()
+            });
+            Ok(())
+        }
+        CapCmd::Inspect { token } => {
+            let v = tool::inspect(&token_arg(&token)?)?;
+            cli::emit(output, &v, || {
+                let mut out = format!(
+                    "identifier: {}\nkey_id: {}",
+                    v["identifier"].as_str().unwrap_or("?"),
+                    v["key_id"]
+                        .as_str()
+                        .unwrap_or("(not a v1:<key id>:<nonce> identifier)")
+                );
+                for c in v["caveats"].as_array().into_iter().flatten() {
+                    out.push_str(&format!(
+                        "\ncaveat: {} ({})",
+                        c["caveat"].as_str().unwrap_or("?"),
+                        c["check"].as_str().unwrap_or("?")
+                    ));
+                }
+                out
+            });
+            Ok(())
+        }
+        CapCmd::Rotate {
+            keys_file,
+            grace,
+            new_id,
+            pid,
+            data_dir,
+        } => {
+            let grace_s = tool::parse_duration(&grace).map_err(|e| format!("--grace: {e}"))?;
+            let rotated = tool::rotate(&keys_file, new_id.as_deref(), grace_s)?;
+            let pid = match (pid, data_dir) {
+                (Some(p), _) => Some(p),
+                (None, Some(dir)) => Some(tool::server_pid(&dir)?),
+                (None, None) => None,
+            };
+            let reloaded = match pid {
+                Some(p) => {
+                    tool::signal_reload(p)?;
+                    Some(p)
+                }
+                None => None,
+            };
+            let report = tool::rotation_report(&rotated, &keys_file);
+            let ending: Vec<serde_json::Value> = rotated
+                .ending
+                .iter()
+                .map(|(id, t)| serde_json::json!({"key_id": id, "not_after_unix": t}))
+                .collect();
+            cli::emit(
+                output,
+                &serde_json::json!({
+                    "new_key": rotated.new_key,
+                    "ending": ending,
+                    "dropped": rotated.dropped,
+                    "reloaded_pid": reloaded,
+                }),
+                || {
+                    match reloaded {
+                    Some(p) => format!("{report}\nsent SIGHUP to {p}: check its log for msg=reloaded auth_keys=N"),
+                    None => format!("{report}\nreload the server (SIGHUP, e.g. systemctl reload svc-registry) to put the new key in force"),
+                }
+                },
+            );
+            Ok(())
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let tls = svc_registry::http::client::TlsOptions {
@@ -350,6 +540,8 @@ fn main() -> ExitCode {
         }
     };
     conn.output = cli.conn.output;
+    // An empty RON_TOKEN (e.g. `RON_TOKEN= ronctl …`) means no token, not an empty one.
+    conn.token = cli.conn.token.clone().filter(|t| !t.trim().is_empty());
     let result = match cli.cmd {
         Cmd::Keygen { out, keyid } => cli::keygen(&out, keyid.as_deref(), conn.output),
         Cmd::Completions { shell } => {
@@ -382,7 +574,12 @@ fn main() -> ExitCode {
                 // Reads must outlast the server's heartbeat period.
                 timeout: std::time::Duration::from_secs(cli.conn.timeout.max(60)),
             };
-            svc_registry::tail::tail(&conn.registry, &opts, &mut std::io::stdout().lock())
+            svc_registry::tail::tail_with_token(
+                &conn.registry,
+                &opts,
+                conn.token.as_deref(),
+                &mut std::io::stdout().lock(),
+            )
         }
         Cmd::Chaos(c) => match c {
             ChaosCmd::Inject {
@@ -400,6 +597,7 @@ fn main() -> ExitCode {
             MaintenanceCmd::Status => cli::maintenance(&conn, None, None),
         },
         Cmd::Backup { to } => cli::backup(&conn, &to),
+        Cmd::Cap(c) => cap(c, conn.output),
         Cmd::Signers(SignersCmd::Show { version }) => cli::signers_show(&conn, version),
         Cmd::Signers(SignersCmd::Propose {
             file,

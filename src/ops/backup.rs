@@ -23,6 +23,55 @@ pub struct BackupSource {
     pub registry_id: String,
 }
 
+/// Where an absolute target without `..` really lands: its nearest existing ancestor with
+/// symbolic links resolved, then the rest of the path.
+fn resolve_target(to: &Path) -> PathBuf {
+    let mut probe = to.to_path_buf();
+    let mut rest = Vec::new();
+    while !probe.exists() {
+        match (probe.file_name().map(|n| n.to_owned()), probe.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                probe = parent.to_path_buf();
+            }
+            _ => break,
+        }
+    }
+    let mut resolved = std::fs::canonicalize(&probe).unwrap_or(probe);
+    resolved.extend(rest.iter().rev());
+    resolved
+}
+
+/// `[ops] backup_root`: whether the absolute target `to` lands strictly inside `root` once
+/// symbolic links are resolved (a link inside the root pointing out of it does not count as
+/// inside). Err: the refusal's message. Relative targets and `..` are left to
+/// [`Backups::begin`], which refuses them.
+pub fn check_backup_root(to: &Path, root: &Path) -> Result<(), String> {
+    if !to.is_absolute()
+        || to
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+    {
+        return Ok(());
+    }
+    let root_resolved = std::fs::canonicalize(root).map_err(|e| {
+        format!(
+            "[ops] backup_root {:?} cannot be used: {e}",
+            root.display().to_string()
+        )
+    })?;
+    let resolved = resolve_target(to);
+    if resolved != root_resolved && resolved.starts_with(&root_resolved) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{:?} is outside [ops] backup_root {:?}: backups are written only into directories under it",
+            to.display().to_string(),
+            root.display().to_string()
+        ))
+    }
+}
+
 /// Why a backup was refused or failed.
 #[derive(Debug)]
 pub enum BackupError {
@@ -121,20 +170,7 @@ impl Backups {
             )));
         }
         let data_dir = std::fs::canonicalize(&source.data_dir).unwrap_or(source.data_dir.clone());
-        // The nearest existing ancestor, resolved, tells where the target really lands.
-        let mut probe = to.to_path_buf();
-        let mut rest = Vec::new();
-        while !probe.exists() {
-            match (probe.file_name().map(|n| n.to_owned()), probe.parent()) {
-                (Some(name), Some(parent)) => {
-                    rest.push(name);
-                    probe = parent.to_path_buf();
-                }
-                _ => break,
-            }
-        }
-        let mut resolved = std::fs::canonicalize(&probe).unwrap_or(probe);
-        resolved.extend(rest.iter().rev());
+        let resolved = resolve_target(to);
         if resolved.starts_with(&data_dir) || data_dir.starts_with(&resolved) {
             return Err(BackupError::BadTarget(format!(
                 "{:?} overlaps the data directory {:?}; back up to another directory",

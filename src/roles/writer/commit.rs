@@ -167,6 +167,7 @@ impl Writer {
         let snapshot =
             Arc::new(base.next_with(record, descriptors, loc, proposal.new_signers().cloned()));
         self.pending.remove(id);
+        self.pending_ops.remove(id);
         self.remember_committed(id.to_string(), version);
         self.staged = snapshot.clone();
         self.waiting.push_back(Staged {

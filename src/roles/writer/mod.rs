@@ -339,6 +339,10 @@ pub struct Writer {
     durable: u64,
     /// Answers to `/propose` and `/approve` waiting for durability, by journal position.
     acks: VecDeque<(u64, Ack)>,
+    /// The ops of `pending`, shared with the capability gate (docs/ARCHITECTURE.md
+    /// "Capabilities"): written only by the writer thread, in step with every insert into and
+    /// removal from `pending`; HTTP workers only read it.
+    pending_ops: Arc<crate::auth::PendingOps>,
 }
 
 impl Writer {
@@ -360,7 +364,13 @@ impl Writer {
             shutting_down: false,
             durable: 0,
             acks: VecDeque::new(),
+            pending_ops: Arc::default(),
         }
+    }
+
+    /// The pending proposals' ops, for the capability gate of `/approve` and `/commit`.
+    pub fn pending_ops(&self) -> Arc<crate::auth::PendingOps> {
+        self.pending_ops.clone()
     }
 
     /// Remember recently committed proposal ids (e.g. from log replay).

@@ -101,12 +101,15 @@ impl Writer {
                 .map(|(keyid, public, sig)| ((keyid, public), Approval { sig }))
                 .collect();
             let bytes: Arc<[u8]> = r.payload.into();
+            let parsed = Arc::new(parsed);
+            self.pending_ops
+                .insert(r.proposal_id.clone(), parsed.clone());
             self.pending.insert(
                 r.proposal_id,
                 Pending {
                     pae: dsse::pae(&bytes).into(),
                     bytes,
-                    proposal: Arc::new(parsed),
+                    proposal: parsed,
                     expires_unix: r.expires_at,
                     approvals,
                     expired: false,

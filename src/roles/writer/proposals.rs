@@ -78,6 +78,7 @@ impl Writer {
                 // Evicted even if the append below fails: it could never commit anyway.
                 Some(old) => {
                     self.pending.remove(&old);
+                    self.pending_ops.remove(&old);
                 }
                 None => {
                     m().rejected_total.with_label_values(&["busy"]).inc();
@@ -98,12 +99,14 @@ impl Writer {
             expires_at: expires_unix,
         })?;
         let bytes: Arc<[u8]> = bytes.into();
+        let parsed = Arc::new(parsed);
+        self.pending_ops.insert(id.clone(), parsed.clone());
         self.pending.insert(
             id.clone(),
             Pending {
                 pae: dsse::pae(&bytes).into(),
                 bytes,
-                proposal: Arc::new(parsed),
+                proposal: parsed,
                 expires_unix,
                 approvals: BTreeMap::new(),
                 expired: false,
