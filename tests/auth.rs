@@ -561,6 +561,73 @@ fn ronctl_mint(s: &TestServer, path: &Path, key: &str) -> String {
     out.trim().to_string()
 }
 
+/// A token of `key` with exactly `scope` (comma-separated actions), minted by ronctl.
+fn ronctl_mint_scoped(s: &TestServer, path: &Path, key: &str, scope: &str) -> String {
+    let (ok, out, err) = s.ronctl(&[
+        "cap",
+        "mint",
+        "--keys-file",
+        path.to_str().unwrap(),
+        "--key-id",
+        key,
+        "--scope",
+        scope,
+    ]);
+    assert!(ok, "{err}");
+    out.trim().to_string()
+}
+
+#[test]
+fn a_submit_needs_propose_approve_and_commit_scopes() {
+    let (_dir, keys) = keys_file(&[("k1", K1, None)]);
+    let s = TestServer::start(auth_setup(
+        &keys,
+        &["propose", "approve", "commit", "admin", "read"],
+        "",
+    ));
+    let reader = ronctl_mint_scoped(&s, &keys, "k1", "read");
+    let head = |s: &TestServer| json(&send(s, "GET", "/registry/head", Some(&reader), None));
+    let payload = serde_json::to_vec(&json!({
+        "registry_id": s.setup.registry_id,
+        "base_version": head(&s)["version"],
+        "ops": [put("node", "n1", json!({}))],
+    }))
+    .unwrap();
+    let sigs: Vec<Value> = s.setup.signers[..s.setup.threshold]
+        .iter()
+        .map(|k| json!({"keyid": k.keyid, "sig": k.sign(&payload)}))
+        .collect();
+    let envelope = serde_json::to_vec(&json!({
+        "payloadType": svc_registry::domain::dsse::PAYLOAD_TYPE,
+        "payload": svc_registry::domain::dsse::b64(&payload),
+        "signatures": sigs,
+    }))
+    .unwrap();
+    let before = head(&s);
+    // No token: 401 with the challenge; two of the three scopes: 403; nothing changes.
+    let r = send(&s, "POST", "/submit", None, Some(&envelope));
+    assert_eq!(status_and_code(&r), "401 unauthorized");
+    assert!(r
+        .header("www-authenticate")
+        .is_some_and(|v| v.starts_with("Bearer")));
+    for scope in [
+        "propose,approve",
+        "approve,commit",
+        "propose,commit",
+        "read",
+    ] {
+        let t = ronctl_mint_scoped(&s, &keys, "k1", scope);
+        let r = send(&s, "POST", "/submit", Some(&t), Some(&envelope));
+        assert_eq!(status_and_code(&r), "403 forbidden", "scope {scope}");
+    }
+    assert_eq!(head(&s), before);
+    // All three: committed.
+    let t = ronctl_mint_scoped(&s, &keys, "k1", "propose,approve,commit");
+    let r = send(&s, "POST", "/submit", Some(&t), Some(&envelope));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(head(&s)["version"], before["version"].as_u64().unwrap() + 1);
+}
+
 fn admin_status(s: &TestServer, token: &str) -> u16 {
     admin_send(s, "GET", "/admin/maintenance", Some(token), None).status
 }

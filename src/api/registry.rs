@@ -94,6 +94,9 @@ impl Route {
             Route::Propose => Action::Propose,
             Route::Approve => Action::Approve,
             Route::Commit => Action::Commit,
+            // The precheck of a one-request write; `submit` then checks all three scopes
+            // against the envelope's proposal.
+            Route::Submit => Action::Propose,
             _ => Action::Read,
         }
     }
@@ -568,21 +571,28 @@ impl RegistryApi {
         let template = Route::Submit.template();
         let replier = replier.with_route(template);
         let respond = |e: ApiError| Outcome::Respond(error_response(&e).route(template));
-        // Capabilities: with `[auth]` on, `/submit` needs every scope the three steps need —
-        // `propose`, `approve` and `commit` (docs/API.md, SPEC §13). This is where that check
-        // goes (401 / 403 `forbidden`), first, before the body is decoded or the writer asked;
-        // the token check itself is wired with the other routes' (ARCHITECTURE "Capabilities").
         if let Some(e) = self.plane.refuse_write(true) {
             m().rejected_total.with_label_values(&["deps"]).inc();
             return respond(e);
         }
-        let request = match envelope(&req.body) {
-            Ok((bytes, signatures)) => WriteRequest::Submit {
-                bytes,
-                signatures,
-                reply: reply(replier, replies::submitted),
-            },
+        let (bytes, signatures) = match envelope(&req.body) {
+            Ok(decoded) => decoded,
             Err(e) => return respond(e),
+        };
+        // Capabilities: `/submit` needs every scope the three steps need — `propose`, `approve`
+        // and `commit` — each against every op of the envelope's proposal (docs/API.md
+        // "Tokens"); refused before the writer is asked.
+        if let Err(e) = self.gate.proposal(
+            &req,
+            &[Action::Propose, Action::Approve, Action::Commit],
+            &bytes,
+        ) {
+            return respond(e);
+        }
+        let request = WriteRequest::Submit {
+            bytes,
+            signatures,
+            reply: reply(replier, replies::submitted),
         };
         self.send_to_writer(request)
     }
