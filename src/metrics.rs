@@ -43,6 +43,8 @@ pub struct Metrics {
     pub registry_read_only: IntGauge,
     pub registry_history_read_failures_total: IntCounter,
     pub registry_background_verify_failures_total: IntCounter,
+    pub registry_tls_handshakes_total: IntCounterVec,
+    pub registry_tls_handshake_failures_total: IntCounterVec,
 }
 
 fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
@@ -174,6 +176,25 @@ impl Metrics {
                 "Problems found by the start-up background re-hash of the whole chain",
             )
             .expect("valid"),
+            registry_tls_handshakes_total: IntCounterVec::new(
+                Opts::new(
+                    "registry_tls_handshakes_total",
+                    "TLS handshakes completed, by listener (registry, metrics)",
+                ),
+                &["listener"],
+            )
+            .expect("valid"),
+            registry_tls_handshake_failures_total: IntCounterVec::new(
+                Opts::new(
+                    "registry_tls_handshake_failures_total",
+                    "TLS handshakes that started and failed, by listener and reason: timeout \
+                     (cut at head_timeout_ms), protocol (garbage, plaintext HTTP, no common \
+                     version or cipher), certificate (a certificate refused by either side), \
+                     eof (the peer closed or reset mid-handshake)",
+                ),
+                &["listener", "reason"],
+            )
+            .expect("valid"),
         };
         let r = &m.registry;
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -201,6 +222,8 @@ impl Metrics {
             Box::new(m.registry_read_only.clone()),
             Box::new(m.registry_history_read_failures_total.clone()),
             Box::new(m.registry_background_verify_failures_total.clone()),
+            Box::new(m.registry_tls_handshakes_total.clone()),
+            Box::new(m.registry_tls_handshake_failures_total.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for c in collectors {

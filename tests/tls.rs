@@ -588,3 +588,120 @@ fn hostile_handshakes_are_cut_and_idle_sessions_cost_no_threads() {
     );
     drop(idle);
 }
+
+/// The value of series `series` (e.g. `registry_tls_handshakes_total{listener="registry"}`) in
+/// a scrape of the TLS metrics listener.
+fn tls_metric(s: &TestServer, config: Arc<rustls::ClientConfig>, series: &str) -> f64 {
+    let r = get(&https(&s.metrics, config), "/metrics").expect("scrape /metrics over TLS");
+    assert_eq!(r.status, 200);
+    let text = String::from_utf8_lossy(&r.body);
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .filter(|rest| rest.starts_with(' '))
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no series {series} in the scrape"))
+}
+
+#[test]
+fn handshake_failures_are_counted_by_listener_and_reason() {
+    let pki = Pki::new();
+    pki.issue("server", &["127.0.0.1"], (-1, 30), false);
+    pki.issue("client", &["ops-client"], (-1, 30), true);
+    // Mutual TLS, so that a missing client certificate is one of the failures counted.
+    let s = TestServer::start(Setup {
+        tables: format!(
+            "{}[http]\nhead_timeout_ms = 500\nidle_timeout_secs = 60\n",
+            pki.table("server", true)
+        ),
+        ..Setup::default()
+    });
+    let with_cert = pki.client(Some("client"));
+    let series = |reason: &str| {
+        format!(
+            "registry_tls_handshake_failures_total{{listener=\"registry\",reason=\"{reason}\"}}"
+        )
+    };
+    let completed = "registry_tls_handshakes_total{listener=\"registry\"}";
+    let value = |name: &str| tls_metric(&s, with_cert.clone(), name);
+    // Every reason is exported at zero before anything failed.
+    for reason in ["timeout", "protocol", "certificate", "eof"] {
+        assert_eq!(value(&series(reason)), 0.0, "{reason}");
+    }
+    // The scrapes above completed handshakes on the metrics listener, not on this one.
+    assert_eq!(value(completed), 0.0);
+    assert!(value("registry_tls_handshakes_total{listener=\"metrics\"}") >= 1.0);
+
+    let moved = |name: String, by: f64, act: &dyn Fn()| {
+        let before = value(&name);
+        act();
+        let ok = poll_until(TIMEOUT, || value(&name) == before + by);
+        assert!(ok, "{name} did not move by {by} from {before}");
+    };
+    let connect = || {
+        let t = TcpStream::connect(&s.registry).unwrap();
+        t.set_read_timeout(Some(TIMEOUT)).unwrap();
+        t
+    };
+
+    // Garbage and plaintext HTTP: protocol.
+    moved(series("protocol"), 2.0, &|| {
+        for bytes in [
+            &b"\x00\xff\x13\x37 not TLS at all \x01\x02\x03\r\n\r\n"[..],
+            &b"GET /registry/head HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        ] {
+            let mut t = connect();
+            t.write_all(bytes).unwrap();
+            until_closed(&mut t);
+        }
+    });
+    // A handshake that starts and stalls: timeout, once it is cut at head_timeout_ms.
+    moved(series("timeout"), 1.0, &|| {
+        let mut t = connect();
+        t.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).unwrap();
+        let sent = Instant::now();
+        let closed = until_closed(&mut t) - sent;
+        assert!(closed >= Duration::from_millis(450), "cut after {closed:?}");
+    });
+    // A handshake the client abandons half-way: eof.
+    moved(series("eof"), 1.0, &|| {
+        let mut t = connect();
+        t.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).unwrap();
+        t.shutdown(std::net::Shutdown::Write).unwrap();
+        until_closed(&mut t);
+    });
+    // No client certificate, and a client that refuses ours (not valid for the name it asked
+    // for): certificate.
+    moved(series("certificate"), 2.0, &|| {
+        assert!(get(&https(&s.registry, pki.client(None)), "/registry/head").is_err());
+        let port = s.registry.rsplit(':').next().unwrap();
+        let wrong_name = https(&format!("localhost:{port}"), with_cert.clone());
+        assert!(get(&wrong_name, "/registry/head").is_err());
+    });
+    // A connection that never sends a byte is no handshake: it moves nothing.
+    let before: Vec<f64> = ["timeout", "protocol", "certificate", "eof"]
+        .iter()
+        .map(|r| value(&series(r)))
+        .collect();
+    drop(connect());
+    // A good request afterwards: one more completed handshake. The probe above closed before
+    // it; its end of stream is read by a worker at once, so a wrong count shows up below (a
+    // scheduling race could only hide it, never fail a correct server).
+    moved(completed.to_string(), 1.0, &|| {
+        assert_eq!(
+            get(&https(&s.registry, with_cert.clone()), "/registry/head")
+                .unwrap()
+                .status,
+            200
+        );
+    });
+    let after: Vec<f64> = ["timeout", "protocol", "certificate", "eof"]
+        .iter()
+        .map(|r| value(&series(r)))
+        .collect();
+    assert_eq!(
+        before, after,
+        "a silent TCP connection counted as a failed handshake"
+    );
+}

@@ -139,14 +139,16 @@ impl Worker {
             // The key the slab will give this connection: its token, registered before insert.
             let key = self.conns.vacant_key();
             let socket = match (&self.ctx.shared.tls, socket) {
-                (Some(tls), Socket::Tcp(tcp)) => match tls.accept(tcp) {
-                    Ok(stream) => Socket::Tls(Box::new(stream)),
-                    Err(e) => {
-                        log::warn!("msg=\"cannot start a TLS session\" error={e}");
-                        self.ctx.shared.open.fetch_sub(1, Ordering::SeqCst);
-                        continue;
+                (Some((tls, counters)), Socket::Tcp(tcp)) => {
+                    match tls.accept(tcp, counters.clone()) {
+                        Ok(stream) => Socket::Tls(Box::new(stream)),
+                        Err(e) => {
+                            log::warn!("msg=\"cannot start a TLS session\" error={e}");
+                            self.ctx.shared.open.fetch_sub(1, Ordering::SeqCst);
+                            continue;
+                        }
                     }
-                },
+                }
                 (_, socket) => socket,
             };
             let mut transport = Transport::new(socket);
@@ -226,7 +228,11 @@ impl Worker {
                     // byte; it has no HTTP to answer with, so it is simply closed.
                     None => match conn.transport.handshake_started() {
                         Some(started) => {
-                            (now.duration_since(started) > head_timeout).then_some(None)
+                            let late = now.duration_since(started) > head_timeout;
+                            if late {
+                                conn.transport.handshake_timed_out();
+                            }
+                            late.then_some(None)
                         }
                         None => {
                             (now.duration_since(conn.last_activity) > idle_timeout).then_some(None)
