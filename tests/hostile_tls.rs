@@ -100,21 +100,22 @@ fn slowloris_on_the_handshake_one_byte_per_second_is_cut_at_the_head_deadline() 
     ];
     hello.extend([0u8; 20]);
     let (mut tx, mut rx) = (t.try_clone().unwrap(), t);
-    let cut = one_byte_per_second(
-        &hello,
-        &mut |b| tx.write_all(&[b]),
-        &mut || {
-            let mut buf = [0u8; 64];
-            match rx.read(&mut buf) {
-                Ok(0) => Some(Vec::new()),
-                Ok(n) => Some(buf[..n].to_vec()),
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                    None
-                }
-                Err(_) => Some(Vec::new()),
+    let cut = one_byte_per_second(&hello, &mut |b| tx.write_all(&[b]), &mut || {
+        let mut buf = [0u8; 64];
+        match rx.read(&mut buf) {
+            Ok(0) => Some(Vec::new()),
+            Ok(n) => Some(buf[..n].to_vec()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                None
             }
-        },
-    );
+            Err(_) => Some(Vec::new()),
+        }
+    });
     let (after, _) = cut.expect("a handshake trickling one byte per second was never cut");
     // The deadline is 2 s from the first byte, swept every 100 ms; the read that sees the close
     // returns at once. Generous on the upper side for a loaded machine.
@@ -131,7 +132,9 @@ fn slowloris_after_the_handshake_one_header_byte_per_second_is_cut_at_the_head_d
     let s = TestServer::start(tight_tls(&pki));
     let tcp = TcpStream::connect(&s.registry).unwrap();
     let t = tls_over(tcp, pki.client(None));
-    t.sock.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    t.sock
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
     let t = std::cell::RefCell::new(t);
     let request = b"GET /registry/head HTTP/1.1\r\nHost: x\r\nX-Slow: yes\r\n\r\n";
     let cut = one_byte_per_second(
@@ -153,7 +156,12 @@ fn slowloris_after_the_handshake_one_header_byte_per_second_is_cut_at_the_head_d
                     answer.extend(read_to_close(&mut t).0);
                     Some(answer)
                 }
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
                     None
                 }
                 Err(_) => Some(Vec::new()),
@@ -170,7 +178,10 @@ fn slowloris_after_the_handshake_one_header_byte_per_second_is_cut_at_the_head_d
         text.is_empty() || text.contains(" 408 "),
         "a slowloris request must get a 408 at most: {text}"
     );
-    assert!(!text.contains("200 OK"), "a slowloris request was served: {text}");
+    assert!(
+        !text.contains("200 OK"),
+        "a slowloris request was served: {text}"
+    );
     assert_eq!(get(&s, &pki.client(None), "/registry/head"), 200);
 }
 
@@ -223,7 +234,10 @@ fn a_body_over_the_cap_over_tls_gets_413_before_it_is_sent() {
         .unwrap();
     let chunk = format!("{:x}\r\n{}\r\n", 16384, "a".repeat(16384));
     for _ in 0..8 {
-        if t.write_all(chunk.as_bytes()).and_then(|_| t.flush()).is_err() {
+        if t.write_all(chunk.as_bytes())
+            .and_then(|_| t.flush())
+            .is_err()
+        {
             break;
         }
     }
@@ -233,9 +247,9 @@ fn a_body_over_the_cap_over_tls_gets_413_before_it_is_sent() {
 }
 
 /// Memory a thousand idle TLS sessions may add, in kB: rustls keeps per session its keys and
-/// small record buffers, a few KiB; measured about TLS_IDLE_MEASURED (see the eprintln below),
-/// bounded at 2× plaintext's documented 16 MiB.
-const TLS_IDLE_RSS_KB: u64 = 32 * 1024;
+/// record buffers; measured at about 7.8 MiB for 1,000 (debug build), so the bound is twice that,
+/// the same 16 MiB that docs/PERFORMANCE.md gives 1,000 idle plaintext connections.
+const TLS_IDLE_RSS_KB: u64 = 16 * 1024;
 
 #[test]
 fn a_thousand_idle_tls_sessions_cost_few_threads_and_little_memory() {
@@ -349,7 +363,10 @@ fn commit_via(s: &TestServer, target: &Target, base_version: u64) {
     let pid = json(&r)["proposal_id"].as_str().unwrap().to_string();
     let r = post("/approve", &s.setup.approve_body(&pid, &payload));
     assert_eq!(r.status, 200, "approve: {}", r.text());
-    let r = post("/commit", format!(r#"{{"proposal_id":"{pid}"}}"#).as_bytes());
+    let r = post(
+        "/commit",
+        format!(r#"{{"proposal_id":"{pid}"}}"#).as_bytes(),
+    );
     assert_eq!(r.status, 200, "commit: {}", r.text());
 }
 
@@ -386,7 +403,10 @@ fn garbage_after_the_handshake_gets_400_and_never_crashes_the_server() {
     let text = String::from_utf8_lossy(&bytes);
     assert_eq!(text.matches("HTTP/1.1 200").count(), 3, "{text}");
     assert_eq!(text.matches("HTTP/1.1 400").count(), 1, "{text}");
-    assert!(text.rfind("HTTP/1.1 200") < text.find("HTTP/1.1 400"), "{text}");
+    assert!(
+        text.rfind("HTTP/1.1 200") < text.find("HTTP/1.1 400"),
+        "{text}"
+    );
     assert_eq!(get(&s, &config, "/registry/head"), 200);
 }
 
@@ -411,18 +431,24 @@ fn raise_nofile(want: u64) -> u64 {
     lim.rlim_cur
 }
 
-/// Connections per wave in the abandoned-connections test. Plaintext uses 10,000; over TLS
-/// half of them complete a handshake (an ECDSA P-256 signature on the server, a verification
-/// on the test's side) and the test's client runs in this same process, which in a debug
-/// build on a shared 2-core machine measured about TLS_WAVE_MEASURED per wave of 10,000; so
-/// the waves are scaled down to this many.
+/// Connections per wave in the abandoned-connections test: the full 10,000 of the plaintext
+/// suite. Half of them complete a handshake (an ECDSA P-256 signature on the server, a
+/// verification by the test's client, in this same process); in a debug build on a shared
+/// 2-core machine a wave took 4–12 s to open, so no scaling down was needed.
 const TLS_WAVE: u64 = 10_000;
 
 #[test]
 fn ten_thousand_tls_connections_opened_and_abandoned_cost_nothing_once_gone() {
-    let n = TLS_WAVE;
-    let limit = raise_nofile(n + 512);
-    assert!(limit >= n + 512, "RLIMIT_NOFILE {limit} is below {n} + 512");
+    // The test holds every client socket and the server (a child: same limit) every accepted
+    // one, each plus a few dozen of its own.
+    let limit = raise_nofile(TLS_WAVE + 512);
+    let n = if limit >= TLS_WAVE + 512 {
+        TLS_WAVE
+    } else {
+        let n = limit.saturating_sub(512).max(100);
+        eprintln!("RLIMIT_NOFILE is {limit}: scaling {TLS_WAVE} TLS connections down to {n}");
+        n
+    };
     let pki = Pki::new();
     let mut setup = tight_tls(&pki);
     // Deadlines far beyond the time it takes to open a wave: the connections must still be
@@ -524,7 +550,8 @@ fn ten_thousand_tls_connections_opened_and_abandoned_cost_nothing_once_gone() {
             "RSS {rss_before} kB -> {rss_open} kB for {n} connections"
         );
     }
-    // Once they are gone, memory is near the baseline and does not grow wave after wave.
+    // Once they are gone, memory is near the baseline (the workers give freed session memory
+    // back to the OS after an ebb: `Worker::ebb`) and does not grow wave after wave.
     let (first, last) = (rss_after_wave[0], *rss_after_wave.last().unwrap());
     assert!(
         last < rss_before + 8 * 1024,

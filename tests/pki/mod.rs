@@ -134,4 +134,3 @@ pub fn keepalive_get(stream: &mut StreamOwned<ClientConnection, TcpStream>, path
     let r = client::read_response(&mut reader, false).expect("a response");
     r.status
 }
-
