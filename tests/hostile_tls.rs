@@ -330,8 +330,10 @@ fn a_tls_client_that_never_reads_is_cut_off_at_the_write_timeout() {
             Err(_) => break,
         }
     }
+    // `>` and `<=` rather than exact counts: the checkpoint thread may hold a file open for a
+    // moment after the commits above.
     eventually(TIMEOUT, "the stuck TLS connection is open", || {
-        s.fd_count() == fds_before + 1
+        s.fd_count() > fds_before
     });
     // Others are served meanwhile.
     let started = Instant::now();
@@ -341,7 +343,7 @@ fn a_tls_client_that_never_reads_is_cut_off_at_the_write_timeout() {
     eventually(
         Duration::from_secs(5),
         "the stuck TLS connection was not closed",
-        || s.fd_count() == fds_before,
+        || s.fd_count() <= fds_before,
     );
     drop(t);
 }
@@ -520,9 +522,14 @@ fn ten_thousand_tls_connections_opened_and_abandoned_cost_nothing_once_gone() {
         drop(held);
         let closed = poll_until(Duration::from_secs(10), || s.fd_count() <= fds_before + 2);
         let closed_in = started.elapsed() - opened_in;
+        // Memory goes back as the connections go (the workers trim in their 100 ms sweep, one
+        // step per halving of their connections): wait, bounded, for RSS to come down under
+        // the bounds asserted at the end instead of sampling it once.
+        let first = rss_after_wave.first().copied();
         let rss_after = poll(Duration::from_secs(5), || {
             let rss = s.proc_status("VmRSS");
-            (rss < rss_before + 8 * 1024).then_some(rss)
+            let settled = rss < rss_before + 8 * 1024 && first.is_none_or(|f| rss <= f + 2 * 1024);
+            settled.then_some(rss)
         })
         .unwrap_or_else(|| s.proc_status("VmRSS"));
         rss_after_wave.push(rss_after);
