@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the costs benchmarkers ask about: signature verification, PAE + SHA-256,
-//! proposal parsing, snapshot publication at 1k / 100k / 1M descriptors, head encoding, and
-//! approvals/s through the verifier pool with 1 vs N threads.
+//! proposal parsing, snapshot publication at 1k / 100k / 1M descriptors, head encoding,
+//! approvals/s through the verifier pool with 1 vs N threads, and capability token
+//! verification (`auth::authorize`, the per-request cost tokens add).
 //!
 //! Run: `cargo bench --bench core` (figures in docs/PERFORMANCE.md).
 
@@ -170,5 +171,42 @@ fn verifier_pool(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, crypto, publish, verifier_pool);
+/// `auth::authorize` of a bearer token with three caveats (`registry`, `scope`, `expires`), the
+/// shape an operator mints for a writer: base64url decode, V2 parse, identifier and key lookup,
+/// the HMAC-SHA256 chain (root key derivation plus one HMAC per caveat) and the caveat checks.
+/// This is what a request with a token pays on a worker before any other work.
+fn auth(c: &mut Criterion) {
+    use svc_registry::auth::{authorize, Action, KeyRing, OpRef, Request, RootKey};
+    let key = RootKey::new("k1", [9; 32], None).expect("a valid key id");
+    let ring = KeyRing::from_keys(vec![key.clone()]).expect("one key");
+    let mut m = key.mint(b"0123456789abcdef");
+    for caveat in [
+        &b"registry = bench"[..],
+        b"scope = propose,approve,commit",
+        b"expires = 2100-01-01T00:00:00Z",
+    ] {
+        m.add_first_party_caveat(caveat)
+            .expect("a caveat within bounds");
+    }
+    let token = m.to_base64();
+    let ops = [OpRef {
+        kind: "node",
+        id: "node-7",
+    }];
+    let req = Request {
+        action: Action::Propose,
+        registry_id: "bench",
+        now_unix_s: 1_767_225_600,
+        ops: Some(&ops),
+    };
+    authorize(&token, &ring, &req).expect("the bench token authorizes the bench request");
+    let mut g = c.benchmark_group("auth");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("authorize_3_caveats", |b| {
+        b.iter(|| authorize(black_box(&token), black_box(&ring), black_box(&req)).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, crypto, publish, verifier_pool, auth);
 criterion_main!(benches);

@@ -154,9 +154,19 @@ stop_registry() {
     forget_pid "$SPID"
 }
 
-# start_nginx ROOTDIR: serve ROOTDIR's files on a free port; sets NGINX_PID, NGINX_ADDR.
+# start_nginx ROOTDIR [CERT KEY]: serve ROOTDIR's files on a free port, over TLS when given a
+# PEM certificate and key (TLS 1.2 and 1.3, nginx's defaults otherwise); sets NGINX_PID,
+# NGINX_ADDR, NGINX_SCHEME.
 start_nginx() {
-    local root=$1 port prefix
+    local root=$1 cert=${2:-} key=${3:-} port prefix listen_opts="" ssl_lines=""
+    NGINX_SCHEME=http
+    if [ -n "$cert" ]; then
+        nginx -V 2>&1 | grep -q -- '--with-http_ssl_module' \
+            || { log "this nginx has no ssl module (nginx -V)"; return 1; }
+        listen_opts=" ssl"
+        ssl_lines="ssl_certificate $cert; ssl_certificate_key $key; ssl_protocols TLSv1.2 TLSv1.3;"
+        NGINX_SCHEME=https
+    fi
     port=$(free_port)
     prefix="$TMPD/nginx"
     mkdir -p "$prefix/logs" "$prefix/tmp"
@@ -175,7 +185,8 @@ http {
     uwsgi_temp_path $prefix/tmp;
     scgi_temp_path $prefix/tmp;
     server {
-        listen 127.0.0.1:$port;
+        listen 127.0.0.1:$port$listen_opts;
+        $ssl_lines
         root $root;
         default_type application/json;
         etag off;
@@ -188,8 +199,8 @@ EOF
     NGINX_ADDR="127.0.0.1:$port"
     local i
     for i in $(seq 1 100); do
-        curl -fs -o /dev/null "http://$NGINX_ADDR/" -m 1 2>/dev/null && return 0
-        curl -s -o /dev/null -w '%{http_code}' "http://$NGINX_ADDR/" -m 1 2>/dev/null | grep -q '^[1-5]' && return 0
+        curl -kfs -o /dev/null "$NGINX_SCHEME://$NGINX_ADDR/" -m 1 2>/dev/null && return 0
+        curl -ks -o /dev/null -w '%{http_code}' "$NGINX_SCHEME://$NGINX_ADDR/" -m 1 2>/dev/null | grep -q '^[1-5]' && return 0
         sleep 0.1
     done
     log "nginx did not start"; cat "$RAW/nginx.stderr" >&2; return 1

@@ -416,6 +416,72 @@ if hist["cur"]:
         goals.append(("/registry/{v} requests per CPU-s vs the previous build",
                       f"{c['per_cpu'] / pr['per_cpu']:.2f}× (15 KB: {c['per_cpu100'] / pr['per_cpu100']:.2f}×)", "–"))
 
+# ------------------------------------------------------------------ tls (issue 16)
+tls_files = glob.glob(path("tls-wrk-*.txt"))
+if tls_files:
+    tagg = {}
+    for f in tls_files:
+        m = re.match(r"tls-wrk-(head|handshake)-c(\d+)-(ours|nginx)-r(\d+)\.txt", os.path.basename(f))
+        if m:
+            tagg.setdefault((m.group(1), int(m.group(2)), m.group(3)), []).append(parse_wrk(f))
+
+    def tmean(key, field):
+        vals = [r[field] for r in tagg.get(key, []) if r[field] == r[field]]
+        return statistics.mean(vals) if vals else float("nan")
+
+    def ratio(a, b):
+        return a / b if b else float("nan")
+
+    def terrs(key):
+        return sum(r["errors"] + r["non2xx"] for r in tagg.get(key, []))
+
+    p("## TLS (issue 16): /registry/head over https, ours vs nginx with the same certificate\n")
+    p(f"One self-signed ECDSA P-256 certificate (openssl) for both; nginx serves the registry's own "
+      f"head body ({text('tls-bytes-head.txt', '?')} B) as a static file, `ssl_protocols TLSv1.2 "
+      f"TLSv1.3`, otherwise nginx's defaults; wrk -t2 over https (OpenSSL) shares the 2 cores. "
+      f"Keep-alive: one handshake per connection, then requests (at 1,000 connections the runs are 3× "
+      f"longer, since wrk's count includes its 1,000 opening handshakes). Handshakes: `Connection: "
+      f"close`, so every request is a new TCP connection and a new TLS handshake; wrk (OpenSSL) "
+      f"resumes its previous session where the server allows, and both do by default (nginx with "
+      f"TLS 1.3 tickets, rustls with its 256-entry session cache), so most are resumed TLS 1.3 "
+      f"handshakes (PSK with X25519), not full ones with a certificate signature. "
+      f"Mean of the alternated rounds.\n")
+    neg = {s: text(f"tls-negotiated-{s}.txt").replace("\n", "; ") for s in ("ours", "nginx")}
+    if neg["ours"]:
+        p(f"Negotiated with `openssl s_client`: ours: {neg['ours']}; nginx: {neg['nginx']}.\n")
+    p("| run | conns | ours RPS | nginx RPS | ours/nginx | p50 ms ours / nginx | p99 ms ours / nginx "
+      "| requests per server CPU-s ours / nginx | per CPU-s ours/nginx | errors ours / nginx |")
+    p("|---|---|---|---|---|---|---|---|---|---|")
+    for kind, c in (("head", 64), ("head", 1000), ("handshake", 64)):
+        o, n = (kind, c, "ours"), (kind, c, "nginx")
+        if o not in tagg:
+            continue
+        ro, rn = tmean(o, "rps"), tmean(n, "rps")
+        co, cn = tmean(o, "per_cpu_s"), tmean(n, "per_cpu_s")
+        label = {"head": "keep-alive /registry/head", "handshake": "new handshakes (Connection: close)"}[kind]
+        p(f"| {label} | {c} | {fmt(ro)} | {fmt(rn)} | {fmt(ratio(ro, rn), 2)} "
+          f"| {fmt(tmean(o, 'p50'), 2)} / {fmt(tmean(n, 'p50'), 2)} "
+          f"| {fmt(tmean(o, 'p99'), 2)} / {fmt(tmean(n, 'p99'), 2)} "
+          f"| {fmt(co)} / {fmt(cn)} | {fmt(ratio(co, cn), 2)} | {terrs(o)} / {terrs(n)} |")
+    p("")
+    tm = text("tls-metrics.txt")
+    if tm:
+        p("Our handshake counters after the section:\n")
+        p("```")
+        p(tm)
+        p("```\n")
+    for c in (64, 1000):
+        o, n = ("head", c, "ours"), ("head", c, "nginx")
+        if o in tagg and n in tagg:
+            r = ratio(tmean(o, "rps"), tmean(n, "rps"))
+            per_cpu = ratio(tmean(o, "per_cpu_s"), tmean(n, "per_cpu_s"))
+            goals.append((f"/registry/head over TLS ≥ 0.9× nginx over TLS at {c} conns",
+                          f"{r:.2f}× RPS ({per_cpu:.2f}× per server CPU-s)", verdict(r >= 0.9)))
+    o, n = ("handshake", 64, "ours"), ("handshake", 64, "nginx")
+    if o in tagg and n in tagg:
+        goals.append(("new TLS handshakes per second vs nginx (64 conns; no goal set)",
+                      f"{tmean(o, 'rps'):,.0f} vs {tmean(n, 'rps'):,.0f} ({ratio(tmean(o, 'rps'), tmean(n, 'rps')):.2f}×)", "–"))
+
 # ------------------------------------------------------------------ goals
 if goals:
     p("## Goals (issue 7, and the benchmark paragraphs of issues 4 and 5)\n")

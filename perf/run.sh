@@ -9,20 +9,20 @@
 #   perf/out/results.md   the Markdown table (goals marked met / MISSED)
 #   perf/out/raw/         every raw output (wrk text, loadgen/fio JSON, server logs)
 #
-# Sections: reads, writes, stream, startup, footprint, history. --quick shortens every run (2 s instead of
-# 5 s, one round instead of two) and skips the 1M and 100k-version data sets. Full run ≈ 8–10 min,
+# Sections: reads, writes, stream, startup, footprint, history, tls. --quick shortens every run (2 s instead of
+# 5 s, one round instead of two) and skips the 1M and 100k-version data sets. Full run ≈ 9–11 min,
 # --quick ≈ 2.5 min, on 2 cores (plus the build). Add --only SECTION,... to run some sections.
 # PERF_PREBUILT=1 with PERF_BIN and PERF_LG runs binaries built elsewhere (no build here).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 QUICK=0
-ONLY="reads,writes,stream,startup,footprint,history"
+ONLY="reads,writes,stream,startup,footprint,history,tls"
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
         --only) ONLY=$2; shift ;;
-        *) echo "usage: perf/run.sh [--quick] [--only reads,writes,stream,startup,footprint,history]" >&2; exit 2 ;;
+        *) echo "usage: perf/run.sh [--quick] [--only reads,writes,stream,startup,footprint,history,tls]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -36,15 +36,17 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 if [ "$ONLY" = history ]; then
     ensure_tools python3 curl wrk
+elif [ "$ONLY" = tls ]; then
+    ensure_tools python3 curl wrk nginx openssl
 else
-    ensure_tools python3 curl wrk nginx etcd etcdctl fio strip
+    ensure_tools python3 curl wrk nginx etcd etcdctl fio strip openssl
 fi
 mkdir -p "$RAW" "$TMPD"
 # A partial run (--only) keeps the other sections' raw files, so the report stays whole.
-if [ "$ONLY" = "reads,writes,stream,startup,footprint,history" ]; then rm -rf "${RAW:?}"/*; fi
+if [ "$ONLY" = "reads,writes,stream,startup,footprint,history,tls" ]; then rm -rf "${RAW:?}"/*; fi
 rm -rf "${TMPD:?}"/*
 build_all
-if [ "$ONLY" != "reads,writes,stream,startup,footprint,history" ] && [ -f "$RAW/env.txt" ]; then
+if [ "$ONLY" != "reads,writes,stream,startup,footprint,history,tls" ] && [ -f "$RAW/env.txt" ]; then
     echo "re-run of $ONLY: $(date -u +%FT%TZ), git $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null), loadavg at start $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RAW/env.txt"
 else {
     echo "date: $(date -u +%FT%TZ)"
@@ -322,6 +324,69 @@ if want history; then
         log "history $which: $(python3 "$ROOT/perf/report.py" --history-line "$RAW" "$which" "$WARM")"
         rm -rf "$dir"
     done
+fi
+
+# ---------------------------------------------------------------- tls
+# Issue 16: /registry/head over TLS with keep-alive, ours vs nginx serving the same bytes with
+# the same certificate (one self-signed ECDSA P-256 certificate made here with openssl), at 64
+# and 1,000 connections; then new TLS handshakes per second (`Connection: close`: every request
+# a new connection and a new handshake) at 64. Alternated order, server CPU around every run.
+if want tls; then
+    tlsd="$TMPD/tls"
+    rm -rf "$tlsd"; mkdir -p "$tlsd/www"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+        -keyout "$tlsd/key.pem" -out "$tlsd/cert.pem" 2>"$RAW/tls-openssl.stderr"
+    openssl x509 -in "$tlsd/cert.pem" -noout -text | grep -E 'Public Key Algorithm|ASN1 OID' >"$RAW/tls-cert.txt"
+    write_config "$tlsd/ours" 1 1 batch "[tls]
+cert_file = \"$tlsd/cert.pem\"
+key_file = \"$tlsd/key.pem\""
+    start_registry tls "$tlsd/ours"
+    curl -fs --cacert "$tlsd/cert.pem" "https://$RA/registry/head" >"$tlsd/www/head.json"
+    wc -c <"$tlsd/www/head.json" | tr -d ' ' >"$RAW/tls-bytes-head.txt"
+    start_nginx "$tlsd/www" "$tlsd/cert.pem" "$tlsd/key.pem"
+    # What each side negotiates with a default client (protocol, cipher, key exchange).
+    for srv in ours nginx; do
+        case $srv in ours) a=$RA ;; nginx) a=$NGINX_ADDR ;; esac
+        echo | openssl s_client -connect "$a" -CAfile "$tlsd/cert.pem" 2>/dev/null \
+            | grep -E '^(New|Protocol|Cipher|Server Temp Key|Verify return code)|Negotiated TLS1.3 group' >"$RAW/tls-negotiated-$srv.txt" || true
+    done
+    # tls_wrk FILE SRV SECS ARGS...: wrk against SRV's head for SECS seconds with the server's
+    # CPU time around it.
+    tls_wrk() {
+        local f=$1 srv=$2 secs=$3 cpid url cpu0
+        shift 3
+        case $srv in
+            ours) cpid=$SPID; url="https://$RA/registry/head" ;;
+            nginx) cpid=$NGINX_PID; url="https://$NGINX_ADDR/head.json" ;;
+        esac
+        cpu0=$(python3 "$ROOT/perf/cpu.py" "$cpid")
+        wrk -t2 -d${secs}s --timeout 5s --latency "$@" "$url" >"$f" 2>&1 || true
+        echo "server_cpu_s $(python3 -c 'import sys; print(round(float(sys.argv[2]) - float(sys.argv[1]), 2))' "$cpu0" "$(python3 "$ROOT/perf/cpu.py" "$cpid")")" >>"$f"
+    }
+    for round in $(seq 1 $ROUNDS); do
+        if [ $((round % 2)) = 1 ]; then order="ours nginx"; else order="nginx ours"; fi
+        for c in 64 1000; do
+            # wrk counts from the start, while its connections still handshake: at 1,000 that
+            # is 1,000 handshakes (about a second of both cores on this box, more when it is
+            # loaded), so those runs are three times longer to keep it a small part of them.
+            secs=$D
+            [ $c = 1000 ] && secs=$((D * 3))
+            for srv in $order; do
+                f="$RAW/tls-wrk-head-c$c-$srv-r$round.txt"
+                tls_wrk "$f" "$srv" "$secs" -c$c
+                log "tls head c=$c $srv r$round: $(grep Requests/sec "$f" | tr -s ' ')"
+            done
+        done
+        for srv in $order; do
+            f="$RAW/tls-wrk-handshake-c64-$srv-r$round.txt"
+            tls_wrk "$f" "$srv" "$D" -c64 -H 'Connection: close'
+            log "tls handshakes c=64 $srv r$round: $(grep Requests/sec "$f" | tr -s ' ')"
+        done
+    done
+    curl -fs --cacert "$tlsd/cert.pem" "https://$MA/metrics" | grep '^registry_tls_' >"$RAW/tls-metrics.txt" || true
+    stop_pid "$NGINX_PID"; forget_pid "$NGINX_PID"
+    stop_registry
 fi
 
 stop_all

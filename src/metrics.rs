@@ -45,6 +45,8 @@ pub struct Metrics {
     pub registry_background_verify_failures_total: IntCounter,
     /// Requests refused by the capability gate, by `AuthError::reason` (a fixed set).
     pub auth_failures_total: IntCounterVec,
+    pub registry_tls_handshakes_total: IntCounterVec,
+    pub registry_tls_handshake_failures_total: IntCounterVec,
 }
 
 fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
@@ -184,6 +186,25 @@ impl Metrics {
                 &["reason"],
             )
             .expect("valid"),
+            registry_tls_handshakes_total: IntCounterVec::new(
+                Opts::new(
+                    "registry_tls_handshakes_total",
+                    "TLS handshakes completed, by listener (registry, metrics)",
+                ),
+                &["listener"],
+            )
+            .expect("valid"),
+            registry_tls_handshake_failures_total: IntCounterVec::new(
+                Opts::new(
+                    "registry_tls_handshake_failures_total",
+                    "TLS handshakes that started and failed, by listener and reason: timeout \
+                     (cut at head_timeout_ms), protocol (garbage, plaintext HTTP, no common \
+                     version or cipher), certificate (a certificate refused by either side), \
+                     eof (the peer closed or reset mid-handshake)",
+                ),
+                &["listener", "reason"],
+            )
+            .expect("valid"),
         };
         let r = &m.registry;
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -212,6 +233,8 @@ impl Metrics {
             Box::new(m.registry_history_read_failures_total.clone()),
             Box::new(m.registry_background_verify_failures_total.clone()),
             Box::new(m.auth_failures_total.clone()),
+            Box::new(m.registry_tls_handshakes_total.clone()),
+            Box::new(m.registry_tls_handshake_failures_total.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for c in collectors {

@@ -5,107 +5,19 @@
 //! (slowloris, garbage, plaintext HTTP, a thousand idle sessions).
 
 mod common;
+mod pki;
 use common::*;
-use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
-use rustls::pki_types::{CertificateDer, ServerName};
+use pki::*;
+use rcgen::KeyPair;
+use rustls::pki_types::CertificateDer;
 use rustls::{ClientConnection, StreamOwned};
 use std::io::{BufRead, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use svc_registry::http::client::{self, Target};
-
-/// The certificate files of one test, in their own directory.
-struct Pki {
-    dir: tempfile::TempDir,
-    ca: Certificate,
-    ca_key: KeyPair,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "svc-registry test CA");
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca_key = KeyPair::generate().unwrap();
-        let ca = params.self_signed(&ca_key).unwrap();
-        let pki = Pki {
-            dir: tempfile::tempdir().unwrap(),
-            ca,
-            ca_key,
-        };
-        std::fs::write(pki.path("ca.pem"), pki.ca.pem()).unwrap();
-        pki
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// Issue `{name}.pem` and `{name}.key` for `names`, valid from `from` to `until` days from
-    /// now (negative: in the past), for server or client use.
-    fn issue(&self, name: &str, names: &[&str], days: (i64, i64), client: bool) -> PathBuf {
-        let mut params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        let now = time::OffsetDateTime::now_utc();
-        params.not_before = now + time::Duration::days(days.0);
-        params.not_after = now + time::Duration::days(days.1);
-        params.extended_key_usages = vec![if client {
-            ExtendedKeyUsagePurpose::ClientAuth
-        } else {
-            ExtendedKeyUsagePurpose::ServerAuth
-        }];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
-        std::fs::write(self.path(&format!("{name}.pem")), cert.pem()).unwrap();
-        std::fs::write(self.path(&format!("{name}.key")), key.serialize_pem()).unwrap();
-        self.path(&format!("{name}.pem"))
-    }
-
-    /// The `[tls]` table serving `{name}.pem`.
-    fn table(&self, name: &str, client_ca: bool) -> String {
-        let mut t = format!(
-            "[tls]\ncert_file = {:?}\nkey_file = {:?}\n",
-            self.path(&format!("{name}.pem")).display().to_string(),
-            self.path(&format!("{name}.key")).display().to_string()
-        );
-        if client_ca {
-            t.push_str(&format!(
-                "client_ca_file = {:?}\n",
-                self.path("ca.pem").display().to_string()
-            ));
-        }
-        t
-    }
-
-    fn client(&self, identity: Option<&str>) -> Arc<rustls::ClientConfig> {
-        let id = identity.map(|n| {
-            (
-                self.path(&format!("{n}.pem")),
-                self.path(&format!("{n}.key")),
-            )
-        });
-        svc_registry::http::tls::client_config(
-            Some(&self.path("ca.pem")),
-            id.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
-        )
-        .unwrap()
-    }
-}
 
 /// A TLS test server: the standard setup plus `[tls]` (and `extra` tables).
 fn start(pki: &Pki, cert: &str, client_ca: bool, extra: &str) -> TestServer {
@@ -148,33 +60,6 @@ fn commit_over(s: &TestServer, target: &Target, base_version: u64, id: &str) -> 
     );
     assert_eq!(r.status, 200, "commit: {}", r.text());
     json(&r)["version"].as_u64().unwrap()
-}
-
-/// A raw TLS client connection (keep-alive), for what `client::request` does not show.
-fn tls_connect(
-    addr: &str,
-    config: Arc<rustls::ClientConfig>,
-) -> StreamOwned<ClientConnection, TcpStream> {
-    let tcp = TcpStream::connect(addr).unwrap();
-    tcp.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let name = ServerName::try_from("127.0.0.1").unwrap();
-    let mut session = ClientConnection::new(config, name).unwrap();
-    let mut tcp = tcp;
-    while session.is_handshaking() {
-        session.complete_io(&mut tcp).expect("handshake");
-    }
-    StreamOwned::new(session, tcp)
-}
-
-/// One keep-alive request on an open TLS connection: the response's status.
-fn keepalive_get(stream: &mut StreamOwned<ClientConnection, TcpStream>, path: &str) -> u16 {
-    stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-        .unwrap();
-    stream.flush().unwrap();
-    let mut reader = std::io::BufReader::new(stream);
-    let r = client::read_response(&mut reader, false).expect("a response");
-    r.status
 }
 
 fn ronctl_https(
@@ -587,4 +472,121 @@ fn hostile_handshakes_are_cut_and_idle_sessions_cost_no_threads() {
         started.elapsed()
     );
     drop(idle);
+}
+
+/// The value of series `series` (e.g. `registry_tls_handshakes_total{listener="registry"}`) in
+/// a scrape of the TLS metrics listener.
+fn tls_metric(s: &TestServer, config: Arc<rustls::ClientConfig>, series: &str) -> f64 {
+    let r = get(&https(&s.metrics, config), "/metrics").expect("scrape /metrics over TLS");
+    assert_eq!(r.status, 200);
+    let text = String::from_utf8_lossy(&r.body);
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .filter(|rest| rest.starts_with(' '))
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no series {series} in the scrape"))
+}
+
+#[test]
+fn handshake_failures_are_counted_by_listener_and_reason() {
+    let pki = Pki::new();
+    pki.issue("server", &["127.0.0.1"], (-1, 30), false);
+    pki.issue("client", &["ops-client"], (-1, 30), true);
+    // Mutual TLS, so that a missing client certificate is one of the failures counted.
+    let s = TestServer::start(Setup {
+        tables: format!(
+            "{}[http]\nhead_timeout_ms = 500\nidle_timeout_secs = 60\n",
+            pki.table("server", true)
+        ),
+        ..Setup::default()
+    });
+    let with_cert = pki.client(Some("client"));
+    let series = |reason: &str| {
+        format!(
+            "registry_tls_handshake_failures_total{{listener=\"registry\",reason=\"{reason}\"}}"
+        )
+    };
+    let completed = "registry_tls_handshakes_total{listener=\"registry\"}";
+    let value = |name: &str| tls_metric(&s, with_cert.clone(), name);
+    // Every reason is exported at zero before anything failed.
+    for reason in ["timeout", "protocol", "certificate", "eof"] {
+        assert_eq!(value(&series(reason)), 0.0, "{reason}");
+    }
+    // The scrapes above completed handshakes on the metrics listener, not on this one.
+    assert_eq!(value(completed), 0.0);
+    assert!(value("registry_tls_handshakes_total{listener=\"metrics\"}") >= 1.0);
+
+    let moved = |name: String, by: f64, act: &dyn Fn()| {
+        let before = value(&name);
+        act();
+        let ok = poll_until(TIMEOUT, || value(&name) == before + by);
+        assert!(ok, "{name} did not move by {by} from {before}");
+    };
+    let connect = || {
+        let t = TcpStream::connect(&s.registry).unwrap();
+        t.set_read_timeout(Some(TIMEOUT)).unwrap();
+        t
+    };
+
+    // Garbage and plaintext HTTP: protocol.
+    moved(series("protocol"), 2.0, &|| {
+        for bytes in [
+            &b"\x00\xff\x13\x37 not TLS at all \x01\x02\x03\r\n\r\n"[..],
+            &b"GET /registry/head HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        ] {
+            let mut t = connect();
+            t.write_all(bytes).unwrap();
+            until_closed(&mut t);
+        }
+    });
+    // A handshake that starts and stalls: timeout, once it is cut at head_timeout_ms.
+    moved(series("timeout"), 1.0, &|| {
+        let mut t = connect();
+        t.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).unwrap();
+        let sent = Instant::now();
+        let closed = until_closed(&mut t) - sent;
+        assert!(closed >= Duration::from_millis(450), "cut after {closed:?}");
+    });
+    // A handshake the client abandons half-way: eof.
+    moved(series("eof"), 1.0, &|| {
+        let mut t = connect();
+        t.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).unwrap();
+        t.shutdown(std::net::Shutdown::Write).unwrap();
+        until_closed(&mut t);
+    });
+    // No client certificate, and a client that refuses ours (not valid for the name it asked
+    // for): certificate.
+    moved(series("certificate"), 2.0, &|| {
+        assert!(get(&https(&s.registry, pki.client(None)), "/registry/head").is_err());
+        let port = s.registry.rsplit(':').next().unwrap();
+        let wrong_name = https(&format!("localhost:{port}"), with_cert.clone());
+        assert!(get(&wrong_name, "/registry/head").is_err());
+    });
+    // A connection that never sends a byte is no handshake: it moves nothing.
+    let before: Vec<f64> = ["timeout", "protocol", "certificate", "eof"]
+        .iter()
+        .map(|r| value(&series(r)))
+        .collect();
+    drop(connect());
+    // A good request afterwards: one more completed handshake. The probe above closed before
+    // it; its end of stream is read by a worker at once, so a wrong count shows up below (a
+    // scheduling race could only hide it, never fail a correct server).
+    moved(completed.to_string(), 1.0, &|| {
+        assert_eq!(
+            get(&https(&s.registry, with_cert.clone()), "/registry/head")
+                .unwrap()
+                .status,
+            200
+        );
+    });
+    let after: Vec<f64> = ["timeout", "protocol", "certificate", "eof"]
+        .iter()
+        .map(|r| value(&series(r)))
+        .collect();
+    assert_eq!(
+        before, after,
+        "a silent TCP connection counted as a failed handshake"
+    );
 }

@@ -20,7 +20,7 @@
 
 use super::accept::Acceptor;
 use super::listener::{Listener, MioListener};
-use super::tls::ServerTls;
+use super::tls::{HandshakeCounters, ServerTls};
 use super::worker::Worker;
 use super::{Handler, Limits};
 use mio::{Token, Waker};
@@ -38,8 +38,9 @@ pub(super) const WAKE: Token = Token(usize::MAX);
 pub(super) struct Shared {
     pub(super) handler: Arc<dyn Handler>,
     pub(super) limits: Limits,
-    /// TLS on this listener's TCP connections (the configuration is swapped by a reload).
-    pub(super) tls: Option<Arc<ServerTls>>,
+    /// TLS on this listener's TCP connections (the configuration is swapped by a reload), and
+    /// where its handshakes are counted (labelled with the server's name).
+    pub(super) tls: Option<(Arc<ServerTls>, Arc<HandshakeCounters>)>,
     /// Open connections (accepted, not yet closed or handed to a stream owner).
     pub(super) open: AtomicUsize,
     /// Requests dispatched to the handler and not yet answered.
@@ -88,7 +89,7 @@ impl Server {
         tls: Option<Arc<ServerTls>>,
     ) -> io::Result<ServerHandle> {
         let tls = match listener {
-            Listener::Tcp(_) => tls,
+            Listener::Tcp(_) => tls.map(|tls| (tls, HandshakeCounters::for_listener(name))),
             Listener::Unix(..) => None,
         };
         let local_addr = listener.local_addr();

@@ -15,6 +15,10 @@
 //! - The handshake is bounded in bytes by rustls (a handshake message over 64 KiB is refused)
 //!   and in time by the worker's sweep: [`TlsStream::handshake_started`] is the instant its first
 //!   byte arrived, and `head_timeout` applies from there, exactly as to a request head.
+//! - Every handshake that received a byte is counted once, per listener, as completed
+//!   (`registry_tls_handshakes_total`) or failed with one [`HandshakeFailure`] reason
+//!   (`registry_tls_handshake_failures_total`); a TCP connection that never sent a byte (a port
+//!   probe) and a handshake cut by shutdown are neither.
 //!
 //! The crypto provider is *ring* (see docs/ARCHITECTURE.md, "Transport"): TLS 1.3 and 1.2, ALPN
 //! `http/1.1`, client certificates required when a client CA is configured.
@@ -30,6 +34,91 @@ use std::net::Shutdown;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
+
+/// Why a handshake failed: the bounded `reason` label of `registry_tls_handshake_failures_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// Not complete `head_timeout_ms` after its first byte (a stalled or slowloris handshake).
+    Timeout,
+    /// Not TLS, or TLS we do not speak: garbage, plaintext HTTP, no common version or cipher
+    /// suite, a malformed or out-of-order message.
+    Protocol,
+    /// A certificate was refused: the client's (missing, or not chaining to `client_ca_file`)
+    /// by us, or ours by the client (its alert says so: unknown CA, expired, wrong name).
+    Certificate,
+    /// The peer closed or reset the connection mid-handshake.
+    Eof,
+}
+
+impl HandshakeFailure {
+    pub const ALL: [HandshakeFailure; 4] = [
+        HandshakeFailure::Timeout,
+        HandshakeFailure::Protocol,
+        HandshakeFailure::Certificate,
+        HandshakeFailure::Eof,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandshakeFailure::Timeout => "timeout",
+            HandshakeFailure::Protocol => "protocol",
+            HandshakeFailure::Certificate => "certificate",
+            HandshakeFailure::Eof => "eof",
+        }
+    }
+
+    /// The reason a session error ends a handshake with.
+    pub fn of(e: &rustls::Error) -> HandshakeFailure {
+        use rustls::AlertDescription as A;
+        match e {
+            rustls::Error::InvalidCertificate(_)
+            | rustls::Error::NoCertificatesPresented
+            | rustls::Error::InvalidCertRevocationList(_) => HandshakeFailure::Certificate,
+            rustls::Error::AlertReceived(
+                A::BadCertificate
+                | A::UnsupportedCertificate
+                | A::CertificateRevoked
+                | A::CertificateExpired
+                | A::CertificateUnknown
+                | A::UnknownCA
+                | A::CertificateRequired
+                | A::BadCertificateStatusResponse,
+            ) => HandshakeFailure::Certificate,
+            _ => HandshakeFailure::Protocol,
+        }
+    }
+}
+
+/// One listener's handshake counters, resolved once at start so that counting is one atomic
+/// add (no label lookup per connection).
+pub struct HandshakeCounters {
+    completed: prometheus::IntCounter,
+    /// Indexed like [`HandshakeFailure::ALL`].
+    failed: [prometheus::IntCounter; 4],
+}
+
+impl HandshakeCounters {
+    /// The counters of listener `name` (`registry`, `metrics`); every series exists from now
+    /// on, at zero, so dashboards see zeros rather than gaps.
+    pub fn for_listener(name: &str) -> Arc<HandshakeCounters> {
+        let m = crate::metrics::m();
+        Arc::new(HandshakeCounters {
+            completed: m.registry_tls_handshakes_total.with_label_values(&[name]),
+            failed: HandshakeFailure::ALL.map(|reason| {
+                m.registry_tls_handshake_failures_total
+                    .with_label_values(&[name, reason.as_str()])
+            }),
+        })
+    }
+
+    fn failed(&self, reason: HandshakeFailure) {
+        let i = HandshakeFailure::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .expect("ALL lists every reason");
+        self.failed[i].inc();
+    }
+}
 
 /// The one crypto provider of the process (ring; see the module doc).
 pub fn provider() -> Arc<CryptoProvider> {
@@ -134,14 +223,21 @@ impl ServerTls {
         self.config.store(config);
     }
 
-    /// A server session over an accepted socket (the handshake starts with the client's bytes).
-    pub(super) fn accept(&self, tcp: mio::net::TcpStream) -> io::Result<TlsStream> {
+    /// A server session over an accepted socket (the handshake starts with the client's bytes),
+    /// counting its handshake's outcome in `counters`.
+    pub(super) fn accept(
+        &self,
+        tcp: mio::net::TcpStream,
+        counters: Arc<HandshakeCounters>,
+    ) -> io::Result<TlsStream> {
         let session = ServerConnection::new(self.config.load_full()).map_err(io::Error::other)?;
         Ok(TlsStream {
             tcp,
             session,
             handshake_started: None,
             eof: false,
+            counters,
+            counted: false,
         })
     }
 }
@@ -156,6 +252,10 @@ pub struct TlsStream {
     handshake_started: Option<Instant>,
     /// The socket reported its end of stream.
     eof: bool,
+    /// Where this listener counts handshakes.
+    counters: Arc<HandshakeCounters>,
+    /// The handshake's outcome has been counted (it is counted at most once).
+    counted: bool,
 }
 
 impl TlsStream {
@@ -167,6 +267,15 @@ impl TlsStream {
     /// The instant the first byte of a still unfinished handshake arrived.
     pub fn handshake_started(&self) -> Option<Instant> {
         self.handshake_started
+    }
+
+    /// Count a handshake that received bytes and then failed (once; later calls, and calls for
+    /// a handshake that never started or already completed, count nothing).
+    pub fn handshake_failed(&mut self, reason: HandshakeFailure) {
+        if !self.counted && self.handshake_started.is_some() && self.session.is_handshaking() {
+            self.counted = true;
+            self.counters.failed(reason);
+        }
     }
 
     /// Records are waiting for the socket.
@@ -222,7 +331,10 @@ impl TlsStream {
                 return Ok(filled);
             }
             match self.session.read_tls(&mut self.tcp) {
-                Ok(0) => self.eof = true,
+                Ok(0) => {
+                    self.eof = true;
+                    self.handshake_failed(HandshakeFailure::Eof);
+                }
                 Ok(_) => {
                     if self.session.is_handshaking() && self.handshake_started.is_none() {
                         self.handshake_started = Some(Instant::now());
@@ -239,16 +351,23 @@ impl TlsStream {
                     };
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+                Err(e) => {
+                    // A reset mid-handshake: the peer went away.
+                    self.handshake_failed(HandshakeFailure::Eof);
+                    return Err(e);
+                }
             }
             if let Err(e) = self.session.process_new_packets() {
                 // Garbage, plaintext HTTP, a refused client certificate: send the alert rustls
                 // queued (best effort) and end the connection.
+                self.handshake_failed(HandshakeFailure::of(&e));
                 let _ = self.push();
                 log::debug!("msg=\"TLS session failed\" error={e}");
                 return Err(io::Error::new(io::ErrorKind::InvalidData, e));
             }
-            if !self.session.is_handshaking() {
+            if !self.session.is_handshaking() && !self.counted {
+                self.counted = true;
+                self.counters.completed.inc();
                 self.handshake_started = None;
             }
             self.push()?;

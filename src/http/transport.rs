@@ -84,6 +84,14 @@ impl Transport {
         }
     }
 
+    /// The worker's sweep cut an unfinished TLS handshake at its deadline: count it (a plain
+    /// socket has no handshake; nothing to count).
+    pub(super) fn handshake_timed_out(&mut self) {
+        if let Socket::Tls(s) = &mut self.socket {
+            s.handshake_failed(super::tls::HandshakeFailure::Timeout);
+        }
+    }
+
     /// Shut the write side after a final response (errors ignored: the peer may be gone).
     pub(super) fn shutdown_write(&mut self) {
         let _ = match &mut self.socket {

@@ -28,6 +28,9 @@ use std::time::{Duration, Instant};
 const SCRATCH_BYTES: usize = 64 * 1024;
 /// Deadline sweep period and the longest a worker sleeps in `poll`.
 pub(crate) const TICK: Duration = Duration::from_millis(100);
+/// A worker whose connections fell by at least this many from their peak (and to half of it or
+/// less) gives freed memory back to the OS (see [`Worker::ebb`]).
+const TRIM_EBB_CONNS: usize = 128;
 
 pub(super) struct Worker {
     poll: Poll,
@@ -36,6 +39,8 @@ pub(super) struct Worker {
     new_conns: Receiver<Socket>,
     done_rx: Receiver<Completion>,
     ctx: Ctx,
+    /// Most connections held since memory was last given back (see [`Worker::ebb`]).
+    peak_conns: usize,
 }
 
 impl Worker {
@@ -65,6 +70,7 @@ impl Worker {
                 generation: 0,
                 draining: false,
             },
+            peak_conns: 0,
         };
         Ok((worker, waker))
     }
@@ -139,14 +145,16 @@ impl Worker {
             // The key the slab will give this connection: its token, registered before insert.
             let key = self.conns.vacant_key();
             let socket = match (&self.ctx.shared.tls, socket) {
-                (Some(tls), Socket::Tcp(tcp)) => match tls.accept(tcp) {
-                    Ok(stream) => Socket::Tls(Box::new(stream)),
-                    Err(e) => {
-                        log::warn!("msg=\"cannot start a TLS session\" error={e}");
-                        self.ctx.shared.open.fetch_sub(1, Ordering::SeqCst);
-                        continue;
+                (Some((tls, counters)), Socket::Tcp(tcp)) => {
+                    match tls.accept(tcp, counters.clone()) {
+                        Ok(stream) => Socket::Tls(Box::new(stream)),
+                        Err(e) => {
+                            log::warn!("msg=\"cannot start a TLS session\" error={e}");
+                            self.ctx.shared.open.fetch_sub(1, Ordering::SeqCst);
+                            continue;
+                        }
                     }
-                },
+                }
                 (_, socket) => socket,
             };
             let mut transport = Transport::new(socket);
@@ -158,6 +166,23 @@ impl Worker {
             }
             let inserted = self.conns.insert(Conn::new(transport, now));
             debug_assert_eq!(inserted, key);
+        }
+        self.peak_conns = self.peak_conns.max(self.conns.len());
+    }
+
+    /// After a flood of connections has gone, give the memory their sessions used back to the
+    /// OS. glibc's malloc keeps freed chunks in its arenas for reuse: ten thousand TLS sessions
+    /// (about 7 KiB of rustls state each) left ~70 MiB of RSS behind after they closed, reused
+    /// by the next flood but never returned (tests/hostile_tls.rs measured it). So when a
+    /// worker's connections have fallen by [`TRIM_EBB_CONNS`] or more from their peak, and to
+    /// half of it or less, `malloc_trim` runs and the peak restarts from here. What stays is at
+    /// most that many connections' worth per worker; a steady load (the count near its peak)
+    /// never trims; it runs in the sweep, off the request path.
+    fn ebb(&mut self) {
+        let now_open = self.conns.len();
+        if self.peak_conns >= now_open + TRIM_EBB_CONNS && now_open <= self.peak_conns / 2 {
+            self.peak_conns = now_open;
+            release_free_memory();
         }
     }
 
@@ -226,7 +251,11 @@ impl Worker {
                     // byte; it has no HTTP to answer with, so it is simply closed.
                     None => match conn.transport.handshake_started() {
                         Some(started) => {
-                            (now.duration_since(started) > head_timeout).then_some(None)
+                            let late = now.duration_since(started) > head_timeout;
+                            if late {
+                                conn.transport.handshake_timed_out();
+                            }
+                            late.then_some(None)
                         }
                         None => {
                             (now.duration_since(conn.last_activity) > idle_timeout).then_some(None)
@@ -249,6 +278,7 @@ impl Worker {
                 }
             }
         }
+        self.ebb();
     }
 
     /// Close a connection, settling what it owed: a response being written is reported, a
@@ -285,5 +315,16 @@ impl Worker {
         if panic::catch_unwind(AssertUnwindSafe(move || take(stream))).is_err() {
             log::error!("msg=\"stream hand-off panicked\"");
         }
+    }
+}
+
+/// Return the allocator's free memory to the OS (glibc; elsewhere the allocator's own policy
+/// stands and this does nothing).
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim has no preconditions; it locks each arena while it works, so it is
+    // safe to call while other threads allocate.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
