@@ -87,6 +87,17 @@ pub fn fresh_nonce() -> std::io::Result<[u8; 16]> {
 #[derive(Debug, Clone)]
 pub struct KeyRing {
     keys: Vec<RootKey>,
+    /// Unique to the ring as built (a clone keeps it: same keys). The cache of verified tokens
+    /// in [`super::authorize`] holds entries of one generation only, so a reload that removes or
+    /// changes a key can never be answered from a verification made under the old keys.
+    generation: u64,
+}
+
+/// The next [`KeyRing::generation`]: process-wide, never reused.
+fn next_generation() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Why a keys file was refused. Messages name the file, the key id and the rule; never a secret.
@@ -280,7 +291,10 @@ impl KeyRing {
                 not_after_unix_s,
             });
         }
-        Ok(KeyRing { keys })
+        Ok(KeyRing {
+            keys,
+            generation: next_generation(),
+        })
     }
 
     /// A ring of the given keys, for tests and for `ronctl` built-ins; ids must be unique.
@@ -293,7 +307,10 @@ impl KeyRing {
                 return Err(KeysError::DuplicateId(k.id.clone()));
             }
         }
-        Ok(KeyRing { keys })
+        Ok(KeyRing {
+            keys,
+            generation: next_generation(),
+        })
     }
 
     pub fn get(&self, id: &str) -> Option<&RootKey> {
@@ -302,6 +319,11 @@ impl KeyRing {
 
     pub fn keys(&self) -> &[RootKey] {
         &self.keys
+    }
+
+    /// Which ring this is (see the field's doc).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The key new tokens are minted with: the last one in the file still live at `now`

@@ -173,7 +173,17 @@ pub struct Verified {
 
 /// Whether `token` (the bearer text) authorizes `req` under `keys`; see the module doc for the
 /// order of checks.
+///
+/// A token whose signature this thread already verified under the same ring (same
+/// [`KeyRing::generation`]) skips the decoding and the HMAC chain — the cost that dominates
+/// (docs/PERFORMANCE.md, "TLS" and the criterion `auth` group) — and is judged again on
+/// everything that can change with time or request: the key's `not_after` and every caveat.
+/// Only tokens whose signature verified are remembered, so a client sending garbage or forged
+/// tokens gets no cache entries and pays the full check every time.
 pub fn authorize(token: &str, keys: &KeyRing, req: &Request<'_>) -> Result<Verified, AuthError> {
+    if let Some(judged) = verified::judge_cached(token, keys, req) {
+        return judged;
+    }
     let m = Macaroon::from_base64(token).map_err(AuthError::Malformed)?;
     let key_id = identifier_key_id(&m.identifier).ok_or(AuthError::BadIdentifier)?;
     let key = keys.get(key_id).ok_or_else(|| AuthError::UnknownKey {
@@ -182,15 +192,101 @@ pub fn authorize(token: &str, keys: &KeyRing, req: &Request<'_>) -> Result<Verif
     if !m.verify_signature(key.secret()) {
         return Err(AuthError::BadSignature);
     }
+    let judged = judge(keys, key_id, &m.caveats, req);
+    verified::remember(token, keys, key_id, m.caveats);
+    judged
+}
+
+/// The checks after the signature: the key's age, then every caveat.
+fn judge(
+    keys: &KeyRing,
+    key_id: &str,
+    caveats: &[Vec<u8>],
+    req: &Request<'_>,
+) -> Result<Verified, AuthError> {
+    let key = keys.get(key_id).ok_or_else(|| AuthError::UnknownKey {
+        key_id: key_id.to_string(),
+    })?;
     if !key.live_at(req.now_unix_s) {
         return Err(AuthError::KeyRetired {
             key_id: key.id.clone(),
         });
     }
-    caveats::check(&m.caveats, req)?;
+    caveats::check(caveats, req)?;
     Ok(Verified {
         key_id: key.id.clone(),
     })
+}
+
+/// Tokens whose signature this thread verified, per ring generation. Thread-local: the HTTP
+/// workers are the callers and share nothing, so no lock is taken on the request path.
+/// Bounded: at most [`VERIFIED_TOKENS_MAX`] tokens of at most [`VERIFIED_TOKEN_CHARS_MAX`]
+/// characters each (about 4 MiB per thread at worst); when full it starts over. The tokens
+/// are bearer credentials already present in request buffers; they are never logged from here.
+mod verified {
+    use super::{judge, AuthError, KeyRing, Request, Verified};
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    pub(super) const VERIFIED_TOKENS_MAX: usize = 1024;
+    pub(super) const VERIFIED_TOKEN_CHARS_MAX: usize = 4096;
+
+    struct Entry {
+        key_id: Box<str>,
+        caveats: Vec<Vec<u8>>,
+    }
+
+    #[derive(Default)]
+    struct Cache {
+        generation: u64,
+        tokens: HashMap<Box<str>, Entry>,
+    }
+
+    thread_local! {
+        static VERIFIED: RefCell<Cache> = RefCell::new(Cache::default());
+    }
+
+    /// `Some(judgement)` when `token` was verified under `keys` on this thread.
+    pub(super) fn judge_cached(
+        token: &str,
+        keys: &KeyRing,
+        req: &Request<'_>,
+    ) -> Option<Result<Verified, AuthError>> {
+        VERIFIED.with(|v| {
+            let v = v.borrow();
+            if v.generation != keys.generation() {
+                return None;
+            }
+            let e = v.tokens.get(token)?;
+            Some(judge(keys, &e.key_id, &e.caveats, req))
+        })
+    }
+
+    /// Remember that `token`'s signature verified under `keys` with `key_id`.
+    pub(super) fn remember(token: &str, keys: &KeyRing, key_id: &str, caveats: Vec<Vec<u8>>) {
+        if token.len() > VERIFIED_TOKEN_CHARS_MAX {
+            return;
+        }
+        VERIFIED.with(|v| {
+            let mut v = v.borrow_mut();
+            if v.generation != keys.generation() || v.tokens.len() >= VERIFIED_TOKENS_MAX {
+                v.tokens.clear();
+                v.generation = keys.generation();
+            }
+            v.tokens.insert(
+                token.into(),
+                Entry {
+                    key_id: key_id.into(),
+                    caveats,
+                },
+            );
+        });
+    }
+
+    #[cfg(test)]
+    pub(super) fn cached_tokens() -> usize {
+        VERIFIED.with(|v| v.borrow().tokens.len())
+    }
 }
 
 #[cfg(test)]
@@ -242,6 +338,59 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(bad)
             );
+        }
+    }
+
+    #[test]
+    fn a_verified_token_is_judged_again_on_time_caveats_and_ring() {
+        let ring = ring();
+        let mut m = ring.get("new").unwrap().mint(&[7; 16]);
+        m.add_first_party_caveat(b"scope = read").unwrap();
+        m.add_first_party_caveat(b"expires = 2026-01-01T00:00:00Z")
+            .unwrap();
+        let token = m.to_base64();
+        let at = |now: i64, action| Request {
+            now_unix_s: now,
+            ..req(action)
+        };
+        // Verified once (remembered), then every later judgement is made afresh.
+        assert!(authorize(&token, &ring, &at(NOW - 10, Action::Read)).is_ok());
+        assert!(verified::cached_tokens() >= 1);
+        assert!(authorize(&token, &ring, &at(NOW - 10, Action::Read)).is_ok());
+        let scope = authorize(&token, &ring, &at(NOW - 10, Action::Admin)).unwrap_err();
+        assert_eq!(scope.reason(), "scope");
+        // `expires` is 2026-01-01T00:00:00Z = NOW: one second later it has passed.
+        let late = authorize(&token, &ring, &at(NOW + 1, Action::Read)).unwrap_err();
+        assert_eq!(late.reason(), "expired");
+        // A reloaded ring without the key: the remembered verification does not count.
+        let reloaded =
+            KeyRing::from_keys(vec![RootKey::new("old", [1; 32], None).unwrap()]).unwrap();
+        let gone = authorize(&token, &reloaded, &at(NOW - 10, Action::Read)).unwrap_err();
+        assert_eq!(gone.reason(), "unknown_key");
+        // A ring with the same id but another secret: the signature is checked again.
+        let swapped =
+            KeyRing::from_keys(vec![RootKey::new("new", [9; 32], None).unwrap()]).unwrap();
+        let forged = authorize(&token, &swapped, &at(NOW - 10, Action::Read)).unwrap_err();
+        assert_eq!(forged.reason(), "bad_signature");
+    }
+
+    #[test]
+    fn only_verified_tokens_are_remembered_and_the_cache_is_bounded() {
+        let ring = ring();
+        let new = ring.get("new").unwrap();
+        let before = verified::cached_tokens();
+        let mut tampered = new.mint(&[5; 16]);
+        tampered.signature[0] ^= 1;
+        for _ in 0..3 {
+            assert!(authorize(&tampered.to_base64(), &ring, &req(Action::Read)).is_err());
+        }
+        assert_eq!(verified::cached_tokens(), before);
+        for i in 0..(verified::VERIFIED_TOKENS_MAX + 10) {
+            let mut nonce = [0u8; 16];
+            nonce[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            let t = new.mint(&nonce).to_base64();
+            assert!(authorize(&t, &ring, &req(Action::Read)).is_ok());
+            assert!(verified::cached_tokens() <= verified::VERIFIED_TOKENS_MAX);
         }
     }
 
