@@ -34,7 +34,7 @@ fn fixture() -> &'static Fixture {
         let keys = (1..=3u8)
             .map(|i| SignerKey {
                 keyid: format!("k{i}"),
-                public: ed25519_dalek::SigningKey::from_bytes(&[i; 32]).verifying_key(),
+                public: ed25519_dalek::SigningKey::from_bytes(&[i; 32]).verifying_key().into(),
                 not_before: None,
                 not_after: None,
             })

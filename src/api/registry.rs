@@ -9,7 +9,7 @@ use super::cors::Cors;
 use super::replies::{self, reply};
 use super::{error_response, json_response};
 use crate::domain::descriptor::Kind;
-use crate::domain::dsse;
+use crate::domain::signers::Sig;
 use crate::domain::state;
 use crate::error::ApiError;
 use crate::http::{Handler, Method, Outcome, Replier, Request, Response};
@@ -530,9 +530,12 @@ impl RegistryApi {
                 }
                 let mut signatures = Vec::with_capacity(body.signatures.len());
                 for (i, s) in body.signatures.into_iter().enumerate() {
-                    let Some(sig) = dsse::decode_sig(&s.sig) else {
+                    // The shape tells the algorithm; whether it is the keyid's is the writer's
+                    // check (a mismatch does not verify: 403).
+                    let Some(sig) = Sig::decode(&s.sig) else {
                         return respond(ApiError::bad_request(format!(
-                            "signatures[{i}].sig is not base64 of 64 bytes"
+                            "signatures[{i}].sig is not base64 of 64 bytes (ed25519), of 3309 \
+                             bytes (ml-dsa-65), or the two joined by \":\" (ed25519+ml-dsa-65)"
                         )));
                     };
                     signatures.push((s.keyid, sig));
