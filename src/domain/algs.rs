@@ -334,6 +334,13 @@ pub struct SecretKey {
     seeds: Vec<[u8; 32]>,
 }
 
+/// Never the seeds: only what the public key shows.
+impl std::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretKey({:?})", self.public_key())
+    }
+}
+
 impl SecretKey {
     /// The key of `alg` from its seeds: one for ed25519 or ML-DSA-65, two (ed25519 first) for
     /// the hybrid.
