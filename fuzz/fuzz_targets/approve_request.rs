@@ -16,8 +16,7 @@ use libfuzzer_sys::fuzz_target;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use svc_registry::api::RegistryApi;
-use svc_registry::domain::dsse;
-use svc_registry::domain::signers::{SignerKey, SignerSet};
+use svc_registry::domain::signers::{Sig, SignerKey, SignerSet};
 use svc_registry::http::{Handler, Method, Outcome, Replier, Request};
 use svc_registry::ops::{Readiness, WritePlane};
 use svc_registry::roles::writer::WriteRequest;
@@ -118,7 +117,7 @@ fuzz_target!(|data: &[u8]| {
                     for ((keyid, sig), s) in signatures.iter().zip(listed) {
                         assert_eq!(s["keyid"].as_str(), Some(keyid.as_str()));
                         let text = s["sig"].as_str().expect("sig string");
-                        assert_eq!(dsse::decode_sig(text).as_ref(), Some(sig));
+                        assert_eq!(Sig::decode(text).as_ref(), Some(sig));
                     }
                     drop(reply);
                 }

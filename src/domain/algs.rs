@@ -273,12 +273,6 @@ impl From<&[u8; ED25519_SIG_LEN]> for Sig {
     }
 }
 
-impl From<&Sig> for Sig {
-    fn from(sig: &Sig) -> Sig {
-        sig.clone()
-    }
-}
-
 impl Sig {
     /// Decode a signature as a client sends it: base64 (standard or URL-safe, padded or not) of
     /// 64 bytes (ed25519) or 3,309 bytes (ML-DSA-65), or for a hybrid the two joined by `:`

@@ -433,7 +433,7 @@ impl SignerSet {
     pub fn check(
         &self,
         keyid: &str,
-        sig: impl Into<Sig>,
+        sig: &Sig,
         pae: &[u8],
         now_unix: i64,
     ) -> Result<usize, ApiError> {
@@ -446,7 +446,7 @@ impl SignerSet {
                 "key {keyid:?} is outside its validity window"
             )));
         }
-        if !key.public.verify(&sig.into(), pae) {
+        if !key.public.verify(sig, pae) {
             return Err(ApiError::forbidden(format!(
                 "signature by {keyid:?} does not verify"
             )));
@@ -652,14 +652,14 @@ mod tests {
         let payload = b"{\"x\":1}";
         let sig = sign_payload(&ska, payload);
         let pae = dsse::pae(payload);
-        assert_eq!(set.check("a", &sig, &pae, 150), Ok(0));
-        assert!(set.check("a", &sig, &pae, 99).is_err());
-        assert!(set.check("a", &sig, &pae, 201).is_err());
-        assert!(set.check("b", &sig, &pae, 150).is_err());
+        assert_eq!(set.check("a", &sig.into(), &pae, 150), Ok(0));
+        assert!(set.check("a", &sig.into(), &pae, 99).is_err());
+        assert!(set.check("a", &sig.into(), &pae, 201).is_err());
+        assert!(set.check("b", &sig.into(), &pae, 150).is_err());
         // A signature over the raw payload, not the PAE, does not count.
         use ed25519_dalek::Signer;
         let raw = ska.sign(payload).to_bytes();
-        assert!(set.check("a", &raw, &pae, 150).is_err());
+        assert!(set.check("a", &raw.into(), &pae, 150).is_err());
     }
 
     #[test]
