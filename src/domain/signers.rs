@@ -644,6 +644,39 @@ mod tests {
     }
 
     #[test]
+    fn a_key_shared_as_a_hybrid_half_is_a_duplicate() {
+        let pk = |alg: KeyAlg, seeds: &[[u8; 32]]| {
+            SecretKey::from_seeds(alg, seeds).unwrap().public_key()
+        };
+        let slot = |keyid: &str, public: PublicKey| SignerKey {
+            keyid: keyid.into(),
+            public,
+            not_before: None,
+            not_after: None,
+        };
+        let hybrid = slot("h", pk(KeyAlg::Ed25519MlDsa65, &[[1; 32], [2; 32]]));
+        let cases = [
+            // The hybrid's ed25519 half alone, its ML-DSA half alone, another hybrid sharing
+            // one half: each is one holder who would count twice.
+            slot("e", pk(KeyAlg::Ed25519, &[[1; 32]])),
+            slot("m", pk(KeyAlg::MlDsa65, &[[2; 32]])),
+            slot("h2", pk(KeyAlg::Ed25519MlDsa65, &[[3; 32], [2; 32]])),
+        ];
+        for other in cases {
+            let keyid = other.keyid.clone();
+            assert_eq!(
+                SignerSet::new(1, vec![hybrid.clone(), other]).unwrap_err(),
+                SignerSetError::DuplicatePublicKey {
+                    first: "h".into(),
+                    second: keyid
+                }
+            );
+        }
+        let fresh = slot("f", pk(KeyAlg::Ed25519MlDsa65, &[[4; 32], [5; 32]]));
+        assert!(SignerSet::new(2, vec![hybrid, fresh]).is_ok());
+    }
+
+    #[test]
     fn check_counts_only_configured_valid_keys_over_the_pae() {
         let (ska, mut a) = key(1, "a");
         a.not_before = Some(100);
