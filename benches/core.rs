@@ -1,7 +1,8 @@
 //! Micro-benchmarks of the costs benchmarkers ask about: signature verification, PAE + SHA-256,
 //! proposal parsing, snapshot publication at 1k / 100k / 1M descriptors, head encoding,
-//! approvals/s through the verifier pool with 1 vs N threads, and capability token
-//! verification (`auth::authorize`, the per-request cost tokens add).
+//! approvals/s through the verifier pool with 1 vs N threads, sign / verify / pool throughput
+//! per key algorithm (ed25519, ML-DSA-65, the hybrid), and capability token verification
+//! (`auth::authorize`, the per-request cost tokens add).
 //!
 //! Run: `cargo bench --bench core` (figures in docs/PERFORMANCE.md).
 
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 use svc_registry::domain::descriptor::Kind;
 use svc_registry::domain::proposal::{self, Op, ProposalLimits};
 use svc_registry::domain::record::CommitRecord;
+use svc_registry::domain::signers::{KeyAlg, SecretKey};
 use svc_registry::domain::{chain, dsse, sha256_hex, signers, state};
 use svc_registry::history::Loc;
 use svc_registry::snapshot::Snapshot;
@@ -79,7 +81,9 @@ fn snapshot_of(n: usize) -> Snapshot {
             1,
             vec![signers::SignerKey {
                 keyid: "k".into(),
-                public: ed25519_dalek::SigningKey::from_bytes(&[1; 32]).verifying_key(),
+                public: ed25519_dalek::SigningKey::from_bytes(&[1; 32])
+                    .verifying_key()
+                    .into(),
                 not_before: None,
                 not_after: None,
             }],
@@ -126,20 +130,53 @@ fn publish(c: &mut Criterion) {
     });
 }
 
-/// Approvals/s through the real verifier pool: `n` threads, a burst of `jobs` signatures.
+/// A fixed key of `alg` (seeds 9, and 10 for a hybrid's ML-DSA half).
+fn bench_key(alg: KeyAlg) -> SecretKey {
+    let seeds: &[[u8; 32]] = match alg {
+        KeyAlg::Ed25519MlDsa65 => &[[9; 32], [10; 32]],
+        _ => &[[9; 32]],
+    };
+    SecretKey::from_seeds(alg, seeds).unwrap()
+}
+
+/// Sign (hedged, as ronctl does) and verify one approval, per key algorithm.
+fn crypto_by_alg(c: &mut Criterion) {
+    let pae = dsse::pae(PROPOSAL);
+    let mut g = c.benchmark_group("approval");
+    for alg in KeyAlg::ALL {
+        let key = bench_key(alg);
+        let public = key.public_key();
+        let sig = key.sign(&pae, &[3; 32]).unwrap();
+        g.bench_function(BenchmarkId::new("verify", alg.as_str()), |b| {
+            b.iter(|| assert!(public.verify(black_box(&sig), black_box(&pae))))
+        });
+        g.bench_function(BenchmarkId::new("sign", alg.as_str()), |b| {
+            b.iter(|| key.sign(black_box(&pae), &[3; 32]).unwrap())
+        });
+    }
+    g.finish();
+}
+
+/// Approvals/s through the real verifier pool: `n` threads, a burst of `jobs` ed25519 signatures.
 fn approvals_per_sec(threads: usize, jobs: usize) -> Duration {
+    approvals_per_sec_alg(KeyAlg::Ed25519, threads, jobs)
+}
+
+/// Approvals/s through the real verifier pool for keys of `alg`.
+fn approvals_per_sec_alg(alg: KeyAlg, threads: usize, jobs: usize) -> Duration {
     use svc_registry::roles::verifier::{start, Verified, VerifyJob};
-    let key = SigningKey::from_bytes(&[9; 32]);
+    let key = bench_key(alg);
+    let public = key.public_key();
     let pae: Arc<[u8]> = dsse::pae(PROPOSAL).into();
-    let sig = signers::sign_payload(&key, PROPOSAL);
+    let sig = key.sign(&pae, &[3; 32]).unwrap();
     let (jtx, jrx) = crossbeam_channel::bounded(jobs);
     let (dtx, drx) = crossbeam_channel::unbounded::<Verified>();
     let handles = start(threads, jrx, dtx, |v| v);
     let started = Instant::now();
     for i in 0..jobs {
         jtx.send(VerifyJob {
-            key: key.verifying_key(),
-            sig,
+            key: public.clone(),
+            sig: sig.clone(),
             pae: pae.clone(),
             request: i as u64,
             index: 0,
@@ -223,5 +260,37 @@ fn auth(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, crypto, publish, verifier_pool, auth);
+/// The pool per algorithm on 1 and 2 threads (the runbook's "pre-provision CPU" figures).
+fn verifier_pool_by_alg(c: &mut Criterion) {
+    let mut g = c.benchmark_group("verifier_pool_by_alg");
+    g.sample_size(10);
+    const JOBS: usize = 400;
+    g.throughput(Throughput::Elements(JOBS as u64));
+    for alg in KeyAlg::ALL {
+        for threads in [1, 2] {
+            g.bench_with_input(
+                BenchmarkId::new(alg.as_str(), threads),
+                &threads,
+                |b, &t| {
+                    b.iter_custom(|iters| {
+                        (0..iters)
+                            .map(|_| approvals_per_sec_alg(alg, t, JOBS))
+                            .sum()
+                    })
+                },
+            );
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    crypto,
+    crypto_by_alg,
+    publish,
+    verifier_pool,
+    verifier_pool_by_alg,
+    auth
+);
 criterion_main!(benches);

@@ -7,7 +7,7 @@
 
 use crate::domain::audit;
 use crate::domain::record::CommitRecord;
-use crate::domain::signers::{sign_payload, SignerSet};
+use crate::domain::signers::{KeyAlg, SecretKey, SignerSet};
 use crate::domain::{dsse, sha256_hex};
 use crate::http::client::{self, ClientResponse, Target};
 use ed25519_dalek::SigningKey;
@@ -207,28 +207,63 @@ pub fn emit(output: Output, value: &serde_json::Value, text: impl FnOnce() -> St
     }
 }
 
-/// A signer key file.
+/// A signer key file (docs/FORMATS.md, "Key files").
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyFile {
     #[serde(rename = "_warning", default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
     pub keyid: String,
-    /// The 32-byte ed25519 seed, hex.
+    /// The key's algorithm; absent means `ed25519`, so key files written before the
+    /// post-quantum algorithms stay valid and ed25519 files stay byte-for-byte as they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alg: Option<String>,
+    /// The 32-byte seed(s), hex: the ed25519 seed, the ML-DSA-65 key-generation seed ξ (FIPS
+    /// 204), or for the hybrid the two joined by `:` (ed25519 first, like `public_key`).
     pub secret_key: String,
+    /// The public key's text form (docs/FORMATS.md), checked against the seeds on load.
     pub public_key: String,
 }
 
+/// Load an ed25519 key file (what tests and older callers use); other algorithms are refused
+/// here: use [`load_signer`].
 pub fn load_key(path: &Path) -> Result<(String, SigningKey), String> {
+    let (keyid, key) = load_signer(path)?;
+    if key.alg() != KeyAlg::Ed25519 {
+        return Err(format!(
+            "{}: an {} key, not an ed25519 one",
+            path.display(),
+            key.alg().as_str()
+        ));
+    }
+    Ok((keyid, SigningKey::from_bytes(&key.seeds()[0])))
+}
+
+/// Load a key file of any algorithm.
+pub fn load_signer(path: &Path) -> Result<(String, SecretKey), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let kf: KeyFile = serde_json::from_str(&text)
         .map_err(|e| format!("{}: not a key file: {e}", path.display()))?;
-    let seed: [u8; 32] = hex::decode(&kf.secret_key)
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| format!("{}: secret_key must be 64 hex digits", path.display()))?;
-    let key = SigningKey::from_bytes(&seed);
-    if hex::encode(key.verifying_key().as_bytes()) != kf.public_key {
+    let alg = KeyAlg::parse(kf.alg.as_deref().unwrap_or("ed25519"))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let seeds = kf
+        .secret_key
+        .split(':')
+        .map(|half| {
+            hex::decode(half)
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        })
+        .collect::<Option<Vec<[u8; 32]>>>()
+        .ok_or_else(|| {
+            format!(
+                "{}: secret_key must be 64 hex digits (two such joined by \":\" for {})",
+                path.display(),
+                KeyAlg::Ed25519MlDsa65.as_str()
+            )
+        })?;
+    let key = SecretKey::from_seeds(alg, &seeds).map_err(|e| format!("{}: {e}", path.display()))?;
+    if key.public_key().to_text() != kf.public_key {
         return Err(format!(
             "{}: public_key does not match secret_key",
             path.display()
@@ -237,20 +272,37 @@ pub fn load_key(path: &Path) -> Result<(String, SigningKey), String> {
     Ok((kf.keyid, key))
 }
 
-pub fn keygen(out: &Path, keyid: Option<&str>, output: Output) -> CliResult {
+/// Per-signature randomness for ML-DSA-65's hedged signing (FIPS 204's default): fresh bytes
+/// from the OS, so a fault or side channel in one signature tells nothing about another.
+fn signing_randomness() -> Result<[u8; 32], String> {
+    let mut rnd = [0u8; 32];
+    getrandom::getrandom(&mut rnd).map_err(|e| format!("no randomness: {e}"))?;
+    Ok(rnd)
+}
+
+/// Sign `payload`'s DSSE PAE with `key`: the signature in its stored form.
+fn sign_text(key: &SecretKey, payload: &[u8]) -> Result<String, String> {
+    Ok(key.sign_payload(payload, &signing_randomness()?)?.encode())
+}
+
+pub fn keygen(out: &Path, keyid: Option<&str>, alg: KeyAlg, output: Output) -> CliResult {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut seed = [0u8; 32];
-    getrandom::getrandom(&mut seed).map_err(|e| format!("no randomness: {e}"))?;
-    let key = SigningKey::from_bytes(&seed);
-    let public = hex::encode(key.verifying_key().as_bytes());
+    let halves = if alg == KeyAlg::Ed25519MlDsa65 { 2 } else { 1 };
+    let mut seeds = vec![[0u8; 32]; halves];
+    for seed in &mut seeds {
+        getrandom::getrandom(seed).map_err(|e| format!("no randomness: {e}"))?;
+    }
+    let key = SecretKey::from_seeds(alg, &seeds)?;
+    let public = key.public_key().to_text();
     let keyid = keyid
         .map(str::to_string)
         .unwrap_or_else(|| format!("key-{}", &public[..8]));
     let file = KeyFile {
         warning: None,
         keyid: keyid.clone(),
-        secret_key: hex::encode(seed),
+        alg: (alg != KeyAlg::Ed25519).then(|| alg.as_str().to_string()),
+        secret_key: seeds.iter().map(hex::encode).collect::<Vec<_>>().join(":"),
         public_key: public.clone(),
     };
     let mut f = std::fs::OpenOptions::new()
@@ -267,13 +319,17 @@ pub fn keygen(out: &Path, keyid: Option<&str>, output: Output) -> CliResult {
     .and_then(|_| f.write_all(b"\n"))
     .and_then(|_| f.sync_all())
     .map_err(|e| format!("{}: {e}", out.display()))?;
+    let alg_line = match alg {
+        KeyAlg::Ed25519 => String::new(),
+        _ => format!("alg = {:?}\n", alg.as_str()),
+    };
     emit(
         output,
-        &serde_json::json!({"keyid": keyid, "public_key": public, "path": out}),
-        || format!("keyid = {keyid:?}\npublic_key = {public:?}"),
+        &serde_json::json!({"keyid": keyid, "alg": alg.as_str(), "public_key": public, "path": out}),
+        || format!("keyid = {keyid:?}\n{alg_line}public_key = {public:?}"),
     );
     eprintln!(
-        "wrote private key to {} (mode 0600). Add to the server config:\n\n[[signers.keys]]\nkeyid = {keyid:?}\npublic_key = {public:?}",
+        "wrote private key to {} (mode 0600). Add to the server config:\n\n[[signers.keys]]\nkeyid = {keyid:?}\n{alg_line}public_key = {public:?}",
         out.display()
     );
     Ok(())
@@ -474,7 +530,7 @@ fn check_key_matches_signer(
     view: &serde_json::Value,
     payload: &[u8],
     keyid: &str,
-    key: &SigningKey,
+    key: &SecretKey,
 ) -> CliResult {
     let path = match view["base_version"].as_u64() {
         Some(base) => format!("/registry/signers?version={base}"),
@@ -499,17 +555,33 @@ fn check_key_matches_signer(
             known.join(", ")
         ));
     }
-    let mine = hex::encode(key.verifying_key().as_bytes());
+    let mine = key.public_key().to_text();
     if !entries
         .iter()
         .any(|e| e["public_key"].as_str() == Some(mine.as_str()))
     {
         return Err(format!(
-            "the key file's private key does not match signer {keyid:?}: the signer set lists public_key {} for it, this key's is {mine} (wrong key file?): nothing was sent",
-            entries[0]["public_key"].as_str().unwrap_or("?")
+            "the key file's private key does not match signer {keyid:?}: the signer set lists {} public_key {} for it, this key's is {} {} (wrong key file?): nothing was sent",
+            entries[0]["alg"].as_str().unwrap_or("ed25519"),
+            abbreviate(entries[0]["public_key"].as_str().unwrap_or("?")),
+            key.alg().as_str(),
+            abbreviate(&mine)
         ));
     }
     Ok(())
+}
+
+/// A public key short enough for a message (an ML-DSA-65 key is 3,904 hex digits).
+fn abbreviate(text: &str) -> String {
+    if text.len() <= 80 {
+        return text.to_string();
+    }
+    format!(
+        "{}…{} ({} chars)",
+        &text[..32],
+        &text[text.len() - 16..],
+        text.len()
+    )
 }
 
 /// Ask before signing. `yes` skips the question; without a terminal on stdin there is no one
@@ -539,14 +611,15 @@ fn confirm_signing(id: &str, keyid: &str, yes: bool) -> CliResult {
     }
 }
 
-/// One key of a signer set's JSON form, with its validity window.
+/// One key of a signer set's JSON form, with its validity window. An ML-DSA-65 key (3,904 hex
+/// digits) is shown by its ends and length; `--output json` carries it whole.
 fn key_line(k: &serde_json::Value) -> String {
     let time = |t: &serde_json::Value| t.as_str().unwrap_or("-").to_string();
     format!(
         "{} {} {} valid {} .. {}",
         k["keyid"].as_str().unwrap_or("?"),
         k["alg"].as_str().unwrap_or("?"),
-        k["public_key"].as_str().unwrap_or("?"),
+        abbreviate(k["public_key"].as_str().unwrap_or("?")),
         time(&k["not_before"]),
         time(&k["not_after"])
     )
@@ -689,10 +762,10 @@ pub fn approve(
             );
             return Ok(());
         }
-        let (keyid, key) = load_key(signer.ok_or("--signer is required")?)?;
+        let (keyid, key) = load_signer(signer.ok_or("--signer is required")?)?;
         check_key_matches_signer(conn, &v, &payload, &keyid, &key)?;
         confirm_signing(id, &keyid, yes)?;
-        let sig = dsse::encode_sig(&sign_payload(&key, &payload));
+        let sig = sign_text(&key, &payload)?;
         serde_json::json!({"keyid": keyid, "sig": sig})
     };
     let body =
@@ -719,15 +792,16 @@ struct SigJson {
 /// `sign`: its output is JSON in both `--output` forms (it is the file `--import-sig` reads).
 pub fn sign_offline(payload: &Path, signer: &Path, out: Option<&Path>) -> CliResult {
     let bytes = std::fs::read(payload).map_err(|e| format!("{}: {e}", payload.display()))?;
-    let (keyid, key) = load_key(signer)?;
+    let (keyid, key) = load_signer(signer)?;
     eprintln!(
-        "signing proposal {} ({} bytes) as {keyid}",
+        "signing proposal {} ({} bytes) as {keyid} ({})",
         sha256_hex(&bytes),
-        bytes.len()
+        bytes.len(),
+        key.alg().as_str()
     );
     let sig = SigJson {
         keyid,
-        sig: dsse::encode_sig(&sign_payload(&key, &bytes)),
+        sig: sign_text(&key, &bytes)?,
     };
     let text = serde_json::to_string(&sig).expect("serializes");
     match out {
@@ -784,10 +858,10 @@ pub fn submit(
             let view = serde_json::json!({"base_version": proposal["base_version"]});
             let mut signatures = Vec::with_capacity(signers.len());
             for signer in signers {
-                let (keyid, key) = load_key(signer)?;
+                let (keyid, key) = load_signer(signer)?;
                 check_key_matches_signer(conn, &view, &payload, &keyid, &key)?;
                 confirm_signing(&id, &keyid, yes)?;
-                let sig = dsse::encode_sig(&sign_payload(&key, &payload));
+                let sig = sign_text(&key, &payload)?;
                 signatures.push(serde_json::json!({"keyid": keyid, "sig": sig}));
             }
             serde_json::to_vec(&serde_json::json!({

@@ -25,7 +25,8 @@ pub struct Metrics {
     pub bus_lagged_total: IntCounter,
     pub registry_checkpoint_age_seconds: IntGauge,
     pub commit_latency_seconds: Histogram,
-    pub approval_verify_seconds: Histogram,
+    /// By key `alg` (`ed25519`, `ml-dsa-65`, `ed25519+ml-dsa-65`).
+    pub approval_verify_seconds: HistogramVec,
     pub fsync_seconds: Histogram,
     pub fsync_batch_size: Histogram,
     pub inflight_requests: IntGauge,
@@ -95,11 +96,15 @@ impl Metrics {
                 "Commit request: received by the writer to durable and published",
                 LATENCY_BUCKETS,
             ),
-            approval_verify_seconds: histogram(
-                "approval_verify_seconds",
-                "One verify_strict of an approval signature",
-                LATENCY_BUCKETS,
-            ),
+            approval_verify_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "approval_verify_seconds",
+                    "One verification of an approval signature, by the key's algorithm",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["alg"],
+            )
+            .expect("valid"),
             fsync_seconds: histogram("fsync_seconds", "One log sync", LATENCY_BUCKETS),
             fsync_batch_size: histogram(
                 "fsync_batch_size",
@@ -206,6 +211,11 @@ impl Metrics {
             )
             .expect("valid"),
         };
+        // Every alg's series exists from the start (at zero), so dashboards and alerts see
+        // the metric before the first approval of each algorithm.
+        for alg in crate::domain::algs::KeyAlg::ALL {
+            m.approval_verify_seconds.with_label_values(&[alg.as_str()]);
+        }
         let r = &m.registry;
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.request_latency_seconds.clone()),

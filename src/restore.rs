@@ -558,7 +558,9 @@ mod tests {
             .iter()
             .map(|&seed| crate::domain::signers::SignerKey {
                 keyid: format!("k{seed}"),
-                public: ed25519_dalek::SigningKey::from_bytes(&[seed; 32]).verifying_key(),
+                public: ed25519_dalek::SigningKey::from_bytes(&[seed; 32])
+                    .verifying_key()
+                    .into(),
                 not_before: None,
                 not_after: None,
             })

@@ -43,7 +43,9 @@ impl SetSpec {
             .iter()
             .map(|&(seed, k, nb, na)| SignerKey {
                 keyid: keyid(k),
-                public: SigningKey::from_bytes(&[seed as u8 + 1; 32]).verifying_key(),
+                public: SigningKey::from_bytes(&[seed as u8 + 1; 32])
+                    .verifying_key()
+                    .into(),
                 not_before: nb,
                 not_after: na,
             })
@@ -105,7 +107,7 @@ fn model(set: &SignerSet, approvals: &[Approval]) -> usize {
         .filter(|a| a.verified)
         .filter_map(|a| {
             let k = set.keys.iter().find(|k| k.keyid == a.keyid)?;
-            (k.public.as_bytes().as_slice() == a.public_key && k.valid_at(a.at_unix))
+            (k.public.as_bytes() == a.public_key && k.valid_at(a.at_unix))
                 .then_some(a.public_key.as_slice())
         })
         .collect();
@@ -115,9 +117,7 @@ fn model(set: &SignerSet, approvals: &[Approval]) -> usize {
 fn counts_in(set: &SignerSet, a: &Approval) -> bool {
     a.verified
         && set.keys.iter().any(|k| {
-            k.keyid == a.keyid
-                && k.public.as_bytes().as_slice() == a.public_key
-                && k.valid_at(a.at_unix)
+            k.keyid == a.keyid && k.public.as_bytes() == a.public_key && k.valid_at(a.at_unix)
         })
 }
 

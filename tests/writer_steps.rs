@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use svc_registry::api::replies;
 use svc_registry::domain::proposal::ProposalLimits;
-use svc_registry::domain::signers::{sign_payload, verify_strict, SignerKey, SignerSet};
+use svc_registry::domain::signers::{sign_payload, SignerKey, SignerSet};
 use svc_registry::http::{Replier, Response};
 use svc_registry::ops::WritePlane;
 use svc_registry::roles::reply::Reply;
@@ -65,7 +65,7 @@ fn rig() -> Rig {
             .enumerate()
             .map(|(i, k)| SignerKey {
                 keyid: format!("k{i}"),
-                public: k.verifying_key(),
+                public: k.verifying_key().into(),
                 not_before: None,
                 not_after: None,
             })
@@ -146,7 +146,7 @@ impl Rig {
         assert_eq!(status, 202, "{v}");
         let id = v["proposal_id"].as_str().unwrap().to_string();
         let sigs = (0..2)
-            .map(|i| (format!("k{i}"), sign_payload(&self.keys[i], payload)))
+            .map(|i| (format!("k{i}"), sign_payload(&self.keys[i], payload).into()))
             .collect();
         let (r, rx) = reply(replies::approved);
         self.writer.on_request(WriteRequest::Approve {
@@ -156,7 +156,7 @@ impl Rig {
         });
         // Play the verifier pool.
         for job in self.verify_rx.try_iter().collect::<Vec<_>>() {
-            let ok = verify_strict(&job.key, &job.sig, &job.pae);
+            let ok = job.key.verify(&job.sig, &job.pae);
             self.writer.on_internal(Internal::Verified(Verified {
                 request: job.request,
                 index: job.index,
@@ -179,7 +179,7 @@ impl Rig {
     /// (if any yet) is on the returned channel.
     fn submit(&mut self, payload: &[u8]) -> Receiver<Response> {
         let sigs = (0..2)
-            .map(|i| (format!("k{i}"), sign_payload(&self.keys[i], payload)))
+            .map(|i| (format!("k{i}"), sign_payload(&self.keys[i], payload).into()))
             .collect();
         let (r, rx) = reply(replies::submitted);
         self.writer.on_request(WriteRequest::Submit {
@@ -190,7 +190,7 @@ impl Rig {
         let jobs: Vec<VerifyJob> = self.verify_rx.try_iter().collect();
         assert_eq!(jobs.len(), 2, "each signature verified on the pool");
         for job in jobs {
-            let ok = verify_strict(&job.key, &job.sig, &job.pae);
+            let ok = job.key.verify(&job.sig, &job.pae);
             self.writer.on_internal(Internal::Verified(Verified {
                 request: job.request,
                 index: job.index,

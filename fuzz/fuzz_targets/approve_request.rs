@@ -19,7 +19,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use svc_registry::api::RegistryApi;
 use svc_registry::domain::dsse;
-use svc_registry::domain::signers::{SignerKey, SignerSet};
+use svc_registry::domain::signers::{Sig, SignerKey, SignerSet};
 use svc_registry::http::{Handler, Method, Outcome, Replier, Request};
 use svc_registry::ops::{Readiness, WritePlane};
 use svc_registry::roles::writer::WriteRequest;
@@ -36,7 +36,7 @@ fn fixture() -> &'static Fixture {
         let keys = (1..=3u8)
             .map(|i| SignerKey {
                 keyid: format!("k{i}"),
-                public: ed25519_dalek::SigningKey::from_bytes(&[i; 32]).verifying_key(),
+                public: ed25519_dalek::SigningKey::from_bytes(&[i; 32]).verifying_key().into(),
                 not_before: None,
                 not_after: None,
             })
@@ -123,7 +123,7 @@ fuzz_target!(|data: &[u8]| {
                     for ((keyid, sig), s) in signatures.iter().zip(listed) {
                         assert_eq!(s["keyid"].as_str(), Some(keyid.as_str()));
                         let text = s["sig"].as_str().expect("sig string");
-                        assert_eq!(dsse::decode_sig(text).as_ref(), Some(sig));
+                        assert_eq!(Sig::decode(text).as_ref(), Some(sig));
                     }
                     drop(reply);
                 }
@@ -151,7 +151,7 @@ fuzz_target!(|data: &[u8]| {
                     for ((keyid, sig), s) in signatures.iter().zip(listed) {
                         assert_eq!(s["keyid"].as_str(), Some(keyid.as_str()));
                         let text = s["sig"].as_str().expect("sig string");
-                        assert_eq!(dsse::decode_sig(text).as_ref(), Some(sig));
+                        assert_eq!(Sig::decode(text).as_ref(), Some(sig));
                     }
                     drop(reply);
                 }

@@ -37,7 +37,7 @@ fn ed25519_key() -> SignerKey {
     let public = ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key();
     SignerKey {
         keyid: "a".into(),
-        public,
+        public: public.into(),
         not_before: None,
         not_after: None,
     }

@@ -11,6 +11,7 @@ use super::{error_response, json_response};
 use crate::auth::{Action, Gate, PendingOps};
 use crate::domain::descriptor::Kind;
 use crate::domain::dsse;
+use crate::domain::signers::Sig;
 use crate::domain::state;
 use crate::error::ApiError;
 use crate::http::{Handler, Method, Outcome, Replier, Request, Response};
@@ -325,8 +326,9 @@ fn stream(hub: &SseHub, req: &Request) -> Outcome {
     }
 }
 
-/// Decoded signatures of a request: (keyid, the 64 signature bytes).
-type Signatures = Vec<(String, [u8; 64])>;
+/// Decoded signatures of a request: (keyid, the signature of whichever algorithm its shape
+/// names).
+type Signatures = Vec<(String, Sig)>;
 
 /// Decode a `/submit` body: the exact proposal bytes and the (keyid, signature) pairs. Checked
 /// here: the JSON shape (unknown fields refused), the payloadType, base64 and signature length,
@@ -349,8 +351,11 @@ fn envelope(body: &[u8]) -> Result<(Vec<u8>, Signatures), ApiError> {
     }
     let mut signatures = Vec::with_capacity(env.signatures.len());
     for (i, s) in env.signatures.into_iter().enumerate() {
-        let sig = dsse::decode_sig(&s.sig).ok_or_else(|| {
-            ApiError::bad_request(format!("signatures[{i}].sig is not base64 of 64 bytes"))
+        let sig = Sig::decode(&s.sig).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "signatures[{i}].sig is not base64 of 64 bytes (ed25519), of 3309 bytes \
+                 (ml-dsa-65), or the two joined by \":\" (ed25519+ml-dsa-65)"
+            ))
         })?;
         signatures.push((s.keyid, sig));
     }
@@ -647,9 +652,12 @@ impl RegistryApi {
                 }
                 let mut signatures = Vec::with_capacity(body.signatures.len());
                 for (i, s) in body.signatures.into_iter().enumerate() {
-                    let Some(sig) = dsse::decode_sig(&s.sig) else {
+                    // The shape tells the algorithm; whether it is the keyid's is the writer's
+                    // check (a mismatch does not verify: 403).
+                    let Some(sig) = Sig::decode(&s.sig) else {
                         return respond(ApiError::bad_request(format!(
-                            "signatures[{i}].sig is not base64 of 64 bytes"
+                            "signatures[{i}].sig is not base64 of 64 bytes (ed25519), of 3309 \
+                             bytes (ml-dsa-65), or the two joined by \":\" (ed25519+ml-dsa-65)"
                         )));
                     };
                     signatures.push((s.keyid, sig));

@@ -98,6 +98,10 @@ enum Cmd {
         /// The keyid to record in the file (the config's keyid for this key).
         #[arg(long)]
         keyid: Option<String>,
+        /// The key's algorithm: ed25519, ml-dsa-65 (FIPS 204), or hybrid (ed25519+ml-dsa-65:
+        /// an approval counts only if both halves verify).
+        #[arg(long, value_enum, default_value_t = AlgArg::Ed25519)]
+        alg: AlgArg,
     },
     /// Registry reads and the propose → approve → commit flow.
     #[command(subcommand)]
@@ -162,6 +166,28 @@ enum Cmd {
     },
     /// Print ronctl's man page (roff) to stdout, e.g. `ronctl manpage > ronctl.1`.
     Manpage,
+}
+
+/// `keygen --alg`: the key algorithms (docs/FORMATS.md), `hybrid` naming `ed25519+ml-dsa-65`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum AlgArg {
+    Ed25519,
+    #[value(name = "ml-dsa-65")]
+    MlDsa65,
+    /// ed25519+ml-dsa-65
+    #[value(name = "hybrid", alias = "ed25519+ml-dsa-65")]
+    Hybrid,
+}
+
+impl From<AlgArg> for svc_registry::domain::signers::KeyAlg {
+    fn from(a: AlgArg) -> Self {
+        use svc_registry::domain::signers::KeyAlg;
+        match a {
+            AlgArg::Ed25519 => KeyAlg::Ed25519,
+            AlgArg::MlDsa65 => KeyAlg::MlDsa65,
+            AlgArg::Hybrid => KeyAlg::Ed25519MlDsa65,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -543,7 +569,9 @@ fn main() -> ExitCode {
     // An empty RON_TOKEN (e.g. `RON_TOKEN= ronctl …`) means no token, not an empty one.
     conn.token = cli.conn.token.clone().filter(|t| !t.trim().is_empty());
     let result = match cli.cmd {
-        Cmd::Keygen { out, keyid } => cli::keygen(&out, keyid.as_deref(), conn.output),
+        Cmd::Keygen { out, keyid, alg } => {
+            cli::keygen(&out, keyid.as_deref(), alg.into(), conn.output)
+        }
         Cmd::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "ronctl", &mut std::io::stdout());
             Ok(())

@@ -11,7 +11,7 @@ use super::dsse;
 use super::proposal;
 use super::quorum::{self, Approval, SignerHistory};
 use super::record::CommitRecord;
-use super::signers::{verify_strict, SignerSet};
+use super::signers::{Sig, SignerSet};
 
 /// The first problem found, and at which version.
 #[derive(Debug, PartialEq, Eq)]
@@ -144,8 +144,13 @@ pub fn verify_chain_trusting(
         let pae = dsse::pae(&rec.payload);
         let mut approvals = Vec::new();
         for (keyid, sig) in &rec.signatures {
-            let Some(bytes) = dsse::decode_sig(sig) else {
-                return fail(rec.version, format!("signature by {keyid:?} is not base64"));
+            let Some(bytes) = Sig::decode(sig) else {
+                return fail(
+                    rec.version,
+                    format!(
+                        "signature by {keyid:?} is not a signature in any key algorithm's form"
+                    ),
+                );
             };
             // The keys this keyid names in the sets that judge this version, valid at commit
             // time; the signature must verify under at least one of them.
@@ -153,11 +158,11 @@ pub fn verify_chain_trusting(
             for set in std::iter::once(&in_force).chain(new.as_ref()) {
                 if let Some(slot) = set.slot(keyid) {
                     let key = &set.keys[slot];
-                    if key.valid_at(at) && verify_strict(&key.public, &bytes, &pae) {
+                    if key.valid_at(at) && key.public.verify(&bytes, &pae) {
                         verified = true;
                         approvals.push(Approval {
                             keyid: keyid.clone(),
-                            public_key: key.public.as_bytes().to_vec(),
+                            public_key: key.public.to_bytes(),
                             sig: sig.clone(),
                             verified: true,
                             at_unix: at,

@@ -5,6 +5,7 @@
 //! files. Every function is deterministic in its arguments, which is what lets the test vectors,
 //! property tests and the simulation check it exactly.
 
+pub mod algs;
 pub mod audit;
 pub mod chain;
 pub mod descriptor;

@@ -11,6 +11,7 @@
 //! commit record carries its id, and a proposal past its `expires_at` is not restored.
 
 use super::dsse;
+use super::signers::Sig;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -45,9 +46,10 @@ pub enum PendingFrame {
 #[serde(deny_unknown_fields)]
 pub struct PendingApproval {
     pub keyid: String,
-    /// The public key the signature verified under (lower-case hex).
+    /// The public key the signature verified under, in its text form (lower-case hex; a
+    /// hybrid's two halves joined by `:`).
     pub public_key: String,
-    /// Standard base64 of the 64-byte signature.
+    /// The signature in its stored form (standard base64; a hybrid's halves joined by `:`).
     pub sig: String,
 }
 
@@ -69,8 +71,8 @@ pub struct RestoredPending {
     pub proposal_id: String,
     pub payload: Vec<u8>,
     pub expires_at: i64,
-    /// (keyid, public key, signature), each once.
-    pub approvals: Vec<(String, [u8; 32], [u8; 64])>,
+    /// (keyid, raw public key bytes (`PublicKey::as_bytes`), signature), each once.
+    pub approvals: Vec<(String, Vec<u8>, Sig)>,
 }
 
 /// Gathers pending frames in log order.
@@ -116,12 +118,17 @@ impl PendingFrames {
                     return Ok(());
                 };
                 for a in approvals {
-                    let public: [u8; 32] = hex::decode(&a.public_key)
+                    // The text form's halves concatenated are the raw bytes (ed25519 first).
+                    let public: Vec<u8> = a
+                        .public_key
+                        .split(':')
+                        .map(hex::decode)
+                        .collect::<Result<Vec<_>, _>>()
+                        .map(|halves| halves.concat())
                         .ok()
-                        .and_then(|b| b.try_into().ok())
-                        .ok_or("pending approval public_key is not 32 bytes of hex")?;
-                    let sig =
-                        dsse::decode_sig(&a.sig).ok_or("pending approval sig is not base64")?;
+                        .filter(|b| !b.is_empty())
+                        .ok_or("pending approval public_key is not hex")?;
+                    let sig = Sig::decode(&a.sig).ok_or("pending approval sig is not base64")?;
                     if !p
                         .approvals
                         .iter()
@@ -187,7 +194,7 @@ mod tests {
         assert_eq!(all.len(), 1);
         assert_eq!(
             all[0].approvals,
-            vec![("k".to_string(), [7u8; 32], [9u8; 64])]
+            vec![("k".to_string(), [7u8; 32].to_vec(), Sig::Ed25519([9u8; 64]))]
         );
         assert_eq!(all[0].payload, payload);
 

@@ -160,7 +160,7 @@ fn tally(set: &SignerSet, approvals: &[&Approval], s: &mut BTreeSet<(String, Str
             continue;
         };
         let key = &set.keys[slot];
-        let public = key.public.as_bytes().as_slice();
+        let public = key.public.as_bytes();
         if public != a.public_key.as_slice() || !key.valid_at(a.at_unix) {
             continue;
         }
@@ -285,7 +285,7 @@ mod tests {
     fn key(seed: u8, keyid: &str) -> SignerKey {
         SignerKey {
             keyid: keyid.to_string(),
-            public: SigningKey::from_bytes(&[seed; 32]).verifying_key(),
+            public: SigningKey::from_bytes(&[seed; 32]).verifying_key().into(),
             not_before: None,
             not_after: None,
         }

@@ -235,7 +235,9 @@ mod tests {
     fn set() -> Arc<SignerSet> {
         let key = |seed: u8, keyid: &str| crate::domain::signers::SignerKey {
             keyid: keyid.to_string(),
-            public: ed25519_dalek::SigningKey::from_bytes(&[seed; 32]).verifying_key(),
+            public: ed25519_dalek::SigningKey::from_bytes(&[seed; 32])
+                .verifying_key()
+                .into(),
             not_before: None,
             not_after: Some(1_900_000_000),
         };

@@ -1,12 +1,15 @@
-//! The signer set: threshold M and N configured ed25519 keys with optional validity windows
+//! The signer set: threshold M and N configured keys (ed25519, ML-DSA-65 or the hybrid of the
+//! two, `super::algs`) with optional validity windows
 //! (docs/FORMATS.md), its canonical bytes `SS` and digest (docs/FORMATS.md), and its JSON form (genesis record,
 //! `GET /registry/signers`, the `set_signers` op).
 //!
 //! Invariant: a `SignerSet` built by `SignerSet::new` (every path goes through it) has
-//! 1 ≤ threshold ≤ N, distinct non-empty keyids, distinct canonically encoded public keys, no
-//! weak (small-order) key, and validity times that `SS` can spell (whole seconds, years
+//! 1 ≤ threshold ≤ N, distinct non-empty keyids, distinct canonically encoded public keys (and
+//! no ed25519 or ML-DSA-65 key shared between two keys, as one key or as a hybrid's half), no
+//! weak (small-order) ed25519 key, and validity times that `SS` can spell (whole seconds, years
 //! 0000–9999 in UTC). Approvals are counted by configured slot, never by client-supplied bytes.
 
+pub use super::algs::{KeyAlg, PublicKey, SecretKey, Sig};
 use super::dsse;
 use crate::error::ApiError;
 use ed25519_dalek::{Signature, VerifyingKey};
@@ -16,31 +19,6 @@ use time::OffsetDateTime;
 
 /// First line of the canonical signer-set bytes (docs/FORMATS.md).
 pub const SS_HEADER: &str = "svc-registry/signers/v1";
-
-/// The signature algorithm of a key (docs/FORMATS.md). Only ed25519 is implemented; the two
-/// post-quantum names of §11 are recognised so that they are refused as *unsupported* rather than
-/// as unknown.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum KeyAlg {
-    Ed25519,
-}
-
-impl KeyAlg {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeyAlg::Ed25519 => "ed25519",
-        }
-    }
-
-    /// Parse an `alg` name.
-    pub fn parse(text: &str) -> Result<KeyAlg, KeyError> {
-        match text {
-            "ed25519" => Ok(KeyAlg::Ed25519),
-            "ml-dsa-65" | "ed25519+ml-dsa-65" => Err(KeyError::UnsupportedAlg(text.to_string())),
-            _ => Err(KeyError::UnknownAlg(text.to_string())),
-        }
-    }
-}
 
 /// Why one key (as text, from the config or JSON) is refused. The Display texts of the first
 /// variants are the config's historical messages, kept word for word.
@@ -61,8 +39,14 @@ pub enum KeyError {
         field: &'static str,
         text: String,
     },
-    UnsupportedAlg(String),
     UnknownAlg(String),
+    /// An ML-DSA-65 key (alone or as a hybrid's second half) that is not 3,904 lower-case hex
+    /// digits.
+    MlDsaPublicKeyNotHex,
+    /// 1,952 bytes that FIPS 204 `pkDecode` refuses.
+    MlDsaPublicKeyInvalid,
+    /// A hybrid key that is not two halves joined by `:`.
+    HybridNotTwoHalves,
 }
 
 impl std::fmt::Display for KeyError {
@@ -83,13 +67,20 @@ impl std::fmt::Display for KeyError {
                 f,
                 "{field} {text:?} is outside the years 0000-9999 in UTC"
             ),
-            KeyError::UnsupportedAlg(alg) => write!(
-                f,
-                "alg {alg:?} is not supported yet (only \"ed25519\" is; the post-quantum algorithms are not implemented)"
-            ),
             KeyError::UnknownAlg(alg) => write!(
                 f,
-                "alg {alg:?} is unknown (expected \"ed25519\")"
+                "alg {alg:?} is unknown (expected \"ed25519\", \"ml-dsa-65\" or \"ed25519+ml-dsa-65\")"
+            ),
+            KeyError::MlDsaPublicKeyNotHex => write!(
+                f,
+                "an ML-DSA-65 public_key must be 3904 lower-case hex digits (1952 bytes)"
+            ),
+            KeyError::MlDsaPublicKeyInvalid => {
+                write!(f, "public_key is not a valid ML-DSA-65 key")
+            }
+            KeyError::HybridNotTwoHalves => write!(
+                f,
+                "an ed25519+ml-dsa-65 public_key is the ed25519 hex, \":\", then the ML-DSA-65 hex"
             ),
         }
     }
@@ -139,15 +130,7 @@ pub fn parse_key(
     not_before: Option<&str>,
     not_after: Option<&str>,
 ) -> Result<SignerKey, KeyError> {
-    match KeyAlg::parse(alg)? {
-        KeyAlg::Ed25519 => {}
-    }
-    let bytes: [u8; 32] = hex::decode(public_key)
-        .ok()
-        .filter(|_| public_key.bytes().all(|b| !b.is_ascii_uppercase()))
-        .and_then(|b| b.try_into().ok())
-        .ok_or(KeyError::PublicKeyNotHex)?;
-    let public = VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::PublicKeyNotAPoint)?;
+    let public = PublicKey::parse(KeyAlg::parse(alg)?, public_key)?;
     Ok(SignerKey {
         keyid: keyid.to_string(),
         public,
@@ -180,11 +163,13 @@ pub struct SignerKeyJson {
     pub not_after: Option<String>,
 }
 
-/// One configured key. Parsed once at load: `VerifyingKey::from_bytes` is not free.
+/// One configured key. Parsed once at load: decoding a key (a point decompression, an ML-DSA
+/// expansion) is not free.
 #[derive(Clone, Debug)]
 pub struct SignerKey {
     pub keyid: String,
-    pub public: VerifyingKey,
+    /// Carries its algorithm (`PublicKey::alg`), so no separate field can disagree with it.
+    pub public: PublicKey,
     /// Unix seconds, inclusive.
     pub not_before: Option<i64>,
     /// Unix seconds, inclusive.
@@ -192,11 +177,9 @@ pub struct SignerKey {
 }
 
 impl SignerKey {
-    /// The key's algorithm. Derived from the key's type rather than stored beside it: `public`
-    /// is an ed25519 key, so a separate field could only ever disagree with it. When §11's
-    /// algorithms land, `public` becomes an enum over them and this reads its variant.
+    /// The key's algorithm, read from the key itself.
     pub fn alg(&self) -> KeyAlg {
-        KeyAlg::Ed25519
+        self.public.alg()
     }
 
     pub fn valid_at(&self, unix_secs: i64) -> bool {
@@ -301,12 +284,15 @@ impl SignerSet {
             if key.keyid.is_empty() {
                 return Err(SignerSetError::EmptyKeyid);
             }
-            if key.public.is_weak() {
-                return Err(SignerSetError::WeakKey(key.keyid.clone()));
-            }
-            // Distinctness is checked on the bytes, so they must be the one spelling of the point.
-            if key.public.to_edwards().compress().as_bytes() != key.public.as_bytes() {
-                return Err(SignerSetError::NonCanonicalKey(key.keyid.clone()));
+            if let Some(ed) = key.public.ed25519_part() {
+                if ed.is_weak() {
+                    return Err(SignerSetError::WeakKey(key.keyid.clone()));
+                }
+                // Distinctness is checked on the bytes, so they must be the one spelling of
+                // the point.
+                if ed.to_edwards().compress().as_bytes() != ed.as_bytes() {
+                    return Err(SignerSetError::NonCanonicalKey(key.keyid.clone()));
+                }
             }
             if [key.not_before, key.not_after]
                 .iter()
@@ -324,7 +310,17 @@ impl SignerSet {
                 if other.keyid == key.keyid {
                     return Err(SignerSetError::DuplicateKeyid(key.keyid.clone()));
                 }
-                if other.public == key.public {
+                // By part, not only by whole key: an ed25519 key that is also a hybrid's half
+                // (or one ML-DSA key in two hybrids) is one holder who would count twice.
+                let same_ed = matches!(
+                    (other.public.ed25519_part(), key.public.ed25519_part()),
+                    (Some(a), Some(b)) if a == b
+                );
+                let same_ml = matches!(
+                    (other.public.ml_dsa_part(), key.public.ml_dsa_part()),
+                    (Some(a), Some(b)) if a == b
+                );
+                if same_ed || same_ml {
                     return Err(SignerSetError::DuplicatePublicKey {
                         first: other.keyid.clone(),
                         second: key.keyid.clone(),
@@ -378,7 +374,7 @@ impl SignerSet {
                 .map(|k| SignerKeyJson {
                     keyid: k.keyid.clone(),
                     alg: k.alg().as_str().to_string(),
-                    public_key: hex::encode(k.public.as_bytes()),
+                    public_key: k.public.to_text(),
                     not_before: k.not_before.map(spell_time),
                     not_after: k.not_after.map(spell_time),
                 })
@@ -407,7 +403,7 @@ impl SignerSet {
                 "key {} {} {} {} {}\n",
                 k.keyid,
                 k.alg().as_str(),
-                hex::encode(k.public.as_bytes()),
+                k.public.to_text(),
                 time(k.not_before),
                 time(k.not_after)
             ));
@@ -432,12 +428,12 @@ impl SignerSet {
         self.keys.iter().position(|k| k.keyid == keyid)
     }
 
-    /// Check one approval: the keyid is configured, valid at `now`, and `sig` verifies strictly
-    /// over the PAE of `payload`. Returns the configured slot.
+    /// Check one approval: the keyid is configured, valid at `now`, and `sig` verifies (strictly,
+    /// both halves of a hybrid) over the PAE of `payload`. Returns the configured slot.
     pub fn check(
         &self,
         keyid: &str,
-        sig: &[u8; 64],
+        sig: &Sig,
         pae: &[u8],
         now_unix: i64,
     ) -> Result<usize, ApiError> {
@@ -450,7 +446,7 @@ impl SignerSet {
                 "key {keyid:?} is outside its validity window"
             )));
         }
-        if !verify_strict(&key.public, sig, pae) {
+        if !key.public.verify(sig, pae) {
             return Err(ApiError::forbidden(format!(
                 "signature by {keyid:?} does not verify"
             )));
@@ -477,7 +473,7 @@ impl SignerSet {
             .iter()
             .map(|k| KeyJson {
                 keyid: &k.keyid,
-                public_key: hex::encode(k.public.as_bytes()),
+                public_key: k.public.to_text(),
                 not_before: k.not_before.map(crate::clock::rfc3339),
                 not_after: k.not_after.map(crate::clock::rfc3339),
             })
@@ -580,7 +576,9 @@ pub(crate) fn test_set(n: u8, threshold: usize) -> std::sync::Arc<SignerSet> {
     let keys = (1..=n)
         .map(|seed| SignerKey {
             keyid: format!("k{seed}"),
-            public: ed25519_dalek::SigningKey::from_bytes(&[seed; 32]).verifying_key(),
+            public: ed25519_dalek::SigningKey::from_bytes(&[seed; 32])
+                .verifying_key()
+                .into(),
             not_before: None,
             not_after: None,
         })
@@ -597,7 +595,7 @@ mod tests {
         let sk = SigningKey::from_bytes(&[seed; 32]);
         let pk = SignerKey {
             keyid: keyid.to_string(),
-            public: sk.verifying_key(),
+            public: sk.verifying_key().into(),
             not_before: None,
             not_after: None,
         };
@@ -635,7 +633,7 @@ mod tests {
         weak[0] = 1;
         let weak = SignerKey {
             keyid: "w".into(),
-            public: VerifyingKey::from_bytes(&weak).unwrap(),
+            public: VerifyingKey::from_bytes(&weak).unwrap().into(),
             not_before: None,
             not_after: None,
         };
@@ -643,6 +641,39 @@ mod tests {
             SignerSet::new(1, vec![a, weak]).unwrap_err(),
             SignerSetError::WeakKey("w".into())
         );
+    }
+
+    #[test]
+    fn a_key_shared_as_a_hybrid_half_is_a_duplicate() {
+        let pk = |alg: KeyAlg, seeds: &[[u8; 32]]| {
+            SecretKey::from_seeds(alg, seeds).unwrap().public_key()
+        };
+        let slot = |keyid: &str, public: PublicKey| SignerKey {
+            keyid: keyid.into(),
+            public,
+            not_before: None,
+            not_after: None,
+        };
+        let hybrid = slot("h", pk(KeyAlg::Ed25519MlDsa65, &[[1; 32], [2; 32]]));
+        let cases = [
+            // The hybrid's ed25519 half alone, its ML-DSA half alone, another hybrid sharing
+            // one half: each is one holder who would count twice.
+            slot("e", pk(KeyAlg::Ed25519, &[[1; 32]])),
+            slot("m", pk(KeyAlg::MlDsa65, &[[2; 32]])),
+            slot("h2", pk(KeyAlg::Ed25519MlDsa65, &[[3; 32], [2; 32]])),
+        ];
+        for other in cases {
+            let keyid = other.keyid.clone();
+            assert_eq!(
+                SignerSet::new(1, vec![hybrid.clone(), other]).unwrap_err(),
+                SignerSetError::DuplicatePublicKey {
+                    first: "h".into(),
+                    second: keyid
+                }
+            );
+        }
+        let fresh = slot("f", pk(KeyAlg::Ed25519MlDsa65, &[[4; 32], [5; 32]]));
+        assert!(SignerSet::new(2, vec![hybrid, fresh]).is_ok());
     }
 
     #[test]
@@ -654,14 +685,14 @@ mod tests {
         let payload = b"{\"x\":1}";
         let sig = sign_payload(&ska, payload);
         let pae = dsse::pae(payload);
-        assert_eq!(set.check("a", &sig, &pae, 150), Ok(0));
-        assert!(set.check("a", &sig, &pae, 99).is_err());
-        assert!(set.check("a", &sig, &pae, 201).is_err());
-        assert!(set.check("b", &sig, &pae, 150).is_err());
+        assert_eq!(set.check("a", &sig.into(), &pae, 150), Ok(0));
+        assert!(set.check("a", &sig.into(), &pae, 99).is_err());
+        assert!(set.check("a", &sig.into(), &pae, 201).is_err());
+        assert!(set.check("b", &sig.into(), &pae, 150).is_err());
         // A signature over the raw payload, not the PAE, does not count.
         use ed25519_dalek::Signer;
         let raw = ska.sign(payload).to_bytes();
-        assert!(set.check("a", &raw, &pae, 150).is_err());
+        assert!(set.check("a", &raw.into(), &pae, 150).is_err());
     }
 
     #[test]
@@ -725,7 +756,7 @@ mod tests {
         assert!(!public.is_weak());
         let k = SignerKey {
             keyid: "n".into(),
-            public,
+            public: public.into(),
             not_before: None,
             not_after: None,
         };

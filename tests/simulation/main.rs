@@ -43,7 +43,7 @@ use svc_registry::domain::audit::verify_chain;
 use svc_registry::domain::descriptor::Kind;
 use svc_registry::domain::proposal::{self, ProposalLimits};
 use svc_registry::domain::record::CommitRecord;
-use svc_registry::domain::signers::{sign_payload, verify_strict, SignerKey, SignerSet};
+use svc_registry::domain::signers::{sign_payload, SignerKey, SignerSet};
 use svc_registry::domain::{sha256_hex, state};
 use svc_registry::http::{Replier, Response};
 use svc_registry::log::{self as storage, DirLock, FaultIo, FaultKind, Op, StorageOptions, Syncer};

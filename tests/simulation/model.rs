@@ -15,7 +15,7 @@ pub(crate) fn signer_set(keys: &[SigningKey]) -> SignerSet {
             .enumerate()
             .map(|(i, k)| SignerKey {
                 keyid: format!("k{i}"),
-                public: k.verifying_key(),
+                public: k.verifying_key().into(),
                 not_before: None,
                 not_after: None,
             })

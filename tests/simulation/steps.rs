@@ -276,7 +276,7 @@ impl Sim {
         let (replier, rx) = reply(replies::approved);
         life.writer.on_request(WriteRequest::Approve {
             proposal_id: id.clone(),
-            signatures: sigs.iter().map(|s| (s.0.clone(), s.2)).collect(),
+            signatures: sigs.iter().map(|s| (s.0.clone(), s.2.into())).collect(),
             reply: replier,
         });
         let jobs: Vec<VerifyJob> = life.verify_rx.try_iter().collect();
@@ -353,7 +353,7 @@ impl Sim {
     pub(crate) fn deliver(&mut self, job: VerifyJob) {
         let now = sim_clock();
         let risky = self.faults_pending();
-        let ok = verify_strict(&job.key, &job.sig, &job.pae);
+        let ok = job.key.verify(&job.sig, &job.pae);
         let seed = self.seed;
         let life = self.life.as_mut().expect("life");
         life.writer.on_internal(Internal::Verified(Verified {

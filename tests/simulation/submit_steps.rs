@@ -96,7 +96,7 @@ impl Sim {
         let (replier, rx) = reply(replies::submitted);
         life.writer.on_request(WriteRequest::Submit {
             bytes: bytes.clone(),
-            signatures: sigs.iter().map(|s| (s.0.clone(), s.2)).collect(),
+            signatures: sigs.iter().map(|s| (s.0.clone(), s.2.into())).collect(),
             reply: replier,
         });
         // The verifier pool, all at once and in any order.
@@ -121,7 +121,7 @@ impl Sim {
         }
         while !jobs.is_empty() {
             let job = jobs.swap_remove(self.rng.index(jobs.len()));
-            let ok = verify_strict(&job.key, &job.sig, &job.pae);
+            let ok = job.key.verify(&job.sig, &job.pae);
             self.life().writer.on_internal(Internal::Verified(Verified {
                 request: job.request,
                 index: job.index,

@@ -42,7 +42,7 @@ pub fn run(a: &Args) {
             1,
             vec![SignerKey {
                 keyid: signer.keyid.clone(),
-                public: signer.key.verifying_key(),
+                public: signer.key.verifying_key().into(),
                 not_before: None,
                 not_after: None,
             }],

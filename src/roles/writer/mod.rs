@@ -47,6 +47,7 @@ pub use crate::snapshot::{Publisher, Publishers};
 
 use crate::domain::descriptor::Kind;
 use crate::domain::proposal::{Proposal, ProposalLimits};
+use crate::domain::signers::{PublicKey, Sig};
 use crate::error::ApiError;
 use crate::metrics::m;
 use crate::ops::WritePlane;
@@ -143,8 +144,8 @@ pub enum WriteRequest {
     },
     Approve {
         proposal_id: String,
-        /// (keyid, decoded signature)
-        signatures: Vec<(String, [u8; 64])>,
+        /// (keyid, decoded signature of any algorithm)
+        signatures: Vec<(String, Sig)>,
         reply: Reply<Approved>,
     },
     Commit {
@@ -157,7 +158,7 @@ pub enum WriteRequest {
         /// The exact proposal bytes (the envelope's decoded payload).
         bytes: Vec<u8>,
         /// (keyid, decoded signature)
-        signatures: Vec<(String, [u8; 64])>,
+        signatures: Vec<(String, Sig)>,
         reply: Reply<SubmitCommitted>,
     },
     /// Stop: finish what is staged, then exit.
@@ -220,7 +221,7 @@ pub struct WriterParts {
 
 #[derive(Clone)]
 struct Approval {
-    sig: [u8; 64],
+    sig: Sig,
 }
 
 struct Pending {
@@ -230,7 +231,8 @@ struct Pending {
     expires_unix: i64,
     /// By (keyid, public key): a keyid that names different keys in the set in force and in a
     /// `set_signers`' new set can approve under each.
-    approvals: BTreeMap<(String, [u8; 32]), Approval>,
+    /// The public key is its raw bytes (`PublicKey::as_bytes`).
+    approvals: BTreeMap<(String, Vec<u8>), Approval>,
     expired: bool,
     /// Journal position just past this proposal's latest pending frame: its 202 / 200 answers
     /// wait until the journal is durable there (0: restored, durable already).
@@ -262,11 +264,11 @@ impl Ack {
 /// One submitted signature of an approve request, and the keys it may be verified under.
 struct Submitted {
     keyid: String,
-    sig: [u8; 64],
+    sig: Sig,
     /// The distinct public keys this keyid names in the sets that judge the proposal (the
     /// set in force at its base and, for a `set_signers`, the new set), valid now; with whether
     /// the signature verified under each.
-    candidates: Vec<([u8; 32], bool)>,
+    candidates: Vec<(PublicKey, bool)>,
 }
 
 struct ApproveInFlight {

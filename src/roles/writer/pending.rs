@@ -95,7 +95,7 @@ impl Writer {
                 // It lost its compare-and-swap before the restart: nothing can commit it.
                 continue;
             }
-            let approvals: BTreeMap<(String, [u8; 32]), Approval> = r
+            let approvals: BTreeMap<(String, Vec<u8>), Approval> = r
                 .approvals
                 .into_iter()
                 .map(|(keyid, public, sig)| ((keyid, public), Approval { sig }))

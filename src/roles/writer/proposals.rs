@@ -13,7 +13,7 @@ use crate::domain::dsse;
 use crate::domain::pending::{PendingApproval, PendingFrame};
 use crate::domain::proposal::{self, Op};
 use crate::domain::quorum::{self, QuorumCount};
-use crate::domain::signers::{set_change, SignerSet};
+use crate::domain::signers::{set_change, PublicKey, Sig, SignerSet};
 use crate::error::{ApiError, Code};
 use crate::metrics::m;
 use crate::roles::reply::Reply;
@@ -240,7 +240,7 @@ impl Writer {
     pub(super) fn approve(
         &mut self,
         id: String,
-        signatures: Vec<(String, [u8; 64])>,
+        signatures: Vec<(String, Sig)>,
         reply: Reply<Approved>,
     ) {
         let history = self.staged.signers.clone();
@@ -262,14 +262,13 @@ impl Writer {
         let mut submitted = Vec::with_capacity(signatures.len());
         for (keyid, sig) in signatures {
             let mut named = false;
-            let mut candidates: Vec<([u8; 32], bool)> = Vec::new();
+            let mut candidates: Vec<(PublicKey, bool)> = Vec::new();
             for set in std::iter::once(in_force).chain(new.as_ref()) {
                 if let Some(slot) = set.slot(&keyid) {
                     named = true;
                     let key = &set.keys[slot];
-                    let public = key.public.to_bytes();
-                    if key.valid_at(now) && !candidates.iter().any(|c| c.0 == public) {
-                        candidates.push((public, false));
+                    if key.valid_at(now) && !candidates.iter().any(|c| c.0 == key.public) {
+                        candidates.push((key.public.clone(), false));
                     }
                 }
             }
@@ -293,7 +292,7 @@ impl Writer {
             for c in &mut candidates {
                 c.1 = p
                     .approvals
-                    .get(&(keyid.clone(), c.0))
+                    .get(&(keyid.clone(), c.0.to_bytes()))
                     .is_some_and(|a| a.sig == sig);
             }
             submitted.push(Submitted {
@@ -311,11 +310,9 @@ impl Writer {
                 continue;
             }
             for (c, (public, _)) in s.candidates.iter().enumerate() {
-                let key =
-                    configured_key(std::iter::once(&**in_force).chain(new.as_deref()), public);
                 jobs.push(VerifyJob {
-                    key,
-                    sig: s.sig,
+                    key: public.clone(),
+                    sig: s.sig.clone(),
                     pae: pae.clone(),
                     request,
                     index: i * CANDIDATES + c,
@@ -406,9 +403,10 @@ impl Writer {
         let mut new = Vec::new();
         for s in &a.signatures {
             for (public, ok) in &s.candidates {
-                let key = (s.keyid.clone(), *public);
-                if *ok && !p.approvals.contains_key(&key) && !new.iter().any(|(k, _)| *k == key) {
-                    new.push((key, s.sig));
+                let key = (s.keyid.clone(), public.to_bytes());
+                if *ok && !p.approvals.contains_key(&key) && !new.iter().any(|(k, _, _)| *k == key)
+                {
+                    new.push((key, public.to_text(), s.sig.clone()));
                 }
             }
         }
@@ -417,10 +415,10 @@ impl Writer {
                 proposal_id: a.proposal_id.clone(),
                 approvals: new
                     .iter()
-                    .map(|((keyid, public), sig)| PendingApproval {
+                    .map(|((keyid, _), public_text, sig)| PendingApproval {
                         keyid: keyid.clone(),
-                        public_key: hex::encode(public),
-                        sig: dsse::encode_sig(sig),
+                        public_key: public_text.clone(),
+                        sig: sig.encode(),
                     })
                     .collect(),
             };
@@ -430,7 +428,7 @@ impl Writer {
             };
             let p = self.pending.get_mut(&a.proposal_id).expect("live above");
             p.last_frame = position;
-            for (key, sig) in new {
+            for (key, _, sig) in new {
                 p.approvals.insert(key, Approval { sig });
             }
         }
@@ -472,30 +470,13 @@ pub(super) fn tally(p: &Pending, in_force: &SignerSet, now: i64) -> QuorumCount 
         .iter()
         .map(|((keyid, public), a)| quorum::Approval {
             keyid: keyid.clone(),
-            public_key: public.to_vec(),
-            sig: dsse::encode_sig(&a.sig),
+            public_key: public.clone(),
+            sig: a.sig.encode(),
             verified: true,
             at_unix: now,
         })
         .collect();
     quorum::count(in_force, p.proposal.new_signers().map(|s| &**s), &approvals)
-}
-
-/// The parsed key with public bytes `public` among `sets` (where the candidate came from).
-/// Parsed once at load: `VerifyingKey::from_bytes` decompresses the point, ≈ 80,000
-/// instructions per signature, and this runs on the writer thread, the serial part of every
-/// write (found with callgrind, docs/PERFORMANCE.md).
-pub(super) fn configured_key<'a>(
-    mut sets: impl Iterator<Item = &'a SignerSet>,
-    public: &[u8; 32],
-) -> ed25519_dalek::VerifyingKey {
-    sets.find_map(|set| {
-        set.keys
-            .iter()
-            .find(|k| k.public.as_bytes() == public)
-            .map(|k| k.public)
-    })
-    .expect("a candidate key comes from the sets that judge the proposal")
 }
 
 /// Keyids whose approvals count for either quorum, sorted, each once.

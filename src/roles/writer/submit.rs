@@ -15,8 +15,9 @@
 //! sync loses only what was never acknowledged. Because its commit record goes through the same
 //! staging queue as `/commit`, one sync covers submits and commits alike (group commit).
 
-use super::proposals::{configured_key, tally};
+use super::proposals::tally;
 use super::{Approval, Committed, Pending, SubmitCommitted, Submitted, Work, Writer, CANDIDATES};
+use crate::domain::algs::{PublicKey, Sig};
 use crate::domain::dsse;
 use crate::domain::proposal;
 use crate::error::{ApiError, Code};
@@ -46,7 +47,7 @@ impl Writer {
     pub(super) fn submit(
         &mut self,
         bytes: Vec<u8>,
-        signatures: Vec<(String, [u8; 64])>,
+        signatures: Vec<(String, Sig)>,
         reply: Reply<SubmitCommitted>,
     ) {
         let started = Instant::now();
@@ -64,19 +65,13 @@ impl Writer {
         };
         let request = self.next_request;
         self.next_request += 1;
-        // The sets the candidates came from (admit_submit judged against the same staged head).
-        let history = self.staged.signers.clone();
-        let sets = || {
-            std::iter::once(&**history.set_at(submission.proposal.base_version))
-                .chain(submission.proposal.new_signers().map(|s| &**s))
-        };
         let mut jobs = Vec::new();
         for (i, s) in signatures.iter().enumerate() {
             for (c, (public, _)) in s.candidates.iter().enumerate() {
-                let key = configured_key(sets(), public);
+                // The signer set's parsed key: no point decompression on the writer thread.
                 jobs.push(VerifyJob {
-                    key,
-                    sig: s.sig,
+                    key: public.clone(),
+                    sig: s.sig.clone(),
                     pae: submission.pae.clone(),
                     request,
                     index: i * CANDIDATES + c,
@@ -115,7 +110,7 @@ impl Writer {
     fn admit_submit(
         &mut self,
         bytes: Vec<u8>,
-        signatures: Vec<(String, [u8; 64])>,
+        signatures: Vec<(String, Sig)>,
     ) -> Result<(Box<Pending>, String, Vec<Submitted>), ApiError> {
         let settings = self.p.settings.load();
         let parsed = proposal::parse(&bytes, &self.p.registry_id, &settings.limits)?;
@@ -141,14 +136,13 @@ impl Writer {
         let mut submitted = Vec::with_capacity(signatures.len());
         for (keyid, sig) in signatures {
             let mut named = false;
-            let mut candidates: Vec<([u8; 32], bool)> = Vec::new();
+            let mut candidates: Vec<(PublicKey, bool)> = Vec::new();
             for set in std::iter::once(in_force).chain(new.as_ref()) {
                 if let Some(slot) = set.slot(&keyid) {
                     named = true;
                     let key = &set.keys[slot];
-                    let public = key.public.to_bytes();
-                    if key.valid_at(now) && !candidates.iter().any(|c| c.0 == public) {
-                        candidates.push((public, false));
+                    if key.valid_at(now) && !candidates.iter().any(|c| c.0 == key.public) {
+                        candidates.push((key.public.clone(), false));
                     }
                 }
             }
@@ -267,8 +261,8 @@ impl Writer {
                 if *ok {
                     submission
                         .approvals
-                        .entry((s.keyid.clone(), *public))
-                        .or_insert(Approval { sig: s.sig });
+                        .entry((s.keyid.clone(), public.to_bytes()))
+                        .or_insert(Approval { sig: s.sig.clone() });
                 }
             }
         }
