@@ -186,6 +186,28 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
+/// Whether the record at `p`'s base_version + 1 carries `p`'s id (a proposal commits there or
+/// nowhere). False when that record is not in `history` or cannot be read: restore then
+/// decides, and reports a read failure.
+pub fn committed_at_its_base(history: &History, p: &RestoredPending) -> bool {
+    #[derive(Deserialize)]
+    struct Base {
+        base_version: u64,
+    }
+    #[derive(Deserialize)]
+    struct Id {
+        proposal_id: Option<String>,
+    }
+    let Ok(base) = serde_json::from_slice::<Base>(&p.payload) else {
+        return false;
+    };
+    match history.bytes(base.base_version.saturating_add(1)) {
+        Ok(Some(bytes)) => serde_json::from_slice::<Id>(&bytes)
+            .is_ok_and(|r| r.proposal_id.as_deref() == Some(p.proposal_id.as_str())),
+        _ => false,
+    }
+}
+
 /// What a restore produced.
 pub struct Restored {
     pub snapshot: Snapshot,

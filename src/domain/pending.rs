@@ -135,6 +135,14 @@ impl PendingFrames {
         Ok(())
     }
 
+    /// Forget proposal `id` (and the approvals that follow it in the log) if `committed` says
+    /// so of it.
+    pub fn forget_if(&mut self, id: &str, committed: impl FnOnce(&RestoredPending) -> bool) {
+        if self.proposals.get(id).is_some_and(committed) {
+            self.proposals.remove(id);
+        }
+    }
+
     /// The proposals still pending: not committed (per `committed`), not expired at `now`.
     pub fn live(self, committed: &dyn Fn(&str) -> bool, now_unix: i64) -> Vec<RestoredPending> {
         self.proposals
