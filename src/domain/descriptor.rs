@@ -153,9 +153,7 @@ impl Descriptor {
         let len = self.header().len as usize;
         // SAFETY: `new` wrote exactly `len` initialized bytes right after the header, and they
         // live as long as the allocation, which outlives `&self`.
-        unsafe {
-            std::slice::from_raw_parts(self.ptr.as_ptr().cast::<u8>().add(HEADER_BYTES), len)
-        }
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast::<u8>().add(HEADER_BYTES), len) }
     }
 
     /// The sort key `[kind][id]` (see [`key`]).
@@ -283,8 +281,18 @@ mod tests {
             body: &'a RawValue,
         }
         for (kind, id, version, body) in [
-            (Kind::Node, "node-7", 1, r#"{"addr":"10.0.0.1:9000","zone":"eu-1"}"#),
-            (Kind::Service, "a.b_c:d-E9", u64::MAX, r#"{ "spaced" : [1, 2.5, "é\n"] }"#),
+            (
+                Kind::Node,
+                "node-7",
+                1,
+                r#"{"addr":"10.0.0.1:9000","zone":"eu-1"}"#,
+            ),
+            (
+                Kind::Service,
+                "a.b_c:d-E9",
+                u64::MAX,
+                r#"{ "spaced" : [1, 2.5, "é\n"] }"#,
+            ),
             (Kind::Region, "r", 0, "{}"),
         ] {
             let raw = RawValue::from_string(body.to_string()).unwrap();
@@ -296,12 +304,18 @@ mod tests {
             })
             .unwrap();
             let d = Descriptor::new(kind, id, version, body);
-            assert_eq!(String::from_utf8(d.to_json()).unwrap(), String::from_utf8(want).unwrap());
+            assert_eq!(
+                String::from_utf8(d.to_json()).unwrap(),
+                String::from_utf8(want).unwrap()
+            );
             assert_eq!(
                 d.to_value(),
                 serde_json::json!({"kind": kind, "id": id, "version": version, "body": &*raw})
             );
-            assert_eq!((d.kind(), d.id(), d.version(), d.body()), (kind, id, version, body));
+            assert_eq!(
+                (d.kind(), d.id(), d.version(), d.body()),
+                (kind, id, version, body)
+            );
         }
     }
 
@@ -333,7 +347,9 @@ mod tests {
                 let mine = d.clone();
                 std::thread::spawn(move || {
                     let copies: Vec<Descriptor> = (0..1000).map(|_| mine.clone()).collect();
-                    copies.iter().all(|c| c.body() == r#"{"x":1}"# && c.version() == 9)
+                    copies
+                        .iter()
+                        .all(|c| c.body() == r#"{"x":1}"# && c.version() == 9)
                 })
             })
             .collect();

@@ -94,7 +94,7 @@ impl Descriptors {
     }
 
     /// Descriptors sorted by (kind, id) from `start` on (`start` is a key `[kind][id]`).
-    fn from_key(&self, start: Bound<&[u8]>) -> impl Iterator<Item = &Descriptor> {
+    fn starting_at(&self, start: Bound<&[u8]>) -> impl Iterator<Item = &Descriptor> {
         self.set
             .range::<_, [u8]>((start, Bound::Unbounded))
             .map(|e| &e.0)
@@ -103,7 +103,9 @@ impl Descriptors {
     /// Whether any descriptor sorts after `(kind, id)`.
     pub fn any_after(&self, kind: Kind, id: &str) -> bool {
         let k = descriptor::key(kind, id);
-        self.from_key(Bound::Excluded(k.as_slice())).next().is_some()
+        self.starting_at(Bound::Excluded(k.as_slice()))
+            .next()
+            .is_some()
     }
 }
 
@@ -151,7 +153,7 @@ pub fn page(
     };
     let mut out = Vec::with_capacity(limit.min(1024));
     let mut more = false;
-    for d in descriptors.from_key(start) {
+    for d in descriptors.starting_at(start) {
         if kind.is_some_and(|k| d.kind() != k) {
             break;
         }
