@@ -34,13 +34,14 @@ trap 'stop_all' EXIT
 trap 'exit 130' INT TERM
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-if [ "$ONLY" = history ]; then
-    ensure_tools python3 curl wrk
-elif [ "$ONLY" = tls ]; then
-    ensure_tools python3 curl wrk nginx openssl
-else
-    ensure_tools python3 curl wrk nginx etcd etcdctl fio strip openssl
-fi
+# Only the tools the chosen sections use (a partial run installs nothing it does not need).
+tools=(python3 curl)
+if want reads; then tools+=(wrk nginx etcd etcdctl); fi
+if want writes; then tools+=(etcd etcdctl fio); fi
+if want startup || want footprint; then tools+=(strip); fi
+if want history; then tools+=(wrk); fi
+if want tls; then tools+=(wrk nginx openssl); fi
+ensure_tools "${tools[@]}"
 mkdir -p "$RAW" "$TMPD"
 # A partial run (--only) keeps the other sections' raw files, so the report stays whole.
 if [ "$ONLY" = "reads,writes,stream,startup,footprint,history,tls" ]; then rm -rf "${RAW:?}"/*; fi
@@ -254,6 +255,13 @@ if want startup || want footprint; then
         fill_dir "$dir1m" 1000000
         v1m=$FILL_VERSION
         coldstart "$dir1m" 1m "$v1m"
+        # The same data dir under the previous build (PERF_PREV_BIN), in the same run: the
+        # before/after of issue 14's compact descriptors (the checkpoint format is unchanged).
+        if [ -n "${PERF_PREV_BIN:-}" ]; then
+            BIN_SAVED=$BIN; BIN=$PERF_PREV_BIN
+            coldstart "$dir1m" 1m-previous "$v1m"
+            BIN=$BIN_SAVED
+        fi
         du -sk "$dir1m/data" >"$RAW/du-1m.txt"
         rm -rf "$dir1m"
         log "startup: 100k single-op versions (history-heavy shape)"

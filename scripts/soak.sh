@@ -4,7 +4,9 @@
 # followers, a SIGHUP reload of a changed live setting every minute, a checkpoint every few
 # seconds. Prints a row per minute (RSS and its drift, threads, fds, commits and latency
 # percentiles, reads and latency percentiles, stream events, CAS races, errors, checkpoints,
-# reloads), then a summary; ends with SIGTERM, a restart and a full audit of the chain.
+# reloads), then a summary and the heap's growth per commit (the slope of RssAnon over commits,
+# sampled every second; issue 14's goal is ≤ 64 B); ends with SIGTERM, a restart and a full audit
+# of the chain.
 #
 #   scripts/soak.sh [SECONDS]      SOAK_REPORT_SECS / SOAK_HUP_SECS override the intervals
 #

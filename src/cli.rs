@@ -1119,8 +1119,8 @@ fn compare_with_replay(
     for d in replayed.snapshot.descriptors.values() {
         let v = d.to_value();
         replay.insert(
-            (d.kind.as_str().to_string(), d.id.to_string()),
-            (d.version, v["body"].clone()),
+            (d.kind().as_str().to_string(), d.id().to_string()),
+            (d.version(), v["body"].clone()),
         );
     }
     let mut differences = Vec::new();

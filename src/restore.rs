@@ -34,6 +34,7 @@ use crate::history::{History, Loc, MemoryStore};
 use crate::snapshot::Snapshot;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// Where a record came from, for error messages.
@@ -51,7 +52,10 @@ impl std::fmt::Display for RestoreError {
     }
 }
 
-#[derive(Serialize, Deserialize)]
+/// A checkpoint payload as parsed at start-up. The descriptors are built straight into the
+/// state as the parser meets them (no list of parsed descriptors in between, ids and bodies
+/// borrowed from the payload): loading costs the payload plus the state, not twice the state.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CheckpointJson {
     registry_id: String,
@@ -60,9 +64,9 @@ struct CheckpointJson {
     /// Where the log continues after record `version` (the Lsn just past it), so start-up can
     /// check the checkpoint against the log without re-hashing the chain. Absent in checkpoints
     /// written before it existed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     log_end: Option<u64>,
-    descriptors: Vec<CheckpointDescriptor>,
+    descriptors: CheckpointDescriptors,
     /// The signer history up to this version (docs/FORMATS.md). Absent in checkpoints written before
     /// §8: restore then rebuilds it from the log.
     #[serde(default)]
@@ -76,60 +80,87 @@ struct CheckpointSigners {
     set: SignerSetJson,
 }
 
-#[derive(Serialize, Deserialize)]
+/// One element of a checkpoint's `descriptors`, borrowed from the payload where it can be (an
+/// id with escapes cannot be borrowed; a valid id never has one).
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CheckpointDescriptor {
+struct CheckpointDescriptor<'a> {
     kind: Kind,
-    id: String,
+    #[serde(borrow)]
+    id: Cow<'a, str>,
     version: u64,
-    body: Box<RawValue>,
+    #[serde(borrow)]
+    body: &'a RawValue,
 }
 
-/// Serialize a snapshot's state as a checkpoint payload.
+/// The `descriptors` of a checkpoint, deserialized into the state one element at a time.
+struct CheckpointDescriptors(Descriptors);
+
+impl<'de> Deserialize<'de> for CheckpointDescriptors {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = CheckpointDescriptors;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of descriptors")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<CheckpointDescriptors, A::Error> {
+                let mut out = Descriptors::new();
+                while let Some(d) = seq.next_element::<CheckpointDescriptor>()? {
+                    out.insert(Descriptor::new(d.kind, &d.id, d.version, d.body.get()));
+                }
+                Ok(CheckpointDescriptors(out))
+            }
+        }
+        d.deserialize_seq(Visit)
+    }
+}
+
+/// Serialize a snapshot's state as a checkpoint payload (docs/FORMATS.md): a JSON object whose
+/// `descriptors` are each descriptor's served JSON, in (kind, id) order.
 pub fn checkpoint_bytes(snap: &Snapshot) -> Vec<u8> {
     #[derive(Serialize)]
-    struct Out<'a> {
+    struct Head<'a> {
         registry_id: &'a str,
         version: u64,
         hash: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         log_end: Option<u64>,
-        descriptors: Vec<DOut<'a>>,
-        signers: Vec<CheckpointSigners>,
     }
-    #[derive(Serialize)]
-    struct DOut<'a> {
-        kind: Kind,
-        id: &'a str,
-        version: u64,
-        body: &'a RawValue,
-    }
-    let out = Out {
+    let head = Head {
         registry_id: &snap.registry_id,
         version: snap.version(),
         hash: &snap.head.hash,
         log_end: snap.history.loc(snap.version()).map(|l| l.end),
-        descriptors: snap
-            .descriptors
-            .values()
-            .map(|d| DOut {
-                kind: d.kind,
-                id: &d.id,
-                version: d.version,
-                body: &d.body,
-            })
-            .collect(),
-        signers: snap
-            .signers
-            .entries()
-            .iter()
-            .map(|(since_version, set)| CheckpointSigners {
-                since_version: *since_version,
-                set: set.to_json_form_as_listed(),
-            })
-            .collect(),
     };
-    serde_json::to_vec(&out).expect("a snapshot serializes")
+    let signers: Vec<CheckpointSigners> = snap
+        .signers
+        .entries()
+        .iter()
+        .map(|(since_version, set)| CheckpointSigners {
+            since_version: *since_version,
+            set: set.to_json_form_as_listed(),
+        })
+        .collect();
+    // The fields in the order the derived serializer wrote them before descriptors were compact
+    // (`checkpoint_log_end` relies on `log_end` coming before `descriptors`). A descriptor's
+    // served JSON is exactly its checkpoint element, so it is written as is.
+    let mut out = serde_json::to_vec(&head).expect("a checkpoint head serializes");
+    out.pop(); // the closing brace
+    out.extend_from_slice(b",\"descriptors\":[");
+    for (i, d) in snap.descriptors.values().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&d.to_json());
+    }
+    out.extend_from_slice(b"],\"signers\":");
+    serde_json::to_writer(&mut out, &signers).expect("a signer set serializes");
+    out.push(b'}');
+    out
 }
 
 /// The `log_end` a checkpoint payload names (where the log continues after its record), if it
@@ -153,6 +184,28 @@ pub fn checkpoint_log_end(payload: &[u8]) -> Option<u64> {
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Whether the record at `p`'s base_version + 1 carries `p`'s id (a proposal commits there or
+/// nowhere). False when that record is not in `history` or cannot be read: restore then
+/// decides, and reports a read failure.
+pub fn committed_at_its_base(history: &History, p: &RestoredPending) -> bool {
+    #[derive(Deserialize)]
+    struct Base {
+        base_version: u64,
+    }
+    #[derive(Deserialize)]
+    struct Id {
+        proposal_id: Option<String>,
+    }
+    let Ok(base) = serde_json::from_slice::<Base>(&p.payload) else {
+        return false;
+    };
+    match history.bytes(base.base_version.saturating_add(1)) {
+        Ok(Some(bytes)) => serde_json::from_slice::<Id>(&bytes)
+            .is_ok_and(|r| r.proposal_id.as_deref() == Some(p.proposal_id.as_str())),
+        _ => false,
+    }
 }
 
 /// What a restore produced.
@@ -272,7 +325,7 @@ pub fn restore_history(
     location: &dyn Fn(u64) -> String,
 ) -> Result<Restored, RestoreError> {
     let records = history.len() - 1;
-    let cp = match checkpoint {
+    let mut cp = match checkpoint {
         Some((seq, bytes)) => {
             let cp: CheckpointJson = serde_json::from_slice(bytes)
                 .map_err(|e| RestoreError(format!("checkpoint {seq}: not valid: {e}")))?;
@@ -304,7 +357,7 @@ pub fn restore_history(
     };
     let mut descriptors = Descriptors::new();
     let mut head = history.genesis().clone();
-    if let Some(cp) = &cp {
+    if let Some(cp) = &mut cp {
         if cp_version > 0 {
             head = Arc::new(read(cp_version)?);
             if cp.hash != head.hash {
@@ -322,18 +375,8 @@ pub fn restore_history(
                 }
             }
         }
-        for d in &cp.descriptors {
-            let id: Arc<str> = d.id.as_str().into();
-            descriptors.insert(
-                (d.kind, id.clone()),
-                Arc::new(Descriptor {
-                    kind: d.kind,
-                    id,
-                    version: d.version,
-                    body: Arc::from(d.body.clone()),
-                }),
-            );
-        }
+        // Built while parsing (`CheckpointDescriptors`); taken here so the state is held once.
+        descriptors = std::mem::take(&mut cp.descriptors.0);
         if head.descriptors != descriptors.len() as u64 {
             return Err(RestoreError(format!(
                 "checkpoint {cp_version}: holds {} descriptors, the record says {}",

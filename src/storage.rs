@@ -94,16 +94,32 @@ pub fn history_of(
         ));
     };
     let genesis = restore::genesis_from_frame(registry_id, &read(first)?)?;
-    let mut frames = PendingFrames::default();
-    for loc in index.pending {
-        let frame = read(loc)?;
-        PendingFrame::from_bytes(&frame.payload)
-            .and_then(|f| frames.add(f))
-            .map_err(|e| restore::RestoreError(format!("{}: {e}", frame.location)))?;
-    }
     let mut history = History::new(Arc::new(genesis), reader.clone());
     for loc in index.commits {
         history.push(loc);
+    }
+    // Every commit leaves its proposal's frames in the log, so a long history holds as many
+    // pending frames as versions (a 1,000-op proposal is ~150 KB of base64). A proposal that
+    // its base_version + 1 record commits is dropped as soon as its frame is read, not held
+    // until restore filters it: gathering them all first held the whole history's proposals at
+    // once (216 MB at 1M descriptors) and left the heap that large after they were freed.
+    // Restore still makes the decision (`restore_history`); this only forgets early what it
+    // would discard.
+    let mut frames = PendingFrames::default();
+    for loc in index.pending {
+        let frame = read(loc)?;
+        let f = PendingFrame::from_bytes(&frame.payload)
+            .map_err(|e| restore::RestoreError(format!("{}: {e}", frame.location)))?;
+        let proposal_id = match &f {
+            PendingFrame::Proposal { proposal_id, .. } => Some(proposal_id.clone()),
+            PendingFrame::Approvals { .. } => None,
+        };
+        frames
+            .add(f)
+            .map_err(|e| restore::RestoreError(format!("{}: {e}", frame.location)))?;
+        if let Some(id) = proposal_id {
+            frames.forget_if(&id, |p| restore::committed_at_its_base(&history, p));
+        }
     }
     Ok((history, frames))
 }

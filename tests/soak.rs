@@ -64,6 +64,23 @@ fn pct(v: &mut [Duration], q: f64) -> Duration {
     v[((v.len() - 1) as f64 * q).round() as usize]
 }
 
+/// The least-squares slope of (commits, kB) points, in bytes per commit (0 when the commits do
+/// not vary).
+fn slope_bytes_per_commit(points: &[(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    let (mx, my) = points
+        .iter()
+        .fold((0.0, 0.0), |(x, y), p| (x + p.0 / n, y + p.1 / n));
+    let (sxy, sxx) = points.iter().fold((0.0, 0.0), |(sxy, sxx), p| {
+        (sxy + (p.0 - mx) * (p.1 - my), sxx + (p.0 - mx) * (p.0 - mx))
+    });
+    if sxx == 0.0 {
+        0.0
+    } else {
+        sxy / sxx * 1024.0
+    }
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1000.0)
 }
@@ -312,12 +329,22 @@ fn soak_mixed_load_with_reloads_and_checkpoints() {
     let mut hups = 0u64;
     let mut ttl = 3600;
     let mut rss_first = None;
+    // (commits acknowledged, RssAnon kB) once a second: the heap's growth per commit is the
+    // slope of these (issue 14's goal is ≤ 64 B per commit), which VmRSS hides under the
+    // mapped log's pages.
+    let mut anon_points: Vec<(f64, f64)> = Vec::new();
+    let mut next_anon = started;
     let mut rows = Vec::new();
     let mut totals = Interval::default();
     let mut commit_all = Vec::new();
     let mut read_all = Vec::new();
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
+        if Instant::now() >= next_anon {
+            next_anon += Duration::from_secs(1);
+            let acked_now = shared.acked.lock().unwrap().len() as f64;
+            anon_points.push((acked_now, s.proc_status("RssAnon") as f64));
+        }
         if Instant::now() >= next_hup {
             // Change a live setting and reload it.
             ttl = if ttl == 3600 { 3599 } else { 3600 };
@@ -381,6 +408,10 @@ fn soak_mixed_load_with_reloads_and_checkpoints() {
     let reloads = logs.matches("msg=reloaded").count();
     let reload_failures = logs.matches("reload refused").count();
     let history_kb = acked.len() as u64; // ≈ 1 KiB of history per commit (docs/PERFORMANCE.md)
+    anon_points.push((acked.len() as f64, s.proc_status("RssAnon") as f64));
+    let anon_start = anon_points.first().map_or(0.0, |p| p.1);
+    let anon_end = anon_points.last().map_or(0.0, |p| p.1);
+    let half = anon_points.len() / 2;
     eprintln!(
         "soak summary: {secs} s, {} commits acknowledged (p50 {} ms, p99 {} ms), {} reads \
          (p50 {} ms, p99 {} ms, max {} ms), {} stream events, {} stream reconnects, {} CAS \
@@ -402,6 +433,16 @@ fn soak_mixed_load_with_reloads_and_checkpoints() {
         totals.stream_gaps,
         rss_end as i64 - rss_start as i64,
         (rss_end as f64 - rss_start as f64) / acked.len().max(1) as f64
+    );
+
+    eprintln!(
+        "soak RssAnon: {anon_start:.0} kB -> {anon_end:.0} kB over {} commits; growth per commit \
+         (least-squares slope of RssAnon over commits, sampled every second): {:.0} B over the \
+         whole run, {:.0} B over its second half (bounded memories such as the writer's \
+         16,384 recent proposal ids fill up in the first); issue 14's goal is <= 64 B",
+        acked.len(),
+        slope_bytes_per_commit(&anon_points),
+        slope_bytes_per_commit(&anon_points[half..]),
     );
 
     assert_eq!(totals.errors, 0, "unexpected answers during the soak");

@@ -439,7 +439,7 @@ impl RegistryApi {
         let snap = self.snapshot.load();
         let d = snap
             .descriptors
-            .get(&(kind, Arc::from(id)))
+            .get(kind, id)
             .ok_or_else(|| ApiError::not_found(format!("no descriptor {}/{id}", kind.as_str())))?;
         Ok(Response::json(200, d.to_json()))
     }
@@ -488,15 +488,7 @@ impl RegistryApi {
                 if first.len() == limit && !more {
                     more = snap
                         .descriptors
-                        .range((
-                            std::ops::Bound::Excluded((
-                                first[limit - 1].kind,
-                                first[limit - 1].id.clone(),
-                            )),
-                            std::ops::Bound::Unbounded,
-                        ))
-                        .next()
-                        .is_some();
+                        .any_after(first[limit - 1].kind(), first[limit - 1].id());
                 }
                 (first, more)
             }
@@ -504,9 +496,9 @@ impl RegistryApi {
         let next = (more && !page.is_empty()).then(|| {
             let last = &page[page.len() - 1];
             if kind.is_some() {
-                last.id.to_string()
+                last.id().to_string()
             } else {
-                format!("{}/{}", last.kind.as_str(), last.id)
+                format!("{}/{}", last.kind().as_str(), last.id())
             }
         });
         let items: Vec<serde_json::Value> = page.iter().map(|d| d.to_value()).collect();

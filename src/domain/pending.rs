@@ -142,6 +142,14 @@ impl PendingFrames {
         Ok(())
     }
 
+    /// Forget proposal `id` (and the approvals that follow it in the log) if `committed` says
+    /// so of it.
+    pub fn forget_if(&mut self, id: &str, committed: impl FnOnce(&RestoredPending) -> bool) {
+        if self.proposals.get(id).is_some_and(committed) {
+            self.proposals.remove(id);
+        }
+    }
+
     /// The proposals still pending: not committed (per `committed`), not expired at `now`.
     pub fn live(self, committed: &dyn Fn(&str) -> bool, now_unix: i64) -> Vec<RestoredPending> {
         self.proposals
@@ -159,6 +167,43 @@ impl PendingFrames {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Start-up forgets a committed proposal as soon as its frame is read; the approvals that
+    /// follow it in the log then find no proposal and are dropped with it.
+    #[test]
+    fn a_forgotten_proposal_takes_its_later_approvals_with_it() {
+        let frame = |n: u8| {
+            let payload = format!("{{\"p\":{n}}}");
+            let id = crate::domain::sha256_hex(payload.as_bytes());
+            let p = PendingFrame::Proposal {
+                proposal_id: id.clone(),
+                payload: dsse::b64(payload.as_bytes()),
+                expires_at: 100,
+            };
+            let a = PendingFrame::Approvals {
+                proposal_id: id.clone(),
+                approvals: vec![PendingApproval {
+                    keyid: "k".into(),
+                    public_key: hex::encode([7u8; 32]),
+                    sig: dsse::encode_sig(&[9u8; 64]),
+                }],
+            };
+            (id, p, a)
+        };
+        let (kept, p1, a1) = frame(1);
+        let (gone, p2, a2) = frame(2);
+        let mut frames = PendingFrames::default();
+        frames.add(p1).unwrap();
+        frames.forget_if(&kept, |p| p.payload != b"{\"p\":1}");
+        frames.add(p2).unwrap();
+        frames.forget_if(&gone, |p| p.payload == b"{\"p\":2}");
+        frames.add(a1).unwrap();
+        frames.add(a2).unwrap();
+        let all = frames.all();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].proposal_id, kept);
+        assert_eq!(all[0].approvals.len(), 1);
+    }
 
     #[test]
     fn frames_round_trip_and_are_told_from_commit_records() {

@@ -1,13 +1,113 @@
-//! The registry state: descriptors keyed by (kind, id), in a persistent ordered map so that
+//! The registry state: descriptors keyed by (kind, id), in a persistent ordered set so that
 //! version V+1 shares structure with V (publishing costs O(ops · log n), not O(n)).
+//!
+//! Invariant: the set holds each descriptor once, as its compact [`Descriptor`] (one allocation),
+//! ordered by its key `[kind][id]`; the key is not stored apart from the descriptor, so the map's
+//! nodes hold one 8-byte pointer per descriptor.
 
-use super::descriptor::{Descriptor, Key, Kind};
+use super::descriptor::{self, Descriptor, Kind};
 use super::proposal::Op;
 use crate::error::ApiError;
-use imbl::OrdMap;
-use std::sync::Arc;
+use imbl::OrdSet;
+use std::borrow::Borrow;
+use std::cmp::Ordering;
+use std::ops::Bound;
 
-pub type Descriptors = OrdMap<Key, Arc<Descriptor>>;
+/// A descriptor as an element of the set: compared by its key alone, so that the set can be
+/// searched with a borrowed key (`&[u8]`) and a put replaces the descriptor of the same key.
+#[derive(Clone)]
+#[repr(transparent)]
+struct Entry(Descriptor);
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Entry) -> bool {
+        self.0.key() == other.0.key()
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Entry) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Entry {
+    fn cmp(&self, other: &Entry) -> Ordering {
+        self.0.key().cmp(other.0.key())
+    }
+}
+// `Borrow` requires the borrowed form to compare as the owner does: both compare the key bytes.
+impl Borrow<[u8]> for Entry {
+    fn borrow(&self) -> &[u8] {
+        self.0.key()
+    }
+}
+
+/// The descriptors of one version, sorted by (kind, id). Cloning is O(1) (structure is shared).
+#[derive(Clone, Default)]
+pub struct Descriptors {
+    set: OrdSet<Entry>,
+}
+
+impl std::fmt::Debug for Descriptors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.values()).finish()
+    }
+}
+
+impl Descriptors {
+    pub fn new() -> Descriptors {
+        Descriptors::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+
+    pub fn get(&self, kind: Kind, id: &str) -> Option<&Descriptor> {
+        self.set
+            .get(descriptor::key(kind, id).as_slice())
+            .map(|e| &e.0)
+    }
+
+    pub fn contains(&self, kind: Kind, id: &str) -> bool {
+        self.get(kind, id).is_some()
+    }
+
+    /// Every descriptor, sorted by (kind, id).
+    pub fn values(&self) -> impl Iterator<Item = &Descriptor> {
+        self.set.iter().map(|e| &e.0)
+    }
+
+    /// Put `d`, replacing the descriptor of the same kind and id; returns the one replaced.
+    pub fn insert(&mut self, d: Descriptor) -> Option<Descriptor> {
+        self.set.insert(Entry(d)).map(|e| e.0)
+    }
+
+    pub fn remove(&mut self, kind: Kind, id: &str) -> Option<Descriptor> {
+        self.set
+            .remove(descriptor::key(kind, id).as_slice())
+            .map(|e| e.0)
+    }
+
+    /// Descriptors sorted by (kind, id) from `start` on (`start` is a key `[kind][id]`).
+    fn starting_at(&self, start: Bound<&[u8]>) -> impl Iterator<Item = &Descriptor> {
+        self.set
+            .range::<_, [u8]>((start, Bound::Unbounded))
+            .map(|e| &e.0)
+    }
+
+    /// Whether any descriptor sorts after `(kind, id)`.
+    pub fn any_after(&self, kind: Kind, id: &str) -> bool {
+        let k = descriptor::key(kind, id);
+        self.starting_at(Bound::Excluded(k.as_slice()))
+            .next()
+            .is_some()
+    }
+}
 
 /// Apply `ops` as version `version`. A delete of an absent descriptor is `409 conflict`, and
 /// then nothing is applied (the input map is untouched: it is persistent).
@@ -16,18 +116,10 @@ pub fn apply(current: &Descriptors, ops: &[Op], version: u64) -> Result<Descript
     for op in ops {
         match op {
             Op::Put { kind, id, body } => {
-                next.insert(
-                    (*kind, id.clone()),
-                    Arc::new(Descriptor {
-                        kind: *kind,
-                        id: id.clone(),
-                        version,
-                        body: body.clone(),
-                    }),
-                );
+                next.insert(Descriptor::new(*kind, id, version, body.get()));
             }
             Op::Delete { kind, id } => {
-                if next.remove(&(*kind, id.clone())).is_none() {
+                if next.remove(*kind, id).is_none() {
                     return Err(ApiError::conflict(format!(
                         "delete of {}/{id}: no such descriptor",
                         kind.as_str()
@@ -48,17 +140,21 @@ pub fn page(
     kind: Option<Kind>,
     after: Option<&str>,
     limit: usize,
-) -> (Vec<Arc<Descriptor>>, bool) {
-    use std::ops::Bound;
-    let start: Bound<Key> = match (kind, after) {
-        (Some(k), Some(a)) => Bound::Excluded((k, Arc::from(a))),
-        (Some(k), None) => Bound::Included((k, Arc::from(""))),
-        (None, _) => Bound::Unbounded,
+) -> (Vec<Descriptor>, bool) {
+    let start_key: Option<(Vec<u8>, bool)> = match (kind, after) {
+        (Some(k), Some(a)) => Some((descriptor::key(k, a), false)),
+        (Some(k), None) => Some((descriptor::key(k, ""), true)),
+        (None, _) => None,
+    };
+    let start = match &start_key {
+        Some((k, true)) => Bound::Included(k.as_slice()),
+        Some((k, false)) => Bound::Excluded(k.as_slice()),
+        None => Bound::Unbounded,
     };
     let mut out = Vec::with_capacity(limit.min(1024));
     let mut more = false;
-    for (key, d) in descriptors.range((start, Bound::Unbounded)) {
-        if kind.is_some_and(|k| key.0 != k) {
+    for d in descriptors.starting_at(start) {
+        if kind.is_some_and(|k| d.kind() != k) {
             break;
         }
         if out.len() == limit {
@@ -74,6 +170,7 @@ pub fn page(
 mod tests {
     use super::*;
     use serde_json::value::RawValue;
+    use std::sync::Arc;
 
     fn put(kind: Kind, id: &str) -> Op {
         Op::Put {
@@ -130,13 +227,13 @@ mod tests {
             .collect();
         let s = apply(&Descriptors::new(), &ops, 1).unwrap();
         let (p, more) = page(&s, Some(Kind::Service), None, 2);
-        assert_eq!(p.iter().map(|d| &*d.id).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(p.iter().map(|d| d.id()).collect::<Vec<_>>(), ["a", "b"]);
         assert!(more);
         let (p, more) = page(&s, Some(Kind::Service), Some("b"), 2);
-        assert_eq!(p.iter().map(|d| &*d.id).collect::<Vec<_>>(), ["c"]);
+        assert_eq!(p.iter().map(|d| d.id()).collect::<Vec<_>>(), ["c"]);
         assert!(!more);
         let (p, _) = page(&s, None, None, 10);
         assert_eq!(p.len(), 4);
-        assert_eq!(p[0].kind, Kind::Node);
+        assert_eq!(p[0].kind(), Kind::Node);
     }
 }

@@ -213,8 +213,8 @@ impl Sim {
         );
         let staged_state = snap
             .descriptors
-            .keys()
-            .map(|(k, id)| (*k, id.to_string()))
+            .values()
+            .map(|d| (d.kind(), d.id().to_string()))
             .collect();
         self.life = Some(Life {
             writer,

@@ -28,8 +28,8 @@ impl Sim {
         let snap = life.snapshot.load_full();
         life.staged_state = snap
             .descriptors
-            .keys()
-            .map(|(k, id)| (*k, id.to_string()))
+            .values()
+            .map(|d| (d.kind(), d.id().to_string()))
             .collect();
     }
 

@@ -19,6 +19,7 @@ use crate::metrics::m;
 use crate::roles::reply::Reply;
 use crate::roles::verifier::{Verified, VerifyJob};
 use crossbeam_channel::TrySendError;
+use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -204,8 +205,9 @@ impl Writer {
                 let (kind, oid) = op.descriptor_target()?;
                 let cur = current
                     .descriptors
-                    .get(&(kind, oid.clone()))
-                    .map(|d| d.body.clone());
+                    .get(kind, oid)
+                    .and_then(|d| RawValue::from_string(d.body().to_string()).ok())
+                    .map(Arc::from);
                 let (name, proposed) = match op {
                     Op::Put { body, .. } => ("put", Some(body.clone())),
                     Op::Delete { .. } => ("delete", None),
