@@ -12,6 +12,8 @@ use super::proposal;
 use super::quorum::{self, Approval, SignerHistory};
 use super::record::CommitRecord;
 use super::signers::{verify_strict, SignerSet};
+use ed25519_dalek::VerifyingKey;
+use std::sync::Arc;
 
 /// The first problem found, and at which version.
 #[derive(Debug, PartialEq, Eq)]
@@ -59,139 +61,262 @@ pub fn verify_chain_trusting(
     records: &[CommitRecord],
     trust: Trust<'_>,
 ) -> Result<Audited, Break> {
-    let fail = |version: u64, reason: String| Err(Break { version, reason });
     let Some(genesis) = records.first() else {
-        return fail(0, "the log holds no genesis record".to_string());
+        return Err(Break {
+            version: 0,
+            reason: "the log holds no genesis record".to_string(),
+        });
     };
-    if genesis.version != 0 {
-        return fail(0, format!("expected version 0, found {}", genesis.version));
-    }
-    let Some(genesis_set) = genesis.genesis_signers.clone() else {
-        return fail(
-            0,
-            "the genesis record carries no signer set (genesis v1, before the signer set was on the log)".to_string(),
-        );
-    };
-    if !genesis.verify_link(registry_id, "") {
-        return fail(
-            0,
-            "genesis hash does not match its registry_id and signer set".to_string(),
-        );
-    }
-    match trust {
-        Trust::GenesisHash(h) if genesis.hash != h => {
-            return fail(
-                0,
-                format!(
-                    "genesis hash is {}, the pinned genesis hash is {h}",
-                    genesis.hash
-                ),
-            )
-        }
-        Trust::GenesisSet(pinned) if *pinned != *genesis_set => {
-            return fail(
-                0,
-                format!(
-                    "the genesis signer set (digest {}) is not the pinned one (digest {})",
-                    genesis_set.digest(),
-                    pinned.digest()
-                ),
-            )
-        }
-        _ => {}
-    }
-    let mut history = SignerHistory::genesis(genesis_set);
-    let mut prev_hash = genesis.hash.clone();
-    let limits = proposal::ProposalLimits {
-        max_ops: usize::MAX,
-        max_descriptor_bytes: usize::MAX,
-    };
+    let mut tip = Tip::from_genesis(registry_id, genesis, trust)?;
     for (i, rec) in records.iter().enumerate().skip(1) {
         let expect = i as u64;
         if rec.version != expect {
-            return fail(
-                expect,
-                format!("expected version {expect}, found {}", rec.version),
-            );
+            return Err(Break {
+                version: expect,
+                reason: format!("expected version {expect}, found {}", rec.version),
+            });
         }
-        if !rec.verify_link(registry_id, &prev_hash) {
-            let why = if rec.prev_hash != prev_hash {
+        tip.check(registry_id, rec)?;
+    }
+    Ok(Audited {
+        versions: records.len() as u64,
+        genesis_hash: genesis.hash.clone(),
+        signer_sets: tip.signers.entries().len(),
+    })
+}
+
+/// The verified end of a chain: what the next record must follow from. The offline audit walks
+/// it record by record ([`Tip::check`]); a follower (src/roles/follower.rs) splits each step in
+/// two ([`Tip::prepare`], then [`Prepared::conclude`]) so that the signatures of many records
+/// verify on the verifier pool at once while the chain itself is walked in order.
+#[derive(Clone, Debug)]
+pub struct Tip {
+    pub version: u64,
+    pub hash: String,
+    /// Which signer set judges which base version, up to this tip.
+    pub signers: SignerHistory,
+}
+
+/// One signature check a record needs: `sig` (the record's `signature`-th) over the record's
+/// PAE under `key`.
+#[derive(Clone, Debug)]
+pub struct SigCheck {
+    pub signature: usize,
+    pub key: VerifyingKey,
+    pub sig: [u8; 64],
+}
+
+/// A record whose chain link, proposal id, payload and base version were checked against the
+/// tip; what is left is its signatures ([`Prepared::checks`]) and its quorum.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    pub version: u64,
+    pub proposal: Arc<proposal::Proposal>,
+    pub pae: Arc<[u8]>,
+    /// Every (signature, candidate key) to verify; a signature must verify under one of its
+    /// candidates.
+    pub checks: Vec<SigCheck>,
+    in_force: Arc<SignerSet>,
+    new: Option<Arc<SignerSet>>,
+    /// The version that put `in_force` in force (for messages).
+    since: u64,
+    /// Commit time, Unix seconds: validity windows are judged at it.
+    at: i64,
+}
+
+impl Tip {
+    /// The tip of a chain that starts with `genesis`, checked against `registry_id` and the
+    /// anchor `trust`.
+    pub fn from_genesis(
+        registry_id: &str,
+        genesis: &CommitRecord,
+        trust: Trust<'_>,
+    ) -> Result<Tip, Break> {
+        let fail = |reason: String| Err(Break { version: 0, reason });
+        if genesis.version != 0 {
+            return fail(format!("expected version 0, found {}", genesis.version));
+        }
+        let Some(genesis_set) = genesis.genesis_signers.clone() else {
+            return fail(
+                "the genesis record carries no signer set (genesis v1, before the signer set was on the log)".to_string(),
+            );
+        };
+        if !genesis.verify_link(registry_id, "") {
+            return fail("genesis hash does not match its registry_id and signer set".to_string());
+        }
+        match trust {
+            Trust::GenesisHash(h) if genesis.hash != h => {
+                return fail(format!(
+                    "genesis hash is {}, the pinned genesis hash is {h}",
+                    genesis.hash
+                ))
+            }
+            Trust::GenesisSet(pinned) if *pinned != *genesis_set => {
+                return fail(format!(
+                    "the genesis signer set (digest {}) is not the pinned one (digest {})",
+                    genesis_set.digest(),
+                    pinned.digest()
+                ))
+            }
+            _ => {}
+        }
+        Ok(Tip {
+            version: 0,
+            hash: genesis.hash.clone(),
+            signers: SignerHistory::genesis(genesis_set),
+        })
+    }
+
+    /// Check `rec` completely (signatures inline, on this thread) and advance past it.
+    pub fn check(&mut self, registry_id: &str, rec: &CommitRecord) -> Result<(), Break> {
+        let saved = self.clone();
+        let prepared = self.prepare(registry_id, rec)?;
+        let ok: Vec<bool> = prepared
+            .checks
+            .iter()
+            .map(|c| verify_strict(&c.key, &c.sig, &prepared.pae))
+            .collect();
+        prepared.conclude(rec, &ok).inspect_err(|_| *self = saved)
+    }
+
+    /// Check everything about `rec` but its signatures, and advance the tip past it **as if
+    /// they verify** (so the next record can be prepared before they do). A caller that
+    /// verifies later keeps the tip it had before and goes back to it if
+    /// [`Prepared::conclude`] refuses. On an error the tip is unchanged.
+    pub fn prepare(&mut self, registry_id: &str, rec: &CommitRecord) -> Result<Prepared, Break> {
+        let fail = |reason: String| {
+            Err(Break {
+                version: rec.version,
+                reason,
+            })
+        };
+        let expect = self.version + 1;
+        if rec.version != expect {
+            return Err(Break {
+                version: expect,
+                reason: format!("expected version {expect}, found {}", rec.version),
+            });
+        }
+        if !rec.verify_link(registry_id, &self.hash) {
+            let why = if rec.prev_hash != self.hash {
                 "prev_hash does not match the previous record's hash"
             } else if super::sha256_hex(&rec.payload) != rec.proposal_id {
                 "proposal_id is not the SHA-256 of the payload"
             } else {
                 "hash does not match the record's contents"
             };
-            return fail(rec.version, why.to_string());
+            return fail(why.to_string());
         }
+        let limits = proposal::ProposalLimits {
+            max_ops: usize::MAX,
+            max_descriptor_bytes: usize::MAX,
+        };
         // The payload must be a proposal of this registry based on the previous version.
         let p = match proposal::parse(&rec.payload, registry_id, &limits) {
             Ok(p) if p.base_version + 1 == rec.version => p,
             Ok(p) => {
-                return fail(
-                    rec.version,
-                    format!(
-                        "payload base_version {} does not precede it",
-                        p.base_version
-                    ),
-                )
+                return fail(format!(
+                    "payload base_version {} does not precede it",
+                    p.base_version
+                ))
             }
-            Err(e) => return fail(rec.version, format!("payload: {}", e.message)),
+            Err(e) => return fail(format!("payload: {}", e.message)),
         };
-        let in_force = history.set_at(p.base_version).clone();
+        let (since, in_force) = self.signers.in_force_at(p.base_version);
+        let in_force = in_force.clone();
         let new = p.new_signers().cloned();
         let at = rec.committed_at_ms.div_euclid(1000);
-        let pae = dsse::pae(&rec.payload);
-        let mut approvals = Vec::new();
-        for (keyid, sig) in &rec.signatures {
+        let mut checks = Vec::new();
+        for (i, (keyid, sig)) in rec.signatures.iter().enumerate() {
             let Some(bytes) = dsse::decode_sig(sig) else {
-                return fail(rec.version, format!("signature by {keyid:?} is not base64"));
+                return fail(format!("signature by {keyid:?} is not base64"));
             };
             // The keys this keyid names in the sets that judge this version, valid at commit
             // time; the signature must verify under at least one of them.
-            let mut verified = false;
             for set in std::iter::once(&in_force).chain(new.as_ref()) {
                 if let Some(slot) = set.slot(keyid) {
                     let key = &set.keys[slot];
-                    if key.valid_at(at) && verify_strict(&key.public, &bytes, &pae) {
-                        verified = true;
-                        approvals.push(Approval {
-                            keyid: keyid.clone(),
-                            public_key: key.public.as_bytes().to_vec(),
-                            sig: sig.clone(),
-                            verified: true,
-                            at_unix: at,
+                    if key.valid_at(at) {
+                        checks.push(SigCheck {
+                            signature: i,
+                            key: key.public,
+                            sig: bytes,
                         });
                     }
                 }
             }
+        }
+        let mut signers = self.signers.clone();
+        if let Some(set) = &new {
+            signers
+                .record(rec.version, set.clone())
+                .map_err(|e| Break {
+                    version: rec.version,
+                    reason: e.to_string(),
+                })?;
+        }
+        self.version = rec.version;
+        self.hash = rec.hash.clone();
+        self.signers = signers;
+        Ok(Prepared {
+            version: rec.version,
+            proposal: Arc::new(p),
+            pae: dsse::pae(&rec.payload).into(),
+            checks,
+            in_force,
+            new,
+            since,
+            at,
+        })
+    }
+}
+
+impl Prepared {
+    /// Given whether each of [`Prepared::checks`] verified (`ok[i]` for `checks[i]`): does every
+    /// signature verify under a key of a set that judges it, and are the quorums met?
+    pub fn conclude(&self, rec: &CommitRecord, ok: &[bool]) -> Result<(), Break> {
+        assert_eq!(ok.len(), self.checks.len(), "one result per check");
+        let fail = |reason: String| {
+            Err(Break {
+                version: self.version,
+                reason,
+            })
+        };
+        let mut approvals = Vec::new();
+        for (i, (keyid, sig)) in rec.signatures.iter().enumerate() {
+            let mut verified = false;
+            for (check, _) in self
+                .checks
+                .iter()
+                .zip(ok)
+                .filter(|(c, ok)| c.signature == i && **ok)
+            {
+                verified = true;
+                approvals.push(Approval {
+                    keyid: keyid.clone(),
+                    public_key: check.key.as_bytes().to_vec(),
+                    sig: sig.clone(),
+                    verified: true,
+                    at_unix: self.at,
+                });
+            }
             if !verified {
-                return fail(
-                    rec.version,
-                    format!(
-                        "signature by {keyid:?} does not verify against the signer set in force \
-                         (since version {}){} with keys valid at commit time",
-                        history.since_version(p.base_version),
-                        if new.is_some() { " or the new set" } else { "" }
-                    ),
-                );
+                return fail(format!(
+                    "signature by {keyid:?} does not verify against the signer set in force \
+                     (since version {}){} with keys valid at commit time",
+                    self.since,
+                    if self.new.is_some() {
+                        " or the new set"
+                    } else {
+                        ""
+                    }
+                ));
             }
         }
-        let counted = quorum::count(&in_force, new.as_deref(), &approvals);
+        let counted = quorum::count(&self.in_force, self.new.as_deref(), &approvals);
         if let Some(why) = counted.shortfall_message() {
-            return fail(rec.version, why);
+            return fail(why);
         }
-        if let Some(set) = new {
-            history.record(rec.version, set).map_err(|e| Break {
-                version: rec.version,
-                reason: e.to_string(),
-            })?;
-        }
-        prev_hash = rec.hash.clone();
+        Ok(())
     }
-    Ok(Audited {
-        versions: records.len() as u64,
-        genesis_hash: genesis.hash.clone(),
-        signer_sets: history.entries().len(),
-    })
 }

@@ -141,6 +141,15 @@ pub enum WriteRequest {
         proposal_id: String,
         reply: Reply<Committed>,
     },
+    /// A follower's next record (src/roles/follower.rs), already verified against the chain
+    /// from the pinned genesis: append it exactly as it is and publish it like a commit. The
+    /// writer re-checks version and prev_hash against its staged head and re-applies the ops
+    /// (the last guard: nothing that does not extend the staged chain is stored).
+    Apply {
+        record: Arc<crate::domain::record::CommitRecord>,
+        proposal: Arc<Proposal>,
+        reply: Reply<Committed>,
+    },
     /// Stop: finish what is staged, then exit.
     Shutdown,
 }
@@ -153,6 +162,7 @@ impl WriteRequest {
             WriteRequest::GetProposal { reply, .. } => reply.send(Err(e)),
             WriteRequest::Approve { reply, .. } => reply.send(Err(e)),
             WriteRequest::Commit { reply, .. } => reply.send(Err(e)),
+            WriteRequest::Apply { reply, .. } => reply.send(Err(e)),
             WriteRequest::Shutdown => {}
         }
     }
@@ -422,6 +432,11 @@ impl Writer {
             WriteRequest::Commit { proposal_id, reply } => {
                 self.commit(proposal_id, reply, Instant::now(), true)
             }
+            WriteRequest::Apply {
+                record,
+                proposal,
+                reply,
+            } => self.apply(record, proposal, reply),
             WriteRequest::Shutdown => {
                 // Held commits get their answer now: their predecessors will not come.
                 self.shutting_down = true;
