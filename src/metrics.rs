@@ -43,6 +43,11 @@ pub struct Metrics {
     pub registry_read_only: IntGauge,
     pub registry_history_read_failures_total: IntCounter,
     pub registry_background_verify_failures_total: IntCounter,
+    pub registry_follow_lag_versions: IntGauge,
+    pub registry_follow_upstream_head_version: IntGauge,
+    pub registry_follow_applied_total: IntCounter,
+    pub registry_follow_verify_failures_total: IntCounter,
+    pub registry_follow_reconnects_total: IntCounter,
 }
 
 fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
@@ -174,6 +179,31 @@ impl Metrics {
                 "Problems found by the start-up background re-hash of the whole chain",
             )
             .expect("valid"),
+            registry_follow_lag_versions: IntGauge::new(
+                "registry_follow_lag_versions",
+                "Follower: versions between the newest upstream head seen and the verified head",
+            )
+            .expect("valid"),
+            registry_follow_upstream_head_version: IntGauge::new(
+                "registry_follow_upstream_head_version",
+                "Follower: the newest upstream head version seen",
+            )
+            .expect("valid"),
+            registry_follow_applied_total: IntCounter::new(
+                "registry_follow_applied_total",
+                "Follower: upstream versions verified, stored and published",
+            )
+            .expect("valid"),
+            registry_follow_verify_failures_total: IntCounter::new(
+                "registry_follow_verify_failures_total",
+                "Follower: upstream records refused (verification failure or fork)",
+            )
+            .expect("valid"),
+            registry_follow_reconnects_total: IntCounter::new(
+                "registry_follow_reconnects_total",
+                "Follower: upstream connections lost, stalled or switched",
+            )
+            .expect("valid"),
         };
         let r = &m.registry;
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -201,6 +231,11 @@ impl Metrics {
             Box::new(m.registry_read_only.clone()),
             Box::new(m.registry_history_read_failures_total.clone()),
             Box::new(m.registry_background_verify_failures_total.clone()),
+            Box::new(m.registry_follow_lag_versions.clone()),
+            Box::new(m.registry_follow_upstream_head_version.clone()),
+            Box::new(m.registry_follow_applied_total.clone()),
+            Box::new(m.registry_follow_verify_failures_total.clone()),
+            Box::new(m.registry_follow_reconnects_total.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for c in collectors {

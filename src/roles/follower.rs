@@ -1,0 +1,668 @@
+//! The follower: a verifying read replica that trusts nothing its upstream says.
+//!
+//! Thread: `follower` (only with `[follow]` / `--follow`). It catches up with `GET
+//! /registry/log?from=V` pages, then listens to `GET /registry/stream` (resuming with
+//! `Last-Event-ID`) and fetches a page whenever an event or heartbeat names a version it does
+//! not have. Out: verify jobs to the verifier pool (whose results come back on its own
+//! channel), `WriteRequest::Apply` to the writer. State it owns alone: the verified [`Tip`]
+//! (version, hash, signer history), which upstream it follows, and which it refused.
+//!
+//! Invariant: a record reaches the writer only after [`Tip::prepare`] and
+//! [`Prepared::conclude`] (the same steps `ronctl registry verify` runs) accepted it, in order,
+//! from the pinned genesis hash; the writer re-checks version and prev_hash and stores the
+//! record's own bytes through the authority's commit path. Nothing unverified is stored or
+//! served.
+//!
+//! Decision table for one upstream (the loop moves to the next upstream on anything but
+//! success):
+//! - connection error, timeout, stall (no event or heartbeat within `timeout`), a page that
+//!   is not JSON, a non-200 answer, an upstream behind us → *failed*: count a reconnect, try
+//!   the next upstream (after a short backoff once every upstream failed in a row).
+//! - a record that does not verify → *refused*: `verification failed at version V`; the
+//!   upstream is never asked again by this process, `/readyz` names it.
+//! - the upstream's record at our head has another hash → *refused*: `fork at version V`,
+//!   both hashes logged.
+//!
+//! Shutdown: the `stop` flag, checked between requests; every request is bounded by the
+//! timeout, so the thread ends within about one timeout of the flag.
+
+use crate::config::Follow;
+use crate::domain::audit::{Break, Prepared, Tip, Trust};
+use crate::domain::record::CommitRecord;
+use crate::domain::signers::SignerSet;
+use crate::http::client::{self, Target};
+use crate::metrics::m;
+use crate::ops::FollowState;
+use crate::roles::reply::Reply;
+use crate::roles::verifier::{Verified, VerifyJob};
+use crate::roles::writer::{Committed, WriteRequest};
+use crate::snapshot::Snapshot;
+use arc_swap::ArcSwap;
+use crossbeam_channel::{Receiver, Sender};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::io::{BufRead, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Records asked for per page (the upstream's own ceiling, docs/API.md).
+const PAGE_LIMIT: u64 = 1000;
+/// A page body larger than this is refused unread (the upstream caps its pages far below).
+const PAGE_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// One stream line (event field) longer than this ends the stream as broken.
+const STREAM_LINE_MAX: u64 = 64 * 1024;
+/// Backoff after every upstream failed in a row: doubles up to the ceiling.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+pub struct FollowerParts {
+    pub registry_id: String,
+    pub follow: Follow,
+    pub state: Arc<FollowState>,
+    /// The published snapshot: where the verified tip starts, and where it goes back to if the
+    /// writer refuses an apply.
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub writer: Sender<WriteRequest>,
+    pub verify_tx: Sender<VerifyJob>,
+    pub verified_rx: Receiver<Verified>,
+    pub stop: Arc<AtomicBool>,
+}
+
+/// How following one upstream ended.
+enum End {
+    /// Try the next upstream (connection error, stall, bad answer).
+    Failed(String),
+    /// Never follow this upstream again: the reason starts with `verification failed at
+    /// version V` or `fork at version V`.
+    Refused(String),
+    /// The writer refused what was verified (storage stopped, or a bug): start again from the
+    /// published head.
+    Local(String),
+    Stopped,
+}
+
+struct Upstream {
+    url: String,
+    target: Target,
+}
+
+/// The thread body.
+pub fn run(parts: FollowerParts) {
+    let upstreams: Vec<Upstream> = parts
+        .follow
+        .upstreams
+        .iter()
+        .filter_map(|url| match Target::parse_with_cacert(url, None) {
+            Ok(target) => Some(Upstream {
+                url: url.clone(),
+                target,
+            }),
+            Err(e) => {
+                // Validated with the config; a CA store that vanished since is an operating
+                // error worth a line, not a crash.
+                log::error!("msg=\"follow: cannot use upstream\" upstream={url} error={e:?}");
+                None
+            }
+        })
+        .collect();
+    let mut f = Follower {
+        tip: tip_of(&parts.snapshot.load()),
+        p: parts,
+    };
+    f.p.state.set_verified(f.tip.version);
+    let mut next = 0;
+    let mut failed_in_a_row = 0usize;
+    let mut backoff = BACKOFF_MIN;
+    while !f.stopped() {
+        let live: Vec<usize> = (0..upstreams.len())
+            .map(|k| (next + k) % upstreams.len().max(1))
+            .filter(|&i| !f.p.state.is_refused(&upstreams[i].url))
+            .collect();
+        let Some(&i) = live.first() else {
+            // Every upstream refused: keep serving what was verified, say so in /readyz.
+            f.sleep(Duration::from_millis(500));
+            continue;
+        };
+        let up = &upstreams[i];
+        log::info!(
+            "msg=\"following upstream\" upstream={} from_version={}",
+            up.url,
+            f.tip.version
+        );
+        let end = f.follow(up);
+        match end {
+            End::Stopped => break,
+            End::Refused(reason) => {
+                m().registry_follow_verify_failures_total.inc();
+                log::error!(
+                    "msg=\"upstream refused; not following it again\" upstream={} reason={reason:?} verified_version={}",
+                    up.url,
+                    f.tip.version
+                );
+                f.p.state.refuse(&up.url, reason);
+                next = i + 1;
+                failed_in_a_row = 0;
+            }
+            End::Failed(why) => {
+                m().registry_follow_reconnects_total.inc();
+                log::warn!(
+                    "msg=\"upstream failed; trying the next\" upstream={} error={why:?} verified_version={}",
+                    up.url,
+                    f.tip.version
+                );
+                next = i + 1;
+                failed_in_a_row += 1;
+                if failed_in_a_row >= live.len() {
+                    f.sleep(backoff);
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    failed_in_a_row = 0;
+                }
+                continue;
+            }
+            End::Local(why) => {
+                log::error!("msg=\"follow: the writer refused a verified record\" error={why:?}");
+                f.tip = tip_of(&f.p.snapshot.load());
+                f.sleep(BACKOFF_MAX);
+            }
+        }
+        backoff = BACKOFF_MIN;
+    }
+    log::info!("msg=\"follower stopped\" version={}", f.tip.version);
+}
+
+/// The verified tip of a published snapshot.
+fn tip_of(snap: &Snapshot) -> Tip {
+    Tip {
+        version: snap.version(),
+        hash: snap.head.hash.clone(),
+        signers: (*snap.signers).clone(),
+    }
+}
+
+#[derive(Deserialize)]
+struct Page<'a> {
+    head: u64,
+    #[serde(borrow)]
+    records: Vec<&'a RawValue>,
+}
+
+struct Follower {
+    p: FollowerParts,
+    tip: Tip,
+}
+
+impl Follower {
+    fn stopped(&self) -> bool {
+        self.p.stop.load(Ordering::SeqCst)
+    }
+
+    /// Sleep `d`, waking early on stop.
+    fn sleep(&self, d: Duration) {
+        let until = Instant::now() + d;
+        while !self.stopped() {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(50)));
+        }
+    }
+
+    fn saw_head(&self, head: u64) {
+        self.p.state.saw_upstream_head(head);
+        let (verified, newest, lag) = self.p.state.lag();
+        let _ = verified;
+        if let Some(h) = newest {
+            m().registry_follow_upstream_head_version.set(h as i64);
+        }
+        m().registry_follow_lag_versions.set(lag as i64);
+    }
+
+    /// Follow one upstream until it fails, is refused, or the thread stops.
+    fn follow(&mut self, up: &Upstream) -> End {
+        if let Err(end) = self.catch_up(up, None) {
+            return end;
+        }
+        self.stream(up)
+    }
+
+    /// Fetch pages from the tip until the upstream has nothing newer (and, with `until`, at
+    /// least that version is verified).
+    fn catch_up(&mut self, up: &Upstream, until: Option<u64>) -> Result<(), End> {
+        loop {
+            if self.stopped() {
+                return Err(End::Stopped);
+            }
+            let from = self.tip.version;
+            let body = self.get(up, &format!("/registry/log?from={from}&limit={PAGE_LIMIT}"))?;
+            let page: Page = serde_json::from_slice(&body)
+                .map_err(|e| End::Failed(format!("log page is not JSON: {e}")))?;
+            self.saw_head(page.head);
+            let mut records = Vec::with_capacity(page.records.len());
+            for (i, raw) in page.records.iter().enumerate() {
+                let at = from + i as u64;
+                let rec = CommitRecord::from_json(raw.get().as_bytes()).map_err(|e| {
+                    End::Refused(format!(
+                        "verification failed at version {at}: the record is not valid: {}",
+                        e.message
+                    ))
+                })?;
+                records.push(rec);
+            }
+            let Some(first) = records.first() else {
+                if page.head < from {
+                    return Err(End::Failed(format!(
+                        "the upstream's head {} is behind our verified head {from}",
+                        page.head
+                    )));
+                }
+                return Err(End::Failed("the upstream sent an empty page".to_string()));
+            };
+            // The page starts at our own head: the upstream must hold the same record there.
+            if first.version != from || first.hash != self.tip.hash {
+                return Err(End::Refused(self.divergence(up, from, first)));
+            }
+            if records.len() == 1 {
+                // Nothing after our head. Fine if the upstream's head says so; otherwise it
+                // names versions its log does not serve (a cut page, or a head it made up).
+                if page.head > from {
+                    return Err(End::Failed(format!(
+                        "the page holds nothing after {from} though the upstream's head is {}",
+                        page.head
+                    )));
+                }
+                if let Some(u) = until.filter(|&u| u > from) {
+                    return Err(End::Failed(format!(
+                        "the upstream announced version {u} but its log ends at {}",
+                        page.head
+                    )));
+                }
+                return Ok(());
+            }
+            self.verify_and_apply(&records[1..])?;
+            let done = until.is_none_or(|u| self.tip.version >= u);
+            if done && self.tip.version >= page.head {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The reason for an upstream whose record at `version` (our head) is not ours.
+    fn divergence(&self, up: &Upstream, version: u64, theirs: &CommitRecord) -> String {
+        if theirs.version != version {
+            return format!(
+                "verification failed at version {version}: expected version {version}, found {}",
+                theirs.version
+            );
+        }
+        if version == 0 {
+            return format!(
+                "verification failed at version 0: genesis hash is {}, the pinned genesis hash is {}",
+                theirs.hash, self.p.follow.genesis_hash
+            );
+        }
+        log::error!(
+            "msg=\"fork: the upstream holds another record at a version we verified\" upstream={} version={version} our_hash={} upstream_hash={}",
+            up.url,
+            self.tip.hash,
+            theirs.hash
+        );
+        format!(
+            "fork at version {version}: upstream hash {}, verified hash {}",
+            theirs.hash, self.tip.hash
+        )
+    }
+
+    /// Verify `records` (the next versions after the tip, in order): the chain in order, the
+    /// signatures of all of them on the verifier pool at once; then hand the verified prefix to
+    /// the writer and wait until it is durable and published. A record that fails refuses the
+    /// upstream after everything before it was applied.
+    fn verify_and_apply(&mut self, records: &[CommitRecord]) -> Result<(), End> {
+        let registry_id = self.p.registry_id.clone();
+        let start = self.tip.clone();
+        let mut tips = Vec::with_capacity(records.len());
+        let mut prepared: Vec<Prepared> = Vec::with_capacity(records.len());
+        let mut broken: Option<Break> = None;
+        for rec in records {
+            match self.tip.prepare(&registry_id, rec) {
+                Ok(p) => {
+                    prepared.push(p);
+                    tips.push(self.tip.clone());
+                }
+                Err(b) => {
+                    broken = Some(b);
+                    break;
+                }
+            }
+        }
+        let results = self.verify_signatures(&prepared)?;
+        let mut good = 0;
+        self.tip = start;
+        for ((p, rec), ok) in prepared.iter().zip(records).zip(&results) {
+            if let Err(b) = p.conclude(rec, ok) {
+                broken = Some(b);
+                break;
+            }
+            self.tip = tips[good].clone();
+            good += 1;
+        }
+        self.apply(&records[..good], &prepared[..good])?;
+        match broken {
+            Some(b) => Err(End::Refused(format!(
+                "verification failed at version {}: {}",
+                b.version, b.reason
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Every signature check of `prepared`, on the pool; `results[r][c]` for record r's check c.
+    fn verify_signatures(&self, prepared: &[Prepared]) -> Result<Vec<Vec<bool>>, End> {
+        let mut results: Vec<Vec<bool>> = prepared
+            .iter()
+            .map(|p| vec![false; p.checks.len()])
+            .collect();
+        let mut outstanding = 0usize;
+        for (r, p) in prepared.iter().enumerate() {
+            for (c, check) in p.checks.iter().enumerate() {
+                let job = VerifyJob {
+                    key: check.key,
+                    sig: check.sig,
+                    pae: p.pae.clone(),
+                    request: r as u64,
+                    index: c,
+                };
+                if self.p.verify_tx.send(job).is_err() {
+                    return Err(End::Stopped);
+                }
+                outstanding += 1;
+            }
+        }
+        while outstanding > 0 {
+            match self.p.verified_rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(v) => {
+                    if let Some(slot) = results
+                        .get_mut(v.request as usize)
+                        .and_then(|r| r.get_mut(v.index))
+                    {
+                        *slot = v.ok;
+                    }
+                    outstanding -= 1;
+                }
+                // The pool is gone (shutdown) or wedged: nothing from this batch is applied.
+                Err(_) => return Err(End::Stopped),
+            }
+        }
+        Ok(results)
+    }
+
+    /// Hand verified records to the writer (pipelined: one group commit) and wait for each
+    /// to be durable and published.
+    fn apply(&mut self, records: &[CommitRecord], prepared: &[Prepared]) -> Result<(), End> {
+        let mut answers = Vec::with_capacity(records.len());
+        for (rec, p) in records.iter().zip(prepared) {
+            let (reply, rx) = Reply::<Committed>::channel("follow");
+            let request = WriteRequest::Apply {
+                record: Arc::new(rec.clone()),
+                proposal: p.proposal.clone(),
+                reply,
+            };
+            if self.p.writer.send(request).is_err() {
+                return Err(End::Stopped);
+            }
+            answers.push(rx);
+        }
+        for rx in answers {
+            match rx.recv() {
+                Ok(Ok(c)) => {
+                    m().registry_follow_applied_total.inc();
+                    self.p.state.set_verified(c.version);
+                }
+                Ok(Err(e)) => return Err(End::Local(e.message)),
+                Err(_) => return Err(End::Stopped),
+            }
+        }
+        let (_, _, lag) = self.p.state.lag();
+        m().registry_follow_lag_versions.set(lag as i64);
+        Ok(())
+    }
+
+    /// `GET path` on the upstream: the 200 body, bounded in size and time.
+    fn get(&self, up: &Upstream, path: &str) -> Result<Vec<u8>, End> {
+        let timeout = self.p.follow.timeout;
+        let (head, body) =
+            client::open_stream(&up.target, path, &[("Accept", "application/json")], timeout)
+                .map_err(|e| End::Failed(format!("GET {path}: {e}")))?;
+        if head.status != 200 {
+            return Err(End::Failed(format!("GET {path}: status {}", head.status)));
+        }
+        let mut out = Vec::new();
+        body.take(PAGE_BYTES_MAX + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| End::Failed(format!("GET {path}: {e}")))?;
+        if out.len() as u64 > PAGE_BYTES_MAX {
+            return Err(End::Failed(format!(
+                "GET {path}: body over {PAGE_BYTES_MAX} bytes"
+            )));
+        }
+        Ok(out)
+    }
+
+    /// Listen to the upstream's stream from our tip; catch up by pages whenever it names a
+    /// version we do not have. Ends only by failure, refusal or stop.
+    fn stream(&mut self, up: &Upstream) -> End {
+        let id = self.tip.version.to_string();
+        let opened = client::open_stream(
+            &up.target,
+            "/registry/stream",
+            &[("Last-Event-ID", id.as_str())],
+            self.p.follow.timeout,
+        );
+        let mut reader = match opened {
+            Ok((head, reader)) if head.status == 200 => reader,
+            Ok((head, _)) => return End::Failed(format!("stream: status {}", head.status)),
+            Err(e) => return End::Failed(format!("stream: {e}")),
+        };
+        loop {
+            if self.stopped() {
+                return End::Stopped;
+            }
+            // Each read waits at most `timeout`: an upstream that sends neither events nor
+            // heartbeats for that long is stalled.
+            let event = match next_event(&mut *reader) {
+                Ok(Some(e)) => e,
+                Ok(None) => return End::Failed("stream ended".to_string()),
+                Err(e) => return End::Failed(format!("stream: {e}")),
+            };
+            let version = match event.event.as_str() {
+                "commit" => event.id,
+                "heartbeat" => data_version(&event.data),
+                "reset" => {
+                    return End::Failed(format!(
+                        "stream reset: the upstream's head {:?} is behind our verified head {}",
+                        event.id, self.tip.version
+                    ))
+                }
+                "shutdown" => return End::Failed("the upstream is shutting down".to_string()),
+                _ => None,
+            };
+            let Some(v) = version else { continue };
+            self.saw_head(v);
+            if v == self.tip.version && event.event == "commit" {
+                // The event of our own head: its hash must be ours.
+                if data_hash(&event.data).is_some_and(|h| h != self.tip.hash) {
+                    return self.catch_up(up, None).err().unwrap_or_else(|| {
+                        End::Failed("the stream disagrees with the log".to_string())
+                    });
+                }
+            }
+            if v > self.tip.version {
+                if let Err(end) = self.catch_up(up, Some(v)) {
+                    return end;
+                }
+            }
+        }
+    }
+}
+
+/// One parsed SSE event.
+#[derive(Debug, Default)]
+struct Event {
+    event: String,
+    id: Option<u64>,
+    data: String,
+}
+
+/// Read one event (lines bounded); `Ok(None)` at end of stream.
+fn next_event(reader: &mut dyn BufRead) -> std::io::Result<Option<Event>> {
+    let mut e = Event::default();
+    loop {
+        let mut line = Vec::new();
+        let n = reader.take(STREAM_LINE_MAX).read_until(b'\n', &mut line)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if !line.ends_with(b"\n") && n as u64 >= STREAM_LINE_MAX {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "stream line too long",
+            ));
+        }
+        let line = String::from_utf8_lossy(&line);
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line.is_empty() {
+            if e.event.is_empty() && e.data.is_empty() {
+                continue;
+            }
+            if e.event.is_empty() {
+                e.event = "message".into();
+            }
+            return Ok(Some(e));
+        }
+        if let Some(v) = line.strip_prefix("event:") {
+            e.event = v.trim().to_string();
+        } else if let Some(v) = line.strip_prefix("id:") {
+            e.id = v.trim().parse().ok();
+        } else if let Some(v) = line.strip_prefix("data:") {
+            e.data.push_str(v.trim_start());
+        }
+    }
+}
+
+fn data_version(data: &str) -> Option<u64> {
+    serde_json::from_str::<serde_json::Value>(data)
+        .ok()?
+        .get("version")?
+        .as_u64()
+}
+
+fn data_hash(data: &str) -> Option<String> {
+    serde_json::from_str::<serde_json::Value>(data)
+        .ok()?
+        .get("hash")?
+        .as_str()
+        .map(str::to_string)
+}
+
+/// The genesis signer set of the registry, from the first upstream whose `/registry/0` hashes
+/// to the pinned `genesis_hash` (a new data directory, or `--amnesia`). Upstreams that serve
+/// another genesis are refused (as they would be later); unreachable ones are retried until
+/// `stop` says otherwise.
+pub fn fetch_genesis(
+    registry_id: &str,
+    follow: &Follow,
+    state: &FollowState,
+    stop: &mut dyn FnMut() -> bool,
+) -> Result<Arc<SignerSet>, String> {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        if stop() {
+            return Err("stopped while waiting for the genesis record".to_string());
+        }
+        let mut any_live = false;
+        for url in &follow.upstreams {
+            if state.is_refused(url) {
+                continue;
+            }
+            any_live = true;
+            let target = Target::parse_with_cacert(url, None)?;
+            let got = client::request(
+                &target,
+                "GET",
+                "/registry/0",
+                &[("Accept", "application/json")],
+                None,
+                follow.timeout,
+            );
+            let body = match got {
+                Ok(r) if r.status == 200 => r.body,
+                Ok(r) => {
+                    log::warn!(
+                        "msg=\"follow: genesis fetch failed\" upstream={url} status={}",
+                        r.status
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    log::warn!("msg=\"follow: genesis fetch failed\" upstream={url} error={e:?}");
+                    continue;
+                }
+            };
+            let checked = CommitRecord::from_json(&body)
+                .map_err(|e| format!("the record is not valid: {}", e.message))
+                .and_then(|rec| {
+                    Tip::from_genesis(registry_id, &rec, Trust::GenesisHash(&follow.genesis_hash))
+                        .map_err(|b| b.reason)
+                        .map(|_| rec)
+                });
+            match checked {
+                Ok(rec) => {
+                    let set = rec
+                        .genesis_signers
+                        .expect("a verified genesis carries its set");
+                    log::info!(
+                        "msg=\"follow: genesis verified\" upstream={url} genesis_hash={} signers_digest={}",
+                        rec.hash,
+                        set.digest()
+                    );
+                    return Ok(set);
+                }
+                Err(why) => {
+                    let reason = format!("verification failed at version 0: {why}");
+                    m().registry_follow_verify_failures_total.inc();
+                    log::error!("msg=\"upstream refused; not following it again\" upstream={url} reason={reason:?}");
+                    state.refuse(url, reason);
+                }
+            }
+        }
+        if !any_live {
+            return Err("every upstream was refused; no verified genesis".to_string());
+        }
+        let until = Instant::now() + backoff;
+        while Instant::now() < until && !stop() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_parse_and_overlong_lines_are_refused() {
+        let text = "event: heartbeat\ndata: {\"version\":3}\n\nevent: commit\nid: 4\ndata: {\"version\":4,\"hash\":\"ab\"}\n\n";
+        let mut r = std::io::BufReader::new(text.as_bytes());
+        let a = next_event(&mut r).unwrap().unwrap();
+        assert_eq!(data_version(&a.data), Some(3));
+        let b = next_event(&mut r).unwrap().unwrap();
+        assert_eq!((b.event.as_str(), b.id), ("commit", Some(4)));
+        assert_eq!(data_hash(&b.data).as_deref(), Some("ab"));
+        assert!(next_event(&mut r).unwrap().is_none());
+        let long = format!("data: {}\n\n", "x".repeat(STREAM_LINE_MAX as usize + 10));
+        let mut r = std::io::BufReader::new(long.as_bytes());
+        assert!(next_event(&mut r).is_err());
+    }
+}
