@@ -555,6 +555,8 @@ struct Roles {
     bus_socket: Option<crate::bus::SocketServer>,
     /// The follower (with `[follow]`) and its stop flag.
     follower: Option<(JoinHandle<()>, Arc<AtomicBool>)>,
+    /// A follower's hold on the writer's internal channel (see `start_write_plane`).
+    internal_hold: Option<Sender<Internal>>,
     /// Held until every role is joined: the data directory lock and the syncer.
     storage: Option<(crate::log::Syncer, crate::log::DirLock, PathBuf)>,
 }
@@ -616,6 +618,9 @@ fn start_write_plane(config: &Config, shared: &Shared, restored: Restored) -> Op
         }
         None => (None, None),
     };
+    // On a follower the pool does not hold the writer's internal channel; this clone keeps it
+    // open (the writer ends on a closed one) until the writer is joined, as the pool's would.
+    let internal_hold = config.follow.is_some().then(|| internal_tx.clone());
     drop(internal_tx);
     let (sse_hub, sse_thread) = match SseHub::start(snapshot.clone(), sse_settings(config)) {
         Ok(x) => x,
@@ -733,6 +738,7 @@ fn start_write_plane(config: &Config, shared: &Shared, restored: Restored) -> Op
         checkpoint_thread,
         bus_socket,
         follower,
+        internal_hold,
         storage,
     })
 }
@@ -749,6 +755,7 @@ impl Roles {
         }
         drop(self.requests_tx);
         let _ = self.writer_thread.join();
+        drop(self.internal_hold);
         for t in self.verifier_threads {
             let _ = t.join();
         }
