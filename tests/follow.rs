@@ -161,6 +161,9 @@ enum Tamper {
     Reorder(u64),
     /// Serve the previous record again in its place.
     Replay(u64),
+    /// Change its descriptor count (not covered by the hash; the follower's own apply of the
+    /// ops must agree with it).
+    Descriptors(u64),
     /// Replace it with a `set_signers` to a key of the attacker's, signed by the old quorum
     /// only (a, b), hashed correctly.
     ForgedRotation(u64),
@@ -212,6 +215,12 @@ fn tamper_page(body: &[u8], tamper: Tamper) -> Vec<u8> {
                 r["envelope"]["payload"] = j!(dsse::b64(text.as_bytes()));
                 r["proposal_id"] = j!(sha256_hex(text.as_bytes()));
                 rehash(r);
+            }
+        }
+        Tamper::Descriptors(t) => {
+            if let Some(i) = at(t) {
+                let n = recs[i]["descriptors"].as_u64().unwrap();
+                recs[i]["descriptors"] = j!(n + 1);
             }
         }
         Tamper::Drop(t) => {
@@ -327,7 +336,7 @@ fn authority_with(n: u64) -> TestServer {
 fn assert_refused(auth: &TestServer, tamper: Tamper, t: u64, why: &str) {
     let genesis = genesis_hash(auth);
     let p = proxy(auth.registry.clone(), tamper);
-    let f = follower(&[p.clone()], &genesis, &["--amnesia"]);
+    let f = follower(std::slice::from_ref(&p), &genesis, &["--amnesia"]);
     let want = format!("verification failed at version {t}");
     if !poll_until(WAIT, || reasons(&f).contains(&want)) {
         panic!(
@@ -365,6 +374,7 @@ fn a_tampering_upstream_is_refused_at_the_tampered_version() {
     let auth = authority_with(6);
     assert_refused(&auth, Tamper::FlipSig(4), 4, "does not verify");
     assert_refused(&auth, Tamper::Payload(4), 4, "does not verify");
+    assert_refused(&auth, Tamper::Descriptors(4), 4, "descriptors");
     assert_refused(&auth, Tamper::Drop(4), 4, "expected version 4, found 5");
     assert_refused(&auth, Tamper::Reorder(4), 4, "expected version 4, found 5");
     assert_refused(&auth, Tamper::Replay(4), 4, "expected version 4, found 3");

@@ -66,13 +66,19 @@ pub struct FollowState {
 struct FollowInner {
     /// The newest version verified and published.
     verified: u64,
-    /// The newest head any upstream not refused reported.
-    upstream_head: Option<u64>,
+    /// The latest head each upstream reported (a refused one's no longer counts).
+    heads: Vec<(String, u64)>,
     /// Upstreams refused for good, with why (`verification failed at version V: …`, `fork at
     /// version V: …`).
     refused: Vec<(String, String)>,
     /// Why the follower is waiting before it has a verified genesis, if it is.
     waiting: Option<String>,
+}
+
+impl FollowInner {
+    fn newest_head(&self) -> Option<u64> {
+        self.heads.iter().map(|(_, h)| *h).max()
+    }
 }
 
 impl FollowState {
@@ -89,16 +95,21 @@ impl FollowState {
         self.inner.lock().verified = version;
     }
 
-    /// An upstream reported its head at `version`.
-    pub fn saw_upstream_head(&self, version: u64) {
+    /// `upstream` reported its head at `version` (its latest word replaces its earlier one: an
+    /// upstream restored from an older backup is behind now).
+    pub fn saw_upstream_head(&self, upstream: &str, version: u64) {
         let mut inner = self.inner.lock();
-        inner.upstream_head = Some(inner.upstream_head.map_or(version, |h| h.max(version)));
+        match inner.heads.iter_mut().find(|(u, _)| u == upstream) {
+            Some((_, h)) => *h = version,
+            None => inner.heads.push((upstream.to_string(), version)),
+        }
     }
 
     /// `upstream` is refused for good: `reason` starts with `verification failed at version V`
     /// or `fork at version V`. Its head no longer counts.
     pub fn refuse(&self, upstream: &str, reason: String) {
         let mut inner = self.inner.lock();
+        inner.heads.retain(|(u, _)| u != upstream);
         inner.refused.push((upstream.to_string(), reason));
     }
 
@@ -114,10 +125,9 @@ impl FollowState {
     /// (verified, newest upstream head seen, lag).
     pub fn lag(&self) -> (u64, Option<u64>, u64) {
         let inner = self.inner.lock();
-        let lag = inner
-            .upstream_head
-            .map_or(0, |h| h.saturating_sub(inner.verified));
-        (inner.verified, inner.upstream_head, lag)
+        let newest = inner.newest_head();
+        let lag = newest.map_or(0, |h| h.saturating_sub(inner.verified));
+        (inner.verified, newest, lag)
     }
 
     /// Whether the follower is ready, and every reason worth reporting (also while ready: a
@@ -142,7 +152,7 @@ impl FollowState {
             reasons.push(why.clone());
             ready = false;
         }
-        match inner.upstream_head {
+        match inner.newest_head() {
             None => {
                 reasons.push("follower has not heard an upstream head yet".to_string());
                 ready = false;

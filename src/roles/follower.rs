@@ -162,7 +162,6 @@ pub fn run(parts: FollowerParts) {
             }
             End::Local(why) => {
                 log::error!("msg=\"follow: the writer refused a verified record\" error={why:?}");
-                f.tip = tip_of(&f.p.snapshot.load());
                 f.sleep(BACKOFF_MAX);
             }
         }
@@ -209,10 +208,9 @@ impl Follower {
         }
     }
 
-    fn saw_head(&self, head: u64) {
-        self.p.state.saw_upstream_head(head);
-        let (verified, newest, lag) = self.p.state.lag();
-        let _ = verified;
+    fn saw_head(&self, up: &Upstream, head: u64) {
+        self.p.state.saw_upstream_head(&up.url, head);
+        let (_, newest, lag) = self.p.state.lag();
         if let Some(h) = newest {
             m().registry_follow_upstream_head_version.set(h as i64);
         }
@@ -238,7 +236,6 @@ impl Follower {
             let body = self.get(up, &format!("/registry/log?from={from}&limit={PAGE_LIMIT}"))?;
             let page: Page = serde_json::from_slice(&body)
                 .map_err(|e| End::Failed(format!("log page is not JSON: {e}")))?;
-            self.saw_head(page.head);
             let mut records = Vec::with_capacity(page.records.len());
             for (i, raw) in page.records.iter().enumerate() {
                 let at = from + i as u64;
@@ -263,6 +260,8 @@ impl Follower {
             if first.version != from || first.hash != self.tip.hash {
                 return Err(End::Refused(self.divergence(up, from, first)));
             }
+            // Its head counts for readiness once it agrees with us on ours.
+            self.saw_head(up, page.head);
             if records.len() == 1 {
                 // Nothing after our head. Fine if the upstream's head says so; otherwise it
                 // names versions its log does not serve (a cut page, or a head it made up).
@@ -419,7 +418,21 @@ impl Follower {
                     m().registry_follow_applied_total.inc();
                     self.p.state.set_verified(c.version);
                 }
-                Ok(Err(e)) => return Err(End::Local(e.message)),
+                Ok(Err(e)) => {
+                    // Every record before this one was answered (in order), so the published
+                    // head is where verification resumes.
+                    self.tip = tip_of(&self.p.snapshot.load());
+                    if e.code == crate::error::Code::Unavailable {
+                        return Err(End::Local(e.message));
+                    }
+                    // Its ops do not apply to the verified state, or its unhashed descriptor
+                    // count is not theirs: the upstream's record is wrong.
+                    return Err(End::Refused(format!(
+                        "verification failed at version {}: {}",
+                        self.tip.version + 1,
+                        e.message
+                    )));
+                }
                 Err(_) => return Err(End::Stopped),
             }
         }
@@ -488,7 +501,7 @@ impl Follower {
                 _ => None,
             };
             let Some(v) = version else { continue };
-            self.saw_head(v);
+            self.saw_head(up, v);
             if v == self.tip.version && event.event == "commit" {
                 // The event of our own head: its hash must be ours.
                 if data_hash(&event.data).is_some_and(|h| h != self.tip.hash) {
