@@ -1156,4 +1156,75 @@ mod tests {
             Config::from_toml(&c.to_toml(), Path::new("t"), Flags::default(), &|_| None).unwrap();
         assert_eq!(again.to_toml(), c.to_toml());
     }
+
+    fn follower_config(text: &str, follow: &[&str]) -> Result<Config, String> {
+        let flags = Flags {
+            follow: follow.iter().map(|u| u.to_string()).collect(),
+            ..Flags::default()
+        };
+        Config::from_toml(text, Path::new("test.toml"), flags, &|_| None).map_err(|e| e.0)
+    }
+
+    #[test]
+    fn a_follower_needs_no_signers_but_a_pinned_genesis() {
+        let g = "ab".repeat(32);
+        let base = "registry_id = \"r\"\ndata_dir = \"/tmp/x\"\n";
+        let c = follower_config(
+            &format!(
+                "{base}[follow]\nupstreams = [\"http://10.0.0.1:9444\"]\ngenesis_hash = \"{g}\"\n"
+            ),
+            &[],
+        )
+        .unwrap();
+        assert!(c.signers.is_none());
+        let f = c.follow.clone().unwrap();
+        assert_eq!(f.upstreams, ["http://10.0.0.1:9444"]);
+        assert_eq!(
+            (f.max_lag_versions, f.timeout),
+            (16, Duration::from_secs(5))
+        );
+        // The effective config round-trips without a [signers] table.
+        assert!(!c.to_toml().contains("[signers]"), "{}", c.to_toml());
+        // --follow replaces the file's upstreams.
+        let c = follower_config(
+            &format!(
+                "{base}[follow]\nupstreams = [\"http://10.0.0.1:9444\"]\ngenesis_hash = \"{g}\"\n"
+            ),
+            &["http://10.0.0.2:9444", "http://10.0.0.3:9444"],
+        )
+        .unwrap();
+        assert_eq!(
+            c.follow.unwrap().upstreams,
+            ["http://10.0.0.2:9444", "http://10.0.0.3:9444"]
+        );
+        // An authority still needs [signers]; --follow needs the anchor; the anchor is checked;
+        // unknown keys are refused; an upstream needs a scheme.
+        let e = follower_config(base, &[]).unwrap_err();
+        assert!(e.contains("[signers] is missing"), "{e}");
+        let e = follower_config(base, &["http://10.0.0.2:9444"]).unwrap_err();
+        assert!(e.contains("genesis_hash"), "{e}");
+        let e = follower_config(
+            &format!("{base}[follow]\nupstreams = [\"http://h:1\"]\ngenesis_hash = \"AB\"\n"),
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.contains("follow.genesis_hash"), "{e}");
+        let e = follower_config(
+            &format!(
+                "{base}[follow]\nupstreams = [\"http://h:1\"]\ngenesis_hash = \"{g}\"\nlag = 3\n"
+            ),
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.contains("unknown field `lag`"), "{e}");
+        let e = follower_config(
+            &format!("{base}[follow]\nupstreams = [\"h:1\"]\ngenesis_hash = \"{g}\"\n"),
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.contains("http://"), "{e}");
+        let e =
+            follower_config(&format!("{base}[follow]\ngenesis_hash = \"{g}\"\n"), &[]).unwrap_err();
+        assert!(e.contains("no upstreams"), "{e}");
+    }
 }
