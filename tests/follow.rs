@@ -626,3 +626,23 @@ fn kill_of_the_follower_during_catch_up_resumes_from_its_durable_head() {
     wait_head(&f, 60);
     assert_same_bytes(&auth, &f);
 }
+
+#[test]
+fn an_idle_upstream_is_not_a_stall() {
+    // Heartbeats every 15 s (the default), follower timeout 1 s: silence is probed, not failed.
+    let auth = authority_with(1);
+    let genesis = genesis_hash(&auth);
+    let f = follower(&[url(&auth)], &genesis, &["--amnesia"]);
+    wait_head(&f, 1);
+    // Wait out three follower timeouts of silence (the deadline this test is about).
+    std::thread::sleep(Duration::from_millis(3500));
+    assert_eq!(
+        f.metric("registry_follow_reconnects_total"),
+        0.0,
+        "{}",
+        f.logs()
+    );
+    assert_eq!(readyz(&f).0, 200, "{}", reasons(&f));
+    commit_n(&auth, 1, "late");
+    wait_head(&f, 2);
+}

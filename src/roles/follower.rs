@@ -41,7 +41,7 @@ use arc_swap::ArcSwap;
 use crossbeam_channel::{Receiver, Sender};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use std::io::{BufRead, Read};
+use std::io::{BufRead, ErrorKind, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -465,6 +465,20 @@ impl Follower {
     /// Listen to the upstream's stream from our tip; catch up by pages whenever it names a
     /// version we do not have. Ends only by failure, refusal or stop.
     fn stream(&mut self, up: &Upstream) -> End {
+        loop {
+            match self.stream_once(up) {
+                // The stream was silent for a whole timeout but the upstream answers: an idle
+                // registry whose heartbeats are further apart than our timeout. Start a fresh
+                // stream from the tip (a read that timed out may have left a partial line).
+                None => continue,
+                Some(end) => return end,
+            }
+        }
+    }
+
+    /// One stream connection; `None` when it was silent for `timeout` but a probe of the
+    /// upstream's head answered (and whatever it named was caught up).
+    fn stream_once(&mut self, up: &Upstream) -> Option<End> {
         let id = self.tip.version.to_string();
         let opened = client::open_stream(
             &up.target,
@@ -474,48 +488,69 @@ impl Follower {
         );
         let mut reader = match opened {
             Ok((head, reader)) if head.status == 200 => reader,
-            Ok((head, _)) => return End::Failed(format!("stream: status {}", head.status)),
-            Err(e) => return End::Failed(format!("stream: {e}")),
+            Ok((head, _)) => return Some(End::Failed(format!("stream: status {}", head.status))),
+            Err(e) => return Some(End::Failed(format!("stream: {e}"))),
         };
         loop {
             if self.stopped() {
-                return End::Stopped;
+                return Some(End::Stopped);
             }
-            // Each read waits at most `timeout`: an upstream that sends neither events nor
-            // heartbeats for that long is stalled.
+            // Each read waits at most `timeout`. Silence is then told apart from a stall by
+            // asking for the head: an upstream that answers neither is stalled.
             let event = match next_event(&mut *reader) {
                 Ok(Some(e)) => e,
-                Ok(None) => return End::Failed("stream ended".to_string()),
-                Err(e) => return End::Failed(format!("stream: {e}")),
+                Ok(None) => return Some(End::Failed("stream ended".to_string())),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return match self.probe(up) {
+                        Ok(()) => None,
+                        Err(end) => Some(end),
+                    };
+                }
+                Err(e) => return Some(End::Failed(format!("stream: {e}"))),
             };
             let version = match event.event.as_str() {
                 "commit" => event.id,
                 "heartbeat" => data_version(&event.data),
                 "reset" => {
-                    return End::Failed(format!(
+                    return Some(End::Failed(format!(
                         "stream reset: the upstream's head {:?} is behind our verified head {}",
                         event.id, self.tip.version
-                    ))
+                    )))
                 }
-                "shutdown" => return End::Failed("the upstream is shutting down".to_string()),
+                "shutdown" => {
+                    return Some(End::Failed("the upstream is shutting down".to_string()))
+                }
                 _ => None,
             };
             let Some(v) = version else { continue };
             self.saw_head(up, v);
-            if v == self.tip.version && event.event == "commit" {
-                // The event of our own head: its hash must be ours.
-                if data_hash(&event.data).is_some_and(|h| h != self.tip.hash) {
-                    return self.catch_up(up, None).err().unwrap_or_else(|| {
-                        End::Failed("the stream disagrees with the log".to_string())
-                    });
-                }
+            if v == self.tip.version
+                && event.event == "commit"
+                && data_hash(&event.data).is_some_and(|h| h != self.tip.hash)
+            {
+                // The event of our own head carries another hash: the log page decides
+                // (a fork is refused there, by the record itself).
+                return Some(self.catch_up(up, None).err().unwrap_or_else(|| {
+                    End::Failed("the stream disagrees with the log".to_string())
+                }));
             }
             if v > self.tip.version {
                 if let Err(end) = self.catch_up(up, Some(v)) {
-                    return end;
+                    return Some(end);
                 }
             }
         }
+    }
+
+    /// After a silent stream: is the upstream alive? Catches up with whatever it has (a page
+    /// from our head), or fails as stalled.
+    fn probe(&mut self, up: &Upstream) -> Result<(), End> {
+        self.catch_up(up, None).map_err(|end| match end {
+            End::Failed(why) => {
+                End::Failed(format!("stream silent and the upstream stalled: {why}"))
+            }
+            other => other,
+        })
     }
 }
 
