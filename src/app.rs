@@ -168,6 +168,7 @@ pub fn run(opts: Options) -> i32 {
         );
     }
     if let Some(follow) = &config.follow {
+        m().registry_follower.set(1);
         log::info!(
             "ready=1 service=svc-registry role=follower upstreams={:?} genesis_hash={} max_lag_versions={} amnesia={}",
             follow.upstreams.join(","),

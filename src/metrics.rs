@@ -48,6 +48,8 @@ pub struct Metrics {
     pub registry_follow_applied_total: IntCounter,
     pub registry_follow_verify_failures_total: IntCounter,
     pub registry_follow_reconnects_total: IntCounter,
+    pub registry_follow_forks_total: IntCounter,
+    pub registry_follower: IntGauge,
 }
 
 fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
@@ -204,6 +206,16 @@ impl Metrics {
                 "Follower: upstream connections lost, stalled or switched",
             )
             .expect("valid"),
+            registry_follow_forks_total: IntCounter::new(
+                "registry_follow_forks_total",
+                "Follower: upstreams refused for holding another record at a verified version",
+            )
+            .expect("valid"),
+            registry_follower: IntGauge::new(
+                "registry_follower",
+                "1 on a follower (writes go to its upstream), 0 on an authority",
+            )
+            .expect("valid"),
         };
         let r = &m.registry;
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -236,6 +248,8 @@ impl Metrics {
             Box::new(m.registry_follow_applied_total.clone()),
             Box::new(m.registry_follow_verify_failures_total.clone()),
             Box::new(m.registry_follow_reconnects_total.clone()),
+            Box::new(m.registry_follow_forks_total.clone()),
+            Box::new(m.registry_follower.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for c in collectors {

@@ -483,6 +483,8 @@ fn a_fork_at_a_verified_version_is_refused_with_both_hashes_logged() {
     assert_eq!(head_version(&f), 5);
     assert_eq!(json(&f.get("/registry/5"))["hash"], j!(hash_a));
     assert_eq!(f.metric("registry_follow_verify_failures_total"), 1.0);
+    assert_eq!(f.metric("registry_follow_forks_total"), 1.0);
+    assert_eq!(f.metric("registry_follower"), 1.0);
 }
 
 fn key_json(s: &Signer) -> serde_json::Value {

@@ -135,6 +135,9 @@ pub fn run(parts: FollowerParts) {
             End::Stopped => break,
             End::Refused(reason) => {
                 m().registry_follow_verify_failures_total.inc();
+                if reason.starts_with("fork at") {
+                    m().registry_follow_forks_total.inc();
+                }
                 log::error!(
                     "msg=\"upstream refused; not following it again\" upstream={} reason={reason:?} verified_version={}",
                     up.url,
