@@ -145,6 +145,11 @@ fn a_chain_of_three_serves_identical_bytes_and_refuses_writes() {
         auth.get("/registry/signers").body,
         f2.get("/registry/signers").body
     );
+    // SIGTERM drains a follower like an authority: clean exit within the deadline.
+    let f2 = f2.stop();
+    let f1 = f1.stop();
+    assert!(f1.logs().contains("msg=\"follower stopped\""), "{}", f1.logs());
+    assert!(f2.logs().contains("shutdown_complete=1"));
 }
 
 /// What the tampering proxy does to `/registry/log` pages (the record at `.0` and around it).
