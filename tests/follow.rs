@@ -123,6 +123,14 @@ fn a_chain_of_three_serves_identical_bytes_and_refuses_writes() {
     assert_eq!(f1.metric("registry_follow_lag_versions"), 0.0);
     assert!(f1.metric("registry_follow_applied_total") >= 10.0);
     assert_eq!(f1.metric("registry_follow_upstream_head_version"), 10.0);
+    let (ok, out, err) = f1.ronctl(&["follow", "status"]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.starts_with("ready head=10 upstream_head=10 lag_versions=0 applied=10 refused=0"),
+        "{out}"
+    );
+    let (ok, _, err) = auth.ronctl(&["follow", "status"]);
+    assert!(!ok && err.contains("not a follower"), "{err}");
     // Every write route answers 503 naming the upstream.
     let payload = serde_json::to_vec(&j!({"registry_id": "test-registry", "base_version": 10,
         "ops": [put("node", "x", j!({}))]}))
@@ -148,7 +156,11 @@ fn a_chain_of_three_serves_identical_bytes_and_refuses_writes() {
     // SIGTERM drains a follower like an authority: clean exit within the deadline.
     let f2 = f2.stop();
     let f1 = f1.stop();
-    assert!(f1.logs().contains("msg=\"follower stopped\""), "{}", f1.logs());
+    assert!(
+        f1.logs().contains("msg=\"follower stopped\""),
+        "{}",
+        f1.logs()
+    );
     assert!(f2.logs().contains("shutdown_complete=1"));
 }
 
