@@ -504,10 +504,7 @@ impl Follower {
                 Ok(Some(e)) => e,
                 Ok(None) => return Some(End::Failed("stream ended".to_string())),
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    return match self.probe(up) {
-                        Ok(()) => None,
-                        Err(end) => Some(end),
-                    };
+                    return self.probe(up).err();
                 }
                 Err(e) => return Some(End::Failed(format!("stream: {e}"))),
             };
