@@ -38,7 +38,7 @@ use crate::roles::verifier::{Verified, VerifyJob};
 use crate::roles::writer::{Committed, WriteRequest};
 use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::io::{BufRead, ErrorKind, Read};
@@ -55,6 +55,9 @@ const STREAM_LINE_MAX: u64 = 64 * 1024;
 /// Backoff after every upstream failed in a row: doubles up to the ceiling.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// How long one page's signature checks may take on the pool before the page is given up on
+/// (and fetched again): far above a page's ~0.1 s of work, so only a wedged pool hits it.
+const VERIFY_WAIT: Duration = Duration::from_secs(60);
 
 pub struct FollowerParts {
     pub registry_id: String,
@@ -109,6 +112,7 @@ pub fn run(parts: FollowerParts) {
     let mut f = Follower {
         tip: tip_of(&parts.snapshot.load()),
         p: parts,
+        batch: 0,
     };
     f.p.state.set_verified(f.tip.version);
     let mut next = 0;
@@ -192,6 +196,8 @@ struct Page<'a> {
 struct Follower {
     p: FollowerParts,
     tip: Tip,
+    /// Numbers verify batches (see `verify_signatures`).
+    batch: u64,
 }
 
 impl Follower {
@@ -338,7 +344,13 @@ impl Follower {
                 }
             }
         }
-        let results = self.verify_signatures(&prepared)?;
+        let results = match self.verify_signatures(&prepared) {
+            Ok(r) => r,
+            Err(end) => {
+                self.tip = start;
+                return Err(end);
+            }
+        };
         let mut good = 0;
         self.tip = start;
         for ((p, rec), ok) in prepared.iter().zip(records).zip(&results) {
@@ -360,40 +372,44 @@ impl Follower {
     }
 
     /// Every signature check of `prepared`, on the pool; `results[r][c]` for record r's check c.
-    fn verify_signatures(&self, prepared: &[Prepared]) -> Result<Vec<Vec<bool>>, End> {
+    fn verify_signatures(&mut self, prepared: &[Prepared]) -> Result<Vec<Vec<bool>>, End> {
+        // Jobs carry (batch, flat index); a result of an earlier batch that was given up on
+        // (the pool did not answer in time) is recognised and ignored.
+        self.batch += 1;
         let mut results: Vec<Vec<bool>> = prepared
             .iter()
             .map(|p| vec![false; p.checks.len()])
             .collect();
-        let mut outstanding = 0usize;
+        let mut slots = Vec::new();
         for (r, p) in prepared.iter().enumerate() {
             for (c, check) in p.checks.iter().enumerate() {
                 let job = VerifyJob {
                     key: check.key,
                     sig: check.sig,
                     pae: p.pae.clone(),
-                    request: r as u64,
-                    index: c,
+                    request: self.batch,
+                    index: slots.len(),
                 };
                 if self.p.verify_tx.send(job).is_err() {
                     return Err(End::Stopped);
                 }
-                outstanding += 1;
+                slots.push((r, c));
             }
         }
+        let mut outstanding = slots.len();
         while outstanding > 0 {
-            match self.p.verified_rx.recv_timeout(Duration::from_secs(60)) {
-                Ok(v) => {
-                    if let Some(slot) = results
-                        .get_mut(v.request as usize)
-                        .and_then(|r| r.get_mut(v.index))
-                    {
-                        *slot = v.ok;
+            match self.p.verified_rx.recv_timeout(VERIFY_WAIT) {
+                Ok(v) if v.request == self.batch => {
+                    if let Some(&(r, c)) = slots.get(v.index) {
+                        results[r][c] = v.ok;
                     }
                     outstanding -= 1;
                 }
-                // The pool is gone (shutdown) or wedged: nothing from this batch is applied.
-                Err(_) => return Err(End::Stopped),
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => return Err(End::Local(format!(
+                    "the verifier pool did not answer {outstanding} checks within {VERIFY_WAIT:?}"
+                ))),
+                Err(RecvTimeoutError::Disconnected) => return Err(End::Stopped),
             }
         }
         Ok(results)
@@ -446,23 +462,7 @@ impl Follower {
 
     /// `GET path` on the upstream: the 200 body, bounded in size and time.
     fn get(&self, up: &Upstream, path: &str) -> Result<Vec<u8>, End> {
-        let timeout = self.p.follow.timeout;
-        let (head, body) =
-            client::open_stream(&up.target, path, &[("Accept", "application/json")], timeout)
-                .map_err(|e| End::Failed(format!("GET {path}: {e}")))?;
-        if head.status != 200 {
-            return Err(End::Failed(format!("GET {path}: status {}", head.status)));
-        }
-        let mut out = Vec::new();
-        body.take(PAGE_BYTES_MAX + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| End::Failed(format!("GET {path}: {e}")))?;
-        if out.len() as u64 > PAGE_BYTES_MAX {
-            return Err(End::Failed(format!(
-                "GET {path}: body over {PAGE_BYTES_MAX} bytes"
-            )));
-        }
-        Ok(out)
+        get_bounded(&up.target, path, self.p.follow.timeout).map_err(End::Failed)
     }
 
     /// Listen to the upstream's stream from our tip; catch up by pages whenever it names a
@@ -554,6 +554,24 @@ impl Follower {
     }
 }
 
+/// `GET path`: the 200 body, at most [`PAGE_BYTES_MAX`] bytes, every read bounded by `timeout`.
+fn get_bounded(target: &Target, path: &str, timeout: Duration) -> Result<Vec<u8>, String> {
+    let (head, body) =
+        client::open_stream(target, path, &[("Accept", "application/json")], timeout)
+            .map_err(|e| format!("GET {path}: {e}"))?;
+    if head.status != 200 {
+        return Err(format!("GET {path}: status {}", head.status));
+    }
+    let mut out = Vec::new();
+    body.take(PAGE_BYTES_MAX + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("GET {path}: {e}"))?;
+    if out.len() as u64 > PAGE_BYTES_MAX {
+        return Err(format!("GET {path}: body over {PAGE_BYTES_MAX} bytes"));
+    }
+    Ok(out)
+}
+
 /// One parsed SSE event.
 #[derive(Debug, Default)]
 struct Event {
@@ -635,23 +653,8 @@ pub fn fetch_genesis(
             }
             any_live = true;
             let target = Target::parse_with_cacert(url, None)?;
-            let got = client::request(
-                &target,
-                "GET",
-                "/registry/0",
-                &[("Accept", "application/json")],
-                None,
-                follow.timeout,
-            );
-            let body = match got {
-                Ok(r) if r.status == 200 => r.body,
-                Ok(r) => {
-                    log::warn!(
-                        "msg=\"follow: genesis fetch failed\" upstream={url} status={}",
-                        r.status
-                    );
-                    continue;
-                }
+            let body = match get_bounded(&target, "/registry/0", follow.timeout) {
+                Ok(body) => body,
                 Err(e) => {
                     log::warn!("msg=\"follow: genesis fetch failed\" upstream={url} error={e:?}");
                     continue;
