@@ -167,6 +167,8 @@ fn a_chain_of_three_serves_identical_bytes_and_refuses_writes() {
 /// What the tampering proxy does to `/registry/log` pages (the record at `.0` and around it).
 #[derive(Clone, Copy, Debug)]
 enum Tamper {
+    /// Nothing wrong: short pages (5 records) served 50 ms late, so a catch-up takes a while.
+    Pace,
     /// Flip a bit of the first signature (and recompute the hash, so only the signature is
     /// wrong).
     FlipSig(u64),
@@ -212,6 +214,14 @@ fn tamper_page(body: &[u8], tamper: Tamper) -> Vec<u8> {
     let recs = page["records"].as_array_mut().unwrap();
     let at = |t: u64| recs.iter().position(|r| r["version"] == t);
     match tamper {
+        Tamper::Pace => {
+            let from = recs.first().and_then(|r| r["version"].as_u64());
+            recs.truncate(5);
+            let next = from
+                .map(|f| f + 5)
+                .filter(|&n| n <= page["head"].as_u64().unwrap());
+            page["next"] = j!(next);
+        }
         Tamper::FlipSig(t) => {
             if let Some(i) = at(t) {
                 let r = &mut recs[i];
@@ -314,6 +324,9 @@ fn proxy_one(mut client: TcpStream, upstream: &str, tamper: Tamper) {
         else {
             return;
         };
+        if let Tamper::Pace = tamper {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let body = if r.status == 200 {
             tamper_page(&r.body, tamper)
         } else {
@@ -625,9 +638,12 @@ fn kill_of_the_upstream_mid_stream_loses_and_duplicates_nothing() {
 fn kill_of_the_follower_during_catch_up_resumes_from_its_durable_head() {
     let auth = authority_with(60);
     let genesis = genesis_hash(&auth);
-    let f = follower(&[url(&auth)], &genesis, &[]);
+    // Short pages served slowly: the catch-up takes about 12 pages x 50 ms.
+    let paced = proxy(auth.registry.clone(), Tamper::Pace);
+    let f = follower(&[paced], &genesis, &[]);
     let seen = poll(WAIT, || Some(head_version(&f)).filter(|&v| v >= 1)).unwrap();
     let f = f.restart_killed();
+    assert!(seen < 60, "killed after the catch-up, not during it");
     // It starts from what it had made durable (at least what it served), not from genesis.
     let line = f
         .logs()

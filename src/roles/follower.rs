@@ -406,9 +406,11 @@ impl Follower {
                     outstanding -= 1;
                 }
                 Ok(_) => {}
-                Err(RecvTimeoutError::Timeout) => return Err(End::Local(format!(
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(End::Local(format!(
                     "the verifier pool did not answer {outstanding} checks within {VERIFY_WAIT:?}"
-                ))),
+                )))
+                }
                 Err(RecvTimeoutError::Disconnected) => return Err(End::Stopped),
             }
         }
