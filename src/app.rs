@@ -926,6 +926,11 @@ fn effective_toml(config: &Config) -> String {
     .into_iter()
     .filter_map(|(on, name)| on.then_some(name))
     .collect();
+    let follow: Vec<String> = f.follow.iter().map(|u| format!("--follow {u}")).collect();
+    let flags: Vec<&str> = flags
+        .into_iter()
+        .chain(follow.iter().map(String::as_str))
+        .collect();
     let mut text = format!(
         "# svc-registry effective config: {} + environment{}\n",
         config.path.display(),
