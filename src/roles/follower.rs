@@ -41,6 +41,7 @@ use arc_swap::ArcSwap;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use std::collections::VecDeque;
 use std::io::{BufRead, ErrorKind, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -58,6 +59,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// How long one page's signature checks may take on the pool before the page is given up on
 /// (and fetched again): far above a page's ~0.1 s of work, so only a wedged pool hits it.
 const VERIFY_WAIT: Duration = Duration::from_secs(60);
+/// Applies handed to the writer whose answer is not awaited yet: about two pages, so the
+/// writer's append and sync of one page overlap the fetch and verification of the next.
+const APPLY_PIPELINE: usize = 2 * PAGE_LIMIT as usize;
 
 pub struct FollowerParts {
     pub registry_id: String,
@@ -113,6 +117,7 @@ pub fn run(parts: FollowerParts) {
         tip: tip_of(&parts.snapshot.load()),
         p: parts,
         batch: 0,
+        pending: VecDeque::new(),
     };
     f.p.state.set_verified(f.tip.version);
     let mut next = 0;
@@ -198,6 +203,8 @@ struct Follower {
     tip: Tip,
     /// Numbers verify batches (see `verify_signatures`).
     batch: u64,
+    /// Answers of applies handed to the writer, oldest first (see `apply`).
+    pending: VecDeque<Receiver<Result<Committed, crate::error::ApiError>>>,
 }
 
 impl Follower {
@@ -237,6 +244,14 @@ impl Follower {
     /// Fetch pages from the tip until the upstream has nothing newer (and, with `until`, at
     /// least that version is verified).
     fn catch_up(&mut self, up: &Upstream, until: Option<u64>) -> Result<(), End> {
+        let caught_up = self.catch_up_pages(up, until);
+        // Whatever ended the pages, the applies already handed over are answered first: a
+        // refusal by the writer concerns earlier records than anything the pages found.
+        self.settle()?;
+        caught_up
+    }
+
+    fn catch_up_pages(&mut self, up: &Upstream, until: Option<u64>) -> Result<(), End> {
         loop {
             if self.stopped() {
                 return Err(End::Stopped);
@@ -324,8 +339,8 @@ impl Follower {
 
     /// Verify `records` (the next versions after the tip, in order): the chain in order, the
     /// signatures of all of them on the verifier pool at once; then hand the verified prefix to
-    /// the writer and wait until it is durable and published. A record that fails refuses the
-    /// upstream after everything before it was applied.
+    /// the writer (its answers are awaited by `settle`, at the latest when the catch-up ends). A
+    /// record that fails refuses the upstream after everything before it was stored.
     fn verify_and_apply(&mut self, records: &[CommitRecord]) -> Result<(), End> {
         let registry_id = self.p.registry_id.clone();
         let start = self.tip.clone();
@@ -362,6 +377,10 @@ impl Follower {
             good += 1;
         }
         self.apply(&records[..good], &prepared[..good])?;
+        if broken.is_some() {
+            // What verified before the broken record is stored first.
+            self.settle()?;
+        }
         match broken {
             Some(b) => Err(End::Refused(format!(
                 "verification failed at version {}: {}",
@@ -420,7 +439,6 @@ impl Follower {
     /// Hand verified records to the writer (pipelined: one group commit) and wait for each
     /// to be durable and published.
     fn apply(&mut self, records: &[CommitRecord], prepared: &[Prepared]) -> Result<(), End> {
-        let mut answers = Vec::with_capacity(records.len());
         for (rec, p) in records.iter().zip(prepared) {
             let (reply, rx) = Reply::<Committed>::channel("follow");
             let request = WriteRequest::Apply {
@@ -431,35 +449,55 @@ impl Follower {
             if self.p.writer.send(request).is_err() {
                 return Err(End::Stopped);
             }
-            answers.push(rx);
+            self.pending.push_back(rx);
         }
-        for rx in answers {
-            match rx.recv() {
-                Ok(Ok(c)) => {
-                    m().registry_follow_applied_total.inc();
-                    self.p.state.set_verified(c.version);
-                }
-                Ok(Err(e)) => {
-                    // Every record before this one was answered (in order), so the published
-                    // head is where verification resumes.
-                    self.tip = tip_of(&self.p.snapshot.load());
-                    if e.code == crate::error::Code::Unavailable {
-                        return Err(End::Local(e.message));
-                    }
-                    // Its ops do not apply to the verified state, or its unhashed descriptor
-                    // count is not theirs: the upstream's record is wrong.
-                    return Err(End::Refused(format!(
-                        "verification failed at version {}: {}",
-                        self.tip.version + 1,
-                        e.message
-                    )));
-                }
-                Err(_) => return Err(End::Stopped),
-            }
+        // The writer stores and syncs these while the next page is fetched and verified; at
+        // most APPLY_PIPELINE wait for their answer.
+        while self.pending.len() > APPLY_PIPELINE {
+            self.settle_one()?;
+        }
+        Ok(())
+    }
+
+    /// Wait for every apply handed to the writer.
+    fn settle(&mut self) -> Result<(), End> {
+        while !self.pending.is_empty() {
+            self.settle_one()?;
         }
         let (_, _, lag) = self.p.state.lag();
         m().registry_follow_lag_versions.set(lag as i64);
         Ok(())
+    }
+
+    /// Wait for the oldest apply: durable and published, or refused.
+    fn settle_one(&mut self) -> Result<(), End> {
+        let Some(rx) = self.pending.pop_front() else {
+            return Ok(());
+        };
+        match rx.recv() {
+            Ok(Ok(c)) => {
+                m().registry_follow_applied_total.inc();
+                self.p.state.set_verified(c.version);
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                // Every apply before this one was answered (in order), so the published head
+                // is where verification resumes; the later ones fail (they do not extend it).
+                self.pending.clear();
+                self.tip = tip_of(&self.p.snapshot.load());
+                if e.code == crate::error::Code::Unavailable {
+                    return Err(End::Local(e.message));
+                }
+                // Its ops do not apply to the verified state, or its unhashed descriptor count
+                // is not theirs: the upstream's record is wrong.
+                Err(End::Refused(format!(
+                    "verification failed at version {}: {}",
+                    self.tip.version + 1,
+                    e.message
+                )))
+            }
+            Err(_) => Err(End::Stopped),
+        }
     }
 
     /// `GET path` on the upstream: the 200 body, bounded in size and time.
