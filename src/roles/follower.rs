@@ -15,13 +15,17 @@
 //!
 //! Decision table for one upstream (the loop moves to the next upstream on anything but
 //! success):
-//! - connection error, timeout, stall (no event or heartbeat within `timeout`), a page that
-//!   is not JSON, a non-200 answer, an upstream behind us → *failed*: count a reconnect, try
-//!   the next upstream (after a short backoff once every upstream failed in a row).
+//! - connection error, timeout, stall (a stream silent for `timeout`, then a probe page that
+//!   does not answer either; a probe that answers just opens a fresh stream), a page that is
+//!   not JSON, a non-200 answer, an upstream behind us → *failed*: count a reconnect, try the
+//!   next upstream (after a short backoff once every upstream failed in a row).
 //! - a record that does not verify → *refused*: `verification failed at version V`; the
 //!   upstream is never asked again by this process, `/readyz` names it.
 //! - the upstream's record at our head has another hash → *refused*: `fork at version V`,
 //!   both hashes logged.
+//! - the writer refuses a verified record: its ops do not apply or its descriptor count is not
+//!   theirs → *refused* as a verification failure; storage stopped → *local*: wait, resume from
+//!   the published head.
 //!
 //! Shutdown: the `stop` flag, checked between requests; every request is bounded by the
 //! timeout, so the thread ends within about one timeout of the flag.
