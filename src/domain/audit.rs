@@ -1,5 +1,6 @@
-//! Offline verification of a downloaded log (`ronctl registry verify`, docs/FORMATS.md): every link of
-//! the hash chain and every quorum, each version judged against the signer set in force at its
+//! Verification of a chain (docs/FORMATS.md): offline, of a downloaded log (`ronctl registry
+//! verify`), and record by record as a follower receives them ([`Tip`], src/roles/follower.rs),
+//! with the same checks: every link of the hash chain and every quorum, each version judged against the signer set in force at its
 //! base version (the genesis set, then each committed `set_signers`), never against today's set.
 //!
 //! Invariant: trust starts at one anchor only — a pinned genesis hash, or a pinned genesis
@@ -318,5 +319,82 @@ impl Prepared {
             return fail(why);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::chain;
+    use crate::domain::signers::{sign_payload, test_set};
+
+    /// Genesis of a 2-of-2 set (`k1`, `k2`) and version 1, signed by the given seeds.
+    fn chain_of_two(seeds: &[u8]) -> (CommitRecord, CommitRecord) {
+        let genesis = CommitRecord::genesis("r", test_set(2, 2));
+        let payload = br#"{"registry_id":"r","base_version":0,"ops":[{"op":"put","kind":"node","id":"a","body":{}}]}"#;
+        let sigs: Vec<(String, String)> = seeds
+            .iter()
+            .map(|&s| {
+                let key = ed25519_dalek::SigningKey::from_bytes(&[s; 32]);
+                (
+                    format!("k{s}"),
+                    dsse::encode_sig(&sign_payload(&key, payload)),
+                )
+            })
+            .collect();
+        let id = super::super::sha256_hex(payload);
+        let rec = CommitRecord {
+            version: 1,
+            hash: chain::commit_hash("r", 1, &genesis.hash, &id, &sigs),
+            prev_hash: genesis.hash.clone(),
+            committed_at_ms: 1_000,
+            proposal_id: id,
+            payload: Arc::from(&payload[..]),
+            signatures: sigs,
+            descriptors: 1,
+            genesis_signers: None,
+        };
+        (genesis, rec)
+    }
+
+    #[test]
+    fn a_tip_is_anchored_in_the_pinned_genesis_hash() {
+        let (genesis, _) = chain_of_two(&[1, 2]);
+        assert!(Tip::from_genesis("r", &genesis, Trust::GenesisHash(&genesis.hash)).is_ok());
+        let e = Tip::from_genesis("r", &genesis, Trust::GenesisHash(&"0".repeat(64))).unwrap_err();
+        assert_eq!(e.version, 0);
+        assert!(e.reason.contains("pinned genesis hash"), "{}", e.reason);
+        assert!(Tip::from_genesis("other", &genesis, Trust::Unpinned).is_err());
+    }
+
+    #[test]
+    fn prepare_advances_provisionally_and_conclude_judges_the_signatures() {
+        let (genesis, rec) = chain_of_two(&[1, 2]);
+        let mut tip = Tip::from_genesis("r", &genesis, Trust::Unpinned).unwrap();
+        let prepared = tip.prepare("r", &rec).unwrap();
+        // The next record can be prepared before these signatures are verified.
+        assert_eq!((tip.version, tip.hash.as_str()), (1, rec.hash.as_str()));
+        assert_eq!(prepared.checks.len(), 2);
+        let e = prepared.conclude(&rec, &[true, false]).unwrap_err();
+        assert_eq!(e.version, 1);
+        assert!(e.reason.contains("does not verify"), "{}", e.reason);
+        assert!(prepared.conclude(&rec, &[true, true]).is_ok());
+        // Out of order: refused, and the tip does not move.
+        let e = tip.prepare("r", &rec).unwrap_err();
+        assert_eq!(e.reason, "expected version 2, found 1");
+        assert_eq!(tip.version, 1);
+    }
+
+    #[test]
+    fn check_refuses_a_short_quorum_and_leaves_the_tip_where_it_was() {
+        let (genesis, short) = chain_of_two(&[1]);
+        let mut tip = Tip::from_genesis("r", &genesis, Trust::Unpinned).unwrap();
+        let e = tip.check("r", &short).unwrap_err();
+        assert_eq!(e.version, 1);
+        assert!(e.reason.contains("quorum not met"), "{}", e.reason);
+        assert_eq!((tip.version, tip.hash.clone()), (0, genesis.hash.clone()));
+        let (_, full) = chain_of_two(&[1, 2]);
+        tip.check("r", &full).unwrap();
+        assert_eq!(tip.version, 1);
     }
 }
