@@ -1,7 +1,8 @@
 //! Verification of a chain (docs/FORMATS.md): offline, of a downloaded log (`ronctl registry
 //! verify`), and record by record as a follower receives them ([`Tip`], src/roles/follower.rs),
-//! with the same checks: every link of the hash chain and every quorum, each version judged against the signer set in force at its
-//! base version (the genesis set, then each committed `set_signers`), never against today's set.
+//! with the same checks: every link of the hash chain and every quorum, each version judged
+//! against the signer set in force at its base version (the genesis set, then each committed
+//! `set_signers`), never against today's set.
 //!
 //! Invariant: trust starts at one anchor only — a pinned genesis hash, or a pinned genesis
 //! signer set, or (unpinned) the genesis record as downloaded, whose hash is reported so the
