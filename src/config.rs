@@ -72,6 +72,10 @@ pub struct FollowConfig {
     /// considered stalled after it passes without an event or heartbeat. Bounds failover.
     #[serde(default = "default_follow_timeout_ms")]
     pub timeout_ms: u64,
+    /// The CAs (PEM) that `https://` upstreams are checked against; absent: the system's.
+    /// Relative to the config file's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cacert: Option<PathBuf>,
 }
 
 fn default_max_lag_versions() -> u64 {
@@ -89,6 +93,8 @@ pub struct Follow {
     pub genesis_hash: String,
     pub max_lag_versions: u64,
     pub timeout: Duration,
+    /// `[follow] cacert`, resolved.
+    pub cacert: Option<PathBuf>,
 }
 
 /// `[tls]`: PEM files, relative paths resolved against the config file's directory. The files
@@ -428,6 +434,9 @@ impl Config {
         raw.data_dir = resolve(&base, &raw.data_dir);
         raw.uds_path = raw.uds_path.map(|p| resolve(&base, &p));
         raw.bus.socket = raw.bus.socket.map(|p| resolve(&base, &p));
+        if let Some(follow) = &mut raw.follow {
+            follow.cacert = follow.cacert.take().map(|p| resolve(&base, &p));
+        }
         if let Some(tls) = &mut raw.tls {
             // An empty path stays empty, for `validate` to refuse by name.
             for file in [&mut tls.cert_file, &mut tls.key_file]
@@ -819,7 +828,7 @@ fn validate_follow(raw: Option<&FollowConfig>, flags: &Flags) -> Result<Option<F
                 "follow: upstream {url:?} must be an http:// or https:// URL"
             ));
         }
-        crate::http::client::Target::parse_with_cacert(url, None)
+        crate::http::client::Target::parse_with_cacert(url, raw.cacert.as_deref())
             .map_err(|e| format!("follow: upstream {url:?}: {e}"))?;
     }
     if !crate::domain::is_hash_hex(&raw.genesis_hash) {
@@ -836,6 +845,7 @@ fn validate_follow(raw: Option<&FollowConfig>, flags: &Flags) -> Result<Option<F
         genesis_hash: raw.genesis_hash.clone(),
         max_lag_versions: raw.max_lag_versions,
         timeout: Duration::from_millis(raw.timeout_ms),
+        cacert: raw.cacert.clone(),
     }))
 }
 

@@ -104,18 +104,20 @@ pub fn run(parts: FollowerParts) {
         .follow
         .upstreams
         .iter()
-        .filter_map(|url| match Target::parse_with_cacert(url, None) {
-            Ok(target) => Some(Upstream {
-                url: url.clone(),
-                target,
-            }),
-            Err(e) => {
-                // Validated with the config; a CA store that vanished since is an operating
-                // error worth a line, not a crash.
-                log::error!("msg=\"follow: cannot use upstream\" upstream={url} error={e:?}");
-                None
-            }
-        })
+        .filter_map(
+            |url| match Target::parse_with_cacert(url, parts.follow.cacert.as_deref()) {
+                Ok(target) => Some(Upstream {
+                    url: url.clone(),
+                    target,
+                }),
+                Err(e) => {
+                    // Validated with the config; a CA store that vanished since is an operating
+                    // error worth a line, not a crash.
+                    log::error!("msg=\"follow: cannot use upstream\" upstream={url} error={e:?}");
+                    None
+                }
+            },
+        )
         .collect();
     let mut f = Follower {
         tip: tip_of(&parts.snapshot.load()),
@@ -696,7 +698,7 @@ pub fn fetch_genesis(
                 continue;
             }
             any_live = true;
-            let target = Target::parse_with_cacert(url, None)?;
+            let target = Target::parse_with_cacert(url, follow.cacert.as_deref())?;
             let body = match get_bounded(&target, "/registry/0", follow.timeout) {
                 Ok(body) => body,
                 Err(e) => {
