@@ -27,7 +27,7 @@ use arc_swap::ArcSwap;
 use crossbeam_channel::Sender;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -119,7 +119,19 @@ pub fn run(opts: Options) -> i32 {
     let Some(metrics_server) = start_metrics(&config, &shared) else {
         return EXIT_START;
     };
-    let restored = match open_storage(&config, &shared) {
+    // A follower's genesis may have to come from an upstream: SIGTERM/SIGINT while it waits
+    // for one ends the start-up cleanly.
+    let mut stop_requested = false;
+    let opened = open_storage(&config, &shared, &mut || {
+        stop_requested |= signals.pending().any(|s| s != SIGHUP);
+        stop_requested
+    });
+    if stop_requested {
+        metrics_server.shutdown(Instant::now() + Duration::from_secs(1));
+        log::info!("shutdown_complete=1 service=svc-registry");
+        return EXIT_OK;
+    }
+    let restored = match opened {
         Ok(r) => r,
         Err(OpenFailure::Locked | OpenFailure::Io) => {
             metrics_server.shutdown(Instant::now() + Duration::from_secs(1));
@@ -159,7 +171,16 @@ pub fn run(opts: Options) -> i32 {
             tls.client_ca_file.as_ref().map(|p| p.display().to_string())
         );
     }
-    if !shared.maintenance.is_on() {
+    if let Some(follow) = &config.follow {
+        m().registry_follower.set(1);
+        log::info!(
+            "ready=1 service=svc-registry role=follower upstreams={:?} genesis_hash={} max_lag_versions={} amnesia={}",
+            follow.upstreams.join(","),
+            follow.genesis_hash,
+            follow.max_lag_versions,
+            config.flags.amnesia
+        );
+    } else if !shared.maintenance.is_on() {
         m().registry_write_plane_ready.set(1);
         log::info!(
             "ready=1 service=svc-registry role=write-plane fsync={:?} amnesia={}",
@@ -292,6 +313,12 @@ impl Shared {
             chaos: chaos.clone(),
         });
         plane.set_budget(commit_budget.clone());
+        if let Some(follow) = &config.follow {
+            plane.set_follow(crate::ops::FollowState::new(
+                follow.upstreams.clone(),
+                follow.max_lag_versions,
+            ));
+        }
         Shared {
             plane,
             bus,
@@ -366,7 +393,34 @@ enum OpenFailure {
 }
 
 /// State: genesis (amnesia) or what storage restores; marks state and storage ready.
-fn open_storage(config: &Config, shared: &Shared) -> Result<Restored, OpenFailure> {
+fn open_storage(
+    config: &Config,
+    shared: &Shared,
+    stop: &mut dyn FnMut() -> bool,
+) -> Result<Restored, OpenFailure> {
+    // The genesis signer set of a new registry: the config's `[signers]` on an authority; on a
+    // follower, the set of the genesis record an upstream serves, once it hashes to the pinned
+    // `genesis_hash` (docs/OPERATIONS.md).
+    let mut bootstrap = || -> Result<Arc<SignerSet>, String> {
+        match (&config.follow, &config.signers) {
+            (Some(follow), _) => {
+                let state = shared.plane.follow().expect("set with [follow]");
+                state.set_waiting(Some(
+                    "waiting for a verified genesis record from an upstream".to_string(),
+                ));
+                let got = crate::roles::follower::fetch_genesis(
+                    &config.raw.registry_id,
+                    follow,
+                    state,
+                    &mut *stop,
+                );
+                state.set_waiting(None);
+                got
+            }
+            (None, Some(set)) => Ok(Arc::new(set.clone())),
+            (None, None) => Err("no [signers] to create the registry with".to_string()),
+        }
+    };
     let restored = if config.flags.amnesia {
         log::info!("msg=\"amnesia: state lives in memory only; nothing is written to disk\"");
         let store = match crate::history::MemoryStore::new() {
@@ -378,12 +432,21 @@ fn open_storage(config: &Config, shared: &Shared) -> Result<Restored, OpenFailur
                 return Err(OpenFailure::Refused);
             }
         };
+        let genesis_set = match bootstrap() {
+            Ok(set) => set,
+            Err(msg) => {
+                log::error!("msg=\"no genesis; not ready\" error={msg:?}");
+                *shared.plane.readiness.restore_error.lock() = Some(msg);
+                return Err(OpenFailure::Refused);
+            }
+        };
         Restored {
-            // A new genesis v2 each start, from the config's [signers] (docs/FORMATS.md); later records
-            // are read back from the in-memory journal.
+            // A new genesis v2 each start, from the config's [signers] (docs/FORMATS.md), or a
+            // follower's verified upstream genesis; later records are read back from the
+            // in-memory journal.
             snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::genesis_over(
                 &config.raw.registry_id,
-                Arc::new(config.signers.clone()),
+                genesis_set,
                 store.clone(),
             ))),
             journal: Box::new(MemoryJournal::new(store)),
@@ -405,15 +468,18 @@ fn open_storage(config: &Config, shared: &Shared) -> Result<Restored, OpenFailur
             .map(|mut d| d.next().is_none())
             .unwrap_or(true);
         // Used only if the data directory is new: its genesis fixes this set (docs/FORMATS.md).
-        let bootstrap = Arc::new(config.signers.clone());
-        match crate::storage::open(
+        match crate::storage::open_with(
             &config.raw.data_dir,
             &config.raw.registry_id,
             &opts,
-            &bootstrap,
+            &mut bootstrap,
         ) {
             Ok(opened) => {
-                warn_if_config_signers_differ(&config.signers, &opened.restored.snapshot);
+                if config.follow.is_none() {
+                    if let Some(set) = &config.signers {
+                        warn_if_config_signers_differ(set, &opened.restored.snapshot);
+                    }
+                }
                 let sync = config.raw.storage.fsync != FsyncMode::Never;
                 if !sync {
                     log::warn!("msg=\"fsync = never: acknowledged commits can be lost on a crash; for benchmarks only\"");
@@ -466,6 +532,19 @@ fn open_storage(config: &Config, shared: &Shared) -> Result<Restored, OpenFailur
             }
         }
     };
+    if let Some(follow) = &config.follow {
+        // A data directory of another registry (or another genesis) is never followed on.
+        let have = restored.snapshot.load().history.genesis().hash.clone();
+        if have != follow.genesis_hash {
+            let msg = format!(
+                "the data directory's genesis hash {have} is not the pinned follow.genesis_hash {}",
+                follow.genesis_hash
+            );
+            log::error!("msg=\"state restore failed; not ready\" error={msg:?}");
+            *shared.plane.readiness.restore_error.lock() = Some(msg);
+            return Err(OpenFailure::Refused);
+        }
+    }
     if let Some((syncer, _, data_dir)) = &restored.storage {
         shared.backups.set_source(BackupSource {
             syncer: syncer.clone(),
@@ -524,6 +603,10 @@ struct Roles {
     sse_thread: JoinHandle<()>,
     checkpoint_thread: Option<JoinHandle<()>>,
     bus_socket: Option<crate::bus::SocketServer>,
+    /// The follower (with `[follow]`) and its stop flag.
+    follower: Option<(JoinHandle<()>, Arc<AtomicBool>)>,
+    /// A follower's hold on the writer's internal channel (see `start_write_plane`).
+    internal_hold: Option<Sender<Internal>>,
     /// Held until every role is joined: the data directory lock and the syncer.
     storage: Option<(crate::log::Syncer, crate::log::DirLock, PathBuf)>,
     /// The writer's pending proposals' ops, for the capability gate.
@@ -551,12 +634,22 @@ fn start_write_plane(config: &Config, shared: &Shared, restored: Restored) -> Op
     // most one notice per sync (at most SYNC_QUEUE positions wait for one).
     let (internal_tx, internal_rx) = crossbeam_channel::unbounded::<Internal>();
     let (verify_tx, verify_rx) = crossbeam_channel::bounded(VERIFY_QUEUE);
-    let verifier_threads = verifier::start(
-        config.workers,
-        verify_rx,
-        internal_tx.clone(),
-        Internal::Verified,
-    );
+    // On a follower no approval ever reaches the writer (every write route answers 503), so
+    // the pool's results go to the follower, which verifies upstream records on it.
+    let mut follow_results = None;
+    let verifier_threads = if config.follow.is_some() {
+        // Unbounded, bounded by construction: one result per job the follower queued.
+        let (tx, rx) = crossbeam_channel::unbounded();
+        follow_results = Some(rx);
+        verifier::start(config.workers, verify_rx, tx, |v| v)
+    } else {
+        verifier::start(
+            config.workers,
+            verify_rx,
+            internal_tx.clone(),
+            Internal::Verified,
+        )
+    };
     let (sync_tx, fsync_thread) = match sync_target {
         Some(target) => {
             let (tx, rx) = crossbeam_channel::bounded(SYNC_QUEUE);
@@ -577,6 +670,9 @@ fn start_write_plane(config: &Config, shared: &Shared, restored: Restored) -> Op
         }
         None => (None, None),
     };
+    // On a follower the pool does not hold the writer's internal channel; this clone keeps it
+    // open (the writer ends on a closed one) until the writer is joined, as the pool's would.
+    let internal_hold = config.follow.is_some().then(|| internal_tx.clone());
     drop(internal_tx);
     let (sse_hub, sse_thread) = match SseHub::start(snapshot.clone(), sse_settings(config)) {
         Ok(x) => x,
@@ -637,6 +733,27 @@ fn start_write_plane(config: &Config, shared: &Shared, restored: Restored) -> Op
         },
         None => None,
     };
+    let follower = match (&config.follow, follow_results) {
+        (Some(follow), Some(verified_rx)) => {
+            let stop = Arc::new(AtomicBool::new(false));
+            let parts = crate::roles::follower::FollowerParts {
+                registry_id: config.raw.registry_id.clone(),
+                follow: follow.clone(),
+                state: shared.plane.follow().expect("set with [follow]").clone(),
+                snapshot: snapshot.clone(),
+                writer: requests_tx.clone(),
+                verify_tx: verify_tx.clone(),
+                verified_rx,
+                stop: stop.clone(),
+            };
+            let handle = std::thread::Builder::new()
+                .name("follower".into())
+                .spawn(move || crate::roles::follower::run(parts))
+                .expect("spawning the follower thread");
+            Some((handle, stop))
+        }
+        _ => None,
+    };
     let mut writer = Writer::new(WriterParts {
         registry_id: config.raw.registry_id.clone(),
         snapshot: snapshot.clone(),
@@ -673,6 +790,8 @@ fn start_write_plane(config: &Config, shared: &Shared, restored: Restored) -> Op
         sse_thread,
         checkpoint_thread,
         bus_socket,
+        follower,
+        internal_hold,
         storage,
         pending_ops,
     })
@@ -682,8 +801,15 @@ impl Roles {
     /// After the drain: the writer (its request channel closes with the last sender), then the
     /// roles it fed, then the storage lock.
     fn join(self) {
+        // The follower first: it feeds the writer and the verifier pool, and ends within one
+        // upstream timeout of its flag (the drain raised it already).
+        if let Some((handle, stop)) = self.follower {
+            stop.store(true, Ordering::SeqCst);
+            let _ = handle.join();
+        }
         drop(self.requests_tx);
         let _ = self.writer_thread.join();
+        drop(self.internal_hold);
         for t in self.verifier_threads {
             let _ = t.join();
         }
@@ -793,6 +919,9 @@ fn signal_loop(
                     drain_timeout.as_secs()
                 );
                 Readiness::set(&shared.plane.readiness.draining, true);
+                if let Some((_, stop)) = &roles.follower {
+                    stop.store(true, Ordering::SeqCst);
+                }
                 let drain = Drain {
                     deadline: Instant::now() + drain_timeout,
                     requests_tx: roles.requests_tx.clone(),
@@ -854,6 +983,11 @@ fn effective_toml(config: &Config) -> String {
     .into_iter()
     .filter_map(|(on, name)| on.then_some(name))
     .collect();
+    let follow: Vec<String> = f.follow.iter().map(|u| format!("--follow {u}")).collect();
+    let flags: Vec<&str> = flags
+        .into_iter()
+        .chain(follow.iter().map(String::as_str))
+        .collect();
     let mut text = format!(
         "# svc-registry effective config: {} + environment{}\n",
         config.path.display(),
@@ -939,7 +1073,11 @@ fn reload(config: &mut Config, live: &Live) {
         applied.retain(|k| !k.starts_with("signers"));
         not_applied.push("signers");
     }
-    warn_if_config_signers_differ(&new.signers, &live.snapshot.load());
+    if new.follow.is_none() {
+        if let Some(set) = &new.signers {
+            warn_if_config_signers_differ(set, &live.snapshot.load());
+        }
+    }
     live.writer_settings.store(Arc::new(settings(&new)));
     live.sse_hub.set_settings(sse_settings(&new));
     live.chaos

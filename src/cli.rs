@@ -1263,3 +1263,59 @@ pub fn backup(conn: &Conn, to: &Path) -> CliResult {
     eprintln!("restore: stop the server, point data_dir at this directory (or copy it there), start; see docs/OPERATIONS.md");
     Ok(())
 }
+
+/// `follow status`: a follower's standing from its own listeners — verified head, the newest
+/// upstream head it heard, lag, refusals and reconnects (docs/OPERATIONS.md §11.1). Fails on a
+/// node that is not a follower; prints the state whether or not it is ready.
+pub fn follow_status(conn: &Conn) -> CliResult {
+    let metrics = conn.admin_text("/metrics")?;
+    let metric = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .map_or(0, |v| v as u64)
+    };
+    if metric("registry_follower") != 1 {
+        return Err("this node is not a follower (registry_follower is not 1)".to_string());
+    }
+    let r = conn.call(&conn.admin, "GET", "/readyz", None)?;
+    let ready: serde_json::Value = serde_json::from_slice(&r.body)
+        .map_err(|_| format!("GET /readyz answered {} without JSON", r.status))?;
+    let head = conn.registry("GET", "/registry/head", None, 200)?;
+    let v = serde_json::json!({
+        "ready": r.status == 200,
+        "head": head["version"],
+        "hash": head["hash"],
+        "upstream_head": metric("registry_follow_upstream_head_version"),
+        "lag_versions": metric("registry_follow_lag_versions"),
+        "applied_total": metric("registry_follow_applied_total"),
+        "verify_failures_total": metric("registry_follow_verify_failures_total"),
+        "forks_total": metric("registry_follow_forks_total"),
+        "reconnects_total": metric("registry_follow_reconnects_total"),
+        "reasons": ready["reasons"],
+    });
+    conn.emit(&v, || {
+        let mut text = format!(
+            "{} head={} upstream_head={} lag_versions={} applied={} refused={} forks={} reconnects={}",
+            if r.status == 200 { "ready" } else { "NOT READY" },
+            v["head"],
+            v["upstream_head"],
+            v["lag_versions"],
+            v["applied_total"],
+            v["verify_failures_total"],
+            v["forks_total"],
+            v["reconnects_total"]
+        );
+        for reason in ready["reasons"].as_array().into_iter().flatten() {
+            text.push_str(&format!("\n  {}", reason.as_str().unwrap_or("?")));
+        }
+        text
+    });
+    Ok(())
+}

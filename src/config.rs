@@ -30,6 +30,8 @@ pub struct RawConfig {
     /// Log filter in `RUST_LOG` syntax; `RUST_LOG` overrides it. Changeable by SIGHUP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_level: Option<String>,
+    /// Required, except on a follower (`[follow]`), which learns its signer set from the log.
+    #[serde(default, skip_serializing_if = "RawSigners::is_absent")]
     pub signers: RawSigners,
     #[serde(default)]
     pub http: HttpConfig,
@@ -55,6 +57,9 @@ pub struct RawConfig {
     /// Operator routes' limits.
     #[serde(default, skip_serializing_if = "OpsConfig::is_unset")]
     pub ops: OpsConfig,
+    /// `[follow]`: run as a verifying follower of these upstreams (docs/OPERATIONS.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow: Option<FollowConfig>,
 }
 
 /// `[auth]`: where the root keys are and which actions need a token.
@@ -97,6 +102,48 @@ impl OpsConfig {
     }
 }
 
+/// `[follow]` as written. `--follow URL` (repeatable) replaces `upstreams`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FollowConfig {
+    /// `http://host:port` or `https://host:port`, tried in order.
+    #[serde(default)]
+    pub upstreams: Vec<String>,
+    /// The trust anchor: the registry's genesis hash (64 lower-case hex digits).
+    pub genesis_hash: String,
+    /// `/readyz` is 200 while the follower is at most this many versions behind the newest
+    /// upstream head it has seen.
+    #[serde(default = "default_max_lag_versions")]
+    pub max_lag_versions: u64,
+    /// Every upstream request (connect, each read) gives up after this long; a stream is
+    /// considered stalled after it passes without an event or heartbeat. Bounds failover.
+    #[serde(default = "default_follow_timeout_ms")]
+    pub timeout_ms: u64,
+    /// The CAs (PEM) that `https://` upstreams are checked against; absent: the system's.
+    /// Relative to the config file's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cacert: Option<PathBuf>,
+}
+
+fn default_max_lag_versions() -> u64 {
+    16
+}
+
+fn default_follow_timeout_ms() -> u64 {
+    5000
+}
+
+/// The validated follow mode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Follow {
+    pub upstreams: Vec<String>,
+    pub genesis_hash: String,
+    pub max_lag_versions: u64,
+    pub timeout: Duration,
+    /// `[follow] cacert`, resolved.
+    pub cacert: Option<PathBuf>,
+}
+
 /// `[tls]`: PEM files, relative paths resolved against the config file's directory. The files
 /// are re-read on SIGHUP (new handshakes use them; established sessions keep theirs).
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -111,12 +158,19 @@ pub struct TlsConfig {
     pub client_ca_file: Option<PathBuf>,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSigners {
     pub threshold: usize,
     #[serde(default)]
     pub keys: Vec<RawKey>,
+}
+
+impl RawSigners {
+    /// No `[signers]` table in the file (a follower's config).
+    pub fn is_absent(&self) -> bool {
+        self.threshold == 0 && self.keys.is_empty()
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -350,6 +404,8 @@ pub struct Flags {
     pub amnesia: bool,
     pub uds_only: bool,
     pub read_only: bool,
+    /// `--follow URL`, repeatable: replaces `[follow] upstreams`.
+    pub follow: Vec<String>,
 }
 
 /// A validated configuration.
@@ -357,7 +413,10 @@ pub struct Flags {
 pub struct Config {
     pub path: PathBuf,
     pub raw: RawConfig,
-    pub signers: SignerSet,
+    /// The bootstrap signer set (`[signers]`); `None` only on a follower without one.
+    pub signers: Option<SignerSet>,
+    /// Follow mode (`[follow]` and `--follow`), validated.
+    pub follow: Option<Follow>,
     pub workers: usize,
     pub flags: Flags,
 }
@@ -422,6 +481,9 @@ impl Config {
         raw.data_dir = resolve(&base, &raw.data_dir);
         raw.uds_path = raw.uds_path.map(|p| resolve(&base, &p));
         raw.bus.socket = raw.bus.socket.map(|p| resolve(&base, &p));
+        if let Some(follow) = &mut raw.follow {
+            follow.cacert = follow.cacert.take().map(|p| resolve(&base, &p));
+        }
         if let Some(tls) = &mut raw.tls {
             // An empty path stays empty, for `validate` to refuse by name.
             for file in [&mut tls.cert_file, &mut tls.key_file]
@@ -600,11 +662,27 @@ impl Config {
         if let Some(reason) = &raw.maintenance.reason {
             check_maintenance_reason(reason).map_err(|e| fail(format!("maintenance.{e}")))?;
         }
-        let signers = parse_signers(&raw.signers).map_err(fail)?;
+        let follow = validate_follow(raw.follow.as_ref(), &flags).map_err(fail)?;
+        // A follower learns its signer set from the log (docs/OPERATIONS.md): `[signers]` is
+        // optional there, and checked if given.
+        let signers = if follow.is_some() && raw.signers.is_absent() {
+            None
+        } else {
+            Some(parse_signers(&raw.signers).map_err(|e| {
+                if raw.signers.is_absent() {
+                    "[signers] is missing: an authority needs its bootstrap signer set (only a \
+                     follower, with [follow], runs without one)"
+                        .to_string()
+                } else {
+                    e
+                }
+            }).map_err(fail)?)
+        };
         Ok(Config {
             path: path.to_path_buf(),
             raw,
             signers,
+            follow,
             workers,
             flags,
         })
@@ -817,6 +895,54 @@ fn set_path(tree: &mut toml::Value, path: &str, value: Option<toml::Value>) {
     }
 }
 
+/// `[follow]` and `--follow` as one validated follow mode (`None`: an authority).
+fn validate_follow(raw: Option<&FollowConfig>, flags: &Flags) -> Result<Option<Follow>, String> {
+    let Some(raw) = raw else {
+        if flags.follow.is_empty() {
+            return Ok(None);
+        }
+        return Err(
+            "--follow needs the trust anchor: add [follow] genesis_hash = \"<64 hex>\" to the config"
+                .to_string(),
+        );
+    };
+    let upstreams = if flags.follow.is_empty() {
+        raw.upstreams.clone()
+    } else {
+        flags.follow.clone()
+    };
+    if upstreams.is_empty() {
+        return Err(
+            "follow: no upstreams (set [follow] upstreams or pass --follow URL)".to_string(),
+        );
+    }
+    for url in &upstreams {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(format!(
+                "follow: upstream {url:?} must be an http:// or https:// URL"
+            ));
+        }
+        crate::http::client::Target::parse_with_cacert(url, raw.cacert.as_deref())
+            .map_err(|e| format!("follow: upstream {url:?}: {e}"))?;
+    }
+    if !crate::domain::is_hash_hex(&raw.genesis_hash) {
+        return Err("follow.genesis_hash must be 64 lower-case hex digits".to_string());
+    }
+    if raw.timeout_ms < 100 {
+        return Err(format!(
+            "follow.timeout_ms = {} must be at least 100",
+            raw.timeout_ms
+        ));
+    }
+    Ok(Some(Follow {
+        upstreams,
+        genesis_hash: raw.genesis_hash.clone(),
+        max_lag_versions: raw.max_lag_versions,
+        timeout: Duration::from_millis(raw.timeout_ms),
+        cacert: raw.cacert.clone(),
+    }))
+}
+
 /// Parse and validate `[signers]`.
 pub fn parse_signers(raw: &RawSigners) -> Result<SignerSet, String> {
     let keys = raw
@@ -869,7 +995,7 @@ mod tests {
         let c = config("", &two_keys(2)).unwrap();
         assert_eq!(c.raw.registry_addr, "127.0.0.1:9444");
         assert_eq!(c.raw.storage.fsync, FsyncMode::Batch);
-        assert_eq!(c.signers.threshold, 2);
+        assert_eq!(c.signers.as_ref().unwrap().threshold, 2);
         assert!(c.workers >= 1);
     }
 
@@ -1065,7 +1191,7 @@ mod tests {
             ["http.max_connections", "registry_addr", "storage.fsync"]
         );
         let e = &plan.effective;
-        assert_eq!(e.signers.threshold, 2);
+        assert_eq!(e.signers.as_ref().unwrap().threshold, 2);
         assert_eq!(e.raw.proposals.max_ops, 3);
         assert_eq!(e.raw.log_level.as_deref(), Some("debug"));
         assert_eq!(e.raw.storage.commit_budget_ms, 100);
@@ -1186,5 +1312,76 @@ mod tests {
         let plan = plain.plan_reload(on).unwrap();
         assert!(plan.effective.raw.auth.is_none());
         assert_eq!(plan.applied, ["ops.backup_root"]);
+    }
+
+    fn follower_config(text: &str, follow: &[&str]) -> Result<Config, String> {
+        let flags = Flags {
+            follow: follow.iter().map(|u| u.to_string()).collect(),
+            ..Flags::default()
+        };
+        Config::from_toml(text, Path::new("test.toml"), flags, &|_| None).map_err(|e| e.0)
+    }
+
+    #[test]
+    fn a_follower_needs_no_signers_but_a_pinned_genesis() {
+        let g = "ab".repeat(32);
+        let base = "registry_id = \"r\"\ndata_dir = \"/tmp/x\"\n";
+        let c = follower_config(
+            &format!(
+                "{base}[follow]\nupstreams = [\"http://10.0.0.1:9444\"]\ngenesis_hash = \"{g}\"\n"
+            ),
+            &[],
+        )
+        .unwrap();
+        assert!(c.signers.is_none());
+        let f = c.follow.clone().unwrap();
+        assert_eq!(f.upstreams, ["http://10.0.0.1:9444"]);
+        assert_eq!(
+            (f.max_lag_versions, f.timeout),
+            (16, Duration::from_secs(5))
+        );
+        // The effective config round-trips without a [signers] table.
+        assert!(!c.to_toml().contains("[signers]"), "{}", c.to_toml());
+        // --follow replaces the file's upstreams.
+        let c = follower_config(
+            &format!(
+                "{base}[follow]\nupstreams = [\"http://10.0.0.1:9444\"]\ngenesis_hash = \"{g}\"\n"
+            ),
+            &["http://10.0.0.2:9444", "http://10.0.0.3:9444"],
+        )
+        .unwrap();
+        assert_eq!(
+            c.follow.unwrap().upstreams,
+            ["http://10.0.0.2:9444", "http://10.0.0.3:9444"]
+        );
+        // An authority still needs [signers]; --follow needs the anchor; the anchor is checked;
+        // unknown keys are refused; an upstream needs a scheme.
+        let e = follower_config(base, &[]).unwrap_err();
+        assert!(e.contains("[signers] is missing"), "{e}");
+        let e = follower_config(base, &["http://10.0.0.2:9444"]).unwrap_err();
+        assert!(e.contains("genesis_hash"), "{e}");
+        let e = follower_config(
+            &format!("{base}[follow]\nupstreams = [\"http://h:1\"]\ngenesis_hash = \"AB\"\n"),
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.contains("follow.genesis_hash"), "{e}");
+        let e = follower_config(
+            &format!(
+                "{base}[follow]\nupstreams = [\"http://h:1\"]\ngenesis_hash = \"{g}\"\nlag = 3\n"
+            ),
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.contains("unknown field `lag`"), "{e}");
+        let e = follower_config(
+            &format!("{base}[follow]\nupstreams = [\"h:1\"]\ngenesis_hash = \"{g}\"\n"),
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.contains("http://"), "{e}");
+        let e =
+            follower_config(&format!("{base}[follow]\ngenesis_hash = \"{g}\"\n"), &[]).unwrap_err();
+        assert!(e.contains("no upstreams"), "{e}");
     }
 }

@@ -19,6 +19,7 @@ Examples:
   svc-registry --config configs/dev.toml               # local development (DEV-ONLY keys)
   svc-registry --config /etc/ron/svc-registry.toml --check-config
   svc-registry --config node.toml --amnesia --read-only
+  svc-registry --config replica.toml --follow http://10.0.0.1:9444   # verifying read replica
 
 Environment (overrides the file):
   RON_CONFIG      config path when --config is absent
@@ -47,6 +48,10 @@ struct Cli {
     /// Maintenance: write endpoints answer 503, reads work.
     #[arg(long)]
     read_only: bool,
+    /// Follow this upstream as a verifying read replica (repeatable; replaces `[follow]
+    /// upstreams`; needs `[follow] genesis_hash`). With --amnesia: a Micronode.
+    #[arg(long, value_name = "URL")]
+    follow: Vec<String>,
     /// Validate the config, print the effective config (secrets redacted) and exit 0, or 2 if
     /// it is invalid.
     #[arg(long)]
@@ -59,6 +64,7 @@ fn main() {
         amnesia: cli.amnesia,
         uds_only: cli.uds_only,
         read_only: cli.read_only,
+        follow: cli.follow,
     };
     if cli.check_config {
         match Config::load(&cli.config, flags) {

@@ -48,6 +48,13 @@ pub struct Metrics {
     pub auth_failures_total: IntCounterVec,
     pub registry_tls_handshakes_total: IntCounterVec,
     pub registry_tls_handshake_failures_total: IntCounterVec,
+    pub registry_follow_lag_versions: IntGauge,
+    pub registry_follow_upstream_head_version: IntGauge,
+    pub registry_follow_applied_total: IntCounter,
+    pub registry_follow_verify_failures_total: IntCounter,
+    pub registry_follow_reconnects_total: IntCounter,
+    pub registry_follow_forks_total: IntCounter,
+    pub registry_follower: IntGauge,
 }
 
 fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
@@ -210,6 +217,41 @@ impl Metrics {
                 &["listener", "reason"],
             )
             .expect("valid"),
+            registry_follow_lag_versions: IntGauge::new(
+                "registry_follow_lag_versions",
+                "Follower: versions between the newest upstream head seen and the verified head",
+            )
+            .expect("valid"),
+            registry_follow_upstream_head_version: IntGauge::new(
+                "registry_follow_upstream_head_version",
+                "Follower: the newest upstream head version seen",
+            )
+            .expect("valid"),
+            registry_follow_applied_total: IntCounter::new(
+                "registry_follow_applied_total",
+                "Follower: upstream versions verified, stored and published",
+            )
+            .expect("valid"),
+            registry_follow_verify_failures_total: IntCounter::new(
+                "registry_follow_verify_failures_total",
+                "Follower: upstream records refused (verification failure or fork)",
+            )
+            .expect("valid"),
+            registry_follow_reconnects_total: IntCounter::new(
+                "registry_follow_reconnects_total",
+                "Follower: upstream connections lost, stalled or switched",
+            )
+            .expect("valid"),
+            registry_follow_forks_total: IntCounter::new(
+                "registry_follow_forks_total",
+                "Follower: upstreams refused for holding another record at a verified version",
+            )
+            .expect("valid"),
+            registry_follower: IntGauge::new(
+                "registry_follower",
+                "1 on a follower (writes go to its upstream), 0 on an authority",
+            )
+            .expect("valid"),
         };
         // Every alg's series exists from the start (at zero), so dashboards and alerts see
         // the metric before the first approval of each algorithm.
@@ -245,6 +287,13 @@ impl Metrics {
             Box::new(m.auth_failures_total.clone()),
             Box::new(m.registry_tls_handshakes_total.clone()),
             Box::new(m.registry_tls_handshake_failures_total.clone()),
+            Box::new(m.registry_follow_lag_versions.clone()),
+            Box::new(m.registry_follow_upstream_head_version.clone()),
+            Box::new(m.registry_follow_applied_total.clone()),
+            Box::new(m.registry_follow_verify_failures_total.clone()),
+            Box::new(m.registry_follow_reconnects_total.clone()),
+            Box::new(m.registry_follow_forks_total.clone()),
+            Box::new(m.registry_follower.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for c in collectors {

@@ -220,6 +220,18 @@ pub fn open(
     opts: &StorageOptions,
     bootstrap: &Arc<SignerSet>,
 ) -> Result<OpenedStorage, OpenError> {
+    open_with(data_dir, registry_id, opts, &mut || Ok(bootstrap.clone()))
+}
+
+/// Like [`open`], with the genesis signer set of a new log asked for only when the log turns
+/// out to be new (a follower fetches and verifies it from an upstream then, holding the data
+/// directory's lock). An `Err` from `bootstrap` refuses the open with its message.
+pub fn open_with(
+    data_dir: &Path,
+    registry_id: &str,
+    opts: &StorageOptions,
+    bootstrap: &mut dyn FnMut() -> Result<Arc<SignerSet>, String>,
+) -> Result<OpenedStorage, OpenError> {
     let mut index = FrameIndex::default();
     let trust = |c: &rlog::Checkpoint| restore::checkpoint_log_end(&c.payload).unwrap_or(0);
     let mut opened = rlog::open_index(
@@ -244,7 +256,8 @@ pub fn open(
         );
     }
     if index.first.is_none() {
-        let loc = write_genesis(&mut opened, data_dir, registry_id, bootstrap)
+        let bootstrap = bootstrap().map_err(OpenError::Refused)?;
+        let loc = write_genesis(&mut opened, data_dir, registry_id, &bootstrap)
             .map_err(|e| OpenError::Refused(format!("writing the genesis record: {e}")))?;
         index.first = Some(loc);
     }

@@ -1,8 +1,9 @@
 //! TLS on the real binary: certificates made here with rcgen (a CA, a server certificate for
 //! 127.0.0.1 and localhost, an expired one, one for another host, a client certificate), then
 //! our client, ronctl, curl and Python `requests` over https; mutual TLS; SSE over TLS; a
-//! SIGHUP certificate reload under an open keep-alive connection; and the hostile handshakes
-//! (slowloris, garbage, plaintext HTTP, a thousand idle sessions).
+//! SIGHUP certificate reload under an open keep-alive connection; the hostile handshakes
+//! (slowloris, garbage, plaintext HTTP, a thousand idle sessions); and a follower of an https
+//! upstream trusting `[follow] cacert`.
 
 mod common;
 mod pki;
@@ -589,4 +590,49 @@ fn handshake_failures_are_counted_by_listener_and_reason() {
         before, after,
         "a silent TCP connection counted as a failed handshake"
     );
+}
+
+#[test]
+fn a_follower_follows_an_https_upstream_checked_against_its_cacert() {
+    let pki = Pki::new();
+    pki.issue("server", &["127.0.0.1"], (-1, 30), false);
+    let s = start(&pki, "server", false, "");
+    let target = https(&s.registry, pki.client(None));
+    commit_over(&s, &target, 0, "before");
+    let genesis =
+        serde_json::from_slice::<serde_json::Value>(&get(&target, "/registry/0").unwrap().body)
+            .unwrap()["hash"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    let follower = |cacert: &str| {
+        Setup {
+            tables: format!(
+                "[follow]\nupstreams = [\"https://{}\"]\ngenesis_hash = {genesis:?}\ntimeout_ms = 1000\n{cacert}",
+                s.registry
+            ),
+            flags: vec!["--amnesia".into()],
+            ..Setup::default()
+        }
+    };
+    let f = TestServer::start(follower(&format!(
+        "cacert = {:?}\n",
+        pki.path("ca.pem").display().to_string()
+    )));
+    commit_over(&s, &target, 1, "live");
+    eventually(TIMEOUT, "the follower reaches version 2 over https", || {
+        f.head()["version"] == 2
+    });
+    assert_eq!(
+        f.get("/registry/2").body,
+        get(&target, "/registry/2").unwrap().body
+    );
+    // Without the CA the upstream's certificate is refused: nothing is followed.
+    let untrusting = TestServer::start_until(follower(""), "metrics listener bound");
+    assert!(
+        untrusting.wait_log("genesis fetch failed", TIMEOUT),
+        "{}",
+        untrusting.logs()
+    );
+    assert!(!untrusting.logs().contains("genesis verified"));
 }

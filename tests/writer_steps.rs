@@ -1,7 +1,7 @@
 //! The writer driven step by step (no HTTP, no threads): group commit ordering, a failed sync
 //! poisoning the write plane, a full disk refusing without applying anything, commits held
-//! until the staged head reaches their base, and one-request submits batched and held like
-//! commits.
+//! until the staged head reaches their base, one-request submits batched and held like
+//! commits, and a follower's apply of a verified record.
 
 use arc_swap::ArcSwap;
 use crossbeam_channel::{Receiver, Sender};
@@ -501,4 +501,65 @@ fn a_held_submit_whose_ttl_runs_out_is_410_and_leaves_nothing_pending() {
     assert_eq!((status, v["error"].as_str().unwrap()), (410, "expired"));
     assert_eq!(rig.proposal_status(&p2).0, 404);
     assert_eq!(rig.sync_rx.try_iter().count(), 0, "nothing appended");
+}
+
+/// A follower's apply (`WriteRequest::Apply`): the verified record is staged as it is, answered
+/// and published only after its sync, and refused when it does not extend the staged head or
+/// its descriptor count is not what its ops give.
+#[test]
+fn a_followers_apply_stores_the_record_as_it_is_and_only_on_the_staged_head() {
+    let mut authority = rig();
+    let p1 = authority.payload(0, "a");
+    let id1 = authority.approved(&p1);
+    let c1 = authority.commit(&id1);
+    let position = authority.sync_rx.try_iter().last().unwrap();
+    authority.writer.on_internal(Internal::Durable(position));
+    assert_eq!(answer(&c1).0, 200);
+    let record = authority.snapshot.load().head.clone();
+    assert_eq!(record.version, 1);
+    let proposal = Arc::new(
+        svc_registry::domain::proposal::parse(
+            &record.payload,
+            "r",
+            &ProposalLimits {
+                max_ops: 8,
+                max_descriptor_bytes: 1024,
+            },
+        )
+        .unwrap(),
+    );
+    let apply = |rig: &mut Rig, record: svc_registry::domain::record::CommitRecord| {
+        let (r, rx) = reply(replies::committed);
+        rig.writer.on_request(WriteRequest::Apply {
+            record: Arc::new(record),
+            proposal: proposal.clone(),
+            reply: r,
+        });
+        rx
+    };
+    let mut follower = rig();
+    // A descriptor count that is not the ops' (it is not covered by the hash): refused.
+    let mut miscounted = (*record).clone();
+    miscounted.descriptors += 1;
+    let (status, v) = answer(&apply(&mut follower, miscounted));
+    assert_eq!(status, 409, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("descriptors"),
+        "{v}"
+    );
+    // The record as it is: staged, answered and published only after its sync.
+    let a = apply(&mut follower, (*record).clone());
+    assert!(a.try_recv().is_err());
+    assert_eq!(follower.snapshot.load().version(), 0);
+    let position = follower.sync_rx.try_iter().last().unwrap();
+    follower.writer.on_internal(Internal::Durable(position));
+    assert_eq!(answer(&a).0, 200);
+    let published = follower.snapshot.load();
+    assert_eq!(published.version(), 1);
+    assert_eq!(published.head.to_json(), record.to_json());
+    // The same record again does not extend the staged head: refused, nothing changes.
+    let (status, v) = answer(&apply(&mut follower, (*record).clone()));
+    assert_eq!(status, 409, "{v}");
+    assert_eq!(follower.snapshot.load().version(), 1);
+    assert!(follower.sync_rx.try_iter().next().is_none());
 }

@@ -24,6 +24,7 @@ fuzz_target!(|data: &[u8]| {
         amnesia: flags_byte & 1 != 0,
         uds_only: flags_byte & 2 != 0,
         read_only: flags_byte & 4 != 0,
+        follow: Vec::new(),
     };
     let env = |name: &str| match (flags_byte & 8 != 0, name) {
         (true, "REGISTRY_ADDR") => Some("127.0.0.1:0".to_string()),

@@ -29,6 +29,8 @@ use std::time::Duration;
 /// Page sizes of listings: default and ceiling.
 const PAGE_DEFAULT: usize = 100;
 const PAGE_MAX: usize = 1000;
+/// `/registry/log` pages stop adding records past this many bytes (docs/API.md).
+const LOG_PAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Signatures in one `/approve` at most.
 const APPROVE_SIGNATURES_MAX: usize = 64;
 
@@ -540,24 +542,33 @@ impl RegistryApi {
         let snap = self.snapshot.load();
         let head = snap.version();
         let end = from.saturating_add(limit).min(head.saturating_add(1));
-        let next = (end <= head).then_some(end);
         // The page is spliced from the stored records' bytes (each is one JSON object), so no
-        // record is parsed or re-encoded; keys in the order serde_json writes them.
+        // record is parsed or re-encoded; keys in the order serde_json writes them. It ends
+        // early, at the first record that would take it past LOG_PAGE_BYTES_MAX (a page holds
+        // at least one record), so one request never costs more than that much memory.
+        let mut records = Vec::new();
+        let mut v = from;
+        while v < end {
+            let bytes = snap
+                .record_bytes(v)
+                .map_err(|e| super::history_unreadable(v, &e))?
+                .expect("every version up to the head is in the history");
+            if v > from && records.len() + bytes.len() + 1 > LOG_PAGE_BYTES_MAX {
+                break;
+            }
+            if v > from {
+                records.push(b',');
+            }
+            records.extend_from_slice(&bytes);
+            v += 1;
+        }
+        let next = (v <= head).then_some(v);
         let mut body = format!(
             "{{\"head\":{head},\"next\":{},\"records\":[",
             next.map_or("null".to_string(), |n| n.to_string())
         )
         .into_bytes();
-        for v in from..end {
-            let bytes = snap
-                .record_bytes(v)
-                .map_err(|e| super::history_unreadable(v, &e))?
-                .expect("every version up to the head is in the history");
-            if v > from {
-                body.push(b',');
-            }
-            body.extend_from_slice(&bytes);
-        }
+        body.extend_from_slice(&records);
         body.extend_from_slice(b"]}");
         Ok(Response::json(200, body))
     }

@@ -148,6 +148,9 @@ enum Cmd {
     /// Maintenance (read-only) mode, switched at run time.
     #[command(subcommand)]
     Maintenance(MaintenanceCmd),
+    /// A follower's standing (verified head, upstream head, lag, refusals), from its listeners.
+    #[command(subcommand)]
+    Follow(FollowCmd),
     /// Hot backup: the server copies its data directory into DIR (on the server's host); a copy
     /// restores by pointing data_dir at it.
     Backup {
@@ -294,6 +297,12 @@ enum ChaosCmd {
     /// Remove any injected fault.
     Clear,
     /// Show injected faults.
+    Status,
+}
+
+#[derive(Subcommand, Debug)]
+enum FollowCmd {
+    /// Verified head, newest upstream head, lag, applied, refusals, reconnects, /readyz reasons.
     Status,
 }
 
@@ -624,6 +633,7 @@ fn main() -> ExitCode {
             MaintenanceCmd::Off => cli::maintenance(&conn, Some(false), None),
             MaintenanceCmd::Status => cli::maintenance(&conn, None, None),
         },
+        Cmd::Follow(FollowCmd::Status) => cli::follow_status(&conn),
         Cmd::Backup { to } => cli::backup(&conn, &to),
         Cmd::Cap(c) => cap(c, conn.output),
         Cmd::Signers(SignersCmd::Show { version }) => cli::signers_show(&conn, version),

@@ -24,4 +24,4 @@ pub use backup::*;
 pub use budget::*;
 pub use chaos::*;
 pub use maintenance::Maintenance;
-pub use plane::{Readiness, WritePlane};
+pub use plane::{FollowState, Readiness, WritePlane};

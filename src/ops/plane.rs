@@ -48,6 +48,128 @@ pub struct WritePlane {
     maintenance_reason: Mutex<Option<String>>,
     /// `storage.commit_budget_ms`, once storage syncs.
     budget: OnceLock<Arc<CommitBudget>>,
+    /// Set once at start-up on a follower: then every write is refused and readiness is the
+    /// follower's (docs/OPERATIONS.md).
+    follow: OnceLock<Arc<FollowState>>,
+}
+
+/// A follower's standing, written by the follower thread and read by `/readyz` and the write
+/// routes.
+pub struct FollowState {
+    /// The upstreams, as configured (for messages).
+    pub upstreams: Vec<String>,
+    pub max_lag_versions: u64,
+    inner: Mutex<FollowInner>,
+}
+
+#[derive(Default)]
+struct FollowInner {
+    /// The newest version verified and published.
+    verified: u64,
+    /// The latest head each upstream reported (a refused one's no longer counts).
+    heads: Vec<(String, u64)>,
+    /// Upstreams refused for good, with why (`verification failed at version V: …`, `fork at
+    /// version V: …`).
+    refused: Vec<(String, String)>,
+    /// Why the follower is waiting before it has a verified genesis, if it is.
+    waiting: Option<String>,
+}
+
+impl FollowInner {
+    fn newest_head(&self) -> Option<u64> {
+        self.heads.iter().map(|(_, h)| *h).max()
+    }
+}
+
+impl FollowState {
+    pub fn new(upstreams: Vec<String>, max_lag_versions: u64) -> Arc<FollowState> {
+        Arc::new(FollowState {
+            upstreams,
+            max_lag_versions,
+            inner: Mutex::new(FollowInner::default()),
+        })
+    }
+
+    /// The follower verified and published up to `version`.
+    pub fn set_verified(&self, version: u64) {
+        self.inner.lock().verified = version;
+    }
+
+    /// `upstream` reported its head at `version` (its latest word replaces its earlier one: an
+    /// upstream restored from an older backup is behind now).
+    pub fn saw_upstream_head(&self, upstream: &str, version: u64) {
+        let mut inner = self.inner.lock();
+        match inner.heads.iter_mut().find(|(u, _)| u == upstream) {
+            Some((_, h)) => *h = version,
+            None => inner.heads.push((upstream.to_string(), version)),
+        }
+    }
+
+    /// `upstream` is refused for good: `reason` starts with `verification failed at version V`
+    /// or `fork at version V`. Its head no longer counts.
+    pub fn refuse(&self, upstream: &str, reason: String) {
+        let mut inner = self.inner.lock();
+        inner.heads.retain(|(u, _)| u != upstream);
+        inner.refused.push((upstream.to_string(), reason));
+    }
+
+    pub fn is_refused(&self, upstream: &str) -> bool {
+        self.inner.lock().refused.iter().any(|(u, _)| u == upstream)
+    }
+
+    /// Start-up is waiting for something before it can serve (the genesis from an upstream).
+    pub fn set_waiting(&self, why: Option<String>) {
+        self.inner.lock().waiting = why;
+    }
+
+    /// (verified, newest upstream head seen, lag).
+    pub fn lag(&self) -> (u64, Option<u64>, u64) {
+        let inner = self.inner.lock();
+        let newest = inner.newest_head();
+        let lag = newest.map_or(0, |h| h.saturating_sub(inner.verified));
+        (inner.verified, newest, lag)
+    }
+
+    /// Whether the follower is ready, and every reason worth reporting (also while ready: a
+    /// refused upstream stays named).
+    fn report(&self) -> (bool, Vec<String>) {
+        let inner = self.inner.lock();
+        let mut reasons: Vec<String> = inner
+            .refused
+            .iter()
+            .map(|(u, why)| format!("upstream {u} refused: {why}"))
+            .collect();
+        let live = self
+            .upstreams
+            .iter()
+            .filter(|u| !inner.refused.iter().any(|(r, _)| r == *u))
+            .count();
+        let mut ready = live > 0;
+        if live == 0 {
+            reasons.push("no upstream left to follow (every one was refused)".to_string());
+        }
+        if let Some(why) = &inner.waiting {
+            reasons.push(why.clone());
+            ready = false;
+        }
+        match inner.newest_head() {
+            None => {
+                reasons.push("follower has not heard an upstream head yet".to_string());
+                ready = false;
+            }
+            Some(head) => {
+                let lag = head.saturating_sub(inner.verified);
+                if lag > self.max_lag_versions {
+                    reasons.push(format!(
+                        "follower is {lag} versions behind the upstream head {head} (max_lag_versions {})",
+                        self.max_lag_versions
+                    ));
+                    ready = false;
+                }
+            }
+        }
+        (ready, reasons)
+    }
 }
 
 impl WritePlane {
@@ -86,17 +208,32 @@ impl WritePlane {
         let _ = self.budget.set(budget);
     }
 
+    /// Make this process a follower (once, at start-up).
+    pub fn set_follow(&self, state: Arc<FollowState>) {
+        let _ = self.follow.set(state);
+    }
+
+    pub fn follow(&self) -> Option<&Arc<FollowState>> {
+        self.follow.get()
+    }
+
     /// Would a write be accepted now: up, restored, not in maintenance, not poisoned.
     pub fn write_ready(&self) -> bool {
         let r = &self.readiness;
         let up = [&r.state_restored, &r.writer_ready, &r.storage_ready]
             .iter()
             .all(|f| f.load(Ordering::SeqCst));
-        !self.read_only() && up && self.poisoned().is_none()
+        !self.read_only() && up && self.poisoned().is_none() && self.follow.get().is_none()
     }
 
     /// The refusal a write (`commit`: a `/commit`, also subject to the budget) gets now, if any.
     pub fn refuse_write(&self, commit: bool) -> Option<ApiError> {
+        if let Some(follow) = self.follow.get() {
+            return Some(ApiError::unavailable(format!(
+                "this node is a read-only follower of {}; send writes to the upstream",
+                follow.upstreams.join(", ")
+            )));
+        }
         if self.read_only.load(Ordering::Relaxed) {
             return Some(ApiError::unavailable(
                 "the registry is in read-only (maintenance) mode",
@@ -156,6 +293,19 @@ impl WritePlane {
         }
         if !on(&r.storage_ready) {
             reasons.push("storage not ready".to_string());
+        }
+        if let Some(follow) = self.follow.get() {
+            // A follower's write plane is its upstream's; it is ready when it keeps up.
+            let (follow_ready, follow_reasons) = follow.report();
+            reasons.push(format!(
+                "follower of {}: writes go to the upstream",
+                follow.upstreams.join(", ")
+            ));
+            reasons.extend(follow_reasons);
+            if let Some(p) = r.history_problem.lock().clone() {
+                reasons.push(format!("background history check failed: {p}"));
+            }
+            return (read && follow_ready, read, false, reasons);
         }
         // Every reason past the read ones concerns the write plane.
         let write = read && reasons.is_empty();

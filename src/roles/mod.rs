@@ -3,6 +3,7 @@
 //! owns alone, and how it shuts down. `reply` is the typed answer handle of the writer.
 
 pub mod checkpoint;
+pub mod follower;
 pub mod fsync;
 pub mod reply;
 pub mod sse;

@@ -229,6 +229,21 @@ impl TestServer {
         Self::spawn(setup, dir, data_dir, config_path)
     }
 
+    /// Start and wait for a log line containing `marker` (e.g. "metrics listener bound" for a
+    /// server expected to come up not ready: `registry` is empty then).
+    pub fn start_until(setup: Setup, marker: &'static str) -> TestServer {
+        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        let data_dir = setup
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().join("data"));
+        let config_path = dir.path().join("config.toml");
+        std::fs::write(&config_path, setup.config_text(&data_dir)).expect("write config");
+        Self::spawn_until(setup, dir, data_dir, config_path, marker).unwrap_or_else(
+            |(logs, status)| panic!("start failed (exit {status:?}):\n{}", logs.join("\n")),
+        )
+    }
+
     fn spawn(
         setup: Setup,
         dir: Arc<tempfile::TempDir>,

@@ -149,9 +149,85 @@ impl Writer {
             descriptors: descriptors.len() as u64,
             genesis_signers: None,
         });
+        let new_signers = proposal.new_signers().cloned();
+        self.stage_record(&base, record, descriptors, new_signers)?;
+        self.pending.remove(id);
+        self.pending_ops.remove(id);
+        self.remember_committed(id.to_string(), version);
+        Ok(version)
+    }
+
+    /// A follower's verified record (see [`super::WriteRequest::Apply`]): stage it exactly as
+    /// it is, answered like a commit once durable.
+    pub(super) fn apply(
+        &mut self,
+        record: Arc<CommitRecord>,
+        proposal: Arc<Proposal>,
+        reply: Reply<Committed>,
+    ) {
+        if let Some(reason) = self.poisoned() {
+            reply.send(Err(ApiError::unavailable(format!(
+                "write plane stopped: {reason}"
+            ))));
+            return;
+        }
+        let base = self.staged.clone();
+        let version = base.version() + 1;
+        // The follower verified the chain; this is the last guard that what is stored extends
+        // the staged head (a second follower loop, a bug) and that its unhashed descriptor
+        // count is the one its ops give.
+        if record.version != version || record.prev_hash != base.head.hash {
+            reply.send(Err(ApiError::conflict(format!(
+                "record {} does not extend the staged head {} ({})",
+                record.version,
+                base.version(),
+                base.head.hash
+            ))));
+            return;
+        }
+        let descriptors = match state::apply(&base.descriptors, &proposal.ops, version) {
+            Ok(d) => d,
+            Err(e) => return reply.send(Err(e)),
+        };
+        if descriptors.len() as u64 != record.descriptors {
+            reply.send(Err(ApiError::conflict(format!(
+                "record {version} says {} descriptors, its ops give {}",
+                record.descriptors,
+                descriptors.len()
+            ))));
+            return;
+        }
+        let new_signers = proposal.new_signers().cloned();
+        match self.stage_record(&base, record, descriptors, new_signers) {
+            Ok(staged_version) => {
+                if let Some(last) = self.waiting.back_mut() {
+                    if last.version == staged_version {
+                        last.waiter = Some((reply, Instant::now()));
+                    }
+                }
+                if !self.p.journal.needs_sync() {
+                    let position = self.waiting.back().map_or(0, |s| s.position);
+                    self.on_durable(position);
+                }
+            }
+            Err(e) => reply.send(Err(e)),
+        }
+    }
+
+    /// Append `record` (version `base + 1`, state `descriptors`) to the journal, stage its
+    /// snapshot and ask for its sync. Commits and a follower's applies share it, so both store
+    /// and publish alike. Nothing is staged on error.
+    fn stage_record(
+        &mut self,
+        base: &Arc<crate::snapshot::Snapshot>,
+        record: Arc<CommitRecord>,
+        descriptors: crate::domain::state::Descriptors,
+        new_signers: Option<Arc<crate::domain::signers::SignerSet>>,
+    ) -> Result<u64, ApiError> {
+        let version = record.version;
         let json = record.to_json();
         let position = self.append_frame(&json, "commit")?;
-        if let Some(set) = proposal.new_signers() {
+        if let Some(set) = &new_signers {
             log::info!(
                 "msg=\"set_signers staged\" audit=1 version={version} threshold={} keys={} signers_digest={}",
                 set.threshold,
@@ -164,11 +240,7 @@ impl Writer {
             end: position,
             len: json.len() as u32,
         };
-        let snapshot =
-            Arc::new(base.next_with(record, descriptors, loc, proposal.new_signers().cloned()));
-        self.pending.remove(id);
-        self.pending_ops.remove(id);
-        self.remember_committed(id.to_string(), version);
+        let snapshot = Arc::new(base.next_with(record, descriptors, loc, new_signers));
         self.staged = snapshot.clone();
         self.waiting.push_back(Staged {
             version,

@@ -161,6 +161,15 @@ pub enum WriteRequest {
         signatures: Vec<(String, Sig)>,
         reply: Reply<SubmitCommitted>,
     },
+    /// A follower's next record (src/roles/follower.rs), already verified against the chain
+    /// from the pinned genesis: append it exactly as it is and publish it like a commit. The
+    /// writer re-checks version and prev_hash against its staged head and re-applies the ops
+    /// (the last guard: nothing that does not extend the staged chain is stored).
+    Apply {
+        record: Arc<crate::domain::record::CommitRecord>,
+        proposal: Arc<Proposal>,
+        reply: Reply<Committed>,
+    },
     /// Stop: finish what is staged, then exit.
     Shutdown,
 }
@@ -174,6 +183,7 @@ impl WriteRequest {
             WriteRequest::Approve { reply, .. } => reply.send(Err(e)),
             WriteRequest::Commit { reply, .. } => reply.send(Err(e)),
             WriteRequest::Submit { reply, .. } => reply.send(Err(e)),
+            WriteRequest::Apply { reply, .. } => reply.send(Err(e)),
             WriteRequest::Shutdown => {}
         }
     }
@@ -479,6 +489,11 @@ impl Writer {
                 signatures,
                 reply,
             } => self.submit(bytes, signatures, reply),
+            WriteRequest::Apply {
+                record,
+                proposal,
+                reply,
+            } => self.apply(record, proposal, reply),
             WriteRequest::Shutdown => {
                 // Held commits get their answer now: their predecessors will not come.
                 self.shutting_down = true;
