@@ -35,8 +35,10 @@ impl<T> Reply<T> {
         }
     }
 
-    /// Deliver the answer.
+    /// Deliver the answer, after the lines this thread logged so far (the writer batches its
+    /// lines: an audit line must be on stderr before the answer it describes, src/logging.rs).
     pub fn send(mut self, result: Result<T, ApiError>) {
+        crate::logging::flush_thread();
         if let Some(answer) = self.answer.take() {
             answer(result);
         }
@@ -58,6 +60,7 @@ impl<T: Send + 'static> Reply<T> {
 impl<T> Drop for Reply<T> {
     fn drop(&mut self) {
         if let Some(answer) = self.answer.take() {
+            crate::logging::flush_thread();
             answer(Err(ApiError::unavailable(DROPPED)));
         }
     }
