@@ -232,7 +232,11 @@ mod tests {
         });
         flush_thread();
         LOCAL.with(|l| assert!(l.borrow().buf.is_empty()));
-        LOCAL.with(|l| l.borrow_mut().buf.extend_from_slice(b"ts=x level=info msg=tail\n"));
+        LOCAL.with(|l| {
+            l.borrow_mut()
+                .buf
+                .extend_from_slice(b"ts=x level=info msg=tail\n")
+        });
         drop(guard);
         LOCAL.with(|l| {
             let l = l.borrow();
