@@ -144,6 +144,18 @@ pub fn batch_this_thread() -> BatchGuard {
     }
 }
 
+/// Tests: queue `line` in this thread's buffer as a logged line would be.
+#[cfg(test)]
+pub(crate) fn queue_for_test(line: &[u8]) {
+    LOCAL.with(|l| l.borrow_mut().buf.extend_from_slice(line));
+}
+
+/// Tests: bytes waiting in this thread's buffer.
+#[cfg(test)]
+pub(crate) fn batched_len() -> usize {
+    LOCAL.with(|l| l.borrow().buf.len())
+}
+
 fn build_filter(spec: &str) -> env_filter::Filter {
     env_filter::Builder::new().parse(spec).build()
 }

@@ -80,6 +80,30 @@ mod tests {
     }
 
     #[test]
+    fn an_answer_leaves_after_the_lines_its_thread_batched_before_it() {
+        // The audit contract: a batched `msg=committed` is on stderr before its 2xx.
+        let _batch = crate::logging::batch_this_thread();
+        for dropped in [false, true] {
+            crate::logging::queue_for_test(b"ts=x level=info msg=\"a line before an answer\"\n");
+            assert!(crate::logging::batched_len() > 0);
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            let reply = Reply::<u32>::new("t", move |_| {
+                tx.send(crate::logging::batched_len()).unwrap();
+            });
+            if dropped {
+                drop(reply);
+            } else {
+                reply.send(Ok(1));
+            }
+            assert_eq!(
+                rx.try_recv().unwrap(),
+                0,
+                "lines still batched (dropped: {dropped})"
+            );
+        }
+    }
+
+    #[test]
     fn a_sent_reply_is_not_answered_again_on_drop() {
         let (reply, rx) = Reply::<u32>::channel("t");
         reply.send(Ok(7));
