@@ -53,17 +53,55 @@ pub fn history_unreadable(version: u64, detail: &str) -> ApiError {
     ))
 }
 
+/// A thread's handles to the per-request series it has used, by (route's address, status):
+/// `with_label_values` hashes the labels and takes the vector's lock on every call, and the
+/// status needed a `String` — per request on the read path, with both workers on one lock.
+/// Route names are `&'static str`, so the address is a stable key (one route named from two
+/// places merely gets two entries for the same series).
+type Handles = Vec<(usize, u16, prometheus::Histogram, prometheus::IntCounter)>;
+
+thread_local! {
+    static HANDLES: std::cell::RefCell<Handles> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// How many (route, status) series a thread keeps handles to; past it, look-ups go to the vector
+/// (bounded: routes and statuses are finite, but nothing here should grow without end).
+const HANDLES_MAX: usize = 64;
+
 /// Record one answered request in the metrics (both listeners).
 pub fn observe(route: &'static str, status: u16, elapsed: Duration, corr_id: &str) {
     let m = crate::metrics::m();
-    m.request_latency_seconds
-        .with_label_values(&[route])
-        .observe(elapsed.as_secs_f64());
-    let mut code = itoa_buf(status);
-    m.http_requests_total
-        .with_label_values(&[route, code.as_str()])
-        .inc();
-    code.clear();
+    let key = route.as_ptr() as usize;
+    let seconds = elapsed.as_secs_f64();
+    let cached = HANDLES.with(|h| {
+        let mut h = h.borrow_mut();
+        if let Some((_, _, latency, count)) =
+            h.iter().find(|(r, s, _, _)| *r == key && *s == status)
+        {
+            latency.observe(seconds);
+            count.inc();
+            return true;
+        }
+        if h.len() >= HANDLES_MAX {
+            return false;
+        }
+        let latency = m.request_latency_seconds.with_label_values(&[route]);
+        let count = m
+            .http_requests_total
+            .with_label_values(&[route, itoa_buf(status).as_str()]);
+        latency.observe(seconds);
+        count.inc();
+        h.push((key, status, latency, count));
+        true
+    });
+    if !cached {
+        m.request_latency_seconds
+            .with_label_values(&[route])
+            .observe(seconds);
+        m.http_requests_total
+            .with_label_values(&[route, itoa_buf(status).as_str()])
+            .inc();
+    }
     // Audit: every refused approval (a signed request) and every refused commit, whatever
     // refused it (validation, quorum, CAS, maintenance, budget); the writer logs the detail
     // under the same corr_id where it has one.

@@ -21,7 +21,6 @@ use super::server::Shared;
 use super::transport::Transport;
 use super::{Outcome, Replier, Request, Response, StreamSocket};
 use crossbeam_channel::Sender;
-use mio::Waker;
 use std::io::{self, IoSlice};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
@@ -205,7 +204,7 @@ pub(super) struct Ctx {
     /// Unique across all servers of the process (inline reply matching).
     pub(super) id: usize,
     pub(super) shared: Arc<Shared>,
-    pub(super) waker: Arc<Waker>,
+    pub(super) waker: Arc<super::reply::CompletionWaker>,
     pub(super) done_tx: Sender<Completion>,
     /// Dispatch counter: identifies a request for its deferred answer.
     pub(super) generation: u64,

@@ -11,7 +11,7 @@ use super::Response;
 use crossbeam_channel::Sender;
 use mio::Waker;
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -112,10 +112,43 @@ pub(super) struct Completion {
     pub(super) response: Response,
 }
 
+/// A worker's waker for completions, woken once per batch: the writer answers a whole
+/// group commit at once, and one `eventfd` write per answer would be a syscall each for
+/// nothing while the worker has not looked at the first one yet.
+///
+/// Invariant: a completion sent before the worker [`CompletionWaker::taking`] is drained by
+/// that pass; one sent after it finds `pending` false and wakes the worker again.
+pub(crate) struct CompletionWaker {
+    waker: Arc<Waker>,
+    /// A wake was sent and the worker has not started draining since.
+    pending: AtomicBool,
+}
+
+impl CompletionWaker {
+    pub(super) fn new(waker: Arc<Waker>) -> CompletionWaker {
+        CompletionWaker {
+            waker,
+            pending: AtomicBool::new(false),
+        }
+    }
+
+    /// Called after a completion was queued: wake the worker unless a wake is pending.
+    fn wake(&self) {
+        if !self.pending.swap(true, Ordering::SeqCst) {
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// The worker is about to drain its completions: later ones need a new wake.
+    pub(super) fn taking(&self) {
+        self.pending.store(false, Ordering::SeqCst);
+    }
+}
+
 /// Where a [`Replier`] sends its answer: the worker that owns the connection.
 pub(crate) struct ReplyTarget {
     tx: Sender<Completion>,
-    waker: Arc<Waker>,
+    waker: Arc<CompletionWaker>,
     worker: usize,
     token: usize,
     generation: u64,
@@ -138,7 +171,7 @@ impl ReplyTarget {
     /// completions go to `tx` (then `waker` wakes the worker).
     pub(super) fn new(
         tx: Sender<Completion>,
-        waker: Arc<Waker>,
+        waker: Arc<CompletionWaker>,
         worker: usize,
         token: usize,
         generation: u64,
@@ -176,7 +209,7 @@ impl ReplyTarget {
             response,
         };
         if self.tx.send(completion).is_ok() {
-            let _ = self.waker.wake();
+            self.waker.wake();
         }
     }
 }

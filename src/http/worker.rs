@@ -65,7 +65,7 @@ impl Worker {
             ctx: Ctx {
                 id: reply::next_worker_id(),
                 shared,
-                waker: waker.clone(),
+                waker: Arc::new(reply::CompletionWaker::new(waker.clone())),
                 done_tx,
                 generation: 0,
                 draining: false,
@@ -112,6 +112,7 @@ impl Worker {
                 }
             }
             self.accept_new();
+            self.ctx.waker.taking();
             while let Ok(done) = self.done_rx.try_recv() {
                 self.complete(done);
             }

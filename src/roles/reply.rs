@@ -35,8 +35,10 @@ impl<T> Reply<T> {
         }
     }
 
-    /// Deliver the answer.
+    /// Deliver the answer, after the lines this thread logged so far (the writer batches its
+    /// lines: an audit line must be on stderr before the answer it describes, src/logging.rs).
     pub fn send(mut self, result: Result<T, ApiError>) {
+        crate::logging::flush_thread();
         if let Some(answer) = self.answer.take() {
             answer(result);
         }
@@ -58,6 +60,7 @@ impl<T: Send + 'static> Reply<T> {
 impl<T> Drop for Reply<T> {
     fn drop(&mut self) {
         if let Some(answer) = self.answer.take() {
+            crate::logging::flush_thread();
             answer(Err(ApiError::unavailable(DROPPED)));
         }
     }
@@ -74,6 +77,30 @@ mod tests {
         let e = rx.try_recv().unwrap().unwrap_err();
         assert_eq!(e, ApiError::unavailable(DROPPED));
         assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn an_answer_leaves_after_the_lines_its_thread_batched_before_it() {
+        // The audit contract: a batched `msg=committed` is on stderr before its 2xx.
+        let _batch = crate::logging::batch_this_thread();
+        for dropped in [false, true] {
+            crate::logging::queue_for_test(b"ts=x level=info msg=\"a line before an answer\"\n");
+            assert!(crate::logging::batched_len() > 0);
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            let reply = Reply::<u32>::new("t", move |_| {
+                tx.send(crate::logging::batched_len()).unwrap();
+            });
+            if dropped {
+                drop(reply);
+            } else {
+                reply.send(Ok(1));
+            }
+            assert_eq!(
+                rx.try_recv().unwrap(),
+                0,
+                "lines still batched (dropped: {dropped})"
+            );
+        }
     }
 
     #[test]

@@ -259,7 +259,6 @@ impl Writer {
 
     /// Publish the newest staged version at or before `position` and answer its commits.
     pub(super) fn on_durable(&mut self, position: u64) {
-        self.acks_durable(position);
         let mut made_visible = Vec::new();
         let mut newest = None;
         let mut answers = Vec::new();
@@ -271,12 +270,18 @@ impl Writer {
             }
             newest = Some(s.snapshot);
         }
-        let Some(snapshot) = newest else { return };
+        let Some(snapshot) = newest else {
+            self.acks_durable(position);
+            return;
+        };
         self.p.snapshot.store(snapshot.clone());
         m().registry_head_version.set(snapshot.version() as i64);
         m().registry_commits_total.inc_by(made_visible.len() as u64);
         self.p.publisher.published(&snapshot, &made_visible);
-        for ((reply, started), record) in answers {
+        // Every audit line first, then the answers (the pending acks this sync covers, then the
+        // commits): the first answer writes all the batched lines in one write(2), still before
+        // any 2xx leaves.
+        for ((reply, started), record) in &answers {
             m().commit_latency_seconds
                 .observe(started.elapsed().as_secs_f64());
             log::info!(
@@ -286,6 +291,9 @@ impl Writer {
                 record.version,
                 record.hash
             );
+        }
+        self.acks_durable(position);
+        for ((reply, _), record) in answers {
             reply.send(Ok(Committed {
                 version: record.version,
                 hash: record.hash.clone(),

@@ -399,6 +399,9 @@ impl Writer {
     /// The thread body.
     pub fn run(mut self) {
         let tick = crossbeam_channel::tick(Duration::from_secs(1));
+        // The writer's lines leave in batches (one write(2) each, not one per line): before
+        // any answer (Reply::send), before the loop blocks, and when the thread ends.
+        let _batch = crate::logging::batch_this_thread();
         loop {
             if self.shutting_down
                 && self.waiting.is_empty()
@@ -413,6 +416,10 @@ impl Writer {
                 Some(d) => crossbeam_channel::at(d),
                 None => crossbeam_channel::never(),
             };
+            // Nothing queued: the loop may block, so no line waits for the next message.
+            if self.p.internal_rx.is_empty() && self.p.requests.is_empty() {
+                crate::logging::flush_thread();
+            }
             select! {
                 recv(self.p.internal_rx) -> msg => match msg {
                     Ok(msg) => self.on_internal(msg),
