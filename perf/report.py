@@ -489,6 +489,46 @@ if tls_files:
         goals.append(("new TLS handshakes per second vs nginx (64 conns; no goal set)",
                       f"{tmean(o, 'rps'):,.0f} vs {tmean(n, 'rps'):,.0f} ({ratio(tmean(o, 'rps'), tmean(n, 'rps')):.2f}×)", "–"))
 
+# ------------------------------------------------------------------ auth (issue 16)
+auth_files = glob.glob(path("auth-wrk-*.txt"))
+if auth_files:
+    aagg = {}
+    for f in auth_files:
+        m = re.match(r"auth-wrk-head-c64-(off|open|read)-r(\d+)\.txt", os.path.basename(f))
+        if m:
+            aagg.setdefault(m.group(1), []).append(parse_wrk(f))
+
+    def amean(mode, field):
+        vals = [r[field] for r in aagg.get(mode, []) if r[field] == r[field]]
+        return statistics.mean(vals) if vals else float("nan")
+
+    p("## Capabilities (issue 16): what tokens cost a plaintext /registry/head read\n")
+    p("Three servers side by side, 64 connections, wrk -t2, alternated rounds: no `[auth]`; "
+      "`[auth]` with the default `require` (reads stay open, no token is looked at); `[auth]` "
+      "with `read` required and every request carrying the same token (verified once per "
+      "worker, its caveats judged per request). Mean of the rounds.\n")
+    p("| server | RPS | vs no [auth] | p99 ms | requests per server CPU-s | per CPU-s vs no [auth] | errors |")
+    p("|---|---|---|---|---|---|---|")
+    base_rps, base_cpu = amean("off", "rps"), amean("off", "per_cpu_s")
+    label = {"off": "no [auth]", "open": "[auth], reads open", "read": "[auth], read required, token"}
+    for mode in ("off", "open", "read"):
+        if mode not in aagg:
+            continue
+        rps, cpu = amean(mode, "rps"), amean(mode, "per_cpu_s")
+        errs = sum(r["errors"] + r["non2xx"] for r in aagg[mode])
+        p(f"| {label[mode]} | {fmt(rps)} | {fmt(rps / base_rps if base_rps else float('nan'), 3)} "
+          f"| {fmt(amean(mode, 'p99'), 2)} | {fmt(cpu)} "
+          f"| {fmt(cpu / base_cpu if base_cpu else float('nan'), 3)} | {errs} |")
+    p("")
+    if "off" in aagg and "open" in aagg:
+        r = amean("open", "per_cpu_s") / base_cpu if base_cpu else float("nan")
+        goals.append(("plaintext /registry/head with [auth] on (reads open) within 5 % of no [auth]",
+                      f"{r:.3f}× requests per server CPU-s", verdict(r >= 0.95)))
+    if "off" in aagg and "read" in aagg:
+        r = amean("read", "per_cpu_s") / base_cpu if base_cpu else float("nan")
+        goals.append(("/registry/head with read required and a token, vs no [auth] (no goal set)",
+                      f"{r:.3f}× requests per server CPU-s", "–"))
+
 # ------------------------------------------------------------------ goals
 if goals:
     p("## Goals (issue 7, and the benchmark paragraphs of issues 4 and 5)\n")

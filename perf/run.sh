@@ -9,7 +9,7 @@
 #   perf/out/results.md   the Markdown table (goals marked met / MISSED)
 #   perf/out/raw/         every raw output (wrk text, loadgen/fio JSON, server logs)
 #
-# Sections: reads, writes, stream, startup, footprint, history, tls. --quick shortens every run (2 s instead of
+# Sections: reads, writes, stream, startup, footprint, history, tls, auth. --quick shortens every run (2 s instead of
 # 5 s, one round instead of two) and skips the 1M and 100k-version data sets. Full run ≈ 9–11 min,
 # --quick ≈ 2.5 min, on 2 cores (plus the build). Add --only SECTION,... to run some sections.
 # PERF_PREBUILT=1 with PERF_BIN and PERF_LG runs binaries built elsewhere (no build here).
@@ -17,12 +17,12 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 QUICK=0
-ONLY="reads,writes,stream,startup,footprint,history,tls"
+ONLY="reads,writes,stream,startup,footprint,history,tls,auth"
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
         --only) ONLY=$2; shift ;;
-        *) echo "usage: perf/run.sh [--quick] [--only reads,writes,stream,startup,footprint,history,tls]" >&2; exit 2 ;;
+        *) echo "usage: perf/run.sh [--quick] [--only reads,writes,stream,startup,footprint,history,tls,auth]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -41,13 +41,14 @@ if want writes; then tools+=(etcd etcdctl fio); fi
 if want startup || want footprint; then tools+=(strip); fi
 if want history; then tools+=(wrk); fi
 if want tls; then tools+=(wrk nginx openssl); fi
+if want auth; then tools+=(wrk); fi
 ensure_tools "${tools[@]}"
 mkdir -p "$RAW" "$TMPD"
 # A partial run (--only) keeps the other sections' raw files, so the report stays whole.
-if [ "$ONLY" = "reads,writes,stream,startup,footprint,history,tls" ]; then rm -rf "${RAW:?}"/*; fi
+if [ "$ONLY" = "reads,writes,stream,startup,footprint,history,tls,auth" ]; then rm -rf "${RAW:?}"/*; fi
 rm -rf "${TMPD:?}"/*
 build_all
-if [ "$ONLY" != "reads,writes,stream,startup,footprint,history,tls" ] && [ -f "$RAW/env.txt" ]; then
+if [ "$ONLY" != "reads,writes,stream,startup,footprint,history,tls,auth" ] && [ -f "$RAW/env.txt" ]; then
     echo "re-run of $ONLY: $(date -u +%FT%TZ), git $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null), loadavg at start $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RAW/env.txt"
 else {
     echo "date: $(date -u +%FT%TZ)"
@@ -395,6 +396,49 @@ key_file = \"$tlsd/key.pem\""
     curl -fs --cacert "$tlsd/cert.pem" "https://$MA/metrics" | grep '^registry_tls_' >"$RAW/tls-metrics.txt" || true
     stop_pid "$NGINX_PID"; forget_pid "$NGINX_PID"
     stop_registry
+fi
+
+# ---------------------------------------------------------------- auth (issue 16)
+# What capabilities cost a plaintext /registry/head read: three servers side by side — no
+# [auth]; [auth] with the default require (reads stay open: no token is looked at); [auth] with
+# "read" required and every request carrying the same token (a worker verifies its signature
+# once, then judges its caveats per request) — alternated, with each server's CPU time.
+if want auth; then
+    authd="$TMPD/auth"
+    rm -rf "$authd"; mkdir -p "$authd"
+    printf '[[keys]]\nid = "perf"\nsecret = "%s"\n' "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$authd/keys.toml"
+    chmod 600 "$authd/keys.toml"
+    token=$("$RONCTL" cap mint --keys-file "$authd/keys.toml" --key-id perf --scope read --registry perf-registry)
+    declare -A APID AADDR
+    for mode in off open read; do
+        case $mode in
+            off) extra="" ;;
+            open) extra="[auth]
+keys_file = \"$authd/keys.toml\"" ;;
+            read) extra="[auth]
+keys_file = \"$authd/keys.toml\"
+require = [\"propose\", \"approve\", \"commit\", \"admin\", \"read\"]" ;;
+        esac
+        write_config "$authd/$mode" 1 1 batch "$extra"
+        start_registry "auth-$mode" "$authd/$mode"
+        APID[$mode]=$SPID; AADDR[$mode]=$RA
+    done
+    for round in $(seq 1 $ROUNDS); do
+        if [ $((round % 2)) = 1 ]; then order="off open read"; else order="read open off"; fi
+        for mode in $order; do
+            f="$RAW/auth-wrk-head-c64-$mode-r$round.txt"
+            cpu0=$(python3 "$ROOT/perf/cpu.py" "${APID[$mode]}")
+            if [ $mode = read ]; then
+                wrk -t2 -c64 -d${D}s --timeout 5s --latency -H "Authorization: Bearer $token" \
+                    "http://${AADDR[$mode]}/registry/head" >"$f" 2>&1 || true
+            else
+                wrk -t2 -c64 -d${D}s --timeout 5s --latency "http://${AADDR[$mode]}/registry/head" >"$f" 2>&1 || true
+            fi
+            echo "server_cpu_s $(python3 -c 'import sys; print(round(float(sys.argv[2]) - float(sys.argv[1]), 2))' "$cpu0" "$(python3 "$ROOT/perf/cpu.py" "${APID[$mode]}")")" >>"$f"
+            log "auth head c=64 $mode r$round: $(grep Requests/sec "$f" | tr -s ' ')"
+        done
+    done
+    for mode in off open read; do stop_pid "${APID[$mode]}"; forget_pid "${APID[$mode]}"; done
 fi
 
 stop_all

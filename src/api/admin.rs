@@ -284,8 +284,11 @@ impl AdminApi {
         let spawned = std::thread::Builder::new()
             .name("backup".into())
             .spawn(move || {
-                let _slot = slot;
-                match Backups::run(&source, &to) {
+                let result = Backups::run(&source, &to);
+                // The slot is free before the answer goes out, so a client that starts the
+                // next backup as soon as this one answers is not refused 429.
+                drop(slot);
+                match result {
                     Ok(done) => {
                         log::info!(
                             "msg=\"backup done\" audit=1 corr_id={corr_id} to={:?} lsn={} min_version={} elapsed_ms={}",
