@@ -169,11 +169,17 @@ pub fn parse_caveat(bytes: &[u8]) -> Result<Caveat, AuthError> {
 
 /// Check the (signature-verified) caveats of a token against `req`; see the module's table.
 pub fn check(caveats: &[Vec<u8>], req: &Request<'_>) -> Result<(), AuthError> {
-    let parsed = caveats
-        .iter()
-        .map(|c| parse_caveat(c))
-        .collect::<Result<Vec<_>, _>>()?;
-    for caveat in &parsed {
+    check_parsed(&parse_all(caveats)?, req)
+}
+
+/// Every caveat of a token read ([`parse_caveat`]), or the first that does not read.
+pub fn parse_all(caveats: &[Vec<u8>]) -> Result<Vec<Caveat>, AuthError> {
+    caveats.iter().map(|c| parse_caveat(c)).collect()
+}
+
+/// [`check`] of caveats already read: the first that does not hold, in token order.
+pub fn check_parsed(caveats: &[Caveat], req: &Request<'_>) -> Result<(), AuthError> {
+    for caveat in caveats {
         check_one(caveat, req)?;
     }
     Ok(())

@@ -192,16 +192,26 @@ pub fn authorize(token: &str, keys: &KeyRing, req: &Request<'_>) -> Result<Verif
     if !m.verify_signature(key.secret()) {
         return Err(AuthError::BadSignature);
     }
-    let judged = judge(keys, key_id, &m.caveats, req);
-    verified::remember(token, keys, key_id, m.caveats);
+    if !key.live_at(req.now_unix_s) {
+        return Err(AuthError::KeyRetired {
+            key_id: key.id.clone(),
+        });
+    }
+    // Remembered read: a caveat that does not read fails every request alike, so such a
+    // token is not remembered and pays the full check each time.
+    let caveats = caveats::parse_all(&m.caveats)?;
+    let judged = caveats::check_parsed(&caveats, req).map(|()| Verified {
+        key_id: key.id.clone(),
+    });
+    verified::remember(token, keys, key_id, caveats);
     judged
 }
 
-/// The checks after the signature: the key's age, then every caveat.
+/// The checks after the signature, for a remembered token: the key's age, then every caveat.
 fn judge(
     keys: &KeyRing,
     key_id: &str,
-    caveats: &[Vec<u8>],
+    caveats: &[caveats::Caveat],
     req: &Request<'_>,
 ) -> Result<Verified, AuthError> {
     let key = keys.get(key_id).ok_or_else(|| AuthError::UnknownKey {
@@ -212,7 +222,7 @@ fn judge(
             key_id: key.id.clone(),
         });
     }
-    caveats::check(caveats, req)?;
+    caveats::check_parsed(caveats, req)?;
     Ok(Verified {
         key_id: key.id.clone(),
     })
@@ -224,6 +234,7 @@ fn judge(
 /// characters each (about 4 MiB per thread at worst); when full it starts over. The tokens
 /// are bearer credentials already present in request buffers; they are never logged from here.
 mod verified {
+    use super::caveats::Caveat;
     use super::{judge, AuthError, KeyRing, Request, Verified};
     use std::cell::RefCell;
     use std::collections::HashMap;
@@ -233,7 +244,8 @@ mod verified {
 
     struct Entry {
         key_id: Box<str>,
-        caveats: Vec<Vec<u8>>,
+        /// Read once: a request judges them without parsing text or times again.
+        caveats: Vec<Caveat>,
     }
 
     #[derive(Default)]
@@ -263,7 +275,7 @@ mod verified {
     }
 
     /// Remember that `token`'s signature verified under `keys` with `key_id`.
-    pub(super) fn remember(token: &str, keys: &KeyRing, key_id: &str, caveats: Vec<Vec<u8>>) {
+    pub(super) fn remember(token: &str, keys: &KeyRing, key_id: &str, caveats: Vec<Caveat>) {
         if token.len() > VERIFIED_TOKEN_CHARS_MAX {
             return;
         }
