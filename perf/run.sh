@@ -10,8 +10,8 @@
 #   perf/out/raw/         every raw output (wrk text, loadgen/fio JSON, server logs)
 #
 # Sections: reads, writes, stream, startup, footprint, history, tls, pq. --quick shortens every run (2 s instead of
-# 5 s, one round instead of two) and skips the 1M and 100k-version data sets. Full run ≈ 9–11 min,
-# --quick ≈ 2.5 min, on 2 cores (plus the build). Add --only SECTION,... to run some sections.
+# 5 s, one round instead of two) and skips the 1M and 100k-version data sets. Full run ≈ 11–14 min
+# (pq alone ≈ 2.5 min), --quick ≈ 3.5 min, on 2 cores (plus the build). Add --only SECTION,... to run some sections.
 # PERF_PREBUILT=1 with PERF_BIN and PERF_LG runs binaries built elsewhere (no build here).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
