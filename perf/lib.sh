@@ -84,7 +84,8 @@ build_all() {
 }
 
 # write_config DIR THRESHOLD NSIGNERS FSYNC [EXTRA_TOML_TABLES]
-# Writes DIR/config.toml for a registry on 127.0.0.1:0 with data in DIR/data.
+# Writes DIR/config.toml for a registry on 127.0.0.1:0 with data in DIR/data. The signer keys
+# are loadgen's k1..kN of algorithm SIGNER_ALG (ed25519 unless set; see `loadgen signers`).
 write_config() {
     local dir=$1 threshold=$2 nsigners=$3 fsync=$4 extra=${5:-}
     mkdir -p "$dir"
@@ -99,7 +100,7 @@ log_level = "info"
 
 [signers]
 threshold = $threshold
-$("$LG" signers "$nsigners")
+$("$LG" signers "$nsigners" --alg "${SIGNER_ALG:-ed25519}")
 
 [storage]
 fsync = "$fsync"

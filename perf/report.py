@@ -284,6 +284,34 @@ if wf:
           f"({d['conflicts'] / max(d['commits'], 1):.1f} per commit), commit p99 "
           f"{d['commit_latency']['p99_ms']:.2f} ms.\n")
 
+pqf = sorted(glob.glob(path("pq-*-*of*-c*.json")))
+if pqf:
+    p("## Post-quantum signer keys (issue 18): hybrid ed25519+ML-DSA-65 beside ed25519, fsync batch\n")
+    p("Same pipelined three-step committers as the writes table, one run, the algorithms "
+      "alternating order per quorum. \"verify µs\" is the server's mean `approval_verify_seconds` "
+      "(one signature); CPU per commit is read from the server's threads around the run.\n")
+    pfio = load("pq-fio-append.json")
+    if pfio:
+        sync = pfio["jobs"][0].get("sync", {})
+        j = sync.get("lat_ns", sync).get("percentile", {})
+        p(f"fio fdatasync on the same disk just before: p50 {fmt(j.get('50.000000', float('nan')) / 1e6, 3)} ms, "
+          f"p99 {fmt(j.get('99.000000', float('nan')) / 1e6, 3)} ms.\n")
+    p("| quorum | alg | C | durable commits/s | commit p50 / p99 ms | commits per sync (mean) "
+      "| verify µs (mean) | server CPU µs per commit: total (verify / HTTP workers / writer / fsync) | errors |")
+    p("|---|---|---|---|---|---|---|---|---|")
+    prow = []
+    for f in pqf:
+        m = re.match(r"pq-([\w-]+)-(\d+of\d+)-c(\d+)\.json", os.path.basename(f))
+        if m:
+            prow.append((m.group(2), int(m.group(3)), m.group(1), json.load(open(f))))
+    for q, c, alg, d in sorted(prow):
+        cl = d["commit_latency"]
+        s = d["server"]
+        p(f"| {q.replace('of', '-of-')} | {alg} | {c} | {fmt(d['commits_per_s'])} "
+          f"| {fmt(cl['p50_ms'], 2)} / {fmt(cl['p99_ms'], 2)} | {fmt(s.get('mean_batch'), 2)} "
+          f"| {fmt(s.get('mean_verify_us'))} | {cpu_cell(d)} | {d['error_count']} |")
+    p("")
+
 w1 = [(c, load(f"writes-1of1-c{c}.json"), load(f"etcd-puts-c{c}.json")) for c in (1, 16, 64)]
 w1 = [x for x in w1 if x[1] and x[2]]
 if w1:

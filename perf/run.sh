@@ -9,20 +9,20 @@
 #   perf/out/results.md   the Markdown table (goals marked met / MISSED)
 #   perf/out/raw/         every raw output (wrk text, loadgen/fio JSON, server logs)
 #
-# Sections: reads, writes, stream, startup, footprint, history, tls, auth. --quick shortens every run (2 s instead of
-# 5 s, one round instead of two) and skips the 1M and 100k-version data sets. Full run ≈ 9–11 min,
-# --quick ≈ 2.5 min, on 2 cores (plus the build). Add --only SECTION,... to run some sections.
+# Sections: reads, writes, stream, startup, footprint, history, tls, pq, auth. --quick shortens every run (2 s instead of
+# 5 s, one round instead of two) and skips the 1M and 100k-version data sets. Full run ≈ 11–14 min
+# (pq alone ≈ 2.5 min), --quick ≈ 3.5 min, on 2 cores (plus the build). Add --only SECTION,... to run some sections.
 # PERF_PREBUILT=1 with PERF_BIN and PERF_LG runs binaries built elsewhere (no build here).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 QUICK=0
-ONLY="reads,writes,stream,startup,footprint,history,tls,auth"
+ONLY="reads,writes,stream,startup,footprint,history,tls,pq,auth"
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
         --only) ONLY=$2; shift ;;
-        *) echo "usage: perf/run.sh [--quick] [--only reads,writes,stream,startup,footprint,history,tls,auth]" >&2; exit 2 ;;
+        *) echo "usage: perf/run.sh [--quick] [--only reads,writes,stream,startup,footprint,history,tls,pq,auth]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -38,6 +38,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 tools=(python3 curl)
 if want reads; then tools+=(wrk nginx etcd etcdctl); fi
 if want writes; then tools+=(etcd etcdctl fio); fi
+if want pq; then tools+=(fio); fi
 if want startup || want footprint; then tools+=(strip); fi
 if want history; then tools+=(wrk); fi
 if want tls; then tools+=(wrk nginx openssl); fi
@@ -45,10 +46,10 @@ if want auth; then tools+=(wrk); fi
 ensure_tools "${tools[@]}"
 mkdir -p "$RAW" "$TMPD"
 # A partial run (--only) keeps the other sections' raw files, so the report stays whole.
-if [ "$ONLY" = "reads,writes,stream,startup,footprint,history,tls,auth" ]; then rm -rf "${RAW:?}"/*; fi
+if [ "$ONLY" = "reads,writes,stream,startup,footprint,history,tls,pq,auth" ]; then rm -rf "${RAW:?}"/*; fi
 rm -rf "${TMPD:?}"/*
 build_all
-if [ "$ONLY" != "reads,writes,stream,startup,footprint,history,tls,auth" ] && [ -f "$RAW/env.txt" ]; then
+if [ "$ONLY" != "reads,writes,stream,startup,footprint,history,tls,pq,auth" ] && [ -f "$RAW/env.txt" ]; then
     echo "re-run of $ONLY: $(date -u +%FT%TZ), git $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null), loadavg at start $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RAW/env.txt"
 else {
     echo "date: $(date -u +%FT%TZ)"
@@ -439,6 +440,42 @@ require = [\"propose\", \"approve\", \"commit\", \"admin\", \"read\"]" ;;
         done
     done
     for mode in off open read; do stop_pid "${APID[$mode]}"; forget_pid "${APID[$mode]}"; done
+fi
+
+# ---------------------------------------------------------------- pq
+# Issue 18: durable commits/s with hybrid (ed25519+ML-DSA-65) signer keys beside ed25519 in one
+# run, 2-of-3 and 5-of-7, fsync batch, pipelined three-step committers at C=16 and 64, with the
+# server's CPU per commit by thread (verify / HTTP workers / writer / fsync; loadgen reads
+# /proc/PID/task/*/schedstat around the run). The algorithms alternate order per quorum so a
+# drifting load on a shared box does not favour one. Signatures are made before the clock starts
+# (hybrid signing is ≈ 2 ms each), so fewer tickets are prepared for hybrid runs; a run that
+# uses them all up ends early and its rate is still commits over the time to its last ack.
+if want pq; then
+    log "pq: fio fdatasync latency of the disk under $TMPD"
+    mkdir -p "$TMPD/fio"
+    fio --name=append-fdatasync --directory="$TMPD/fio" --rw=write --bs=4k --size=256m \
+        --fdatasync=1 --ioengine=sync --runtime=$((WD > 3 ? 4 : 2)) --time_based \
+        --output-format=json >"$RAW/pq-fio-append.json" 2>"$RAW/pq-fio-append.stderr"
+    rm -rf "$TMPD/fio"
+    for q in 2of3 5of7; do
+        m=${q%of*}; n=${q#*of}
+        if [ "$q" = 2of3 ]; then algs="ed25519 hybrid"; else algs="hybrid ed25519"; fi
+        for alg in $algs; do
+            if [ "$alg" = ed25519 ]; then tickets=$((WD * 5000)); else tickets=$((WD * 1200)); fi
+            dir="$TMPD/pq-$alg-$q"
+            SIGNER_ALG=$alg write_config "$dir" "$m" "$n" batch
+            start_registry "pq-$alg-$q" "$dir"
+            for c in 16 64; do
+                "$LG" writes --addr "$RA" --metrics "$MA" --pid "$SPID" --clients $c --secs $WD \
+                    --signers "$n" --threshold "$m" --alg "$alg" --max-proposals $tickets \
+                    >"$RAW/pq-$alg-$q-c$c.json"
+                log "pq $alg $q C=$c: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["commits_per_s"], "commits/s p99", d["commit_latency"]["p99_ms"], "ms; server CPU us/commit", d["cpu"].get("us_per_commit"), d["cpu"].get("by_thread_us"), "errors", d["error_count"])' "$RAW/pq-$alg-$q-c$c.json")"
+            done
+            curl -fs "http://$MA/metrics" | grep '^approval_verify_seconds' >"$RAW/pq-$alg-$q-metrics.txt" || true
+            stop_registry
+            rm -rf "$dir"
+        done
+    done
 fi
 
 stop_all

@@ -3,6 +3,7 @@
 use ed25519_dalek::SigningKey;
 use std::collections::HashMap;
 use std::time::Duration;
+use svc_registry::domain::algs::{KeyAlg, SecretKey};
 
 /// `--key value` pairs and bare `--flag`s.
 pub struct Args(HashMap<String, String>);
@@ -46,37 +47,75 @@ impl Args {
     }
 }
 
-/// Signer `i` (1-based) of a load-generator registry: seed byte `i`, keyid `k{i}`.
+/// Signer `i` (1-based) of a load-generator registry, keyid `k{i}`, with deterministic seeds so
+/// that `loadgen signers` (the server's config) and every signing subcommand agree without
+/// sharing files: the ed25519 seed is 32 bytes of `i` (as before `--alg` existed, so ed25519
+/// configs are unchanged), the ML-DSA-65 seed 32 bytes of `0x80 + i`.
 pub struct Signer {
     pub keyid: String,
+    /// The ed25519 key of seed `i` (what `synth` writes into its records, whatever `alg` is).
     pub key: SigningKey,
+    /// The key approvals are signed with, of the chosen algorithm.
+    pub secret: SecretKey,
+}
+
+/// `--alg` names: ed25519, ml-dsa-65, hybrid (or its FORMATS.md name ed25519+ml-dsa-65).
+pub fn parse_alg(name: &str) -> KeyAlg {
+    match name {
+        "hybrid" => KeyAlg::Ed25519MlDsa65,
+        other => KeyAlg::parse(other).unwrap_or_else(|_| {
+            eprintln!("--alg {other:?}: expected ed25519, ml-dsa-65 or hybrid");
+            std::process::exit(2)
+        }),
+    }
 }
 
 pub fn signers(n: usize) -> Vec<Signer> {
+    signers_alg(n, KeyAlg::Ed25519)
+}
+
+pub fn signers_alg(n: usize, alg: KeyAlg) -> Vec<Signer> {
     (1..=n)
-        .map(|i| Signer {
-            keyid: format!("k{i}"),
-            key: SigningKey::from_bytes(&[i as u8; 32]),
+        .map(|i| {
+            let ed = [i as u8; 32];
+            let ml = [0x80u8.wrapping_add(i as u8); 32];
+            let seeds: Vec<[u8; 32]> = match alg {
+                KeyAlg::Ed25519 => vec![ed],
+                KeyAlg::MlDsa65 => vec![ml],
+                KeyAlg::Ed25519MlDsa65 => vec![ed, ml],
+            };
+            Signer {
+                keyid: format!("k{i}"),
+                key: SigningKey::from_bytes(&ed),
+                secret: SecretKey::from_seeds(alg, &seeds).expect("seed count matches alg"),
+            }
         })
         .collect()
 }
 
 impl Signer {
+    /// The DSSE signature text of `payload`. ML-DSA-65 signs deterministically (zero `rnd`), so
+    /// runs are repeatable; the verifier's cost does not depend on the variant.
     pub fn sign(&self, payload: &[u8]) -> String {
-        svc_registry::domain::dsse::encode_sig(&svc_registry::domain::signers::sign_payload(
-            &self.key, payload,
-        ))
+        self.secret
+            .sign_payload(payload, &[0; 32])
+            .expect("signing with a generated key")
+            .encode()
     }
 }
 
-/// TOML `[[signers.keys]]` blocks for signers 1..=n.
-pub fn signer_toml(n: usize) -> String {
+/// TOML `[[signers.keys]]` blocks for signers 1..=n of `alg` (no `alg` line for ed25519, so
+/// those configs read as they did before key algorithms existed).
+pub fn signer_toml(n: usize, alg: KeyAlg) -> String {
     let mut s = String::new();
-    for k in signers(n) {
+    for k in signers_alg(n, alg) {
+        s.push_str(&format!("[[signers.keys]]\nkeyid = \"{}\"\n", k.keyid));
+        if alg != KeyAlg::Ed25519 {
+            s.push_str(&format!("alg = \"{}\"\n", alg.as_str()));
+        }
         s.push_str(&format!(
-            "[[signers.keys]]\nkeyid = \"{}\"\npublic_key = \"{}\"\n",
-            k.keyid,
-            hex::encode(k.key.verifying_key().as_bytes())
+            "public_key = \"{}\"\n",
+            k.secret.public_key().to_text()
         ));
     }
     s
@@ -129,7 +168,12 @@ pub fn scrape(addr: &str) -> HashMap<String, f64> {
                 continue;
             }
             if let Some((k, v)) = line.rsplit_once(' ') {
-                if let Ok(v) = v.parse() {
+                if let Ok(v) = v.parse::<f64>() {
+                    // A labelled sample also counts towards its bare name, summed over the
+                    // labels: `approval_verify_seconds_count` is the total over every `alg`.
+                    if let Some((base, _)) = k.split_once('{') {
+                        *out.entry(base.to_string()).or_insert(0.0) += v;
+                    }
                     out.insert(k.to_string(), v);
                 }
             }

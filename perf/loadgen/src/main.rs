@@ -4,7 +4,7 @@
 //! ```text
 //! loadgen writes    --addr A [--metrics M] [--clients C] [--secs S] [--signers N] [--threshold K]
 //!                   [--mode pipelined|contended] [--flow three-step|submit]
-//!                   [--max-proposals P] [--registry-id ID]
+//!                   [--max-proposals P] [--registry-id ID] [--alg ed25519|ml-dsa-65|hybrid]
 //! loadgen stream    --addr A --subscribers N [--commits K] [--interval-ms I] [--pid PID]
 //! loadgen conncheck --addr A [--path P] [--conns N] [--secs S]
 //! loadgen fill      --addr A --descriptors N [--ops K] [--threshold K] [--same-id 1]
@@ -12,7 +12,7 @@
 //! loadgen etcd-puts --addr A [--clients C] [--secs S] [--value-bytes B]
 //! loadgen coldstart --bin B --config C [--flags "..."] [--expect-version V] [--idle-ms MS]
 //! loadgen verifyloop [--secs S]        verify_strict/s on one thread (the gate's yardstick)
-//! loadgen signers N                    [[signers.keys]] TOML for signers k1..kN
+//! loadgen signers N [--alg A]          [[signers.keys]] TOML for signers k1..kN (alg A)
 //! ```
 
 mod coldstart;
@@ -62,7 +62,9 @@ fn main() {
     };
     if cmd == "signers" {
         let n: usize = argv.get(1).and_then(|v| v.parse().ok()).unwrap_or(3);
-        print!("{}", common::signer_toml(n));
+        let a = common::Args::parse(argv.get(2..).unwrap_or(&[]));
+        let alg = common::parse_alg(&a.str("alg", "ed25519"));
+        print!("{}", common::signer_toml(n, alg));
         return;
     }
     let a = common::Args::parse(&argv[1..]);

@@ -19,15 +19,19 @@
 //! requests; sent in ticket order like the commits (a submit that overtakes its predecessor is
 //! held by the writer for `proposals.commit_wait_ms`, and retried here on a 409 "not HEAD").
 //!
+//! `--alg ed25519|ml-dsa-65|hybrid` chooses the signers' key algorithm (common.rs's deterministic
+//! seeds; the server's config must come from `loadgen signers N --alg` with the same algorithm).
+//!
 //! Commit latency = first `POST /commit` (or `/submit`) sent → its 200 (the durable
 //! acknowledgement).
 
-use crate::common::{self, ms, signers, summary_ms, Args};
+use crate::common::{self, ms, signers_alg, summary_ms, Args};
 use crate::http::Conn;
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
+use svc_registry::domain::algs::KeyAlg;
 
 struct Prepared {
     payload: Vec<u8>,
@@ -54,9 +58,10 @@ fn prepare(
     registry_id: &str,
     threshold: usize,
     n_signers: usize,
+    alg: KeyAlg,
     bases: Vec<u64>,
 ) -> Vec<Prepared> {
-    let keys = signers(n_signers);
+    let keys = signers_alg(n_signers, alg);
     bases
         .into_iter()
         .map(|b| {
@@ -214,6 +219,9 @@ pub fn run(a: &Args) {
         std::process::exit(2);
     }
     let submit = flow == "submit";
+    // The signers' key algorithm: the server's config must list the same keys
+    // (`loadgen signers N --alg A`).
+    let alg = common::parse_alg(&a.str("alg", "ed25519"));
     let metrics = a.str("metrics", "");
     let mut head_conn = Conn::new(&addr);
     let head = head_conn
@@ -226,7 +234,15 @@ pub fn run(a: &Args) {
     let cpu0 = (pid > 0).then(|| common::thread_cpu_ns(pid));
     let before = (!metrics.is_empty()).then(|| common::scrape(&metrics));
     let (tally, elapsed, prep_secs) = if mode == "contended" {
-        let (t, e) = contended(&addr, &registry_id, n_signers, threshold, clients, secs);
+        let (t, e) = contended(
+            &addr,
+            &registry_id,
+            n_signers,
+            threshold,
+            alg,
+            clients,
+            secs,
+        );
         (t, e, 0.0)
     } else {
         pipelined(
@@ -238,6 +254,7 @@ pub fn run(a: &Args) {
             secs,
             head,
             submit,
+            alg,
             a,
         )
     };
@@ -286,6 +303,7 @@ pub fn run(a: &Args) {
         "cpu": cpu,
         "mode": mode,
         "flow": flow,
+        "alg": alg.as_str(),
         "clients": clients,
         "threshold": threshold,
         "signers": n_signers,
@@ -317,6 +335,7 @@ fn pipelined(
     secs: f64,
     head: u64,
     submit: bool,
+    alg: KeyAlg,
     a: &Args,
 ) -> (Tally, f64, f64) {
     // Enough tickets for the run at a generous rate; the run ends early if they run out.
@@ -329,7 +348,7 @@ fn pipelined(
             .map(|t| {
                 let lo = head + t * chunk;
                 let hi = (head + (t + 1) * chunk).min(head + max);
-                s.spawn(move || prepare(registry_id, threshold, n_signers, (lo..hi).collect()))
+                s.spawn(move || prepare(registry_id, threshold, n_signers, alg, (lo..hi).collect()))
             })
             .collect();
         hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
@@ -450,6 +469,7 @@ fn contended(
     registry_id: &str,
     n_signers: usize,
     threshold: usize,
+    alg: KeyAlg,
     clients: usize,
     secs: f64,
 ) -> (Tally, f64) {
@@ -460,7 +480,7 @@ fn contended(
             let addr = addr.to_string();
             let registry_id = registry_id.to_string();
             std::thread::spawn(move || {
-                let keys = signers(n_signers);
+                let keys = signers_alg(n_signers, alg);
                 let mut t = Tally::default();
                 let mut c = Conn::new(&addr);
                 let mut n = 0u64;
