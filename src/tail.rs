@@ -7,6 +7,7 @@
 //! committed while the tail was away, even before it had seen a single commit.
 
 use crate::http::client::{self, Target};
+use crate::http::events::{next_event, Event};
 use std::io::{BufRead, Write};
 use std::time::Duration;
 
@@ -20,42 +21,6 @@ pub struct TailOptions {
     /// Stop after this many commit events (for scripts and tests).
     pub limit: Option<u64>,
     pub timeout: Duration,
-}
-
-/// One parsed SSE event.
-#[derive(Debug, Default)]
-struct Event {
-    event: String,
-    id: Option<u64>,
-    data: String,
-}
-
-/// Read one event; `Ok(None)` at end of stream.
-fn next_event(reader: &mut dyn BufRead) -> std::io::Result<Option<Event>> {
-    let mut e = Event::default();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
-            return Ok(None);
-        }
-        let line = line.trim_end_matches(['\r', '\n']);
-        if line.is_empty() {
-            if e.event.is_empty() && e.data.is_empty() {
-                continue;
-            }
-            if e.event.is_empty() {
-                e.event = "message".into();
-            }
-            return Ok(Some(e));
-        }
-        if let Some(v) = line.strip_prefix("event:") {
-            e.event = v.trim().to_string();
-        } else if let Some(v) = line.strip_prefix("id:") {
-            e.id = v.trim().parse().ok();
-        } else if let Some(v) = line.strip_prefix("data:") {
-            e.data.push_str(v.trim_start());
-        }
-    }
 }
 
 /// The `version` of a heartbeat or shutdown event's data.

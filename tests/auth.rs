@@ -547,18 +547,7 @@ fn a_keys_file_others_can_read_or_a_malformed_one_stops_the_start() {
 
 /// A token of `key` (from the keys file at `path`) with every scope, minted by ronctl.
 fn ronctl_mint(s: &TestServer, path: &Path, key: &str) -> String {
-    let (ok, out, err) = s.ronctl(&[
-        "cap",
-        "mint",
-        "--keys-file",
-        path.to_str().unwrap(),
-        "--key-id",
-        key,
-        "--scope",
-        "propose,approve,commit,admin,read",
-    ]);
-    assert!(ok, "{err}");
-    out.trim().to_string()
+    ronctl_mint_scoped(s, path, key, "propose,approve,commit,admin,read")
 }
 
 /// A token of `key` with exactly `scope` (comma-separated actions), minted by ronctl.

@@ -218,6 +218,10 @@ pub enum SignerSetError {
     },
     WeakKey(String),
     EmptyKeyid,
+    /// A keyid with whitespace or a control character: the canonical bytes (one
+    /// space-separated line per key) and the §4 string S (`keyid + " " + sig + "\n"`) could
+    /// not tell where it ends.
+    KeyidSeparator(String),
     InvertedWindow(String),
     /// A key given as text is refused; `index` is its position in the list as given.
     Key {
@@ -251,6 +255,12 @@ impl std::fmt::Display for SignerSetError {
                 "signers.keys: public_key of {k:?} is a weak (small-order) key"
             ),
             SignerSetError::EmptyKeyid => write!(f, "signers.keys: keyid must not be empty"),
+            SignerSetError::KeyidSeparator(k) => write!(
+                f,
+                "signers.keys: keyid {k:?} contains whitespace or a control character (the \
+                 signer set's canonical lines and the commit hash separate fields with spaces \
+                 and newlines)"
+            ),
             SignerSetError::InvertedWindow(k) => {
                 write!(f, "signers.keys: {k:?} has not_after before not_before")
             }
@@ -283,6 +293,13 @@ impl SignerSet {
         for (i, key) in keys.iter().enumerate() {
             if key.keyid.is_empty() {
                 return Err(SignerSetError::EmptyKeyid);
+            }
+            if key
+                .keyid
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(SignerSetError::KeyidSeparator(key.keyid.clone()));
             }
             if let Some(ed) = key.public.ed25519_part() {
                 if ed.is_weak() {
@@ -693,6 +710,19 @@ mod tests {
         use ed25519_dalek::Signer;
         let raw = ska.sign(payload).to_bytes();
         assert!(set.check("a", &raw.into(), &pae, 150).is_err());
+    }
+
+    #[test]
+    fn keyids_with_separators_are_refused() {
+        for bad in ["a b", "a\nb", "a\tb", "a\u{7f}", " a", "a\u{a0}b"] {
+            let (_, k) = key(1, bad);
+            let e = SignerSet::new(1, vec![k]).unwrap_err();
+            assert_eq!(e, SignerSetError::KeyidSeparator(bad.to_string()), "{bad:?}");
+        }
+        for good in ["alice", "dev-a", "k0", "alice-pq", "ops:2026/key.1", "ключ"] {
+            let (_, k) = key(1, good);
+            assert!(SignerSet::new(1, vec![k]).is_ok(), "{good:?}");
+        }
     }
 
     #[test]

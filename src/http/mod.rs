@@ -22,6 +22,7 @@
 //! connection away for streaming ([`Outcome::Stream`]).
 
 pub mod client;
+pub mod events;
 pub mod tls;
 
 mod accept;

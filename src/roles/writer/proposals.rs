@@ -350,18 +350,7 @@ impl Writer {
         let Some(entry) = self.approvals_in_flight.get_mut(&v.request) else {
             return;
         };
-        entry.remaining -= 1;
-        if v.ok {
-            let (i, c) = (v.index / CANDIDATES, v.index % CANDIDATES);
-            if let Some(cand) = entry
-                .signatures
-                .get_mut(i)
-                .and_then(|s| s.candidates.get_mut(c))
-            {
-                cand.1 = true;
-            }
-        }
-        if entry.remaining == 0 {
+        if record_verified(&mut entry.signatures, &mut entry.remaining, &v) {
             let entry = self
                 .approvals_in_flight
                 .remove(&v.request)
@@ -486,4 +475,25 @@ fn counted_keyids(count: &QuorumCount) -> Vec<String> {
     let mut keyids: Vec<String> = count.signatures.iter().map(|(k, _)| k.clone()).collect();
     keyids.dedup();
     keyids
+}
+
+/// Record verifier result `v` on the signatures of its request (`/approve` or `/submit`):
+/// `v.index` is `signature * CANDIDATES + candidate`. Returns whether it was the request's last
+/// outstanding result.
+pub(super) fn record_verified(
+    signatures: &mut [Submitted],
+    remaining: &mut usize,
+    v: &Verified,
+) -> bool {
+    *remaining -= 1;
+    if v.ok {
+        let (i, c) = (v.index / CANDIDATES, v.index % CANDIDATES);
+        if let Some(cand) = signatures
+            .get_mut(i)
+            .and_then(|s| s.candidates.get_mut(c))
+        {
+            cand.1 = true;
+        }
+    }
+    *remaining == 0
 }

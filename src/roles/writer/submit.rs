@@ -15,7 +15,7 @@
 //! sync loses only what was never acknowledged. Because its commit record goes through the same
 //! staging queue as `/commit`, one sync covers submits and commits alike (group commit).
 
-use super::proposals::tally;
+use super::proposals::{record_verified, tally};
 use super::{Approval, Committed, Pending, SubmitCommitted, Submitted, Work, Writer, CANDIDATES};
 use crate::domain::algs::{PublicKey, Sig};
 use crate::domain::dsse;
@@ -211,18 +211,7 @@ impl Writer {
         let Some(entry) = self.submits_in_flight.get_mut(&v.request) else {
             return;
         };
-        entry.remaining -= 1;
-        if v.ok {
-            let (i, c) = (v.index / CANDIDATES, v.index % CANDIDATES);
-            if let Some(cand) = entry
-                .signatures
-                .get_mut(i)
-                .and_then(|s| s.candidates.get_mut(c))
-            {
-                cand.1 = true;
-            }
-        }
-        if entry.remaining == 0 {
+        if record_verified(&mut entry.signatures, &mut entry.remaining, &v) {
             let entry = self
                 .submits_in_flight
                 .remove(&v.request)
