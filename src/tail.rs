@@ -8,7 +8,7 @@
 
 use crate::http::client::{self, Target};
 use crate::http::events::{next_event, Event};
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::time::Duration;
 
 pub struct TailOptions {

@@ -717,7 +717,11 @@ mod tests {
         for bad in ["a b", "a\nb", "a\tb", "a\u{7f}", " a", "a\u{a0}b"] {
             let (_, k) = key(1, bad);
             let e = SignerSet::new(1, vec![k]).unwrap_err();
-            assert_eq!(e, SignerSetError::KeyidSeparator(bad.to_string()), "{bad:?}");
+            assert_eq!(
+                e,
+                SignerSetError::KeyidSeparator(bad.to_string()),
+                "{bad:?}"
+            );
         }
         for good in ["alice", "dev-a", "k0", "alice-pq", "ops:2026/key.1", "ключ"] {
             let (_, k) = key(1, good);

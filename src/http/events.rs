@@ -5,7 +5,7 @@
 //! stream as broken (`InvalidData`) instead of being buffered, so a hostile or broken upstream
 //! cannot make a client grow without bound.
 
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 
 /// One stream line (event field) longer than this ends the stream as broken.
 pub const STREAM_LINE_MAX: u64 = 64 * 1024;

@@ -488,10 +488,7 @@ pub(super) fn record_verified(
     *remaining -= 1;
     if v.ok {
         let (i, c) = (v.index / CANDIDATES, v.index % CANDIDATES);
-        if let Some(cand) = signatures
-            .get_mut(i)
-            .and_then(|s| s.candidates.get_mut(c))
-        {
+        if let Some(cand) = signatures.get_mut(i).and_then(|s| s.candidates.get_mut(c)) {
             cand.1 = true;
         }
     }
