@@ -4,7 +4,7 @@
 //! set, then a commit approved by five hybrid keys — online (`registry approve --signer`) and
 //! offline (`--export-payload`, `ronctl sign`, `--import-sig`) — whose ~23 kB of signatures fit
 //! the default `max_body_bytes` in one request, the log and record size limits, the log pages,
-//! the stream, a restart, and `ronctl registry verify`.
+//! the stream, a restart, `ronctl registry verify`, and a follower that verifies it all.
 
 mod common;
 use common::*;
@@ -265,4 +265,25 @@ fn a_rotation_to_5_of_7_hybrid_keys_then_a_hybrid_quorum_commit_flows_through_ev
     assert_eq!(s.head()["hash"], head["hash"]);
     let (ok, out, err) = s.ronctl(&["registry", "verify", "--genesis-hash", &genesis]);
     assert!(ok, "{out}{err}");
+
+    // A Micronode follower verifies the rotation to hybrid keys and the hybrid quorum from the
+    // genesis hash alone, and serves the same bytes.
+    let f = TestServer::start(Setup {
+        tables: format!(
+            "[follow]\nupstreams = [\"http://{}\"]\ngenesis_hash = {genesis:?}\ntimeout_ms = 1000\n",
+            s.registry
+        ),
+        flags: vec!["--amnesia".into()],
+        ..Setup::default()
+    });
+    eventually(
+        TIMEOUT,
+        "the follower verifies up to the hybrid commit",
+        || f.head()["hash"] == head["hash"],
+    );
+    for v in 0..records.len() {
+        let path = format!("/registry/{v}");
+        assert_eq!(f.get(&path).body, s.get(&path).body, "{path}");
+    }
+    assert_eq!(f.metric("registry_follow_verify_failures_total"), 0.0);
 }
