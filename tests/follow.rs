@@ -669,8 +669,13 @@ fn an_idle_upstream_is_not_a_stall() {
     let genesis = genesis_hash(&auth);
     let f = follower(&[url(&auth)], &genesis, &["--amnesia"]);
     wait_head(&f, 1);
-    // Wait out three follower timeouts of silence (the deadline this test is about).
-    std::thread::sleep(Duration::from_millis(3500));
+    // Three follower timeouts of silence, each answered by a probe page from the authority
+    // (the deadline this test is about): counted on the authority, not waited out by a sleep.
+    let pages = r#"http_requests_total{code="200",route="/registry/log"}"#;
+    let before = auth.metric(pages);
+    eventually(WAIT, "three probes of a silent stream", || {
+        auth.metric(pages) >= before + 3.0
+    });
     assert_eq!(
         f.metric("registry_follow_reconnects_total"),
         0.0,

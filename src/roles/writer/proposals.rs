@@ -263,33 +263,11 @@ impl Writer {
         // Look every keyid up first: an unknown or out-of-window key refuses the whole request.
         let mut submitted = Vec::with_capacity(signatures.len());
         for (keyid, sig) in signatures {
-            let mut named = false;
-            let mut candidates: Vec<(PublicKey, bool)> = Vec::new();
-            for set in std::iter::once(in_force).chain(new.as_ref()) {
-                if let Some(slot) = set.slot(&keyid) {
-                    named = true;
-                    let key = &set.keys[slot];
-                    if key.valid_at(now) && !candidates.iter().any(|c| c.0 == key.public) {
-                        candidates.push((key.public.clone(), false));
-                    }
-                }
-            }
-            if !named {
-                let also = if new.is_some() {
-                    " nor of the new set"
-                } else {
-                    ""
+            let mut candidates =
+                match candidate_keys(&keyid, in_force, new.as_deref(), base, since, now) {
+                    Ok(c) => c,
+                    Err(e) => return reply.send(Err(e)),
                 };
-                return reply.send(Err(ApiError::forbidden(format!(
-                    "keyid {keyid:?} is not a configured signer of the set in force at base \
-                     version {base} (since version {since}){also}"
-                ))));
-            }
-            if candidates.is_empty() {
-                return reply.send(Err(ApiError::forbidden(format!(
-                    "key {keyid:?} is outside its validity window"
-                ))));
-            }
             // A signature already recorded for the same key is idempotent: nothing to verify.
             for c in &mut candidates {
                 c.1 = p
@@ -493,4 +471,46 @@ pub(super) fn record_verified(
         }
     }
     *remaining == 0
+}
+
+/// The distinct public keys `keyid` names in the sets that judge a proposal on `base` — the
+/// set in force (`in_force`, since version `since`) and, for a `set_signers`, the `new` one —
+/// valid at `now`, each not yet verified. Refused (403) when no set names the keyid or none of
+/// its keys is valid now: `/approve` and `/submit` look every keyid up before verifying any.
+pub(super) fn candidate_keys(
+    keyid: &str,
+    in_force: &SignerSet,
+    new: Option<&SignerSet>,
+    base: u64,
+    since: u64,
+    now: i64,
+) -> Result<Vec<(PublicKey, bool)>, ApiError> {
+    let mut named = false;
+    let mut candidates: Vec<(PublicKey, bool)> = Vec::new();
+    for set in std::iter::once(in_force).chain(new) {
+        if let Some(slot) = set.slot(keyid) {
+            named = true;
+            let key = &set.keys[slot];
+            if key.valid_at(now) && !candidates.iter().any(|c| c.0 == key.public) {
+                candidates.push((key.public.clone(), false));
+            }
+        }
+    }
+    if !named {
+        let also = if new.is_some() {
+            " nor of the new set"
+        } else {
+            ""
+        };
+        return Err(ApiError::forbidden(format!(
+            "keyid {keyid:?} is not a configured signer of the set in force at base version \
+             {base} (since version {since}){also}"
+        )));
+    }
+    if candidates.is_empty() {
+        return Err(ApiError::forbidden(format!(
+            "key {keyid:?} is outside its validity window"
+        )));
+    }
+    Ok(candidates)
 }

@@ -15,9 +15,9 @@
 //! sync loses only what was never acknowledged. Because its commit record goes through the same
 //! staging queue as `/commit`, one sync covers submits and commits alike (group commit).
 
-use super::proposals::{record_verified, tally};
+use super::proposals::{candidate_keys, record_verified, tally};
 use super::{Approval, Committed, Pending, SubmitCommitted, Submitted, Work, Writer, CANDIDATES};
-use crate::domain::algs::{PublicKey, Sig};
+use crate::domain::algs::Sig;
 use crate::domain::dsse;
 use crate::domain::proposal;
 use crate::error::{ApiError, Code};
@@ -135,33 +135,7 @@ impl Writer {
         // refuses the whole envelope, as it refuses a whole `/approve`.
         let mut submitted = Vec::with_capacity(signatures.len());
         for (keyid, sig) in signatures {
-            let mut named = false;
-            let mut candidates: Vec<(PublicKey, bool)> = Vec::new();
-            for set in std::iter::once(in_force).chain(new.as_ref()) {
-                if let Some(slot) = set.slot(&keyid) {
-                    named = true;
-                    let key = &set.keys[slot];
-                    if key.valid_at(now) && !candidates.iter().any(|c| c.0 == key.public) {
-                        candidates.push((key.public.clone(), false));
-                    }
-                }
-            }
-            if !named {
-                let also = if new.is_some() {
-                    " nor of the new set"
-                } else {
-                    ""
-                };
-                return Err(ApiError::forbidden(format!(
-                    "keyid {keyid:?} is not a configured signer of the set in force at base \
-                     version {base} (since version {since}){also}"
-                )));
-            }
-            if candidates.is_empty() {
-                return Err(ApiError::forbidden(format!(
-                    "key {keyid:?} is outside its validity window"
-                )));
-            }
+            let candidates = candidate_keys(&keyid, in_force, new.as_deref(), base, since, now)?;
             submitted.push(Submitted {
                 keyid,
                 sig,
