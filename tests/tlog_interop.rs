@@ -111,7 +111,8 @@ fn describe(o: &Output) -> String {
 fn the_go_verifier_refuses_tampered_logs() {
     // Its own log (Go's ProveRecord / ProveTree / ReadTileData over the vector inputs) passes,
     // and each lie (signature, root, a record's hash, a tile byte, an inclusion or consistency
-    // hash, a forked history, a proof file's index / hash / magic) is refused by name.
+    // hash, a history forked below a saved checkpoint, two roots for its size, a proof file's
+    // index / hash / magic) is refused by name.
     let Some(tv) = verifier("the_go_verifier_refuses_tampered_logs") else {
         return;
     };
@@ -126,6 +127,7 @@ fn the_go_verifier_refuses_tampered_logs() {
         "inclusion",
         "consistency",
         "fork",
+        "split",
     ] {
         assert!(
             out.contains(&format!("ok refused tampered {tamper}:")),

@@ -187,7 +187,7 @@ var vectorInclusion = [][2]int64{ // {index, size}
 
 var vectorConsistency = [][2]int64{ // {old, new}
 	{1, 2}, {1, 3}, {2, 3}, {3, 7}, {4, 8}, {7, 8}, {8, 255}, {255, 256}, {256, 257},
-	{1, 300}, {100, 300}, {255, 300}, {256, 300}, {257, 300}, {300, 300},
+	{1, 300}, {100, 300}, {255, 300}, {256, 300}, {257, 300}, {299, 300},
 }
 
 // The tree sizes whose tiles are in the vectors: one partial level-0 tile only (5), a full tile
@@ -565,10 +565,15 @@ func runCheck(c checkConfig) error {
 	}
 	logf("%d inclusion proofs (tlog.CheckRecord), seed %d", len(incl), c.seed)
 
-	cons := []pair{{1, cp.size}, {cp.size, cp.size}}
-	for i := 0; i < c.samples; i++ {
-		n := 1 + rng.Int63n(cp.size)
-		cons = append(cons, pair{1 + rng.Int63n(n), n})
+	// RFC 6962 and 9162 define consistency proofs for 0 < old < new only, so only those are
+	// asked (a tree of size 1 has none).
+	var cons []pair
+	if cp.size >= 2 {
+		cons = append(cons, pair{1, cp.size}, pair{cp.size - 1, cp.size})
+		for i := 0; i < c.samples; i++ {
+			n := 2 + rng.Int63n(cp.size-1)
+			cons = append(cons, pair{1 + rng.Int63n(n-1), n})
+		}
 	}
 	for _, p := range cons {
 		proof, err := f.proof(fmt.Sprintf("/registry/proof/consistency?old=%d&new=%d", p.a, p.b))
@@ -592,16 +597,24 @@ func runCheck(c checkConfig) error {
 		if err != nil {
 			return fmt.Errorf("old checkpoint %s: %v", c.old, err)
 		}
-		if old.size > cp.size {
+		switch {
+		case old.size > cp.size:
 			return fmt.Errorf("the log shrank: old checkpoint size %d, now %d", old.size, cp.size)
-		}
-		proof, err := f.proof(fmt.Sprintf("/registry/proof/consistency?old=%d&new=%d", old.size, cp.size))
-		if err != nil {
-			return err
-		}
-		// Between the two signed roots alone: what a witness holding only the old checkpoint checks.
-		if err := tlog.CheckTree(proof, cp.size, cp.root, old.size, old.root); err != nil {
-			return fmt.Errorf("checkpoint %d is not consistent with the old checkpoint %d: tlog.CheckTree: %v", cp.size, old.size, err)
+		case old.size == cp.size:
+			// Same size, so nothing to prove: the roots must simply be equal.
+			if old.root != cp.root {
+				return fmt.Errorf("checkpoint %d is not consistent with the old checkpoint %d: two roots for one size", cp.size, old.size)
+			}
+		default:
+			proof, err := f.proof(fmt.Sprintf("/registry/proof/consistency?old=%d&new=%d", old.size, cp.size))
+			if err != nil {
+				return err
+			}
+			// Between the two signed roots alone: what a witness holding only the old
+			// checkpoint checks.
+			if err := tlog.CheckTree(proof, cp.size, cp.root, old.size, old.root); err != nil {
+				return fmt.Errorf("checkpoint %d is not consistent with the old checkpoint %d: tlog.CheckTree: %v", cp.size, old.size, err)
+			}
 		}
 		logf("checkpoint %d extends the old checkpoint %d (tlog.CheckTree between signed roots)", cp.size, old.size)
 	}
@@ -688,13 +701,13 @@ type mockLog struct {
 	skey    string
 	vkey    string
 	tamper  string
-	forkSt  *hashStore // with tamper "fork": the history served once the size passes 257
+	forkSt  *hashStore // with tamper "fork" the history served past size 257, with "split" always
 	origin  string
 	otherSk string
 }
 
 func (m *mockLog) store() *hashStore {
-	if m.tamper == "fork" && m.size > 257 {
+	if m.tamper == "fork" && m.size > 257 || m.tamper == "split" {
 		return m.forkSt
 	}
 	return m.st
@@ -890,17 +903,21 @@ func cmdSelftest() error {
 	}
 
 	// Each lie must be caught, with a message naming what it is.
-	cases := []struct{ tamper, want string }{
-		{"sig", "does not verify with the vkey"},
-		{"root", "tlog.TreeHash"},
-		{"record", "tlog.TreeHash"},
-		{"tile", "tile tile/0/000"},
-		{"inclusion", "tlog.CheckRecord"},
-		{"consistency", "tlog.CheckTree"},
-		{"fork", "not consistent with the old checkpoint"},
+	cases := []struct {
+		size         int64
+		tamper, want string
+	}{
+		{300, "sig", "does not verify with the vkey"},
+		{300, "root", "tlog.TreeHash"},
+		{300, "record", "tlog.TreeHash"},
+		{300, "tile", "tile tile/0/000"},
+		{300, "inclusion", "tlog.CheckRecord"},
+		{300, "consistency", "tlog.CheckTree"},
+		{300, "fork", "not consistent with the old checkpoint 257: tlog.CheckTree"},
+		{257, "split", "two roots for one size"},
 	}
 	for _, tc := range cases {
-		set(300, tc.tamper)
+		set(tc.size, tc.tamper)
 		c := cfg()
 		c.old = oldCp
 		err := runCheck(c)
