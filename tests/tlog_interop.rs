@@ -211,7 +211,13 @@ fn check(tv: &Path, srv: &TestServer, vkey: &str, extra: &[&str]) -> Output {
     let seed = seed();
     let mut args = vec!["check", url.as_str(), vkey, "-seed", seed.as_str()];
     args.extend_from_slice(extra);
-    run(tv, &args)
+    let o = run(tv, &args);
+    // What was checked, for `--nocapture` runs (libtest keeps it out of passing output).
+    println!(
+        "tlog_verifier {args:?}:\n{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    o
 }
 
 fn path_str(p: &Path) -> &str {

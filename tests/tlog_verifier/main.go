@@ -540,7 +540,15 @@ func runCheck(c checkConfig) error {
 		// Only the tiles of this checkpoint's size are asked: C2SP lets a log delete other
 		// partial tiles once the full one exists.
 	}
-	logf("%d tiles byte for byte (tlog.ReadTileData), e.g. %s", len(tiles), c2spTilePath(tiles[len(tiles)-1]))
+	var names []string
+	for _, t := range tiles {
+		if len(names) == 8 {
+			names = append(names, "...")
+			break
+		}
+		names = append(names, c2spTilePath(t))
+	}
+	logf("%d tiles byte for byte (tlog.ReadTileData): %s", len(tiles), strings.Join(names, " "))
 
 	// Inclusion proofs for random versions in random tree sizes, plus the edges.
 	rng := rand.New(rand.NewSource(c.seed))
