@@ -50,10 +50,14 @@ fn build_verifier() -> Result<PathBuf, String> {
     }
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tlog_verifier");
     std::fs::create_dir_all(tmp.join("gopath")).unwrap();
+    // Built under a name of this process's own, then renamed into place: test runners that
+    // start a process per test (nextest) may build concurrently, and a rename never leaves a
+    // half-written binary where another process executes it.
     let out = tmp.join("tlog_verifier");
+    let building = tmp.join(format!("tlog_verifier.{}", std::process::id()));
     let run = Command::new("go")
         .args(["build", "-o"])
-        .arg(&out)
+        .arg(&building)
         .arg(".")
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tlog_verifier"))
         .env_remove("GOFLAGS")
@@ -75,6 +79,7 @@ fn build_verifier() -> Result<PathBuf, String> {
         "go build tests/tlog_verifier failed:\n{}",
         String::from_utf8_lossy(&run.stderr)
     );
+    std::fs::rename(&building, &out).expect("move the built verifier into place");
     Ok(out)
 }
 
