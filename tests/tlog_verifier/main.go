@@ -459,15 +459,6 @@ func runCheck(c checkConfig) error {
 	}
 	f := &fetcher{base: c.base, client: &http.Client{Timeout: 15 * time.Second}}
 
-	// The key the server publishes is the one pinned out of band.
-	body, _, err := f.get("/registry/vkey")
-	if err != nil {
-		return err
-	}
-	if got := strings.TrimSpace(string(body)); got != c.vkey {
-		return fmt.Errorf("GET /registry/vkey = %q, the pinned vkey is %q", got, c.vkey)
-	}
-
 	raw, hdr, err := f.get("/registry/checkpoint")
 	if err != nil {
 		return err
@@ -483,6 +474,16 @@ func runCheck(c checkConfig) error {
 		return fmt.Errorf("checkpoint size %d: the registry always holds genesis", cp.size)
 	}
 	logf("checkpoint signature (note.Open) origin=%s size=%d root=%s", cp.origin, cp.size, cp.root)
+
+	// The key the server publishes is the one pinned out of band (checked after the signature,
+	// so that a foreign pinned key is refused by note.Open itself).
+	body, _, err := f.get("/registry/vkey")
+	if err != nil {
+		return err
+	}
+	if got := strings.TrimSpace(string(body)); got != c.vkey {
+		return fmt.Errorf("GET /registry/vkey = %q, the pinned vkey is %q", got, c.vkey)
+	}
 
 	// Leaf V is the 32 raw bytes of hash_V from /registry/{V}.
 	st := &hashStore{}
