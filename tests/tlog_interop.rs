@@ -4,8 +4,10 @@
 //! live registry: the checkpoint's signature with the vkey `ronctl log vkey` prints, the tree hash
 //! recomputed from every `/registry/{v}` hash, every tile byte for byte, inclusion and
 //! consistency proofs for random versions and sizes, consistency between checkpoints taken before
-//! and after more commits (and across a restart), and a `ronctl registry prove` file. The same
-//! program writes tests/vectors/tlog.json, which must be what is committed.
+//! and after more commits (and across a restart), and a `ronctl registry prove` file. The other
+//! way round, `ronctl registry check-proof` accepts a proof file Go made, and Go's note package
+//! loads a `ronctl log keygen` key file, whose checkpoints it then verifies under a configured
+//! origin. The same program writes tests/vectors/tlog.json, which must be what is committed.
 //!
 //! Invariant: nothing here recomputes a hash in Rust: every accept/refuse decision is the Go
 //! program's; this file only drives the server and the program. Without the Go toolchain each
@@ -229,6 +231,44 @@ fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+fn hash_of(srv: &TestServer, version: u64) -> String {
+    json(&srv.get(&format!("/registry/{version}")))["hash"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn go_proofs_pass_ronctl_check_proof(tv: &Path, srv: &TestServer, vkey: &str, dir: &Path) {
+    let file = dir.join("go77.tlog-proof");
+    let url = format!("http://{}", srv.registry);
+    let o = run(tv, &["prove", &url, vkey, "77", path_str(&file)]);
+    assert!(o.status.success(), "tlog_verifier prove: {}", describe(&o));
+    let check_proof = |file: &Path, record_hash: &str| {
+        srv.ronctl(&[
+            "registry",
+            "check-proof",
+            path_str(file),
+            "--vkey",
+            vkey,
+            "--record-hash",
+            record_hash,
+        ])
+    };
+    let (ok, out, err) = check_proof(&file, &hash_of(srv, 77));
+    assert!(ok, "ronctl check-proof of Go's proof: {out}{err}");
+    let (ok, out, err) = check_proof(&file, &hash_of(srv, 78));
+    assert!(!ok, "Go's proof of 77 accepted for 78: {out}{err}");
+    // One proof hash changed (the line after `index`): the root no longer follows.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut lines: Vec<String> = text.split('\n').map(String::from).collect();
+    let at = lines.iter().position(|l| l.starts_with("index ")).unwrap() + 1;
+    lines[at] = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into();
+    let bad = dir.join("go77-bad.tlog-proof");
+    std::fs::write(&bad, lines.join("\n")).unwrap();
+    let (ok, out, err) = check_proof(&bad, &hash_of(srv, 77));
+    assert!(!ok, "a Go proof with a changed hash accepted: {out}{err}");
+}
+
 #[test]
 fn a_live_registry_passes_the_go_verifier() {
     let Some(tv) = verifier("a_live_registry_passes_the_go_verifier") else {
@@ -283,6 +323,10 @@ fn a_live_registry_passes_the_go_verifier() {
     );
     assert!(said.contains("ok tlog-proof file"), "{said}");
 
+    // The other way round: a proof file made by Go (tlog.ProveRecord over the served records)
+    // passes `ronctl registry check-proof`, for its record only, and not once a hash is changed.
+    go_proofs_pass_ronctl_check_proof(&tv, &srv, &vkey, dir.path());
+
     // After a kill and a restart: the same key, and a log that extends what was signed before.
     let srv = srv.restart_killed();
     commit_until(&srv, 340);
@@ -307,6 +351,48 @@ fn a_live_registry_passes_the_go_verifier() {
     );
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("signed note does not verify with the vkey"),
+        "{}",
+        describe(&o)
+    );
+}
+
+/// A key from `ronctl log keygen` under a non-default `[log] origin`: Go's note package loads the
+/// key file (`note.NewSigner`) as the key of the vkey ronctl prints, and a server configured with
+/// it signs checkpoints Go verifies under that origin.
+#[test]
+fn a_ronctl_log_key_is_a_go_note_key_and_signs_the_checkpoints() {
+    let Some(tv) = verifier("a_ronctl_log_key_is_a_go_note_key_and_signs_the_checkpoints") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("log.key");
+    let origin = "registry.example/interop";
+    let said = ronctl_ok(&["log", "keygen", "--origin", origin, "--out", path_str(&key)]);
+    let vkey = ronctl_ok(&["log", "vkey", "--key", path_str(&key)])
+        .trim()
+        .to_string();
+    assert!(vkey.starts_with(&format!("{origin}+")), "{vkey}");
+    assert_eq!(
+        said.lines().last().map(str::trim),
+        Some(vkey.as_str()),
+        "{said}"
+    );
+    let o = run(&tv, &["keyfile", path_str(&key), &vkey]);
+    assert!(o.status.success(), "{}", describe(&o));
+
+    let srv = TestServer::start(Setup {
+        tables: format!(
+            "[log]\norigin = {origin:?}\nkey_file = {:?}\n",
+            path_str(&key)
+        ),
+        ..one_of_one()
+    });
+    commit_until(&srv, 9);
+    await_checkpoint(&srv, 10);
+    let o = check(&tv, &srv, &vkey, &[]);
+    assert!(o.status.success(), "{}", describe(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(&format!("origin={origin} size=10")),
         "{}",
         describe(&o)
     );

@@ -9,7 +9,11 @@
 // Subcommands:
 //
 //	vectors                         print tests/vectors/tlog.json (deterministic, fixed inputs)
-//	check URL VKEY [flags]          verify a live server (see checkFlags)
+//	check URL VKEY [flags]          verify a live server (see cmdCheck's flags)
+//	prove URL VKEY VERSION OUT      write a C2SP tlog-proof of VERSION made by tlog.ProveRecord
+//	                                over the server's records, for the server's own checker
+//	keyfile FILE VKEY               a log key file loads with note.NewSigner, is the key of
+//	                                VKEY, and its signatures open with note.Open
 //	selftest                        run `check` against an in-process server made of Go's own
 //	                                proofs over the vector inputs, then against tampered
 //	                                variants of it, each of which must be refused
@@ -54,6 +58,10 @@ func main() {
 		err = cmdVectors(os.Stdout)
 	case "check":
 		err = cmdCheck(os.Args[2:])
+	case "prove":
+		err = cmdProve(os.Args[2:])
+	case "keyfile":
+		err = cmdKeyfile(os.Args[2:])
 	case "selftest":
 		err = cmdSelftest()
 	default:
@@ -66,7 +74,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: tlog_verifier vectors | check URL VKEY [-old FILE] [-save FILE] [-proof FILE] [-seed N] [-samples N] | selftest")
+	fmt.Fprintln(os.Stderr, "usage: tlog_verifier vectors | check URL VKEY [-old FILE] [-save FILE] [-proof FILE] [-seed N] [-samples N] | prove URL VKEY VERSION OUT | keyfile FILE VKEY | selftest")
 	os.Exit(2)
 }
 
@@ -459,21 +467,12 @@ func runCheck(c checkConfig) error {
 	}
 	f := &fetcher{base: c.base, client: &http.Client{Timeout: 15 * time.Second}}
 
-	raw, hdr, err := f.get("/registry/checkpoint")
+	cp, st, err := fetchTree(f, verifier)
 	if err != nil {
 		return err
-	}
-	if ct := hdr.Get("Content-Type"); ct != "text/plain; charset=utf-8" {
-		return fmt.Errorf("checkpoint Content-Type %q, C2SP tlog-tiles says text/plain; charset=utf-8", ct)
-	}
-	cp, err := openCheckpoint(raw, verifier)
-	if err != nil {
-		return err
-	}
-	if cp.size < 1 {
-		return fmt.Errorf("checkpoint size %d: the registry always holds genesis", cp.size)
 	}
 	logf("checkpoint signature (note.Open) origin=%s size=%d root=%s", cp.origin, cp.size, cp.root)
+	logf("tree hash (tlog.TreeHash over %d records) equals the checkpoint root", cp.size)
 
 	// The key the server publishes is the one pinned out of band (checked after the signature,
 	// so that a foreign pinned key is refused by note.Open itself).
@@ -484,37 +483,6 @@ func runCheck(c checkConfig) error {
 	if got := strings.TrimSpace(string(body)); got != c.vkey {
 		return fmt.Errorf("GET /registry/vkey = %q, the pinned vkey is %q", got, c.vkey)
 	}
-
-	// Leaf V is the 32 raw bytes of hash_V from /registry/{V}.
-	st := &hashStore{}
-	for v := int64(0); v < cp.size; v++ {
-		body, _, err := f.get(fmt.Sprintf("/registry/%d", v))
-		if err != nil {
-			return err
-		}
-		var rec struct {
-			Version *int64 `json:"version"`
-			Hash    string `json:"hash"`
-		}
-		if err := json.Unmarshal(body, &rec); err != nil || rec.Version == nil || *rec.Version != v {
-			return fmt.Errorf("GET /registry/%d: not the record of version %d: %.200s", v, v, body)
-		}
-		leaf, err := hex.DecodeString(rec.Hash)
-		if err != nil || len(leaf) != 32 {
-			return fmt.Errorf("GET /registry/%d: hash %q is not 32 bytes of hex", v, rec.Hash)
-		}
-		if err := st.add(leaf); err != nil {
-			return err
-		}
-	}
-	root, err := st.root(cp.size)
-	if err != nil {
-		return err
-	}
-	if root != cp.root {
-		return fmt.Errorf("checkpoint root %s, but tlog.TreeHash over the %d /registry/{v} hashes is %s", cp.root, cp.size, root)
-	}
-	logf("tree hash (tlog.TreeHash over %d records) equals the checkpoint root", cp.size)
 
 	// Tiles: each byte as tlog.ReadTileData lays it out from our own stored hashes.
 	tiles := tilesFor(cp.size)
@@ -661,8 +629,11 @@ func checkProofFile(raw []byte, v note.Verifier, st *hashStore) error {
 		return fmt.Errorf("first line %q is not c2sp.org/tlog-proof@v1", lines[0])
 	}
 	lines = lines[1:]
+	var extra []byte
 	if len(lines) > 0 && strings.HasPrefix(lines[0], "extra ") {
-		if _, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(lines[0], "extra ")); err != nil {
+		var err error
+		extra, err = base64.StdEncoding.DecodeString(strings.TrimPrefix(lines[0], "extra "))
+		if err != nil {
 			return fmt.Errorf("extra line is not base64: %v", err)
 		}
 		lines = lines[1:]
@@ -692,9 +663,131 @@ func checkProofFile(raw []byte, v note.Verifier, st *hashStore) error {
 	if root, _ := st.root(cp.size); root != cp.root {
 		return fmt.Errorf("its checkpoint root %s is not the tree hash %s of the first %d records", cp.root, root, cp.size)
 	}
+	// This log's extra data is the record's hash_V (docs/FORMATS.md): not trusted, compared.
+	if extra != nil && !bytes.Equal(extra, st.leaves[index]) {
+		return fmt.Errorf("extra %x is not hash_V %x of version %d", extra, st.leaves[index], index)
+	}
 	if err := tlog.CheckRecord(proof, cp.size, cp.root, index, tlog.RecordHash(st.leaves[index])); err != nil {
 		return fmt.Errorf("inclusion of version %d in its checkpoint (size %d): tlog.CheckRecord: %v", index, cp.size, err)
 	}
+	return nil
+}
+
+// formatProof lays out a C2SP tlog-proof: magic, `extra` (this log's: base64 of hash_V),
+// `index`, the proof hashes, an empty line, the checkpoint verbatim.
+func formatProof(leaf []byte, index int64, proof []tlog.Hash, checkpoint []byte) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "c2sp.org/tlog-proof@v1\nextra %s\nindex %d\n", base64.StdEncoding.EncodeToString(leaf), index)
+	for _, h := range proof {
+		fmt.Fprintf(&b, "%s\n", h)
+	}
+	b.WriteString("\n")
+	b.Write(checkpoint)
+	return b.Bytes()
+}
+
+// fetchTree fetches and opens the checkpoint, then every /registry/{v} below its size (leaf V is
+// the 32 raw bytes of hash_V), and insists that tlog.TreeHash over them is its root.
+func fetchTree(f *fetcher, verifier note.Verifier) (*checkpoint, *hashStore, error) {
+	raw, hdr, err := f.get("/registry/checkpoint")
+	if err != nil {
+		return nil, nil, err
+	}
+	if ct := hdr.Get("Content-Type"); ct != "text/plain; charset=utf-8" {
+		return nil, nil, fmt.Errorf("checkpoint Content-Type %q, C2SP tlog-tiles says text/plain; charset=utf-8", ct)
+	}
+	cp, err := openCheckpoint(raw, verifier)
+	if err != nil {
+		return nil, nil, err
+	}
+	if cp.size < 1 {
+		return nil, nil, fmt.Errorf("checkpoint size %d: the registry always holds genesis", cp.size)
+	}
+	st := &hashStore{}
+	for v := int64(0); v < cp.size; v++ {
+		body, _, err := f.get(fmt.Sprintf("/registry/%d", v))
+		if err != nil {
+			return nil, nil, err
+		}
+		var rec struct {
+			Version *int64 `json:"version"`
+			Hash    string `json:"hash"`
+		}
+		if err := json.Unmarshal(body, &rec); err != nil || rec.Version == nil || *rec.Version != v {
+			return nil, nil, fmt.Errorf("GET /registry/%d: not the record of version %d: %.200s", v, v, body)
+		}
+		leaf, err := hex.DecodeString(rec.Hash)
+		if err != nil || len(leaf) != 32 {
+			return nil, nil, fmt.Errorf("GET /registry/%d: hash %q is not 32 bytes of hex", v, rec.Hash)
+		}
+		if err := st.add(leaf); err != nil {
+			return nil, nil, err
+		}
+	}
+	root, err := st.root(cp.size)
+	if err != nil {
+		return nil, nil, err
+	}
+	if root != cp.root {
+		return nil, nil, fmt.Errorf("checkpoint root %s, but tlog.TreeHash over the %d /registry/{v} hashes is %s", cp.root, cp.size, root)
+	}
+	return cp, st, nil
+}
+
+func cmdProve(args []string) error {
+	if len(args) != 4 {
+		usage()
+	}
+	verifier, err := note.NewVerifier(strings.TrimSpace(args[1]))
+	if err != nil {
+		return fmt.Errorf("vkey %q: %v", args[1], err)
+	}
+	index, err := strconv.ParseInt(args[2], 10, 64)
+	if err != nil {
+		return fmt.Errorf("version %q: %v", args[2], err)
+	}
+	f := &fetcher{base: strings.TrimRight(args[0], "/"), client: &http.Client{Timeout: 15 * time.Second}}
+	cp, st, err := fetchTree(f, verifier)
+	if err != nil {
+		return err
+	}
+	if index < 0 || index >= cp.size {
+		return fmt.Errorf("version %d is outside the checkpoint's size %d", index, cp.size)
+	}
+	proof, err := tlog.ProveRecord(cp.size, index, st)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(args[3], formatProof(st.leaves[index], index, proof, cp.raw), 0o644)
+}
+
+func cmdKeyfile(args []string) error {
+	if len(args) != 2 {
+		usage()
+	}
+	raw, err := os.ReadFile(args[0])
+	if err != nil {
+		return err
+	}
+	signer, err := note.NewSigner(strings.TrimSpace(string(raw)))
+	if err != nil {
+		return fmt.Errorf("note.NewSigner(%s): %v", args[0], err)
+	}
+	verifier, err := note.NewVerifier(strings.TrimSpace(args[1]))
+	if err != nil {
+		return fmt.Errorf("vkey %q: %v", args[1], err)
+	}
+	if signer.Name() != verifier.Name() || signer.KeyHash() != verifier.KeyHash() {
+		return fmt.Errorf("key file is %s+%08x, the vkey %s+%08x", signer.Name(), signer.KeyHash(), verifier.Name(), verifier.KeyHash())
+	}
+	signed, err := note.Sign(&note.Note{Text: "tlog_verifier keyfile check\n"}, signer)
+	if err != nil {
+		return err
+	}
+	if _, err := note.Open(signed, note.VerifierList(verifier)); err != nil {
+		return fmt.Errorf("a note signed with the key file does not open with the vkey: %v", err)
+	}
+	fmt.Printf("ok key file %s is the key of %s (note.NewSigner, note.Sign, note.Open)\n", args[0], verifier.Name())
 	return nil
 }
 
@@ -840,14 +933,7 @@ func (m *mockLog) proofFile(base string, index int64) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	var b bytes.Buffer
-	fmt.Fprintf(&b, "c2sp.org/tlog-proof@v1\nindex %d\n", index)
-	for _, h := range hs {
-		fmt.Fprintf(&b, "%s\n", h)
-	}
-	b.WriteString("\n")
-	b.Write(cp)
-	return b.Bytes(), nil
+	return formatProof(m.st.leaves[index], index, hs, cp), nil
 }
 
 func cmdSelftest() error {
@@ -940,6 +1026,7 @@ func cmdSelftest() error {
 	set(300, "")
 	bad := map[string][]byte{
 		"index": bytes.Replace(pf, []byte("index 123\n"), []byte("index 124\n"), 1),
+		"extra": bytes.Replace(pf, []byte(base64.StdEncoding.EncodeToString(leaves[123])), []byte(base64.StdEncoding.EncodeToString(leaves[124])), 1),
 		"hash":  bytes.Replace(pf, []byte("index 123\n"), []byte("index 123\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n"), 1),
 		"magic": bytes.Replace(pf, []byte("@v1"), []byte("@v2"), 1),
 	}
