@@ -249,9 +249,22 @@ pub fn expired_message(version: u64, oldest: u64) -> String {
 /// and read with positioned reads by everyone else, exactly like a log segment. What an amnesiac
 /// node's memory grows with is these bytes (the records themselves); they are kernel shmem pages,
 /// not part of the process heap.
+///
+/// Retention: a drop punches the released range out of the file (`fallocate(PUNCH_HOLE)`), which
+/// frees its pages at once; reads there return zeros, which history never serves (the floor is
+/// raised first and checked again after the read). Chosen over one memfd per segment: one file,
+/// one descriptor, and the cut need not follow segment boundaries. The cut is rounded down to
+/// [`MEMORY_CUT_BYTES`] so a drop is one syscall per MiB released, not per record.
 pub struct MemoryStore {
     file: std::fs::File,
+    /// The end of the bytes written so far (the writer's appends).
+    written: AtomicU64,
+    /// Everything below this was punched out (raised only by the retention drop).
+    released: AtomicU64,
 }
+
+/// The unit in which an amnesiac node releases its journal's memory.
+pub const MEMORY_CUT_BYTES: u64 = 1 << 20;
 
 impl MemoryStore {
     pub fn new() -> std::io::Result<MemoryStore> {
@@ -262,12 +275,19 @@ impl MemoryStore {
         }
         // SAFETY: `fd` was just returned by memfd_create and is owned by nothing else.
         let file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-        Ok(MemoryStore { file })
+        Ok(MemoryStore {
+            file,
+            written: AtomicU64::new(0),
+            released: AtomicU64::new(0),
+        })
     }
 
     /// Write `bytes` at `at` (the journal's end: only the writer calls this).
     pub fn write_at(&self, at: u64, bytes: &[u8]) -> std::io::Result<()> {
-        self.file.write_all_at(bytes, at)
+        self.file.write_all_at(bytes, at)?;
+        self.written
+            .fetch_max(at + bytes.len() as u64, Ordering::Release);
+        Ok(())
     }
 }
 
@@ -279,6 +299,42 @@ impl HistorySource for MemoryStore {
             .read_exact_at(&mut buf, start)
             .map_err(|e| format!("reading the in-memory journal at {start}: {e}"))?;
         Ok(buf)
+    }
+
+    fn cut_at_or_below(&self, start: u64) -> u64 {
+        start / MEMORY_CUT_BYTES * MEMORY_CUT_BYTES
+    }
+
+    fn release_below(&self, cut: u64) -> Result<u64, String> {
+        use std::os::fd::AsRawFd;
+        let from = self.released.load(Ordering::Acquire);
+        if cut <= from {
+            return Ok(0);
+        }
+        let len = cut - from;
+        // SAFETY: plain syscall on a descriptor this store owns; no memory is passed.
+        let rc = unsafe {
+            libc::fallocate(
+                self.file.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                from as libc::off_t,
+                len as libc::off_t,
+            )
+        };
+        if rc != 0 {
+            return Err(format!(
+                "releasing the in-memory journal's bytes {from}..{cut}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        self.released.store(cut, Ordering::Release);
+        Ok(len)
+    }
+
+    fn bytes_held(&self, _head_end: u64) -> u64 {
+        self.written
+            .load(Ordering::Acquire)
+            .saturating_sub(self.released.load(Ordering::Acquire))
     }
 }
 
@@ -325,5 +381,46 @@ mod tests {
         assert_eq!(h.bytes(4).unwrap(), None);
         // "beta" is not a record: parsing says so instead of panicking.
         assert!(h.record(2).is_err());
+    }
+
+    #[test]
+    fn a_released_range_of_the_memory_store_frees_its_pages_and_reads_expired() {
+        let store = Arc::new(MemoryStore::new().unwrap());
+        let genesis = Arc::new(CommitRecord::genesis(
+            "r",
+            crate::domain::signers::test_set(1, 1),
+        ));
+        let mut h = History::new(genesis, store.clone());
+        let record = vec![b'x'; 4096];
+        let mut end = 0u64;
+        for _ in 0..600 {
+            store.write_at(end, &record).unwrap();
+            end += record.len() as u64;
+            h.push(Loc { end, len: 4096 });
+        }
+        assert_eq!(store.bytes_held(end), end);
+        // Versions up to 256 lie below the first MiB.
+        let cut = store.cut_at_or_below(300 * 4096);
+        assert_eq!(cut, MEMORY_CUT_BYTES);
+        assert_eq!(h.first_version_from(cut), Some(257));
+        h.raise_floor(257);
+        assert_eq!(store.release_below(cut).unwrap(), MEMORY_CUT_BYTES);
+        assert_eq!(store.bytes_held(end), end - MEMORY_CUT_BYTES);
+        assert_eq!(h.read(256).unwrap(), Read::Expired { oldest: 257 });
+        assert_eq!(h.read(257).unwrap(), Read::Bytes(record.clone()));
+        // The punched range reads zeros: what history's floor check keeps from being served.
+        assert_eq!(store.read(Loc { end: 4096, len: 4096 }).unwrap(), vec![0u8; 4096]);
+        let mut blocks = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: fstat fills the struct for a descriptor the store owns.
+        let st = unsafe {
+            use std::os::fd::AsRawFd;
+            assert_eq!(libc::fstat(store.file.as_raw_fd(), blocks.as_mut_ptr()), 0);
+            blocks.assume_init()
+        };
+        assert!(
+            (st.st_blocks as u64) * 512 <= end - MEMORY_CUT_BYTES + 4096,
+            "the punched pages are freed: {} bytes held",
+            st.st_blocks * 512
+        );
     }
 }
