@@ -314,9 +314,11 @@ impl FanOut {
         let mut out = stream.pending;
         let mut opening = b"retry: 1000\n\n".to_vec();
         let next = match since {
-            Since::After(v) if v <= head => v + 1,
-            // A version we never had (a restore from an older backup) or not a version at all:
-            // tell the client to start over from HEAD.
+            // Resumable only if every version after `v` is still retained (SPEC §14).
+            Since::After(v) if v <= head && v + 1 >= snap.history.oldest_version() => v + 1,
+            // A version we never had (a restore from an older backup), one whose successors a
+            // retention window dropped, or not a version at all: tell the client to start over
+            // from HEAD (re-read state), never a silent gap.
             Since::After(_) | Since::Unknown => {
                 opening.extend_from_slice(b"event: reset\nid: ");
                 opening.extend_from_slice(head.to_string().as_bytes());
@@ -367,6 +369,8 @@ impl FanOut {
         }
         let rec = match snap.record(version) {
             Ok(rec) => rec?,
+            // Dropped by the retention window while this subscriber replayed: `pump` drops it.
+            Err(_) if version < snap.history.oldest_version() => return None,
             Err(e) => {
                 // The subscriber's cursor stays put: it is served again on the next wake-up,
                 // never skipped.
@@ -403,7 +407,14 @@ impl FanOut {
         let mut drop_dead = Vec::new();
         let mut more = false;
         let mut batch = Vec::new();
+        let oldest = snap.history.oldest_version();
         for t in tokens {
+            if self.subs[&t].next < oldest {
+                // A replay the retention window overtook: dropped like a lagging subscriber,
+                // it reconnects with its last id and is told to reset (see `add`).
+                drop_lagged.push(t);
+                continue;
+            }
             let mut blocked = false;
             for _ in 0..ROUNDS {
                 // Fill: one batch of events, queued as one chunk.
