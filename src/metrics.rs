@@ -57,6 +57,7 @@ pub struct Metrics {
     pub registry_follower: IntGauge,
     pub registry_oldest_version: IntGauge,
     pub registry_log_bytes: IntGauge,
+    pub registry_follow_upstreams_expired: IntGauge,
 }
 
 fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
@@ -264,6 +265,11 @@ impl Metrics {
                 "Bytes the log occupies: its segment files on disk, or its in-memory journal with --amnesia",
             )
             .expect("valid"),
+            registry_follow_upstreams_expired: IntGauge::new(
+                "registry_follow_upstreams_expired",
+                "Follower: upstreams that answered 410 for its next version (their retention window starts after it)",
+            )
+            .expect("valid"),
         };
         // Every alg's series exists from the start (at zero), so dashboards and alerts see
         // the metric before the first approval of each algorithm.
@@ -308,6 +314,7 @@ impl Metrics {
             Box::new(m.registry_follower.clone()),
             Box::new(m.registry_oldest_version.clone()),
             Box::new(m.registry_log_bytes.clone()),
+            Box::new(m.registry_follow_upstreams_expired.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for c in collectors {
