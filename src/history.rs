@@ -254,7 +254,7 @@ pub fn expired_message(version: u64, oldest: u64) -> String {
 /// frees its pages at once; reads there return zeros, which history never serves (the floor is
 /// raised first and checked again after the read). Chosen over one memfd per segment: one file,
 /// one descriptor, and the cut need not follow segment boundaries. The cut is rounded down to
-/// [`MEMORY_CUT_BYTES`] so a drop is one syscall per MiB released, not per record.
+/// [`MEMORY_CUT_BYTES`] so a drop is one syscall per 256 KiB released, not per record.
 pub struct MemoryStore {
     file: std::fs::File,
     /// The end of the bytes written so far (the writer's appends).
@@ -264,7 +264,7 @@ pub struct MemoryStore {
 }
 
 /// The unit in which an amnesiac node releases its journal's memory.
-pub const MEMORY_CUT_BYTES: u64 = 1 << 20;
+pub const MEMORY_CUT_BYTES: u64 = 256 * 1024;
 
 impl MemoryStore {
     pub fn new() -> std::io::Result<MemoryStore> {
@@ -401,11 +401,11 @@ mod tests {
         assert_eq!(store.bytes_held(end), end);
         // Versions up to 256 lie below the first MiB.
         let cut = store.cut_at_or_below(300 * 4096);
-        assert_eq!(cut, MEMORY_CUT_BYTES);
+        assert_eq!(cut, 1 << 20, "rounded down to whole units");
         assert_eq!(h.first_version_from(cut), Some(257));
         h.raise_floor(257);
-        assert_eq!(store.release_below(cut).unwrap(), MEMORY_CUT_BYTES);
-        assert_eq!(store.bytes_held(end), end - MEMORY_CUT_BYTES);
+        assert_eq!(store.release_below(cut).unwrap(), 1 << 20);
+        assert_eq!(store.bytes_held(end), end - (1 << 20));
         assert_eq!(h.read(256).unwrap(), Read::Expired { oldest: 257 });
         assert_eq!(h.read(257).unwrap(), Read::Bytes(record.clone()));
         // The punched range reads zeros: what history's floor check keeps from being served.
@@ -418,7 +418,7 @@ mod tests {
             blocks.assume_init()
         };
         assert!(
-            (st.st_blocks as u64) * 512 <= end - MEMORY_CUT_BYTES + 4096,
+            (st.st_blocks as u64) * 512 <= end - (1 << 20) + 4096,
             "the punched pages are freed: {} bytes held",
             st.st_blocks * 512
         );
