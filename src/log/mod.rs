@@ -235,6 +235,7 @@ fn open_scan(
             dir_synced: true,
         }])),
         sync_lock: Mutex::new(()),
+        retention_lock: reader.retention_lock.clone(),
     });
     log::info!(
         "msg=\"log opened\" data_dir={} records={records} segment={} offset={} lsn={end} \

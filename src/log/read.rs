@@ -40,6 +40,9 @@ pub struct LogReader {
     /// The oldest segment still on disk; raised only by [`LogReader::drop_segments_below`] (one
     /// caller at a time: the checkpoint thread).
     first_segment: AtomicU64,
+    /// Held by a drop and by a hot backup (`backup.rs`), so a backup never copies checkpoints
+    /// whose records a drop then deletes before the log is copied.
+    pub(crate) retention_lock: Arc<parking_lot::Mutex<()>>,
 }
 
 /// Segment handles kept open for readers.
@@ -60,6 +63,7 @@ impl LogReader {
             segment_bytes,
             files: RwLock::new(HashMap::new()),
             first_segment: AtomicU64::new(0),
+            retention_lock: Arc::new(parking_lot::Mutex::new(())),
         };
         // A failure here is met again (and reported) by the first read of that segment.
         let _ = reader.file(active);
@@ -99,6 +103,7 @@ impl LogReader {
     /// any prefix of the removes may be undone by a power cut. Every case is a log that starts
     /// at a segment at or below `index` with no gap, which recovery accepts.
     pub fn drop_segments_below(&self, index: u64) -> Result<u64, LogError> {
+        let _no_backup_meanwhile = self.retention_lock.lock();
         let from = self.first_segment();
         if index <= from {
             return Ok(0);

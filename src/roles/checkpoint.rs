@@ -64,6 +64,10 @@ pub fn run(mut p: CheckpointParts) {
             let bytes = crate::restore::checkpoint_bytes(&snap);
             match (p.write)(snap.version(), &bytes) {
                 Ok(()) => {
+                    // The drop first, so "checkpoint written" says the window is settled too.
+                    if let Some(after) = &mut p.after_checkpoint {
+                        after(&snap, snap.version());
+                    }
                     last_version = snap.version();
                     last_at = Instant::now();
                     m().registry_checkpoint_age_seconds.set(0);
@@ -74,9 +78,6 @@ pub fn run(mut p: CheckpointParts) {
                         bytes.len(),
                         started.elapsed().as_millis()
                     );
-                    if let Some(after) = &mut p.after_checkpoint {
-                        after(&snap, snap.version());
-                    }
                 }
                 Err(e) => {
                     // A failed checkpoint loses nothing (the log has every record); it is
