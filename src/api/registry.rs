@@ -422,16 +422,7 @@ impl RegistryApi {
         {
             return Response::new(304, Vec::new()).header("ETag", etag);
         }
-        // `oldest_version` (SPEC §14) is appended at request time, after the fields encoded at
-        // publication: the window's floor moves when a checkpoint lets old segments go, without
-        // a new version.
-        let mut body = snap.head_json.to_vec();
-        debug_assert_eq!(body.last(), Some(&b'}'));
-        body.pop();
-        body.extend_from_slice(
-            format!(",\"oldest_version\":{}}}", snap.history.oldest_version()).as_bytes(),
-        );
-        Response::json(200, body)
+        Response::json(200, snap.served_head())
             .header("ETag", etag)
             .header("Cache-Control", "no-cache".to_string())
     }

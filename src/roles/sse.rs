@@ -323,7 +323,7 @@ impl FanOut {
                 opening.extend_from_slice(b"event: reset\nid: ");
                 opening.extend_from_slice(head.to_string().as_bytes());
                 opening.extend_from_slice(b"\ndata: ");
-                opening.extend_from_slice(&snap.head_json);
+                opening.extend_from_slice(&snap.served_head());
                 opening.extend_from_slice(b"\n\n");
                 head + 1
             }
@@ -378,7 +378,12 @@ impl FanOut {
                 return None;
             }
         };
-        let data = serde_json::to_vec(&rec.head_json()).ok()?;
+        // The head JSON of that version as `GET /registry/head` serves it (with the
+        // `oldest_version` of when the event is made).
+        let data = crate::snapshot::with_oldest(
+            &serde_json::to_vec(&rec.head_json()).ok()?,
+            snap.history.oldest_version(),
+        );
         let mut b = Vec::with_capacity(data.len() + 40);
         b.extend_from_slice(b"event: commit\nid: ");
         b.extend_from_slice(version.to_string().as_bytes());
