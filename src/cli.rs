@@ -1066,7 +1066,12 @@ fn verify_window(conn: &Conn, oldest: u64, registry_id: Option<&str>) -> CliResu
             None,
             200,
         )?;
-        for v in page["records"].take().as_array().cloned().unwrap_or_default() {
+        for v in page["records"]
+            .take()
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
             let i = records.len() as u64 + oldest;
             records.push(
                 CommitRecord::from_value(v).map_err(|e| format!("record {i}: {}", e.message))?,

@@ -1130,13 +1130,19 @@ mod tests {
     #[test]
     fn a_retention_window_must_hold_a_checkpoint_interval() {
         let c = config("", &two_keys(2)).unwrap();
-        assert_eq!(c.raw.storage.retain_versions, 0, "keep everything by default");
+        assert_eq!(
+            c.raw.storage.retain_versions, 0,
+            "keep everything by default"
+        );
         let err = config(
             "[storage]\nretain_versions = 50\ncheckpoint_every_commits = 100",
             &two_keys(2),
         )
         .unwrap_err();
-        assert!(err.contains("retain_versions = 50") && err.contains("checkpoint"), "{err}");
+        assert!(
+            err.contains("retain_versions = 50") && err.contains("checkpoint"),
+            "{err}"
+        );
         let c = config(
             "[storage]\nretain_versions = 100\ncheckpoint_every_commits = 100",
             &two_keys(2),

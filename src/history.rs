@@ -409,7 +409,15 @@ mod tests {
         assert_eq!(h.read(256).unwrap(), Read::Expired { oldest: 257 });
         assert_eq!(h.read(257).unwrap(), Read::Bytes(record.clone()));
         // The punched range reads zeros: what history's floor check keeps from being served.
-        assert_eq!(store.read(Loc { end: 4096, len: 4096 }).unwrap(), vec![0u8; 4096]);
+        assert_eq!(
+            store
+                .read(Loc {
+                    end: 4096,
+                    len: 4096
+                })
+                .unwrap(),
+            vec![0u8; 4096]
+        );
         let mut blocks = std::mem::MaybeUninit::<libc::stat>::uninit();
         // SAFETY: fstat fills the struct for a descriptor the store owns.
         let st = unsafe {

@@ -600,7 +600,10 @@ pub fn verify_history(
             }
         };
         if rec.version != v {
-            return Err(format!("version {v}: the log holds version {} at its place", rec.version));
+            return Err(format!(
+                "version {v}: the log holds version {} at its place",
+                rec.version
+            ));
         }
         if !linked {
             prev = rec.prev_hash.clone();

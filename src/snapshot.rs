@@ -98,7 +98,6 @@ pub fn with_oldest(head_json: &[u8], oldest: u64) -> Vec<u8> {
 }
 
 impl Snapshot {
-
     /// The served JSON of the record at `version`: `Ok(None)` if not committed, `Err` if the
     /// journal could not be read back intact.
     pub fn record_bytes(&self, version: u64) -> Result<Option<Vec<u8>>, String> {

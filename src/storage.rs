@@ -192,7 +192,10 @@ pub fn history_of(
                 "the log holds no genesis record".to_string(),
             ));
         };
-        (restore::genesis_from_frame(registry_id, &read(first)?)?, index)
+        (
+            restore::genesis_from_frame(registry_id, &read(first)?)?,
+            index,
+        )
     } else {
         let path = genesis_path(data_dir);
         let payload = read_file(&**reader.io(), &path).map_err(|e| {
@@ -227,7 +230,10 @@ pub fn history_of(
         (_, Some(&loc)) => {
             let first = read(loc)?;
             let rec = CommitRecord::from_json(&first.payload).map_err(|e| {
-                restore::RestoreError(format!("{}: not a commit record: {}", first.location, e.message))
+                restore::RestoreError(format!(
+                    "{}: not a commit record: {}",
+                    first.location, e.message
+                ))
             })?;
             if rec.version == 0 {
                 return Err(restore::RestoreError(format!(

@@ -1009,7 +1009,8 @@ fn power_cut_or_kill_at_every_step_of_a_segment_drop_leaves_a_gap_free_suffix() 
     for seed in 0..40u64 {
         for power_cut in [true, false] {
             for point in 0.. {
-                let context = format!("seed {seed}, power cut {power_cut}, before mutation {point}");
+                let context =
+                    format!("seed {seed}, power cut {power_cut}, before mutation {point}");
                 let io = FaultIo::new();
                 let mut opened = open_fault(&io, SB).unwrap();
                 let mut appended = Vec::new();
@@ -1019,7 +1020,10 @@ fn power_cut_or_kill_at_every_step_of_a_segment_drop_leaves_a_gap_free_suffix() 
                     appended.push((p, lsn));
                 }
                 opened.syncer.sync_to(opened.writer.end()).unwrap();
-                assert!(opened.writer.end() / SB > CUT + 1, "{context}: log too short");
+                assert!(
+                    opened.writer.end() / SB > CUT + 1,
+                    "{context}: log too short"
+                );
                 io.crash_at_mutation(point);
                 let dropped = opened.reader.drop_segments_below(CUT);
                 let finished = dropped.is_ok() && !io.powered_off();
@@ -1029,8 +1033,8 @@ fn power_cut_or_kill_at_every_step_of_a_segment_drop_leaves_a_gap_free_suffix() 
                 } else {
                     io.kill();
                 }
-                let reopened = open_fault(&io, SB)
-                    .unwrap_or_else(|e| panic!("{context}: open refused: {e}"));
+                let reopened =
+                    open_fault(&io, SB).unwrap_or_else(|e| panic!("{context}: open refused: {e}"));
                 let first = reopened.first_segment;
                 assert!(first <= CUT, "{context}: starts at segment {first}");
                 if finished {

@@ -82,13 +82,20 @@ fn segments(s: &TestServer) -> Vec<u64> {
 fn wait_window_caught_up(s: &TestServer) -> u64 {
     let head = head_version(s);
     let line = format!("msg=\"checkpoint written\" version={head} ");
-    assert!(s.wait_log(&line, WAIT), "no checkpoint of {head}:\n{}", s.logs());
+    assert!(
+        s.wait_log(&line, WAIT),
+        "no checkpoint of {head}:\n{}",
+        s.logs()
+    );
     oldest(s)
 }
 
 fn status(s: &TestServer, path: &str) -> (u16, serde_json::Value) {
     let r = s.get(path);
-    (r.status, serde_json::from_slice(&r.body).unwrap_or_default())
+    (
+        r.status,
+        serde_json::from_slice(&r.body).unwrap_or_default(),
+    )
 }
 
 /// The first event but heartbeats of a stream resumed after `last`.
@@ -125,7 +132,11 @@ fn window_edges_on_every_read_route_and_the_data_dir_stays_flat() {
     // The newest N versions, and the oldest retained one, are served.
     for v in (head - RETAIN + 1..=head).chain([o]) {
         let (code, rec) = status(&s, &format!("/registry/{v}"));
-        assert_eq!((code, rec["version"].as_u64()), (200, Some(v)), "version {v}");
+        assert_eq!(
+            (code, rec["version"].as_u64()),
+            (200, Some(v)),
+            "version {v}"
+        );
     }
     // The first dropped version and genesis: 410 expired, naming the oldest retained version.
     for v in [o - 1, 0] {
@@ -133,7 +144,10 @@ fn window_edges_on_every_read_route_and_the_data_dir_stays_flat() {
         assert_eq!(code, 410, "version {v}: {err}");
         assert_eq!(err["error"], "expired");
         assert!(
-            err["message"].as_str().unwrap().contains(&format!("oldest retained version is {o}")),
+            err["message"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("oldest retained version is {o}")),
             "{err}"
         );
     }
@@ -221,7 +235,10 @@ fn sigkill_while_checkpoints_drop_segments_restarts_with_the_same_state_and_byte
         let segs = segments(&s);
         assert!(segs.windows(2).all(|w| w[1] == w[0] + 1), "gap: {segs:?}");
         if round > 0 {
-            assert!(segs[0] > 0, "round {round}: restarted on a log cut by the window");
+            assert!(
+                segs[0] > 0,
+                "round {round}: restarted on a log cut by the window"
+            );
         }
     }
     // And it goes on committing and dropping after the restarts.
@@ -251,7 +268,9 @@ fn an_amnesiac_follower_with_a_window_drops_restarts_and_catches_up_from_a_full_
     };
     let f = TestServer::start(setup());
     let head = head_version(&auth);
-    eventually(WAIT, "the follower to catch up", || head_version(&f) == head);
+    eventually(WAIT, "the follower to catch up", || {
+        head_version(&f) == head
+    });
     // Its memory journal is released in 256 KiB units: ~120 records of ~4.5 kB leave at least
     // one whole unit below the window.
     let o = eventually_some(WAIT, "the follower to drop old records", || {
@@ -259,7 +278,11 @@ fn an_amnesiac_follower_with_a_window_drops_restarts_and_catches_up_from_a_full_
     });
     assert!(o <= head - RETAIN + 1);
     assert_eq!(status(&f, &format!("/registry/{}", o - 1)).0, 410);
-    assert_eq!(status(&f, "/registry/0").0, 410, "it cannot serve a full catch-up");
+    assert_eq!(
+        status(&f, "/registry/0").0,
+        410,
+        "it cannot serve a full catch-up"
+    );
     assert!(f.metric("registry_log_bytes") > 0.0);
     // The authority keeps everything.
     assert_eq!(oldest(&auth), 0);

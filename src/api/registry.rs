@@ -568,8 +568,8 @@ impl RegistryApi {
         let mut records = Vec::new();
         let mut v = from;
         while v < end {
-            let bytes = read_version(&snap, v)?
-                .expect("every version up to the head is in the history");
+            let bytes =
+                read_version(&snap, v)?.expect("every version up to the head is in the history");
             if v > from && records.len() + bytes.len() + 1 > LOG_PAGE_BYTES_MAX {
                 break;
             }

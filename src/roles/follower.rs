@@ -673,7 +673,10 @@ fn get_status(
         return Err((Some(head.status), why));
     }
     if out.len() as u64 > PAGE_BYTES_MAX {
-        return Err((None, format!("GET {path}: body over {PAGE_BYTES_MAX} bytes")));
+        return Err((
+            None,
+            format!("GET {path}: body over {PAGE_BYTES_MAX} bytes"),
+        ));
     }
     Ok(out)
 }

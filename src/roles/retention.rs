@@ -65,7 +65,8 @@ pub fn drop_window(
     // Floor first, bytes second (module invariant).
     history.raise_floor(oldest);
     let bytes = source.release_below(cut)?;
-    m().registry_oldest_version.set(history.oldest_version() as i64);
+    m().registry_oldest_version
+        .set(history.oldest_version() as i64);
     Ok(Some(Dropped {
         oldest: history.oldest_version(),
         bytes,
@@ -109,7 +110,11 @@ pub fn set_gauges(snap: &Snapshot) {
 pub struct RetentionPublisher(pub Option<Sender<()>>);
 
 impl Publisher for RetentionPublisher {
-    fn published(&mut self, snapshot: &Arc<Snapshot>, _: &[Arc<crate::domain::record::CommitRecord>]) {
+    fn published(
+        &mut self,
+        snapshot: &Arc<Snapshot>,
+        _: &[Arc<crate::domain::record::CommitRecord>],
+    ) {
         set_gauges(snapshot);
         if let Some(wake) = &self.0 {
             let _ = wake.try_send(());
@@ -179,19 +184,43 @@ mod tests {
     fn drops_whole_units_below_the_window_and_never_what_a_checkpoint_does_not_cover() {
         // 100 versions of 10 bytes (version v at [10(v-1), 10v)), units of 100 bytes.
         let (h, units) = history(100, 10, 100);
-        assert_eq!(drop_window(&h, 100, u64::MAX, 0).unwrap(), None, "no window");
-        assert_eq!(drop_window(&h, 100, u64::MAX, 200).unwrap(), None, "not full");
+        assert_eq!(
+            drop_window(&h, 100, u64::MAX, 0).unwrap(),
+            None,
+            "no window"
+        );
+        assert_eq!(
+            drop_window(&h, 100, u64::MAX, 200).unwrap(),
+            None,
+            "not full"
+        );
         // Keep 1..: the checkpoint covers nothing past version 25, so versions from 25 stay,
         // and the unit [200, 300) holding version 21..30 is the first kept.
         let d = drop_window(&h, 100, 25, 10).unwrap().unwrap();
-        assert_eq!(d, Dropped { oldest: 21, bytes: 200 });
+        assert_eq!(
+            d,
+            Dropped {
+                oldest: 21,
+                bytes: 200
+            }
+        );
         assert_eq!(h.oldest_version(), 21);
         assert_eq!(h.read(20).unwrap(), Read::Expired { oldest: 21 });
-        assert_eq!(h.read(0).unwrap(), Read::Expired { oldest: 21 }, "genesis too");
+        assert_eq!(
+            h.read(0).unwrap(),
+            Read::Expired { oldest: 21 },
+            "genesis too"
+        );
         assert!(matches!(h.read(21).unwrap(), Read::Bytes(_)));
         // Window edges with everything covered: keep 91..100 → units from [900, 1000).
         let d = drop_window(&h, 100, u64::MAX, 10).unwrap().unwrap();
-        assert_eq!(d, Dropped { oldest: 91, bytes: 700 });
+        assert_eq!(
+            d,
+            Dropped {
+                oldest: 91,
+                bytes: 700
+            }
+        );
         assert_eq!(h.read(90).unwrap(), Read::Expired { oldest: 91 });
         assert!(matches!(h.read(91).unwrap(), Read::Bytes(_)));
         assert_eq!(*units.released.lock(), 900);
@@ -204,11 +233,12 @@ mod tests {
         let (mut h, _) = history(100, 10, 100);
         let old = h.clone();
         drop_window(&h, 100, u64::MAX, 10).unwrap().unwrap();
-        assert_eq!(old.oldest_version(), 91, "an older snapshot's history sees the floor");
-        h.push(Loc {
-            end: 1010,
-            len: 10,
-        });
+        assert_eq!(
+            old.oldest_version(),
+            91,
+            "an older snapshot's history sees the floor"
+        );
+        h.push(Loc { end: 1010, len: 10 });
         assert_eq!(h.len(), 102);
         assert_eq!(h.loc(90), None, "trimmed");
         assert_eq!(h.loc(91), Some(Loc { end: 910, len: 10 }));
