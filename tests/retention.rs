@@ -310,3 +310,81 @@ fn an_amnesiac_follower_with_a_window_drops_restarts_and_catches_up_from_a_full_
         auth.get("/registry/descriptors?limit=1000").body
     );
 }
+
+/// The topology rule (docs/OPERATIONS.md §11.2): a windowed node cannot serve a catch-up from
+/// genesis. A follower listing it first moves on to an upstream with the full history; one with
+/// no such upstream says so in `/readyz` and a metric, and never skips the gap.
+#[test]
+fn a_windowed_upstream_answers_410_and_the_follower_moves_on_or_says_none_can_serve() {
+    let auth = TestServer::start(windowed(0));
+    commit_n(&auth, 5, "w");
+    let genesis = json(&auth.get("/registry/0"))["hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let follow = |upstreams: &[&TestServer], retain: u64, flags: &[&str], data: Option<_>| Setup {
+        top: "max_body_bytes = 16384\n".into(),
+        tables: format!(
+            "{}[follow]\nupstreams = [{}]\ngenesis_hash = {genesis:?}\n\
+             max_lag_versions = 16\ntimeout_ms = 1000\n",
+            storage_tables(retain),
+            upstreams
+                .iter()
+                .map(|s| format!("\"http://{}\"", s.registry))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        flags: flags.iter().map(|f| f.to_string()).collect(),
+        data_dir: data,
+        ..Setup::default()
+    };
+    // A durable follower that will stay at version 5 while the others move on.
+    let behind = TestServer::start(follow(&[&auth], 0, &[], None));
+    eventually(WAIT, "the lagging follower at 5", || {
+        head_version(&behind) == 5
+    });
+    let behind_dir = behind.data_dir.clone();
+    let behind_root = behind.dir.clone();
+    drop(behind);
+
+    // A windowed durable follower of the authority.
+    let windowed_f = TestServer::start(follow(&[&auth], RETAIN, &[], None));
+    commit_n(&auth, 100, "x");
+    let head = head_version(&auth);
+    eventually(WAIT, "the windowed follower to catch up", || {
+        head_version(&windowed_f) == head
+    });
+    let o = wait_window_caught_up(&windowed_f);
+    assert!(
+        o > 6,
+        "its window starts after the lagging follower's next version: {o}"
+    );
+
+    // An amnesiac follower listing the windowed one first: 410, then the authority serves it.
+    let f = TestServer::start(follow(&[&windowed_f, &auth], RETAIN, &["--amnesia"], None));
+    eventually(WAIT, "the amnesiac follower to catch up", || {
+        head_version(&f) == head
+    });
+    assert!(
+        f.logs()
+            .contains("upstream no longer holds our next version"),
+        "{}",
+        f.logs()
+    );
+
+    // The lagging follower restarted with only the windowed upstream: nobody holds version 6.
+    let _keep = behind_root;
+    let stuck = TestServer::start(follow(&[&windowed_f], 0, &[], Some(behind_dir)));
+    let reasons = eventually_some(WAIT, "a /readyz reason", || {
+        let r = stuck.admin("GET", "/readyz", None);
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        let reasons = body["reasons"].to_string();
+        (r.status == 503 && reasons.contains("no upstream holds version 6")).then_some(reasons)
+    });
+    assert!(
+        reasons.contains(&format!("oldest retained version is {o}")),
+        "{reasons}"
+    );
+    assert_eq!(stuck.metric("registry_follow_upstreams_expired"), 1.0);
+    assert_eq!(head_version(&stuck), 5, "no gap skipped");
+}
