@@ -5,7 +5,9 @@
 //! within one segment of flat while commits go on, a SIGKILL while the checkpoint thread writes
 //! and drops restarts with the same state and the same retained bytes, and an amnesiac follower
 //! with a window drops its own history, restarts empty and catches up again from an authority
-//! that keeps everything.
+//! that keeps everything. A follower whose upstream's window is past its next version moves on
+//! to one with the full history, or says in `/readyz` that none can serve it; a cut log without
+//! a covering checkpoint, or with a gap, refuses to start.
 //!
 //! Segments are small (98,304 bytes, the least `max_body_bytes = 16384` allows) and records
 //! large (a ~3 kB descriptor body each), so a segment rolls every few commits; checkpoints come
@@ -387,4 +389,46 @@ fn a_windowed_upstream_answers_410_and_the_follower_moves_on_or_says_none_can_se
     );
     assert_eq!(stuck.metric("registry_follow_upstreams_expired"), 1.0);
     assert_eq!(head_version(&stuck), 5, "no gap skipped");
+}
+
+/// A log cut by the window starts after segment 0: normal with a covering checkpoint, refused
+/// without one, and refused with a gap between segments: never silently skipped.
+#[test]
+fn a_cut_log_without_a_covering_checkpoint_or_with_a_gap_refuses_to_start() {
+    let s = TestServer::start(windowed(RETAIN));
+    commit_n(&s, 80, "r");
+    wait_window_caught_up(&s);
+    let s = s.stop();
+    let segs = segments(&s);
+    assert!(segs[0] > 0 && segs.len() >= 3, "{segs:?}");
+    let reason = |s: &TestServer| {
+        eventually_some(WAIT, "a refusal in /readyz", || {
+            let r = s.admin("GET", "/readyz", None);
+            let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+            (r.status == 503 && body["reasons"].to_string().contains("state not restored:"))
+                .then(|| body["reasons"].to_string())
+        })
+    };
+    // A gap inside the log: segment segs[1] removed.
+    let log = s.data_dir.join("log");
+    let middle = log.join(format!("segment-{:010}.log", segs[1]));
+    let saved = std::fs::read(&middle).unwrap();
+    std::fs::remove_file(&middle).unwrap();
+    let s = s.restart_unready();
+    let why = reason(&s);
+    assert!(why.contains("is missing"), "{why}");
+    let mut s = s;
+    s.signal(libc::SIGKILL);
+    s.wait_exit(Duration::from_secs(10));
+    std::fs::write(&middle, saved).unwrap();
+    // No checkpoint covering the cut.
+    for e in std::fs::read_dir(s.data_dir.join("checkpoints")).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    let s = s.restart_unready();
+    let why = reason(&s);
+    assert!(
+        why.contains("dropped by the retention window") && why.contains("no usable checkpoint"),
+        "{why}"
+    );
 }
