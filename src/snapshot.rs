@@ -20,7 +20,8 @@ pub struct Snapshot {
     /// `/registry/head` body, encoded once at publication.
     pub head_json: Arc<[u8]>,
     pub descriptors: Descriptors,
-    /// Every version from genesis to head, read from the journal.
+    /// Every version from genesis (or from a retention window's floor) to head, read from the
+    /// journal.
     pub history: History,
     /// Every signer set from genesis to head (docs/FORMATS.md): which set judges a proposal on which
     /// base. Shared between snapshots until a `set_signers` commit replaces it.
