@@ -106,9 +106,10 @@ fn metric(addr: &str, name: &str) -> u64 {
         .unwrap_or(0.0) as u64
 }
 
-fn submit(setup: &Setup, addr: &str, base: u64) {
+fn submit(setup: &Setup, addr: &str, base: u64, ids: u64) {
+    let id = format!("n-{}", base % ids);
     let payload = serde_json::to_vec(&j!({"registry_id": "test-registry", "base_version": base,
-        "ops": [{"op":"put","kind":"node","id": format!("n-{base}"),"body":{"addr":"10.0.0.1:9000"}}]}))
+        "ops": [{"op":"put","kind":"node","id": id,"body":{"addr":"10.0.0.1:9000"}}]}))
     .unwrap();
     let sigs: Vec<serde_json::Value> = setup.signers[..setup.threshold]
         .iter()
@@ -139,6 +140,13 @@ fn measure() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200_000);
+    // Descriptor ids cycle through IDS (default 1000) so the state at HEAD stays the same size
+    // and what is measured is the history a node holds; IDS=N puts a new descriptor each time
+    // (the state then grows by design, window or not).
+    let ids: u64 = std::env::var("IDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
     let window = format!(
         "[storage]\nretain_versions = {RETAIN}\ncheckpoint_every_commits = 5000\n\
          segment_bytes = 4194304\n"
@@ -166,7 +174,7 @@ fn measure() {
     eprintln!("|---|---|---|---|---|---|---|");
     let t = Instant::now();
     for base in 0..n {
-        submit(&setup, &auth.registry, base);
+        submit(&setup, &auth.registry, base, ids);
         let v = base + 1;
         if v % 20_000 == 0 {
             while head(&follower.registry) < v {
