@@ -203,6 +203,37 @@ fn a_stream_resume_from_before_the_window_gets_a_reset_with_the_head() {
     // After o - 1 every later version is retained: the replay starts at o, no reset.
     let e = first_event(&s, o - 1);
     assert_eq!((e.event.as_str(), e.id), ("commit", Some(o)), "{e:?}");
+
+    // `ronctl tail` from before the window: it shows the reset, says which versions it could
+    // not show, and goes on live (its one commit is the next version, not a replay loop).
+    let tail = std::process::Command::new(ronctl_bin())
+        .args(["--url", &format!("http://{}", s.registry), "tail"])
+        .args(["--from", &(o - 2).to_string(), "--limit", "1"])
+        .env_remove("RON_REGISTRY_URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reset names HEAD; once the tail is connected (a subscriber), commit one version.
+    eventually(WAIT, "the tail to subscribe", || {
+        s.metric("sse_subscribers") >= 1.0
+    });
+    commit_n(&s, 1, "t");
+    let out = tail.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot replay after version {}", o - 2)),
+        "{stderr}"
+    );
+    assert!(
+        stdout.lines().count() >= 2,
+        "the reset and the commit: {stdout}"
+    );
+    assert!(stdout.contains(&(head + 1).to_string()), "{stdout}");
 }
 
 #[test]
