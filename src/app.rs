@@ -681,6 +681,21 @@ fn start_write_plane(config: &Config, shared: &Shared, restored: Restored) -> Op
             return None;
         }
     };
+    let retain_versions = config.raw.storage.retain_versions;
+    // The retention window with --amnesia: its own thread (no checkpoints to wait for).
+    let retention_tx = match (&storage, retain_versions) {
+        (None, n) if n > 0 => {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            let snapshot = snapshot.clone();
+            std::thread::Builder::new()
+                .name("retention".into())
+                .spawn(move || crate::roles::retention::run(snapshot, rx, n))
+                .expect("spawning the retention thread");
+            Some(tx)
+        }
+        _ => None,
+    };
+    crate::roles::retention::set_gauges(&snapshot.load());
     // Checkpoints (not with --amnesia).
     let (checkpoint_tx, checkpoint_thread) = match &storage {
         Some((_, _, data_dir)) => {
@@ -698,6 +713,11 @@ fn start_write_plane(config: &Config, shared: &Shared, restored: Restored) -> Op
                         .map(|_| ())
                         .map_err(|e| e.to_string())
                 }),
+                after_checkpoint: (retain_versions > 0).then(|| {
+                    Box::new(move |snap: &Snapshot, covered: u64| {
+                        crate::roles::retention::drop_and_log(snap, covered, retain_versions)
+                    }) as crate::roles::checkpoint::AfterCheckpoint
+                }),
             };
             let handle = std::thread::Builder::new()
                 .name("checkpoint".into())
@@ -713,6 +733,9 @@ fn start_write_plane(config: &Config, shared: &Shared, restored: Restored) -> Op
     if let Some(tx) = checkpoint_tx {
         publishers.push(Box::new(crate::roles::checkpoint::CheckpointNudge(tx)));
     }
+    publishers.push(Box::new(crate::roles::retention::RetentionPublisher(
+        retention_tx,
+    )));
     // The bus's optional local socket.
     publishers.push(Box::new(crate::bus::BusPublisher(shared.bus.clone())));
     let bus_socket = match &config.raw.bus.socket {

@@ -267,6 +267,10 @@ pub struct StorageConfig {
     /// running or recently finished over it, or injected latency above it. 0 = no budget.
     /// Changeable by SIGHUP.
     pub commit_budget_ms: u64,
+    /// Keep the records of only the newest N versions (SPEC §14); 0 = keep every record (an
+    /// authority's log is the audit trail). Older whole sealed segments are dropped once a
+    /// durable checkpoint covers them; state at HEAD is never affected.
+    pub retain_versions: u64,
 }
 
 impl Default for StorageConfig {
@@ -279,6 +283,7 @@ impl Default for StorageConfig {
             segment_bytes: 64 * 1024 * 1024,
             checkpoints_kept: 3,
             commit_budget_ms: 0,
+            retain_versions: 0,
         }
     }
 }
@@ -603,6 +608,21 @@ impl Config {
             return Err(fail(
                 "storage.checkpoints_kept must be at least 1".to_string(),
             ));
+        }
+        // Records are dropped only once a checkpoint covers them, and checkpoints come every
+        // `checkpoint_every_commits` versions: a smaller window could never be honoured (the
+        // node would keep up to that many versions anyway), so it is refused rather than
+        // silently meaning something else.
+        if raw.storage.retain_versions > 0
+            && raw.storage.retain_versions < raw.storage.checkpoint_every_commits
+        {
+            return Err(fail(format!(
+                "storage.retain_versions = {} is smaller than storage.checkpoint_every_commits = {}: \
+                 old records are dropped only once a checkpoint covers them, so the window must \
+                 hold at least one checkpoint interval (raise retain_versions or lower \
+                 checkpoint_every_commits)",
+                raw.storage.retain_versions, raw.storage.checkpoint_every_commits
+            )));
         }
         if raw.proposals.commit_wait_ms > MAX_COMMIT_WAIT_MS {
             return Err(fail(format!(
@@ -1105,6 +1125,30 @@ mod tests {
         .unwrap();
         assert_eq!(c.raw.maintenance.reason.as_deref(), Some("disk swap"));
         assert_eq!(c.raw.storage.commit_budget_ms, 750);
+    }
+
+    #[test]
+    fn a_retention_window_must_hold_a_checkpoint_interval() {
+        let c = config("", &two_keys(2)).unwrap();
+        assert_eq!(
+            c.raw.storage.retain_versions, 0,
+            "keep everything by default"
+        );
+        let err = config(
+            "[storage]\nretain_versions = 50\ncheckpoint_every_commits = 100",
+            &two_keys(2),
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("retain_versions = 50") && err.contains("checkpoint"),
+            "{err}"
+        );
+        let c = config(
+            "[storage]\nretain_versions = 100\ncheckpoint_every_commits = 100",
+            &two_keys(2),
+        )
+        .unwrap();
+        assert_eq!(c.raw.storage.retain_versions, 100);
     }
 
     #[test]

@@ -12,9 +12,19 @@
 //! source; a snapshot is published only once its head is durable, so a reader bounded by a
 //! published snapshot never reads a torn tail. The stored bytes ARE the served JSON of the record
 //! (`CommitRecord::to_json`): they are answered as they are, never re-encoded.
+//!
+//! Retention window (SPEC §14): a history may start after genesis. The *floor* is the oldest
+//! version still readable (0 = genesis, no window); it is shared by every clone of a history
+//! (one atomic), so the thread that drops old journal bytes publishes it once for every
+//! snapshot. Order of a drop: raise the floor first, release the bytes second. A read checks the
+//! version against the floor before it reads and again after (a read that raced the release may
+//! have seen a deleted file or zeros): either way an expired version is [`Read::Expired`], never
+//! garbage. The index entries below the floor are trimmed by the next push (the writer), so the
+//! index holds about the window, not the whole history.
 
 use crate::domain::record::CommitRecord;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Where one record's bytes lie in its journal: the journal position just past them (what
@@ -31,14 +41,51 @@ pub trait HistorySource: Send + Sync {
     /// The record bytes at `loc`, checked as far as the medium allows (the log checks the
     /// frame's CRC). An error says what failed and where.
     fn read(&self, loc: Loc) -> Result<Vec<u8>, String>;
+
+    /// Where a retention drop may cut at or below journal position `start`: sources release
+    /// whole units (a log segment, a memory page), so a drop keeps everything from the unit
+    /// `start` lies in. The default releases nothing.
+    fn cut_at_or_below(&self, _start: u64) -> u64 {
+        0
+    }
+
+    /// Release the journal's bytes below `cut` (a value [`HistorySource::cut_at_or_below`]
+    /// returned); returns how many bytes were released. Called only after the history's floor
+    /// was raised past every record below `cut`.
+    fn release_below(&self, _cut: u64) -> Result<u64, String> {
+        Ok(0)
+    }
+
+    /// Bytes the journal occupies (on disk or in memory) when the newest record ends at
+    /// `head_end`, for `registry_log_bytes`.
+    fn bytes_held(&self, _head_end: u64) -> u64 {
+        0
+    }
 }
 
-/// Every record from genesis to a head: genesis in memory, the others as locations.
+/// What a read of a version found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Read {
+    /// The record's served JSON.
+    Bytes(Vec<u8>),
+    /// Past the head.
+    Missing,
+    /// Below the retention window; `oldest` is the oldest version still retained.
+    Expired { oldest: u64 },
+}
+
+/// Every record from genesis (or, with a retention window, from the floor) to a head: genesis
+/// in memory, the others as locations.
 #[derive(Clone)]
 pub struct History {
     genesis: Arc<CommitRecord>,
-    /// `index[i]` is version `i + 1`.
+    /// `index[i]` is version `first + i`.
     index: imbl::Vector<Loc>,
+    /// The version of `index[0]` (1 unless entries below a window were trimmed).
+    first: u64,
+    /// The oldest readable version (0: no window); raised only by the retention drop, shared by
+    /// every clone.
+    floor: Arc<AtomicU64>,
     source: Arc<dyn HistorySource>,
 }
 
@@ -48,13 +95,43 @@ impl History {
         History {
             genesis,
             index: imbl::Vector::new(),
+            first: 1,
+            floor: Arc::new(AtomicU64::new(0)),
             source,
         }
     }
 
-    /// Versions held (genesis included): head version + 1.
+    /// A history whose journal starts at version `first` (> 0): the records before it were
+    /// dropped by a retention window. The next [`History::push`] is version `first`.
+    pub fn starting_at(
+        genesis: Arc<CommitRecord>,
+        source: Arc<dyn HistorySource>,
+        first: u64,
+    ) -> History {
+        assert!(first >= 1, "version 0 is genesis");
+        History {
+            genesis,
+            index: imbl::Vector::new(),
+            first,
+            floor: Arc::new(AtomicU64::new(if first > 1 { first } else { 0 })),
+            source,
+        }
+    }
+
+    /// Head version + 1 (genesis counted, whether or not older records are retained).
     pub fn len(&self) -> u64 {
-        self.index.len() as u64 + 1
+        self.first + self.index.len() as u64
+    }
+
+    /// The oldest version that can still be read: 0 without a window.
+    pub fn oldest_version(&self) -> u64 {
+        self.floor.load(Ordering::SeqCst)
+    }
+
+    /// Raise the floor to `oldest` (never lowers it). The retention drop calls this BEFORE it
+    /// releases the bytes below: from here on every read below `oldest` is expired.
+    pub fn raise_floor(&self, oldest: u64) {
+        self.floor.fetch_max(oldest, Ordering::SeqCst);
     }
 
     /// Never true: genesis is always there.
@@ -62,15 +139,37 @@ impl History {
         false
     }
 
-    /// Append the location of the next version's record.
+    /// Append the location of the next version's record, and forget the locations of
+    /// versions below the floor (they can no longer be read), keeping the head's.
     pub fn push(&mut self, loc: Loc) {
         self.index.push_back(loc);
+        let floor = self.oldest_version();
+        while self.first < floor && self.index.len() > 1 {
+            self.index.pop_front();
+            self.first += 1;
+        }
     }
 
-    /// The location of `version` (None for genesis or past the head).
+    /// The location of `version` (None for genesis, past the head, or trimmed below a window).
     pub fn loc(&self, version: u64) -> Option<Loc> {
-        let i = usize::try_from(version.checked_sub(1)?).ok()?;
+        let i = usize::try_from(version.checked_sub(self.first)?).ok()?;
         self.index.get(i).copied()
+    }
+
+    /// The first version of the retained journal whose record starts at or after journal
+    /// position `at` (None if none does). Locations grow with versions: a binary search.
+    pub fn first_version_from(&self, at: u64) -> Option<u64> {
+        let start = |loc: &Loc| loc.end - u64::from(loc.len);
+        let (mut lo, mut hi) = (0usize, self.index.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if start(&self.index[mid]) < at {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        (lo < self.index.len()).then(|| self.first + lo as u64)
     }
 
     pub fn source(&self) -> &Arc<dyn HistorySource> {
@@ -81,15 +180,36 @@ impl History {
         &self.genesis
     }
 
-    /// The served JSON of `version`: `Ok(None)` past the head, `Err` if the journal could not be
-    /// read back intact.
-    pub fn bytes(&self, version: u64) -> Result<Option<Vec<u8>>, String> {
-        if version == 0 {
-            return Ok(Some(self.genesis.to_json()));
+    /// The served JSON of `version`, or why not: past the head, or expired below the window
+    /// (checked before the read and again after it, see the module doc). `Err` if the journal
+    /// could not be read back intact.
+    pub fn read(&self, version: u64) -> Result<Read, String> {
+        let oldest = self.oldest_version();
+        if version < oldest {
+            return Ok(Read::Expired { oldest });
         }
-        match self.loc(version) {
-            Some(loc) => self.source.read(loc).map(Some),
-            None => Ok(None),
+        if version == 0 {
+            return Ok(Read::Bytes(self.genesis.to_json()));
+        }
+        let Some(loc) = self.loc(version) else {
+            return Ok(Read::Missing);
+        };
+        let got = self.source.read(loc);
+        let oldest = self.oldest_version();
+        if version < oldest {
+            // The drop raced this read: whatever was read (an error, zeros) is not served.
+            return Ok(Read::Expired { oldest });
+        }
+        got.map(Read::Bytes)
+    }
+
+    /// The served JSON of `version`: `Ok(None)` past the head, `Err` if the journal could not be
+    /// read back intact or the version is below the retention window.
+    pub fn bytes(&self, version: u64) -> Result<Option<Vec<u8>>, String> {
+        match self.read(version)? {
+            Read::Bytes(b) => Ok(Some(b)),
+            Read::Missing => Ok(None),
+            Read::Expired { oldest } => Err(expired_message(version, oldest)),
         }
     }
 
@@ -117,13 +237,34 @@ impl History {
     }
 }
 
+/// The message of a read below the window (the 410's message names the oldest version).
+pub fn expired_message(version: u64, oldest: u64) -> String {
+    format!(
+        "version {version} is older than this node's retention window: the oldest retained \
+         version is {oldest} (read it from a node that keeps the full history)"
+    )
+}
+
 /// The `--amnesia` journal's bytes: an anonymous in-memory file (memfd), appended by the writer
 /// and read with positioned reads by everyone else, exactly like a log segment. What an amnesiac
 /// node's memory grows with is these bytes (the records themselves); they are kernel shmem pages,
 /// not part of the process heap.
+///
+/// Retention: a drop punches the released range out of the file (`fallocate(PUNCH_HOLE)`), which
+/// frees its pages at once; reads there return zeros, which history never serves (the floor is
+/// raised first and checked again after the read). Chosen over one memfd per segment: one file,
+/// one descriptor, and the cut need not follow segment boundaries. The cut is rounded down to
+/// [`MEMORY_CUT_BYTES`] so a drop is one syscall per 256 KiB released, not per record.
 pub struct MemoryStore {
     file: std::fs::File,
+    /// The end of the bytes written so far (the writer's appends).
+    written: AtomicU64,
+    /// Everything below this was punched out (raised only by the retention drop).
+    released: AtomicU64,
 }
+
+/// The unit in which an amnesiac node releases its journal's memory.
+pub const MEMORY_CUT_BYTES: u64 = 256 * 1024;
 
 impl MemoryStore {
     pub fn new() -> std::io::Result<MemoryStore> {
@@ -134,12 +275,19 @@ impl MemoryStore {
         }
         // SAFETY: `fd` was just returned by memfd_create and is owned by nothing else.
         let file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-        Ok(MemoryStore { file })
+        Ok(MemoryStore {
+            file,
+            written: AtomicU64::new(0),
+            released: AtomicU64::new(0),
+        })
     }
 
     /// Write `bytes` at `at` (the journal's end: only the writer calls this).
     pub fn write_at(&self, at: u64, bytes: &[u8]) -> std::io::Result<()> {
-        self.file.write_all_at(bytes, at)
+        self.file.write_all_at(bytes, at)?;
+        self.written
+            .fetch_max(at + bytes.len() as u64, Ordering::Release);
+        Ok(())
     }
 }
 
@@ -151,6 +299,42 @@ impl HistorySource for MemoryStore {
             .read_exact_at(&mut buf, start)
             .map_err(|e| format!("reading the in-memory journal at {start}: {e}"))?;
         Ok(buf)
+    }
+
+    fn cut_at_or_below(&self, start: u64) -> u64 {
+        start / MEMORY_CUT_BYTES * MEMORY_CUT_BYTES
+    }
+
+    fn release_below(&self, cut: u64) -> Result<u64, String> {
+        use std::os::fd::AsRawFd;
+        let from = self.released.load(Ordering::Acquire);
+        if cut <= from {
+            return Ok(0);
+        }
+        let len = cut - from;
+        // SAFETY: plain syscall on a descriptor this store owns; no memory is passed.
+        let rc = unsafe {
+            libc::fallocate(
+                self.file.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                from as libc::off_t,
+                len as libc::off_t,
+            )
+        };
+        if rc != 0 {
+            return Err(format!(
+                "releasing the in-memory journal's bytes {from}..{cut}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        self.released.store(cut, Ordering::Release);
+        Ok(len)
+    }
+
+    fn bytes_held(&self, _head_end: u64) -> u64 {
+        self.written
+            .load(Ordering::Acquire)
+            .saturating_sub(self.released.load(Ordering::Acquire))
     }
 }
 
@@ -197,5 +381,54 @@ mod tests {
         assert_eq!(h.bytes(4).unwrap(), None);
         // "beta" is not a record: parsing says so instead of panicking.
         assert!(h.record(2).is_err());
+    }
+
+    #[test]
+    fn a_released_range_of_the_memory_store_frees_its_pages_and_reads_expired() {
+        let store = Arc::new(MemoryStore::new().unwrap());
+        let genesis = Arc::new(CommitRecord::genesis(
+            "r",
+            crate::domain::signers::test_set(1, 1),
+        ));
+        let mut h = History::new(genesis, store.clone());
+        let record = vec![b'x'; 4096];
+        let mut end = 0u64;
+        for _ in 0..600 {
+            store.write_at(end, &record).unwrap();
+            end += record.len() as u64;
+            h.push(Loc { end, len: 4096 });
+        }
+        assert_eq!(store.bytes_held(end), end);
+        // Versions up to 256 lie below the first MiB.
+        let cut = store.cut_at_or_below(300 * 4096);
+        assert_eq!(cut, 1 << 20, "rounded down to whole units");
+        assert_eq!(h.first_version_from(cut), Some(257));
+        h.raise_floor(257);
+        assert_eq!(store.release_below(cut).unwrap(), 1 << 20);
+        assert_eq!(store.bytes_held(end), end - (1 << 20));
+        assert_eq!(h.read(256).unwrap(), Read::Expired { oldest: 257 });
+        assert_eq!(h.read(257).unwrap(), Read::Bytes(record.clone()));
+        // The punched range reads zeros: what history's floor check keeps from being served.
+        assert_eq!(
+            store
+                .read(Loc {
+                    end: 4096,
+                    len: 4096
+                })
+                .unwrap(),
+            vec![0u8; 4096]
+        );
+        let mut blocks = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: fstat fills the struct for a descriptor the store owns.
+        let st = unsafe {
+            use std::os::fd::AsRawFd;
+            assert_eq!(libc::fstat(store.file.as_raw_fd(), blocks.as_mut_ptr()), 0);
+            blocks.assume_init()
+        };
+        assert!(
+            (st.st_blocks as u64) * 512 <= end - (1 << 20) + 4096,
+            "the punched pages are freed: {} bytes held",
+            st.st_blocks * 512
+        );
     }
 }

@@ -55,6 +55,9 @@ pub struct Metrics {
     pub registry_follow_reconnects_total: IntCounter,
     pub registry_follow_forks_total: IntCounter,
     pub registry_follower: IntGauge,
+    pub registry_oldest_version: IntGauge,
+    pub registry_log_bytes: IntGauge,
+    pub registry_follow_upstreams_expired: IntGauge,
 }
 
 fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
@@ -252,6 +255,21 @@ impl Metrics {
                 "1 on a follower (writes go to its upstream), 0 on an authority",
             )
             .expect("valid"),
+            registry_oldest_version: IntGauge::new(
+                "registry_oldest_version",
+                "The oldest version whose record this node still serves (0: full history; above 0: a retention window dropped older records)",
+            )
+            .expect("valid"),
+            registry_log_bytes: IntGauge::new(
+                "registry_log_bytes",
+                "Bytes the log occupies: its segment files on disk, or its in-memory journal with --amnesia",
+            )
+            .expect("valid"),
+            registry_follow_upstreams_expired: IntGauge::new(
+                "registry_follow_upstreams_expired",
+                "Follower: upstreams that answered 410 for its next version (their retention window starts after it)",
+            )
+            .expect("valid"),
         };
         // Every alg's series exists from the start (at zero), so dashboards and alerts see
         // the metric before the first approval of each algorithm.
@@ -294,6 +312,9 @@ impl Metrics {
             Box::new(m.registry_follow_reconnects_total.clone()),
             Box::new(m.registry_follow_forks_total.clone()),
             Box::new(m.registry_follower.clone()),
+            Box::new(m.registry_oldest_version.clone()),
+            Box::new(m.registry_log_bytes.clone()),
+            Box::new(m.registry_follow_upstreams_expired.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for c in collectors {

@@ -340,6 +340,21 @@ pub fn restore_history(
         None => None,
     };
     let cp_version = cp.as_ref().map_or(0, |c| c.version);
+    // A log that starts after genesis (a retention window dropped its oldest segments) can only
+    // be rebuilt from a checkpoint at or after its first record: anything else is a missing
+    // piece of history, never skipped.
+    let oldest = history.oldest_version();
+    if oldest > 0 && (cp.is_none() || cp_version < oldest) {
+        return Err(RestoreError(format!(
+            "the log starts at version {oldest} (older segments were dropped by the retention \
+             window, storage.retain_versions) but {}: the state cannot be rebuilt; restore a \
+             backup, or (a follower) start from an empty data directory",
+            match &cp {
+                Some(_) => format!("the newest usable checkpoint is at version {cp_version}"),
+                None => "no usable checkpoint covers the dropped versions".to_string(),
+            }
+        )));
+    }
     if cp_version > records {
         return Err(RestoreError(format!(
             "checkpoint is at version {cp_version} but the log holds only {records} records"
@@ -421,7 +436,10 @@ pub fn restore_history(
             h
         }
     };
-    let recent_from = records.saturating_sub(RECENT_COMMITS - 1).max(1);
+    let recent_from = records
+        .saturating_sub(RECENT_COMMITS - 1)
+        .max(1)
+        .max(oldest);
     let mut recent = Vec::new();
     // Proposal ids of recent versions the replay below does not read: only the id is parsed
     // (the bytes are still read through the CRC-checking journal reader).
@@ -501,7 +519,8 @@ pub fn restore_history(
     let mut pending = Vec::new();
     for p in frames.all() {
         let committed = match serde_json::from_slice::<Base>(&p.payload) {
-            Ok(b) if b.base_version < records => {
+            // A base below the window can never commit again (HEAD is past it): pending.
+            Ok(b) if b.base_version < records && b.base_version + 1 >= oldest => {
                 read(b.base_version + 1)?.proposal_id == p.proposal_id
             }
             _ => false,
@@ -564,14 +583,37 @@ pub fn verify_history(
 ) -> Result<u64, String> {
     let mut prev = history.genesis().hash.clone();
     let last = history.len() - 1;
-    for v in 1..=last {
-        let rec = history
-            .record(v)?
-            .ok_or_else(|| format!("version {v} is missing"))?;
+    // With a retention window the chain is re-hashed from the oldest retained record (its own
+    // hash checked, its link to the dropped record taken as it says), and restarted there if
+    // the window moves on while this runs.
+    let mut v = history.oldest_version().max(1);
+    let mut linked = v == 1;
+    while v <= last {
+        let rec = match history.read(v)? {
+            crate::history::Read::Bytes(bytes) => CommitRecord::from_json(&bytes)
+                .map_err(|e| format!("version {v}: stored record is not valid: {}", e.message))?,
+            crate::history::Read::Missing => return Err(format!("version {v} is missing")),
+            crate::history::Read::Expired { oldest } => {
+                v = oldest;
+                linked = false;
+                continue;
+            }
+        };
+        if rec.version != v {
+            return Err(format!(
+                "version {v}: the log holds version {} at its place",
+                rec.version
+            ));
+        }
+        if !linked {
+            prev = rec.prev_hash.clone();
+            linked = true;
+        }
         if !rec.verify_link(registry_id, &prev) {
             return Err(format!("broken hash chain at version {v}"));
         }
         prev = rec.hash;
+        v += 1;
     }
     if prev != head_hash {
         return Err(format!(

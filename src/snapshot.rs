@@ -20,7 +20,8 @@ pub struct Snapshot {
     /// `/registry/head` body, encoded once at publication.
     pub head_json: Arc<[u8]>,
     pub descriptors: Descriptors,
-    /// Every version from genesis to head, read from the journal.
+    /// Every version from genesis (or from a retention window's floor) to head, read from the
+    /// journal.
     pub history: History,
     /// Every signer set from genesis to head (docs/FORMATS.md): which set judges a proposal on which
     /// base. Shared between snapshots until a `set_signers` commit replaces it.
@@ -79,6 +80,25 @@ impl Snapshot {
         self.head.version
     }
 
+    /// The served head JSON of this snapshot (`GET /registry/head`, a stream `reset`): the
+    /// fields encoded at publication, then `oldest_version` as it is now (SPEC §14: the window's
+    /// floor moves when a checkpoint lets old segments go, without a new version).
+    pub fn served_head(&self) -> Vec<u8> {
+        with_oldest(&self.head_json, self.history.oldest_version())
+    }
+}
+
+/// A head JSON object (`{…}`) with `"oldest_version": oldest` appended as its last field: the
+/// form `GET /registry/head` and the stream's events serve.
+pub fn with_oldest(head_json: &[u8], oldest: u64) -> Vec<u8> {
+    debug_assert_eq!(head_json.last(), Some(&b'}'));
+    let mut body = Vec::with_capacity(head_json.len() + 24);
+    body.extend_from_slice(&head_json[..head_json.len() - 1]);
+    body.extend_from_slice(format!(",\"oldest_version\":{oldest}}}").as_bytes());
+    body
+}
+
+impl Snapshot {
     /// The served JSON of the record at `version`: `Ok(None)` if not committed, `Err` if the
     /// journal could not be read back intact.
     pub fn record_bytes(&self, version: u64) -> Result<Option<Vec<u8>>, String> {

@@ -35,11 +35,89 @@ impl HistorySource for LogReader {
     }
 }
 
+/// `data_dir/genesis.json`: the genesis record's served JSON, written (atomically, fsynced)
+/// before a retention drop first deletes segment 0, which holds the log's own copy. A data
+/// directory whose log starts after segment 0 takes its genesis from here.
+pub fn genesis_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("genesis.json")
+}
+
+/// A whole small file, through the storage seam.
+fn read_file(io: &dyn rlog::Io, path: &Path) -> std::io::Result<Vec<u8>> {
+    let file = io.open(path)?;
+    let mut bytes = vec![0u8; file.size()? as usize];
+    let mut at = 0;
+    while at < bytes.len() {
+        let n = file.read_at(at as u64, &mut bytes[at..])?;
+        if n == 0 {
+            bytes.truncate(at);
+            break;
+        }
+        at += n;
+    }
+    Ok(bytes)
+}
+
+/// History's source on disk: the log read through [`LogReader`], whose oldest sealed segments
+/// a retention drop deletes (after saving the genesis record beside the log).
+pub struct DiskSource {
+    reader: Arc<LogReader>,
+    data_dir: PathBuf,
+    genesis_json: Vec<u8>,
+}
+
+impl DiskSource {
+    pub fn new(reader: Arc<LogReader>, data_dir: &Path, genesis: &CommitRecord) -> DiskSource {
+        DiskSource {
+            reader,
+            data_dir: data_dir.to_path_buf(),
+            genesis_json: genesis.to_json(),
+        }
+    }
+}
+
+impl HistorySource for DiskSource {
+    fn read(&self, loc: Loc) -> Result<Vec<u8>, String> {
+        HistorySource::read(&*self.reader, loc)
+    }
+
+    fn cut_at_or_below(&self, start: u64) -> u64 {
+        let sb = self.reader.segment_bytes();
+        start / sb * sb
+    }
+
+    fn release_below(&self, cut: u64) -> Result<u64, String> {
+        let index = cut / self.reader.segment_bytes();
+        if index <= self.reader.first_segment() {
+            return Ok(0);
+        }
+        let path = genesis_path(&self.data_dir);
+        let io = self.reader.io();
+        if self.reader.first_segment() == 0 && io.open(&path).is_err() {
+            // Segment 0 holds the log's only copy of genesis: save it first (a crash after
+            // this leaves a harmless extra copy of what the log still holds).
+            rlog::write_atomic(&**io, &path, &self.genesis_json).map_err(|e| e.to_string())?;
+        }
+        self.reader
+            .drop_segments_below(index)
+            .map_err(|e| e.to_string())
+    }
+
+    fn bytes_held(&self, head_end: u64) -> u64 {
+        let sb = self.reader.segment_bytes();
+        let last = head_end.saturating_sub(1) / sb;
+        (last + 1).saturating_sub(self.reader.first_segment()) * sb
+    }
+}
+
 /// The frames recovery's scan found, by location (no bytes kept): the first frame (the genesis
 /// record), then commit records and pending frames, told apart by their first payload bytes.
 #[derive(Clone, Default)]
 pub struct FrameIndex {
     pub first: Option<Loc>,
+    /// Whether the first frame is a pending frame (only possible in a log a retention window
+    /// cut: then the first frame is not genesis, see [`FrameIndex::without_genesis`]).
+    pub first_pending: bool,
     pub commits: Vec<Loc>,
     pub pending: Vec<Loc>,
 }
@@ -50,11 +128,25 @@ impl FrameIndex {
         let loc = Loc { end, len };
         if self.first.is_none() {
             self.first = Some(loc);
+            self.first_pending = pending::is_pending_frame(head);
         } else if pending::is_pending_frame(head) {
             self.pending.push(loc);
         } else {
             self.commits.push(loc);
         }
+    }
+
+    /// For a log whose oldest segments were dropped: its first frame is an ordinary one, not
+    /// genesis.
+    pub fn without_genesis(mut self) -> FrameIndex {
+        if let Some(first) = self.first.take() {
+            if self.first_pending {
+                self.pending.insert(0, first);
+            } else {
+                self.commits.insert(0, first);
+            }
+        }
+        self
     }
 }
 
@@ -75,12 +167,18 @@ impl Located for ReadBack {
 
 /// The history of an opened log (genesis from its first frame, then every commit record
 /// recovery found, read through `reader`) and its pending frames, read back in full.
+///
+/// A log whose oldest segments a retention window dropped (`first_segment > 0`) takes genesis
+/// from `data_dir/genesis.json` and starts its history at the version of its first commit
+/// record.
 pub fn history_of(
     registry_id: &str,
     reader: Arc<LogReader>,
-    log_dir: &Path,
+    data_dir: &Path,
+    first_segment: u64,
     index: FrameIndex,
 ) -> Result<(History, PendingFrames), restore::RestoreError> {
+    let log_dir = &rlog::log_dir(data_dir);
     let read = |loc: Loc| -> Result<ReadBack, restore::RestoreError> {
         let location = describe(&reader, log_dir, loc);
         match reader.read(loc.end, loc.len) {
@@ -88,13 +186,64 @@ pub fn history_of(
             Err(e) => Err(restore::RestoreError(format!("{location}: {e}"))),
         }
     };
-    let Some(first) = index.first else {
-        return Err(restore::RestoreError(
-            "the log holds no genesis record".to_string(),
-        ));
+    let (genesis, index) = if first_segment == 0 {
+        let Some(first) = index.first else {
+            return Err(restore::RestoreError(
+                "the log holds no genesis record".to_string(),
+            ));
+        };
+        (
+            restore::genesis_from_frame(registry_id, &read(first)?)?,
+            index,
+        )
+    } else {
+        let path = genesis_path(data_dir);
+        let payload = read_file(&**reader.io(), &path).map_err(|e| {
+            restore::RestoreError(format!(
+                "{}: the log starts at segment {first_segment} (older segments were dropped by \
+                 the retention window) but its saved genesis record cannot be read: {e}",
+                path.display()
+            ))
+        })?;
+        let genesis = restore::genesis_from_frame(
+            registry_id,
+            &ReadBack {
+                location: path.display().to_string(),
+                payload,
+            },
+        )?;
+        (genesis, index.without_genesis())
     };
-    let genesis = restore::genesis_from_frame(registry_id, &read(first)?)?;
-    let mut history = History::new(Arc::new(genesis), reader.clone());
+    let genesis = Arc::new(genesis);
+    let source: Arc<dyn HistorySource> =
+        Arc::new(DiskSource::new(reader.clone(), data_dir, &genesis));
+    let mut history = match (first_segment, index.commits.first()) {
+        (0, _) | (_, None) => {
+            if first_segment > 0 {
+                return Err(restore::RestoreError(format!(
+                    "the log starts at segment {first_segment} (older segments were dropped by \
+                     the retention window) but holds no commit record"
+                )));
+            }
+            History::new(genesis, source)
+        }
+        (_, Some(&loc)) => {
+            let first = read(loc)?;
+            let rec = CommitRecord::from_json(&first.payload).map_err(|e| {
+                restore::RestoreError(format!(
+                    "{}: not a commit record: {}",
+                    first.location, e.message
+                ))
+            })?;
+            if rec.version == 0 {
+                return Err(restore::RestoreError(format!(
+                    "{}: a second genesis record",
+                    first.location
+                )));
+            }
+            History::starting_at(genesis, source, rec.version)
+        }
+    };
     for loc in index.commits {
         history.push(loc);
     }
@@ -255,15 +404,21 @@ pub fn open_with(
             t.reason
         );
     }
-    if index.first.is_none() {
+    if index.first.is_none() && opened.first_segment == 0 {
         let bootstrap = bootstrap().map_err(OpenError::Refused)?;
         let loc = write_genesis(&mut opened, data_dir, registry_id, &bootstrap)
             .map_err(|e| OpenError::Refused(format!("writing the genesis record: {e}")))?;
         index.first = Some(loc);
     }
     let log_dir = rlog::log_dir(data_dir);
-    let (history, frames) = history_of(registry_id, opened.reader.clone(), &log_dir, index)
-        .map_err(|e| OpenError::Refused(e.0))?;
+    let (history, frames) = history_of(
+        registry_id,
+        opened.reader.clone(),
+        data_dir,
+        opened.first_segment,
+        index,
+    )
+    .map_err(|e| OpenError::Refused(e.0))?;
     let restored = restore_opened(
         registry_id,
         opened.checkpoint.as_ref(),

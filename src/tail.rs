@@ -122,8 +122,22 @@ pub fn tail_with_token(
                     }
                 }
                 // Our id was beyond the server's HEAD (e.g. it was restored from an older
-                // backup): continue from what it has.
-                "reset" => last = e.id,
+                // backup), or its retention window dropped what follows it (SPEC §14): the
+                // reset carries the current head; continue from there, and say that what lay
+                // in between was not shown (the client must re-read state), never a silent gap.
+                "reset" => {
+                    if let (Some(was), Some(now)) = (last, e.id) {
+                        if now > was {
+                            eprintln!(
+                                "tail: the server cannot replay after version {was} (reset); \
+                                 continuing from its head {now}: versions {}..={now} were not \
+                                 shown, re-read state",
+                                was + 1
+                            );
+                        }
+                    }
+                    last = e.id
+                }
                 // The opening heartbeat of a stream started from HEAD (no cursor yet): every
                 // commit after it will be delivered, so it is where a reconnect resumes. Later
                 // heartbeats never move a cursor that exists (a replaying stream's opening

@@ -995,3 +995,63 @@ fn backup_under_load_has_everything_synced_before_it_began() {
     assert_eq!(got, all[..got.len()]);
     assert_eq!(restored.writer.end(), upto);
 }
+
+/// The retention window's drop (`LogReader::drop_segments_below`, SPEC §14): removes of the
+/// oldest segments, oldest first, then a directory fsync. A power cut (any seed) or a process
+/// crash before each of those mutations must leave a log that opens, starts at a segment at or
+/// below the cut, has no gap, and holds exactly the records of the segments still there — the
+/// newest ones all included.
+#[test]
+fn power_cut_or_kill_at_every_step_of_a_segment_drop_leaves_a_gap_free_suffix() {
+    const SB: u64 = 256;
+    const CUT: u64 = 5;
+    let mut cases = 0;
+    for seed in 0..40u64 {
+        for power_cut in [true, false] {
+            for point in 0.. {
+                let context =
+                    format!("seed {seed}, power cut {power_cut}, before mutation {point}");
+                let io = FaultIo::new();
+                let mut opened = open_fault(&io, SB).unwrap();
+                let mut appended = Vec::new();
+                for i in 0..80 {
+                    let p = payload(seed, i, 40);
+                    let lsn = opened.writer.append(&p).unwrap();
+                    appended.push((p, lsn));
+                }
+                opened.syncer.sync_to(opened.writer.end()).unwrap();
+                assert!(
+                    opened.writer.end() / SB > CUT + 1,
+                    "{context}: log too short"
+                );
+                io.crash_at_mutation(point);
+                let dropped = opened.reader.drop_segments_below(CUT);
+                let finished = dropped.is_ok() && !io.powered_off();
+                drop(opened);
+                if power_cut {
+                    io.crash(seed.wrapping_mul(31) ^ point);
+                } else {
+                    io.kill();
+                }
+                let reopened =
+                    open_fault(&io, SB).unwrap_or_else(|e| panic!("{context}: open refused: {e}"));
+                let first = reopened.first_segment;
+                assert!(first <= CUT, "{context}: starts at segment {first}");
+                if finished {
+                    assert_eq!(first, CUT, "{context}: a finished drop is durable");
+                }
+                let want: Vec<Vec<u8>> = appended
+                    .iter()
+                    .filter(|(p, lsn)| (lsn - p.len() as u64 - 16) / SB >= first)
+                    .map(|(p, _)| p.clone())
+                    .collect();
+                assert_eq!(payloads(&reopened), want, "{context}");
+                cases += 1;
+                if finished {
+                    break;
+                }
+            }
+        }
+    }
+    assert!(cases > 200, "{cases}");
+}

@@ -14,6 +14,7 @@ use crate::domain::dsse;
 use crate::domain::signers::Sig;
 use crate::domain::state;
 use crate::error::ApiError;
+use crate::history::Read;
 use crate::http::{Handler, Method, Outcome, Replier, Request, Response};
 use crate::metrics::m;
 use crate::ops::WritePlane;
@@ -393,6 +394,24 @@ fn page_limit(v: Option<&str>) -> Result<usize, ApiError> {
     Ok(n as usize)
 }
 
+/// The served JSON of `version` from `snap`'s history: `None` past the head; `410 expired`
+/// (naming the oldest retained version) below a retention window, including a read that raced
+/// the drop; `503` if the journal could not be read back intact.
+fn read_version(snap: &Snapshot, version: u64) -> Result<Option<Vec<u8>>, ApiError> {
+    let expired = |oldest| {
+        ApiError::new(
+            crate::error::Code::Expired,
+            crate::history::expired_message(version, oldest),
+        )
+    };
+    match snap.history.read(version) {
+        Ok(Read::Bytes(bytes)) => Ok(Some(bytes)),
+        Ok(Read::Missing) => Ok(None),
+        Ok(Read::Expired { oldest }) => Err(expired(oldest)),
+        Err(e) => Err(super::history_unreadable(version, &e)),
+    }
+}
+
 impl RegistryApi {
     fn head(&self, req: &Request) -> Response {
         let snap = self.snapshot.load();
@@ -403,7 +422,7 @@ impl RegistryApi {
         {
             return Response::new(304, Vec::new()).header("ETag", etag);
         }
-        Response::json(200, snap.head_json.to_vec())
+        Response::json(200, snap.served_head())
             .header("ETag", etag)
             .header("Cache-Control", "no-cache".to_string())
     }
@@ -420,13 +439,13 @@ impl RegistryApi {
         }
         let snap = self.snapshot.load();
         // The stored bytes are the served JSON: answered as read, never re-encoded.
-        let bytes = snap
-            .record_bytes(version)
-            .map_err(|e| super::history_unreadable(version, &e))?
-            .ok_or_else(|| {
-                ApiError::not_found(format!("no version {version} (HEAD is {})", snap.version()))
-            })?;
-        Ok(Response::json(200, bytes))
+        match read_version(&snap, version)? {
+            Some(bytes) => Ok(Response::json(200, bytes)),
+            None => Err(ApiError::not_found(format!(
+                "no version {version} (HEAD is {})",
+                snap.version()
+            ))),
+        }
     }
 
     fn descriptor(&self, kind: &str, id: &str) -> Result<Response, ApiError> {
@@ -549,10 +568,8 @@ impl RegistryApi {
         let mut records = Vec::new();
         let mut v = from;
         while v < end {
-            let bytes = snap
-                .record_bytes(v)
-                .map_err(|e| super::history_unreadable(v, &e))?
-                .expect("every version up to the head is in the history");
+            let bytes =
+                read_version(&snap, v)?.expect("every version up to the head is in the history");
             if v > from && records.len() + bytes.len() + 1 > LOG_PAGE_BYTES_MAX {
                 break;
             }

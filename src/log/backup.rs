@@ -57,6 +57,10 @@ impl Syncer {
             sync_dir(io, parent)?;
         }
 
+        // No retention drop while the copy runs: the checkpoints copied first must find their
+        // records in the log copied next.
+        let _no_drop_meanwhile = shared.retention_lock.lock();
+
         // 1. Checkpoints.
         let source_checkpoints = checkpoints_dir(&shared.data_dir);
         for (seq, path) in checkpoint::list(io, &source_checkpoints)? {
@@ -88,7 +92,20 @@ impl Syncer {
         let upto = self.durable();
         let sb = shared.segment_bytes;
         let mut chunk = vec![0u8; COPY_CHUNK_BYTES.min(sb as usize)];
-        for index in 0..upto.div_ceil(sb) {
+        // A log a retention window cut starts after segment 0; its genesis is in genesis.json.
+        let first = io
+            .list_dir(&shared.log_dir)
+            .map_err(|e| LogError::io("list dir", &shared.log_dir, e))?
+            .iter()
+            .filter_map(|name| super::segment::parse_segment_name(name))
+            .min()
+            .unwrap_or(0);
+        if first > 0 {
+            let name = "genesis.json";
+            let bytes = checkpoint::read_whole(io, &shared.data_dir.join(name))?;
+            super::io::write_atomic(io, &target.join(name), &bytes)?;
+        }
+        for index in first..upto.div_ceil(sb) {
             let source = segment_path(&shared.log_dir, index);
             let copy = segment_path(&target_log, index);
             let bytes = (upto - index * sb).min(sb);

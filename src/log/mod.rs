@@ -111,6 +111,9 @@ pub struct Opened {
     pub reader: Arc<LogReader>,
     /// The data directory lock; released on drop (drop it last).
     pub lock: DirLock,
+    /// The oldest segment on disk: 0 unless a retention window dropped older ones (then the
+    /// genesis record is not in the log, and a checkpoint must cover what was dropped).
+    pub first_segment: u64,
 }
 
 /// `data_dir/log`
@@ -215,6 +218,7 @@ fn open_scan(
     let (map, map_syncer) = io.map(&path).map_err(|e| LogError::io("mmap", &path, e))?;
     let end = recovered.index * sb + recovered.offset;
     let reader = Arc::new(LogReader::new(io.clone(), log.clone(), sb, recovered.index));
+    reader.set_first_segment(recovered.first_index);
     let shared = Arc::new(Shared {
         data_dir: data_dir.to_path_buf(),
         log_dir: log,
@@ -231,6 +235,7 @@ fn open_scan(
             dir_synced: true,
         }])),
         sync_lock: Mutex::new(()),
+        retention_lock: reader.retention_lock.clone(),
     });
     log::info!(
         "msg=\"log opened\" data_dir={} records={records} segment={} offset={} lsn={end} \
@@ -248,6 +253,7 @@ fn open_scan(
         truncated_tail: recovered.torn_tail,
         reader,
         lock,
+        first_segment: recovered.first_index,
     })
 }
 

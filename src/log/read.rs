@@ -7,6 +7,11 @@
 //! file's end (no SIGBUS). Every read checks the frame's CRC and length, so a record that changed
 //! on disk is an error naming file and offset, never wrong bytes served.
 //!
+//! Retention (SPEC §14): [`LogReader::drop_segments_below`] deletes the oldest sealed segments,
+//! oldest first, then fsyncs the directory. A reader holding a segment's handle keeps reading it
+//! (an unlinked file lives while an fd is open); one that opens it after the delete gets an
+//! error, which history turns into "expired" because the floor was raised before the delete.
+//!
 //! Invariant: callers only ask for locations of whole frames that were appended before (their
 //! Lsns come from [`super::LogWriter::append`] or from recovery); the writer only ever writes past
 //! them, so a read never races a write of the same bytes. No lock here is held across I/O: the
@@ -14,6 +19,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -27,9 +33,16 @@ pub struct LogReader {
     io: Arc<dyn Io>,
     log_dir: PathBuf,
     segment_bytes: u64,
-    /// Open handles by segment index (segments are never removed while the log is open), at
-    /// most [`HANDLES_MAX`]: a long log does not hold a descriptor per segment.
+    /// Open handles by segment index, at most [`HANDLES_MAX`]: a long log does not hold a
+    /// descriptor per segment. Segments are removed only by a retention drop, which forgets
+    /// their handles.
     files: RwLock<HashMap<u64, Arc<dyn FileHandle>>>,
+    /// The oldest segment still on disk; raised only by [`LogReader::drop_segments_below`] (one
+    /// caller at a time: the checkpoint thread).
+    first_segment: AtomicU64,
+    /// Held by a drop and by a hot backup (`backup.rs`), so a backup never copies checkpoints
+    /// whose records a drop then deletes before the log is copied.
+    pub(crate) retention_lock: Arc<parking_lot::Mutex<()>>,
 }
 
 /// Segment handles kept open for readers.
@@ -49,6 +62,8 @@ impl LogReader {
             log_dir,
             segment_bytes,
             files: RwLock::new(HashMap::new()),
+            first_segment: AtomicU64::new(0),
+            retention_lock: Arc::new(parking_lot::Mutex::new(())),
         };
         // A failure here is met again (and reported) by the first read of that segment.
         let _ = reader.file(active);
@@ -57,6 +72,63 @@ impl LogReader {
 
     pub fn segment_bytes(&self) -> u64 {
         self.segment_bytes
+    }
+
+    pub(crate) fn set_first_segment(&self, index: u64) {
+        self.first_segment.store(index, Ordering::SeqCst);
+    }
+
+    /// The oldest segment still on disk.
+    pub fn first_segment(&self) -> u64 {
+        self.first_segment.load(Ordering::SeqCst)
+    }
+
+    /// The storage seam this reader reads through.
+    pub fn io(&self) -> &Arc<dyn Io> {
+        &self.io
+    }
+
+    /// The log directory this reader reads.
+    pub fn log_dir(&self) -> &std::path::Path {
+        &self.log_dir
+    }
+
+    /// Delete every segment below `index` that is still on disk, oldest first (a crash part way
+    /// leaves the log starting at a later segment, never a gap), then fsync the directory.
+    /// Returns the bytes deleted. The caller guarantees that `index` is at most the segment
+    /// holding the oldest record still served, and below the writer's segment.
+    ///
+    /// Crash points (docs/ARCHITECTURE.md): before the first remove, the whole log is there;
+    /// between removes, a prefix of the dropped segments is gone; before the directory fsync,
+    /// any prefix of the removes may be undone by a power cut. Every case is a log that starts
+    /// at a segment at or below `index` with no gap, which recovery accepts.
+    pub fn drop_segments_below(&self, index: u64) -> Result<u64, LogError> {
+        let _no_backup_meanwhile = self.retention_lock.lock();
+        let from = self.first_segment();
+        if index <= from {
+            return Ok(0);
+        }
+        let mut dropped = 0u64;
+        for i in from..index {
+            let path = segment_path(&self.log_dir, i);
+            self.files.write().remove(&i);
+            match self.io.remove(&path) {
+                Ok(()) => dropped += self.segment_bytes,
+                // Already gone: a drop before a crash removed it but its directory entry's
+                // removal was durable only in part; nothing to do.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(LogError::io("remove", &path, e)),
+            }
+            // Raised per segment so a failure part way leaves the reader's view exact.
+            self.first_segment.store(i + 1, Ordering::SeqCst);
+        }
+        // IMPORTANT: the removals are durable only once the directory is fsynced; until then a
+        // power cut may undo some of them, but a journaling file system lands a directory's
+        // operations in order, so what survives is a prefix of the removals: still no gap.
+        self.io
+            .sync_dir(&self.log_dir)
+            .map_err(|e| LogError::io("fsync dir", &self.log_dir, e))?;
+        Ok(dropped)
     }
 
     fn file(&self, index: u64) -> Result<Arc<dyn FileHandle>, LogError> {

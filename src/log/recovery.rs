@@ -46,7 +46,10 @@
 //! | D1  | such a frame at Q               | P was durable before Q was written, so it was acknowledged and has changed since: `Corrupt { path of S, offset of P }` naming Q. Start-up stops; nothing is skipped. |
 //! | D2  | none                            | everything from P on was written after the last sync that could cover P: a torn tail, never acknowledged. Zero S from P to its last non-zero byte, sync S, remove the later segments (highest index first, so no gap can appear), sync the directory, and warn with what was cut. The writer resumes at P. |
 //!
-//! Before the scan: segment indices must run 0, 1, 2, ... without a gap (a gap is `Corrupt`);
+//! Before the scan: segment indices must run F, F+1, F+2, ... without a gap (a gap is `Corrupt`).
+//! F is 0 unless a retention window dropped the oldest segments (oldest first, so a drop cut
+//! short by a crash never leaves a gap); whether a checkpoint covers what was dropped is the
+//! caller's check (`storage.rs`), recovery only reports F ([`Recovered::first_index`]);
 //! every segment but the last must be `segment_bytes` long (else `Corrupt`); a last segment of a
 //! different length that holds only zeros is an interrupted preallocation and is removed; one that
 //! holds data is `Corrupt`.
@@ -82,6 +85,8 @@ pub(crate) struct Recovered {
     pub index: u64,
     pub offset: u64,
     pub torn_tail: Option<TornTail>,
+    /// The oldest segment on disk (0 unless a retention window dropped older ones).
+    pub first_index: u64,
 }
 
 /// A segment file found on disk.
@@ -298,6 +303,7 @@ pub(crate) fn recover(
             index: 0,
             offset: 0,
             torn_tail: None,
+            first_index: 0,
         });
     }
 
@@ -435,6 +441,7 @@ pub(crate) fn recover(
         index: segments[keep].index,
         offset,
         torn_tail,
+        first_index: segments[0].index,
     })
 }
 
@@ -443,7 +450,8 @@ fn sync_dir(io: &dyn Io, dir: &Path) -> Result<(), LogError> {
         .map_err(|e| LogError::io("fsync dir", dir, e))
 }
 
-/// The segment files in index order; a gap in the indices is corruption.
+/// The segment files in index order; a gap in the indices is corruption (the first index may
+/// be above 0: a retention window dropped the segments before it).
 fn list_segments(io: &dyn Io, log_dir: &Path) -> Result<Vec<SegmentFile>, LogError> {
     let names = io
         .list_dir(log_dir)
@@ -460,7 +468,8 @@ fn list_segments(io: &dyn Io, log_dir: &Path) -> Result<Vec<SegmentFile>, LogErr
     }
     indices.sort_unstable();
     let mut segments = Vec::with_capacity(indices.len());
-    for (expected, index) in (0u64..).zip(indices) {
+    let first = indices.first().copied().unwrap_or(0);
+    for (expected, index) in (first..).zip(indices) {
         let path: Arc<Path> = Arc::from(segment_path(log_dir, index));
         if index != expected {
             return Err(LogError::corrupt(

@@ -136,6 +136,9 @@ pub(crate) struct Shared {
     pub segments: Mutex<VecDeque<SyncSegment>>,
     /// One sync at a time, so `durable` only grows and a failure is seen by every later caller.
     pub sync_lock: Mutex<()>,
+    /// The reader's retention lock (`read.rs`): a backup holds it so no segment is dropped
+    /// while it copies.
+    pub retention_lock: Arc<Mutex<()>>,
 }
 
 impl Shared {

@@ -73,6 +73,9 @@ struct FollowInner {
     refused: Vec<(String, String)>,
     /// Why the follower is waiting before it has a verified genesis, if it is.
     waiting: Option<String>,
+    /// Upstreams that answered `410 expired` for the follower's next version (their retention
+    /// window starts after it), with their answer; cleared when one serves it again.
+    expired: Vec<(String, String)>,
 }
 
 impl FollowInner {
@@ -117,6 +120,27 @@ impl FollowState {
         self.inner.lock().refused.iter().any(|(u, _)| u == upstream)
     }
 
+    /// `upstream` no longer holds our next version (`Some(why)`), or holds it again (`None`).
+    /// Returns whether anything changed.
+    pub fn set_expired(&self, upstream: &str, why: Option<String>) -> bool {
+        let mut inner = self.inner.lock();
+        let before = inner.expired.len();
+        inner.expired.retain(|(u, _)| u != upstream);
+        let removed = inner.expired.len() != before;
+        match why {
+            Some(why) => {
+                inner.expired.push((upstream.to_string(), why));
+                true
+            }
+            None => removed,
+        }
+    }
+
+    /// How many upstreams no longer hold our next version.
+    pub fn expired_count(&self) -> usize {
+        self.inner.lock().expired.len()
+    }
+
     /// Start-up is waiting for something before it can serve (the genesis from an upstream).
     pub fn set_waiting(&self, why: Option<String>) {
         self.inner.lock().waiting = why;
@@ -150,6 +174,28 @@ impl FollowState {
         }
         if let Some(why) = &inner.waiting {
             reasons.push(why.clone());
+            ready = false;
+        }
+        // Every upstream still followed has windowed our next version away: no one can serve
+        // the rest of the chain, so the follower stays where it is and says so.
+        let serving = self
+            .upstreams
+            .iter()
+            .filter(|u| !inner.refused.iter().any(|(r, _)| r == *u))
+            .filter(|u| !inner.expired.iter().any(|(e, _)| e == *u))
+            .count();
+        if live > 0 && serving == 0 {
+            reasons.push(format!(
+                "no upstream holds version {} any more (their retention windows start after it: \
+                 {}); follow an upstream that keeps the full history",
+                inner.verified + 1,
+                inner
+                    .expired
+                    .iter()
+                    .map(|(u, why)| format!("{u}: {why}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ));
             ready = false;
         }
         match inner.newest_head() {

@@ -24,7 +24,12 @@ pub struct CheckpointParts {
     /// The version of the checkpoint found at start (0 if none).
     pub last_version: u64,
     pub write: WriteCheckpoint,
+    /// Run after each durable checkpoint (and once at start for the checkpoint found then),
+    /// with the snapshot and the version that checkpoint covers: the retention drop.
+    pub after_checkpoint: Option<AfterCheckpoint>,
 }
+
+pub type AfterCheckpoint = Box<dyn FnMut(&Snapshot, u64) + Send>;
 
 /// The writer's publisher: nudge the checkpoint thread.
 pub struct CheckpointNudge(pub Sender<()>);
@@ -39,6 +44,10 @@ pub fn run(mut p: CheckpointParts) {
     let mut last_at = Instant::now();
     let mut last_version = p.last_version;
     let tick = Duration::from_secs(1).min(p.interval);
+    if let (Some(after), true) = (&mut p.after_checkpoint, last_version > 0) {
+        // A crash between a checkpoint and its drop left the drop undone: it is done now.
+        after(&p.snapshot.load_full(), last_version);
+    }
     loop {
         let closed = match p.wake.recv_timeout(tick) {
             Ok(()) | Err(RecvTimeoutError::Timeout) => false,
@@ -55,6 +64,10 @@ pub fn run(mut p: CheckpointParts) {
             let bytes = crate::restore::checkpoint_bytes(&snap);
             match (p.write)(snap.version(), &bytes) {
                 Ok(()) => {
+                    // The drop first, so "checkpoint written" says the window is settled too.
+                    if let Some(after) = &mut p.after_checkpoint {
+                        after(&snap, snap.version());
+                    }
                     last_version = snap.version();
                     last_at = Instant::now();
                     m().registry_checkpoint_age_seconds.set(0);

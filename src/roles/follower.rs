@@ -89,6 +89,10 @@ enum End {
     /// The writer refused what was verified (storage stopped, or a bug): start again from the
     /// published head.
     Local(String),
+    /// The upstream no longer holds our next version (`410 expired`: its retention window,
+    /// SPEC §14, starts after our head): try the next upstream; if none can serve it, `/readyz`
+    /// says so. Never a silent gap.
+    Expired(String),
     Stopped,
 }
 
@@ -181,6 +185,25 @@ pub fn run(parts: FollowerParts) {
                 log::error!("msg=\"follow: the writer refused a verified record\" error={why:?}");
                 f.sleep(BACKOFF_MAX);
             }
+            End::Expired(why) => {
+                m().registry_follow_reconnects_total.inc();
+                f.p.state.set_expired(&up.url, Some(why.clone()));
+                m().registry_follow_upstreams_expired
+                    .set(f.p.state.expired_count() as i64);
+                log::warn!(
+                    "msg=\"upstream no longer holds our next version (retention window); trying the next\" upstream={} error={why:?} verified_version={}",
+                    up.url,
+                    f.tip.version
+                );
+                next = i + 1;
+                failed_in_a_row += 1;
+                if failed_in_a_row >= live.len() {
+                    f.sleep(backoff);
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    failed_in_a_row = 0;
+                }
+                continue;
+            }
         }
         backoff = BACKOFF_MIN;
     }
@@ -263,6 +286,11 @@ impl Follower {
             }
             let from = self.tip.version;
             let body = self.get(up, &format!("/registry/log?from={from}&limit={PAGE_LIMIT}"))?;
+            // It serves our head again (a window may have been widened, or it is another node).
+            if self.p.state.set_expired(&up.url, None) {
+                m().registry_follow_upstreams_expired
+                    .set(self.p.state.expired_count() as i64);
+            }
             let page: Page = serde_json::from_slice(&body)
                 .map_err(|e| End::Failed(format!("log page is not JSON: {e}")))?;
             let mut records = Vec::with_capacity(page.records.len());
@@ -507,7 +535,13 @@ impl Follower {
 
     /// `GET path` on the upstream: the 200 body, bounded in size and time.
     fn get(&self, up: &Upstream, path: &str) -> Result<Vec<u8>, End> {
-        get_bounded(&up.target, path, self.p.follow.timeout).map_err(End::Failed)
+        get_status(&up.target, path, self.p.follow.timeout).map_err(|(status, why)| {
+            if status == Some(410) {
+                End::Expired(why)
+            } else {
+                End::Failed(why)
+            }
+        })
     }
 
     /// Listen to the upstream's stream from our tip; catch up by pages whenever it names a
@@ -556,6 +590,13 @@ impl Follower {
             let version = match event.event.as_str() {
                 "commit" => event.id,
                 "heartbeat" => data_version(&event.data),
+                // A reset at or past our head: the upstream cannot replay from our id (its
+                // retention window dropped what follows it). Re-read state by pages, which
+                // either catch up or say the upstream no longer holds our next version, then
+                // open a fresh stream.
+                "reset" if event.id.is_some_and(|h| h >= self.tip.version) => {
+                    return self.catch_up(up, None).err();
+                }
                 "reset" => {
                     return Some(End::Failed(format!(
                         "stream reset: the upstream's head {:?} is behind our verified head {}",
@@ -601,18 +642,41 @@ impl Follower {
 
 /// `GET path`: the 200 body, at most [`PAGE_BYTES_MAX`] bytes, every read bounded by `timeout`.
 fn get_bounded(target: &Target, path: &str, timeout: Duration) -> Result<Vec<u8>, String> {
+    get_status(target, path, timeout).map_err(|(_, why)| why)
+}
+
+/// [`get_bounded`], with the status of a non-200 answer beside the reason (a 410's message,
+/// which names the upstream's oldest retained version, is kept).
+fn get_status(
+    target: &Target,
+    path: &str,
+    timeout: Duration,
+) -> Result<Vec<u8>, (Option<u16>, String)> {
     let (head, body) =
         client::open_stream(target, path, &[("Accept", "application/json")], timeout)
-            .map_err(|e| format!("GET {path}: {e}"))?;
-    if head.status != 200 {
-        return Err(format!("GET {path}: status {}", head.status));
-    }
+            .map_err(|e| (None, format!("GET {path}: {e}")))?;
     let mut out = Vec::new();
     body.take(PAGE_BYTES_MAX + 1)
         .read_to_end(&mut out)
-        .map_err(|e| format!("GET {path}: {e}"))?;
+        .map_err(|e| (None, format!("GET {path}: {e}")))?;
+    if head.status != 200 {
+        let mut why = format!("GET {path}: status {}", head.status);
+        if head.status == 410 {
+            if let Some(msg) = serde_json::from_slice::<serde_json::Value>(&out)
+                .ok()
+                .and_then(|v| v["message"].as_str().map(str::to_string))
+            {
+                why.push_str(": ");
+                why.push_str(&msg);
+            }
+        }
+        return Err((Some(head.status), why));
+    }
     if out.len() as u64 > PAGE_BYTES_MAX {
-        return Err(format!("GET {path}: body over {PAGE_BYTES_MAX} bytes"));
+        return Err((
+            None,
+            format!("GET {path}: body over {PAGE_BYTES_MAX} bytes"),
+        ));
     }
     Ok(out)
 }

@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod follower;
 pub mod fsync;
 pub mod reply;
+pub mod retention;
 pub mod sse;
 pub mod verifier;
 pub mod writer;

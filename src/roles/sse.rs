@@ -314,14 +314,16 @@ impl FanOut {
         let mut out = stream.pending;
         let mut opening = b"retry: 1000\n\n".to_vec();
         let next = match since {
-            Since::After(v) if v <= head => v + 1,
-            // A version we never had (a restore from an older backup) or not a version at all:
-            // tell the client to start over from HEAD.
+            // Resumable only if every version after `v` is still retained (SPEC §14).
+            Since::After(v) if v <= head && v + 1 >= snap.history.oldest_version() => v + 1,
+            // A version we never had (a restore from an older backup), one whose successors a
+            // retention window dropped, or not a version at all: tell the client to start over
+            // from HEAD (re-read state), never a silent gap.
             Since::After(_) | Since::Unknown => {
                 opening.extend_from_slice(b"event: reset\nid: ");
                 opening.extend_from_slice(head.to_string().as_bytes());
                 opening.extend_from_slice(b"\ndata: ");
-                opening.extend_from_slice(&snap.head_json);
+                opening.extend_from_slice(&snap.served_head());
                 opening.extend_from_slice(b"\n\n");
                 head + 1
             }
@@ -367,6 +369,8 @@ impl FanOut {
         }
         let rec = match snap.record(version) {
             Ok(rec) => rec?,
+            // Dropped by the retention window while this subscriber replayed: `pump` drops it.
+            Err(_) if version < snap.history.oldest_version() => return None,
             Err(e) => {
                 // The subscriber's cursor stays put: it is served again on the next wake-up,
                 // never skipped.
@@ -374,7 +378,12 @@ impl FanOut {
                 return None;
             }
         };
-        let data = serde_json::to_vec(&rec.head_json()).ok()?;
+        // The head JSON of that version as `GET /registry/head` serves it (with the
+        // `oldest_version` of when the event is made).
+        let data = crate::snapshot::with_oldest(
+            &serde_json::to_vec(&rec.head_json()).ok()?,
+            snap.history.oldest_version(),
+        );
         let mut b = Vec::with_capacity(data.len() + 40);
         b.extend_from_slice(b"event: commit\nid: ");
         b.extend_from_slice(version.to_string().as_bytes());
@@ -403,7 +412,14 @@ impl FanOut {
         let mut drop_dead = Vec::new();
         let mut more = false;
         let mut batch = Vec::new();
+        let oldest = snap.history.oldest_version();
         for t in tokens {
+            if self.subs[&t].next < oldest {
+                // A replay the retention window overtook: dropped like a lagging subscriber,
+                // it reconnects with its last id and is told to reset (see `add`).
+                drop_lagged.push(t);
+                continue;
+            }
             let mut blocked = false;
             for _ in 0..ROUNDS {
                 // Fill: one batch of events, queued as one chunk.

@@ -97,9 +97,14 @@ impl Sim {
         // Restore exactly as `storage::open` does (history read back through the log reader),
         // but a checkpoint that disagrees with the log is a bug here (it was written from a
         // published, hence durable, state).
-        let log_dir = storage::log_dir(Path::new(DATA));
         let read_back = |index| {
-            svc_registry::storage::history_of(REGISTRY, opened.reader.clone(), &log_dir, index)
+            svc_registry::storage::history_of(
+                REGISTRY,
+                opened.reader.clone(),
+                Path::new(DATA),
+                opened.first_segment,
+                index,
+            )
         };
         // Reading back genesis and the pending frames may meet an EIO armed for recovery that
         // did not fire there: start-up refuses, and the operator's restart reads again.

@@ -160,7 +160,14 @@ impl Writer {
             let rec = self
                 .staged
                 .record(version)
-                .map_err(|e| crate::api::history_unreadable(version, &e))?
+                .map_err(|e| match self.staged.history.oldest_version() {
+                    // Its record left the retention window (SPEC §14).
+                    oldest if version < oldest => ApiError::new(
+                        crate::error::Code::Expired,
+                        crate::history::expired_message(version, oldest),
+                    ),
+                    _ => crate::api::history_unreadable(version, &e),
+                })?
                 .ok_or_else(|| ApiError::not_found(format!("no proposal {id}")))?;
             let mut keyids: Vec<String> = rec.signatures.iter().map(|(k, _)| k.clone()).collect();
             keyids.dedup();
