@@ -45,7 +45,20 @@ struct Proc {
     _dir: tempfile::TempDir,
 }
 impl Drop for Proc {
+    /// SIGTERM first (a profiler wrapping the follower writes its output on exit), SIGKILL if
+    /// it is still there after 30 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let until = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < until {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -214,6 +227,30 @@ fn cpu_ticks(pid: u32) -> u64 {
     f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
+/// CPU per thread name (threads of one role summed, digits dropped: `verify-0` and `verify-1`
+/// count as `verify-`): (name, user ms, system ms), largest first.
+fn thread_cpu(pid: u32) -> Vec<(String, u64, u64)> {
+    let mut by: HashMap<String, (u64, u64)> = HashMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let Ok(s) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        let name: String = s
+            .split_once('(')
+            .and_then(|(_, r)| r.rsplit_once(')'))
+            .map_or("", |(n, _)| n)
+            .trim_end_matches(|c: char| c.is_ascii_digit())
+            .to_string();
+        let f: Vec<&str> = s.rsplit(')').next().unwrap().split_whitespace().collect();
+        let e = by.entry(name).or_default();
+        e.0 += f[11].parse::<u64>().unwrap() * 10;
+        e.1 += f[12].parse::<u64>().unwrap() * 10;
+    }
+    let mut v: Vec<(String, u64, u64)> = by.into_iter().map(|(k, (u, s))| (k, u, s)).collect();
+    v.sort_by_key(|t| std::cmp::Reverse(t.1 + t.2));
+    v
+}
+
 /// (VmRSS, RssAnon) in KiB.
 fn rss_kib(pid: u32) -> (u64, u64) {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -319,6 +356,7 @@ fn measure() {
         wait_for(&f.registry, n);
         let el = t.elapsed();
         let ticks = cpu_ticks(pid);
+        let threads = thread_cpu(pid);
         let rss_done = rss_kib(pid);
         let tck = 100.0; // USER_HZ on Linux
         let cpu_us = ticks as f64 * 1e6 / tck;
@@ -335,6 +373,17 @@ fn measure() {
             (rss_done.1 as f64 - rss_ready.1 as f64) * 1024.0 / n as f64,
             std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
         ));
+        let per_thread: Vec<String> = threads
+            .iter()
+            .map(|(name, u, s)| {
+                format!(
+                    "{name}:user={:.1}us,sys={:.1}us",
+                    *u as f64 * 1000.0 / n as f64,
+                    *s as f64 * 1000.0 / n as f64
+                )
+            })
+            .collect();
+        report(format!("mode={mode} per_version_per_thread {}", per_thread.join(" ")));
         if mode != "durable" || lat == 0 {
             continue;
         }
