@@ -42,6 +42,7 @@ use svc_registry::snapshot::Snapshot;
 struct Proc {
     child: std::process::Child,
     registry: String,
+    metrics: String,
     _dir: tempfile::TempDir,
 }
 impl Drop for Proc {
@@ -106,9 +107,15 @@ fn spawn(setup: &Setup, flags: &[&str], data: Option<&Path>, wrap: &[String]) ->
         .find_map(|kv| kv.strip_prefix("registry_addr="))
         .unwrap()
         .to_string();
+    let metrics = line
+        .split(' ')
+        .find_map(|kv| kv.strip_prefix("metrics_addr="))
+        .unwrap_or_default()
+        .to_string();
     Proc {
         child,
         registry,
+        metrics,
         _dir: dir,
     }
 }
@@ -264,6 +271,26 @@ fn rss_kib(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("RssAnon:"))
 }
 
+/// The value of the first sample of `/metrics` whose name ends with `name` (0 if none).
+fn metric(addr: &str, name: &str) -> f64 {
+    let Ok(r) = svc_registry::http::client::request(
+        &Target::Tcp(addr.into()),
+        "GET",
+        "/metrics",
+        &[],
+        None,
+        TIMEOUT,
+    ) else {
+        return 0.0;
+    };
+    String::from_utf8_lossy(&r.body)
+        .lines()
+        .find(|l| l.split(' ').next().is_some_and(|k| k.ends_with(name)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
 fn head(addr: &str) -> u64 {
     get(addr, "/registry/head")["version"].as_u64().unwrap()
 }
@@ -350,9 +377,14 @@ fn measure() {
             &[]
         };
         let t = Instant::now();
+        let auth_ticks = cpu_ticks(auth.child.id());
         let f = spawn(&follow_of(&auth.registry), flags, None, &wrap);
         let pid = f.child.id();
         let rss_ready = rss_kib(pid);
+        // RssAnon half-way: growth over the second half excludes the bounded structures that
+        // fill during the first versions (recent proposal ids, the stream's event cache).
+        wait_for(&f.registry, n / 2);
+        let rss_half = rss_kib(pid);
         wait_for(&f.registry, n);
         let el = t.elapsed();
         let ticks = cpu_ticks(pid);
@@ -361,7 +393,7 @@ fn measure() {
         let tck = 100.0; // USER_HZ on Linux
         let cpu_us = ticks as f64 * 1e6 / tck;
         report(format!(
-            "mode={mode} versions={n} secs={:.2} versions_per_s={:.0} cpu_ms={:.0} cpu_us_per_version={:.1} rss_ready_kib={} rss_anon_ready_kib={} rss_caught_up_kib={} rss_anon_caught_up_kib={} rss_anon_growth_b_per_version={:.1} loadavg=\"{}\"",
+            "mode={mode} versions={n} secs={:.2} versions_per_s={:.0} cpu_ms={:.0} cpu_us_per_version={:.1} rss_ready_kib={} rss_anon_ready_kib={} rss_caught_up_kib={} rss_anon_caught_up_kib={} rss_anon_growth_b_per_version={:.1} rss_anon_growth_second_half_b_per_version={:.1} loadavg=\"{}\"",
             el.as_secs_f64(),
             n as f64 / el.as_secs_f64(),
             cpu_us / 1000.0,
@@ -371,6 +403,7 @@ fn measure() {
             rss_done.0,
             rss_done.1,
             (rss_done.1 as f64 - rss_ready.1 as f64) * 1024.0 / n as f64,
+            (rss_done.1 as f64 - rss_half.1 as f64) * 1024.0 / (n - n / 2) as f64,
             std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
         ));
         let per_thread: Vec<String> = threads
@@ -383,7 +416,13 @@ fn measure() {
                 )
             })
             .collect();
-        report(format!("mode={mode} per_version_per_thread {}", per_thread.join(" ")));
+        report(format!(
+            "mode={mode} per_version_per_thread {} authority_cpu_us_per_version={:.1} fsyncs={} fsynced_versions={}",
+            per_thread.join(" "),
+            (cpu_ticks(auth.child.id()) - auth_ticks) as f64 * 1e4 / n as f64,
+            metric(&f.metrics, "fsync_batch_size_count"),
+            metric(&f.metrics, "fsync_batch_size_sum"),
+        ));
         if mode != "durable" || lat == 0 {
             continue;
         }
