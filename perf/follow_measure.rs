@@ -6,9 +6,9 @@
 //!   SVC_REGISTRY_BIN=$PWD/target/release/svc-registry N=100000 \
 //!     cargo test --release --test zz_follow_measure -- --nocapture; rm tests/zz_follow_measure.rs
 //!
-//! It writes an authority's data directory of N single-put versions (2-of-3, real signatures,
-//! chained as the writer chains them) straight through the storage library, so the authority's
-//! history costs seconds rather than N HTTP round trips; starts the authority on it; times a
+//! It writes an authority's data directory of N single-put versions of one descriptor (2-of-3,
+//! real signatures, chained as the writer chains them) straight through the storage library, so
+//! the authority's history costs seconds rather than N HTTP round trips; starts the authority on it; times a
 //! fresh durable and a fresh `--amnesia` follower to N (CPU of the follower process, RSS at its
 //! ready line and after the catch-up); then makes LAT commits (default 500) at ~100/s through
 //! the authority's HTTP API and times acknowledged → announced on the stream of the follower
@@ -145,9 +145,12 @@ fn post(addr: &str, path: &str, body: &[u8]) -> serde_json::Value {
     assert!(r.status < 300, "{}", String::from_utf8_lossy(&r.body));
     serde_json::from_slice(&r.body).unwrap()
 }
+/// Every version puts the same descriptor (a new body each time), so the state stays one
+/// descriptor and RSS growth measures history, as issue 14's figures do (`--same-id 1`).
 fn payload(base: u64) -> Vec<u8> {
+    let addr = format!("10.{}.{}.{}:9000", (base >> 16) & 255, (base >> 8) & 255, base & 255);
     serde_json::to_vec(&j!({"registry_id": "test-registry", "base_version": base,
-        "ops": [{"op":"put","kind":"node","id": format!("n-{base}"),"body":{"addr":"10.0.0.1:9000"}}]}))
+        "ops": [{"op":"put","kind":"node","id": "node-0","body":{"addr": addr}}]}))
     .unwrap()
 }
 fn commit(setup: &Setup, addr: &str, base: u64) {
@@ -393,10 +396,11 @@ fn measure() {
         let tck = 100.0; // USER_HZ on Linux
         let cpu_us = ticks as f64 * 1e6 / tck;
         report(format!(
-            "mode={mode} versions={n} secs={:.2} versions_per_s={:.0} cpu_ms={:.0} cpu_us_per_version={:.1} rss_ready_kib={} rss_anon_ready_kib={} rss_caught_up_kib={} rss_anon_caught_up_kib={} rss_anon_growth_b_per_version={:.1} rss_anon_growth_second_half_b_per_version={:.1} loadavg=\"{}\"",
+            "mode={mode} versions={n} secs={:.2} versions_per_s={:.0} cpu_ms={:.0} cores_used={:.2} cpu_us_per_version={:.1} rss_ready_kib={} rss_anon_ready_kib={} rss_caught_up_kib={} rss_anon_caught_up_kib={} rss_anon_growth_b_per_version={:.1} rss_anon_growth_second_half_b_per_version={:.1} loadavg=\"{}\"",
             el.as_secs_f64(),
             n as f64 / el.as_secs_f64(),
             cpu_us / 1000.0,
+            cpu_us / 1e6 / el.as_secs_f64(),
             cpu_us / n as f64,
             rss_ready.0,
             rss_ready.1,

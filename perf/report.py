@@ -585,11 +585,11 @@ if fr:
     p("## Followers (issue 15): catch-up from a fresh start, 2-of-3 single-op versions\n")
     start = next((r for r in fr if "n" in r and "mode" not in r), {})
     p(f"loadavg at start: {start.get('loadavg_at_start', '?')}\n")
-    p("| follower | versions | catch-up s | versions/s | CPU µs/version | RssAnon ready → caught up (KiB) | RssAnon growth, 2nd half (B/version) | loadavg |")
-    p("|---|---|---|---|---|---|---|---|")
+    p("| follower | versions | catch-up s | versions/s | cores used | CPU µs/version | RssAnon ready → caught up (KiB) | RssAnon growth, 2nd half (B/version) | loadavg |")
+    p("|---|---|---|---|---|---|---|---|---|")
     for r in fr:
         if "versions" in r and "mode" in r:
-            p(f"| {r['mode']} | {r['versions']} | {r['secs']} | {r['versions_per_s']} | {r['cpu_us_per_version']} | "
+            p(f"| {r['mode']} | {r['versions']} | {r['secs']} | {r['versions_per_s']} | {r.get('cores_used', '?')} | {r['cpu_us_per_version']} | "
               f"{r['rss_anon_ready_kib']} → {r['rss_anon_caught_up_kib']} | {r.get('rss_anon_growth_second_half_b_per_version', '?')} | {r['loadavg']} |")
             rate = float(r["versions_per_s"])
             goals.append((f"follower catch-up ({r['mode']}) ≥ 10,000 verified versions/s (issue 15)",
