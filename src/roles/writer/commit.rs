@@ -223,8 +223,9 @@ impl Writer {
 
     /// Ask for the sync (or, for a journal that needs none, publish) of what applies staged
     /// without asking. Called before the writer's loop blocks, so nothing deferred waits for
-    /// a request that may never come.
-    pub(super) fn sync_deferred(&mut self) {
+    /// a request that may never come (simulations driving the writer step by step call it
+    /// where the loop would).
+    pub fn sync_deferred(&mut self) {
         let Some(position) = self.unsynced.take() else {
             return;
         };
