@@ -261,7 +261,7 @@ impl Follower {
         // The next page, fetched and parsed while this one's signatures verify: (its `from`,
         // the page). Used only if the tip then is that `from` (every record before it
         // verified); whatever it says is judged like any page when its turn comes.
-        let mut prefetched: Option<(u64, Result<FetchedPage, End>)> = None;
+        let mut prefetched: Option<Prefetched> = None;
         loop {
             if self.stopped() {
                 return Err(End::Stopped);
@@ -354,7 +354,7 @@ impl Follower {
         up: &Upstream,
         records: &[CommitRecord],
         prefetch: Option<u64>,
-    ) -> Result<Option<(u64, Result<FetchedPage, End>)>, End> {
+    ) -> Result<Option<Prefetched>, End> {
         let registry_id = self.p.registry_id.clone();
         let start = self.tip.clone();
         let timeout = self.p.follow.timeout;
@@ -635,6 +635,9 @@ impl Follower {
         })
     }
 }
+
+/// A page fetched ahead: the `from` it was asked with, and the page (or why there is none).
+type Prefetched = (u64, Result<FetchedPage, End>);
 
 /// One `/registry/log` page, its records parsed (not yet judged).
 struct FetchedPage {
