@@ -148,7 +148,12 @@ fn post(addr: &str, path: &str, body: &[u8]) -> serde_json::Value {
 /// Every version puts the same descriptor (a new body each time), so the state stays one
 /// descriptor and RSS growth measures history, as issue 14's figures do (`--same-id 1`).
 fn payload(base: u64) -> Vec<u8> {
-    let addr = format!("10.{}.{}.{}:9000", (base >> 16) & 255, (base >> 8) & 255, base & 255);
+    let addr = format!(
+        "10.{}.{}.{}:9000",
+        (base >> 16) & 255,
+        (base >> 8) & 255,
+        base & 255
+    );
     serde_json::to_vec(&j!({"registry_id": "test-registry", "base_version": base,
         "ops": [{"op":"put","kind":"node","id": "node-0","body":{"addr": addr}}]}))
     .unwrap()
@@ -241,7 +246,10 @@ fn cpu_ticks(pid: u32) -> u64 {
 /// count as `verify-`): (name, user ms, system ms), largest first.
 fn thread_cpu(pid: u32) -> Vec<(String, u64, u64)> {
     let mut by: HashMap<String, (u64, u64)> = HashMap::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
         let Ok(s) = std::fs::read_to_string(task.path().join("stat")) else {
             continue;
         };
@@ -365,13 +373,18 @@ fn measure() {
         .unwrap()
         .to_string();
     let follow_of = |upstream: &str| Setup {
-        tables: format!("[follow]\nupstreams = [\"http://{upstream}\"]\ngenesis_hash = {genesis:?}\n"),
+        tables: format!(
+            "[follow]\nupstreams = [\"http://{upstream}\"]\ngenesis_hash = {genesis:?}\n"
+        ),
         ..Setup::default()
     };
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     report(format!(
         "n={n} loadavg_at_start=\"{}\"",
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     ));
     for mode in modes.split(',') {
         let flags: &[&str] = if mode == "amnesia" {
