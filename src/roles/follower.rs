@@ -3,10 +3,11 @@
 //! Thread: `follower` (only with `[follow]` / `--follow`). It catches up with `GET
 //! /registry/log?from=V` pages, then listens to `GET /registry/stream` (resuming with
 //! `Last-Event-ID`) and fetches a page whenever an event or heartbeat names a version it does
-//! not have. While a page's signatures verify, a short-lived scoped `follow-fetch` thread fetches
-//! and parses the next page (judged only when its turn comes). Out: verify jobs to the verifier
-//! pool (whose results come back on its own channel), `WriteRequest::Apply` to the writer. State it owns alone: the verified [`Tip`]
-//! (version, hash, signer history), which upstream it follows, and which it refused.
+//! not have. While a page's signatures verify, a short-lived scoped `follow-fetch` thread
+//! fetches and parses the next page (judged only when its turn comes). Out: verify jobs to the
+//! verifier pool (whose results come back on its own channel), `WriteRequest::Apply` to the
+//! writer. State it owns alone: the verified [`Tip`] (version, hash, signer history), which
+//! upstream it follows, and which it refused.
 //!
 //! Invariant: a record reaches the writer only after [`Tip::prepare`] and
 //! [`Prepared::conclude`] (the same steps `ronctl registry verify` runs) accepted it, in order,

@@ -6,9 +6,6 @@
 
 use super::proposals::tally;
 use super::{Committed, Staged, Work, Writer, STOPPED};
-
-/// At most this many applies in a row share one deferred sync (about a log page).
-const APPLY_GROUP_MAX: usize = 1024;
 use crate::domain::chain;
 use crate::domain::proposal::Proposal;
 use crate::domain::quorum::QuorumCount;
@@ -20,6 +17,9 @@ use crate::metrics::m;
 use crate::roles::reply::Reply;
 use std::sync::Arc;
 use std::time::Instant;
+
+/// At most this many applies in a row share one deferred sync (about a log page).
+const APPLY_GROUP_MAX: usize = 1024;
 
 impl Writer {
     /// Stage `work` (a `/commit` of a pending proposal or a verified `/submit`) and answer
