@@ -447,9 +447,14 @@ fn measure() {
         // follower of it, at ~100 commits/s.
         let f2 = spawn(&follow_of(&f.registry), &["--amnesia"], None, &[]);
         wait_for(&f2.registry, n);
-        let (s1, s2) = (Arc::default(), Arc::default());
+        let (s0, s1, s2) = (Arc::default(), Arc::default(), Arc::default());
+        watch(&auth.registry, Arc::clone(&s0));
         watch(&f.registry, Arc::clone(&s1));
         watch(&f2.registry, Arc::clone(&s2));
+        let fsync0 = (
+            metric(&f.metrics, "fsync_seconds_sum"),
+            metric(&f.metrics, "fsync_seconds_count"),
+        );
         let ticks0 = (cpu_ticks(pid), cpu_ticks(f2.child.id()));
         let mut acked = Vec::new();
         let started = Instant::now();
@@ -477,7 +482,33 @@ fn measure() {
             v
         };
         let (l1, l2) = (lats(&s1), lats(&s2));
+        // Where the follower's share goes: the authority's own announcement (acknowledged →
+        // its stream event), then the hop (authority's event → the follower's event: the
+        // follower reads the event, fetches the page, verifies, applies, syncs, publishes).
+        let hops = |from: &Mutex<HashMap<u64, Instant>>, to: &Mutex<HashMap<u64, Instant>>| {
+            let (from, to) = (from.lock().unwrap(), to.lock().unwrap());
+            let mut v: Vec<Duration> = acked
+                .iter()
+                .filter_map(|(ver, _)| {
+                    Some(to.get(ver)?.saturating_duration_since(*from.get(ver)?))
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        let l0 = lats(&s0);
+        let h1 = hops(&s0, &s1);
+        let fsyncs = metric(&f.metrics, "fsync_seconds_count") - fsync0.1;
+        let fsync_mean_ms =
+            (metric(&f.metrics, "fsync_seconds_sum") - fsync0.0) * 1e3 / fsyncs.max(1.0);
         let p = |v: &Vec<Duration>, q: f64| v[((v.len() as f64 - 1.0) * q) as usize];
+        report(format!(
+            "latency_parts authority_event_p50_ms={:.2} authority_event_p99_ms={:.2} hop_p50_ms={:.2} hop_p99_ms={:.2} follower_fsyncs={fsyncs} follower_fsync_mean_ms={fsync_mean_ms:.2}",
+            p(&l0, 0.5).as_secs_f64() * 1e3,
+            p(&l0, 0.99).as_secs_f64() * 1e3,
+            p(&h1, 0.5).as_secs_f64() * 1e3,
+            p(&h1, 0.99).as_secs_f64() * 1e3,
+        ));
         report(format!(
             "latency commits={lat} rate_per_s={rate:.0} follower_p50_ms={:.2} follower_p99_ms={:.2} follower_max_ms={:.2} fof_p50_ms={:.2} fof_p99_ms={:.2} fof_max_ms={:.2} follower_cpu_ms={} fof_cpu_ms={} rss_idle_kib={:?}",
             p(&l1, 0.5).as_secs_f64() * 1e3,
