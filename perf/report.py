@@ -563,6 +563,53 @@ if auth_files:
         goals.append(("token verification per request: read required + token vs the same request "
                       "unchecked, within 5 %", f"{r:.3f}× requests per server CPU-s", verdict(r >= 0.95)))
 
+# ------------------------------------------------------------------ follow (issue 15)
+# follow.txt: the RESULT lines of perf/follow_measure.rs, `key=value` words (values with spaces
+# quoted).
+def follow_results():
+    import shlex
+    rows = []
+    for line in text("follow.txt").splitlines():
+        words = shlex.split(line)
+        d = {}
+        for w in words:
+            k, _, v = w.partition("=")
+            d[k] = v
+        d["_words"] = words
+        rows.append(d)
+    return rows
+
+
+fr = follow_results()
+if fr:
+    p("## Followers (issue 15): catch-up from a fresh start, 2-of-3 single-op versions\n")
+    start = next((r for r in fr if "n" in r and "mode" not in r), {})
+    p(f"loadavg at start: {start.get('loadavg_at_start', '?')}\n")
+    p("| follower | versions | catch-up s | versions/s | cores used | CPU µs/version | RssAnon ready → caught up (KiB) | RssAnon growth, 2nd half (B/version) | loadavg |")
+    p("|---|---|---|---|---|---|---|---|---|")
+    for r in fr:
+        if "versions" in r and "mode" in r:
+            p(f"| {r['mode']} | {r['versions']} | {r['secs']} | {r['versions_per_s']} | {r.get('cores_used', '?')} | {r['cpu_us_per_version']} | "
+              f"{r['rss_anon_ready_kib']} → {r['rss_anon_caught_up_kib']} | {r.get('rss_anon_growth_second_half_b_per_version', '?')} | {r['loadavg']} |")
+            rate = float(r["versions_per_s"])
+            goals.append((f"follower catch-up ({r['mode']}) ≥ 10,000 verified versions/s (issue 15)",
+                          f"{rate:,.0f}/s, {r['cpu_us_per_version']} µs CPU/version", verdict(rate >= 10000)))
+    p("")
+    for r in fr:
+        if "per_version_per_thread" in r["_words"]:
+            p(f"- {r['mode']}: CPU per version by thread: " + " ".join(
+                w for w in r["_words"][2:] if w.count(":") == 1 and "=" in w))
+    for r in fr:
+        if r["_words"] and r["_words"][0] == "latency":
+            p(f"- commit acknowledged → announced at {r['rate_per_s']}/s ({r['commits']} commits): follower "
+              f"p50 {r['follower_p50_ms']} ms p99 {r['follower_p99_ms']} ms; follower of it p50 {r['fof_p50_ms']} ms "
+              f"p99 {r['fof_p99_ms']} ms")
+            goals.append(("commit → follower serves it p99 < 10 ms at 100 commits/s (issue 15)",
+                          f"{r['follower_p99_ms']} ms", verdict(float(r["follower_p99_ms"]) < 10)))
+            goals.append(("commit → follower's follower p99 < 20 ms (issue 15)",
+                          f"{r['fof_p99_ms']} ms", verdict(float(r["fof_p99_ms"]) < 20)))
+    p("")
+
 # ------------------------------------------------------------------ goals
 if goals:
     p("## Goals (issue 7, and the benchmark paragraphs of issues 4 and 5)\n")

@@ -13,6 +13,9 @@
 # 5 s, one round instead of two) and skips the 1M and 100k-version data sets. Full run ≈ 11–14 min
 # (pq alone ≈ 2.5 min), --quick ≈ 3.5 min, on 2 cores (plus the build). Add --only SECTION,... to run some sections.
 # PERF_PREBUILT=1 with PERF_BIN and PERF_LG runs binaries built elsewhere (no build here).
+# `follow` (issue 15: follower catch-up and commit → follower latency) runs only when named
+# (--only follow): it builds perf/follow_measure.rs as a release test binary (FOLLOW_N versions,
+# default 100,000, 20,000 with --quick; ≈ 3 min plus the build).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -22,7 +25,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
         --only) ONLY=$2; shift ;;
-        *) echo "usage: perf/run.sh [--quick] [--only reads,writes,stream,startup,footprint,history,tls,pq,auth]" >&2; exit 2 ;;
+        *) echo "usage: perf/run.sh [--quick] [--only reads,writes,stream,startup,footprint,history,tls,pq,auth,follow]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -481,6 +484,32 @@ if want pq; then
             rm -rf "$dir"
         done
     done
+fi
+
+# ---------------------------------------------------------------- follow (issue 15)
+# perf/follow_measure.rs (see its header): an authority with FOLLOW_N versions (2-of-3), a fresh
+# durable and a fresh --amnesia follower timed to its head (CPU per version by thread, RssAnon),
+# then 500 commits at 100/s acknowledged → announced by the follower and its follower. It is a
+# test of the main crate (it reuses tests/common), so it is copied into tests/ for the build and
+# removed again.
+if want follow; then
+    if [ $QUICK = 1 ]; then FN=${FOLLOW_N:-20000}; else FN=${FOLLOW_N:-100000}; fi
+    fm="$ROOT/tests/zz_follow_measure.rs"
+    cp "$ROOT/perf/follow_measure.rs" "$fm"
+    log "follow: building perf/follow_measure.rs (release test binary)"
+    fbin=$(cd "$ROOT" && cargo test --release --test zz_follow_measure --no-run --message-format=json 2>/dev/null \
+        | python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and "zz_follow_measure" in m["target"]["name"]:
+        print(m["executable"])') || true
+    rm -f "$fm"
+    [ -n "$fbin" ] || { log "follow: the harness did not build"; exit 1; }
+    rm -f "$RAW/follow.txt"
+    log "follow: $FN versions, loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
+    SVC_REGISTRY_BIN="$BIN" N=$FN FOLLOW_OUT="$RAW/follow.txt" TMPDIR="$TMPD" \
+        "$fbin" --nocapture >"$RAW/follow-stdout.txt" 2>"$RAW/follow-stderr.txt"
+    while read -r line; do log "follow: $line"; done <"$RAW/follow.txt"
 fi
 
 stop_all

@@ -1,7 +1,8 @@
 //! The writer driven step by step (no HTTP, no threads): group commit ordering, a failed sync
 //! poisoning the write plane, a full disk refusing without applying anything, commits held
 //! until the staged head reaches their base, one-request submits batched and held like
-//! commits, and a follower's apply of a verified record.
+//! commits, and a follower's apply of a verified record (alone, and a page of them as one group
+//! commit).
 
 use arc_swap::ArcSwap;
 use crossbeam_channel::{Receiver, Sender};
@@ -48,6 +49,8 @@ struct Rig {
     writer: Writer,
     /// The channels' other ends, kept open as the HTTP workers and the fsync thread would.
     req_tx: Sender<WriteRequest>,
+    /// The writer's request queue, seen from outside (a test drains what it queued).
+    req_rx: Receiver<WriteRequest>,
     _int_tx: Sender<Internal>,
     snapshot: Arc<ArcSwap<Snapshot>>,
     verify_rx: Receiver<VerifyJob>,
@@ -92,7 +95,7 @@ fn rig() -> Rig {
                 max_descriptor_bytes: 1024,
             },
         })),
-        requests: req_rx,
+        requests: req_rx.clone(),
         internal_rx: int_rx,
         verify_tx,
         sync_tx: Some(sync_tx),
@@ -107,6 +110,7 @@ fn rig() -> Rig {
     Rig {
         writer,
         req_tx,
+        req_rx,
         _int_tx: int_tx,
         snapshot,
         verify_rx,
@@ -562,4 +566,68 @@ fn a_followers_apply_stores_the_record_as_it_is_and_only_on_the_staged_head() {
     assert_eq!(status, 409, "{v}");
     assert_eq!(follower.snapshot.load().version(), 1);
     assert!(follower.sync_rx.try_iter().next().is_none());
+}
+
+/// A follower hands over a page of applies at once: while more requests are queued the writer
+/// stages each without asking for a sync, and asks once, for the last, when its queue drains
+/// (`sync_deferred`, which its loop calls before blocking); that one sync answers and publishes
+/// them all. A lone apply (nothing queued) asks at once.
+#[test]
+fn a_burst_of_applies_asks_for_one_sync_when_the_queue_drains() {
+    let mut authority = rig();
+    let mut records = Vec::new();
+    for (base, id) in [(0, "a"), (1, "b"), (2, "c")] {
+        let p = authority.payload(base, id);
+        let pid = authority.approved(&p);
+        let c = authority.commit(&pid);
+        let position = authority.sync_rx.try_iter().last().unwrap();
+        authority.writer.on_internal(Internal::Durable(position));
+        assert_eq!(answer(&c).0, 200);
+        records.push(authority.snapshot.load().head.clone());
+    }
+    let limits = ProposalLimits {
+        max_ops: 8,
+        max_descriptor_bytes: 1024,
+    };
+    let mut follower = rig();
+    let apply = |rig: &mut Rig, record: &svc_registry::domain::record::CommitRecord| {
+        let proposal =
+            svc_registry::domain::proposal::parse(&record.payload, "r", &limits).unwrap();
+        let (r, rx) = reply(replies::committed);
+        rig.writer.on_request(WriteRequest::Apply {
+            record: Arc::new(record.clone()),
+            proposal: Arc::new(proposal),
+            reply: r,
+        });
+        rx
+    };
+    // Something is queued behind the first two applies (the rest of a page).
+    follower.req_tx.send(WriteRequest::Shutdown).unwrap();
+    let a1 = apply(&mut follower, &records[0]);
+    let a2 = apply(&mut follower, &records[1]);
+    assert!(
+        follower.sync_rx.try_iter().next().is_none(),
+        "no sync asked for while requests are queued"
+    );
+    // The queue drains: one sync, for the second record's position.
+    assert!(follower.req_rx.try_recv().is_ok());
+    follower.writer.sync_deferred();
+    let asked: Vec<u64> = follower.sync_rx.try_iter().collect();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert!(a1.try_recv().is_err() && a2.try_recv().is_err());
+    assert_eq!(follower.snapshot.load().version(), 0);
+    follower.writer.on_internal(Internal::Durable(asked[0]));
+    assert_eq!(answer(&a1).0, 200);
+    assert_eq!(answer(&a2).0, 200);
+    assert_eq!(follower.snapshot.load().version(), 2);
+    // Nothing queued: a lone apply asks for its own sync at once.
+    let a3 = apply(&mut follower, &records[2]);
+    let asked: Vec<u64> = follower.sync_rx.try_iter().collect();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    follower.writer.on_internal(Internal::Durable(asked[0]));
+    assert_eq!(answer(&a3).0, 200);
+    assert_eq!(
+        follower.snapshot.load().head.to_json(),
+        records[2].to_json()
+    );
 }

@@ -3,9 +3,11 @@
 //! Thread: `follower` (only with `[follow]` / `--follow`). It catches up with `GET
 //! /registry/log?from=V` pages, then listens to `GET /registry/stream` (resuming with
 //! `Last-Event-ID`) and fetches a page whenever an event or heartbeat names a version it does
-//! not have. Out: verify jobs to the verifier pool (whose results come back on its own
-//! channel), `WriteRequest::Apply` to the writer. State it owns alone: the verified [`Tip`]
-//! (version, hash, signer history), which upstream it follows, and which it refused.
+//! not have. While a page's signatures verify, a short-lived scoped `follow-fetch` thread
+//! fetches and parses the next page (judged only when its turn comes). Out: verify jobs to the
+//! verifier pool (whose results come back on its own channel), `WriteRequest::Apply` to the
+//! writer. State it owns alone: the verified [`Tip`] (version, hash, signer history), which
+//! upstream it follows, and which it refused.
 //!
 //! Invariant: a record reaches the writer only after [`Tip::prepare`] and
 //! [`Prepared::conclude`] (the same steps `ronctl registry verify` runs) accepted it, in order,
@@ -229,7 +231,7 @@ struct Page<'a> {
 struct Follower {
     p: FollowerParts,
     tip: Tip,
-    /// Numbers verify batches (see `verify_signatures`).
+    /// Numbers verify batches (see `send_checks`).
     batch: u64,
     /// Answers of applies handed to the writer, oldest first (see `apply`).
     pending: VecDeque<Receiver<Result<Committed, crate::error::ApiError>>>,
@@ -280,30 +282,25 @@ impl Follower {
     }
 
     fn catch_up_pages(&mut self, up: &Upstream, until: Option<u64>) -> Result<(), End> {
+        // The next page, fetched and parsed while this one's signatures verify: (its `from`,
+        // the page). Used only if the tip then is that `from` (every record before it
+        // verified); whatever it says is judged like any page when its turn comes.
+        let mut prefetched: Option<Prefetched> = None;
         loop {
             if self.stopped() {
                 return Err(End::Stopped);
             }
             let from = self.tip.version;
-            let body = self.get(up, &format!("/registry/log?from={from}&limit={PAGE_LIMIT}"))?;
+            let page = match prefetched.take() {
+                Some((at, page)) if at == from => page?,
+                _ => fetch_page(&up.target, from, self.p.follow.timeout)?,
+            };
             // It serves our head again (a window may have been widened, or it is another node).
             if self.p.state.set_expired(&up.url, None) {
                 m().registry_follow_upstreams_expired
                     .set(self.p.state.expired_count() as i64);
             }
-            let page: Page = serde_json::from_slice(&body)
-                .map_err(|e| End::Failed(format!("log page is not JSON: {e}")))?;
-            let mut records = Vec::with_capacity(page.records.len());
-            for (i, raw) in page.records.iter().enumerate() {
-                let at = from + i as u64;
-                let rec = CommitRecord::from_json(raw.get().as_bytes()).map_err(|e| {
-                    End::Refused(format!(
-                        "verification failed at version {at}: the record is not valid: {}",
-                        e.message
-                    ))
-                })?;
-                records.push(rec);
-            }
+            let records = page.records;
             let Some(first) = records.first() else {
                 if page.head < from {
                     return Err(End::Failed(format!(
@@ -336,7 +333,11 @@ impl Follower {
                 }
                 return Ok(());
             }
-            self.verify_and_apply(&records[1..])?;
+            // The upstream has more than this page: ask for the next one (from this page's
+            // last record, our tip if it verifies) while this one verifies.
+            let last = records.last().map_or(from, |r| r.version);
+            let next = (last < page.head).then_some(last);
+            prefetched = self.verify_and_apply(up, &records[1..], next)?;
             let done = until.is_none_or(|u| self.tip.version >= u);
             if done && self.tip.version >= page.head {
                 return Ok(());
@@ -370,29 +371,59 @@ impl Follower {
         )
     }
 
-    /// Verify `records` (the next versions after the tip, in order): the chain in order, the
-    /// signatures of all of them on the verifier pool at once; then hand the verified prefix to
-    /// the writer (its answers are awaited by `settle`, at the latest when the catch-up ends). A
-    /// record that fails refuses the upstream after everything before it was stored.
-    fn verify_and_apply(&mut self, records: &[CommitRecord]) -> Result<(), End> {
+    /// Verify `records` (the next versions after the tip, in order): the chain in order on this
+    /// thread, each record's signatures sent to the verifier pool as soon as its link checked
+    /// (so the pool starts on the first while the chain is walked); then hand the verified
+    /// prefix to the writer (its answers are awaited by `settle`, at the latest when the
+    /// catch-up ends). A record that fails refuses the upstream after everything before it was
+    /// stored. With `prefetch`, the page from that version is fetched and parsed on a helper
+    /// thread meanwhile, and returned (unjudged) for the caller's next round.
+    fn verify_and_apply(
+        &mut self,
+        up: &Upstream,
+        records: &[CommitRecord],
+        prefetch: Option<u64>,
+    ) -> Result<Option<Prefetched>, End> {
         let registry_id = self.p.registry_id.clone();
         let start = self.tip.clone();
-        let mut tips = Vec::with_capacity(records.len());
-        let mut prepared: Vec<Prepared> = Vec::with_capacity(records.len());
-        let mut broken: Option<Break> = None;
-        for rec in records {
-            match self.tip.prepare(&registry_id, rec) {
-                Ok(p) => {
-                    prepared.push(p);
-                    tips.push(self.tip.clone());
-                }
-                Err(b) => {
-                    broken = Some(b);
-                    break;
+        let timeout = self.p.follow.timeout;
+        let (prepared, tips, broken, results, next) = std::thread::scope(|scope| {
+            let fetch = prefetch.map(|from| {
+                let target = &up.target;
+                std::thread::Builder::new()
+                    .name("follow-fetch".to_string())
+                    .spawn_scoped(scope, move || (from, fetch_page(target, from, timeout)))
+            });
+            // A helper thread that cannot start only costs the overlap: fetched later.
+            let fetch = fetch.and_then(Result::ok);
+            self.batch += 1;
+            let mut slots = Vec::new();
+            let mut tips = Vec::with_capacity(records.len());
+            let mut prepared: Vec<Prepared> = Vec::with_capacity(records.len());
+            let mut broken: Option<Break> = None;
+            let mut sent = Ok(());
+            for rec in records {
+                match self.tip.prepare(&registry_id, rec) {
+                    Ok(p) => {
+                        sent = self.send_checks(&p, prepared.len(), &mut slots);
+                        prepared.push(p);
+                        tips.push(self.tip.clone());
+                        if sent.is_err() {
+                            break;
+                        }
+                    }
+                    Err(b) => {
+                        broken = Some(b);
+                        break;
+                    }
                 }
             }
-        }
-        let results = match self.verify_signatures(&prepared) {
+            let results = sent.and_then(|()| self.collect_checks(&prepared, &slots));
+            let next = fetch.and_then(|h| h.join().ok());
+            (prepared, tips, broken, results, next)
+        });
+        let mut broken = broken;
+        let results = match results {
             Ok(r) => r,
             Err(end) => {
                 self.tip = start;
@@ -419,35 +450,47 @@ impl Follower {
                 "verification failed at version {}: {}",
                 b.version, b.reason
             ))),
-            None => Ok(()),
+            None => Ok(next),
         }
     }
 
-    /// Every signature check of `prepared`, on the pool; `results[r][c]` for record r's check c.
-    fn verify_signatures(&mut self, prepared: &[Prepared]) -> Result<Vec<Vec<bool>>, End> {
-        // Jobs carry (batch, flat index); a result of an earlier batch that was given up on
-        // (the pool did not answer in time) is recognised and ignored.
-        self.batch += 1;
+    /// Queue every signature check of `p` (record `r` of the current batch) on the pool;
+    /// `slots` maps each job's index to its (record, check).
+    fn send_checks(
+        &self,
+        p: &Prepared,
+        r: usize,
+        slots: &mut Vec<(usize, usize)>,
+    ) -> Result<(), End> {
+        for (c, check) in p.checks.iter().enumerate() {
+            // Jobs carry (batch, flat index); a result of an earlier batch that was given up on
+            // (the pool did not answer in time) is recognised and ignored.
+            let job = VerifyJob {
+                key: check.key.clone(),
+                sig: check.sig.clone(),
+                pae: p.pae.clone(),
+                request: self.batch,
+                index: slots.len(),
+            };
+            if self.p.verify_tx.send(job).is_err() {
+                return Err(End::Stopped);
+            }
+            slots.push((r, c));
+        }
+        Ok(())
+    }
+
+    /// The results of every job [`Follower::send_checks`] queued for `prepared`:
+    /// `results[r][c]` for record r's check c.
+    fn collect_checks(
+        &self,
+        prepared: &[Prepared],
+        slots: &[(usize, usize)],
+    ) -> Result<Vec<Vec<bool>>, End> {
         let mut results: Vec<Vec<bool>> = prepared
             .iter()
             .map(|p| vec![false; p.checks.len()])
             .collect();
-        let mut slots = Vec::new();
-        for (r, p) in prepared.iter().enumerate() {
-            for (c, check) in p.checks.iter().enumerate() {
-                let job = VerifyJob {
-                    key: check.key.clone(),
-                    sig: check.sig.clone(),
-                    pae: p.pae.clone(),
-                    request: self.batch,
-                    index: slots.len(),
-                };
-                if self.p.verify_tx.send(job).is_err() {
-                    return Err(End::Stopped);
-                }
-                slots.push((r, c));
-            }
-        }
         let mut outstanding = slots.len();
         while outstanding > 0 {
             match self.p.verified_rx.recv_timeout(VERIFY_WAIT) {
@@ -531,17 +574,6 @@ impl Follower {
             }
             Err(_) => Err(End::Stopped),
         }
-    }
-
-    /// `GET path` on the upstream: the 200 body, bounded in size and time.
-    fn get(&self, up: &Upstream, path: &str) -> Result<Vec<u8>, End> {
-        get_status(&up.target, path, self.p.follow.timeout).map_err(|(status, why)| {
-            if status == Some(410) {
-                End::Expired(why)
-            } else {
-                End::Failed(why)
-            }
-        })
     }
 
     /// Listen to the upstream's stream from our tip; catch up by pages whenever it names a
@@ -638,6 +670,45 @@ impl Follower {
             other => other,
         })
     }
+}
+
+/// A page fetched ahead: the `from` it was asked with, and the page (or why there is none).
+type Prefetched = (u64, Result<FetchedPage, End>);
+
+/// One `/registry/log` page, its records parsed (not yet judged).
+struct FetchedPage {
+    head: u64,
+    records: Vec<CommitRecord>,
+}
+
+/// `GET /registry/log?from=from`, parsed: a page that is not JSON fails the upstream, a record
+/// that is not a valid record refuses it.
+fn fetch_page(target: &Target, from: u64, timeout: Duration) -> Result<FetchedPage, End> {
+    let path = format!("/registry/log?from={from}&limit={PAGE_LIMIT}");
+    let body = get_status(target, &path, timeout).map_err(|(status, why)| {
+        if status == Some(410) {
+            End::Expired(why)
+        } else {
+            End::Failed(why)
+        }
+    })?;
+    let page: Page = serde_json::from_slice(&body)
+        .map_err(|e| End::Failed(format!("log page is not JSON: {e}")))?;
+    let mut records = Vec::with_capacity(page.records.len());
+    for (i, raw) in page.records.iter().enumerate() {
+        let at = from + i as u64;
+        let rec = CommitRecord::from_json(raw.get().as_bytes()).map_err(|e| {
+            End::Refused(format!(
+                "verification failed at version {at}: the record is not valid: {}",
+                e.message
+            ))
+        })?;
+        records.push(rec);
+    }
+    Ok(FetchedPage {
+        head: page.head,
+        records,
+    })
 }
 
 /// `GET path`: the 200 body, at most [`PAGE_BYTES_MAX`] bytes, every read bounded by `timeout`.

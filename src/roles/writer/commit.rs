@@ -18,6 +18,9 @@ use crate::roles::reply::Reply;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// At most this many applies in a row share one deferred sync (about a log page).
+const APPLY_GROUP_MAX: usize = 1024;
+
 impl Writer {
     /// Stage `work` (a `/commit` of a pending proposal or a verified `/submit`) and answer
     /// `reply` once it is durable. `may_hold`: whether work whose base is ahead of the staged
@@ -150,7 +153,7 @@ impl Writer {
             genesis_signers: None,
         });
         let new_signers = proposal.new_signers().cloned();
-        self.stage_record(&base, record, descriptors, new_signers)?;
+        self.stage_record(&base, record, descriptors, new_signers, false)?;
         self.pending.remove(id);
         self.pending_ops.remove(id);
         self.remember_committed(id.to_string(), version);
@@ -198,14 +201,18 @@ impl Writer {
             return;
         }
         let new_signers = proposal.new_signers().cloned();
-        match self.stage_record(&base, record, descriptors, new_signers) {
+        // More requests queued (a follower hands over a page of applies at once): their sync
+        // (or, without one, their publication) waits for the last of them, so one group
+        // commit covers the page instead of each version asking on its own.
+        let defer = !self.p.requests.is_empty() && self.unsynced_count < APPLY_GROUP_MAX;
+        match self.stage_record(&base, record, descriptors, new_signers, defer) {
             Ok(staged_version) => {
                 if let Some(last) = self.waiting.back_mut() {
                     if last.version == staged_version {
                         last.waiter = Some((reply, Instant::now()));
                     }
                 }
-                if !self.p.journal.needs_sync() {
+                if !defer && !self.p.journal.needs_sync() {
                     let position = self.waiting.back().map_or(0, |s| s.position);
                     self.on_durable(position);
                 }
@@ -214,15 +221,37 @@ impl Writer {
         }
     }
 
+    /// Ask for the sync (or, for a journal that needs none, publish) of what applies staged
+    /// without asking. Called before the writer's loop blocks, so nothing deferred waits for
+    /// a request that may never come (simulations driving the writer step by step call it
+    /// where the loop would).
+    pub fn sync_deferred(&mut self) {
+        let Some(position) = self.unsynced.take() else {
+            return;
+        };
+        self.unsynced_count = 0;
+        if !self.p.journal.needs_sync() {
+            self.on_durable(position);
+            return;
+        }
+        if let Some(tx) = &self.p.sync_tx {
+            if tx.send(position).is_err() {
+                self.poison("the fsync thread is gone".to_string());
+            }
+        }
+    }
+
     /// Append `record` (version `base + 1`, state `descriptors`) to the journal, stage its
-    /// snapshot and ask for its sync. Commits and a follower's applies share it, so both store
-    /// and publish alike. Nothing is staged on error.
+    /// snapshot and ask for its sync (with `defer`, leave that to [`Writer::sync_deferred`]).
+    /// Commits and a follower's applies share it, so both store and publish alike. Nothing is
+    /// staged on error.
     fn stage_record(
         &mut self,
         base: &Arc<crate::snapshot::Snapshot>,
         record: Arc<CommitRecord>,
         descriptors: crate::domain::state::Descriptors,
         new_signers: Option<Arc<crate::domain::signers::SignerSet>>,
+        defer: bool,
     ) -> Result<u64, ApiError> {
         let version = record.version;
         let json = record.to_json();
@@ -248,6 +277,14 @@ impl Writer {
             snapshot,
             waiter: None,
         });
+        if defer {
+            self.unsynced = Some(position);
+            self.unsynced_count += 1;
+            return Ok(version);
+        }
+        // A later position covers the deferred ones.
+        self.unsynced = None;
+        self.unsynced_count = 0;
         if let Some(tx) = &self.p.sync_tx {
             if self.p.journal.needs_sync() && tx.send(position).is_err() {
                 self.poison("the fsync thread is gone".to_string());

@@ -355,6 +355,10 @@ pub struct Writer {
     /// "Capabilities"): written only by the writer thread, in step with every insert into and
     /// removal from `pending`; HTTP workers only read it.
     pending_ops: Arc<crate::auth::PendingOps>,
+    /// Journal position of the newest apply whose sync was deferred (`commit::sync_deferred`),
+    /// and how many applies wait on it.
+    unsynced: Option<u64>,
+    unsynced_count: usize,
 }
 
 impl Writer {
@@ -377,6 +381,8 @@ impl Writer {
             durable: 0,
             acks: VecDeque::new(),
             pending_ops: Arc::default(),
+            unsynced: None,
+            unsynced_count: 0,
         }
     }
 
@@ -416,8 +422,10 @@ impl Writer {
                 Some(d) => crossbeam_channel::at(d),
                 None => crossbeam_channel::never(),
             };
-            // Nothing queued: the loop may block, so no line waits for the next message.
+            // Nothing queued: the loop may block, so no line waits for the next message and
+            // no deferred sync for the next request.
             if self.p.internal_rx.is_empty() && self.p.requests.is_empty() {
+                self.sync_deferred();
                 crate::logging::flush_thread();
             }
             select! {
@@ -461,6 +469,8 @@ impl Writer {
             }
         }
         self.staged = self.p.snapshot.load_full();
+        self.unsynced = None;
+        self.unsynced_count = 0;
     }
 
     /// Handle one request (the thread body calls this; simulations call it directly).
