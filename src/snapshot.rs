@@ -59,12 +59,30 @@ impl Snapshot {
         history: History,
         signers: Arc<SignerHistory>,
     ) -> Snapshot {
-        debug_assert_eq!(history.len(), head.version + 1);
-        debug_assert!(signers.current().0 <= head.version);
-        debug_assert_eq!(head.descriptors, descriptors.len() as u64);
         let head_json = serde_json::to_vec(&head.head_json())
             .expect("head serializes")
             .into();
+        Snapshot::with_head_json(registry_id, head, head_json, descriptors, history, signers)
+    }
+
+    /// Like [`Snapshot::new`], with the `/registry/head` body already encoded (the writer's
+    /// commit step has it from [`CommitRecord::encode`]: the head is not serialised twice).
+    pub fn with_head_json(
+        registry_id: Arc<str>,
+        head: Arc<CommitRecord>,
+        head_json: Arc<[u8]>,
+        descriptors: Descriptors,
+        history: History,
+        signers: Arc<SignerHistory>,
+    ) -> Snapshot {
+        debug_assert_eq!(history.len(), head.version + 1);
+        debug_assert!(signers.current().0 <= head.version);
+        debug_assert_eq!(head.descriptors, descriptors.len() as u64);
+        debug_assert_eq!(
+            &*head_json,
+            &serde_json::to_vec(&head.head_json()).expect("head serializes")[..],
+            "the head body is the head's JSON"
+        );
         Snapshot {
             registry_id,
             head,
@@ -108,6 +126,22 @@ impl Snapshot {
         loc: Loc,
         new_signers: Option<Arc<SignerSet>>,
     ) -> Snapshot {
+        let head_json = serde_json::to_vec(&record.head_json())
+            .expect("head serializes")
+            .into();
+        self.next_encoded(record, head_json, descriptors, loc, new_signers)
+    }
+
+    /// Like [`Snapshot::next_with`], with the new head's `/registry/head` body already encoded
+    /// (see [`Snapshot::with_head_json`]).
+    pub fn next_encoded(
+        &self,
+        record: Arc<CommitRecord>,
+        head_json: Arc<[u8]>,
+        descriptors: Descriptors,
+        loc: Loc,
+        new_signers: Option<Arc<SignerSet>>,
+    ) -> Snapshot {
         assert_eq!(
             record.version,
             self.version() + 1,
@@ -124,9 +158,10 @@ impl Snapshot {
             }
             None => self.signers.clone(),
         };
-        Snapshot::new(
+        Snapshot::with_head_json(
             self.registry_id.clone(),
             record,
+            head_json,
             descriptors,
             history,
             signers,

@@ -23,6 +23,7 @@ use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
 use crossbeam_channel::{Sender, TrySendError};
 use serde::Deserialize;
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -114,10 +115,27 @@ impl Route {
         }
     }
 
-    /// The route of decoded path `segments`; None: no such route.
-    fn parse(segments: &[String]) -> Option<Route> {
-        let mut parts = segments.iter().map(String::as_str);
-        let route = match (parts.next()?, parts.next(), parts.next(), parts.next()) {
+    /// The route of decoded path `segments` (walked once, nothing collected); `Ok(None)`: no
+    /// such route; `Err`: a segment that does not decode.
+    fn parse<'a>(
+        mut segments: impl Iterator<Item = Result<Cow<'a, str>, String>>,
+    ) -> Result<Option<Route>, String> {
+        let mut next = || segments.next().transpose();
+        let (first, second, third, fourth) = (next()?, next()?, next()?, next()?);
+        let more = next()?.is_some();
+        // As when the segments were collected: any undecodable segment refuses the path.
+        for rest in segments {
+            rest?;
+        }
+        let Some(first) = first else {
+            return Ok(None);
+        };
+        let route = match (
+            first.as_ref(),
+            second.as_deref(),
+            third.as_deref(),
+            fourth.as_deref(),
+        ) {
             ("registry", Some("head"), None, _) => Route::Head,
             ("registry", Some("signers"), None, _) => Route::Signers,
             ("registry", Some("log"), None, _) => Route::Log,
@@ -132,12 +150,9 @@ impl Route {
             ("commit", None, _, _) => Route::Commit,
             ("proposals", Some(id), None, _) => Route::Proposal(id.to_string()),
             ("submit", None, _, _) => Route::Submit,
-            _ => return None,
+            _ => return Ok(None),
         };
-        if parts.next().is_some() {
-            return None;
-        }
-        Some(route)
+        Ok((!more).then_some(route))
     }
 }
 
@@ -152,8 +167,8 @@ impl Handler for RegistryApi {
                     .route("*"),
             );
         }
-        let segments = match req.segments() {
-            Ok(s) => s,
+        let route = match req.segments_iter().and_then(Route::parse) {
+            Ok(route) => route,
             Err(e) => {
                 replier.dismiss();
                 return Outcome::Respond(
@@ -161,7 +176,7 @@ impl Handler for RegistryApi {
                 );
             }
         };
-        let Some(route) = Route::parse(&segments) else {
+        let Some(route) = route else {
             replier.dismiss();
             return Outcome::Respond(
                 error_response(&ApiError::not_found(format!("no route {}", req.path)))

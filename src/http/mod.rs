@@ -150,6 +150,14 @@ impl Request {
         target::path_segments(&self.path)
     }
 
+    /// Like [`Request::segments`], lazily and borrowed from the path where a segment has no
+    /// escapes: what a router walks on every request, with no allocation.
+    pub fn segments_iter(
+        &self,
+    ) -> Result<impl Iterator<Item = Result<std::borrow::Cow<'_, str>, String>>, String> {
+        target::segments(&self.path)
+    }
+
     /// The query's `key=value` pairs, percent-decoded, `+` as space; a key given twice is an
     /// error (the transport refused such requests with `400` already).
     pub fn query_params(&self) -> Result<Vec<(String, String)>, String> {
