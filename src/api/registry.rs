@@ -411,7 +411,11 @@ fn page_limit(v: Option<&str>) -> Result<usize, ApiError> {
 impl RegistryApi {
     fn head(&self, req: &Request) -> Response {
         let snap = self.snapshot.load();
-        let etag = format!("\"{}\"", snap.version());
+        // Built without `format!` (5 % of a head request in callgrind): `"V"`.
+        let mut etag = String::with_capacity(22);
+        etag.push('"');
+        crate::http::push_decimal(&mut etag, snap.version());
+        etag.push('"');
         if req
             .header("if-none-match")
             .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))

@@ -110,7 +110,7 @@ pub(crate) fn response_head(
 
 /// Append `n` in decimal. Response heads are written on every request; `core::fmt` was 6 % of
 /// a `GET /registry/head` for these two numbers.
-fn push_decimal(out: &mut String, mut n: u64) {
+pub(crate) fn push_decimal(out: &mut String, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {
@@ -175,7 +175,9 @@ mod tests {
         let a = new_corr_id();
         let b = new_corr_id();
         assert_eq!(a.len(), 16);
-        assert!(a.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)));
+        assert!(a
+            .bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)));
         assert_ne!(a, b);
         assert_eq!(a[..8], b[..8], "one per-process prefix");
     }

@@ -241,13 +241,8 @@ impl Writer {
             end: position,
             len: json.len() as u32,
         };
-        let snapshot = Arc::new(base.next_encoded(
-            record,
-            head_json,
-            descriptors,
-            loc,
-            new_signers,
-        ));
+        let snapshot =
+            Arc::new(base.next_encoded(record, head_json, descriptors, loc, new_signers));
         self.staged = snapshot.clone();
         self.waiting.push_back(Staged {
             version,
