@@ -790,6 +790,7 @@ fn start_write_plane(config: &Config, shared: &Shared, restored: Restored) -> Op
         plane: shared.plane.clone(),
         clock_ms: crate::clock::now_unix_ms,
     });
+    writer.verify_inline_when_idle();
     for (proposal_id, version) in recent_commits {
         writer.remember_committed(proposal_id, version);
     }

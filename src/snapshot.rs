@@ -60,12 +60,30 @@ impl Snapshot {
         history: History,
         signers: Arc<SignerHistory>,
     ) -> Snapshot {
-        debug_assert_eq!(history.len(), head.version + 1);
-        debug_assert!(signers.current().0 <= head.version);
-        debug_assert_eq!(head.descriptors, descriptors.len() as u64);
         let head_json = serde_json::to_vec(&head.head_json())
             .expect("head serializes")
             .into();
+        Snapshot::with_head_json(registry_id, head, head_json, descriptors, history, signers)
+    }
+
+    /// Like [`Snapshot::new`], with the `/registry/head` body already encoded (the writer's
+    /// commit step has it from [`CommitRecord::encode`]: the head is not serialised twice).
+    pub fn with_head_json(
+        registry_id: Arc<str>,
+        head: Arc<CommitRecord>,
+        head_json: Arc<[u8]>,
+        descriptors: Descriptors,
+        history: History,
+        signers: Arc<SignerHistory>,
+    ) -> Snapshot {
+        debug_assert_eq!(history.len(), head.version + 1);
+        debug_assert!(signers.current().0 <= head.version);
+        debug_assert_eq!(head.descriptors, descriptors.len() as u64);
+        debug_assert_eq!(
+            &*head_json,
+            &serde_json::to_vec(&head.head_json()).expect("head serializes")[..],
+            "the head body is the head's JSON"
+        );
         Snapshot {
             registry_id,
             head,
@@ -84,7 +102,12 @@ impl Snapshot {
     /// fields encoded at publication, then `oldest_version` as it is now (SPEC §14: the window's
     /// floor moves when a checkpoint lets old segments go, without a new version).
     pub fn served_head(&self) -> Vec<u8> {
-        with_oldest(&self.head_json, self.history.oldest_version())
+        with_oldest(&self.head_json, self.oldest_version())
+    }
+
+    /// The oldest version whose record this node still serves (0 without a retention window).
+    pub fn oldest_version(&self) -> u64 {
+        self.history.oldest_version()
     }
 }
 
@@ -94,7 +117,21 @@ pub fn with_oldest(head_json: &[u8], oldest: u64) -> Vec<u8> {
     debug_assert_eq!(head_json.last(), Some(&b'}'));
     let mut body = Vec::with_capacity(head_json.len() + 24);
     body.extend_from_slice(&head_json[..head_json.len() - 1]);
-    body.extend_from_slice(format!(",\"oldest_version\":{oldest}}}").as_bytes());
+    body.extend_from_slice(b",\"oldest_version\":");
+    // Digits without `format!`: this runs on every head request.
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = oldest;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    body.extend_from_slice(&digits[at..]);
+    body.push(b'}');
     body
 }
 
@@ -128,6 +165,22 @@ impl Snapshot {
         loc: Loc,
         new_signers: Option<Arc<SignerSet>>,
     ) -> Snapshot {
+        let head_json = serde_json::to_vec(&record.head_json())
+            .expect("head serializes")
+            .into();
+        self.next_encoded(record, head_json, descriptors, loc, new_signers)
+    }
+
+    /// Like [`Snapshot::next_with`], with the new head's `/registry/head` body already encoded
+    /// (see [`Snapshot::with_head_json`]).
+    pub fn next_encoded(
+        &self,
+        record: Arc<CommitRecord>,
+        head_json: Arc<[u8]>,
+        descriptors: Descriptors,
+        loc: Loc,
+        new_signers: Option<Arc<SignerSet>>,
+    ) -> Snapshot {
         assert_eq!(
             record.version,
             self.version() + 1,
@@ -144,9 +197,10 @@ impl Snapshot {
             }
             None => self.signers.clone(),
         };
-        Snapshot::new(
+        Snapshot::with_head_json(
             self.registry_id.clone(),
             record,
+            head_json,
             descriptors,
             history,
             signers,

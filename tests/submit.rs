@@ -510,3 +510,35 @@ fn ronctl_submits_an_envelope_or_signs_a_proposal_file_locally() {
         "{err}"
     );
 }
+
+/// A lone one-signature submit finds the writer and the pool idle and is verified on the
+/// writer (docs/ARCHITECTURE.md invariant 6): a bad signature is still refused 403 with nothing
+/// left behind, a good one commits, and both verifications are timed like the pool's.
+#[test]
+fn a_lone_one_signature_submit_is_verified_and_timed_like_any_other() {
+    let s = TestServer::start(Setup {
+        threshold: 1,
+        ..Setup::default()
+    });
+    let verified = r#"approval_verify_seconds_count{alg="ed25519"}"#;
+    let before = s.metric(verified);
+    let p = proposal(&s, 0, j!([put("node", "lone", j!({"n": 1}))]));
+    let a = &s.setup.signers[0];
+    refused(
+        &s,
+        &envelope(&p, &[("a", a.sign(b"other bytes"))]),
+        403,
+        "forbidden",
+        "does not verify",
+    );
+    let r = s.post("/submit", &signed_by(&s, &p, 1));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(json(&r)["version"], 1);
+    let record = json(&s.get("/registry/1"));
+    assert_eq!(record["envelope"]["signatures"][0]["keyid"], "a");
+    assert_eq!(
+        s.metric(verified),
+        before + 2.0,
+        "each verification is timed"
+    );
+}

@@ -151,7 +151,80 @@ impl CommitRecord {
 
     /// The JSON served at `/registry/{version}`.
     pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(&self.to_record_json()).expect("a record serializes")
+        self.encode().0
+    }
+
+    /// This record's JSON (exactly [`CommitRecord::to_json`]'s bytes) and, from the same
+    /// encoding, the `/registry/head` body (exactly `serde_json::to_vec(&self.head_json())`):
+    /// the writer's commit step encodes a record once for the log frame and the head.
+    ///
+    /// The head's fields are the record's first five, in the same order, so the head body is
+    /// the record's prefix closed with `}`. Written by hand rather than through serde's
+    /// intermediate structs (a clone of every string and a base64 `String` per commit); the
+    /// unit tests hold both byte-for-byte to serde's output. Genesis (its signer set) goes
+    /// through serde: it is encoded once per registry.
+    pub fn encode(&self) -> (Vec<u8>, Arc<[u8]>) {
+        if self.version == 0 {
+            let json = serde_json::to_vec(&self.to_record_json()).expect("a record serializes");
+            let head = serde_json::to_vec(&self.head_json()).expect("head serializes");
+            return (json, head.into());
+        }
+        use base64::Engine;
+        use std::io::Write;
+        let payload_b64 = base64::encoded_len(self.payload.len(), true).unwrap_or(0);
+        let sigs: usize = self
+            .signatures
+            .iter()
+            .map(|(k, s)| k.len() + s.len() + 24)
+            .sum();
+        let mut out = Vec::with_capacity(
+            300 + self.hash.len()
+                + self.prev_hash.len()
+                + self.proposal_id.len()
+                + payload_b64
+                + sigs,
+        );
+        // Writing to a Vec cannot fail; serde_json escapes each string exactly as it would
+        // inside the struct.
+        let string = |out: &mut Vec<u8>, s: &str| {
+            serde_json::to_writer(&mut *out, s).expect("a string serializes")
+        };
+        let _ = write!(out, "{{\"version\":{},\"hash\":", self.version);
+        string(&mut out, &self.hash);
+        out.extend_from_slice(b",\"prev_hash\":");
+        string(&mut out, &self.prev_hash);
+        out.extend_from_slice(b",\"committed_at\":");
+        string(&mut out, &crate::clock::rfc3339_ms(self.committed_at_ms));
+        let _ = write!(out, ",\"descriptors\":{}", self.descriptors);
+        let head_len = out.len();
+        out.extend_from_slice(b",\"proposal_id\":");
+        string(&mut out, &self.proposal_id);
+        out.extend_from_slice(b",\"envelope\":{\"payloadType\":");
+        string(&mut out, dsse::PAYLOAD_TYPE);
+        out.extend_from_slice(b",\"payload\":\"");
+        // Standard base64 needs no JSON escaping: encoded straight into the buffer.
+        let at = out.len();
+        out.resize(at + payload_b64, 0);
+        let written = base64::engine::general_purpose::STANDARD
+            .encode_slice(&self.payload, &mut out[at..])
+            .expect("sized by encoded_len");
+        out.truncate(at + written);
+        out.extend_from_slice(b"\",\"signatures\":[");
+        for (i, (keyid, sig)) in self.signatures.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"keyid\":");
+            string(&mut out, keyid);
+            out.extend_from_slice(b",\"sig\":");
+            string(&mut out, sig);
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"]}}");
+        let mut head = Vec::with_capacity(head_len + 1);
+        head.extend_from_slice(&out[..head_len]);
+        head.push(b'}');
+        (out, head.into())
     }
 
     pub fn to_value(&self) -> serde_json::Value {
@@ -244,6 +317,18 @@ mod tests {
         Arc::new(SignerSet::new(1, vec![key(1, "a"), key(2, "b")]).unwrap())
     }
 
+    /// The hand-written encoding is serde's, byte for byte, record and head alike.
+    fn assert_same_as_serde(rec: &CommitRecord) {
+        let (json, head) = rec.encode();
+        let want = serde_json::to_vec(&rec.to_record_json()).unwrap();
+        assert_eq!(
+            String::from_utf8(json).unwrap(),
+            String::from_utf8(want).unwrap()
+        );
+        let want = serde_json::to_vec(&rec.head_json()).unwrap();
+        assert_eq!(&*head, &want[..]);
+    }
+
     #[test]
     fn records_round_trip_through_json() {
         let g = CommitRecord::genesis("r", set());
@@ -280,6 +365,21 @@ mod tests {
             descriptors: 3,
             genesis_signers: None,
         };
+        assert_same_as_serde(&g);
+        assert_same_as_serde(&rec);
+        let mut odd = rec.clone();
+        // Strings that need escaping, several signatures, an empty payload, a negative time.
+        odd.signatures = vec![
+            ("a\"b\\c\u{1}é".to_string(), "s1".to_string()),
+            ("z".to_string(), "s/2+=".to_string()),
+        ];
+        odd.payload = Arc::from(&b""[..]);
+        odd.committed_at_ms = -1;
+        assert_same_as_serde(&odd);
+        odd.signatures.clear();
+        odd.payload = Arc::from(&[0xffu8; 1000][..]);
+        odd.committed_at_ms = 1_767_225_600_100;
+        assert_same_as_serde(&odd);
         let back = CommitRecord::from_json(&rec.to_json()).unwrap();
         assert_eq!(back, rec);
         assert!(back.verify_link("r", &g.hash));

@@ -42,6 +42,7 @@ mod tests;
 pub(crate) use listener::bind_unix_socket;
 pub use listener::Listener;
 pub use reply::Replier;
+pub(crate) use respond::push_decimal;
 pub use server::{Server, ServerHandle};
 pub use tls::{ServerTls, TlsStream};
 
@@ -148,6 +149,14 @@ impl Request {
     /// request built by hand.
     pub fn segments(&self) -> Result<Vec<String>, String> {
         target::path_segments(&self.path)
+    }
+
+    /// Like [`Request::segments`], lazily and borrowed from the path where a segment has no
+    /// escapes: what a router walks on every request, with no allocation.
+    pub fn segments_iter(
+        &self,
+    ) -> Result<impl Iterator<Item = Result<std::borrow::Cow<'_, str>, String>>, String> {
+        target::segments(&self.path)
     }
 
     /// The query's `key=value` pairs, percent-decoded, `+` as space; a key given twice is an

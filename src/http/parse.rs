@@ -416,7 +416,7 @@ fn build_head(
     let checked = if path == "*" && method == Method::Options {
         target::query_pairs(query.as_deref()).map(drop)
     } else {
-        target::path_segments(&path).and_then(|_| target::query_pairs(query.as_deref()).map(drop))
+        target::check_path(&path).and_then(|_| target::query_pairs(query.as_deref()).map(drop))
     };
     if let Err(e) = checked {
         return bad_request(&format!("bad request target: {e}"), corr_id);

@@ -16,11 +16,15 @@
 //! handler runs, so a handler calling them again on the same request cannot get an error.
 
 use percent_encoding::percent_decode_str;
+use std::borrow::Cow;
 
 /// Decode one path segment or query component. `plus_is_space` for query components.
-pub(crate) fn decode(raw: &str, plus_is_space: bool) -> Result<String, String> {
+/// Borrowed when there is nothing to decode (no `%`, and no `+` to turn into a space): the
+/// common case on every request costs no allocation.
+pub(crate) fn decode(raw: &str, plus_is_space: bool) -> Result<Cow<'_, str>, String> {
     let b = raw.as_bytes();
     let mut i = 0;
+    let mut escapes = false;
     while i < b.len() {
         if b[i] == b'%' {
             let ok =
@@ -28,30 +32,51 @@ pub(crate) fn decode(raw: &str, plus_is_space: bool) -> Result<String, String> {
             if !ok {
                 return Err(format!("bad percent-encoding in {raw:?}"));
             }
+            escapes = true;
             i += 3;
         } else {
             i += 1;
         }
     }
-    let spaced;
-    let raw = if plus_is_space && raw.contains('+') {
-        spaced = raw.replace('+', " ");
-        spaced.as_str()
+    let spaced = plus_is_space && raw.contains('+');
+    if !escapes && !spaced {
+        return Ok(Cow::Borrowed(raw));
+    }
+    let raw: Cow<'_, str> = if spaced {
+        Cow::Owned(raw.replace('+', " "))
     } else {
-        raw
+        Cow::Borrowed(raw)
     };
-    percent_decode_str(raw)
+    percent_decode_str(&raw)
         .decode_utf8()
-        .map(|s| s.into_owned())
+        .map(|s| Cow::Owned(s.into_owned()))
         .map_err(|_| format!("{raw:?} does not decode to UTF-8"))
+}
+
+/// The decoded segments of an origin-form path, in order (`/a/b` → `a`, `b`; `/` → one empty
+/// segment), each borrowed from `path` unless it had escapes: no `Vec` per request. An `Err`
+/// item for a segment that does not decode; `Err` at once if the path does not start with `/`.
+pub(crate) fn segments(
+    path: &str,
+) -> Result<impl Iterator<Item = Result<Cow<'_, str>, String>>, String> {
+    let rest = path
+        .strip_prefix('/')
+        .ok_or_else(|| format!("path {path:?} does not start with /"))?;
+    Ok(rest.split('/').map(|s| decode(s, false)))
+}
+
+/// Check that every segment of `path` decodes (the transport's check before a handler runs),
+/// without keeping any.
+pub(crate) fn check_path(path: &str) -> Result<(), String> {
+    for segment in segments(path)? {
+        segment?;
+    }
+    Ok(())
 }
 
 /// The decoded segments of an origin-form path (`/a/b` → `["a", "b"]`; `/` → `[""]`).
 pub(crate) fn path_segments(path: &str) -> Result<Vec<String>, String> {
-    let rest = path
-        .strip_prefix('/')
-        .ok_or_else(|| format!("path {path:?} does not start with /"))?;
-    rest.split('/').map(|s| decode(s, false)).collect()
+    segments(path)?.map(|s| s.map(Cow::into_owned)).collect()
 }
 
 /// The decoded `key=value` pairs of a raw query (empty pieces skipped; `key` alone has an empty
@@ -60,11 +85,11 @@ pub(crate) fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, 
     let mut out: Vec<(String, String)> = Vec::new();
     for piece in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = piece.split_once('=').unwrap_or((piece, ""));
-        let k = decode(k, true)?;
+        let k = decode(k, true)?.into_owned();
         if out.iter().any(|(seen, _)| *seen == k) {
             return Err(format!("query parameter {k:?} is given more than once"));
         }
-        let v = decode(v, true)?;
+        let v = decode(v, true)?.into_owned();
         out.push((k, v));
     }
     Ok(out)

@@ -6,7 +6,8 @@
 //! channel. State: none. Shutdown: when the writer drops the job sender, each thread drains and
 //! exits.
 //!
-//! The writer never verifies inline, so a burst of approvals uses every core while the writer
+//! The writer verifies inline only a one-signature `/submit` that finds it and the pool idle
+//! (a lone client's latency); a burst of approvals or submits uses every core while the writer
 //! keeps sequencing commits.
 
 use crate::domain::signers::{PublicKey, Sig};
@@ -30,6 +31,24 @@ pub struct Verified {
     pub ok: bool,
 }
 
+/// Verify one job, timed into `approval_verify_seconds` (the pool's threads, and the writer
+/// when it verifies a lone submit itself).
+pub fn verify(job: &VerifyJob) -> Verified {
+    let started = Instant::now();
+    let ok = job.key.verify(&job.sig, &job.pae);
+    // Labelled by the key's algorithm: an ML-DSA-65 verify costs several ed25519 ones, and
+    // the runbook's CPU provisioning needs each apart.
+    crate::metrics::m()
+        .approval_verify_seconds
+        .with_label_values(&[job.key.alg().as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    Verified {
+        request: job.request,
+        index: job.index,
+        ok,
+    }
+}
+
 /// Start `threads` verifiers. `done` receives one [`Verified`] per job, wrapped by `wrap`.
 pub fn start<T: Send + 'static>(
     threads: usize,
@@ -45,20 +64,7 @@ pub fn start<T: Send + 'static>(
                 .name(format!("verify-{i}"))
                 .spawn(move || {
                     for job in jobs.iter() {
-                        let started = Instant::now();
-                        let ok = job.key.verify(&job.sig, &job.pae);
-                        // Labelled by the key's algorithm: an ML-DSA-65 verify costs several
-                        // ed25519 ones, and the runbook's CPU provisioning needs each apart.
-                        crate::metrics::m()
-                            .approval_verify_seconds
-                            .with_label_values(&[job.key.alg().as_str()])
-                            .observe(started.elapsed().as_secs_f64());
-                        let result = Verified {
-                            request: job.request,
-                            index: job.index,
-                            ok,
-                        };
-                        if done.send(wrap(result)).is_err() {
+                        if done.send(wrap(verify(&job))).is_err() {
                             return;
                         }
                     }

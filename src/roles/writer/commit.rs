@@ -254,7 +254,8 @@ impl Writer {
         defer: bool,
     ) -> Result<u64, ApiError> {
         let version = record.version;
-        let json = record.to_json();
+        // Encoded once: the log frame's payload and the published head body.
+        let (json, head_json) = record.encode();
         let position = self.append_frame(&json, "commit")?;
         if let Some(set) = &new_signers {
             log::info!(
@@ -269,7 +270,8 @@ impl Writer {
             end: position,
             len: json.len() as u32,
         };
-        let snapshot = Arc::new(base.next_with(record, descriptors, loc, new_signers));
+        let snapshot =
+            Arc::new(base.next_encoded(record, head_json, descriptors, loc, new_signers));
         self.staged = snapshot.clone();
         self.waiting.push_back(Staged {
             version,

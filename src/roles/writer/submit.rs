@@ -82,6 +82,23 @@ impl Writer {
         // so at least one job is queued and its result finishes the submit.
         debug_assert!(!jobs.is_empty());
         let remaining = jobs.len();
+        if remaining == 1 && self.idle_for_inline_verify() {
+            // A lone write: its one signature costs the same here as on the pool, without the
+            // two thread hand-offs there and back.
+            let verified = crate::roles::verifier::verify(&jobs[0]);
+            self.submits_in_flight.insert(
+                request,
+                SubmitInFlight {
+                    submission,
+                    proposal_id,
+                    signatures,
+                    remaining,
+                    reply,
+                    started,
+                },
+            );
+            return self.on_submit_verified(verified);
+        }
         for job in jobs {
             if let Err(e) = self.p.verify_tx.try_send(job) {
                 let msg = match e {
@@ -104,6 +121,19 @@ impl Writer {
                 started,
             },
         );
+    }
+
+    /// Whether a verification may run on this thread: enabled, and nothing waits for the
+    /// writer (no request, result or durability notice queued) or for the pool (no job queued,
+    /// no approval or submit in flight). Racy by nature and harmless either way: a request
+    /// arriving meanwhile waits one verification, as it would behind any other step.
+    fn idle_for_inline_verify(&self) -> bool {
+        self.verify_inline
+            && self.p.requests.is_empty()
+            && self.p.internal_rx.is_empty()
+            && self.p.verify_tx.is_empty()
+            && self.approvals_in_flight.is_empty()
+            && self.submits_in_flight.is_empty()
     }
 
     /// The propose and approve steps' checks, in their order; nothing is recorded.
