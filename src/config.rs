@@ -60,6 +60,44 @@ pub struct RawConfig {
     /// `[follow]`: run as a verifying follower of these upstreams (docs/OPERATIONS.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub follow: Option<FollowConfig>,
+    /// `[log]`: the transparency log (SPEC §12, docs/OPERATIONS.md "Transparency log").
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `[log]`: the transparency log's origin and key.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Whether the tree is kept and the checkpoint, tile and proof routes answer (false: they
+    /// answer 404; for measuring the tree's cost, docs/PERFORMANCE.md).
+    pub enabled: bool,
+    /// The checkpoint origin line and log key name; absent: `svc-registry/<registry_id>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// The log's private key in Go note's `PRIVATE+KEY+…` form. Absent: `tlog.key` in the data
+    /// directory, generated (mode 0600) on first start; with --amnesia, generated in memory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            enabled: true,
+            origin: None,
+            key_file: None,
+        }
+    }
+}
+
+impl LogConfig {
+    /// The origin in force for a registry named `registry_id`.
+    pub fn origin_for(&self, registry_id: &str) -> String {
+        self.origin
+            .clone()
+            .unwrap_or_else(|| format!("svc-registry/{registry_id}"))
+    }
 }
 
 /// `[auth]`: where the root keys are and which actions need a token.
@@ -481,6 +519,7 @@ impl Config {
         raw.data_dir = resolve(&base, &raw.data_dir);
         raw.uds_path = raw.uds_path.map(|p| resolve(&base, &p));
         raw.bus.socket = raw.bus.socket.map(|p| resolve(&base, &p));
+        raw.log.key_file = raw.log.key_file.map(|p| resolve(&base, &p));
         if let Some(follow) = &mut raw.follow {
             follow.cacert = follow.cacert.take().map(|p| resolve(&base, &p));
         }
@@ -533,6 +572,12 @@ impl Config {
             if addr.parse::<std::net::SocketAddr>().is_err() {
                 return Err(fail(format!("{key} {addr:?} is not an IP:port address")));
             }
+        }
+        let origin = raw.log.origin_for(&raw.registry_id);
+        if !crate::tlog::note::valid_name(&origin) {
+            return Err(fail(format!(
+                "[log] origin {origin:?} must be non-empty, without '+' or white space"
+            )));
         }
         if flags.uds_only && raw.uds_path.is_none() {
             return Err(fail("--uds-only needs uds_path to be set".to_string()));

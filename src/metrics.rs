@@ -55,6 +55,10 @@ pub struct Metrics {
     pub registry_follow_reconnects_total: IntCounter,
     pub registry_follow_forks_total: IntCounter,
     pub registry_follower: IntGauge,
+    /// The transparency log's served tree size (versions in the tree, HEAD+1 when caught up).
+    pub registry_tlog_size: IntGauge,
+    /// Times the start-up check found the tree file disagreeing with the log and rebuilt it.
+    pub registry_tlog_rebuilds_total: IntCounter,
 }
 
 fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
@@ -252,6 +256,16 @@ impl Metrics {
                 "1 on a follower (writes go to its upstream), 0 on an authority",
             )
             .expect("valid"),
+            registry_tlog_size: IntGauge::new(
+                "registry_tlog_size",
+                "Transparency log: the tree size served by checkpoints, tiles and proofs",
+            )
+            .expect("valid"),
+            registry_tlog_rebuilds_total: IntCounter::new(
+                "registry_tlog_rebuilds_total",
+                "Transparency log: tree files found disagreeing with the log and rebuilt from it",
+            )
+            .expect("valid"),
         };
         // Every alg's series exists from the start (at zero), so dashboards and alerts see
         // the metric before the first approval of each algorithm.
@@ -294,6 +308,8 @@ impl Metrics {
             Box::new(m.registry_follow_reconnects_total.clone()),
             Box::new(m.registry_follow_forks_total.clone()),
             Box::new(m.registry_follower.clone()),
+            Box::new(m.registry_tlog_size.clone()),
+            Box::new(m.registry_tlog_rebuilds_total.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for c in collectors {

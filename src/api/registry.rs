@@ -49,6 +49,8 @@ pub struct RegistryApi {
     /// The writer's pending proposals' ops, for `kind` / `id_prefix` caveats on approve and
     /// commit.
     pub pending_ops: Arc<PendingOps>,
+    /// The transparency log (None: `[log] enabled = false`; its routes answer 404).
+    pub tlog: Option<Arc<crate::tlog::Tlog>>,
 }
 
 enum Route {
@@ -64,6 +66,12 @@ enum Route {
     Commit,
     Proposal(String),
     Submit,
+    Checkpoint,
+    Vkey,
+    /// The tile path after `tile/`.
+    Tile(String),
+    ProofInclusion,
+    ProofConsistency,
 }
 
 impl Route {
@@ -81,6 +89,11 @@ impl Route {
             Route::Commit => "/commit",
             Route::Proposal(_) => "/proposals/{id}",
             Route::Submit => "/submit",
+            Route::Checkpoint => "/registry/checkpoint",
+            Route::Vkey => "/registry/vkey",
+            Route::Tile(_) => "/registry/tile/{path}",
+            Route::ProofInclusion => "/registry/proof/inclusion",
+            Route::ProofConsistency => "/registry/proof/consistency",
         }
     }
 
@@ -116,9 +129,19 @@ impl Route {
 
     /// The route of decoded path `segments`; None: no such route.
     fn parse(segments: &[String]) -> Option<Route> {
+        // Tile paths have a variable number of segments (C2SP tlog-tiles).
+        if let [first, tile, rest @ ..] = segments {
+            if first == "registry" && tile == "tile" && !rest.is_empty() {
+                return Some(Route::Tile(rest.join("/")));
+            }
+        }
         let mut parts = segments.iter().map(String::as_str);
         let route = match (parts.next()?, parts.next(), parts.next(), parts.next()) {
             ("registry", Some("head"), None, _) => Route::Head,
+            ("registry", Some("checkpoint"), None, _) => Route::Checkpoint,
+            ("registry", Some("vkey"), None, _) => Route::Vkey,
+            ("registry", Some("proof"), Some("inclusion"), None) => Route::ProofInclusion,
+            ("registry", Some("proof"), Some("consistency"), None) => Route::ProofConsistency,
             ("registry", Some("signers"), None, _) => Route::Signers,
             ("registry", Some("log"), None, _) => Route::Log,
             ("registry", Some("stream"), None, _) => Route::Stream,
@@ -243,6 +266,11 @@ impl RegistryApi {
             Route::Descriptors => self.descriptors(&req),
             Route::Log => self.log(&req),
             Route::Signers => self.signers(&req),
+            Route::Checkpoint => super::tlog::checkpoint(self.tlog.as_deref()),
+            Route::Vkey => super::tlog::vkey(self.tlog.as_deref()),
+            Route::Tile(path) => super::tlog::tile(self.tlog.as_deref(), &path),
+            Route::ProofInclusion => super::tlog::inclusion(self.tlog.as_deref(), &req),
+            Route::ProofConsistency => super::tlog::consistency(self.tlog.as_deref(), &req),
             Route::Stream => match &self.stream {
                 Some(hub) => return stream(hub, &req),
                 None => Err(ApiError::unavailable("the stream is not running")),

@@ -7,5 +7,6 @@ pub mod follower;
 pub mod fsync;
 pub mod reply;
 pub mod sse;
+pub mod tlog;
 pub mod verifier;
 pub mod writer;
