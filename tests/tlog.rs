@@ -115,7 +115,12 @@ fn checkpoint_at(s: &TestServer, size: u64) -> Checkpoint {
 
 fn hashes(s: &TestServer, path: &str) -> Vec<String> {
     let r = s.get(path);
-    assert_eq!(r.status, 200, "{path}: {}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.status,
+        200,
+        "{path}: {}",
+        String::from_utf8_lossy(&r.body)
+    );
     json(&r)["hashes"]
         .as_array()
         .unwrap()
@@ -145,10 +150,18 @@ fn checkpoint_tiles_and_proofs_agree_with_an_independent_recomputation() {
     assert_eq!(t.body, l.concat());
     assert_eq!(t.header("content-type"), Some("application/octet-stream"));
     assert_eq!(s.get("/registry/tile/0/000.p/5").body, l[..5].concat());
-    for beyond in ["/registry/tile/0/000.p/12", "/registry/tile/0/000", "/registry/tile/1/000.p/1"] {
+    for beyond in [
+        "/registry/tile/0/000.p/12",
+        "/registry/tile/0/000",
+        "/registry/tile/1/000.p/1",
+    ] {
         assert_eq!(s.get(beyond).status, 404, "{beyond}");
     }
-    for bad in ["/registry/tile/0/0", "/registry/tile/0/x000/001", "/registry/tile/0/000.p/0"] {
+    for bad in [
+        "/registry/tile/0/0",
+        "/registry/tile/0/x000/001",
+        "/registry/tile/0/000.p/0",
+    ] {
         let r = s.get(bad);
         assert_eq!(r.status, 400, "{bad}");
         assert_eq!(json(&r)["error"], "bad_request");
@@ -157,12 +170,19 @@ fn checkpoint_tiles_and_proofs_agree_with_an_independent_recomputation() {
     // Inclusion and consistency proofs equal the recomputed ones, for every pair.
     for n in 1..=size {
         for i in 0..n {
-            let got = hashes(&s, &format!("/registry/proof/inclusion?version={i}&size={n}"));
+            let got = hashes(
+                &s,
+                &format!("/registry/proof/inclusion?version={i}&size={n}"),
+            );
             assert_eq!(got, b64s(&path(i as usize, &l[..n as usize])), "{i} in {n}");
         }
         for m in 1..=n {
             let got = hashes(&s, &format!("/registry/proof/consistency?old={m}&new={n}"));
-            assert_eq!(got, b64s(&subproof(m as usize, &l[..n as usize], true)), "{m}->{n}");
+            assert_eq!(
+                got,
+                b64s(&subproof(m as usize, &l[..n as usize], true)),
+                "{m}->{n}"
+            );
         }
     }
     let status = |p: &str| s.get(p).status;
@@ -239,7 +259,11 @@ fn a_deleted_truncated_corrupted_or_ahead_tree_file_is_rebuilt_from_the_log() {
             "tree file {what}"
         );
         if what == "corrupted" {
-            assert!(s.logs().contains("rebuilding it from the log"), "{}", s.logs());
+            assert!(
+                s.logs().contains("rebuilding it from the log"),
+                "{}",
+                s.logs()
+            );
             assert_eq!(s.metric("registry_tlog_rebuilds_total"), 1.0);
         }
         s = s.stop();
@@ -265,7 +289,11 @@ fn the_log_can_be_switched_off_and_a_key_file_names_its_origin() {
     let mut setup = Setup::default();
     setup.tables = "[log]\nenabled = false\n".into();
     let s = TestServer::start(setup);
-    for p in ["/registry/checkpoint", "/registry/vkey", "/registry/tile/0/000.p/1"] {
+    for p in [
+        "/registry/checkpoint",
+        "/registry/vkey",
+        "/registry/tile/0/000.p/1",
+    ] {
         assert_eq!(s.get(p).status, 404, "{p}");
     }
     drop(s);
@@ -274,7 +302,10 @@ fn the_log_can_be_switched_off_and_a_key_file_names_its_origin() {
     let s = TestServer::start(durable());
     let key = s.data_dir.join("tlog.key");
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let first = vkey(&s).id;
     let s = s.stop().restart_killed();
     assert_eq!(vkey(&s).id, first);
@@ -282,7 +313,9 @@ fn the_log_can_be_switched_off_and_a_key_file_names_its_origin() {
 
     // A configured origin with a key of another name is refused at start.
     let mut setup = durable();
-    setup.tables.push_str("[log]\norigin = \"example.com/other\"\n");
+    setup
+        .tables
+        .push_str("[log]\norigin = \"example.com/other\"\n");
     let dir = tempfile::tempdir().unwrap();
     let keyfile = dir.path().join("log.key");
     let k = svc_registry::tlog::note::LogKey::from_seed("example.com/log", [5; 32]).unwrap();
@@ -292,4 +325,105 @@ fn the_log_can_be_switched_off_and_a_key_file_names_its_origin() {
         .push_str(&format!("key_file = {:?}\n", keyfile.display().to_string()));
     let err = TestServer::try_start(setup).err().expect("refused");
     assert!(err.0.join("\n").contains("origin"), "{:?}", err.0);
+}
+
+#[test]
+fn ronctl_keygen_vkey_prove_and_check_proof() {
+    let dir = tempfile::tempdir().unwrap();
+    let keyfile = dir.path().join("log.key");
+    let keyfile_s = keyfile.display().to_string();
+    let out = ronctl_ok(&[
+        "log",
+        "keygen",
+        "--origin",
+        "example.com/reg",
+        "--out",
+        &keyfile_s,
+    ]);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&keyfile).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let file_vkey = ronctl_ok(&["log", "vkey", "--key", &keyfile_s])
+        .trim()
+        .to_string();
+    assert!(out.contains(&file_vkey), "{out}");
+    assert!(file_vkey.starts_with("example.com/reg+"));
+
+    let mut setup = durable();
+    setup.tables.push_str(&format!(
+        "[log]\norigin = \"example.com/reg\"\nkey_file = {keyfile_s:?}\n"
+    ));
+    let s = TestServer::start(setup);
+    let (ok, served_vkey, err) = s.ronctl(&["log", "vkey"]);
+    assert!(ok, "{err}");
+    assert_eq!(served_vkey.trim(), file_vkey);
+    commit_n(&s, 0, 6);
+    checkpoint_at(&s, 7);
+
+    let proof = dir.path().join("v3.tlog-proof");
+    let proof_s = proof.display().to_string();
+    let (ok, _, err) = s.ronctl(&["registry", "prove", "3", "--out", &proof_s]);
+    assert!(ok, "{err}");
+    let text = std::fs::read_to_string(&proof).unwrap();
+    assert!(text.starts_with("c2sp.org/tlog-proof@v1\nextra "), "{text}");
+    assert!(text.contains("\nindex 3\n"), "{text}");
+    let hash3 = json(&s.get("/registry/3"))["hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (ok, _, err) = s.ronctl(&["registry", "prove", "3", "--size", "5", "--out", &proof_s]);
+    assert!(!ok && err.contains("size 7"), "{err}");
+    drop(s);
+
+    // Offline: the pinned vkey, the file, the expected record hash.
+    let checked = ronctl_ok(&[
+        "registry",
+        "check-proof",
+        &proof_s,
+        "--vkey",
+        &file_vkey,
+        "--record-hash",
+        &hash3,
+    ]);
+    assert!(checked.contains("ok: version 3"), "{checked}");
+    let run = |args: &[&str]| {
+        std::process::Command::new(ronctl_bin())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let wrong_hash = "00".repeat(32);
+    let r = run(&[
+        "registry",
+        "check-proof",
+        &proof_s,
+        "--vkey",
+        &file_vkey,
+        "--record-hash",
+        &wrong_hash,
+    ]);
+    assert!(!r.status.success());
+    // A proof hash changed, or another key: refused.
+    let lines: Vec<&str> = text.lines().collect();
+    let tampered = text.replacen(lines[3], &b64(&[9u8; 32]), 1);
+    std::fs::write(&proof, tampered).unwrap();
+    let r = run(&["registry", "check-proof", &proof_s, "--vkey", &file_vkey]);
+    assert!(
+        !r.status.success(),
+        "{}",
+        String::from_utf8_lossy(&r.stdout)
+    );
+    std::fs::write(&proof, &text).unwrap();
+    let other_key =
+        svc_registry::tlog::note::LogKey::from_seed("example.com/reg", [1; 32]).unwrap();
+    let r = run(&[
+        "registry",
+        "check-proof",
+        &proof_s,
+        "--vkey",
+        &other_key.vkey(),
+    ]);
+    assert!(!r.status.success());
 }

@@ -65,8 +65,10 @@ pub fn checkpoint(tlog: Option<&Tlog>) -> Result<Response, ApiError> {
 
 pub fn vkey(tlog: Option<&Tlog>) -> Result<Response, ApiError> {
     let tlog = tlog.ok_or_else(off)?;
-    Ok(Response::new(200, format!("{}\n", tlog.vkey()).into_bytes())
-        .header("Content-Type", "text/plain; charset=utf-8".to_string()))
+    Ok(
+        Response::new(200, format!("{}\n", tlog.vkey()).into_bytes())
+            .header("Content-Type", "text/plain; charset=utf-8".to_string()),
+    )
 }
 
 pub fn tile(tlog: Option<&Tlog>, path: &str) -> Result<Response, ApiError> {

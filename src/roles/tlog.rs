@@ -63,7 +63,8 @@ pub struct TlogParts {
 
 /// The raw bytes of `hash_V` of `record`.
 fn record_hash(record: &CommitRecord) -> Result<Hash, String> {
-    let bytes = hex::decode(&record.hash).map_err(|e| format!("version {}: {e}", record.version))?;
+    let bytes =
+        hex::decode(&record.hash).map_err(|e| format!("version {}: {e}", record.version))?;
     bytes
         .try_into()
         .map_err(|_| format!("version {}: hash is not 32 bytes", record.version))

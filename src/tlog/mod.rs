@@ -13,6 +13,7 @@
 
 pub mod note;
 pub mod store;
+pub mod tool;
 pub mod tree;
 
 use arc_swap::ArcSwap;
@@ -225,47 +226,71 @@ pub fn write_key_file(path: &std::path::Path, key: &LogKey) -> std::io::Result<(
     f.sync_all()
 }
 
-/// The C2SP `tlog-proof` file of `ronctl registry prove` (c2sp.org/tlog-proof): the header line,
-/// the leaf index, the proof hashes, a blank line, then the signed checkpoint.
-pub fn proof_file(index: u64, hashes: &[Hash], checkpoint: &str) -> String {
-    use base64::Engine;
-    let mut out = format!("c2sp.org/tlog-proof@v1\nindex {index}\n");
-    for h in hashes {
-        out.push_str(&base64::engine::general_purpose::STANDARD.encode(h));
-        out.push('\n');
-    }
-    out.push('\n');
-    out.push_str(checkpoint);
-    out
+/// A C2SP `tlog-proof` (c2sp.org/tlog-proof), as `ronctl registry prove` writes it: the header
+/// line, `extra` carrying the 32 raw bytes of `hash_V` (unauthenticated by itself: the inclusion
+/// proof is what binds it to the signed root), the leaf index, the proof hashes from the leaf's
+/// sibling up, a blank line, then the signed checkpoint verbatim.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProofFile {
+    pub extra: Option<Vec<u8>>,
+    pub index: u64,
+    pub hashes: Vec<Hash>,
+    pub checkpoint: String,
 }
 
-/// A parsed `tlog-proof` file: (index, hashes, signed checkpoint).
-pub fn parse_proof_file(text: &str) -> Result<(u64, Vec<Hash>, String), String> {
-    use base64::Engine;
-    let rest = text
-        .strip_prefix("c2sp.org/tlog-proof@v1\n")
-        .ok_or("a tlog-proof starts with c2sp.org/tlog-proof@v1")?;
-    let (head, checkpoint) = rest
-        .split_once("\n\n")
-        .ok_or("a tlog-proof has a blank line before its checkpoint")?;
-    let mut lines = head.split('\n').peekable();
-    // Optional extra data (c2sp.org/tlog-proof) comes before the index: not used by this log.
-    if lines.peek().is_some_and(|l| l.starts_with("extra ")) {
-        lines.next();
+const PROOF_HEADER: &str = "c2sp.org/tlog-proof@v1";
+
+impl ProofFile {
+    pub fn text(&self) -> String {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        use base64::Engine;
+        let mut out = format!("{PROOF_HEADER}\n");
+        if let Some(extra) = &self.extra {
+            out.push_str(&format!("extra {}\n", b64.encode(extra)));
+        }
+        out.push_str(&format!("index {}\n", self.index));
+        for h in &self.hashes {
+            out.push_str(&b64.encode(h));
+            out.push('\n');
+        }
+        out.push('\n');
+        out.push_str(&self.checkpoint);
+        out
     }
-    let index_line = lines.next().ok_or("no index line")?;
-    let index = index_line
-        .strip_prefix("index ")
-        .and_then(|n| n.parse::<u64>().ok().filter(|v| v.to_string() == n))
-        .ok_or("the index line is index <decimal>")?;
-    let mut hashes = Vec::new();
-    for line in lines {
-        let h = base64::engine::general_purpose::STANDARD
-            .decode(line)
-            .map_err(|_| "a proof hash is not base64")?;
-        hashes.push(h.try_into().map_err(|_| "a proof hash is not 32 bytes")?);
+
+    pub fn parse(text: &str) -> Result<ProofFile, String> {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        use base64::Engine;
+        let rest = text
+            .strip_prefix(PROOF_HEADER)
+            .and_then(|r| r.strip_prefix('\n'))
+            .ok_or("a tlog-proof starts with the line c2sp.org/tlog-proof@v1")?;
+        let (head, checkpoint) = rest
+            .split_once("\n\n")
+            .ok_or("a tlog-proof has a blank line before its checkpoint")?;
+        let mut lines = head.split('\n').peekable();
+        let mut extra = None;
+        if let Some(e) = lines.peek().and_then(|l| l.strip_prefix("extra ")) {
+            extra = Some(b64.decode(e).map_err(|_| "the extra data is not base64")?);
+            lines.next();
+        }
+        let index = lines
+            .next()
+            .and_then(|l| l.strip_prefix("index "))
+            .and_then(|n| n.parse::<u64>().ok().filter(|v| v.to_string() == n))
+            .ok_or("the line after the header (and extra) is index <decimal>")?;
+        let mut hashes = Vec::new();
+        for line in lines {
+            let h = b64.decode(line).map_err(|_| "a proof hash is not base64")?;
+            hashes.push(h.try_into().map_err(|_| "a proof hash is not 32 bytes")?);
+        }
+        Ok(ProofFile {
+            extra,
+            index,
+            hashes,
+            checkpoint: checkpoint.to_string(),
+        })
     }
-    Ok((index, hashes, checkpoint.to_string()))
 }
 
 #[cfg(test)]
@@ -302,7 +327,10 @@ mod tests {
         ));
         assert!(t.consistency(1, 6).is_err());
         assert!(t.tile(&Tile::parse("0/000.p/6").unwrap()).is_err());
-        assert_eq!(t.tile(&Tile::parse("0/000.p/5").unwrap()).unwrap().len(), 5 * 32);
+        assert_eq!(
+            t.tile(&Tile::parse("0/000.p/5").unwrap()).unwrap().len(),
+            5 * 32
+        );
         assert!(t.tile(&Tile::parse("0/000").unwrap()).is_err());
         let cp = t.checkpoint().unwrap();
         assert!(cp.text.starts_with("test/log\n5\n"));
@@ -315,9 +343,19 @@ mod tests {
         let t = tlog_of(7);
         let p = t.inclusion(3, 7).unwrap();
         let cp = t.checkpoint().unwrap();
-        let file = proof_file(3, &p, &cp.text);
-        let (index, hashes, checkpoint) = parse_proof_file(&file).unwrap();
-        assert_eq!((index, hashes, checkpoint.as_str()), (3, p, cp.text.as_str()));
+        for extra in [None, Some(vec![0xfb; 32])] {
+            let file = ProofFile {
+                extra,
+                index: 3,
+                hashes: p.clone(),
+                checkpoint: cp.text.clone(),
+            };
+            assert_eq!(ProofFile::parse(&file.text()).unwrap(), file);
+        }
+        // The spec's own example layout: extra before index, no hashes for a one-leaf tree.
+        let f = ProofFile::parse("c2sp.org/tlog-proof@v1\nindex 0\n\nlog\n1\nAA==\n").unwrap();
+        assert_eq!((f.index, f.hashes.len(), f.extra), (0, 0, None));
+        assert!(ProofFile::parse("c2sp.org/tlog-proof@v1\nindex 01\n\nx\n").is_err());
     }
 
     #[test]
@@ -347,11 +385,19 @@ mod tests {
         let want = v["roots"].as_object().unwrap();
         assert!(!want.is_empty());
         for (size, root) in want {
-            assert_eq!(roots.get(size).map(String::as_str), root.as_str(), "root of {size}");
+            assert_eq!(
+                roots.get(size).map(String::as_str),
+                root.as_str(),
+                "root of {size}"
+            );
         }
         let hashes = |p: &Vec<Hash>| p.iter().map(b64).collect::<Vec<_>>();
         let strs = |v: &serde_json::Value| -> Vec<String> {
-            v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect()
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_str().unwrap().to_string())
+                .collect()
         };
         for c in v["inclusion"].as_array().unwrap() {
             let (i, n) = (c["index"].as_u64().unwrap(), c["size"].as_u64().unwrap());

@@ -75,15 +75,14 @@ impl LogKey {
             .ok_or("a log key starts with PRIVATE+KEY+")?;
         // The base64 key may itself hold '+': split at the first two only (as Go's note does).
         let mut parts = rest.splitn(3, '+');
-        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
             return Err("a log key is PRIVATE+KEY+<name>+<hex id>+<base64 key>".into());
         };
         let bytes = B64.decode(key).map_err(|_| "the key is not base64")?;
         let seed: [u8; 32] = match bytes.split_first() {
-            Some((&ALG_ED25519, seed)) => seed
-                .try_into()
-                .map_err(|_| "an Ed25519 key is 32 bytes")?,
+            Some((&ALG_ED25519, seed)) => {
+                seed.try_into().map_err(|_| "an Ed25519 key is 32 bytes")?
+            }
             _ => return Err("the key is not an Ed25519 (algorithm 1) key".into()),
         };
         let key = LogKey::from_seed(name, seed)?;
@@ -146,8 +145,7 @@ impl Vkey {
     pub fn parse(text: &str) -> Result<Vkey, String> {
         let text = text.trim();
         let mut parts = text.splitn(3, '+');
-        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
             return Err("a verifier key is <name>+<hex id>+<base64 key>".into());
         };
         if !valid_name(name) {
@@ -216,13 +214,21 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// `<origin>\n<size>\n<base64 root>\n`.
     pub fn body(&self) -> String {
-        format!("{}\n{}\n{}\n", self.origin, self.size, B64.encode(self.root))
+        format!(
+            "{}\n{}\n{}\n",
+            self.origin,
+            self.size,
+            B64.encode(self.root)
+        )
     }
 
     /// Parse a checkpoint body (extension lines after the root are allowed and ignored).
     pub fn parse(text: &str) -> Result<Checkpoint, String> {
         let mut lines = text.split('\n');
-        let origin = lines.next().filter(|o| !o.is_empty()).ok_or("no origin line")?;
+        let origin = lines
+            .next()
+            .filter(|o| !o.is_empty())
+            .ok_or("no origin line")?;
         let size = lines.next().ok_or("no size line")?;
         if size.is_empty() || (size.len() > 1 && size.starts_with('0')) {
             return Err("the size is not canonical decimal".into());
@@ -254,7 +260,9 @@ mod tests {
         assert_eq!(again.vkey(), key.vkey());
         let vkey = Vkey::parse(&key.vkey()).unwrap();
         assert_eq!(vkey.id, key.id());
-        assert!(key.private_text().starts_with("PRIVATE+KEY+example.com/log+"));
+        assert!(key
+            .private_text()
+            .starts_with("PRIVATE+KEY+example.com/log+"));
         assert!(!format!("{key:?}").contains(&key.private_text()));
         assert!(LogKey::from_seed("a b", [1; 32]).is_err());
         assert!(LogKey::from_seed("a+b", [1; 32]).is_err());
@@ -300,7 +308,10 @@ mod tests {
         let key = LogKey::parse(note["skey"].as_str().unwrap()).unwrap();
         assert_eq!(key.vkey(), note["vkey"].as_str().unwrap());
         // Ed25519 is deterministic: the same key and text give Go's bytes exactly.
-        assert_eq!(key.sign(note["text"].as_str().unwrap()), note["signed"].as_str().unwrap());
+        assert_eq!(
+            key.sign(note["text"].as_str().unwrap()),
+            note["signed"].as_str().unwrap()
+        );
         let vkey = Vkey::parse(note["vkey"].as_str().unwrap()).unwrap();
         assert_eq!(
             vkey.open(note["signed"].as_str().unwrap()).unwrap(),

@@ -236,7 +236,10 @@ pub fn consistency_proof<R: HashReader + ?Sized>(
     new: u64,
     r: &R,
 ) -> Result<Vec<Hash>, String> {
-    assert!(1 <= old && old <= new, "no consistency proof from {old} to {new}");
+    assert!(
+        1 <= old && old <= new,
+        "no consistency proof from {old} to {new}"
+    );
     let mut proof = Vec::new();
     subproof(old, 0, new, true, r, &mut proof)?;
     Ok(proof)
@@ -504,7 +507,15 @@ mod tests {
     #[test]
     fn stored_layout_matches_go_indices() {
         // Go: StoredHashIndex(0,0)=0, (0,1)=1, (1,0)=2, (0,2)=3, (0,3)=4, (1,1)=5, (2,0)=6.
-        let want = [(0, 0, 0), (0, 1, 1), (1, 0, 2), (0, 2, 3), (0, 3, 4), (1, 1, 5), (2, 0, 6)];
+        let want = [
+            (0, 0, 0),
+            (0, 1, 1),
+            (1, 0, 2),
+            (0, 2, 3),
+            (0, 3, 4),
+            (1, 1, 5),
+            (2, 0, 6),
+        ];
         for (level, n, i) in want {
             assert_eq!(stored_hash_index(level, n), i, "level {level} n {n}");
         }
@@ -523,8 +534,16 @@ mod tests {
             let (s, f) = stored(size);
             let want = mth(&leaves(size));
             assert_eq!(f.root(), Some(want), "frontier root, size {size}");
-            assert_eq!(tree_hash(size, &s).unwrap(), want, "stored root, size {size}");
-            assert_eq!(Frontier::read(size, &s).unwrap(), f, "frontier read, size {size}");
+            assert_eq!(
+                tree_hash(size, &s).unwrap(),
+                want,
+                "stored root, size {size}"
+            );
+            assert_eq!(
+                Frontier::read(size, &s).unwrap(),
+                f,
+                "frontier read, size {size}"
+            );
             // Every complete aligned subtree is stored where the index says.
             for level in 0..10u32 {
                 for n in 0..(size >> level) {
@@ -556,11 +575,23 @@ mod tests {
             let ls = leaves(size);
             for index in (0..size).filter(|i| size < 10 || i % 17 == 0 || *i == size - 1) {
                 let p = inclusion_proof(index, size, &s).unwrap();
-                assert!(verify_inclusion(index, size, &ls[index as usize], &p, &root));
+                assert!(verify_inclusion(
+                    index,
+                    size,
+                    &ls[index as usize],
+                    &p,
+                    &root
+                ));
                 if let Some(first) = p.first() {
                     let mut bad = p.clone();
                     bad[0] = leaf_hash(first);
-                    assert!(!verify_inclusion(index, size, &ls[index as usize], &bad, &root));
+                    assert!(!verify_inclusion(
+                        index,
+                        size,
+                        &ls[index as usize],
+                        &bad,
+                        &root
+                    ));
                 }
                 let other = leaf_hash(b"not a leaf");
                 assert!(!verify_inclusion(index, size, &other, &p, &root));
@@ -569,7 +600,10 @@ mod tests {
         // Hand-checked: leaf 2 of a tree of 3 is proved by the hash of leaves 0..2.
         let (s, _) = stored(3);
         let l = leaves(3);
-        assert_eq!(inclusion_proof(2, 3, &s).unwrap(), vec![node_hash(&l[0], &l[1])]);
+        assert_eq!(
+            inclusion_proof(2, 3, &s).unwrap(),
+            vec![node_hash(&l[0], &l[1])]
+        );
         assert_eq!(inclusion_proof(0, 3, &s).unwrap(), vec![l[1], l[2]]);
     }
 
@@ -608,8 +642,19 @@ mod tests {
         check("0/x001/234", 0, 1234, 256);
         check("1/x001/x234/067.p/255", 1, 1_234_067, 255);
         for bad in [
-            "0", "00/000", "0/0", "0/x000/001", "0/001/234", "0/000.p/0", "0/000.p/256",
-            "0/000.p/05", "8/000", "0/00a", "entries/000", "0/000/", "-1/000",
+            "0",
+            "00/000",
+            "0/0",
+            "0/x000/001",
+            "0/001/234",
+            "0/000.p/0",
+            "0/000.p/256",
+            "0/000.p/05",
+            "8/000",
+            "0/00a",
+            "entries/000",
+            "0/000/",
+            "-1/000",
         ] {
             assert!(Tile::parse(bad).is_err(), "{bad} parsed");
         }
