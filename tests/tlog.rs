@@ -70,9 +70,10 @@ fn b64(h: &H) -> String {
 }
 
 fn durable() -> Setup {
-    let mut s = Setup::default();
-    s.tables = "[storage]\ncheckpoint_every_commits = 1000\n".into();
-    s
+    Setup {
+        tables: "[storage]\ncheckpoint_every_commits = 1000\n".into(),
+        ..Setup::default()
+    }
 }
 
 fn commit_n(s: &TestServer, from: u64, n: u64) {
@@ -286,8 +287,10 @@ fn an_amnesiac_registry_keeps_its_tree_and_key_in_memory() {
 
 #[test]
 fn the_log_can_be_switched_off_and_a_key_file_names_its_origin() {
-    let mut setup = Setup::default();
-    setup.tables = "[log]\nenabled = false\n".into();
+    let setup = Setup {
+        tables: "[log]\nenabled = false\n".into(),
+        ..Setup::default()
+    };
     let s = TestServer::start(setup);
     for p in [
         "/registry/checkpoint",

@@ -87,7 +87,7 @@ pub fn prove(conn: &Conn, version: u64, size: Option<u64>, out: &Path) -> CliRes
     for h in proof["hashes"].as_array().ok_or("no hashes in the proof")? {
         let raw = h
             .as_str()
-            .and_then(|s| crate::domain::dsse::unb64(s))
+            .and_then(crate::domain::dsse::unb64)
             .ok_or("a proof hash is not base64")?;
         hashes.push(raw.try_into().map_err(|_| "a proof hash is not 32 bytes")?);
     }
