@@ -430,3 +430,28 @@ fn ronctl_keygen_vkey_prove_and_check_proof() {
     ]);
     assert!(!r.status.success());
 }
+
+#[test]
+fn a_restored_backup_signs_with_the_same_key_and_root() {
+    let s = TestServer::start(durable());
+    commit_n(&s, 0, 4);
+    let before = checkpoint_at(&s, 5);
+    let key_before = vkey(&s);
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("backup");
+    let (ok, _, err) = s.ronctl(&["backup", "--to", target.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    use std::os::unix::fs::PermissionsExt;
+    let key = target.join("tlog.key");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    drop(s);
+    let restored = TestServer::start(Setup {
+        data_dir: Some(target),
+        ..durable()
+    });
+    assert_eq!(vkey(&restored).id, key_before.id);
+    assert_eq!(checkpoint_at(&restored, 5), before);
+}
