@@ -764,6 +764,7 @@ fn start_write_plane(config: &Config, shared: &Shared, restored: Restored) -> Op
                 verify_tx: verify_tx.clone(),
                 verified_rx,
                 stop: stop.clone(),
+                tlog: tlog.clone(),
             };
             let handle = std::thread::Builder::new()
                 .name("follower".into())

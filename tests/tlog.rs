@@ -455,3 +455,99 @@ fn a_restored_backup_signs_with_the_same_key_and_root() {
     assert_eq!(vkey(&restored).id, key_before.id);
     assert_eq!(checkpoint_at(&restored, 5), before);
 }
+
+/// A proxy to `upstream` that serves a checkpoint of the same size with another root (a log
+/// showing this client a different tree: a split view), and passes everything else through.
+fn split_view_proxy(upstream: String) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut client) = conn else { continue };
+            let upstream = upstream.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(client.try_clone().unwrap());
+                let mut head = Vec::new();
+                loop {
+                    let mut line = Vec::new();
+                    if reader.read_until(b'\n', &mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.extend_from_slice(&line);
+                    if line == b"\r\n" {
+                        break;
+                    }
+                }
+                let text = String::from_utf8_lossy(&head).to_string();
+                let path = text.split_whitespace().nth(1).unwrap_or("/").to_string();
+                if path == "/registry/checkpoint" {
+                    let target = svc_registry::http::client::Target::Tcp(upstream);
+                    let r =
+                        svc_registry::http::client::request(&target, "GET", &path, &[], None, WAIT)
+                            .unwrap();
+                    let body = String::from_utf8(r.body).unwrap();
+                    let mut lines: Vec<String> = body.split('\n').map(str::to_string).collect();
+                    lines[2] = b64(&[0x5a; 32]);
+                    let body = lines.join("\n");
+                    let _ = write!(
+                        client,
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    return;
+                }
+                let Ok(mut up) = std::net::TcpStream::connect(&upstream) else {
+                    return;
+                };
+                let _ = up.write_all(&head);
+                let (mut up_read, mut to_client) =
+                    (up.try_clone().unwrap(), client.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut up_read, &mut to_client);
+                    let _ = to_client.shutdown(std::net::Shutdown::Both);
+                });
+                let _ = std::io::copy(&mut reader, &mut up);
+                let _ = up.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+fn follower_of(upstream: &str, genesis: &str) -> TestServer {
+    TestServer::start(Setup {
+        tables: format!(
+            "[follow]\nupstreams = [{upstream:?}]\ngenesis_hash = {genesis:?}\ntimeout_ms = 1000\n"
+        ),
+        flags: vec!["--amnesia".into()],
+        ..Setup::default()
+    })
+}
+
+#[test]
+fn a_follower_checks_upstream_checkpoints_and_refuses_a_split_view() {
+    let auth = TestServer::start(durable());
+    commit_n(&auth, 0, 5);
+    let genesis = json(&auth.get("/registry/0"))["hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let root = checkpoint_at(&auth, 6).root;
+
+    // Honest: the follower's own tree has the authority's root, and it stays ready.
+    let honest = follower_of(&format!("http://{}", auth.registry), &genesis);
+    assert_eq!(checkpoint_at(&honest, 6).root, root);
+    commit_n(&auth, 5, 2);
+    assert_eq!(checkpoint_at(&honest, 8).root, checkpoint_at(&auth, 8).root);
+    assert_eq!(honest.admin("GET", "/readyz", None).status, 200);
+
+    // Split view: the same records, a checkpoint of another tree.
+    let proxy = split_view_proxy(auth.registry.clone());
+    let f = follower_of(&proxy, &genesis);
+    eventually(WAIT, "a split view refused in /readyz", || {
+        let r = f.admin("GET", "/readyz", None);
+        r.status == 503 && String::from_utf8_lossy(&r.body).contains("split view")
+    });
+    assert!(f.logs().contains("split view"), "{}", f.logs());
+}
