@@ -551,3 +551,107 @@ fn a_follower_checks_upstream_checkpoints_and_refuses_a_split_view() {
     });
     assert!(f.logs().contains("split view"), "{}", f.logs());
 }
+
+/// Commit from HEAD in a loop until `stop` (conflicts and a killed server just end attempts).
+fn load(
+    s: std::sync::Arc<TestServer>,
+    worker: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut i = 0u64;
+    let req = |method: &str, path: &str, body: Option<&[u8]>| {
+        svc_registry::http::client::request(
+            &s.target(),
+            method,
+            path,
+            &[],
+            body,
+            Duration::from_secs(5),
+        )
+        .ok()
+        .filter(|r| r.status < 300)
+        .and_then(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
+    };
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        i += 1;
+        let Some(head) = req("GET", "/registry/head", None) else {
+            return;
+        };
+        let payload = serde_json::to_vec(&j!({"registry_id": "test-registry",
+            "base_version": head["version"], "ops": [put("node", &format!("w{worker}-{i}"), j!({}))]}))
+        .unwrap();
+        let Some(p) = req("POST", "/propose", Some(&payload)) else {
+            continue;
+        };
+        let id = p["proposal_id"].as_str().unwrap().to_string();
+        if req(
+            "POST",
+            "/approve",
+            Some(&s.setup.approve_body(&id, &payload)),
+        )
+        .is_none()
+        {
+            continue;
+        }
+        let _ = req(
+            "POST",
+            "/commit",
+            Some(&serde_json::to_vec(&j!({"proposal_id": id})).unwrap()),
+        );
+    }
+}
+
+#[test]
+fn kill_9_under_load_never_serves_a_checkpoint_beyond_durable_or_inconsistent() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let mut s = Arc::new(TestServer::start(durable()));
+    let mut seen: Vec<Checkpoint> = Vec::new();
+    for round in 0..4u64 {
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers: Vec<_> = (0..3)
+            .map(|w| {
+                let (s, stop) = (s.clone(), stop.clone());
+                std::thread::spawn(move || load(s, w, stop))
+            })
+            .collect();
+        // Checkpoints taken under load: never past the HEAD read just after.
+        let key = vkey(&s);
+        for _ in 0..5 {
+            let r = s.get("/registry/checkpoint");
+            let head = s.head()["version"].as_u64().unwrap();
+            if r.status == 200 {
+                let text = String::from_utf8(r.body).unwrap();
+                let cp = Checkpoint::parse(key.open(&text).unwrap()).unwrap();
+                assert!(
+                    cp.size <= head + 1,
+                    "checkpoint {} past HEAD {head}",
+                    cp.size
+                );
+                seen.push(cp);
+            }
+            std::thread::sleep(Duration::from_millis(30 + 20 * round));
+        }
+        s.signal(libc::SIGKILL);
+        stop.store(true, Ordering::Relaxed);
+        for w in workers {
+            w.join().unwrap();
+        }
+        let server = Arc::try_unwrap(s).ok().expect("workers are done");
+        s = Arc::new(server.restart_killed());
+        // After the restart: the tree is the log's, and every checkpoint seen before is a prefix.
+        let head = s.head()["version"].as_u64().unwrap();
+        let cp = checkpoint_at(&s, head + 1);
+        let l = leaves(&s, head + 1);
+        assert_eq!(cp.root, mth(&l), "round {round}");
+        for old in &seen {
+            assert_eq!(
+                mth(&l[..old.size as usize]),
+                old.root,
+                "round {round}: size {}",
+                old.size
+            );
+        }
+    }
+    assert!(seen.len() >= 10, "too few checkpoints under load");
+}
