@@ -90,7 +90,7 @@ impl HashStore {
                     // map exists, and only the start-up check calls it, before this), so no
                     // read of the map can SIGBUS. Bytes in it change only by this thread's
                     // appends past what readers may read (they read below the published size).
-                    let m = unsafe { memmap2::MmapOptions::new().len(end as usize).map(&*f)? };
+                    let m = unsafe { memmap2::MmapOptions::new().len(end as usize).map(f)? };
                     map.store(Some(std::sync::Arc::new(m)));
                 }
                 Ok(())
