@@ -189,12 +189,13 @@ fn checkpoint_tiles_and_proofs_agree_with_an_independent_recomputation() {
     let status = |p: &str| s.get(p).status;
     assert_eq!(status("/registry/proof/inclusion?version=0&size=12"), 404);
     assert_eq!(status("/registry/proof/consistency?old=1&new=12"), 404);
+    // Well-formed, but no such leaf or proof: 404, like a version past HEAD.
+    assert_eq!(status("/registry/proof/inclusion?version=3&size=3"), 404);
+    assert_eq!(status("/registry/proof/consistency?old=4&new=3"), 404);
     for bad in [
-        "/registry/proof/inclusion?version=3&size=3",
         "/registry/proof/inclusion?version=1",
         "/registry/proof/inclusion?version=01&size=3",
         "/registry/proof/consistency?old=0&new=3",
-        "/registry/proof/consistency?old=4&new=3",
         "/registry/proof/consistency?old=x&new=3",
     ] {
         assert_eq!(status(bad), 400, "{bad}");

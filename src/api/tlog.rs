@@ -107,7 +107,8 @@ pub fn inclusion(tlog: Option<&Tlog>, req: &Request) -> Result<Response, ApiErro
     let version = required(req, "version")?;
     let size = required(req, "size")?;
     if version >= size {
-        return Err(ApiError::bad_request(format!(
+        // Well-formed but naming a leaf the tree does not have: like a version past HEAD.
+        return Err(ApiError::not_found(format!(
             "version {version} is not in a tree of size {size} (size is HEAD+1 of some checkpoint)"
         )));
     }
@@ -118,9 +119,15 @@ pub fn consistency(tlog: Option<&Tlog>, req: &Request) -> Result<Response, ApiEr
     let tlog = tlog.ok_or_else(off)?;
     let old = required(req, "old")?;
     let new = required(req, "new")?;
-    if old == 0 || old > new {
-        return Err(ApiError::bad_request(format!(
-            "no consistency proof from {old} to {new}: need 1 <= old <= new"
+    if old == 0 {
+        return Err(ApiError::bad_request(
+            "old must be at least 1 (a tree of one version)",
+        ));
+    }
+    if old > new {
+        // Well-formed but naming no proof: a tree does not extend a larger one.
+        return Err(ApiError::not_found(format!(
+            "no consistency proof from {old} to {new}: old is past new"
         )));
     }
     Ok(hashes_json(&tlog.consistency(old, new).map_err(failed)?))
