@@ -1429,4 +1429,40 @@ mod tests {
             follower_config(&format!("{base}[follow]\ngenesis_hash = \"{g}\"\n"), &[]).unwrap_err();
         assert!(e.contains("no upstreams"), "{e}");
     }
+
+    #[test]
+    fn the_log_table_defaults_resolves_its_key_path_and_refuses_a_bad_origin() {
+        let base = format!(
+            "registry_id = \"r\"\ndata_dir = \"d\"\n[signers]\n{}",
+            two_keys(1)
+        );
+        let load = |extra: &str| {
+            Config::from_toml(
+                &format!("{base}{extra}"),
+                Path::new("/etc/ron/r.toml"),
+                Flags::default(),
+                &|_| None,
+            )
+        };
+        let c = load("").unwrap();
+        assert!(c.raw.log.enabled);
+        assert_eq!(c.raw.log.origin_for("r"), "svc-registry/r");
+        assert!(
+            c.to_toml().contains("[log]\nenabled = true"),
+            "{}",
+            c.to_toml()
+        );
+        let c = load("[log]\norigin = \"example.com/r\"\nkey_file = \"tlog.key\"\n").unwrap();
+        assert_eq!(c.raw.log.origin_for("r"), "example.com/r");
+        assert_eq!(
+            c.raw.log.key_file.as_deref(),
+            Some(Path::new("/etc/ron/tlog.key"))
+        );
+        // The path is shown, never the key (config print reads no key file).
+        assert!(c.to_toml().contains("key_file = \"/etc/ron/tlog.key\""));
+        for bad in ["a b", "a+b", ""] {
+            let e = load(&format!("[log]\norigin = {bad:?}\n")).unwrap_err();
+            assert!(e.0.contains("[log] origin"), "{}", e.0);
+        }
+    }
 }
