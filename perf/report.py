@@ -609,6 +609,40 @@ if fr:
             goals.append(("commit → follower's follower p99 < 20 ms (issue 15)",
                           f"{r['fof_p99_ms']} ms", verdict(float(r["fof_p99_ms"]) < 20)))
     p("")
+# ------------------------------------------------------------------ tlog (issue 19)
+tw = {m: [load(os.path.basename(f)) for f in sorted(glob.glob(path(f"tlog-writes-{m}-r*.json")))] for m in ("on", "off")}
+if tw["on"] and tw["off"]:
+    p("## Transparency log (issue 19)\n")
+    mean = lambda xs: statistics.mean(xs) if xs else float("nan")
+    on = mean([d["commits_per_s"] for d in tw["on"]])
+    off = mean([d["commits_per_s"] for d in tw["off"]])
+    cost = 1 - on / off if off else float("nan")
+    p(f"Durable commits/s, 2-of-3, fsync batch, C=64, tree on vs off in one run (alternating): "
+      f"on **{fmt(on)}**, off **{fmt(off)}** (cost {cost * 100:.1f} %; "
+      f"p99 on {fmt(mean([d['commit_latency']['p99_ms'] for d in tw['on']]), 2)} ms, "
+      f"off {fmt(mean([d['commit_latency']['p99_ms'] for d in tw['off']]), 2)} ms).\n")
+    cpu = lambda m, k: mean([d["cpu"]["by_thread_us"].get(k, 0.0) if k else d["cpu"]["us_per_commit"] for d in tw[m] if d.get("cpu")])
+    p(f"Server CPU per commit (the steadier figure on a shared box): total on {fmt(cpu('on', None))} µs / "
+      f"off {fmt(cpu('off', None))} µs; writer thread on {fmt(cpu('on', 'writer'))} µs / off "
+      f"{fmt(cpu('off', 'writer'))} µs; the `tlog` thread {fmt(cpu('on', 'tlog'), 1)} µs.\n")
+    goals.append(("tree writer cost ≤ 5 % of durable commits/s at C=64", f"{cost * 100:.1f} % (commits/s)", verdict(cost <= 0.05)))
+    wcost = cpu("on", "writer") / cpu("off", "writer") - 1 if cpu("off", "writer") else float("nan")
+    goals.append(("tree cost on the writer thread ≤ 5 % (CPU µs per commit, on vs off)", f"{wcost * 100:+.1f} %", verdict(wcost <= 0.05)))
+    proofs = [parse_wrk(f) for f in sorted(glob.glob(path("wrk-tlog-proof-r*.txt")))]
+    tiles = {s: [parse_wrk(f) for f in sorted(glob.glob(path(f"wrk-tlog-tile-{s}-r*.txt")))] for s in ("ours", "nginx")}
+    size = text("tlog-size.txt", "?")
+    if proofs:
+        rps = mean([r["rps"] for r in proofs])
+        p(f"Inclusion proofs of random versions in a tree of {size} at 64 connections: **{fmt(rps)} req/s**, "
+          f"p99 {fmt(mean([r['p99'] for r in proofs]), 2)} ms, {fmt(mean([r['per_cpu_s'] for r in proofs]))} requests per server CPU-s, "
+          f"{sum(r['errors'] + r['non2xx'] for r in proofs)} errors.\n")
+        goals.append(("proof routes ≥ 50k requests/s at 64 connections", f"{rps:,.0f}/s", verdict(rps >= 50000)))
+    if tiles["ours"] and tiles["nginx"]:
+        o, n = mean([r["rps"] for r in tiles["ours"]]), mean([r["rps"] for r in tiles["nginx"]])
+        p(f"A full level-0 tile (8 KiB) at 64 connections: ours **{fmt(o)} req/s**, nginx serving the "
+          f"same file **{fmt(n)} req/s** ({o / n:.2f}×); requests per server CPU-s ours "
+          f"{fmt(mean([r['per_cpu_s'] for r in tiles['ours']]))} / nginx {fmt(mean([r['per_cpu_s'] for r in tiles['nginx']]))}.\n")
+        goals.append(("full tiles served ≥ 0.9× nginx serving the same file", f"{o / n:.2f}×", verdict(o / n >= 0.9)))
 
 # ------------------------------------------------------------------ goals
 if goals:

@@ -12,6 +12,7 @@
 # Sections: reads, writes, stream, startup, footprint, history, tls, pq, auth. --quick shortens every run (2 s instead of
 # 5 s, one round instead of two) and skips the 1M and 100k-version data sets. Full run ≈ 11–14 min
 # (pq alone ≈ 2.5 min), --quick ≈ 3.5 min, on 2 cores (plus the build). Add --only SECTION,... to run some sections.
+# Section tlog (issue 19) runs only when named: --only tlog (≈ 1.5 min, --quick ≈ 45 s).
 # PERF_PREBUILT=1 with PERF_BIN and PERF_LG runs binaries built elsewhere (no build here).
 # `follow` (issue 15: follower catch-up and commit → follower latency) runs only when named
 # (--only follow): it builds perf/follow_measure.rs as a release test binary (FOLLOW_N versions,
@@ -46,6 +47,7 @@ if want startup || want footprint; then tools+=(strip); fi
 if want history; then tools+=(wrk); fi
 if want tls; then tools+=(wrk nginx openssl); fi
 if want auth; then tools+=(wrk); fi
+if want tlog; then tools+=(wrk nginx); fi
 ensure_tools "${tools[@]}"
 mkdir -p "$RAW" "$TMPD"
 # A partial run (--only) keeps the other sections' raw files, so the report stays whole.
@@ -510,6 +512,61 @@ for l in sys.stdin:
     SVC_REGISTRY_BIN="$BIN" N=$FN FOLLOW_OUT="$RAW/follow.txt" TMPDIR="$TMPD" \
         "$fbin" --nocapture >"$RAW/follow-stdout.txt" 2>"$RAW/follow-stderr.txt"
     while read -r line; do log "follow: $line"; done <"$RAW/follow.txt"
+# ---------------------------------------------------------------- tlog
+# Issue 19: the transparency log's cost and its read routes. Writer: durable commits/s, 2-of-3,
+# fsync batch, C=64, with the tree on and off ([log] enabled), alternating order per round, in
+# one run. Reads: inclusion proofs of random versions at 64 connections (wrk + Lua), and a full
+# level-0 tile from us vs nginx serving the same 8 KiB file.
+if want tlog; then
+    for round in $(seq 1 $ROUNDS); do
+        if [ $((round % 2)) = 1 ]; then order="on off"; else order="off on"; fi
+        for mode in $order; do
+            dir="$TMPD/tlog-$mode"
+            if [ "$mode" = on ]; then enabled=true; else enabled=false; fi
+            write_config "$dir" 2 3 batch "[log]
+enabled = $enabled"
+            start_registry "tlog-$mode-r$round" "$dir"
+            "$LG" writes --addr "$RA" --metrics "$MA" --pid "$SPID" --clients 64 --secs $WD \
+                --signers 3 --threshold 2 --max-proposals $((WD * 5000)) \
+                >"$RAW/tlog-writes-$mode-r$round.json"
+            log "tlog writes tree $mode r$round: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["commits_per_s"], "commits/s p99", d["commit_latency"]["p99_ms"], "ms")' "$RAW/tlog-writes-$mode-r$round.json")"
+            stop_registry
+            rm -rf "$dir"
+        done
+    done
+    dir="$TMPD/tlog-reads"
+    write_config "$dir" 1 1 batch
+    start_registry tlog-reads "$dir"
+    "$LG" fill --addr "$RA" --descriptors 2000 --ops 1 >"$RAW/tlog-fill.json"
+    size=$(( $(curl -fs "http://$RA/registry/head" | python3 -c 'import json,sys; print(json.load(sys.stdin)["version"])') + 1 ))
+    for i in $(seq 1 100); do
+        [ "$(curl -fs "http://$RA/registry/checkpoint" | sed -n 2p)" = "$size" ] && break
+        sleep 0.1
+    done
+    www="$TMPD/tlog-www"
+    mkdir -p "$www"
+    curl -fs "http://$RA/registry/tile/0/000" >"$www/tile-0-000"
+    echo "$size" >"$RAW/tlog-size.txt"
+    start_nginx "$www"
+    for round in $(seq 1 $ROUNDS); do
+        if [ $((round % 2)) = 1 ]; then order="ours nginx"; else order="nginx ours"; fi
+        for srv in $order; do
+            f="$RAW/wrk-tlog-tile-$srv-r$round.txt"
+            case $srv in ours) cpid=$SPID; url="http://$RA/registry/tile/0/000" ;; nginx) cpid=$NGINX_PID; url="http://$NGINX_ADDR/tile-0-000" ;; esac
+            cpu0=$(python3 "$ROOT/perf/cpu.py" "$cpid")
+            wrk -t2 -c64 -d${D}s --timeout 5s --latency "$url" >"$f" 2>&1
+            echo "server_cpu_s $(python3 -c 'import sys; print(round(float(sys.argv[2]) - float(sys.argv[1]), 2))' "$cpu0" "$(python3 "$ROOT/perf/cpu.py" "$cpid")")" >>"$f"
+            log "tlog full tile $srv r$round: $(grep Requests/sec "$f" | tr -s ' ')"
+        done
+        f="$RAW/wrk-tlog-proof-r$round.txt"
+        cpu0=$(python3 "$ROOT/perf/cpu.py" "$SPID")
+        TLOG_SIZE=$size wrk -t2 -c64 -d${D}s --timeout 5s --latency -s "$ROOT/perf/wrk/tlog_proof.lua" "http://$RA" >"$f" 2>&1
+        echo "server_cpu_s $(python3 -c 'import sys; print(round(float(sys.argv[2]) - float(sys.argv[1]), 2))' "$cpu0" "$(python3 "$ROOT/perf/cpu.py" "$SPID")")" >>"$f"
+        log "tlog inclusion proofs (size $size) r$round: $(grep Requests/sec "$f" | tr -s ' ')"
+    done
+    stop_pid "$NGINX_PID"; forget_pid "$NGINX_PID"
+    stop_registry
+    rm -rf "$dir" "$www"
 fi
 
 stop_all

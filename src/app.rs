@@ -602,6 +602,9 @@ struct Roles {
     sse_hub: Arc<SseHub>,
     sse_thread: JoinHandle<()>,
     checkpoint_thread: Option<JoinHandle<()>>,
+    /// The transparency log (`[log] enabled`), its thread and that thread's stop flag.
+    tlog: Option<Arc<crate::tlog::Tlog>>,
+    tlog_thread: Option<(JoinHandle<()>, Arc<AtomicBool>)>,
     bus_socket: Option<crate::bus::SocketServer>,
     /// The follower (with `[follow]`) and its stop flag.
     follower: Option<(JoinHandle<()>, Arc<AtomicBool>)>,
@@ -736,6 +739,22 @@ fn start_write_plane(config: &Config, shared: &Shared, restored: Restored) -> Op
     publishers.push(Box::new(crate::roles::retention::RetentionPublisher(
         retention_tx,
     )));
+    // The transparency log: its tree is built by its own thread from published records.
+    let (tlog, tlog_thread) = if config.raw.log.is_enabled() {
+        match start_tlog(config, &snapshot, storage.as_ref().map(|s| s.2.as_path())) {
+            Ok((tlog, tx, handle)) => {
+                publishers.push(Box::new(crate::roles::tlog::TlogFeed(tx)));
+                (Some(tlog), Some(handle))
+            }
+            Err(e) => {
+                log::error!("msg=\"cannot start the transparency log\" error={e:?}");
+                eprintln!("error: transparency log: {e}");
+                return None;
+            }
+        }
+    } else {
+        (None, None)
+    };
     // The bus's optional local socket.
     publishers.push(Box::new(crate::bus::BusPublisher(shared.bus.clone())));
     let bus_socket = match &config.raw.bus.socket {
@@ -768,6 +787,7 @@ fn start_write_plane(config: &Config, shared: &Shared, restored: Restored) -> Op
                 verify_tx: verify_tx.clone(),
                 verified_rx,
                 stop: stop.clone(),
+                tlog: tlog.clone(),
             };
             let handle = std::thread::Builder::new()
                 .name("follower".into())
@@ -813,6 +833,8 @@ fn start_write_plane(config: &Config, shared: &Shared, restored: Restored) -> Op
         sse_hub,
         sse_thread,
         checkpoint_thread,
+        tlog,
+        tlog_thread,
         bus_socket,
         follower,
         internal_hold,
@@ -849,8 +871,57 @@ impl Roles {
         if let Some(t) = self.checkpoint_thread {
             let _ = t.join();
         }
+        // Its feed closed with the writer; a start-up check still running stops at its next step.
+        if let Some((t, stop)) = self.tlog_thread {
+            stop.store(true, Ordering::SeqCst);
+            let _ = t.join();
+        }
         drop(self.storage);
     }
+}
+
+/// The log key, the tree store and the `tlog` thread (src/roles/tlog.rs).
+type TlogStarted = (
+    Arc<crate::tlog::Tlog>,
+    Sender<Arc<crate::domain::record::CommitRecord>>,
+    (JoinHandle<()>, Arc<AtomicBool>),
+);
+
+fn start_tlog(
+    config: &Config,
+    snapshot: &Arc<ArcSwap<Snapshot>>,
+    data_dir: Option<&std::path::Path>,
+) -> Result<TlogStarted, String> {
+    let origin = config.raw.log.origin_for(&config.raw.registry_id);
+    let (key, generated) =
+        crate::tlog::load_key(&origin, config.raw.log.key_file.as_deref(), data_dir)?;
+    if generated {
+        // The verifier key is public: clients pin it (docs/OPERATIONS.md).
+        log::info!(
+            "msg=\"log key generated\" in_memory={} vkey={}",
+            data_dir.is_none(),
+            key.vkey()
+        );
+    }
+    let store = match data_dir {
+        Some(dir) => crate::tlog::store::HashStore::open(dir)
+            .map_err(|e| format!("{}: {e}", dir.join(crate::tlog::store::TREE_FILE).display()))?,
+        None => crate::tlog::store::HashStore::memory(),
+    };
+    let tlog = Arc::new(crate::tlog::Tlog::new(origin, key, store)?);
+    let (tx, rx) = crossbeam_channel::bounded(crate::roles::tlog::FEED_QUEUE);
+    let stop = Arc::new(AtomicBool::new(false));
+    let parts = crate::roles::tlog::TlogParts {
+        tlog: tlog.clone(),
+        snapshot: snapshot.clone(),
+        feed: rx,
+        stop: stop.clone(),
+    };
+    let handle = std::thread::Builder::new()
+        .name("tlog".into())
+        .spawn(move || crate::roles::tlog::run(parts))
+        .map_err(|e| format!("spawning the tlog thread: {e}"))?;
+    Ok((tlog, tx, (handle, stop)))
 }
 
 /// Bind the registry listener (TCP, or the Unix socket with `--uds-only`).
@@ -863,6 +934,7 @@ fn start_registry(config: &Config, shared: &Shared, roles: &Roles) -> Option<Ser
         cors: crate::api::cors::Cors::new(&config.raw.http.cors_allow_origins),
         gate: shared.gate.clone(),
         pending_ops: roles.pending_ops.clone(),
+        tlog: roles.tlog.clone(),
     });
     let (listener, addr) = if config.flags.uds_only {
         let path = config

@@ -132,6 +132,16 @@ impl Conn {
         expect(r, want, method, path, true)
     }
 
+    /// A registry route answering text (the transparency log's checkpoint and vkey).
+    pub fn registry_text(&self, path: &str) -> Result<String, String> {
+        let r = self.call(&self.registry, "GET", path, None)?;
+        if r.status == 200 {
+            return String::from_utf8(r.body)
+                .map_err(|_| format!("GET {path}: the answer is not UTF-8"));
+        }
+        expect(r, 200, "GET", path, false).map(|_| String::new())
+    }
+
     /// An admin route answering text (not JSON).
     pub fn admin_text(&self, path: &str) -> Result<String, String> {
         let r = self.call(&self.admin, "GET", path, None)?;

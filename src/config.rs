@@ -60,6 +60,53 @@ pub struct RawConfig {
     /// `[follow]`: run as a verifying follower of these upstreams (docs/OPERATIONS.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub follow: Option<FollowConfig>,
+    /// `[log]`: the transparency log (SPEC §12, docs/OPERATIONS.md "Transparency log").
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `[log]`: the transparency log's origin and key.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Whether the tree is kept and the checkpoint, tile and proof routes answer (false: they
+    /// answer 404; for measuring the tree's cost, docs/PERFORMANCE.md). Unset: on, except with a
+    /// retention window (`[storage] retain_versions`), which the tree cannot follow: it keeps a
+    /// stored hash per version for proofs over the whole history. Resolved at load, so a loaded
+    /// config always has `Some`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// The checkpoint origin line and log key name; absent: `svc-registry/<registry_id>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// The log's private key in Go note's `PRIVATE+KEY+…` form. Absent: `tlog.key` in the data
+    /// directory, generated (mode 0600) on first start; with --amnesia, generated in memory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            enabled: None,
+            origin: None,
+            key_file: None,
+        }
+    }
+}
+
+impl LogConfig {
+    /// Whether the transparency log runs (see `enabled`).
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.unwrap_or(true)
+    }
+
+    /// The origin in force for a registry named `registry_id`.
+    pub fn origin_for(&self, registry_id: &str) -> String {
+        self.origin
+            .clone()
+            .unwrap_or_else(|| format!("svc-registry/{registry_id}"))
+    }
 }
 
 /// `[auth]`: where the root keys are and which actions need a token.
@@ -486,6 +533,7 @@ impl Config {
         raw.data_dir = resolve(&base, &raw.data_dir);
         raw.uds_path = raw.uds_path.map(|p| resolve(&base, &p));
         raw.bus.socket = raw.bus.socket.map(|p| resolve(&base, &p));
+        raw.log.key_file = raw.log.key_file.map(|p| resolve(&base, &p));
         if let Some(follow) = &mut raw.follow {
             follow.cacert = follow.cacert.take().map(|p| resolve(&base, &p));
         }
@@ -517,7 +565,7 @@ impl Config {
         Self::validate(raw, path, flags)
     }
 
-    pub fn validate(raw: RawConfig, path: &Path, flags: Flags) -> Result<Config, ConfigError> {
+    pub fn validate(mut raw: RawConfig, path: &Path, flags: Flags) -> Result<Config, ConfigError> {
         let fail = |msg: String| ConfigError(format!("{}: {msg}", path.display()));
         let id_ok = !raw.registry_id.is_empty()
             && raw.registry_id.len() <= 128
@@ -538,6 +586,12 @@ impl Config {
             if addr.parse::<std::net::SocketAddr>().is_err() {
                 return Err(fail(format!("{key} {addr:?} is not an IP:port address")));
             }
+        }
+        let origin = raw.log.origin_for(&raw.registry_id);
+        if !crate::tlog::note::valid_name(&origin) {
+            return Err(fail(format!(
+                "[log] origin {origin:?} must be non-empty, without '+' or white space"
+            )));
         }
         if flags.uds_only && raw.uds_path.is_none() {
             return Err(fail("--uds-only needs uds_path to be set".to_string()));
@@ -623,6 +677,23 @@ impl Config {
                  checkpoint_every_commits)",
                 raw.storage.retain_versions, raw.storage.checkpoint_every_commits
             )));
+        }
+        // The transparency log keeps every version's stored hashes (on disk, or in memory with
+        // --amnesia) so that it can prove inclusion from genesis: a windowed node cannot keep it
+        // and stay small, and its start-up check needs the dropped records. Proofs come from the
+        // nodes that keep the full history (docs/OPERATIONS.md, "Retention window").
+        match (raw.log.enabled, raw.storage.retain_versions > 0) {
+            (Some(true), true) => {
+                return Err(fail(format!(
+                    "[log] enabled = true cannot be combined with storage.retain_versions = {}: \
+                     the transparency log proves inclusion from genesis and keeps a hash per \
+                     version, which a retention window drops; serve proofs from a node with the \
+                     full history",
+                    raw.storage.retain_versions
+                )));
+            }
+            (None, windowed) => raw.log.enabled = Some(!windowed),
+            (Some(_), _) => {}
         }
         if raw.proposals.commit_wait_ms > MAX_COMMIT_WAIT_MS {
             return Err(fail(format!(
@@ -1427,5 +1498,49 @@ mod tests {
         let e =
             follower_config(&format!("{base}[follow]\ngenesis_hash = \"{g}\"\n"), &[]).unwrap_err();
         assert!(e.contains("no upstreams"), "{e}");
+    }
+
+    #[test]
+    fn the_log_table_defaults_resolves_its_key_path_and_refuses_a_bad_origin() {
+        let base = format!(
+            "registry_id = \"r\"\ndata_dir = \"d\"\n[signers]\n{}",
+            two_keys(1)
+        );
+        let load = |extra: &str| {
+            Config::from_toml(
+                &format!("{base}{extra}"),
+                Path::new("/etc/ron/r.toml"),
+                Flags::default(),
+                &|_| None,
+            )
+        };
+        let c = load("").unwrap();
+        assert!(c.raw.log.is_enabled());
+        assert_eq!(c.raw.log.origin_for("r"), "svc-registry/r");
+        assert!(
+            c.to_toml().contains("[log]\nenabled = true"),
+            "{}",
+            c.to_toml()
+        );
+        let c = load("[log]\norigin = \"example.com/r\"\nkey_file = \"tlog.key\"\n").unwrap();
+        assert_eq!(c.raw.log.origin_for("r"), "example.com/r");
+        assert_eq!(
+            c.raw.log.key_file.as_deref(),
+            Some(Path::new("/etc/ron/tlog.key"))
+        );
+        // The path is shown, never the key (config print reads no key file).
+        assert!(c.to_toml().contains("key_file = \"/etc/ron/tlog.key\""));
+        // A retention window turns the tree off unless asked for, and refuses it when asked.
+        let windowed = "[storage]\nretain_versions = 20000\n";
+        let c = load(windowed).unwrap();
+        assert!(!c.raw.log.is_enabled());
+        assert!(c.to_toml().contains("[log]\nenabled = false"), "{}", c.to_toml());
+        let e = load(&format!("{windowed}[log]\nenabled = true\n")).unwrap_err();
+        assert!(e.0.contains("retain_versions = 20000"), "{}", e.0);
+        assert!(load(&format!("{windowed}[log]\nenabled = false\n")).is_ok());
+        for bad in ["a b", "a+b", ""] {
+            let e = load(&format!("[log]\norigin = {bad:?}\n")).unwrap_err();
+            assert!(e.0.contains("[log] origin"), "{}", e.0);
+        }
     }
 }

@@ -23,3 +23,4 @@ pub mod roles;
 pub mod snapshot;
 pub mod storage;
 pub mod tail;
+pub mod tlog;

@@ -58,6 +58,10 @@ pub struct Metrics {
     pub registry_oldest_version: IntGauge,
     pub registry_log_bytes: IntGauge,
     pub registry_follow_upstreams_expired: IntGauge,
+    /// The transparency log's served tree size (versions in the tree, HEAD+1 when caught up).
+    pub registry_tlog_size: IntGauge,
+    /// Times the start-up check found the tree file disagreeing with the log and rebuilt it.
+    pub registry_tlog_rebuilds_total: IntCounter,
 }
 
 fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
@@ -270,6 +274,16 @@ impl Metrics {
                 "Follower: upstreams that answered 410 for its next version (their retention window starts after it)",
             )
             .expect("valid"),
+            registry_tlog_size: IntGauge::new(
+                "registry_tlog_size",
+                "Transparency log: the tree size served by checkpoints, tiles and proofs",
+            )
+            .expect("valid"),
+            registry_tlog_rebuilds_total: IntCounter::new(
+                "registry_tlog_rebuilds_total",
+                "Transparency log: tree files found disagreeing with the log and rebuilt from it",
+            )
+            .expect("valid"),
         };
         // Every alg's series exists from the start (at zero), so dashboards and alerts see
         // the metric before the first approval of each algorithm.
@@ -315,6 +329,8 @@ impl Metrics {
             Box::new(m.registry_oldest_version.clone()),
             Box::new(m.registry_log_bytes.clone()),
             Box::new(m.registry_follow_upstreams_expired.clone()),
+            Box::new(m.registry_tlog_size.clone()),
+            Box::new(m.registry_tlog_rebuilds_total.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for c in collectors {

@@ -10,6 +10,7 @@ mod admin;
 pub mod cors;
 mod registry;
 pub mod replies;
+mod tlog;
 
 pub use admin::AdminApi;
 pub use registry::RegistryApi;

@@ -51,6 +51,8 @@ pub struct RegistryApi {
     /// The writer's pending proposals' ops, for `kind` / `id_prefix` caveats on approve and
     /// commit.
     pub pending_ops: Arc<PendingOps>,
+    /// The transparency log (None: `[log] enabled = false`; its routes answer 404).
+    pub tlog: Option<Arc<crate::tlog::Tlog>>,
 }
 
 enum Route {
@@ -66,6 +68,12 @@ enum Route {
     Commit,
     Proposal(String),
     Submit,
+    Checkpoint,
+    Vkey,
+    /// The tile path after `tile/`.
+    Tile(String),
+    ProofInclusion,
+    ProofConsistency,
 }
 
 impl Route {
@@ -83,6 +91,11 @@ impl Route {
             Route::Commit => "/commit",
             Route::Proposal(_) => "/proposals/{id}",
             Route::Submit => "/submit",
+            Route::Checkpoint => "/registry/checkpoint",
+            Route::Vkey => "/registry/vkey",
+            Route::Tile(_) => "/registry/tile/{path}",
+            Route::ProofInclusion => "/registry/proof/inclusion",
+            Route::ProofConsistency => "/registry/proof/consistency",
         }
     }
 
@@ -122,8 +135,23 @@ impl Route {
         mut segments: impl Iterator<Item = Result<Cow<'a, str>, String>>,
     ) -> Result<Option<Route>, String> {
         let mut next = || segments.next().transpose();
-        let (first, second, third, fourth) = (next()?, next()?, next()?, next()?);
-        let more = next()?.is_some();
+        let (first, second, third, fourth, fifth) = (next()?, next()?, next()?, next()?, next()?);
+        // Tile paths have a variable number of segments (C2SP tlog-tiles): the rest, joined.
+        if let ("registry", Some("tile"), Some(tile)) =
+            (first.as_deref().unwrap_or(""), second.as_deref(), third.as_deref())
+        {
+            let mut path = tile.to_string();
+            for rest in [fourth, fifth].into_iter().flatten() {
+                path.push('/');
+                path.push_str(&rest);
+            }
+            for rest in segments {
+                path.push('/');
+                path.push_str(&rest?);
+            }
+            return Ok(Some(Route::Tile(path)));
+        }
+        let more = fifth.is_some();
         // As when the segments were collected: any undecodable segment refuses the path.
         for rest in segments {
             rest?;
@@ -138,6 +166,10 @@ impl Route {
             fourth.as_deref(),
         ) {
             ("registry", Some("head"), None, _) => Route::Head,
+            ("registry", Some("checkpoint"), None, _) => Route::Checkpoint,
+            ("registry", Some("vkey"), None, _) => Route::Vkey,
+            ("registry", Some("proof"), Some("inclusion"), None) => Route::ProofInclusion,
+            ("registry", Some("proof"), Some("consistency"), None) => Route::ProofConsistency,
             ("registry", Some("signers"), None, _) => Route::Signers,
             ("registry", Some("log"), None, _) => Route::Log,
             ("registry", Some("stream"), None, _) => Route::Stream,
@@ -259,6 +291,11 @@ impl RegistryApi {
             Route::Descriptors => self.descriptors(&req),
             Route::Log => self.log(&req),
             Route::Signers => self.signers(&req),
+            Route::Checkpoint => super::tlog::checkpoint(self.tlog.as_deref()),
+            Route::Vkey => super::tlog::vkey(self.tlog.as_deref()),
+            Route::Tile(path) => super::tlog::tile(self.tlog.as_deref(), &path),
+            Route::ProofInclusion => super::tlog::inclusion(self.tlog.as_deref(), &req),
+            Route::ProofConsistency => super::tlog::consistency(self.tlog.as_deref(), &req),
             Route::Stream => match &self.stream {
                 Some(hub) => return stream(hub, &req),
                 None => Err(ApiError::unavailable("the stream is not running")),

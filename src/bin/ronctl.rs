@@ -169,6 +169,29 @@ enum Cmd {
     },
     /// Print ronctl's man page (roff) to stdout, e.g. `ronctl manpage > ronctl.1`.
     Manpage,
+    /// The transparency log's key (docs/OPERATIONS.md "Transparency log").
+    #[command(subcommand)]
+    Log(LogCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum LogCmd {
+    /// Generate a log key (Go note's PRIVATE+KEY+… form, mode 0600) for `[log] key_file`;
+    /// prints its verifier key.
+    Keygen {
+        /// The key name: the log's origin (`[log] origin`, default svc-registry/<registry_id>).
+        #[arg(long)]
+        origin: String,
+        /// Where to write the key file (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the verifier key (`<name>+<hex id>+<base64 key>`): of a key file, or the server's.
+    Vkey {
+        /// A log key file; without it, GET /registry/vkey from --url.
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+    },
 }
 
 /// `keygen --alg`: the key algorithms (docs/FORMATS.md), `hybrid` naming `ed25519+ml-dsa-65`.
@@ -420,6 +443,28 @@ enum RegistryCmd {
         /// The registry_id the records must belong to (default: the first payload's).
         #[arg(long)]
         registry_id: Option<String>,
+    },
+    /// Write a C2SP tlog-proof that VERSION is in the server's current signed checkpoint.
+    Prove {
+        /// The version to prove.
+        version: u64,
+        /// Insist on this tree size (the server signs only its current one).
+        #[arg(long)]
+        size: Option<u64>,
+        /// Where to write the proof.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Check a tlog-proof offline against a pinned verifier key.
+    CheckProof {
+        /// The proof file (from `registry prove`).
+        file: PathBuf,
+        /// The log's verifier key, or a file holding it (from `ronctl log vkey`).
+        #[arg(long)]
+        vkey: String,
+        /// The record hash (hash_V, 64 hex) the proof must be for; default: the one it carries.
+        #[arg(long, value_name = "HEX")]
+        record_hash: Option<String>,
     },
 }
 
@@ -683,7 +728,24 @@ fn main() -> ExitCode {
                 log_file.as_deref(),
                 registry_id.as_deref(),
             ),
+            RegistryCmd::Prove { version, size, out } => {
+                svc_registry::tlog::tool::prove(&conn, version, size, &out)
+            }
+            RegistryCmd::CheckProof {
+                file,
+                vkey,
+                record_hash,
+            } => svc_registry::tlog::tool::check_proof(
+                &file,
+                &vkey,
+                record_hash.as_deref(),
+                conn.output,
+            ),
         },
+        Cmd::Log(LogCmd::Keygen { origin, out }) => {
+            svc_registry::tlog::tool::keygen(&origin, &out, conn.output)
+        }
+        Cmd::Log(LogCmd::Vkey { key }) => svc_registry::tlog::tool::vkey(&conn, key.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

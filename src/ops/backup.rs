@@ -199,6 +199,14 @@ impl Backups {
             }
             other => BackupError::Failed(other.to_string()),
         })?;
+        // The generated transparency-log key: a restore without it would sign with a new key
+        // that clients who pinned the vkey refuse. (The tree file is rebuilt from the log.)
+        let key = source.data_dir.join(crate::tlog::KEY_FILE);
+        if key.exists() {
+            copy_key(&key, &to.join(crate::tlog::KEY_FILE)).map_err(|e| {
+                BackupError::Failed(format!("{}: cannot copy the log key: {e}", key.display()))
+            })?;
+        }
         let done = BackupDone {
             to: to.display().to_string(),
             lsn,
@@ -215,6 +223,20 @@ impl Backups {
         })?;
         Ok(done)
     }
+}
+
+/// Copy a key file into a backup: mode 0600, fsynced (the manifest's directory fsync follows).
+fn copy_key(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let bytes = std::fs::read(from)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(to)?;
+    f.write_all(&bytes)?;
+    f.sync_all()
 }
 
 fn write_manifest(dir: &Path, done: &BackupDone) -> Result<(), crate::log::LogError> {

@@ -29,6 +29,12 @@
 //!   theirs → *refused* as a verification failure; storage stopped → *local*: wait, resume from
 //!   the published head.
 //!
+//! - the upstream's signed checkpoint (SPEC §12) is not consistent with the history verified
+//!   here — same size and another root, or a consistency proof from our tree that does not
+//!   verify → *refused*: `split view: …` (the upstream shows others a log that is not the one it
+//!   served us). Checked after each catch-up and then at most every [`CHECKPOINT_EVERY`]; an
+//!   upstream without a transparency log (404) is not checked.
+//!
 //! Shutdown: the `stop` flag, checked between requests; every request is bounded by the
 //! timeout, so the thread ends within about one timeout of the flag.
 
@@ -54,6 +60,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// How often a followed upstream's checkpoint is checked against our tree, at most.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
 /// Records asked for per page (the upstream's own ceiling, docs/API.md).
 const PAGE_LIMIT: u64 = 1000;
 /// A page body larger than this is refused unread (the upstream caps its pages far below).
@@ -79,6 +87,9 @@ pub struct FollowerParts {
     pub verify_tx: Sender<VerifyJob>,
     pub verified_rx: Receiver<Verified>,
     pub stop: Arc<AtomicBool>,
+    /// This node's transparency log (built from what it verified): each upstream checkpoint is
+    /// checked against it (a split view is refused). None with `[log] enabled = false`.
+    pub tlog: Option<Arc<crate::tlog::Tlog>>,
 }
 
 /// How following one upstream ended.
@@ -129,6 +140,7 @@ pub fn run(parts: FollowerParts) {
         p: parts,
         batch: 0,
         pending: VecDeque::new(),
+        checkpoint_checked: None,
     };
     f.p.state.set_verified(f.tip.version);
     let mut next = 0;
@@ -235,6 +247,8 @@ struct Follower {
     batch: u64,
     /// Answers of applies handed to the writer, oldest first (see `apply`).
     pending: VecDeque<Receiver<Result<Committed, crate::error::ApiError>>>,
+    /// When the followed upstream's checkpoint was last checked.
+    checkpoint_checked: Option<Instant>,
 }
 
 impl Follower {
@@ -268,7 +282,87 @@ impl Follower {
         if let Err(end) = self.catch_up(up, None) {
             return end;
         }
+        self.checkpoint_checked = None;
+        if let Err(end) = self.check_checkpoint(up) {
+            return end;
+        }
         self.stream(up)
+    }
+
+    /// Is the upstream's signed checkpoint consistent with the history verified here? (At most
+    /// every [`CHECKPOINT_EVERY`].) Answers that cannot be had (no log upstream, a timeout) are
+    /// not judged: only a checkpoint and proof the upstream did serve can refuse it.
+    fn check_checkpoint(&mut self, up: &Upstream) -> Result<(), End> {
+        let Some(tlog) = self.p.tlog.clone() else {
+            return Ok(());
+        };
+        if self
+            .checkpoint_checked
+            .is_some_and(|at| at.elapsed() < CHECKPOINT_EVERY)
+        {
+            return Ok(());
+        }
+        self.checkpoint_checked = Some(Instant::now());
+        let Some(ours) = tlog.head() else {
+            return Ok(());
+        };
+        let Ok(body) = self.get(up, "/registry/checkpoint") else {
+            return Ok(());
+        };
+        let text = String::from_utf8_lossy(&body);
+        let Some((note_text, _)) = text.rsplit_once("\n\n") else {
+            return Err(End::Refused(
+                "split view: the upstream's checkpoint is not a signed note".into(),
+            ));
+        };
+        let theirs = crate::tlog::note::Checkpoint::parse(&format!("{note_text}\n"))
+            .map_err(|e| End::Refused(format!("split view: the upstream's checkpoint: {e}")))?;
+        let split = |why: String| {
+            End::Refused(format!(
+                "split view: the upstream's checkpoint of size {} {why}, not consistent with the history verified here (tree size {})",
+                theirs.size, ours.size
+            ))
+        };
+        if theirs.size <= ours.size {
+            let root = crate::tlog::tree::tree_hash(theirs.size.max(1), tlog.store())
+                .map_err(End::Local)?;
+            if theirs.size == 0 || root != theirs.root {
+                return Err(split("has another root".into()));
+            }
+            return Ok(());
+        }
+        let path = format!(
+            "/registry/proof/consistency?old={}&new={}",
+            ours.size, theirs.size
+        );
+        let Ok(body) = self.get(up, &path) else {
+            return Ok(());
+        };
+        let proof: Vec<crate::tlog::tree::Hash> =
+            serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| {
+                    v["hashes"]
+                        .as_array()?
+                        .iter()
+                        .map(|h| {
+                            crate::domain::dsse::unb64(h.as_str()?).and_then(|b| b.try_into().ok())
+                        })
+                        .collect()
+                })
+                .ok_or_else(|| split("came with a malformed consistency proof".into()))?;
+        if !crate::tlog::tree::verify_consistency(
+            ours.size,
+            theirs.size,
+            &ours.root,
+            &theirs.root,
+            &proof,
+        ) {
+            return Err(split(
+                "does not extend our tree (the consistency proof fails)".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Fetch pages from the tip until the upstream has nothing newer (and, with `until`, at
@@ -576,6 +670,11 @@ impl Follower {
         }
     }
 
+    /// `GET path` on the upstream: the 200 body, bounded in size and time (a 410 is `Expired`).
+    fn get(&self, up: &Upstream, path: &str) -> Result<Vec<u8>, End> {
+        get_status(&up.target, path, self.p.follow.timeout).map_err(expired_or_failed)
+    }
+
     /// Listen to the upstream's stream from our tip; catch up by pages whenever it names a
     /// version we do not have. Ends only by failure, refusal or stop.
     fn stream(&mut self, up: &Upstream) -> End {
@@ -642,6 +741,11 @@ impl Follower {
             };
             let Some(v) = version else { continue };
             self.saw_head(up, v);
+            if event.event == "heartbeat" {
+                if let Err(end) = self.check_checkpoint(up) {
+                    return Some(end);
+                }
+            }
             if v == self.tip.version
                 && event.event == "commit"
                 && data_hash(&event.data).is_some_and(|h| h != self.tip.hash)
@@ -685,13 +789,7 @@ struct FetchedPage {
 /// that is not a valid record refuses it.
 fn fetch_page(target: &Target, from: u64, timeout: Duration) -> Result<FetchedPage, End> {
     let path = format!("/registry/log?from={from}&limit={PAGE_LIMIT}");
-    let body = get_status(target, &path, timeout).map_err(|(status, why)| {
-        if status == Some(410) {
-            End::Expired(why)
-        } else {
-            End::Failed(why)
-        }
-    })?;
+    let body = get_status(target, &path, timeout).map_err(expired_or_failed)?;
     let page: Page = serde_json::from_slice(&body)
         .map_err(|e| End::Failed(format!("log page is not JSON: {e}")))?;
     let mut records = Vec::with_capacity(page.records.len());
@@ -709,6 +807,15 @@ fn fetch_page(target: &Target, from: u64, timeout: Duration) -> Result<FetchedPa
         head: page.head,
         records,
     })
+}
+
+/// A failed GET as the follower judges it: a 410 names a retention window past what we need.
+fn expired_or_failed((status, why): (Option<u16>, String)) -> End {
+    if status == Some(410) {
+        End::Expired(why)
+    } else {
+        End::Failed(why)
+    }
 }
 
 /// `GET path`: the 200 body, at most [`PAGE_BYTES_MAX`] bytes, every read bounded by `timeout`.

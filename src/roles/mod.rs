@@ -8,5 +8,6 @@ pub mod fsync;
 pub mod reply;
 pub mod retention;
 pub mod sse;
+pub mod tlog;
 pub mod verifier;
 pub mod writer;
