@@ -741,7 +741,12 @@ fn start_write_plane(config: &Config, shared: &Shared, restored: Restored) -> Op
     )));
     // The transparency log: its tree is built by its own thread from published records.
     let (tlog, tlog_thread) = if config.raw.log.is_enabled() {
-        match start_tlog(config, &snapshot, storage.as_ref().map(|s| s.2.as_path())) {
+        match start_tlog(
+            config,
+            &snapshot,
+            storage.as_ref().map(|s| s.2.as_path()),
+            &shared.plane,
+        ) {
             Ok((tlog, tx, handle)) => {
                 publishers.push(Box::new(crate::roles::tlog::TlogFeed(tx)));
                 (Some(tlog), Some(handle))
@@ -891,6 +896,7 @@ fn start_tlog(
     config: &Config,
     snapshot: &Arc<ArcSwap<Snapshot>>,
     data_dir: Option<&std::path::Path>,
+    plane: &Arc<crate::ops::WritePlane>,
 ) -> Result<TlogStarted, String> {
     let origin = config.raw.log.origin_for(&config.raw.registry_id);
     let (key, generated) =
@@ -916,6 +922,7 @@ fn start_tlog(
         snapshot: snapshot.clone(),
         feed: rx,
         stop: stop.clone(),
+        plane: plane.clone(),
     };
     let handle = std::thread::Builder::new()
         .name("tlog".into())

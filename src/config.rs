@@ -66,7 +66,7 @@ pub struct RawConfig {
 }
 
 /// `[log]`: the transparency log's origin and key.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// Whether the tree is kept and the checkpoint, tile and proof routes answer (false: they
@@ -83,16 +83,6 @@ pub struct LogConfig {
     /// directory, generated (mode 0600) on first start; with --amnesia, generated in memory.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_file: Option<PathBuf>,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            enabled: None,
-            origin: None,
-            key_file: None,
-        }
-    }
 }
 
 impl LogConfig {
@@ -1534,7 +1524,11 @@ mod tests {
         let windowed = "[storage]\nretain_versions = 20000\n";
         let c = load(windowed).unwrap();
         assert!(!c.raw.log.is_enabled());
-        assert!(c.to_toml().contains("[log]\nenabled = false"), "{}", c.to_toml());
+        assert!(
+            c.to_toml().contains("[log]\nenabled = false"),
+            "{}",
+            c.to_toml()
+        );
         let e = load(&format!("{windowed}[log]\nenabled = true\n")).unwrap_err();
         assert!(e.0.contains("retain_versions = 20000"), "{}", e.0);
         assert!(load(&format!("{windowed}[log]\nenabled = false\n")).is_ok());

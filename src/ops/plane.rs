@@ -28,9 +28,22 @@ pub struct Readiness {
     /// What the background re-hash of the whole chain found wrong, if anything (reported, but
     /// it never takes readiness away: the served head was checked at start-up).
     pub history_problem: Mutex<Option<String>>,
+    /// Why the transparency log's thread stopped, if it did (its routes keep serving the last
+    /// tree it built, which no longer grows; reported, never taking readiness away).
+    pub tlog_problem: Mutex<Option<String>>,
 }
 
 impl Readiness {
+    /// The reported problems that do not take readiness away.
+    fn push_problems(&self, reasons: &mut Vec<String>) {
+        if let Some(p) = self.history_problem.lock().clone() {
+            reasons.push(format!("background history check failed: {p}"));
+        }
+        if let Some(p) = self.tlog_problem.lock().clone() {
+            reasons.push(format!("transparency log stopped: {p}"));
+        }
+    }
+
     pub fn set(flag: &AtomicBool, on: bool) {
         flag.store(on, Ordering::SeqCst);
     }
@@ -348,17 +361,43 @@ impl WritePlane {
                 follow.upstreams.join(", ")
             ));
             reasons.extend(follow_reasons);
-            if let Some(p) = r.history_problem.lock().clone() {
-                reasons.push(format!("background history check failed: {p}"));
-            }
+            r.push_problems(&mut reasons);
             return (read && follow_ready, read, false, reasons);
         }
         // Every reason past the read ones concerns the write plane.
         let write = read && reasons.is_empty();
         let ready = read && (write || maintenance);
-        if let Some(p) = r.history_problem.lock().clone() {
-            reasons.push(format!("background history check failed: {p}"));
-        }
+        r.push_problems(&mut reasons);
         (ready, read, write, reasons)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stopped_transparency_log_is_reported_without_taking_readiness_away() {
+        let plane = WritePlane::new();
+        let r = &plane.readiness;
+        for flag in [
+            &r.registry_bound,
+            &r.state_restored,
+            &r.metrics_served,
+            &r.writer_ready,
+            &r.storage_ready,
+        ] {
+            Readiness::set(flag, true);
+        }
+        let (ready, _, _, reasons) = plane.report();
+        assert!(ready, "{reasons:?}");
+        assert!(reasons.is_empty(), "{reasons:?}");
+        *r.tlog_problem.lock() = Some("version 7: the frame's CRC does not match".into());
+        let (ready, read, write, reasons) = plane.report();
+        assert!(ready && read && write);
+        assert_eq!(
+            reasons,
+            vec!["transparency log stopped: version 7: the frame's CRC does not match"]
+        );
     }
 }

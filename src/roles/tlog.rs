@@ -59,6 +59,14 @@ pub struct TlogParts {
     pub feed: Receiver<Arc<CommitRecord>>,
     /// Raised at shutdown: a long start-up check stops between steps.
     pub stop: Arc<AtomicBool>,
+    /// Told why the thread stopped, if it stops on an error (`/readyz` reasons).
+    pub plane: Arc<crate::ops::WritePlane>,
+}
+
+/// The thread ends on `e`: logged, and named in `/readyz` reasons.
+fn stopped(p: &TlogParts, e: String) {
+    log::error!("msg=\"transparency log stopped\" error={e:?}");
+    *p.plane.readiness.tlog_problem.lock() = Some(e);
 }
 
 /// The raw bytes of `hash_V` of `record`.
@@ -227,8 +235,8 @@ pub fn run(p: TlogParts) {
         Ok(f) => f,
         Err(e) => {
             // The log itself could not be read back: the tree stays where the check stopped
-            // (nothing unverified is served) and the thread ends; the error is in the log.
-            log::error!("msg=\"transparency log stopped\" error={e:?}");
+            // (nothing unverified is served) and the thread ends.
+            stopped(&p, e);
             return;
         }
     };
@@ -240,7 +248,7 @@ pub fn run(p: TlogParts) {
     };
     let mut fed = VecDeque::new();
     if let Err(e) = a.extend(&snap, durable, &mut fed) {
-        log::error!("msg=\"transparency log stopped\" error={e:?}");
+        stopped(&p, e);
         return;
     }
     log::info!(
@@ -262,7 +270,7 @@ pub fn run(p: TlogParts) {
         // The snapshot is loaded after the records: every record received is in it.
         let snap = p.snapshot.load_full();
         if let Err(e) = a.extend(&snap, snap.version() + 1, &mut fed) {
-            log::error!("msg=\"transparency log stopped\" error={e:?}");
+            stopped(&p, e);
             return;
         }
         fed.clear();
