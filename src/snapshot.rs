@@ -119,18 +119,7 @@ pub fn with_oldest(head_json: &[u8], oldest: u64) -> Vec<u8> {
     body.extend_from_slice(&head_json[..head_json.len() - 1]);
     body.extend_from_slice(b",\"oldest_version\":");
     // Digits without `format!`: this runs on every head request.
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut n = oldest;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    body.extend_from_slice(&digits[at..]);
+    body.extend_from_slice(crate::http::decimal(&mut [0u8; 20], oldest));
     body.push(b'}');
     body
 }

@@ -42,7 +42,7 @@ mod tests;
 pub(crate) use listener::bind_unix_socket;
 pub use listener::Listener;
 pub use reply::Replier;
-pub(crate) use respond::push_decimal;
+pub(crate) use respond::{decimal, push_decimal};
 pub use server::{Server, ServerHandle};
 pub use tls::{ServerTls, TlsStream};
 

@@ -110,8 +110,13 @@ pub(crate) fn response_head(
 
 /// Append `n` in decimal. Response heads are written on every request; `core::fmt` was 6 % of
 /// a `GET /registry/head` for these two numbers.
-pub(crate) fn push_decimal(out: &mut String, mut n: u64) {
+pub(crate) fn push_decimal(out: &mut String, n: u64) {
     let mut digits = [0u8; 20];
+    out.push_str(std::str::from_utf8(decimal(&mut digits, n)).expect("ASCII digits"));
+}
+
+/// `n` in decimal ASCII, written at the end of `digits`: the digits written.
+pub(crate) fn decimal(digits: &mut [u8; 20], mut n: u64) -> &[u8] {
     let mut at = digits.len();
     loop {
         at -= 1;
@@ -121,7 +126,7 @@ pub(crate) fn push_decimal(out: &mut String, mut n: u64) {
             break;
         }
     }
-    out.push_str(std::str::from_utf8(&digits[at..]).expect("ASCII digits"));
+    &digits[at..]
 }
 
 /// The reason phrase of a status (informational only; clients ignore it).

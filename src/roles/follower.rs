@@ -163,6 +163,8 @@ pub fn run(parts: FollowerParts) {
             f.tip.version
         );
         let end = f.follow(up);
+        // A 410 is a failure of this upstream like any other, plus a note for /readyz.
+        let expired = matches!(end, End::Expired(_));
         match end {
             End::Stopped => break,
             End::Refused(reason) => {
@@ -179,13 +181,24 @@ pub fn run(parts: FollowerParts) {
                 next = i + 1;
                 failed_in_a_row = 0;
             }
-            End::Failed(why) => {
+            End::Failed(why) | End::Expired(why) => {
                 m().registry_follow_reconnects_total.inc();
-                log::warn!(
-                    "msg=\"upstream failed; trying the next\" upstream={} error={why:?} verified_version={}",
-                    up.url,
-                    f.tip.version
-                );
+                if expired {
+                    f.p.state.set_expired(&up.url, Some(why.clone()));
+                    m().registry_follow_upstreams_expired
+                        .set(f.p.state.expired_count() as i64);
+                    log::warn!(
+                        "msg=\"upstream no longer holds our next version (retention window); trying the next\" upstream={} error={why:?} verified_version={}",
+                        up.url,
+                        f.tip.version
+                    );
+                } else {
+                    log::warn!(
+                        "msg=\"upstream failed; trying the next\" upstream={} error={why:?} verified_version={}",
+                        up.url,
+                        f.tip.version
+                    );
+                }
                 next = i + 1;
                 failed_in_a_row += 1;
                 if failed_in_a_row >= live.len() {
@@ -198,25 +211,6 @@ pub fn run(parts: FollowerParts) {
             End::Local(why) => {
                 log::error!("msg=\"follow: the writer refused a verified record\" error={why:?}");
                 f.sleep(BACKOFF_MAX);
-            }
-            End::Expired(why) => {
-                m().registry_follow_reconnects_total.inc();
-                f.p.state.set_expired(&up.url, Some(why.clone()));
-                m().registry_follow_upstreams_expired
-                    .set(f.p.state.expired_count() as i64);
-                log::warn!(
-                    "msg=\"upstream no longer holds our next version (retention window); trying the next\" upstream={} error={why:?} verified_version={}",
-                    up.url,
-                    f.tip.version
-                );
-                next = i + 1;
-                failed_in_a_row += 1;
-                if failed_in_a_row >= live.len() {
-                    f.sleep(backoff);
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
-                    failed_in_a_row = 0;
-                }
-                continue;
             }
         }
         backoff = BACKOFF_MIN;

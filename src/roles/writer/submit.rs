@@ -82,23 +82,22 @@ impl Writer {
         // so at least one job is queued and its result finishes the submit.
         debug_assert!(!jobs.is_empty());
         let remaining = jobs.len();
+        let in_flight = SubmitInFlight {
+            submission,
+            proposal_id,
+            signatures,
+            remaining,
+            reply,
+            started,
+        };
         if remaining == 1 && self.idle_for_inline_verify() {
             // A lone write: its one signature costs the same here as on the pool, without the
             // two thread hand-offs there and back.
             let verified = crate::roles::verifier::verify(&jobs[0]);
-            self.submits_in_flight.insert(
-                request,
-                SubmitInFlight {
-                    submission,
-                    proposal_id,
-                    signatures,
-                    remaining,
-                    reply,
-                    started,
-                },
-            );
+            self.submits_in_flight.insert(request, in_flight);
             return self.on_submit_verified(verified);
         }
+        self.submits_in_flight.insert(request, in_flight);
         for job in jobs {
             if let Err(e) = self.p.verify_tx.try_send(job) {
                 let msg = match e {
@@ -107,20 +106,12 @@ impl Writer {
                 };
                 m().rejected_total.with_label_values(&["busy"]).inc();
                 // Jobs already queued for this request will come back and find no entry.
-                return reply.send(Err(ApiError::busy(msg).retry_after(1)));
+                if let Some(f) = self.submits_in_flight.remove(&request) {
+                    f.reply.send(Err(ApiError::busy(msg).retry_after(1)));
+                }
+                return;
             }
         }
-        self.submits_in_flight.insert(
-            request,
-            SubmitInFlight {
-                submission,
-                proposal_id,
-                signatures,
-                remaining,
-                reply,
-                started,
-            },
-        );
     }
 
     /// Whether a verification may run on this thread: enabled, and nothing waits for the
