@@ -380,6 +380,8 @@ struct Restored {
     checkpoint_version: u64,
     /// (syncer, data directory lock, data directory); `None` with `--amnesia`.
     storage: Option<(crate::log::Syncer, crate::log::DirLock, PathBuf)>,
+    /// The log's pending frames gathered at start, for the checkpoint thread to carry on.
+    pending_carry: Option<crate::roles::checkpoint::PendingCarry>,
 }
 
 /// Why storage did not open (already logged).
@@ -455,6 +457,7 @@ fn open_storage(
             pending: Vec::new(),
             checkpoint_version: 0,
             storage: None,
+            pending_carry: None,
         }
     } else {
         let opts = crate::log::StorageOptions {
@@ -512,6 +515,11 @@ fn open_storage(
                     recent_commits: opened.restored.recent_commits,
                     pending: opened.restored.pending,
                     checkpoint_version: opened.restored.from_checkpoint,
+                    pending_carry: Some(crate::roles::checkpoint::PendingCarry {
+                        reader: opened.reader,
+                        scanned_to: opened.log_end,
+                        frames: opened.restored.pending_frames,
+                    }),
                     storage: Some((opened.syncer, opened.lock, opened.data_dir)),
                 }
             }
@@ -624,6 +632,7 @@ fn start_write_plane(config: &Config, shared: &Shared, restored: Restored) -> Op
         pending,
         checkpoint_version,
         storage,
+        pending_carry,
     } = restored;
     let (requests_tx, requests_rx) = crossbeam_channel::bounded::<WriteRequest>(WRITER_QUEUE);
     // Unbounded on purpose: this channel carries durability notices and
@@ -693,6 +702,7 @@ fn start_write_plane(config: &Config, shared: &Shared, restored: Restored) -> Op
                 every_commits: config.raw.storage.checkpoint_every_commits.max(1),
                 interval: Duration::from_secs(config.raw.storage.checkpoint_interval_secs.max(1)),
                 last_version: checkpoint_version,
+                pending: pending_carry,
                 write: Box::new(move |seq, bytes| {
                     crate::log::write_checkpoint(&data_dir, &crate::log::OsIo, seq, bytes, keep)
                         .map(|_| ())

@@ -71,6 +71,37 @@ struct CheckpointJson {
     /// §8: restore then rebuilds it from the log.
     #[serde(default)]
     signers: Option<Vec<CheckpointSigners>>,
+    /// The pending frames gathered up to `log_end`, compacted (`PendingFrames::to_frames`), so
+    /// start-up reads only the pending frames after `log_end`. Absent in checkpoints written
+    /// before it existed (and with no `log_end`): start-up then reads every pending frame.
+    #[serde(default)]
+    pending: Option<Vec<PendingFrame>>,
+}
+
+/// A checkpoint payload parsed (its descriptors already built into a state), not yet tied to
+/// the log: [`restore_history`] does that.
+pub struct LoadedCheckpoint {
+    seq: u64,
+    json: CheckpointJson,
+}
+
+impl LoadedCheckpoint {
+    /// The version the checkpoint is of.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Where the log continues after the checkpoint's record, if it says.
+    pub fn log_end(&self) -> Option<u64> {
+        self.json.log_end
+    }
+}
+
+/// Parse a checkpoint payload of version `seq` (checked against what the payload says).
+pub fn parse_checkpoint(seq: u64, bytes: &[u8]) -> Result<LoadedCheckpoint, RestoreError> {
+    let json: CheckpointJson = serde_json::from_slice(bytes)
+        .map_err(|e| RestoreError(format!("checkpoint {seq}: not valid: {e}")))?;
+    Ok(LoadedCheckpoint { seq, json })
 }
 
 #[derive(Serialize, Deserialize)]
@@ -120,8 +151,15 @@ impl<'de> Deserialize<'de> for CheckpointDescriptors {
 }
 
 /// Serialize a snapshot's state as a checkpoint payload (docs/FORMATS.md): a JSON object whose
-/// `descriptors` are each descriptor's served JSON, in (kind, id) order.
+/// `descriptors` are each descriptor's served JSON, in (kind, id) order. Without `pending`
+/// (a caller that does not know the pending frames): start-up then reads them all from the log.
 pub fn checkpoint_bytes(snap: &Snapshot) -> Vec<u8> {
+    checkpoint_bytes_with(snap, None)
+}
+
+/// [`checkpoint_bytes`] with the pending frames gathered up to the snapshot's record (its
+/// `log_end`), compacted: only given when the snapshot's record has a location (`log_end`).
+pub fn checkpoint_bytes_with(snap: &Snapshot, pending: Option<&[PendingFrame]>) -> Vec<u8> {
     #[derive(Serialize)]
     struct Head<'a> {
         registry_id: &'a str,
@@ -159,6 +197,11 @@ pub fn checkpoint_bytes(snap: &Snapshot) -> Vec<u8> {
     }
     out.extend_from_slice(b"],\"signers\":");
     serde_json::to_writer(&mut out, &signers).expect("a signer set serializes");
+    // The pending frames only mean something relative to `log_end`.
+    if let (Some(frames), Some(_)) = (pending, head.log_end) {
+        out.extend_from_slice(b",\"pending\":");
+        serde_json::to_writer(&mut out, frames).expect("pending frames serialize");
+    }
     out.push(b'}');
     out
 }
@@ -218,6 +261,27 @@ pub struct Restored {
     /// Pending proposals with their approvals, from the log's pending frames, minus those a
     /// commit record carries (expiry is the writer's to judge: it holds the clock).
     pub pending: Vec<RestoredPending>,
+    /// The same proposals as gathered frames (what the checkpoint thread carries on from the
+    /// log's end, to write into later checkpoints).
+    pub pending_frames: PendingFrames,
+}
+
+/// Where restore gets the pending frames from: given the frames a checkpoint carries and the
+/// `log_end` they were gathered up to (when a checkpoint carrying them was tied to the log),
+/// those frames replayed, then the log's pending frames after `log_end`; given None, every
+/// pending frame of the log.
+pub type PendingSource<'a> =
+    dyn FnMut(Option<(u64, Vec<PendingFrame>)>) -> Result<PendingFrames, RestoreError> + 'a;
+
+/// Replay `carried` (a checkpoint's compacted frames) into a new [`PendingFrames`].
+pub fn replay_carried(seq: u64, carried: Vec<PendingFrame>) -> Result<PendingFrames, RestoreError> {
+    let mut frames = PendingFrames::default();
+    for f in carried {
+        frames
+            .add(f)
+            .map_err(|e| RestoreError(format!("checkpoint {seq}: pending: {e}")))?;
+    }
+    Ok(frames)
 }
 
 /// The refusal for a data directory made before the signer set was on the log (its log starts at version 1: genesis
@@ -301,12 +365,25 @@ pub fn restore<R: Located>(
         history.push(Loc { end, len });
         where_.push(r.location());
     }
-    restore_history(registry_id, checkpoint, history, frames, &|v| {
-        where_
-            .get(v as usize - 1)
-            .cloned()
-            .unwrap_or_else(|| format!("version {v}"))
-    })
+    let checkpoint = match checkpoint {
+        Some((seq, bytes)) => Some(parse_checkpoint(seq, bytes)?),
+        None => None,
+    };
+    // Every pending frame is at hand here: replaying them all is what the carried frames
+    // stand for, so they are not used.
+    let mut frames = Some(frames);
+    restore_history(
+        registry_id,
+        checkpoint,
+        history,
+        &mut |_| Ok(frames.take().unwrap_or_default()),
+        &|v| {
+            where_
+                .get(v as usize - 1)
+                .cloned()
+                .unwrap_or_else(|| format!("version {v}"))
+        },
+    )
 }
 
 /// Rebuild the snapshot over `history` (every record's location, genesis to the log's end).
@@ -319,16 +396,14 @@ pub fn restore<R: Located>(
 /// `location` names where a version's record is, for error messages.
 pub fn restore_history(
     registry_id: &str,
-    checkpoint: Option<(u64, &[u8])>,
+    checkpoint: Option<LoadedCheckpoint>,
     history: History,
-    frames: PendingFrames,
+    frames: &mut PendingSource<'_>,
     location: &dyn Fn(u64) -> String,
 ) -> Result<Restored, RestoreError> {
     let records = history.len() - 1;
     let mut cp = match checkpoint {
-        Some((seq, bytes)) => {
-            let cp: CheckpointJson = serde_json::from_slice(bytes)
-                .map_err(|e| RestoreError(format!("checkpoint {seq}: not valid: {e}")))?;
+        Some(LoadedCheckpoint { seq, json: cp }) => {
             if cp.registry_id != registry_id || cp.version != seq {
                 return Err(RestoreError(format!(
                     "checkpoint {seq}: belongs to {:?} version {}, not {registry_id:?} version {seq}",
@@ -498,18 +573,33 @@ pub fn restore_history(
     struct Base {
         base_version: u64,
     }
-    let mut pending = Vec::new();
-    for p in frames.all() {
+    // The checkpoint's frames stand for every pending frame up to its `log_end` only if it
+    // says where that is, and it was tied to the log above (its record ends there).
+    let carried = cp.as_mut().and_then(|c| match (c.log_end, c.pending.take()) {
+        (Some(end), Some(frames)) if history.loc(cp_version).map(|l| l.end) == Some(end) => {
+            Some((end, frames))
+        }
+        _ => None,
+    });
+    let mut frames = frames(carried)?;
+    let mut read_failure = None;
+    frames.retain(|p| {
         let committed = match serde_json::from_slice::<Base>(&p.payload) {
-            Ok(b) if b.base_version < records => {
-                read(b.base_version + 1)?.proposal_id == p.proposal_id
-            }
+            Ok(b) if b.base_version < records => match read(b.base_version + 1) {
+                Ok(rec) => rec.proposal_id == p.proposal_id,
+                Err(e) => {
+                    read_failure.get_or_insert(e);
+                    true
+                }
+            },
             _ => false,
         };
-        if !committed {
-            pending.push(p);
-        }
+        !committed
+    });
+    if let Some(e) = read_failure {
+        return Err(e);
     }
+    let pending = frames.clone().all();
     Ok(Restored {
         snapshot: Snapshot::new(
             registry_id.into(),
@@ -521,6 +611,7 @@ pub fn restore_history(
         recent_commits: recent,
         from_checkpoint: cp_version,
         pending,
+        pending_frames: frames,
     })
 }
 

@@ -73,6 +73,14 @@ impl Located for ReadBack {
     }
 }
 
+fn read_back(reader: &LogReader, log_dir: &Path, loc: Loc) -> Result<ReadBack, restore::RestoreError> {
+    let location = describe(reader, log_dir, loc);
+    match reader.read(loc.end, loc.len) {
+        Ok(payload) => Ok(ReadBack { location, payload }),
+        Err(e) => Err(restore::RestoreError(format!("{location}: {e}"))),
+    }
+}
+
 /// The history of an opened log (genesis from its first frame, then every commit record
 /// recovery found, read through `reader`) and its pending frames, read back in full.
 pub fn history_of(
@@ -81,23 +89,61 @@ pub fn history_of(
     log_dir: &Path,
     index: FrameIndex,
 ) -> Result<(History, PendingFrames), restore::RestoreError> {
-    let read = |loc: Loc| -> Result<ReadBack, restore::RestoreError> {
-        let location = describe(&reader, log_dir, loc);
-        match reader.read(loc.end, loc.len) {
-            Ok(payload) => Ok(ReadBack { location, payload }),
-            Err(e) => Err(restore::RestoreError(format!("{location}: {e}"))),
-        }
-    };
-    let Some(first) = index.first else {
+    let FrameIndex {
+        first,
+        commits,
+        pending,
+    } = index;
+    let history = history_index(registry_id, reader.clone(), log_dir, first, commits)?;
+    let frames = pending_frames(&reader, log_dir, &history, &pending, None)?;
+    Ok((history, frames))
+}
+
+/// The history of an opened log: genesis from its first frame, then every commit record
+/// recovery found, read through `reader`.
+fn history_index(
+    registry_id: &str,
+    reader: Arc<LogReader>,
+    log_dir: &Path,
+    first: Option<Loc>,
+    commits: Vec<Loc>,
+) -> Result<History, restore::RestoreError> {
+    let Some(first) = first else {
         return Err(restore::RestoreError(
             "the log holds no genesis record".to_string(),
         ));
     };
-    let genesis = restore::genesis_from_frame(registry_id, &read(first)?)?;
-    let mut history = History::new(Arc::new(genesis), reader.clone());
-    for loc in index.commits {
+    let genesis = restore::genesis_from_frame(registry_id, &read_back(&reader, log_dir, first)?)?;
+    let mut history = History::new(Arc::new(genesis), reader);
+    for loc in commits {
         history.push(loc);
     }
+    Ok(history)
+}
+
+/// The pending frames at the log's end: `carried` (a checkpoint's compacted frames and the
+/// `log_end` they were gathered up to) replayed, then the frames of `locs` past that `log_end`
+/// read back; with no `carried`, every frame of `locs`.
+fn pending_frames(
+    reader: &LogReader,
+    log_dir: &Path,
+    history: &History,
+    locs: &[Loc],
+    carried: Option<(u64, Vec<PendingFrame>)>,
+) -> Result<PendingFrames, restore::RestoreError> {
+    let (from, mut frames) = match carried {
+        Some((end, carried)) => {
+            let n = carried.len();
+            let frames = restore::replay_carried(end, carried)?;
+            log::info!(
+                "msg=\"pending frames carried by the checkpoint\" frames={n} proposals={} log_end={end}",
+                frames.len()
+            );
+            (end, frames)
+        }
+        None => (0, PendingFrames::default()),
+    };
+    let locs = &locs[locs.partition_point(|l| l.end <= from)..];
     // Every commit leaves its proposal's frames in the log, so a long history holds as many
     // pending frames as versions (a 1,000-op proposal is ~150 KB of base64). A proposal that
     // its base_version + 1 record commits is dropped as soon as its frame is read, not held
@@ -105,9 +151,8 @@ pub fn history_of(
     // once (216 MB at 1M descriptors) and left the heap that large after they were freed.
     // Restore still makes the decision (`restore_history`); this only forgets early what it
     // would discard.
-    let mut frames = PendingFrames::default();
-    for loc in index.pending {
-        let frame = read(loc)?;
+    for loc in locs {
+        let frame = read_back(reader, log_dir, *loc)?;
         let f = PendingFrame::from_bytes(&frame.payload)
             .map_err(|e| restore::RestoreError(format!("{}: {e}", frame.location)))?;
         let proposal_id = match &f {
@@ -118,10 +163,14 @@ pub fn history_of(
             .add(f)
             .map_err(|e| restore::RestoreError(format!("{}: {e}", frame.location)))?;
         if let Some(id) = proposal_id {
-            frames.forget_if(&id, |p| restore::committed_at_its_base(&history, p));
+            frames.forget_if(&id, |p| restore::committed_at_its_base(history, p));
         }
     }
-    Ok((history, frames))
+    log::info!(
+        "msg=\"pending frames read from the log\" frames={} after_lsn={from}",
+        locs.len()
+    );
+    Ok(frames)
 }
 
 /// `segment path:offset` of the record at `loc`, for error messages.
@@ -141,7 +190,7 @@ pub fn restore_opened(
     registry_id: &str,
     checkpoint: Option<&rlog::Checkpoint>,
     history: History,
-    frames: PendingFrames,
+    pending: &[Loc],
     reader: &LogReader,
     log_dir: &Path,
 ) -> Result<Restored, restore::RestoreError> {
@@ -149,18 +198,23 @@ pub fn restore_opened(
         Some(loc) => describe(reader, log_dir, loc),
         None => format!("version {v}"),
     };
-    let cp = checkpoint.map(|c| (c.seq, c.payload.as_slice()));
-    match restore::restore_history(registry_id, cp, history.clone(), frames.clone(), &location) {
+    let mut frames = |carried| pending_frames(reader, log_dir, &history, pending, carried);
+    let parsed = checkpoint.map(|c| restore::parse_checkpoint(c.seq, &c.payload));
+    let cp_path = checkpoint.map(|c| c.path.display().to_string());
+    let attempt = match parsed {
+        None => return restore::restore_history(registry_id, None, history.clone(), &mut frames, &location),
+        Some(Ok(cp)) => restore::restore_history(registry_id, Some(cp), history.clone(), &mut frames, &location),
+        Some(Err(e)) => Err(e),
+    };
+    match attempt {
         Ok(r) => Ok(r),
-        Err(e) if cp.is_some() => {
+        Err(e) => {
             log::warn!(
-                "msg=\"checkpoint unusable; replaying the whole log\" checkpoint={:?} error={:?}",
-                checkpoint.map(|c| c.path.display().to_string()),
+                "msg=\"checkpoint unusable; replaying the whole log\" checkpoint={cp_path:?} error={:?}",
                 e.0
             );
-            restore::restore_history(registry_id, None, history.clone(), frames, &location)
+            restore::restore_history(registry_id, None, history.clone(), &mut frames, &location)
         }
-        Err(e) => Err(e),
     }
 }
 
@@ -205,6 +259,10 @@ pub enum OpenError {
 
 pub struct OpenedStorage {
     pub restored: Restored,
+    /// Reads the log back (what the history reads through).
+    pub reader: Arc<LogReader>,
+    /// Where the writer continues: every frame of the log ends at or below it.
+    pub log_end: u64,
     pub writer: LogWriter,
     pub syncer: Syncer,
     pub lock: rlog::DirLock,
@@ -262,19 +320,26 @@ pub fn open_with(
         index.first = Some(loc);
     }
     let log_dir = rlog::log_dir(data_dir);
-    let (history, frames) = history_of(registry_id, opened.reader.clone(), &log_dir, index)
+    let FrameIndex {
+        first,
+        commits,
+        pending,
+    } = index;
+    let history = history_index(registry_id, opened.reader.clone(), &log_dir, first, commits)
         .map_err(|e| OpenError::Refused(e.0))?;
     let restored = restore_opened(
         registry_id,
         opened.checkpoint.as_ref(),
         history,
-        frames,
+        &pending,
         &opened.reader,
         &log_dir,
     )
     .map_err(|e| OpenError::Refused(e.0))?;
     Ok(OpenedStorage {
         restored,
+        reader: opened.reader,
+        log_end: opened.writer.end(),
         writer: opened.writer,
         syncer: opened.syncer,
         lock: opened.lock,

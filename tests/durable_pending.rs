@@ -105,3 +105,115 @@ fn an_expired_proposal_does_not_come_back_after_a_restart() {
     assert_eq!(s.get(&format!("/proposals/{id}")).status, 404);
     assert_eq!(approve(&s, &id, &p, &a).status, 404);
 }
+
+/// Wait until the checkpoint at `version` is on disk (the checkpoint thread writes it after the
+/// publication, asynchronously).
+fn wait_checkpoint(s: &TestServer, version: u64) {
+    let path = s
+        .data_dir
+        .join("checkpoints")
+        .join(format!("checkpoint-{version:020}.ckpt"));
+    eventually(
+        Duration::from_secs(10),
+        "the checkpoint is written",
+        || path.exists(),
+    );
+}
+
+/// issue 14: a checkpoint carries the pending proposals and approvals logged before it, so
+/// start-up reads no pending frame below its `log_end` — and what comes back is exactly what a
+/// replay of every frame gives: the same expiry, the same approvals, and the commit works.
+/// The proposal is built on a future base (accepted: only a base behind HEAD is refused), so its
+/// frames lie before records that do not commit it.
+#[test]
+fn a_proposal_pending_at_a_checkpoint_comes_back_from_it_and_commits() {
+    let s = TestServer::start(Setup {
+        tables: "[storage]\ncheckpoint_every_commits = 1\n".into(),
+        ..Setup::default()
+    });
+    let (a, b) = (Signer::new("a", 1), Signer::new("b", 2));
+    let p = payload(2, "later");
+    let (id, expires_at) = propose(&s, &p);
+    assert_eq!(approve(&s, &id, &p, &a).status, 200);
+    s.commit_ops(0, j!([put("node", "n1", j!({"v": 1}))]));
+    s.commit_ops(1, j!([put("node", "n2", j!({"v": 2}))]));
+    wait_checkpoint(&s, 2);
+
+    let s = s.restart_killed();
+    let logs = s.logs();
+    assert!(
+        logs.contains("msg=\"loaded checkpoint\"")
+            && logs.contains(
+                "msg=\"pending frames carried by the checkpoint\" frames=2 proposals=1"
+            )
+            && logs.contains("msg=\"pending frames read from the log\" frames=0 "),
+        "the pending frames below the checkpoint must come from it, not from the log:\n{logs}"
+    );
+    assert!(
+        logs.contains("msg=\"pending proposals restored\" count=1"),
+        "{logs}"
+    );
+    let view = json(&s.get(&format!("/proposals/{id}")));
+    assert_eq!(view["state"], "pending", "{view}");
+    assert_eq!(view["expires_at"], expires_at.as_str(), "the TTL clock survives");
+    assert_eq!(view["approvals"], j!(["a"]));
+    assert_eq!(approve(&s, &id, &p, &b).status, 200);
+    let r = commit(&s, &id);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(json(&r)["version"], 3);
+
+    // The next checkpoint no longer carries it (committed: built below the head), and after
+    // another restart it is committed, not pending again.
+    wait_checkpoint(&s, 3);
+    let s = s.restart_killed();
+    assert!(
+        s.logs()
+            .contains("msg=\"pending frames carried by the checkpoint\" frames=0 proposals=0"),
+        "{}",
+        s.logs()
+    );
+    assert_eq!(json(&s.get(&format!("/proposals/{id}")))["state"], "committed");
+    assert_eq!(commit(&s, &id).status, 409);
+}
+
+/// issue 14: expired proposals stay expired when restored from a checkpoint: one that expired
+/// before the checkpoint is not carried, and one carried that expires before the restart is not
+/// restored either.
+#[test]
+fn expired_proposals_stay_expired_through_a_checkpoint() {
+    let s = TestServer::start(Setup {
+        tables: "[storage]\ncheckpoint_every_commits = 1\n\n[proposals]\nttl_secs = 1\n".into(),
+        ..Setup::default()
+    });
+    let a = Signer::new("a", 1);
+    let p = payload(5, "gone");
+    let (gone, _) = propose(&s, &p);
+    assert_eq!(approve(&s, &gone, &p, &a).status, 200);
+    eventually(Duration::from_secs(5), "the proposal expires", || {
+        json(&s.get(&format!("/proposals/{gone}")))["state"] == "expired"
+    });
+    // Proposed just before a checkpoint: carried if the checkpoint comes within its second.
+    let q = payload(5, "soon");
+    let (soon, _) = propose(&s, &q);
+    s.commit_ops(0, j!([put("node", "n1", j!({"v": 1}))]));
+    wait_checkpoint(&s, 1);
+    eventually(Duration::from_secs(5), "the second proposal expires", || {
+        json(&s.get(&format!("/proposals/{soon}")))["state"] == "expired"
+    });
+
+    let s = s.restart_killed();
+    let logs = s.logs();
+    // Carried: the second proposal alone (no approvals) if the checkpoint came within its
+    // second, else nothing; never the first one or its approval.
+    assert!(
+        logs.contains("msg=\"pending frames carried by the checkpoint\" frames=1 proposals=1 ")
+            || logs
+                .contains("msg=\"pending frames carried by the checkpoint\" frames=0 proposals=0 "),
+        "the proposal expired before the checkpoint is not carried:\n{logs}"
+    );
+    assert!(!logs.contains("pending proposals restored"), "{logs}");
+    for id in [&gone, &soon] {
+        assert_eq!(s.get(&format!("/proposals/{id}")).status, 404);
+        assert_eq!(approve(&s, id, &p, &a).status, 404);
+    }
+}

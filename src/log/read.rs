@@ -19,7 +19,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use super::io::{read_full, FileHandle, Io};
-use super::segment::{decode_header, frame_crc, segment_path, FRAME_HEADER_BYTES};
+use super::segment::{decode_header, frame_crc, segment_path, FRAME_HEADER_BYTES, ROLL_MARKER_LEN};
 use super::{LogError, Lsn};
 
 /// Reads frames of an open log. Cheap to share (`Arc`) between threads.
@@ -118,5 +118,63 @@ impl LogReader {
         }
         buf.drain(..FRAME_HEADER_BYTES as usize);
         Ok(buf)
+    }
+
+    /// Walk the frames from Lsn `from` to Lsn `to` (both frame boundaries of durable log:
+    /// where a record ends, or where the writer continued at open) and hand `visit` the Lsn
+    /// past and the checked payload of every record whose payload starts with `prefix`; other
+    /// records cost a read of their header and first bytes only. Roll markers and a segment's
+    /// unused end are stepped over as recovery does. Anything else (a zero or damaged header
+    /// inside the range) is an error, never skipped.
+    pub fn scan(
+        &self,
+        from: Lsn,
+        to: Lsn,
+        prefix: &[u8],
+        visit: &mut dyn FnMut(Lsn, Vec<u8>),
+    ) -> Result<(), LogError> {
+        let sb = self.segment_bytes;
+        let mut at = from;
+        let mut head = vec![0u8; FRAME_HEADER_BYTES as usize + prefix.len()];
+        while at < to {
+            let (index, offset) = (at / sb, at % sb);
+            if sb - offset < FRAME_HEADER_BYTES {
+                at = (index + 1) * sb;
+                continue;
+            }
+            let path = segment_path(&self.log_dir, index);
+            let file = self.file(index)?;
+            let want = head.len().min((sb - offset) as usize);
+            let got = read_full(&*file, offset, &mut head[..want])
+                .map_err(|e| LogError::io("read", &path, e))?;
+            if got < FRAME_HEADER_BYTES as usize {
+                return Err(LogError::corrupt(path, offset, "short read of a frame header"));
+            }
+            let header = decode_header(&head[..FRAME_HEADER_BYTES as usize]);
+            if header.len == ROLL_MARKER_LEN {
+                at = (index + 1) * sb;
+                continue;
+            }
+            let end = at + FRAME_HEADER_BYTES + u64::from(header.len);
+            let zero = head[..FRAME_HEADER_BYTES as usize].iter().all(|&b| b == 0);
+            if zero || offset + FRAME_HEADER_BYTES + u64::from(header.len) > sb || end > to {
+                return Err(LogError::corrupt(
+                    path,
+                    offset,
+                    format!(
+                        "no record frame here (length {}) inside the durable log up to {to}",
+                        header.len
+                    ),
+                ));
+            }
+            let shown = (got - FRAME_HEADER_BYTES as usize).min(header.len as usize);
+            if head[FRAME_HEADER_BYTES as usize..FRAME_HEADER_BYTES as usize + shown]
+                .starts_with(prefix)
+            {
+                visit(end, self.read(end, header.len)?);
+            }
+            at = end;
+        }
+        Ok(())
     }
 }

@@ -253,12 +253,20 @@ impl Sim {
         frames: &svc_registry::domain::pending::PendingFrames,
     ) -> Result<restore::Restored, restore::RestoreError> {
         let at = |v: u64| format!("version {v}");
-        match restore::restore_history(REGISTRY, cp, history.clone(), frames.clone(), &at) {
+        // Every pending frame is at hand: the checkpoint's carried frames (if any) are not used.
+        let run = || {
+            let cp = match cp {
+                Some((seq, bytes)) => Some(restore::parse_checkpoint(seq, bytes)?),
+                None => None,
+            };
+            restore::restore_history(REGISTRY, cp, history.clone(), &mut |_| Ok(frames.clone()), &at)
+        };
+        match run() {
             Err(e) if self.read_fault_armed() && !self.io.powered_off() => {
                 self.log(format!(
                     "  restore failed on an injected read fault ({e}); again"
                 ));
-                restore::restore_history(REGISTRY, cp, history.clone(), frames.clone(), &at)
+                run()
             }
             other => other,
         }
