@@ -111,6 +111,214 @@ struct CheckpointSigners {
     set: SignerSetJson,
 }
 
+/// What a checkpoint payload holds before its `descriptors`, as `checkpoint_bytes` writes it
+/// (read first when the payload is streamed: [`read_checkpoint`]).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckpointHead {
+    registry_id: String,
+    version: u64,
+    hash: String,
+    #[serde(default)]
+    log_end: Option<u64>,
+}
+
+/// What a checkpoint payload holds after its `descriptors`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckpointTail {
+    #[serde(default)]
+    signers: Option<Vec<CheckpointSigners>>,
+    #[serde(default)]
+    pending: Option<Vec<PendingFrame>>,
+}
+
+/// How much of a streamed checkpoint is held at a time (more only for a larger element).
+const CHECKPOINT_WINDOW: usize = 1 << 20;
+
+/// A window over a streamed checkpoint payload: `buf[pos..]` is read but not yet parsed.
+struct Window<'a> {
+    r: &'a mut dyn std::io::Read,
+    window: usize,
+    buf: Vec<u8>,
+    pos: usize,
+    eof: bool,
+}
+
+impl Window<'_> {
+    /// Drop what was parsed and read on: up to a window's worth, or twice what is held when
+    /// one element is larger than that.
+    fn more(&mut self) -> std::io::Result<()> {
+        self.buf.drain(..self.pos);
+        self.pos = 0;
+        let want = self.window.max(self.buf.len() * 2);
+        let mut filled = self.buf.len();
+        self.buf.resize(want, 0);
+        while filled < want {
+            match self.r.read(&mut self.buf[filled..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    break;
+                }
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.buf.truncate(filled);
+        Ok(())
+    }
+
+    /// The next byte that is not JSON whitespace (not consumed), reading on as needed.
+    fn peek(&mut self) -> std::io::Result<Option<u8>> {
+        loop {
+            match self.buf[self.pos..]
+                .iter()
+                .position(|b| !b" \t\r\n".contains(b))
+            {
+                Some(i) => {
+                    self.pos += i;
+                    return Ok(Some(self.buf[self.pos]));
+                }
+                None if self.eof => {
+                    self.pos = self.buf.len();
+                    return Ok(None);
+                }
+                None => {
+                    self.pos = self.buf.len();
+                    self.more()?;
+                }
+            }
+        }
+    }
+
+    /// Everything not yet parsed, to the end of the payload.
+    fn rest(mut self) -> std::io::Result<Vec<u8>> {
+        self.buf.drain(..self.pos);
+        self.r.read_to_end(&mut self.buf)?;
+        Ok(self.buf)
+    }
+}
+
+/// Parse a checkpoint payload read as a stream, holding a window of it at a time: its
+/// descriptors are built into the state element by element (parsed in place in the window),
+/// so the payload is never in memory whole beside the state. The layout `checkpoint_bytes`
+/// writes is expected (the head fields, then `descriptors`, then the rest); a payload laid out
+/// otherwise is read whole and parsed as any JSON object.
+pub fn read_checkpoint(
+    seq: u64,
+    r: &mut dyn std::io::Read,
+) -> Result<LoadedCheckpoint, RestoreError> {
+    read_checkpoint_in(seq, r, CHECKPOINT_WINDOW)
+}
+
+/// [`read_checkpoint`] with a window of `window` bytes.
+fn read_checkpoint_in(
+    seq: u64,
+    r: &mut dyn std::io::Read,
+    window: usize,
+) -> Result<LoadedCheckpoint, RestoreError> {
+    let fail = |why: String| RestoreError(format!("checkpoint {seq}: not valid: {why}"));
+    let io_fail = |e: std::io::Error| RestoreError(format!("checkpoint {seq}: read: {e}"));
+    let mut w = Window {
+        r,
+        window,
+        buf: Vec::new(),
+        pos: 0,
+        eof: false,
+    };
+    w.more().map_err(io_fail)?;
+    const KEY: &[u8] = b",\"descriptors\":[";
+    let head = find(&w.buf, KEY).and_then(|k| {
+        let mut head = w.buf[..k].to_vec();
+        head.push(b'}');
+        serde_json::from_slice::<CheckpointHead>(&head)
+            .ok()
+            .map(|h| (h, k + KEY.len()))
+    });
+    let Some((head, at)) = head else {
+        return parse_checkpoint(seq, &w.rest().map_err(io_fail)?);
+    };
+    w.pos = at;
+    let mut descriptors = Descriptors::new();
+    if w.peek().map_err(io_fail)? == Some(b']') {
+        w.pos += 1;
+    } else {
+        loop {
+            // One element, parsed where it lies in the window; a window that ends inside it
+            // is refilled and the element parsed again.
+            let parsed = {
+                let mut it = serde_json::Deserializer::from_slice(&w.buf[w.pos..])
+                    .into_iter::<CheckpointDescriptor>();
+                match it.next() {
+                    Some(Ok(d)) => {
+                        descriptors.insert(Descriptor::new(d.kind, &d.id, d.version, d.body.get()));
+                        Ok(Some(it.byte_offset()))
+                    }
+                    Some(Err(e)) if !(e.is_eof() && !w.eof) => Err(fail(e.to_string())),
+                    None if w.eof => Err(fail("the payload ends inside descriptors".into())),
+                    _ => Ok(None),
+                }
+            };
+            match parsed? {
+                Some(used) => w.pos += used,
+                None => {
+                    w.more().map_err(io_fail)?;
+                    continue;
+                }
+            }
+            match w.peek().map_err(io_fail)? {
+                Some(b',') => w.pos += 1,
+                Some(b']') => {
+                    w.pos += 1;
+                    break;
+                }
+                other => {
+                    return Err(fail(format!(
+                        "expected , or ] after a descriptor, found {:?}",
+                        other.map(char::from)
+                    )))
+                }
+            }
+        }
+    }
+    // The rest (the signer history and pending frames, small beside the descriptors) whole:
+    // `,"signers":…}` made an object of its own, or the closing `}`.
+    let mut tail = w.rest().map_err(io_fail)?;
+    let start = tail
+        .iter()
+        .position(|b| !b" \t\r\n".contains(b))
+        .ok_or_else(|| fail("the payload ends after descriptors".into()))?;
+    if tail[start] == b',' {
+        tail[start] = b'{';
+    } else if tail[start] != b'}' {
+        return Err(fail("expected , or } after descriptors".into()));
+    }
+    let tail: CheckpointTail = if tail[start] == b'}' {
+        if tail[start + 1..].iter().any(|b| !b" \t\r\n".contains(b)) {
+            return Err(fail("trailing characters after the payload".into()));
+        }
+        CheckpointTail {
+            signers: None,
+            pending: None,
+        }
+    } else {
+        serde_json::from_slice(&tail[start..]).map_err(|e| fail(e.to_string()))?
+    };
+    Ok(LoadedCheckpoint {
+        seq,
+        json: CheckpointJson {
+            registry_id: head.registry_id,
+            version: head.version,
+            hash: head.hash,
+            log_end: head.log_end,
+            descriptors: CheckpointDescriptors(descriptors),
+            signers: tail.signers,
+            pending: tail.pending,
+        },
+    })
+}
+
 /// One element of a checkpoint's `descriptors`, borrowed from the payload where it can be (an
 /// id with escapes cannot be borrowed; a valid id never has one).
 #[derive(Deserialize)]
@@ -264,6 +472,9 @@ pub struct Restored {
     /// The same proposals as gathered frames (what the checkpoint thread carries on from the
     /// log's end, to write into later checkpoints).
     pub pending_frames: PendingFrames,
+    /// Whether the checkpoint used carried the pending frames up to it (false: none was used,
+    /// or one written before checkpoints carried them, and every pending frame was read).
+    pub carried_pending: bool,
 }
 
 /// Where restore gets the pending frames from: given the frames a checkpoint carries and the
@@ -581,6 +792,7 @@ pub fn restore_history(
         }
         _ => None,
     });
+    let carried_pending = carried.is_some();
     let mut frames = frames(carried)?;
     let mut read_failure = None;
     frames.retain(|p| {
@@ -612,6 +824,7 @@ pub fn restore_history(
         from_checkpoint: cp_version,
         pending,
         pending_frames: frames,
+        carried_pending,
     })
 }
 
@@ -918,4 +1131,142 @@ mod tests {
         // A record read back through the history is byte for byte what was stored.
         assert_eq!(full.snapshot.record_bytes(3).unwrap().unwrap(), recs[3].0);
     }
+
+    /// Reads at most `step` bytes per call, so a streamed parse meets every boundary.
+    struct Trickle<'a>(&'a [u8], usize);
+    impl std::io::Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.len().min(self.1).min(buf.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    fn one_pending_proposal() -> Vec<PendingFrame> {
+        let payload = br#"{"registry_id":"r","base_version":4,"ops":[]}"#;
+        let id = sha256_hex(payload);
+        vec![
+            PendingFrame::Proposal {
+                proposal_id: id.clone(),
+                payload: crate::domain::dsse::b64(payload),
+                expires_at: 1_000,
+            },
+            PendingFrame::Approvals {
+                proposal_id: id,
+                approvals: vec![crate::domain::pending::PendingApproval {
+                    keyid: "k1".into(),
+                    public_key: hex::encode([7u8; 32]),
+                    sig: crate::domain::dsse::encode_sig(&[9u8; 64]),
+                }],
+            },
+        ]
+    }
+
+    /// What a loaded checkpoint holds, comparable.
+    fn contents(cp: &LoadedCheckpoint) -> String {
+        let j = &cp.json;
+        let descriptors: Vec<String> = j
+            .descriptors
+            .0
+            .values()
+            .map(|d| String::from_utf8(d.to_json()).unwrap())
+            .collect();
+        format!(
+            "{} {} {} {:?} {descriptors:?} {} {:?}",
+            j.registry_id,
+            j.version,
+            j.hash,
+            j.log_end,
+            serde_json::to_string(&j.signers).unwrap(),
+            j.pending
+        )
+    }
+
+    /// issue 14: a checkpoint streamed through a small window (every element split across
+    /// refills, one element larger than the window) loads exactly what the whole payload
+    /// parses to; a payload laid out otherwise is parsed whole; damage is refused.
+    #[test]
+    fn a_streamed_checkpoint_loads_what_the_whole_payload_does() {
+        let (_, snaps) = chain_of(6);
+        let frames = one_pending_proposal();
+        for cp in [
+            checkpoint_bytes(&snaps[5]),
+            checkpoint_bytes_with(&snaps[5], Some(&frames)),
+            checkpoint_bytes_with(&snaps[0], Some(&frames)),
+        ] {
+            let whole = contents(&parse_checkpoint(5, &cp).unwrap());
+            for window in [1, 2, 7, 40, 1 << 20] {
+                for step in [1, 3, 1 << 20] {
+                    let streamed =
+                        read_checkpoint_in(5, &mut Trickle(&cp, step), window).unwrap();
+                    assert_eq!(contents(&streamed), whole, "window {window} step {step}");
+                }
+            }
+        }
+        let cp = checkpoint_bytes_with(&snaps[5], Some(&frames));
+        assert!(contents(&read_checkpoint(5, &mut &cp[..]).unwrap()).contains("Proposal"));
+        // Another layout (keys sorted, whitespace): read whole, same contents.
+        let v: serde_json::Value = serde_json::from_slice(&cp).unwrap();
+        let pretty = serde_json::to_vec_pretty(&v).unwrap();
+        assert_eq!(
+            contents(&read_checkpoint_in(5, &mut &pretty[..], 16).unwrap()),
+            contents(&parse_checkpoint(5, &pretty).unwrap())
+        );
+        // Cut short anywhere, or with a damaged element, or with bytes after it: refused.
+        for cut in [10, cp.len() / 2, cp.len() - 1] {
+            assert!(read_checkpoint_in(5, &mut &cp[..cut], 8).is_err(), "cut at {cut}");
+        }
+        let bad = String::from_utf8(cp.clone())
+            .unwrap()
+            .replacen("\"kind\":\"node\"", "\"kind\":7", 1);
+        assert!(read_checkpoint_in(5, &mut bad.as_bytes(), 8).is_err());
+        let mut extra = cp.clone();
+        extra.extend_from_slice(b"{}");
+        assert!(read_checkpoint_in(5, &mut &extra[..], 8).is_err());
+    }
+
+    /// issue 14: restore hands the pending source what the checkpoint carries only when it has
+    /// them and they are tied to the log (its record ends at `log_end`); an old checkpoint
+    /// without them gets every pending frame read.
+    #[test]
+    fn carried_pending_frames_are_used_only_from_a_checkpoint_tied_to_the_log() {
+        let (recs, snaps) = chain_of(5);
+        let full = restore("r", None, &recs).unwrap();
+        let history = full.snapshot.history.clone();
+        let frames = one_pending_proposal();
+        let asked = |cp: Vec<u8>| {
+            let mut got = None;
+            let r = restore_history(
+                "r",
+                Some(parse_checkpoint(3, &cp).unwrap()),
+                history.clone(),
+                &mut |carried| {
+                    got = Some(carried.clone());
+                    match carried {
+                        Some((end, f)) => replay_carried(end, f),
+                        None => Ok(PendingFrames::default()),
+                    }
+                },
+                &|v| format!("version {v}"),
+            );
+            (r.map(|r| (r.carried_pending, r.pending.len())), got)
+        };
+        let (r, got) = asked(checkpoint_bytes(&snaps[3]));
+        assert_eq!(r.unwrap(), (false, 0));
+        assert_eq!(got, Some(None), "an old checkpoint: every frame is read");
+        let (r, got) = asked(checkpoint_bytes_with(&snaps[3], Some(&frames)));
+        assert_eq!(r.unwrap(), (true, 1), "the carried proposal (base 4) is pending");
+        let end = history.loc(3).unwrap().end;
+        assert_eq!(got, Some(Some((end, frames.clone()))));
+        // A checkpoint whose log_end is not where its record ends is refused before any
+        // pending frame is asked for.
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&checkpoint_bytes_with(&snaps[3], Some(&frames))).unwrap();
+        v["log_end"] = serde_json::json!(end + 1);
+        let (r, got) = asked(serde_json::to_vec(&v).unwrap());
+        assert!(r.is_err());
+        assert_eq!(got, None);
+    }
+
 }

@@ -188,7 +188,7 @@ fn describe(reader: &LogReader, log_dir: &Path, loc: Loc) -> String {
 /// checkpoint disagrees with it (the log is the source of truth), and saying so.
 pub fn restore_opened(
     registry_id: &str,
-    checkpoint: Option<&rlog::Checkpoint>,
+    checkpoint: Option<(restore::LoadedCheckpoint, PathBuf)>,
     history: History,
     pending: &[Loc],
     reader: &LogReader,
@@ -199,18 +199,15 @@ pub fn restore_opened(
         None => format!("version {v}"),
     };
     let mut frames = |carried| pending_frames(reader, log_dir, &history, pending, carried);
-    let parsed = checkpoint.map(|c| restore::parse_checkpoint(c.seq, &c.payload));
-    let cp_path = checkpoint.map(|c| c.path.display().to_string());
-    let attempt = match parsed {
-        None => return restore::restore_history(registry_id, None, history.clone(), &mut frames, &location),
-        Some(Ok(cp)) => restore::restore_history(registry_id, Some(cp), history.clone(), &mut frames, &location),
-        Some(Err(e)) => Err(e),
+    let Some((cp, cp_path)) = checkpoint else {
+        return restore::restore_history(registry_id, None, history.clone(), &mut frames, &location);
     };
-    match attempt {
+    match restore::restore_history(registry_id, Some(cp), history.clone(), &mut frames, &location) {
         Ok(r) => Ok(r),
         Err(e) => {
             log::warn!(
-                "msg=\"checkpoint unusable; replaying the whole log\" checkpoint={cp_path:?} error={:?}",
+                "msg=\"checkpoint unusable; replaying the whole log\" checkpoint={:?} error={:?}",
+                cp_path.display().to_string(),
                 e.0
             );
             restore::restore_history(registry_id, None, history.clone(), &mut frames, &location)
@@ -291,12 +288,23 @@ pub fn open_with(
     bootstrap: &mut dyn FnMut() -> Result<Arc<SignerSet>, String>,
 ) -> Result<OpenedStorage, OpenError> {
     let mut index = FrameIndex::default();
-    let trust = |c: &rlog::Checkpoint| restore::checkpoint_log_end(&c.payload).unwrap_or(0);
+    // The checkpoint is parsed as it is read (the state built element by element), and kept
+    // only if its CRC then matches (`Opened::streamed_checkpoint`); its `log_end` is what
+    // recovery may check by header only.
+    let mut loaded: Option<restore::LoadedCheckpoint> = None;
+    let mut load = |seq: u64, r: &mut dyn std::io::Read| -> Result<u64, String> {
+        // A candidate that failed its CRC is dropped before the next is parsed.
+        loaded = None;
+        let cp = restore::read_checkpoint(seq, r).map_err(|e| e.0)?;
+        let trusted = cp.log_end().unwrap_or(0);
+        loaded = Some(cp);
+        Ok(trusted)
+    };
     let mut opened = rlog::open_index(
         data_dir,
         opts,
         Arc::new(OsIo),
-        &trust,
+        &mut load,
         &mut |end, len, head| index.add(end, len, head),
     )
     .map_err(|e| match e {
@@ -327,9 +335,13 @@ pub fn open_with(
     } = index;
     let history = history_index(registry_id, opened.reader.clone(), &log_dir, first, commits)
         .map_err(|e| OpenError::Refused(e.0))?;
+    let checkpoint = match (opened.streamed_checkpoint.take(), loaded) {
+        (Some((seq, path)), Some(cp)) if cp.seq() == seq => Some((cp, path)),
+        _ => None,
+    };
     let restored = restore_opened(
         registry_id,
-        opened.checkpoint.as_ref(),
+        checkpoint,
         history,
         &pending,
         &opened.reader,

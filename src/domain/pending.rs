@@ -328,4 +328,63 @@ mod tests {
         };
         assert!(frames.add(bad).is_err());
     }
+
+    /// issue 14: the gathered state written out as frames gathers the same state again (what a
+    /// checkpoint carries), a later proposal frame for an id starts it afresh, and
+    /// `retain_live` forgets exactly the proposals built below the head or expired.
+    #[test]
+    fn gathered_frames_round_trip_and_forget_what_cannot_come_back() {
+        let proposal = |base: u64, expires_at: i64| {
+            let payload = format!("{{\"base_version\":{base}}}");
+            let id = crate::domain::sha256_hex(payload.as_bytes());
+            let p = PendingFrame::Proposal {
+                proposal_id: id.clone(),
+                payload: dsse::b64(payload.as_bytes()),
+                expires_at,
+            };
+            let a = |seed: u8| PendingFrame::Approvals {
+                proposal_id: id.clone(),
+                approvals: vec![PendingApproval {
+                    keyid: format!("k{seed}"),
+                    public_key: format!("{}:{}", hex::encode([seed; 32]), hex::encode([seed; 8])),
+                    sig: dsse::encode_sig(&[seed; 64]),
+                }],
+            };
+            let (a1, a2) = (a(1), a(2));
+            (id, p, a1, a2)
+        };
+        let (below, p_below, a_below, _) = proposal(3, 100);
+        let (live, p_live, a1, a2) = proposal(5, 100);
+        let (old, p_old, _, _) = proposal(9, 50);
+        let mut frames = PendingFrames::default();
+        for f in [p_below, a_below, p_live.clone(), a1.clone(), a2.clone(), a1, p_old] {
+            frames.add(f).unwrap();
+        }
+        let mut again = PendingFrames::default();
+        for f in frames.to_frames() {
+            again.add(f).unwrap();
+        }
+        assert_eq!(again.clone().all(), frames.clone().all());
+        assert_eq!(again.to_frames(), frames.to_frames());
+        let held = frames.clone().all();
+        assert_eq!(held.iter().find(|p| p.proposal_id == live).unwrap().approvals.len(), 2);
+
+        // Re-proposed after expiry: afresh, its earlier approvals gone.
+        let mut fresh = frames.clone();
+        fresh.add(p_live).unwrap();
+        let all = fresh.all();
+        assert!(all.iter().find(|p| p.proposal_id == live).unwrap().approvals.is_empty());
+
+        frames.retain_live(4, 50);
+        let ids: Vec<String> = frames.clone().all().into_iter().map(|p| p.proposal_id).collect();
+        assert_eq!(ids, vec![live.clone()], "{below} is built below 4, {old} expired at 50");
+        frames.retain_live(4, 99);
+        assert_eq!(frames.len(), 1);
+        frames.retain_live(6, 0);
+        assert!(frames.is_empty());
+        // Approvals after a forgotten proposal are dropped with it, as the writer drops them.
+        frames.add(a2).unwrap();
+        assert!(frames.is_empty());
+    }
+
 }

@@ -37,6 +37,10 @@ pub struct CheckpointParts {
     pub write: WriteCheckpoint,
     /// The pending frames gathered at start-up, carried on (None: checkpoints go without).
     pub pending: Option<PendingCarry>,
+    /// Write a checkpoint at once even if no commit happened: the one found at start does not
+    /// carry the pending frames (an older build wrote it), so until a new one is written every
+    /// start would read all of them.
+    pub upgrade: bool,
 }
 
 /// The pending frames gathered from the log up to `scanned_to`.
@@ -104,8 +108,9 @@ pub fn run(mut p: CheckpointParts) {
             .set(last_at.elapsed().as_secs() as i64);
         let snap = p.snapshot.load_full();
         let behind = snap.version().saturating_sub(last_version);
-        let due =
-            behind > 0 && (closed || behind >= p.every_commits || last_at.elapsed() >= p.interval);
+        let due = (behind > 0
+            && (closed || behind >= p.every_commits || last_at.elapsed() >= p.interval))
+            || (p.upgrade && p.pending.is_some() && snap.version() > 0);
         if due {
             let started = Instant::now();
             let now_unix = crate::clock::now_unix_ms().div_euclid(1000);
@@ -123,6 +128,7 @@ pub fn run(mut p: CheckpointParts) {
             let bytes = crate::restore::checkpoint_bytes_with(&snap, carried.as_deref());
             match (p.write)(snap.version(), &bytes) {
                 Ok(()) => {
+                    p.upgrade = false;
                     last_version = snap.version();
                     last_at = Instant::now();
                     m().registry_checkpoint_age_seconds.set(0);
