@@ -255,8 +255,9 @@ fn read_checkpoint_in(
                         descriptors.insert(Descriptor::new(d.kind, &d.id, d.version, d.body.get()));
                         Ok(Some(it.byte_offset()))
                     }
-                    Some(Err(e)) if !(e.is_eof() && !w.eof) => Err(fail(e.to_string())),
+                    Some(Err(e)) if !e.is_eof() || w.eof => Err(fail(e.to_string())),
                     None if w.eof => Err(fail("the payload ends inside descriptors".into())),
+                    // Cut short by the window, not by the payload: read on and parse again.
                     _ => Ok(None),
                 }
             };
@@ -781,12 +782,14 @@ pub fn restore_history(
     }
     // The checkpoint's frames stand for every pending frame up to its `log_end` only if it
     // says where that is, and it was tied to the log above (its record ends there).
-    let carried = cp.as_mut().and_then(|c| match (c.log_end, c.pending.take()) {
-        (Some(end), Some(frames)) if history.loc(cp_version).map(|l| l.end) == Some(end) => {
-            Some((end, frames))
-        }
-        _ => None,
-    });
+    let carried = cp
+        .as_mut()
+        .and_then(|c| match (c.log_end, c.pending.take()) {
+            (Some(end), Some(frames)) if history.loc(cp_version).map(|l| l.end) == Some(end) => {
+                Some((end, frames))
+            }
+            _ => None,
+        });
     let carried_pending = carried.is_some();
     let mut frames = frames(carried)?;
     let mut read_failure = None;
@@ -1235,8 +1238,7 @@ mod tests {
             let whole = contents(&parse_checkpoint(5, &cp).unwrap());
             for window in [1, 2, 7, 40, 1 << 20] {
                 for step in [1, 3, 1 << 20] {
-                    let streamed =
-                        read_checkpoint_in(5, &mut Trickle(&cp, step), window).unwrap();
+                    let streamed = read_checkpoint_in(5, &mut Trickle(&cp, step), window).unwrap();
                     assert_eq!(contents(&streamed), whole, "window {window} step {step}");
                 }
             }
@@ -1252,11 +1254,15 @@ mod tests {
         );
         // Cut short anywhere, or with a damaged element, or with bytes after it: refused.
         for cut in [10, cp.len() / 2, cp.len() - 1] {
-            assert!(read_checkpoint_in(5, &mut &cp[..cut], 8).is_err(), "cut at {cut}");
+            assert!(
+                read_checkpoint_in(5, &mut &cp[..cut], 8).is_err(),
+                "cut at {cut}"
+            );
         }
-        let bad = String::from_utf8(cp.clone())
-            .unwrap()
-            .replacen("\"kind\":\"node\"", "\"kind\":7", 1);
+        let bad =
+            String::from_utf8(cp.clone())
+                .unwrap()
+                .replacen("\"kind\":\"node\"", "\"kind\":7", 1);
         assert!(read_checkpoint_in(5, &mut bad.as_bytes(), 8).is_err());
         let mut extra = cp.clone();
         extra.extend_from_slice(b"{}");
@@ -1293,7 +1299,11 @@ mod tests {
         assert_eq!(r.unwrap(), (false, 0));
         assert_eq!(got, Some(None), "an old checkpoint: every frame is read");
         let (r, got) = asked(checkpoint_bytes_with(&snaps[3], Some(&frames)));
-        assert_eq!(r.unwrap(), (true, 1), "the carried proposal (base 4) is pending");
+        assert_eq!(
+            r.unwrap(),
+            (true, 1),
+            "the carried proposal (base 4) is pending"
+        );
         let end = history.loc(3).unwrap().end;
         assert_eq!(got, Some(Some((end, frames.clone()))));
         // A checkpoint whose log_end is not where its record ends is refused before any
@@ -1305,7 +1315,6 @@ mod tests {
         assert!(r.is_err());
         assert_eq!(got, None);
     }
-
 
     /// The quick read of a record's id agrees with a full parse on every record shape.
     #[test]
@@ -1320,8 +1329,11 @@ mod tests {
             let sorted = serde_json::to_vec(&v).unwrap();
             assert_eq!(record_id(&sorted).unwrap(), full);
         }
-        assert_eq!(record_id(&recs[0].0).unwrap().proposal_id, None, "genesis has none");
+        assert_eq!(
+            record_id(&recs[0].0).unwrap().proposal_id,
+            None,
+            "genesis has none"
+        );
         assert!(record_id(b"{\"version\":1,").is_err());
     }
-
 }

@@ -73,7 +73,11 @@ impl Located for ReadBack {
     }
 }
 
-fn read_back(reader: &LogReader, log_dir: &Path, loc: Loc) -> Result<ReadBack, restore::RestoreError> {
+fn read_back(
+    reader: &LogReader,
+    log_dir: &Path,
+    loc: Loc,
+) -> Result<ReadBack, restore::RestoreError> {
     let location = describe(reader, log_dir, loc);
     match reader.read(loc.end, loc.len) {
         Ok(payload) => Ok(ReadBack { location, payload }),
@@ -200,9 +204,21 @@ pub fn restore_opened(
     };
     let mut frames = |carried| pending_frames(reader, log_dir, &history, pending, carried);
     let Some((cp, cp_path)) = checkpoint else {
-        return restore::restore_history(registry_id, None, history.clone(), &mut frames, &location);
+        return restore::restore_history(
+            registry_id,
+            None,
+            history.clone(),
+            &mut frames,
+            &location,
+        );
     };
-    match restore::restore_history(registry_id, Some(cp), history.clone(), &mut frames, &location) {
+    match restore::restore_history(
+        registry_id,
+        Some(cp),
+        history.clone(),
+        &mut frames,
+        &location,
+    ) {
         Ok(r) => Ok(r),
         Err(e) => {
             log::warn!(

@@ -113,11 +113,9 @@ fn wait_checkpoint(s: &TestServer, version: u64) {
         .data_dir
         .join("checkpoints")
         .join(format!("checkpoint-{version:020}.ckpt"));
-    eventually(
-        Duration::from_secs(10),
-        "the checkpoint is written",
-        || path.exists(),
-    );
+    eventually(Duration::from_secs(10), "the checkpoint is written", || {
+        path.exists()
+    });
 }
 
 /// issue 14: a checkpoint carries the pending proposals and approvals logged before it, so
@@ -143,9 +141,8 @@ fn a_proposal_pending_at_a_checkpoint_comes_back_from_it_and_commits() {
     let logs = s.logs();
     assert!(
         logs.contains("msg=\"loaded checkpoint\"")
-            && logs.contains(
-                "msg=\"pending frames carried by the checkpoint\" frames=2 proposals=1"
-            )
+            && logs
+                .contains("msg=\"pending frames carried by the checkpoint\" frames=2 proposals=1")
             && logs.contains("msg=\"pending frames read from the log\" frames=0 "),
         "the pending frames below the checkpoint must come from it, not from the log:\n{logs}"
     );
@@ -155,7 +152,11 @@ fn a_proposal_pending_at_a_checkpoint_comes_back_from_it_and_commits() {
     );
     let view = json(&s.get(&format!("/proposals/{id}")));
     assert_eq!(view["state"], "pending", "{view}");
-    assert_eq!(view["expires_at"], expires_at.as_str(), "the TTL clock survives");
+    assert_eq!(
+        view["expires_at"],
+        expires_at.as_str(),
+        "the TTL clock survives"
+    );
     assert_eq!(view["approvals"], j!(["a"]));
     assert_eq!(approve(&s, &id, &p, &b).status, 200);
     let r = commit(&s, &id);
@@ -172,7 +173,10 @@ fn a_proposal_pending_at_a_checkpoint_comes_back_from_it_and_commits() {
         "{}",
         s.logs()
     );
-    assert_eq!(json(&s.get(&format!("/proposals/{id}")))["state"], "committed");
+    assert_eq!(
+        json(&s.get(&format!("/proposals/{id}")))["state"],
+        "committed"
+    );
     assert_eq!(commit(&s, &id).status, 409);
 }
 
@@ -197,9 +201,11 @@ fn expired_proposals_stay_expired_through_a_checkpoint() {
     let (soon, _) = propose(&s, &q);
     s.commit_ops(0, j!([put("node", "n1", j!({"v": 1}))]));
     wait_checkpoint(&s, 1);
-    eventually(Duration::from_secs(5), "the second proposal expires", || {
-        json(&s.get(&format!("/proposals/{soon}")))["state"] == "expired"
-    });
+    eventually(
+        Duration::from_secs(5),
+        "the second proposal expires",
+        || json(&s.get(&format!("/proposals/{soon}")))["state"] == "expired",
+    );
 
     let s = s.restart_killed();
     let logs = s.logs();

@@ -113,7 +113,9 @@ fn committer(s: Arc<TestServer>, shared: Arc<Shared>, worker: u64) {
         rng
     };
     while !shared.stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(shared.pace_ms.load(Ordering::Relaxed)));
+        std::thread::sleep(Duration::from_millis(
+            shared.pace_ms.load(Ordering::Relaxed),
+        ));
         let started = Instant::now();
         let head = match client::request(
             &s.target(),

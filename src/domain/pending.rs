@@ -206,8 +206,8 @@ impl PendingFrames {
         self.proposals.retain(|_, (p, _)| {
             // A payload without a base version is left for the writer to refuse, as a replay
             // would; it goes at its expiry.
-            let built_below = serde_json::from_slice::<Base>(&p.payload)
-                .is_ok_and(|b| b.base_version < head);
+            let built_below =
+                serde_json::from_slice::<Base>(&p.payload).is_ok_and(|b| b.base_version < head);
             !built_below && now_unix < p.expires_at
         });
     }
@@ -357,7 +357,15 @@ mod tests {
         let (live, p_live, a1, a2) = proposal(5, 100);
         let (old, p_old, _, _) = proposal(9, 50);
         let mut frames = PendingFrames::default();
-        for f in [p_below, a_below, p_live.clone(), a1.clone(), a2.clone(), a1, p_old] {
+        for f in [
+            p_below,
+            a_below,
+            p_live.clone(),
+            a1.clone(),
+            a2.clone(),
+            a1,
+            p_old,
+        ] {
             frames.add(f).unwrap();
         }
         let mut again = PendingFrames::default();
@@ -367,17 +375,38 @@ mod tests {
         assert_eq!(again.clone().all(), frames.clone().all());
         assert_eq!(again.to_frames(), frames.to_frames());
         let held = frames.clone().all();
-        assert_eq!(held.iter().find(|p| p.proposal_id == live).unwrap().approvals.len(), 2);
+        assert_eq!(
+            held.iter()
+                .find(|p| p.proposal_id == live)
+                .unwrap()
+                .approvals
+                .len(),
+            2
+        );
 
         // Re-proposed after expiry: afresh, its earlier approvals gone.
         let mut fresh = frames.clone();
         fresh.add(p_live).unwrap();
         let all = fresh.all();
-        assert!(all.iter().find(|p| p.proposal_id == live).unwrap().approvals.is_empty());
+        assert!(all
+            .iter()
+            .find(|p| p.proposal_id == live)
+            .unwrap()
+            .approvals
+            .is_empty());
 
         frames.retain_live(4, 50);
-        let ids: Vec<String> = frames.clone().all().into_iter().map(|p| p.proposal_id).collect();
-        assert_eq!(ids, vec![live.clone()], "{below} is built below 4, {old} expired at 50");
+        let ids: Vec<String> = frames
+            .clone()
+            .all()
+            .into_iter()
+            .map(|p| p.proposal_id)
+            .collect();
+        assert_eq!(
+            ids,
+            vec![live.clone()],
+            "{below} is built below 4, {old} expired at 50"
+        );
         frames.retain_live(4, 99);
         assert_eq!(frames.len(), 1);
         frames.retain_live(6, 0);
@@ -386,5 +415,4 @@ mod tests {
         frames.add(a2).unwrap();
         assert!(frames.is_empty());
     }
-
 }

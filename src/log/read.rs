@@ -148,7 +148,11 @@ impl LogReader {
             let got = read_full(&*file, offset, &mut head[..want])
                 .map_err(|e| LogError::io("read", &path, e))?;
             if got < FRAME_HEADER_BYTES as usize {
-                return Err(LogError::corrupt(path, offset, "short read of a frame header"));
+                return Err(LogError::corrupt(
+                    path,
+                    offset,
+                    "short read of a frame header",
+                ));
             }
             let header = decode_header(&head[..FRAME_HEADER_BYTES as usize]);
             if header.len == ROLL_MARKER_LEN {

@@ -61,7 +61,11 @@ impl PendingCarry {
     /// those again after the checkpoint's frames, which changes nothing (a proposal frame
     /// starts its proposal afresh with the approvals after it, an approval already held is
     /// held once).
-    fn frames_for(&mut self, snap: &Snapshot, now_unix: i64) -> Result<Option<Vec<PendingFrame>>, String> {
+    fn frames_for(
+        &mut self,
+        snap: &Snapshot,
+        now_unix: i64,
+    ) -> Result<Option<Vec<PendingFrame>>, String> {
         let Some(end) = snap.history.loc(snap.version()).map(|l| l.end) else {
             return Ok(None);
         };
@@ -69,12 +73,17 @@ impl PendingCarry {
             let frames = &mut self.frames;
             let mut bad = None;
             self.reader
-                .scan(self.scanned_to, end, pending::PENDING_PREFIX, &mut |_, payload| {
-                    let added = PendingFrame::from_bytes(&payload).and_then(|f| frames.add(f));
-                    if let Err(e) = added {
-                        bad.get_or_insert(e);
-                    }
-                })
+                .scan(
+                    self.scanned_to,
+                    end,
+                    pending::PENDING_PREFIX,
+                    &mut |_, payload| {
+                        let added = PendingFrame::from_bytes(&payload).and_then(|f| frames.add(f));
+                        if let Err(e) = added {
+                            bad.get_or_insert(e);
+                        }
+                    },
+                )
                 .map_err(|e| e.to_string())?;
             if let Some(e) = bad {
                 return Err(e);

@@ -270,7 +270,13 @@ impl Sim {
                 Some((seq, bytes)) => Some(restore::parse_checkpoint(seq, bytes)?),
                 None => None,
             };
-            restore::restore_history(REGISTRY, cp, history.clone(), &mut |_| Ok(frames.clone()), &at)
+            restore::restore_history(
+                REGISTRY,
+                cp,
+                history.clone(),
+                &mut |_| Ok(frames.clone()),
+                &at,
+            )
         };
         match run() {
             Err(e) if self.read_fault_armed() && !self.io.powered_off() => {
