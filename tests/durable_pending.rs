@@ -223,3 +223,71 @@ fn expired_proposals_stay_expired_through_a_checkpoint() {
         assert_eq!(approve(&s, id, &p, &a).status, 404);
     }
 }
+
+/// issue 14, backward compatibility: a checkpoint written before checkpoints carried pending
+/// frames (no `pending` member) still loads, by the old path — every pending frame of the log
+/// is read — with the same proposals back; and the server writes a checkpoint that carries them
+/// at once, without waiting for a commit.
+#[test]
+fn a_checkpoint_without_pending_frames_loads_by_reading_them_all_and_is_rewritten() {
+    let s = TestServer::start(Setup {
+        tables: "[storage]\ncheckpoint_every_commits = 1\n".into(),
+        ..Setup::default()
+    });
+    let a = Signer::new("a", 1);
+    let p = payload(2, "later");
+    let (id, _) = propose(&s, &p);
+    assert_eq!(approve(&s, &id, &p, &a).status, 200);
+    s.commit_ops(0, j!([put("node", "n1", j!({"v": 1}))]));
+    s.commit_ops(1, j!([put("node", "n2", j!({"v": 2}))]));
+    wait_checkpoint(&s, 2);
+    let s = s.stop();
+
+    // Rewrite the checkpoint as an earlier build wrote it: the payload without its last member
+    // (`"pending"`), the header's length and the CRC32C made to match (docs/FORMATS.md §7).
+    let path = s
+        .data_dir
+        .join("checkpoints")
+        .join(format!("checkpoint-{:020}.ckpt", 2));
+    let file = std::fs::read(&path).unwrap();
+    let payload = &file[24..file.len() - 4];
+    let at = payload
+        .windows(11)
+        .rposition(|w| w == b",\"pending\":")
+        .expect("a checkpoint carries its pending frames");
+    let mut old = file[..24].to_vec();
+    old[16..24].copy_from_slice(&((at + 1) as u64).to_le_bytes());
+    old.extend_from_slice(&payload[..at]);
+    old.push(b'}');
+    let crc = crc32c::crc32c(&old);
+    old.extend_from_slice(&crc.to_le_bytes());
+    std::fs::write(&path, &old).unwrap();
+
+    let s = s.restart_killed();
+    let logs = s.logs();
+    assert!(
+        logs.contains("msg=\"loaded checkpoint\"")
+            && !logs.contains("pending frames carried by the checkpoint")
+            && logs.contains("msg=\"pending frames read from the log\" frames=6 after_lsn=0"),
+        "an old checkpoint: every pending frame (three proposals, three approvals) is read:\n{logs}"
+    );
+    let view = json(&s.get(&format!("/proposals/{id}")));
+    assert_eq!(view["state"], "pending", "{view}");
+    assert_eq!(view["approvals"], j!(["a"]));
+    eventually(
+        Duration::from_secs(10),
+        "the old checkpoint is rewritten",
+        || std::fs::read(&path).is_ok_and(|b| b.windows(11).any(|w| w == b",\"pending\":")),
+    );
+    let s = s.restart_killed();
+    assert!(
+        s.logs()
+            .contains("msg=\"pending frames carried by the checkpoint\" frames=2 proposals=1"),
+        "{}",
+        s.logs()
+    );
+    assert_eq!(
+        json(&s.get(&format!("/proposals/{id}")))["state"],
+        "pending"
+    );
+}
