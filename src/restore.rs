@@ -16,7 +16,10 @@
 //! `set_signers` record of the log.
 //!
 //! Pending frames (durable proposals and approvals, `domain::pending`) are set aside by the
-//! caller and handed in; they never touch the chain (the history indexes commit records only).
+//! caller and fetched through a [`PendingSource`] once the checkpoint is tied to the log: the
+//! checkpoint's compacted frames and only the log's frames after its `log_end`, or (no
+//! checkpoint, or one that does not carry them) every frame. They never touch the chain (the
+//! history indexes commit records only).
 //! A pending proposal is already committed when the record at its `base_version + 1` carries its
 //! id (a proposal can only commit there), so no set of every committed id is held.
 //!

@@ -4,7 +4,9 @@
 //!
 //! Start-up keeps no record bytes: recovery's scan yields each record's location, and restore
 //! reads back only what it needs (the genesis record, the checkpoint's record, what follows it,
-//! recent proposal ids, and the pending frames). Recovery also hands over each frame's first
+//! recent proposal ids, and the pending frames after the checkpoint's `log_end`: the checkpoint
+//! carries those before it, compacted). The checkpoint itself is streamed (parsed as it is
+//! read, kept only if its CRC matches). Recovery also hands over each frame's first
 //! payload bytes, so pending frames (`domain::pending`) are told from commit records even below
 //! a checkpoint's `log_end`, where payloads are not read: the history indexes commit records
 //! only, its genesis is the log's first frame.
