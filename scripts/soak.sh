@@ -10,6 +10,11 @@
 #
 #   scripts/soak.sh [SECONDS]      SOAK_REPORT_SECS / SOAK_HUP_SECS override the intervals
 #
+# First a warm-up: unpaced commits until SOAK_WARMUP_COMMITS (default 17000, past the writer's
+# 16,384 recent proposal ids and the stream's event cache) are acknowledged; the timed run and
+# its RssAnon slope start after it, so the slope is growth with history, not bounded memories
+# filling. SOAK_WARMUP_COMMITS=0 skips it.
+#
 # It is tests/soak.rs with SOAK_SECS set; the report is kept in target/soak-<date>.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +29,8 @@ log="target/soak-$(date +%Y%m%d-%H%M%S).log"
 echo "== soak: ${secs}s (release build; log $log)"
 cargo build --release --bins --quiet
 set +e
-SOAK_SECS="$secs" cargo test --release --quiet --test soak -- --nocapture 2>&1 | tee "$log" \
+SOAK_SECS="$secs" SOAK_WARMUP_COMMITS="${SOAK_WARMUP_COMMITS:-17000}" \
+    cargo test --release --quiet --test soak -- --nocapture 2>&1 | tee "$log" \
     | grep -E '^soak|panicked|assert'
 rc=${PIPESTATUS[0]}
 set -e

@@ -380,6 +380,10 @@ struct Restored {
     checkpoint_version: u64,
     /// (syncer, data directory lock, data directory); `None` with `--amnesia`.
     storage: Option<(crate::log::Syncer, crate::log::DirLock, PathBuf)>,
+    /// The log's pending frames gathered at start, for the checkpoint thread to carry on.
+    pending_carry: Option<crate::roles::checkpoint::PendingCarry>,
+    /// Whether the checkpoint restored from carried them (else it is rewritten at once).
+    carried_pending: bool,
 }
 
 /// Why storage did not open (already logged).
@@ -455,6 +459,8 @@ fn open_storage(
             pending: Vec::new(),
             checkpoint_version: 0,
             storage: None,
+            pending_carry: None,
+            carried_pending: false,
         }
     } else {
         let opts = crate::log::StorageOptions {
@@ -512,6 +518,12 @@ fn open_storage(
                     recent_commits: opened.restored.recent_commits,
                     pending: opened.restored.pending,
                     checkpoint_version: opened.restored.from_checkpoint,
+                    carried_pending: opened.restored.carried_pending,
+                    pending_carry: Some(crate::roles::checkpoint::PendingCarry {
+                        reader: opened.reader,
+                        scanned_to: opened.log_end,
+                        frames: opened.restored.pending_frames,
+                    }),
                     storage: Some((opened.syncer, opened.lock, opened.data_dir)),
                 }
             }
@@ -627,6 +639,8 @@ fn start_write_plane(config: &Config, shared: &Shared, restored: Restored) -> Op
         pending,
         checkpoint_version,
         storage,
+        pending_carry,
+        carried_pending,
     } = restored;
     let (requests_tx, requests_rx) = crossbeam_channel::bounded::<WriteRequest>(WRITER_QUEUE);
     // Unbounded on purpose: this channel carries durability notices and
@@ -711,6 +725,8 @@ fn start_write_plane(config: &Config, shared: &Shared, restored: Restored) -> Op
                 every_commits: config.raw.storage.checkpoint_every_commits.max(1),
                 interval: Duration::from_secs(config.raw.storage.checkpoint_interval_secs.max(1)),
                 last_version: checkpoint_version,
+                upgrade: checkpoint_version > 0 && !carried_pending,
+                pending: pending_carry,
                 write: Box::new(move |seq, bytes| {
                     crate::log::write_checkpoint(&data_dir, &crate::log::OsIo, seq, bytes, keep)
                         .map(|_| ())

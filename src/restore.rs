@@ -16,7 +16,10 @@
 //! `set_signers` record of the log.
 //!
 //! Pending frames (durable proposals and approvals, `domain::pending`) are set aside by the
-//! caller and handed in; they never touch the chain (the history indexes commit records only).
+//! caller and fetched through a [`PendingSource`] once the checkpoint is tied to the log: the
+//! checkpoint's compacted frames and only the log's frames after its `log_end`, or (no
+//! checkpoint, or one that does not carry them) every frame. They never touch the chain (the
+//! history indexes commit records only).
 //! A pending proposal is already committed when the record at its `base_version + 1` carries its
 //! id (a proposal can only commit there), so no set of every committed id is held.
 //!
@@ -71,6 +74,37 @@ struct CheckpointJson {
     /// §8: restore then rebuilds it from the log.
     #[serde(default)]
     signers: Option<Vec<CheckpointSigners>>,
+    /// The pending frames gathered up to `log_end`, compacted (`PendingFrames::to_frames`), so
+    /// start-up reads only the pending frames after `log_end`. Absent in checkpoints written
+    /// before it existed (and with no `log_end`): start-up then reads every pending frame.
+    #[serde(default)]
+    pending: Option<Vec<PendingFrame>>,
+}
+
+/// A checkpoint payload parsed (its descriptors already built into a state), not yet tied to
+/// the log: [`restore_history`] does that.
+pub struct LoadedCheckpoint {
+    seq: u64,
+    json: CheckpointJson,
+}
+
+impl LoadedCheckpoint {
+    /// The version the checkpoint is of.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Where the log continues after the checkpoint's record, if it says.
+    pub fn log_end(&self) -> Option<u64> {
+        self.json.log_end
+    }
+}
+
+/// Parse a checkpoint payload of version `seq` (checked against what the payload says).
+pub fn parse_checkpoint(seq: u64, bytes: &[u8]) -> Result<LoadedCheckpoint, RestoreError> {
+    let json: CheckpointJson = serde_json::from_slice(bytes)
+        .map_err(|e| RestoreError(format!("checkpoint {seq}: not valid: {e}")))?;
+    Ok(LoadedCheckpoint { seq, json })
 }
 
 #[derive(Serialize, Deserialize)]
@@ -78,6 +112,215 @@ struct CheckpointJson {
 struct CheckpointSigners {
     since_version: u64,
     set: SignerSetJson,
+}
+
+/// What a checkpoint payload holds before its `descriptors`, as `checkpoint_bytes` writes it
+/// (read first when the payload is streamed: [`read_checkpoint`]).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckpointHead {
+    registry_id: String,
+    version: u64,
+    hash: String,
+    #[serde(default)]
+    log_end: Option<u64>,
+}
+
+/// What a checkpoint payload holds after its `descriptors`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckpointTail {
+    #[serde(default)]
+    signers: Option<Vec<CheckpointSigners>>,
+    #[serde(default)]
+    pending: Option<Vec<PendingFrame>>,
+}
+
+/// How much of a streamed checkpoint is held at a time (more only for a larger element).
+const CHECKPOINT_WINDOW: usize = 1 << 20;
+
+/// A window over a streamed checkpoint payload: `buf[pos..]` is read but not yet parsed.
+struct Window<'a> {
+    r: &'a mut dyn std::io::Read,
+    window: usize,
+    buf: Vec<u8>,
+    pos: usize,
+    eof: bool,
+}
+
+impl Window<'_> {
+    /// Drop what was parsed and read on: up to a window's worth, or twice what is held when
+    /// one element is larger than that.
+    fn more(&mut self) -> std::io::Result<()> {
+        self.buf.drain(..self.pos);
+        self.pos = 0;
+        let want = self.window.max(self.buf.len() * 2);
+        let mut filled = self.buf.len();
+        self.buf.resize(want, 0);
+        while filled < want {
+            match self.r.read(&mut self.buf[filled..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    break;
+                }
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.buf.truncate(filled);
+        Ok(())
+    }
+
+    /// The next byte that is not JSON whitespace (not consumed), reading on as needed.
+    fn peek(&mut self) -> std::io::Result<Option<u8>> {
+        loop {
+            match self.buf[self.pos..]
+                .iter()
+                .position(|b| !b" \t\r\n".contains(b))
+            {
+                Some(i) => {
+                    self.pos += i;
+                    return Ok(Some(self.buf[self.pos]));
+                }
+                None if self.eof => {
+                    self.pos = self.buf.len();
+                    return Ok(None);
+                }
+                None => {
+                    self.pos = self.buf.len();
+                    self.more()?;
+                }
+            }
+        }
+    }
+
+    /// Everything not yet parsed, to the end of the payload.
+    fn rest(mut self) -> std::io::Result<Vec<u8>> {
+        self.buf.drain(..self.pos);
+        self.r.read_to_end(&mut self.buf)?;
+        Ok(self.buf)
+    }
+}
+
+/// Parse a checkpoint payload read as a stream, holding a window of it at a time: its
+/// descriptors are built into the state element by element (parsed in place in the window),
+/// so the payload is never in memory whole beside the state. The layout `checkpoint_bytes`
+/// writes is expected (the head fields, then `descriptors`, then the rest); a payload laid out
+/// otherwise is read whole and parsed as any JSON object.
+pub fn read_checkpoint(
+    seq: u64,
+    r: &mut dyn std::io::Read,
+) -> Result<LoadedCheckpoint, RestoreError> {
+    read_checkpoint_in(seq, r, CHECKPOINT_WINDOW)
+}
+
+/// [`read_checkpoint`] with a window of `window` bytes.
+fn read_checkpoint_in(
+    seq: u64,
+    r: &mut dyn std::io::Read,
+    window: usize,
+) -> Result<LoadedCheckpoint, RestoreError> {
+    let fail = |why: String| RestoreError(format!("checkpoint {seq}: not valid: {why}"));
+    let io_fail = |e: std::io::Error| RestoreError(format!("checkpoint {seq}: read: {e}"));
+    let mut w = Window {
+        r,
+        window,
+        buf: Vec::new(),
+        pos: 0,
+        eof: false,
+    };
+    w.more().map_err(io_fail)?;
+    const KEY: &[u8] = b",\"descriptors\":[";
+    let head = find(&w.buf, KEY).and_then(|k| {
+        let mut head = w.buf[..k].to_vec();
+        head.push(b'}');
+        serde_json::from_slice::<CheckpointHead>(&head)
+            .ok()
+            .map(|h| (h, k + KEY.len()))
+    });
+    let Some((head, at)) = head else {
+        return parse_checkpoint(seq, &w.rest().map_err(io_fail)?);
+    };
+    w.pos = at;
+    let mut descriptors = Descriptors::new();
+    if w.peek().map_err(io_fail)? == Some(b']') {
+        w.pos += 1;
+    } else {
+        loop {
+            // One element, parsed where it lies in the window; a window that ends inside it
+            // is refilled and the element parsed again.
+            let parsed = {
+                let mut it = serde_json::Deserializer::from_slice(&w.buf[w.pos..])
+                    .into_iter::<CheckpointDescriptor>();
+                match it.next() {
+                    Some(Ok(d)) => {
+                        descriptors.insert(Descriptor::new(d.kind, &d.id, d.version, d.body.get()));
+                        Ok(Some(it.byte_offset()))
+                    }
+                    Some(Err(e)) if !e.is_eof() || w.eof => Err(fail(e.to_string())),
+                    None if w.eof => Err(fail("the payload ends inside descriptors".into())),
+                    // Cut short by the window, not by the payload: read on and parse again.
+                    _ => Ok(None),
+                }
+            };
+            match parsed? {
+                Some(used) => w.pos += used,
+                None => {
+                    w.more().map_err(io_fail)?;
+                    continue;
+                }
+            }
+            match w.peek().map_err(io_fail)? {
+                Some(b',') => w.pos += 1,
+                Some(b']') => {
+                    w.pos += 1;
+                    break;
+                }
+                other => {
+                    return Err(fail(format!(
+                        "expected , or ] after a descriptor, found {:?}",
+                        other.map(char::from)
+                    )))
+                }
+            }
+        }
+    }
+    // The rest (the signer history and pending frames, small beside the descriptors) whole:
+    // `,"signers":…}` made an object of its own, or the closing `}`.
+    let mut tail = w.rest().map_err(io_fail)?;
+    let start = tail
+        .iter()
+        .position(|b| !b" \t\r\n".contains(b))
+        .ok_or_else(|| fail("the payload ends after descriptors".into()))?;
+    if tail[start] == b',' {
+        tail[start] = b'{';
+    } else if tail[start] != b'}' {
+        return Err(fail("expected , or } after descriptors".into()));
+    }
+    let tail: CheckpointTail = if tail[start] == b'}' {
+        if tail[start + 1..].iter().any(|b| !b" \t\r\n".contains(b)) {
+            return Err(fail("trailing characters after the payload".into()));
+        }
+        CheckpointTail {
+            signers: None,
+            pending: None,
+        }
+    } else {
+        serde_json::from_slice(&tail[start..]).map_err(|e| fail(e.to_string()))?
+    };
+    Ok(LoadedCheckpoint {
+        seq,
+        json: CheckpointJson {
+            registry_id: head.registry_id,
+            version: head.version,
+            hash: head.hash,
+            log_end: head.log_end,
+            descriptors: CheckpointDescriptors(descriptors),
+            signers: tail.signers,
+            pending: tail.pending,
+        },
+    })
 }
 
 /// One element of a checkpoint's `descriptors`, borrowed from the payload where it can be (an
@@ -120,8 +363,15 @@ impl<'de> Deserialize<'de> for CheckpointDescriptors {
 }
 
 /// Serialize a snapshot's state as a checkpoint payload (docs/FORMATS.md): a JSON object whose
-/// `descriptors` are each descriptor's served JSON, in (kind, id) order.
+/// `descriptors` are each descriptor's served JSON, in (kind, id) order. Without `pending`
+/// (a caller that does not know the pending frames): start-up then reads them all from the log.
 pub fn checkpoint_bytes(snap: &Snapshot) -> Vec<u8> {
+    checkpoint_bytes_with(snap, None)
+}
+
+/// [`checkpoint_bytes`] with the pending frames gathered up to the snapshot's record (its
+/// `log_end`), compacted: only given when the snapshot's record has a location (`log_end`).
+pub fn checkpoint_bytes_with(snap: &Snapshot, pending: Option<&[PendingFrame]>) -> Vec<u8> {
     #[derive(Serialize)]
     struct Head<'a> {
         registry_id: &'a str,
@@ -159,6 +409,11 @@ pub fn checkpoint_bytes(snap: &Snapshot) -> Vec<u8> {
     }
     out.extend_from_slice(b"],\"signers\":");
     serde_json::to_writer(&mut out, &signers).expect("a signer set serializes");
+    // The pending frames only mean something relative to `log_end`.
+    if let (Some(frames), Some(_)) = (pending, head.log_end) {
+        out.extend_from_slice(b",\"pending\":");
+        serde_json::to_writer(&mut out, frames).expect("pending frames serialize");
+    }
     out.push(b'}');
     out
 }
@@ -218,6 +473,30 @@ pub struct Restored {
     /// Pending proposals with their approvals, from the log's pending frames, minus those a
     /// commit record carries (expiry is the writer's to judge: it holds the clock).
     pub pending: Vec<RestoredPending>,
+    /// The same proposals as gathered frames (what the checkpoint thread carries on from the
+    /// log's end, to write into later checkpoints).
+    pub pending_frames: PendingFrames,
+    /// Whether the checkpoint used carried the pending frames up to it (false: none was used,
+    /// or one written before checkpoints carried them, and every pending frame was read).
+    pub carried_pending: bool,
+}
+
+/// Where restore gets the pending frames from: given the frames a checkpoint carries and the
+/// `log_end` they were gathered up to (when a checkpoint carrying them was tied to the log),
+/// those frames replayed, then the log's pending frames after `log_end`; given None, every
+/// pending frame of the log.
+pub type PendingSource<'a> =
+    dyn FnMut(Option<(u64, Vec<PendingFrame>)>) -> Result<PendingFrames, RestoreError> + 'a;
+
+/// Replay `carried` (a checkpoint's compacted frames) into a new [`PendingFrames`].
+pub fn replay_carried(seq: u64, carried: Vec<PendingFrame>) -> Result<PendingFrames, RestoreError> {
+    let mut frames = PendingFrames::default();
+    for f in carried {
+        frames
+            .add(f)
+            .map_err(|e| RestoreError(format!("checkpoint {seq}: pending: {e}")))?;
+    }
+    Ok(frames)
 }
 
 /// The refusal for a data directory made before the signer set was on the log (its log starts at version 1: genesis
@@ -301,12 +580,25 @@ pub fn restore<R: Located>(
         history.push(Loc { end, len });
         where_.push(r.location());
     }
-    restore_history(registry_id, checkpoint, history, frames, &|v| {
-        where_
-            .get(v as usize - 1)
-            .cloned()
-            .unwrap_or_else(|| format!("version {v}"))
-    })
+    let checkpoint = match checkpoint {
+        Some((seq, bytes)) => Some(parse_checkpoint(seq, bytes)?),
+        None => None,
+    };
+    // Every pending frame is at hand here: replaying them all is what the carried frames
+    // stand for, so they are not used.
+    let mut frames = Some(frames);
+    restore_history(
+        registry_id,
+        checkpoint,
+        history,
+        &mut |_| Ok(frames.take().unwrap_or_default()),
+        &|v| {
+            where_
+                .get(v as usize - 1)
+                .cloned()
+                .unwrap_or_else(|| format!("version {v}"))
+        },
+    )
 }
 
 /// Rebuild the snapshot over `history` (every record's location, genesis to the log's end).
@@ -319,16 +611,14 @@ pub fn restore<R: Located>(
 /// `location` names where a version's record is, for error messages.
 pub fn restore_history(
     registry_id: &str,
-    checkpoint: Option<(u64, &[u8])>,
+    checkpoint: Option<LoadedCheckpoint>,
     history: History,
-    frames: PendingFrames,
+    frames: &mut PendingSource<'_>,
     location: &dyn Fn(u64) -> String,
 ) -> Result<Restored, RestoreError> {
     let records = history.len() - 1;
     let mut cp = match checkpoint {
-        Some((seq, bytes)) => {
-            let cp: CheckpointJson = serde_json::from_slice(bytes)
-                .map_err(|e| RestoreError(format!("checkpoint {seq}: not valid: {e}")))?;
+        Some(LoadedCheckpoint { seq, json: cp }) => {
             if cp.registry_id != registry_id || cp.version != seq {
                 return Err(RestoreError(format!(
                     "checkpoint {seq}: belongs to {:?} version {}, not {registry_id:?} version {seq}",
@@ -443,11 +733,6 @@ pub fn restore_history(
     let mut recent = Vec::new();
     // Proposal ids of recent versions the replay below does not read: only the id is parsed
     // (the bytes are still read through the CRC-checking journal reader).
-    #[derive(Deserialize)]
-    struct IdOnly {
-        version: u64,
-        proposal_id: Option<String>,
-    }
     for v in recent_from..=cp_version {
         let bytes = match history.bytes(v) {
             Ok(Some(b)) => b,
@@ -459,7 +744,7 @@ pub fn restore_history(
             }
             Err(e) => return Err(RestoreError(format!("{}: {e}", location(v)))),
         };
-        let id: IdOnly = serde_json::from_slice(&bytes)
+        let id = record_id(&bytes)
             .map_err(|e| RestoreError(format!("{}: record is not valid: {e}", location(v))))?;
         match id.proposal_id {
             Some(pid) if id.version == v => recent.push((pid, v)),
@@ -516,19 +801,39 @@ pub fn restore_history(
     struct Base {
         base_version: u64,
     }
-    let mut pending = Vec::new();
-    for p in frames.all() {
+    // The checkpoint's frames stand for every pending frame up to its `log_end` only if it
+    // says where that is, and it was tied to the log above (its record ends there).
+    let carried = cp
+        .as_mut()
+        .and_then(|c| match (c.log_end, c.pending.take()) {
+            (Some(end), Some(frames)) if history.loc(cp_version).map(|l| l.end) == Some(end) => {
+                Some((end, frames))
+            }
+            _ => None,
+        });
+    let carried_pending = carried.is_some();
+    let mut frames = frames(carried)?;
+    let mut read_failure = None;
+    frames.retain(|p| {
         let committed = match serde_json::from_slice::<Base>(&p.payload) {
             // A base below the window can never commit again (HEAD is past it): pending.
             Ok(b) if b.base_version < records && b.base_version + 1 >= oldest => {
-                read(b.base_version + 1)?.proposal_id == p.proposal_id
+                match read(b.base_version + 1) {
+                Ok(rec) => rec.proposal_id == p.proposal_id,
+                    Err(e) => {
+                        read_failure.get_or_insert(e);
+                        true
+                    }
+                }
             }
             _ => false,
         };
-        if !committed {
-            pending.push(p);
-        }
+        !committed
+    });
+    if let Some(e) = read_failure {
+        return Err(e);
     }
+    let pending = frames.clone().all();
     Ok(Restored {
         snapshot: Snapshot::new(
             registry_id.into(),
@@ -540,7 +845,51 @@ pub fn restore_history(
         recent_commits: recent,
         from_checkpoint: cp_version,
         pending,
+        pending_frames: frames,
+        carried_pending,
     })
+}
+
+/// A stored record's `version` and `proposal_id`.
+#[derive(Deserialize, Debug, PartialEq)]
+struct IdOnly {
+    version: u64,
+    proposal_id: Option<String>,
+}
+
+/// How far into a stored record its `proposal_id` is looked for before parsing it whole.
+const RECORD_HEAD_BYTES: usize = 512;
+
+/// The `version` and `proposal_id` of a stored record (bytes already CRC-checked). Read from
+/// its head where `CommitRecord::to_json` writes them, before the envelope (which is nearly all
+/// of a large record: a 1,000-op proposal is ~200 KB that a full parse would scan for nothing);
+/// a record laid out otherwise is parsed whole.
+fn record_id(bytes: &[u8]) -> Result<IdOnly, serde_json::Error> {
+    let head = &bytes[..bytes.len().min(RECORD_HEAD_BYTES)];
+    let quick = || -> Option<IdOnly> {
+        let rest = head.strip_prefix(b"{\"version\":")?;
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits == 0 || rest.get(digits) != Some(&b',') {
+            return None;
+        }
+        let version = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
+        const KEY: &[u8] = b",\"proposal_id\":\"";
+        let at = find(head, KEY)? + KEY.len();
+        let len = head[at..].iter().position(|&b| b == b'"')?;
+        let id = &head[at..at + len];
+        // A proposal id is lower-case hex: nothing to unescape.
+        if !id.iter().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        Some(IdOnly {
+            version,
+            proposal_id: Some(String::from_utf8(id.to_vec()).ok()?),
+        })
+    };
+    match quick() {
+        Some(id) => Ok(id),
+        None => serde_json::from_slice(bytes),
+    }
 }
 
 /// The signer history a checkpoint carries: it must start with the log's genesis set and hold
@@ -868,5 +1217,170 @@ mod tests {
         assert!(err.contains("served head"), "{err}");
         // A record read back through the history is byte for byte what was stored.
         assert_eq!(full.snapshot.record_bytes(3).unwrap().unwrap(), recs[3].0);
+    }
+
+    /// Reads at most `step` bytes per call, so a streamed parse meets every boundary.
+    struct Trickle<'a>(&'a [u8], usize);
+    impl std::io::Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.len().min(self.1).min(buf.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    fn one_pending_proposal() -> Vec<PendingFrame> {
+        let payload = br#"{"registry_id":"r","base_version":4,"ops":[]}"#;
+        let id = sha256_hex(payload);
+        vec![
+            PendingFrame::Proposal {
+                proposal_id: id.clone(),
+                payload: crate::domain::dsse::b64(payload),
+                expires_at: 1_000,
+            },
+            PendingFrame::Approvals {
+                proposal_id: id,
+                approvals: vec![crate::domain::pending::PendingApproval {
+                    keyid: "k1".into(),
+                    public_key: hex::encode([7u8; 32]),
+                    sig: crate::domain::dsse::encode_sig(&[9u8; 64]),
+                }],
+            },
+        ]
+    }
+
+    /// What a loaded checkpoint holds, comparable.
+    fn contents(cp: &LoadedCheckpoint) -> String {
+        let j = &cp.json;
+        let descriptors: Vec<String> = j
+            .descriptors
+            .0
+            .values()
+            .map(|d| String::from_utf8(d.to_json()).unwrap())
+            .collect();
+        format!(
+            "{} {} {} {:?} {descriptors:?} {} {:?}",
+            j.registry_id,
+            j.version,
+            j.hash,
+            j.log_end,
+            serde_json::to_string(&j.signers).unwrap(),
+            j.pending
+        )
+    }
+
+    /// issue 14: a checkpoint streamed through a small window (every element split across
+    /// refills, one element larger than the window) loads exactly what the whole payload
+    /// parses to; a payload laid out otherwise is parsed whole; damage is refused.
+    #[test]
+    fn a_streamed_checkpoint_loads_what_the_whole_payload_does() {
+        let (_, snaps) = chain_of(6);
+        let frames = one_pending_proposal();
+        for cp in [
+            checkpoint_bytes(&snaps[5]),
+            checkpoint_bytes_with(&snaps[5], Some(&frames)),
+            checkpoint_bytes_with(&snaps[0], Some(&frames)),
+        ] {
+            let whole = contents(&parse_checkpoint(5, &cp).unwrap());
+            for window in [1, 2, 7, 40, 1 << 20] {
+                for step in [1, 3, 1 << 20] {
+                    let streamed = read_checkpoint_in(5, &mut Trickle(&cp, step), window).unwrap();
+                    assert_eq!(contents(&streamed), whole, "window {window} step {step}");
+                }
+            }
+        }
+        let cp = checkpoint_bytes_with(&snaps[5], Some(&frames));
+        assert!(contents(&read_checkpoint(5, &mut &cp[..]).unwrap()).contains("Proposal"));
+        // Another layout (keys sorted, whitespace): read whole, same contents.
+        let v: serde_json::Value = serde_json::from_slice(&cp).unwrap();
+        let pretty = serde_json::to_vec_pretty(&v).unwrap();
+        assert_eq!(
+            contents(&read_checkpoint_in(5, &mut &pretty[..], 16).unwrap()),
+            contents(&parse_checkpoint(5, &pretty).unwrap())
+        );
+        // Cut short anywhere, or with a damaged element, or with bytes after it: refused.
+        for cut in [10, cp.len() / 2, cp.len() - 1] {
+            assert!(
+                read_checkpoint_in(5, &mut &cp[..cut], 8).is_err(),
+                "cut at {cut}"
+            );
+        }
+        let bad =
+            String::from_utf8(cp.clone())
+                .unwrap()
+                .replacen("\"kind\":\"node\"", "\"kind\":7", 1);
+        assert!(read_checkpoint_in(5, &mut bad.as_bytes(), 8).is_err());
+        let mut extra = cp.clone();
+        extra.extend_from_slice(b"{}");
+        assert!(read_checkpoint_in(5, &mut &extra[..], 8).is_err());
+    }
+
+    /// issue 14: restore hands the pending source what the checkpoint carries only when it has
+    /// them and they are tied to the log (its record ends at `log_end`); an old checkpoint
+    /// without them gets every pending frame read.
+    #[test]
+    fn carried_pending_frames_are_used_only_from_a_checkpoint_tied_to_the_log() {
+        let (recs, snaps) = chain_of(5);
+        let full = restore("r", None, &recs).unwrap();
+        let history = full.snapshot.history.clone();
+        let frames = one_pending_proposal();
+        let asked = |cp: Vec<u8>| {
+            let mut got = None;
+            let r = restore_history(
+                "r",
+                Some(parse_checkpoint(3, &cp).unwrap()),
+                history.clone(),
+                &mut |carried| {
+                    got = Some(carried.clone());
+                    match carried {
+                        Some((end, f)) => replay_carried(end, f),
+                        None => Ok(PendingFrames::default()),
+                    }
+                },
+                &|v| format!("version {v}"),
+            );
+            (r.map(|r| (r.carried_pending, r.pending.len())), got)
+        };
+        let (r, got) = asked(checkpoint_bytes(&snaps[3]));
+        assert_eq!(r.unwrap(), (false, 0));
+        assert_eq!(got, Some(None), "an old checkpoint: every frame is read");
+        let (r, got) = asked(checkpoint_bytes_with(&snaps[3], Some(&frames)));
+        assert_eq!(
+            r.unwrap(),
+            (true, 1),
+            "the carried proposal (base 4) is pending"
+        );
+        let end = history.loc(3).unwrap().end;
+        assert_eq!(got, Some(Some((end, frames.clone()))));
+        // A checkpoint whose log_end is not where its record ends is refused before any
+        // pending frame is asked for.
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&checkpoint_bytes_with(&snaps[3], Some(&frames))).unwrap();
+        v["log_end"] = serde_json::json!(end + 1);
+        let (r, got) = asked(serde_json::to_vec(&v).unwrap());
+        assert!(r.is_err());
+        assert_eq!(got, None);
+    }
+
+    /// The quick read of a record's id agrees with a full parse on every record shape.
+    #[test]
+    fn a_records_id_is_read_from_its_head() {
+        let (recs, _) = chain_of(3);
+        for r in &recs[1..] {
+            let full: IdOnly = serde_json::from_slice(&r.0).unwrap();
+            assert_eq!(record_id(&r.0).unwrap(), full);
+            assert!(full.proposal_id.is_some());
+            // Laid out otherwise (keys sorted): parsed whole, same answer.
+            let v: serde_json::Value = serde_json::from_slice(&r.0).unwrap();
+            let sorted = serde_json::to_vec(&v).unwrap();
+            assert_eq!(record_id(&sorted).unwrap(), full);
+        }
+        assert_eq!(
+            record_id(&recs[0].0).unwrap().proposal_id,
+            None,
+            "genesis has none"
+        );
+        assert!(record_id(b"{\"version\":1,").is_err());
     }
 }

@@ -4,7 +4,9 @@
 //!
 //! Start-up keeps no record bytes: recovery's scan yields each record's location, and restore
 //! reads back only what it needs (the genesis record, the checkpoint's record, what follows it,
-//! recent proposal ids, and the pending frames). Recovery also hands over each frame's first
+//! recent proposal ids, and the pending frames after the checkpoint's `log_end`: the checkpoint
+//! carries those before it, compacted). The checkpoint itself is streamed (parsed as it is
+//! read, kept only if its CRC matches). Recovery also hands over each frame's first
 //! payload bytes, so pending frames (`domain::pending`) are told from commit records even below
 //! a checkpoint's `log_end`, where payloads are not read: the history indexes commit records
 //! only, its genesis is the log's first frame.
@@ -165,6 +167,18 @@ impl Located for ReadBack {
     }
 }
 
+fn read_back(
+    reader: &LogReader,
+    log_dir: &Path,
+    loc: Loc,
+) -> Result<ReadBack, restore::RestoreError> {
+    let location = describe(reader, log_dir, loc);
+    match reader.read(loc.end, loc.len) {
+        Ok(payload) => Ok(ReadBack { location, payload }),
+        Err(e) => Err(restore::RestoreError(format!("{location}: {e}"))),
+    }
+}
+
 /// The history of an opened log (genesis from its first frame, then every commit record
 /// recovery found, read through `reader`) and its pending frames, read back in full.
 ///
@@ -178,14 +192,23 @@ pub fn history_of(
     first_segment: u64,
     index: FrameIndex,
 ) -> Result<(History, PendingFrames), restore::RestoreError> {
+    let (history, pending) =
+        history_index(registry_id, reader.clone(), data_dir, first_segment, index)?;
+    let frames = pending_frames(&reader, &rlog::log_dir(data_dir), &history, &pending, None)?;
+    Ok((history, frames))
+}
+
+/// The history of an opened log (see [`history_of`]) and the locations of its pending frames,
+/// not read yet (a checkpoint may carry most of them).
+fn history_index(
+    registry_id: &str,
+    reader: Arc<LogReader>,
+    data_dir: &Path,
+    first_segment: u64,
+    index: FrameIndex,
+) -> Result<(History, Vec<Loc>), restore::RestoreError> {
     let log_dir = &rlog::log_dir(data_dir);
-    let read = |loc: Loc| -> Result<ReadBack, restore::RestoreError> {
-        let location = describe(&reader, log_dir, loc);
-        match reader.read(loc.end, loc.len) {
-            Ok(payload) => Ok(ReadBack { location, payload }),
-            Err(e) => Err(restore::RestoreError(format!("{location}: {e}"))),
-        }
-    };
+    let read = |loc: Loc| read_back(&reader, log_dir, loc);
     let (genesis, index) = if first_segment == 0 {
         let Some(first) = index.first else {
             return Err(restore::RestoreError(
@@ -247,6 +270,32 @@ pub fn history_of(
     for loc in index.commits {
         history.push(loc);
     }
+    Ok((history, index.pending))
+}
+
+/// The pending frames at the log's end: `carried` (a checkpoint's compacted frames and the
+/// `log_end` they were gathered up to) replayed, then the frames of `locs` past that `log_end`
+/// read back; with no `carried`, every frame of `locs`.
+fn pending_frames(
+    reader: &LogReader,
+    log_dir: &Path,
+    history: &History,
+    locs: &[Loc],
+    carried: Option<(u64, Vec<PendingFrame>)>,
+) -> Result<PendingFrames, restore::RestoreError> {
+    let (from, mut frames) = match carried {
+        Some((end, carried)) => {
+            let n = carried.len();
+            let frames = restore::replay_carried(end, carried)?;
+            log::info!(
+                "msg=\"pending frames carried by the checkpoint\" frames={n} proposals={} log_end={end}",
+                frames.len()
+            );
+            (end, frames)
+        }
+        None => (0, PendingFrames::default()),
+    };
+    let locs = &locs[locs.partition_point(|l| l.end <= from)..];
     // Every commit leaves its proposal's frames in the log, so a long history holds as many
     // pending frames as versions (a 1,000-op proposal is ~150 KB of base64). A proposal that
     // its base_version + 1 record commits is dropped as soon as its frame is read, not held
@@ -254,9 +303,8 @@ pub fn history_of(
     // once (216 MB at 1M descriptors) and left the heap that large after they were freed.
     // Restore still makes the decision (`restore_history`); this only forgets early what it
     // would discard.
-    let mut frames = PendingFrames::default();
-    for loc in index.pending {
-        let frame = read(loc)?;
+    for loc in locs {
+        let frame = read_back(reader, log_dir, *loc)?;
         let f = PendingFrame::from_bytes(&frame.payload)
             .map_err(|e| restore::RestoreError(format!("{}: {e}", frame.location)))?;
         let proposal_id = match &f {
@@ -267,10 +315,14 @@ pub fn history_of(
             .add(f)
             .map_err(|e| restore::RestoreError(format!("{}: {e}", frame.location)))?;
         if let Some(id) = proposal_id {
-            frames.forget_if(&id, |p| restore::committed_at_its_base(&history, p));
+            frames.forget_if(&id, |p| restore::committed_at_its_base(history, p));
         }
     }
-    Ok((history, frames))
+    log::info!(
+        "msg=\"pending frames read from the log\" frames={} after_lsn={from}",
+        locs.len()
+    );
+    Ok(frames)
 }
 
 /// `segment path:offset` of the record at `loc`, for error messages.
@@ -288,9 +340,9 @@ fn describe(reader: &LogReader, log_dir: &Path, loc: Loc) -> String {
 /// checkpoint disagrees with it (the log is the source of truth), and saying so.
 pub fn restore_opened(
     registry_id: &str,
-    checkpoint: Option<&rlog::Checkpoint>,
+    checkpoint: Option<(restore::LoadedCheckpoint, PathBuf)>,
     history: History,
-    frames: PendingFrames,
+    pending: &[Loc],
     reader: &LogReader,
     log_dir: &Path,
 ) -> Result<Restored, restore::RestoreError> {
@@ -298,18 +350,32 @@ pub fn restore_opened(
         Some(loc) => describe(reader, log_dir, loc),
         None => format!("version {v}"),
     };
-    let cp = checkpoint.map(|c| (c.seq, c.payload.as_slice()));
-    match restore::restore_history(registry_id, cp, history.clone(), frames.clone(), &location) {
+    let mut frames = |carried| pending_frames(reader, log_dir, &history, pending, carried);
+    let Some((cp, cp_path)) = checkpoint else {
+        return restore::restore_history(
+            registry_id,
+            None,
+            history.clone(),
+            &mut frames,
+            &location,
+        );
+    };
+    match restore::restore_history(
+        registry_id,
+        Some(cp),
+        history.clone(),
+        &mut frames,
+        &location,
+    ) {
         Ok(r) => Ok(r),
-        Err(e) if cp.is_some() => {
+        Err(e) => {
             log::warn!(
                 "msg=\"checkpoint unusable; replaying the whole log\" checkpoint={:?} error={:?}",
-                checkpoint.map(|c| c.path.display().to_string()),
+                cp_path.display().to_string(),
                 e.0
             );
-            restore::restore_history(registry_id, None, history.clone(), frames, &location)
+            restore::restore_history(registry_id, None, history.clone(), &mut frames, &location)
         }
-        Err(e) => Err(e),
     }
 }
 
@@ -354,6 +420,10 @@ pub enum OpenError {
 
 pub struct OpenedStorage {
     pub restored: Restored,
+    /// Reads the log back (what the history reads through).
+    pub reader: Arc<LogReader>,
+    /// Where the writer continues: every frame of the log ends at or below it.
+    pub log_end: u64,
     pub writer: LogWriter,
     pub syncer: Syncer,
     pub lock: rlog::DirLock,
@@ -382,12 +452,23 @@ pub fn open_with(
     bootstrap: &mut dyn FnMut() -> Result<Arc<SignerSet>, String>,
 ) -> Result<OpenedStorage, OpenError> {
     let mut index = FrameIndex::default();
-    let trust = |c: &rlog::Checkpoint| restore::checkpoint_log_end(&c.payload).unwrap_or(0);
+    // The checkpoint is parsed as it is read (the state built element by element), and kept
+    // only if its CRC then matches (`Opened::streamed_checkpoint`); its `log_end` is what
+    // recovery may check by header only.
+    let mut loaded: Option<restore::LoadedCheckpoint> = None;
+    let mut load = |seq: u64, r: &mut dyn std::io::Read| -> Result<u64, String> {
+        // A candidate that failed its CRC is dropped before the next is parsed.
+        loaded = None;
+        let cp = restore::read_checkpoint(seq, r).map_err(|e| e.0)?;
+        let trusted = cp.log_end().unwrap_or(0);
+        loaded = Some(cp);
+        Ok(trusted)
+    };
     let mut opened = rlog::open_index(
         data_dir,
         opts,
         Arc::new(OsIo),
-        &trust,
+        &mut load,
         &mut |end, len, head| index.add(end, len, head),
     )
     .map_err(|e| match e {
@@ -411,7 +492,7 @@ pub fn open_with(
         index.first = Some(loc);
     }
     let log_dir = rlog::log_dir(data_dir);
-    let (history, frames) = history_of(
+    let (history, pending) = history_index(
         registry_id,
         opened.reader.clone(),
         data_dir,
@@ -419,17 +500,23 @@ pub fn open_with(
         index,
     )
     .map_err(|e| OpenError::Refused(e.0))?;
+    let checkpoint = match (opened.streamed_checkpoint.take(), loaded) {
+        (Some((seq, path)), Some(cp)) if cp.seq() == seq => Some((cp, path)),
+        _ => None,
+    };
     let restored = restore_opened(
         registry_id,
-        opened.checkpoint.as_ref(),
+        checkpoint,
         history,
-        frames,
+        &pending,
         &opened.reader,
         &log_dir,
     )
     .map_err(|e| OpenError::Refused(e.0))?;
     Ok(OpenedStorage {
         restored,
+        reader: opened.reader,
+        log_end: opened.writer.end(),
         writer: opened.writer,
         syncer: opened.syncer,
         lock: opened.lock,

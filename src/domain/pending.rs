@@ -9,6 +9,12 @@
 //! Invariant: pending frames never change the chain, the state or the signer history; they only
 //! feed the writer's pending proposals at start-up. A proposal's frames are ignored once a
 //! commit record carries its id, and a proposal past its `expires_at` is not restored.
+//!
+//! A checkpoint carries the frames gathered up to its `log_end`, compacted ([`PendingFrames::
+//! to_frames`], docs/FORMATS.md), minus proposals that can no longer come back
+//! ([`PendingFrames::retain_live`]), so start-up replays only the frames after `log_end`: the
+//! compaction is itself a sequence of frames, and replaying it and then the later frames gives
+//! what replaying every frame would (see `retain_live` for why the dropped ones change nothing).
 
 use super::dsse;
 use super::signers::Sig;
@@ -78,7 +84,10 @@ pub struct RestoredPending {
 /// Gathers pending frames in log order.
 #[derive(Clone, Default)]
 pub struct PendingFrames {
-    proposals: BTreeMap<String, RestoredPending>,
+    /// Per proposal id: what start-up hands the writer, and the approvals in their frame form
+    /// (the raw public key of a hybrid cannot be split back into its text halves), so the
+    /// gathered state can be written out again as frames.
+    proposals: BTreeMap<String, (RestoredPending, Vec<PendingApproval>)>,
 }
 
 impl PendingFrames {
@@ -102,19 +111,22 @@ impl PendingFrames {
                 // writer started it afresh (new expiry, no approvals), and so does this.
                 self.proposals.insert(
                     proposal_id.clone(),
-                    RestoredPending {
-                        proposal_id,
-                        payload: bytes,
-                        expires_at,
-                        approvals: Vec::new(),
-                    },
+                    (
+                        RestoredPending {
+                            proposal_id,
+                            payload: bytes,
+                            expires_at,
+                            approvals: Vec::new(),
+                        },
+                        Vec::new(),
+                    ),
                 );
             }
             PendingFrame::Approvals {
                 proposal_id,
                 approvals,
             } => {
-                let Some(p) = self.proposals.get_mut(&proposal_id) else {
+                let Some((p, texts)) = self.proposals.get_mut(&proposal_id) else {
                     return Ok(());
                 };
                 for a in approvals {
@@ -134,7 +146,8 @@ impl PendingFrames {
                         .iter()
                         .any(|(k, pk, _)| *k == a.keyid && *pk == public)
                     {
-                        p.approvals.push((a.keyid, public, sig));
+                        p.approvals.push((a.keyid.clone(), public, sig));
+                        texts.push(a);
                     }
                 }
             }
@@ -145,7 +158,7 @@ impl PendingFrames {
     /// Forget proposal `id` (and the approvals that follow it in the log) if `committed` says
     /// so of it.
     pub fn forget_if(&mut self, id: &str, committed: impl FnOnce(&RestoredPending) -> bool) {
-        if self.proposals.get(id).is_some_and(committed) {
+        if self.proposals.get(id).is_some_and(|(p, _)| committed(p)) {
             self.proposals.remove(id);
         }
     }
@@ -154,13 +167,70 @@ impl PendingFrames {
     pub fn live(self, committed: &dyn Fn(&str) -> bool, now_unix: i64) -> Vec<RestoredPending> {
         self.proposals
             .into_values()
+            .map(|(p, _)| p)
             .filter(|p| !committed(&p.proposal_id) && now_unix < p.expires_at)
             .collect()
     }
 
     /// Every proposal gathered, before filtering.
     pub fn all(self) -> Vec<RestoredPending> {
-        self.proposals.into_values().collect()
+        self.proposals.into_values().map(|(p, _)| p).collect()
+    }
+
+    /// How many proposals are gathered.
+    pub fn len(&self) -> usize {
+        self.proposals.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.proposals.is_empty()
+    }
+
+    /// Keep only `keep`'s proposals (committed ones are forgotten this way at start-up).
+    pub fn retain(&mut self, mut keep: impl FnMut(&RestoredPending) -> bool) {
+        self.proposals.retain(|_, (p, _)| keep(p));
+    }
+
+    /// Forget the proposals that can never be pending again once the head is at `head`: built
+    /// on a base below it (committed there, or lost their compare-and-swap; a restart's head
+    /// is never lower, and the writer drops such a proposal when it restores), or expired at
+    /// `now_unix` (the writer drops those too; a clock does not run back past a checkpoint in
+    /// ordinary operation). A later proposal frame for the same id starts it afresh either way,
+    /// and a later approvals frame for it is dropped with it, as the writer would drop the
+    /// proposal it joins: so these proposals change nothing in what a replay restores.
+    pub fn retain_live(&mut self, head: u64, now_unix: i64) {
+        #[derive(Deserialize)]
+        struct Base {
+            base_version: u64,
+        }
+        self.proposals.retain(|_, (p, _)| {
+            // A payload without a base version is left for the writer to refuse, as a replay
+            // would; it goes at its expiry.
+            let built_below =
+                serde_json::from_slice::<Base>(&p.payload).is_ok_and(|b| b.base_version < head);
+            !built_below && now_unix < p.expires_at
+        });
+    }
+
+    /// The gathered state as frames: per proposal its proposal frame, then one approvals frame
+    /// with every approval recorded for it (none if it has none). Replaying them into an empty
+    /// [`PendingFrames`] gathers this state again.
+    pub fn to_frames(&self) -> Vec<PendingFrame> {
+        let mut out = Vec::with_capacity(self.proposals.len() * 2);
+        for (id, (p, texts)) in &self.proposals {
+            out.push(PendingFrame::Proposal {
+                proposal_id: id.clone(),
+                payload: dsse::b64(&p.payload),
+                expires_at: p.expires_at,
+            });
+            if !texts.is_empty() {
+                out.push(PendingFrame::Approvals {
+                    proposal_id: id.clone(),
+                    approvals: texts.clone(),
+                });
+            }
+        }
+        out
     }
 }
 
@@ -257,5 +327,92 @@ mod tests {
             expires_at: 1,
         };
         assert!(frames.add(bad).is_err());
+    }
+
+    /// issue 14: the gathered state written out as frames gathers the same state again (what a
+    /// checkpoint carries), a later proposal frame for an id starts it afresh, and
+    /// `retain_live` forgets exactly the proposals built below the head or expired.
+    #[test]
+    fn gathered_frames_round_trip_and_forget_what_cannot_come_back() {
+        let proposal = |base: u64, expires_at: i64| {
+            let payload = format!("{{\"base_version\":{base}}}");
+            let id = crate::domain::sha256_hex(payload.as_bytes());
+            let p = PendingFrame::Proposal {
+                proposal_id: id.clone(),
+                payload: dsse::b64(payload.as_bytes()),
+                expires_at,
+            };
+            let a = |seed: u8| PendingFrame::Approvals {
+                proposal_id: id.clone(),
+                approvals: vec![PendingApproval {
+                    keyid: format!("k{seed}"),
+                    public_key: format!("{}:{}", hex::encode([seed; 32]), hex::encode([seed; 8])),
+                    sig: dsse::encode_sig(&[seed; 64]),
+                }],
+            };
+            let (a1, a2) = (a(1), a(2));
+            (id, p, a1, a2)
+        };
+        let (below, p_below, a_below, _) = proposal(3, 100);
+        let (live, p_live, a1, a2) = proposal(5, 100);
+        let (old, p_old, _, _) = proposal(9, 50);
+        let mut frames = PendingFrames::default();
+        for f in [
+            p_below,
+            a_below,
+            p_live.clone(),
+            a1.clone(),
+            a2.clone(),
+            a1,
+            p_old,
+        ] {
+            frames.add(f).unwrap();
+        }
+        let mut again = PendingFrames::default();
+        for f in frames.to_frames() {
+            again.add(f).unwrap();
+        }
+        assert_eq!(again.clone().all(), frames.clone().all());
+        assert_eq!(again.to_frames(), frames.to_frames());
+        let held = frames.clone().all();
+        assert_eq!(
+            held.iter()
+                .find(|p| p.proposal_id == live)
+                .unwrap()
+                .approvals
+                .len(),
+            2
+        );
+
+        // Re-proposed after expiry: afresh, its earlier approvals gone.
+        let mut fresh = frames.clone();
+        fresh.add(p_live).unwrap();
+        let all = fresh.all();
+        assert!(all
+            .iter()
+            .find(|p| p.proposal_id == live)
+            .unwrap()
+            .approvals
+            .is_empty());
+
+        frames.retain_live(4, 50);
+        let ids: Vec<String> = frames
+            .clone()
+            .all()
+            .into_iter()
+            .map(|p| p.proposal_id)
+            .collect();
+        assert_eq!(
+            ids,
+            vec![live.clone()],
+            "{below} is built below 4, {old} expired at 50"
+        );
+        frames.retain_live(4, 99);
+        assert_eq!(frames.len(), 1);
+        frames.retain_live(6, 0);
+        assert!(frames.is_empty());
+        // Approvals after a forgotten proposal are dropped with it, as the writer drops them.
+        frames.add(a2).unwrap();
+        assert!(frames.is_empty());
     }
 }

@@ -10,6 +10,11 @@
 //! offset 24 + n   u32      CRC32C of bytes 0 .. 24 + n
 //! ```
 //!
+//! Read whole ([`load_newest`]) or as a stream ([`load_newest_streamed`]: the payload goes to the
+//! caller's parser in windows while its CRC is computed on the way, and the caller keeps what it
+//! parsed only if the CRC then matches, so a checkpoint of a million descriptors is never in
+//! memory beside the state built from it).
+//!
 //! Written to `checkpoint-{seq:020}.ckpt.tmp`, fsynced, renamed into place, then the directory is
 //! fsynced. A crash at any point leaves either the old set of checkpoints or the new one (plus
 //! perhaps a temp file, removed at the next open). Checkpoints touch only `checkpoints/`, so a
@@ -18,7 +23,8 @@
 use std::path::{Path, PathBuf};
 
 use super::error::LogError;
-use super::io::{read_full, Io};
+use super::io::{read_full, FileHandle, Io};
+use super::Lsn;
 
 const MAGIC: &[u8; 8] = b"SVCRCKP1";
 const HEADER_BYTES: usize = 24;
@@ -164,6 +170,129 @@ pub(crate) fn remove_temps(io: &dyn Io, dir: &Path) -> Result<(), LogError> {
             .map_err(|e| LogError::io("remove", &path, e))?;
     }
     Ok(())
+}
+
+/// A caller's parser of a checkpoint payload read as a stream (`seq`, the payload): returns
+/// the Lsn below which recovery may check records by header only (0: none), or why the payload
+/// is unusable. It may read less than the whole payload; the rest is read (and checked) after.
+pub type StreamParse<'a> = dyn FnMut(u64, &mut dyn std::io::Read) -> Result<Lsn, String> + 'a;
+
+/// A checkpoint's payload bytes as a [`std::io::Read`], computing the CRC over what it hands out
+/// (the header's bytes first).
+struct PayloadReader<'a> {
+    file: &'a dyn FileHandle,
+    at: u64,
+    end: u64,
+    crc: u32,
+}
+
+impl std::io::Read for PayloadReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = (self.end - self.at).min(buf.len() as u64) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        let got = read_full(self.file, self.at, &mut buf[..n])?;
+        if got < n {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the checkpoint file got shorter while it was read",
+            ));
+        }
+        self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
+/// Check one checkpoint file, streaming its payload through `parse`; the CRC is compared after
+/// the whole payload went through it. Returns the trusted end `parse` gave, or why the file is
+/// unusable.
+fn stream_one(
+    io: &dyn Io,
+    path: &Path,
+    seq: u64,
+    parse: &mut StreamParse<'_>,
+) -> Result<Lsn, String> {
+    let file = io.open(path).map_err(|e| format!("open: {e}"))?;
+    let size = file.size().map_err(|e| format!("stat: {e}"))?;
+    let mut header = [0u8; HEADER_BYTES];
+    let got = read_full(&*file, 0, &mut header).map_err(|e| format!("read: {e}"))?;
+    if got < HEADER_BYTES || size < (HEADER_BYTES + CRC_BYTES) as u64 {
+        return Err(format!("file is only {size} bytes long"));
+    }
+    if &header[0..8] != MAGIC {
+        return Err("bad magic".to_string());
+    }
+    let named = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
+    let len = u64::from_le_bytes(header[16..24].try_into().expect("8 bytes"));
+    let want = len.saturating_add((HEADER_BYTES + CRC_BYTES) as u64);
+    if size != want {
+        return Err(format!("file is {size} bytes long, its header says {want}"));
+    }
+    if named != seq {
+        return Err(format!("holds seq {named} but is named for {seq}"));
+    }
+    let mut payload = PayloadReader {
+        file: &*file,
+        at: HEADER_BYTES as u64,
+        end: HEADER_BYTES as u64 + len,
+        crc: crc32c::crc32c(&header),
+    };
+    let parsed = parse(seq, &mut payload);
+    // The rest of the payload (if the parser stopped early) goes through the CRC too: a file
+    // is used only if all of it checks, whatever the parser made of it.
+    std::io::copy(&mut payload, &mut std::io::sink()).map_err(|e| format!("read: {e}"))?;
+    let mut stored = [0u8; CRC_BYTES];
+    let got = read_full(&*file, payload.end, &mut stored).map_err(|e| format!("read: {e}"))?;
+    let stored = u32::from_le_bytes(stored);
+    if got < CRC_BYTES || stored != payload.crc {
+        return Err(format!(
+            "checksum mismatch (stored {stored:#010x}, computed {:#010x})",
+            payload.crc
+        ));
+    }
+    parsed.map_err(|e| format!("payload not usable: {e}"))
+}
+
+/// Like [`load_newest`], streaming each payload through `parse` instead of reading it whole:
+/// the newest checkpoint whose CRC matches and that `parse` accepted, as (seq, path, the
+/// trusted end `parse` returned). `parse` may be called for several checkpoints (newest
+/// first): the caller keeps only what it parsed for the seq returned.
+pub(crate) fn load_newest_streamed(
+    io: &dyn Io,
+    data_dir: &Path,
+    parse: &mut StreamParse<'_>,
+) -> Result<Option<(u64, PathBuf, Lsn)>, LogError> {
+    let dir = checkpoints_dir(data_dir);
+    let found = list(io, &dir)?;
+    for (skipped, (seq, path)) in found.iter().enumerate() {
+        match stream_one(io, path, *seq, parse) {
+            Ok(trusted) => {
+                if skipped == 0 {
+                    log::info!("msg=\"loaded checkpoint\" path={} seq={seq} streamed=1", path.display());
+                } else {
+                    log::warn!(
+                        "msg=\"loaded an older checkpoint; newer ones were unusable\" path={} \
+                         seq={seq} skipped_newer={skipped}",
+                        path.display()
+                    );
+                }
+                return Ok(Some((*seq, path.clone(), trusted)));
+            }
+            Err(e) => log::warn!(
+                "msg=\"skipping unusable checkpoint, trying an older one\" path={} seq={seq} error=\"{e}\"",
+                path.display()
+            ),
+        }
+    }
+    if !found.is_empty() {
+        log::warn!(
+            "msg=\"no checkpoint verified; recovering from the whole log\" checkpoints={}",
+            found.len()
+        );
+    }
+    Ok(None)
 }
 
 /// The newest checkpoint that verifies, trying older ones in turn. Unusable ones are skipped

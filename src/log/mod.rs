@@ -39,7 +39,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-pub use checkpoint::{checkpoints_dir, write_checkpoint, Checkpoint};
+pub use checkpoint::{checkpoints_dir, write_checkpoint, Checkpoint, StreamParse};
 pub use error::LogError;
 pub use fault::{FaultIo, FaultKind, Op};
 pub use io::{write_atomic, FileHandle, Io, LockHandle, MapSyncer, MapWriter, OsIo};
@@ -99,8 +99,10 @@ pub struct Opened {
     /// The durability side (Send + Sync + Clone): for the fsync thread and backups.
     pub syncer: Syncer,
     /// The newest checkpoint that verified (older ones are tried in turn; which was used and which
-    /// were skipped is logged).
+    /// were skipped is logged). None when opened with [`open_index`], which streams it instead.
     pub checkpoint: Option<Checkpoint>,
+    /// With [`open_index`]: the seq and path of the checkpoint whose parse the caller keeps.
+    pub streamed_checkpoint: Option<(u64, PathBuf)>,
     /// Every valid record in the log, in order (empty when opened with [`open_visit`]). All of
     /// them are durable when `open` returns.
     pub records: Vec<Record>,
@@ -139,7 +141,7 @@ pub fn open_visit(
     io: Arc<dyn Io>,
     visit: &mut dyn FnMut(Record),
 ) -> Result<Opened, LogError> {
-    open_scan(data_dir, opts, io, &|_| 0, &mut |found| {
+    open_scan(data_dir, opts, io, Load::Whole, &mut |found| {
         visit(Record {
             lsn: found.lsn,
             path: found.path.clone(),
@@ -155,7 +157,8 @@ pub fn open_visit(
 /// Open for serving: hands `visit` each record's location (the Lsn just past it and its
 /// payload length) and its first payload bytes (up to [`PAYLOAD_HEAD_BYTES`], read even where
 /// the payload is not checked, so the caller can tell kinds of frames apart), and keeps no record
-/// bytes. `trust` names, from the checkpoint loaded, the Lsn
+/// bytes. The newest checkpoint that verifies is streamed through `load` (see
+/// [`StreamParse`]; the one kept is [`Opened::streamed_checkpoint`]), which names the Lsn
 /// below which records are checked by header only (see `recovery.rs`); the caller must then tie
 /// that checkpoint to the log and read every record it serves through [`LogReader`], which
 /// checks each CRC.
@@ -163,20 +166,28 @@ pub fn open_index(
     data_dir: &Path,
     opts: &StorageOptions,
     io: Arc<dyn Io>,
-    trust: &dyn Fn(&Checkpoint) -> Lsn,
+    load: &mut StreamParse<'_>,
     visit: &mut dyn FnMut(Lsn, u32, &[u8]),
 ) -> Result<Opened, LogError> {
-    open_scan(data_dir, opts, io, trust, &mut |found| {
+    open_scan(data_dir, opts, io, Load::Streamed(load), &mut |found| {
         // A payload is below 4 GiB: the length field is a u32.
         visit(found.lsn, found.len as u32, found.head)
     })
+}
+
+/// How `open_scan` loads the checkpoint.
+enum Load<'a, 'b> {
+    /// Read whole into [`Opened::checkpoint`]; every record is checked in full.
+    Whole,
+    /// Streamed through the caller's parser, which names the trusted end.
+    Streamed(&'a mut StreamParse<'b>),
 }
 
 fn open_scan(
     data_dir: &Path,
     opts: &StorageOptions,
     io: Arc<dyn Io>,
-    trust: &dyn Fn(&Checkpoint) -> Lsn,
+    load: Load<'_, '_>,
     visit: &mut dyn FnMut(recovery::Found<'_>),
 ) -> Result<Opened, LogError> {
     assert!(
@@ -205,9 +216,13 @@ fn open_scan(
         .map_err(|e| LogError::io("fsync dir", data_dir, e))?;
 
     checkpoint::remove_temps(&*io, &checkpoints)?;
-    let checkpoint = checkpoint::load_newest(&*io, data_dir)?;
-
-    let trusted_end = checkpoint.as_ref().map_or(0, trust);
+    let (checkpoint, streamed_checkpoint, trusted_end) = match load {
+        Load::Whole => (checkpoint::load_newest(&*io, data_dir)?, None, 0),
+        Load::Streamed(parse) => match checkpoint::load_newest_streamed(&*io, data_dir, parse)? {
+            Some((seq, path, trusted)) => (None, Some((seq, path)), trusted),
+            None => (None, None, 0),
+        },
+    };
     let mut records = 0u64;
     let recovered = recovery::recover(&*io, &log, opts.segment_bytes, trusted_end, &mut |found| {
         records += 1;
@@ -249,6 +264,7 @@ fn open_scan(
         writer: LogWriter::new(shared.clone(), recovered.index, recovered.offset, map),
         syncer: Syncer { shared },
         checkpoint,
+        streamed_checkpoint,
         records: Vec::new(),
         truncated_tail: recovered.torn_tail,
         reader,

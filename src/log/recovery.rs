@@ -178,12 +178,27 @@ impl<'a> Reader<'a> {
             if chunk.is_empty() {
                 return Ok(None);
             }
-            if let Some(i) = chunk.iter().position(|&b| b != 0) {
+            if let Some(i) = first_non_zero_in(chunk) {
                 return Ok(Some(at + i as u64));
             }
             at += chunk.len() as u64;
         }
     }
+}
+
+/// The index of the first non-zero byte of `bytes`. Whole 64-byte blocks are OR-ed together
+/// first (the compiler vectorizes that): at every open the rest of the last segment, up to a
+/// whole segment of zeros, is checked here (row 4), and a byte-at-a-time search was a quarter
+/// of start-up's instructions.
+fn first_non_zero_in(bytes: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    for block in bytes.chunks_exact(64) {
+        if block.iter().fold(0u8, |acc, &b| acc | b) != 0 {
+            break;
+        }
+        at += 64;
+    }
+    bytes[at..].iter().position(|&b| b != 0).map(|i| at + i)
 }
 
 /// What a frame position holds.
@@ -716,6 +731,21 @@ mod tests {
                 "cut the damage as a torn tail ({} records kept): the record at 162 vouched for it",
                 o.records.len()
             ),
+        }
+    }
+
+    #[test]
+    fn first_non_zero_finds_the_first_byte_in_and_across_blocks() {
+        for len in [0usize, 1, 63, 64, 65, 200] {
+            assert_eq!(first_non_zero_in(&vec![0u8; len]), None);
+            for at in 0..len {
+                let mut bytes = vec![0u8; len];
+                bytes[at] = 1;
+                if at + 1 < len {
+                    bytes[len - 1] = 9;
+                }
+                assert_eq!(first_non_zero_in(&bytes), Some(at), "len {len} at {at}");
+            }
         }
     }
 }

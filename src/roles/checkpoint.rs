@@ -6,7 +6,18 @@
 //! published snapshot (immutable), so serializing a large state never stalls the writer.
 //! Shutdown: when the sender is dropped (a final checkpoint is written if commits happened since
 //! the last one).
+//!
+//! Pending frames: each checkpoint also carries the log's pending frames up to its record,
+//! compacted (docs/FORMATS.md), so start-up reads only the pending frames after it. The thread
+//! keeps them gathered ([`PendingCarry`]): at each checkpoint it reads the pending frames the
+//! log gained since the last one (from durable, published log: the writer only appends past
+//! it), then forgets proposals that can no longer come back. Invariant: the carried frames are
+//! what replaying every pending frame up to `scanned_to` gathers, minus such proposals; if a
+//! read fails they are dropped, and later checkpoints go without them (start-up then reads
+//! every pending frame, as before).
 
+use crate::domain::pending::{self, PendingFrame, PendingFrames};
+use crate::log::LogReader;
 use crate::metrics::m;
 use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
@@ -27,6 +38,64 @@ pub struct CheckpointParts {
     /// Run after each durable checkpoint (and once at start for the checkpoint found then),
     /// with the snapshot and the version that checkpoint covers: the retention drop.
     pub after_checkpoint: Option<AfterCheckpoint>,
+    /// The pending frames gathered at start-up, carried on (None: checkpoints go without).
+    pub pending: Option<PendingCarry>,
+    /// Write a checkpoint at once even if no commit happened: the one found at start does not
+    /// carry the pending frames (an older build wrote it), so until a new one is written every
+    /// start would read all of them.
+    pub upgrade: bool,
+}
+
+/// The pending frames gathered from the log up to `scanned_to`.
+pub struct PendingCarry {
+    pub reader: Arc<LogReader>,
+    /// The Lsn the frames are gathered up to (at start: where the writer continues).
+    pub scanned_to: u64,
+    pub frames: PendingFrames,
+}
+
+impl PendingCarry {
+    /// The compacted frames for a checkpoint of `snap`: the frames up to its record's end read
+    /// in, then the proposals that cannot come back at its version forgotten. None when the
+    /// record has no location in the log (then the checkpoint has no `log_end` either).
+    ///
+    /// When the record ends before `scanned_to` (only just after start-up: pending frames
+    /// after the last commit), the carried frames include some past it; start-up replays
+    /// those again after the checkpoint's frames, which changes nothing (a proposal frame
+    /// starts its proposal afresh with the approvals after it, an approval already held is
+    /// held once).
+    fn frames_for(
+        &mut self,
+        snap: &Snapshot,
+        now_unix: i64,
+    ) -> Result<Option<Vec<PendingFrame>>, String> {
+        let Some(end) = snap.history.loc(snap.version()).map(|l| l.end) else {
+            return Ok(None);
+        };
+        if end > self.scanned_to {
+            let frames = &mut self.frames;
+            let mut bad = None;
+            self.reader
+                .scan(
+                    self.scanned_to,
+                    end,
+                    pending::PENDING_PREFIX,
+                    &mut |_, payload| {
+                        let added = PendingFrame::from_bytes(&payload).and_then(|f| frames.add(f));
+                        if let Err(e) = added {
+                            bad.get_or_insert(e);
+                        }
+                    },
+                )
+                .map_err(|e| e.to_string())?;
+            if let Some(e) = bad {
+                return Err(e);
+            }
+            self.scanned_to = end;
+        }
+        self.frames.retain_live(snap.version(), now_unix);
+        Ok(Some(self.frames.to_frames()))
+    }
 }
 
 pub type AfterCheckpoint = Box<dyn FnMut(&Snapshot, u64) + Send>;
@@ -57,13 +126,27 @@ pub fn run(mut p: CheckpointParts) {
             .set(last_at.elapsed().as_secs() as i64);
         let snap = p.snapshot.load_full();
         let behind = snap.version().saturating_sub(last_version);
-        let due =
-            behind > 0 && (closed || behind >= p.every_commits || last_at.elapsed() >= p.interval);
+        let due = (behind > 0
+            && (closed || behind >= p.every_commits || last_at.elapsed() >= p.interval))
+            || (p.upgrade && p.pending.is_some() && snap.version() > 0);
         if due {
             let started = Instant::now();
-            let bytes = crate::restore::checkpoint_bytes(&snap);
+            let now_unix = crate::clock::now_unix_ms().div_euclid(1000);
+            let carried = match p.pending.as_mut().map(|c| c.frames_for(&snap, now_unix)) {
+                Some(Ok(frames)) => frames,
+                Some(Err(e)) => {
+                    log::error!(
+                        "msg=\"cannot gather the log's pending frames; checkpoints go without them\" error={e:?}"
+                    );
+                    p.pending = None;
+                    None
+                }
+                None => None,
+            };
+            let bytes = crate::restore::checkpoint_bytes_with(&snap, carried.as_deref());
             match (p.write)(snap.version(), &bytes) {
                 Ok(()) => {
+                    p.upgrade = false;
                     // The drop first, so "checkpoint written" says the window is settled too.
                     if let Some(after) = &mut p.after_checkpoint {
                         after(&snap, snap.version());

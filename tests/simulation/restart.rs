@@ -16,6 +16,7 @@ impl Sim {
         // Opened as the server opens it: records below the newest checkpoint's `log_end` are
         // checked by header only, and only their locations are kept.
         let mut index;
+        let mut checkpoint_bytes: Option<(u64, Vec<u8>)>;
         let opened = loop {
             attempts += 1;
             check!(self, attempts < 10, "recovery never succeeded");
@@ -45,13 +46,21 @@ impl Sim {
             // genesis record (genesis v2, docs/FORMATS.md) is written and synced before anything else. A
             // crash or a fault during it is a failed start like any other.
             index = svc_registry::storage::FrameIndex::default();
-            let trust =
-                |c: &storage::Checkpoint| restore::checkpoint_log_end(&c.payload).unwrap_or(0);
+            // The checkpoint's payload is kept whole here (restore_over parses it twice); the
+            // log layer keeps the one whose CRC matched (`streamed_checkpoint`).
+            checkpoint_bytes = None;
+            let mut load = |seq: u64, r: &mut dyn std::io::Read| -> Result<u64, String> {
+                let mut bytes = Vec::new();
+                r.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+                let trusted = restore::checkpoint_log_end(&bytes).unwrap_or(0);
+                checkpoint_bytes = Some((seq, bytes));
+                Ok(trusted)
+            };
             let scanned = storage::open_index(
                 Path::new(DATA),
                 &opts,
                 Arc::new(self.io.clone()),
-                &trust,
+                &mut load,
                 &mut |end, len, head| index.add(end, len, head),
             );
             let opened = scanned.and_then(|mut o| {
@@ -131,10 +140,12 @@ impl Sim {
                 self.seed
             ),
         };
-        let cp = opened
-            .checkpoint
-            .as_ref()
-            .map(|c| (c.seq, c.payload.as_slice()));
+        let cp = match (&opened.streamed_checkpoint, &checkpoint_bytes) {
+            (Some((seq, _)), Some((loaded, bytes))) if seq == loaded => {
+                Some((*seq, bytes.as_slice()))
+            }
+            _ => None,
+        };
         let restored = match cp {
             None => full,
             Some((seq, _)) => {
@@ -258,12 +269,26 @@ impl Sim {
         frames: &svc_registry::domain::pending::PendingFrames,
     ) -> Result<restore::Restored, restore::RestoreError> {
         let at = |v: u64| format!("version {v}");
-        match restore::restore_history(REGISTRY, cp, history.clone(), frames.clone(), &at) {
+        // Every pending frame is at hand: the checkpoint's carried frames (if any) are not used.
+        let run = || {
+            let cp = match cp {
+                Some((seq, bytes)) => Some(restore::parse_checkpoint(seq, bytes)?),
+                None => None,
+            };
+            restore::restore_history(
+                REGISTRY,
+                cp,
+                history.clone(),
+                &mut |_| Ok(frames.clone()),
+                &at,
+            )
+        };
+        match run() {
             Err(e) if self.read_fault_armed() && !self.io.powered_off() => {
                 self.log(format!(
                     "  restore failed on an injected read fault ({e}); again"
                 ));
-                restore::restore_history(REGISTRY, cp, history.clone(), frames.clone(), &at)
+                run()
             }
             other => other,
         }
