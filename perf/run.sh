@@ -26,7 +26,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
         --only) ONLY=$2; shift ;;
-        *) echo "usage: perf/run.sh [--quick] [--only reads,writes,stream,startup,footprint,history,tls,pq,auth,follow]" >&2; exit 2 ;;
+        *) echo "usage: perf/run.sh [--quick] [--only reads,writes,stream,startup,footprint,history,tls,pq,auth,follow,tlog]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -515,6 +515,8 @@ for l in sys.stdin:
     SVC_REGISTRY_BIN="$BIN" N=$FN FOLLOW_OUT="$RAW/follow.txt" TMPDIR="$TMPD" \
         "$fbin" --nocapture >"$RAW/follow-stdout.txt" 2>"$RAW/follow-stderr.txt"
     while read -r line; do log "follow: $line"; done <"$RAW/follow.txt"
+fi
+
 # ---------------------------------------------------------------- tlog
 # Issue 19: the transparency log's cost and its read routes. Writer: durable commits/s, 2-of-3,
 # fsync batch, C=64, with the tree on and off ([log] enabled), alternating order per round, in
