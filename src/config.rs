@@ -1534,7 +1534,11 @@ mod tests {
         let windowed = "[storage]\nretain_versions = 20000\n";
         let c = load(windowed).unwrap();
         assert!(!c.raw.log.is_enabled());
-        assert!(c.to_toml().contains("[log]\nenabled = false"), "{}", c.to_toml());
+        assert!(
+            c.to_toml().contains("[log]\nenabled = false"),
+            "{}",
+            c.to_toml()
+        );
         let e = load(&format!("{windowed}[log]\nenabled = true\n")).unwrap_err();
         assert!(e.0.contains("retain_versions = 20000"), "{}", e.0);
         assert!(load(&format!("{windowed}[log]\nenabled = false\n")).is_ok());

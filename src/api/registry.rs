@@ -137,9 +137,11 @@ impl Route {
         let mut next = || segments.next().transpose();
         let (first, second, third, fourth, fifth) = (next()?, next()?, next()?, next()?, next()?);
         // Tile paths have a variable number of segments (C2SP tlog-tiles): the rest, joined.
-        if let ("registry", Some("tile"), Some(tile)) =
-            (first.as_deref().unwrap_or(""), second.as_deref(), third.as_deref())
-        {
+        if let ("registry", Some("tile"), Some(tile)) = (
+            first.as_deref().unwrap_or(""),
+            second.as_deref(),
+            third.as_deref(),
+        ) {
             let mut path = tile.to_string();
             for rest in [fourth, fifth].into_iter().flatten() {
                 path.push('/');

@@ -25,6 +25,15 @@
 //! seed range; `SIM_SEED=N` replays one seed, printing every step. A failure names its seed and
 //! the command that replays it, and replays it once with the step trace on stderr.
 //!
+//! With a retention window (`simulation_with_a_retention_window`, `SIM_WINDOW_SEEDS` seeds,
+//! default 200, `SIM_WINDOW_SEED=N` to replay one): each seed draws a small `retain_versions`,
+//! every checkpoint is followed by the drop the checkpoint thread makes, and faults are aimed at
+//! the pair (a power cut at one of their mutations, EIO on a remove or the directory fsync, a
+//! kill between them). The boot checks then start at the node's oldest retained version: every
+//! version below it answers Expired, every one from it to HEAD reads back unchanged (no gap),
+//! the window holds at least `retain_versions` versions, and the state at HEAD equals a replay
+//! of the model's copies of the dropped records followed by the retained ones.
+//!
 //! Determinism: the writer stamps `committed_at` from its injected clock, here the simulated one,
 //! so a record's length (and so which sectors a simulated power cut keeps) depends on the seed
 //! alone.

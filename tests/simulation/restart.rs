@@ -138,21 +138,24 @@ impl Sim {
                 "a log without a window starts at {}",
                 history.oldest_version()
             );
-            let Some((seq, _)) = cp else {
-                // Only an injected read error can hide the checkpoint (recovery skips one it
-                // cannot read): restore then refuses to start, and the operator's restart
-                // (the fault has fired) finds the checkpoint again.
+            let oldest = history.oldest_version();
+            let covering = cp.filter(|(seq, _)| *seq >= oldest);
+            let Some((seq, _)) = covering else {
+                // Only an injected read error can hide the newest checkpoint (recovery skips
+                // one it cannot read and may fall back to an older one, from before the
+                // drop): restore then refuses to start, and the operator's restart (the fault
+                // has fired) finds the checkpoint again.
                 check!(
                     self,
                     self.read_fault_armed(),
                     "the log starts at version {} and no checkpoint covers it",
                     history.oldest_version()
                 );
-                let refused = self.restore_over(None, &history, &frames);
+                let refused = self.restore_over(cp, &history, &frames);
                 check!(
                     self,
                     refused.is_err(),
-                    "a windowed log restored without a checkpoint"
+                    "a windowed log restored without a checkpoint covering its start"
                 );
                 self.log("  the checkpoint did not read back; start refused, restarting".into());
                 self.stats.recovery_interrupted += 1;
