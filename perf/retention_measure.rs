@@ -9,7 +9,9 @@
 //!   SVC_REGISTRY_BIN=$PWD/target/release/svc-registry N=200000 \
 //!     cargo test --release --test zz_retention_measure -- --nocapture
 //!   rm tests/zz_retention_measure.rs
-//! The issue's goal is N = 1,000,000; the authority runs `fsync = "never"` so the client's
+//! `perf/run.sh --only retention` runs it (and the commit p99 side by side); with
+//! RETENTION_OUT=FILE each row is also written there as a `row key=value ...` line for
+//! perf/report.py. The issue's goal is N = 1,000,000; the authority runs `fsync = "never"` so the client's
 //! sequential `/submit`s are not bound by the disk (durability is not what is measured here).
 mod common;
 use common::*;
@@ -172,6 +174,9 @@ fn measure() {
         "| version | follower RssAnon MiB | follower log held MiB | sum MiB | follower oldest | authority data dir MiB | authority segments |"
     );
     eprintln!("|---|---|---|---|---|---|---|");
+    let mut out = std::env::var("RETENTION_OUT")
+        .ok()
+        .map(|p| std::fs::File::create(p).expect("RETENTION_OUT"));
     let t = Instant::now();
     for base in 0..n {
         submit(&setup, &auth.registry, base, ids);
@@ -192,7 +197,21 @@ fn measure() {
                 mib(anon + log),
                 mib(dir)
             );
+            if let Some(f) = out.as_mut() {
+                use std::io::Write;
+                writeln!(
+                    f,
+                    "row version={v} anon_b={anon} log_b={log} oldest={oldest} dir_b={dir} \
+                     segments={segments} retain={RETAIN} segment_b={}",
+                    4 * 1024 * 1024
+                )
+                .unwrap();
+            }
         }
     }
     eprintln!("{n} commits in {:?}", t.elapsed());
+    if let Some(f) = out.as_mut() {
+        use std::io::Write;
+        writeln!(f, "done commits={n} secs={:.1}", t.elapsed().as_secs_f64()).unwrap();
+    }
 }
