@@ -666,10 +666,10 @@ if rows:
       f"{rows[0]['retain']}, an amnesiac follower and the authority it follows\n")
     p(f"{done.get('commits', '?')} single-op commits in {done.get('secs', '?')} s; loadavg "
       f"{renv.get('loadavg_start', '?')} at start, {renv.get('loadavg_end', '?')} at end.\n")
-    p("| version | follower RssAnon MiB | follower log held MiB | sum MiB | follower oldest | authority data dir MiB | authority segments |")
+    p("| version | follower RssAnon MiB ([heap] / other anon) | follower log held MiB | sum MiB | follower oldest | authority data dir MiB | authority segments |")
     p("|---|---|---|---|---|---|---|")
     for d in rows:
-        p(f"| {d['version']} | {mib(d['anon_b']):.1f} | {mib(d['log_b']):.1f} | "
+        p(f"| {d['version']} | {mib(d['anon_b']):.1f} ({mib(d.get('heap_anon_b', 0)):.1f} / {mib(d.get('mapped_anon_b', 0)):.1f}) | {mib(d['log_b']):.1f} | "
           f"{mib(int(d['anon_b']) + int(d['log_b'])):.1f} | {d['oldest']} | {mib(d['dir_b']):.1f} | {d['segments']} |")
     p("")
     late = [d for d in rows if int(d["version"]) >= 20000]
