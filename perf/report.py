@@ -658,7 +658,11 @@ def kv_lines(name):
 
 rr = kv_lines("retention.txt")
 rows = [d for kind, d in rr if kind == "row"]
-renv = {k: v for k, _, v in (l.partition("=") for l in text("retention-env.txt").splitlines())}
+renv = {}
+for k, _, v in (l.partition("=") for l in text("retention-env.txt").splitlines()):
+    # The first run's start, the last run's end (RETENTION_N=0 re-runs append).
+    if k == "loadavg_end" or k not in renv:
+        renv[k] = v
 if rows:
     mib = lambda b: int(b) / (1024 * 1024)
     done = next((d for kind, d in rr if kind == "done"), {})
@@ -692,7 +696,7 @@ if rows:
 rw = {m: [load(os.path.basename(f)) for f in sorted(glob.glob(path(f"retention-writes-{m}-r*.json")))] for m in ("on", "off")}
 if rw["on"] and rw["off"]:
     p("Commit latency with the window on (`retain_versions = 2000`) vs off, side by side in one run: "
-      "2-of-3, `fsync = \"batch\"`, 64 clients, 1 MiB segments, a checkpoint every 1,000 commits in both.\n")
+      "2-of-3, `fsync = \"batch\"`, 64 clients, 4 MiB segments, a checkpoint every 1,000 commits in both.\n")
     p("| window | round | commits/s | p50 ms | p99 ms | oldest_version at end |")
     p("|---|---|---|---|---|---|")
     for m in ("on", "off"):

@@ -578,7 +578,7 @@ fi
 # 1. perf/retention_measure.rs (see its header): follower memory and authority data directory
 #    every 20,000 versions (built as a release test binary of the main crate, like `follow`).
 # 2. Commit p99 with `retain_versions` on vs off, one run, alternating order per round: the same
-#    2-of-3 C=64 durable load, 1 MiB segments and a checkpoint every 1,000 commits in both, so
+#    2-of-3 C=64 durable load, 4 MiB segments and a checkpoint every 1,000 commits in both, so
 #    with the window on a segment is dropped every few hundred commits during the measurement.
 if want retention; then
     if [ $QUICK = 1 ]; then RN=${RETENTION_N:-40000}; else RN=${RETENTION_N:-200000}; fi
@@ -593,19 +593,24 @@ for l in sys.stdin:
         print(m["executable"])') || true
     rm -f "$rm_"
     [ -n "$rbin" ] || { log "retention: the harness did not build"; exit 1; }
-    echo "loadavg_start=$(cut -d' ' -f1 /proc/loadavg)" >"$RAW/retention-env.txt"
+    echo "loadavg_start=$(cut -d' ' -f1 /proc/loadavg)" >>"$RAW/retention-env.txt"
     log "retention: $RN versions, loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
-    SVC_REGISTRY_BIN="$BIN" N=$RN RETENTION_OUT="$RAW/retention.txt" TMPDIR="$TMPD" \
-        "$rbin" --nocapture >"$RAW/retention-stdout.txt" 2>"$RAW/retention-stderr.txt"
-    log "retention: $(tail -1 "$RAW/retention.txt")"
+    # RETENTION_N=0 keeps the last run's rows and measures only the side-by-side p99.
+    if [ "$RN" -gt 0 ]; then
+        SVC_REGISTRY_BIN="$BIN" N=$RN RETENTION_OUT="$RAW/retention.txt" TMPDIR="$TMPD" \
+            "$rbin" --nocapture >"$RAW/retention-stdout.txt" 2>"$RAW/retention-stderr.txt"
+        log "retention: $(tail -1 "$RAW/retention.txt")"
+    fi
     for round in $(seq 1 $ROUNDS); do
         if [ $((round % 2)) = 1 ]; then order="on off"; else order="off on"; fi
         for mode in $order; do
             dir="$TMPD/retention-$mode"
             if [ "$mode" = on ]; then retain=2000; else retain=0; fi
+            # 4 MiB segments (the smallest allowed is 2 x max_body_bytes + 64 KiB ≈ 2.1 MiB): at
+            # ~1.6 kB a version, a drop every ~2,600 commits, several in each measurement.
             write_config "$dir" 2 3 batch
             # Into the [storage] table write_config made (a second table would not parse).
-            sed -i "/^\[storage\]/a retain_versions = $retain\nsegment_bytes = 1048576\ncheckpoint_every_commits = 1000" "$dir/config.toml"
+            sed -i "/^\[storage\]/a retain_versions = $retain\nsegment_bytes = 4194304\ncheckpoint_every_commits = 1000" "$dir/config.toml"
             start_registry "retention-$mode-r$round" "$dir"
             "$LG" writes --addr "$RA" --metrics "$MA" --pid "$SPID" --clients 64 --secs $WD \
                 --signers 3 --threshold 2 --max-proposals $((WD * 5000)) \
