@@ -644,6 +644,76 @@ if tw["on"] and tw["off"]:
           f"{fmt(mean([r['per_cpu_s'] for r in tiles['ours']]))} / nginx {fmt(mean([r['per_cpu_s'] for r in tiles['nginx']]))}.\n")
         goals.append(("full tiles served ≥ 0.9× nginx serving the same file", f"{o / n:.2f}×", verdict(o / n >= 0.9)))
 
+# ------------------------------------------------------------------ retention (issue 21)
+# retention.txt: perf/retention_measure.rs's `row key=value ...` lines (every 20,000 versions)
+# and its `done` line; retention-writes-{on,off}-r*.json: loadgen writes with the window on/off.
+def kv_lines(name):
+    rows = []
+    for line in text(name).splitlines():
+        words = line.split()
+        if words:
+            rows.append((words[0], dict(w.partition("=")[::2] for w in words[1:])))
+    return rows
+
+
+rr = kv_lines("retention.txt")
+rows = [d for kind, d in rr if kind == "row"]
+renv = {}
+for k, _, v in (l.partition("=") for l in text("retention-env.txt").splitlines()):
+    # The first run's start, the last run's end (RETENTION_N=0 re-runs append).
+    if k == "loadavg_end" or k not in renv:
+        renv[k] = v
+if rows:
+    mib = lambda b: int(b) / (1024 * 1024)
+    done = next((d for kind, d in rr if kind == "done"), {})
+    p("## Retention window (issue 21): `retain_versions` = "
+      f"{rows[0]['retain']}, an amnesiac follower and the authority it follows\n")
+    p(f"{done.get('commits', '?')} single-op commits in {done.get('secs', '?')} s; loadavg "
+      f"{renv.get('loadavg_start', '?')} at start, {renv.get('loadavg_end', '?')} at end.\n")
+    p("| version | follower RssAnon MiB ([heap] / other anon) | follower log held MiB | sum MiB | follower oldest | authority data dir MiB | authority segments |")
+    p("|---|---|---|---|---|---|---|")
+    for d in rows:
+        p(f"| {d['version']} | {mib(d['anon_b']):.1f} ({mib(d.get('heap_anon_b', 0)):.1f} / {mib(d.get('mapped_anon_b', 0)):.1f}) | {mib(d['log_b']):.1f} | "
+          f"{mib(int(d['anon_b']) + int(d['log_b'])):.1f} | {d['oldest']} | {mib(d['dir_b']):.1f} | {d['segments']} |")
+    p("")
+    late = [d for d in rows if int(d["version"]) >= 20000]
+    if late:
+        sums = [int(d["anon_b"]) + int(d["log_b"]) for d in late]
+        spread = max(sums) / min(sums) - 1 if min(sums) else float("nan")
+        goals.append(("amnesiac follower, retain_versions = 10000: memory (RssAnon + log held) flat "
+                      "within 10 % from version 20,000 on (issue 21)",
+                      f"{mib(min(sums)):.1f}–{mib(max(sums)):.1f} MiB ({spread * 100:+.0f} %)",
+                      verdict(spread <= 0.10)))
+        goals.append(("amnesiac follower: memory ≤ 48 MiB in all (issue 21)",
+                      f"{mib(max(int(d['anon_b']) + int(d['log_b']) for d in rows)):.1f} MiB",
+                      verdict(max(int(d["anon_b"]) + int(d["log_b"]) for d in rows) <= 48 * 1024 * 1024)))
+        dirs = [int(d["dir_b"]) for d in late]
+        seg = int(late[0]["segment_b"])
+        goals.append(("authority, retain_versions = 10000: data directory flat within one segment "
+                      "from version 20,000 on (issue 21)",
+                      f"{mib(min(dirs)):.1f}–{mib(max(dirs)):.1f} MiB (segment {mib(seg):.0f} MiB)",
+                      verdict(max(dirs) - min(dirs) <= seg)))
+rw = {m: [load(os.path.basename(f)) for f in sorted(glob.glob(path(f"retention-writes-{m}-r*.json")))] for m in ("on", "off")}
+if rw["on"] and rw["off"]:
+    p("Commit latency with the window on (`retain_versions = 2000`) vs off, side by side in one run: "
+      "2-of-3, `fsync = \"batch\"`, 64 clients, 4 MiB segments, a checkpoint every 1,000 commits in both.\n")
+    p("| window | round | commits/s | p50 ms | p99 ms | oldest_version at end |")
+    p("|---|---|---|---|---|---|")
+    for m in ("on", "off"):
+        for i, d in enumerate(rw[m], 1):
+            p(f"| {m} | {i} | {d['commits_per_s']} | {d['commit_latency'].get('p50_ms', '?')} | "
+              f"{d['commit_latency']['p99_ms']} | {text(f'retention-oldest-{m}-r{i}.txt', '?').strip()} |")
+    p("")
+    p99 = {m: statistics.mean([float(d["commit_latency"]["p99_ms"]) for d in rw[m]]) for m in ("on", "off")}
+    ratio = p99["on"] / p99["off"] if p99["off"] else float("nan")
+    dropped = all(text(f"retention-oldest-on-r{i}.txt", "0").strip() not in ("", "0")
+                  for i in range(1, len(rw["on"]) + 1))
+    goals.append(("dropping segments never stalls the writer: commit p99 with the window on within "
+                  "noise (≤ 1.2×) of off, same run (issue 21)",
+                  f"{p99['on']:.2f} vs {p99['off']:.2f} ms ({ratio:.2f}×)"
+                  + ("" if dropped else ", NO drop happened"),
+                  verdict(ratio <= 1.2 and dropped)))
+
 # ------------------------------------------------------------------ goals
 if goals:
     p("## Goals (issue 7, and the benchmark paragraphs of issues 4 and 5)\n")

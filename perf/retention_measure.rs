@@ -9,7 +9,9 @@
 //!   SVC_REGISTRY_BIN=$PWD/target/release/svc-registry N=200000 \
 //!     cargo test --release --test zz_retention_measure -- --nocapture
 //!   rm tests/zz_retention_measure.rs
-//! The issue's goal is N = 1,000,000; the authority runs `fsync = "never"` so the client's
+//! `perf/run.sh --only retention` runs it (and the commit p99 side by side); with
+//! RETENTION_OUT=FILE each row is also written there as a `row key=value ...` line for
+//! perf/report.py. The issue's goal is N = 1,000,000; the authority runs `fsync = "never"` so the client's
 //! sequential `/submit`s are not bound by the disk (durability is not what is measured here).
 mod common;
 use common::*;
@@ -121,6 +123,27 @@ fn submit(setup: &Setup, addr: &str, base: u64, ids: u64) {
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
 }
 
+/// The follower's anonymous memory split by where it lives (/proc/PID/smaps): the main heap
+/// (`[heap]`, glibc's brk arena), and anonymous mappings (thread arenas, large allocations, thread
+/// stacks). Bytes. Says whether a step in RssAnon is heap the allocator keeps or a mapping.
+fn anon_split(pid: u32) -> (u64, u64) {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let (mut heap, mut other, mut in_heap) = (0, 0, false);
+    for l in smaps.lines() {
+        if let Some(kb) = l.strip_prefix("Anonymous:") {
+            let b = kb.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap_or(0) * 1024;
+            if in_heap {
+                heap += b;
+            } else {
+                other += b;
+            }
+        } else if l.split_whitespace().next().is_some_and(|w| w.contains('-')) {
+            in_heap = l.ends_with("[heap]");
+        }
+    }
+    (heap, other)
+}
+
 fn dir_bytes(dir: &std::path::Path) -> (u64, usize) {
     let mut bytes = 0;
     let mut segments = 0;
@@ -172,6 +195,9 @@ fn measure() {
         "| version | follower RssAnon MiB | follower log held MiB | sum MiB | follower oldest | authority data dir MiB | authority segments |"
     );
     eprintln!("|---|---|---|---|---|---|---|");
+    let mut out = std::env::var("RETENTION_OUT")
+        .ok()
+        .map(|p| std::fs::File::create(p).expect("RETENTION_OUT"));
     let t = Instant::now();
     for base in 0..n {
         submit(&setup, &auth.registry, base, ids);
@@ -181,6 +207,7 @@ fn measure() {
                 std::thread::sleep(Duration::from_millis(20));
             }
             let anon = proc_status_of(pid, "RssAnon") * 1024;
+            let (heap, mapped) = anon_split(pid);
             let log = metric(&follower.metrics, "registry_log_bytes");
             let oldest = metric(&follower.metrics, "registry_oldest_version");
             let (dir, segments) = dir_bytes(&auth.data_dir);
@@ -192,7 +219,22 @@ fn measure() {
                 mib(anon + log),
                 mib(dir)
             );
+            if let Some(f) = out.as_mut() {
+                use std::io::Write;
+                writeln!(
+                    f,
+                    "row version={v} anon_b={anon} log_b={log} oldest={oldest} dir_b={dir} \
+                     segments={segments} retain={RETAIN} segment_b={} heap_anon_b={heap} \
+                     mapped_anon_b={mapped}",
+                    4 * 1024 * 1024
+                )
+                .unwrap();
+            }
         }
     }
     eprintln!("{n} commits in {:?}", t.elapsed());
+    if let Some(f) = out.as_mut() {
+        use std::io::Write;
+        writeln!(f, "done commits={n} secs={:.1}", t.elapsed().as_secs_f64()).unwrap();
+    }
 }

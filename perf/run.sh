@@ -13,6 +13,10 @@
 # 5 s, one round instead of two) and skips the 1M and 100k-version data sets. Full run ≈ 11–14 min
 # (pq alone ≈ 2.5 min), --quick ≈ 3.5 min, on 2 cores (plus the build). Add --only SECTION,... to run some sections.
 # Section tlog (issue 19) runs only when named: --only tlog (≈ 1.5 min, --quick ≈ 45 s).
+# `retention` (issue 21) runs only when named (--only retention): perf/retention_measure.rs
+# (an amnesiac follower and an authority with retain_versions = 10000 through RETENTION_N
+# single-op commits, default 200,000, 40,000 with --quick; ≈ 3 min) and commit p99 with the
+# window on vs off, side by side (small segments so drops happen during the measurement).
 # PERF_PREBUILT=1 with PERF_BIN and PERF_LG runs binaries built elsewhere (no build here).
 # `follow` (issue 15: follower catch-up and commit → follower latency) runs only when named
 # (--only follow): it builds perf/follow_measure.rs as a release test binary (FOLLOW_N versions,
@@ -26,7 +30,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
         --only) ONLY=$2; shift ;;
-        *) echo "usage: perf/run.sh [--quick] [--only reads,writes,stream,startup,footprint,history,tls,pq,auth,follow,tlog]" >&2; exit 2 ;;
+        *) echo "usage: perf/run.sh [--quick] [--only reads,writes,stream,startup,footprint,history,tls,pq,auth,follow,tlog,retention]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -572,6 +576,57 @@ enabled = $enabled"
     stop_pid "$NGINX_PID"; forget_pid "$NGINX_PID"
     stop_registry
     rm -rf "$dir" "$www"
+fi
+
+# ---------------------------------------------------------------- retention (issue 21)
+# 1. perf/retention_measure.rs (see its header): follower memory and authority data directory
+#    every 20,000 versions (built as a release test binary of the main crate, like `follow`).
+# 2. Commit p99 with `retain_versions` on vs off, one run, alternating order per round: the same
+#    2-of-3 C=64 durable load, 4 MiB segments and a checkpoint every 1,000 commits in both, so
+#    with the window on a segment is dropped every few hundred commits during the measurement.
+if want retention; then
+    if [ $QUICK = 1 ]; then RN=${RETENTION_N:-40000}; else RN=${RETENTION_N:-200000}; fi
+    rm_="$ROOT/tests/zz_retention_measure.rs"
+    cp "$ROOT/perf/retention_measure.rs" "$rm_"
+    log "retention: building perf/retention_measure.rs (release test binary)"
+    rbin=$(cd "$ROOT" && cargo test --release --test zz_retention_measure --no-run --message-format=json 2>/dev/null \
+        | python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and "zz_retention_measure" in m["target"]["name"]:
+        print(m["executable"])') || true
+    rm -f "$rm_"
+    [ -n "$rbin" ] || { log "retention: the harness did not build"; exit 1; }
+    echo "loadavg_start=$(cut -d' ' -f1 /proc/loadavg)" >>"$RAW/retention-env.txt"
+    log "retention: $RN versions, loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
+    # RETENTION_N=0 keeps the last run's rows and measures only the side-by-side p99.
+    if [ "$RN" -gt 0 ]; then
+        SVC_REGISTRY_BIN="$BIN" N=$RN RETENTION_OUT="$RAW/retention.txt" TMPDIR="$TMPD" \
+            "$rbin" --nocapture >"$RAW/retention-stdout.txt" 2>"$RAW/retention-stderr.txt"
+        log "retention: $(tail -1 "$RAW/retention.txt")"
+    fi
+    for round in $(seq 1 $ROUNDS); do
+        if [ $((round % 2)) = 1 ]; then order="on off"; else order="off on"; fi
+        for mode in $order; do
+            dir="$TMPD/retention-$mode"
+            if [ "$mode" = on ]; then retain=2000; else retain=0; fi
+            # 4 MiB segments (the smallest allowed is 2 x max_body_bytes + 64 KiB ≈ 2.1 MiB): at
+            # ~1.6 kB a version, a drop every ~2,600 commits, several in each measurement.
+            write_config "$dir" 2 3 batch
+            # Into the [storage] table write_config made (a second table would not parse).
+            sed -i "/^\[storage\]/a retain_versions = $retain\nsegment_bytes = 4194304\ncheckpoint_every_commits = 1000" "$dir/config.toml"
+            start_registry "retention-$mode-r$round" "$dir"
+            "$LG" writes --addr "$RA" --metrics "$MA" --pid "$SPID" --clients 64 --secs $WD \
+                --signers 3 --threshold 2 --max-proposals $((WD * 5000)) \
+                >"$RAW/retention-writes-$mode-r$round.json"
+            oldest=$(curl -fs "http://$RA/registry/head" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("oldest_version", 0))')
+            echo "$oldest" >"$RAW/retention-oldest-$mode-r$round.txt"
+            log "retention writes window $mode r$round: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["commits_per_s"], "commits/s p99", d["commit_latency"]["p99_ms"], "ms")' "$RAW/retention-writes-$mode-r$round.json"), oldest_version $oldest"
+            stop_registry
+            rm -rf "$dir"
+        done
+    done
+    echo "loadavg_end=$(cut -d' ' -f1 /proc/loadavg)" >>"$RAW/retention-env.txt"
 fi
 
 stop_all

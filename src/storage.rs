@@ -95,9 +95,13 @@ impl HistorySource for DiskSource {
         }
         let path = genesis_path(&self.data_dir);
         let io = self.reader.io();
-        if self.reader.first_segment() == 0 && io.open(&path).is_err() {
+        if self.reader.first_segment() == 0 {
             // Segment 0 holds the log's only copy of genesis: save it first (a crash after
-            // this leaves a harmless extra copy of what the log still holds).
+            // this leaves a harmless extra copy of what the log still holds). Written even when
+            // the file is there: an earlier drop may have renamed it into place and then failed
+            // to fsync the directory, and a power cut after these removes would then lose the
+            // name and leave a log without genesis (found by the simulation, seed 129 of
+            // `simulation_with_a_retention_window`). This happens once per node, at its first drop.
             rlog::write_atomic(&**io, &path, &self.genesis_json).map_err(|e| e.to_string())?;
         }
         self.reader

@@ -25,6 +25,15 @@
 //! seed range; `SIM_SEED=N` replays one seed, printing every step. A failure names its seed and
 //! the command that replays it, and replays it once with the step trace on stderr.
 //!
+//! With a retention window (`simulation_with_a_retention_window`, `SIM_WINDOW_SEEDS` seeds,
+//! default 200, `SIM_WINDOW_SEED=N` to replay one): each seed draws a small `retain_versions`,
+//! every checkpoint is followed by the drop the checkpoint thread makes, and faults are aimed at
+//! the pair (a power cut at one of their mutations, EIO on a remove or the directory fsync, a
+//! kill between them). The boot checks then start at the node's oldest retained version: every
+//! version below it answers Expired, every one from it to HEAD reads back unchanged (no gap),
+//! the window holds at least `retain_versions` versions, and the state at HEAD equals a replay
+//! of the model's copies of the dropped records followed by the retained ones.
+//!
 //! Determinism: the writer stamps `committed_at` from its injected clock, here the simulated one,
 //! so a record's length (and so which sectors a simulated power cut keeps) depends on the seed
 //! alone.
@@ -154,6 +163,8 @@ struct Life {
     verify_rx: Receiver<VerifyJob>,
     sync_rx: Receiver<u64>,
     syncer: Syncer,
+    /// The log's read side: which segment it starts at (a retention drop raises it).
+    reader: Arc<storage::LogReader>,
     poisoned_flag: Arc<WritePlane>,
     _lock: DirLock,
     /// The writer's pending proposals (expired ones included until replaced).
@@ -205,6 +216,11 @@ struct Stats {
     /// `/submit`s that staged (propose + approve + commit in one step).
     submits_staged: u64,
     max_version: u64,
+    /// Retention drops that released segments, the segments they released, and boots whose
+    /// log starts past genesis (windowed seeds only).
+    drops: u64,
+    segments_dropped: u64,
+    windowed_boots: u64,
 }
 
 impl Stats {
@@ -229,6 +245,9 @@ impl Stats {
         self.pending_restored += o.pending_restored;
         self.submits_staged += o.submits_staged;
         self.max_version = self.max_version.max(o.max_version);
+        self.drops += o.drops;
+        self.segments_dropped += o.segments_dropped;
+        self.windowed_boots += o.windowed_boots;
     }
 }
 
@@ -263,7 +282,19 @@ struct Sim {
     acked_pending: BTreeMap<String, SimProp>,
     verbose: bool,
     stats: Stats,
+    /// `[storage] retain_versions` of this seed (0: no window, the seeds of the main test).
+    /// With a window, every checkpoint is followed by a drop, as the checkpoint thread does.
+    window: u64,
+    /// With a window only: every record published so far, genesis first, as read back when it
+    /// was published (the copies the checks use for the versions the node has dropped).
+    records: Vec<CommitRecord>,
 }
+
+/// Windowed seeds draw from another stream than the main test's seeds of the same number.
+const WINDOW_SALT: u64 = 0x7E7A_11ED_0000_0021;
+/// The windows a windowed seed draws from: with records of ~700 bytes and 4 KiB segments, a
+/// window of a few versions drops a segment at most checkpoints.
+const WINDOWS: [u64; 3] = [3, 5, 8];
 
 /// Check a failure condition with the seed in the message.
 macro_rules! check {
@@ -283,14 +314,25 @@ mod submit_steps;
 use model::*;
 
 impl Sim {
-    pub(crate) fn new(seed: u64, verbose: bool) -> Sim {
+    pub(crate) fn new(seed: u64, verbose: bool, windowed: bool) -> Sim {
         NOW.with(|c| c.set(START_UNIX));
         let keys = signer_keys();
         let set = signer_set(&keys);
         let genesis = CommitRecord::genesis(REGISTRY, Arc::new(set.clone()));
+        let mut rng = Rng(seed ^ 0xD1B5_4A32_D192_ED03 ^ if windowed { WINDOW_SALT } else { 0 });
+        let window = if windowed {
+            WINDOWS[rng.index(WINDOWS.len())]
+        } else {
+            0
+        };
+        let records = if windowed {
+            vec![genesis.clone()]
+        } else {
+            Vec::new()
+        };
         Sim {
             seed,
-            rng: Rng(seed ^ 0xD1B5_4A32_D192_ED03),
+            rng,
             io: FaultIo::new(),
             keys,
             set,
@@ -306,6 +348,8 @@ impl Sim {
             acked_pending: BTreeMap::new(),
             verbose,
             stats: Stats::default(),
+            window,
+            records,
         }
     }
 
@@ -376,9 +420,8 @@ impl Sim {
         self.log("final power cut".into());
         self.boot(&staged);
         let snap = self.life().snapshot.load_full();
-        let records: Vec<CommitRecord> = (0..=snap.version())
-            .map(|v| self.read_history(&snap, v).expect("the power is on"))
-            .collect();
+        // With a window, the versions below the node's oldest are the model's copies.
+        let records = self.chain_of(&snap);
         if let Err(b) = verify_chain(REGISTRY, &records, &self.set) {
             panic!("seed {}: the chain does not verify: {b:?}", self.seed);
         }
@@ -386,10 +429,14 @@ impl Sim {
     }
 }
 
-fn run_seed(seed: u64, verbose: bool) -> (Stats, Result<(), String>) {
+fn run_seed(seed: u64, verbose: bool, windowed: bool) -> (Stats, Result<(), String>) {
     let outcome = std::panic::catch_unwind(move || {
-        let mut s = Sim::new(seed, verbose);
-        s.log(format!("seed {seed}"));
+        let mut s = Sim::new(seed, verbose, windowed);
+        if windowed {
+            s.log(format!("seed {seed} (retain_versions {})", s.window));
+        } else {
+            s.log(format!("seed {seed}"));
+        }
         s.boot(&BTreeMap::new());
         for _ in 0..STEPS {
             s.step();
@@ -416,15 +463,30 @@ fn env_u64(name: &str) -> Option<u64> {
 
 #[test]
 fn simulation_of_the_writer_over_faulty_storage() {
-    if let Some(seed) = env_u64("SIM_SEED") {
-        let (stats, result) = run_seed(seed, true);
+    simulate(false, "SIM_SEED", "SIM_SEEDS", 2_000);
+}
+
+/// The same simulation with a retention window (SPEC §14): every checkpoint is followed by a
+/// drop of the segments below the window, so the injected power cuts, kills and I/O errors
+/// land between the checkpoint and the drop, between segment removes and before the directory
+/// fsync; every boot then checks the window instead of the whole history (see `chain_of`).
+/// Few seeds (`SIM_WINDOW_SEEDS`, default 200): the drop's crash points are few.
+#[test]
+fn simulation_with_a_retention_window() {
+    simulate(true, "SIM_WINDOW_SEED", "SIM_WINDOW_SEEDS", 200);
+}
+
+/// Run one seed (`one` set) or `many` seeds (default `default_seeds`) across the cores.
+fn simulate(windowed: bool, one: &str, many: &str, default_seeds: u64) {
+    if let Some(seed) = env_u64(one) {
+        let (stats, result) = run_seed(seed, true, windowed);
         if let Err(msg) = result {
-            panic!("{msg}\nreplay: SIM_SEED={seed} cargo test --test simulation -- --nocapture");
+            panic!("{msg}\nreplay: {one}={seed} cargo test --test simulation -- --nocapture");
         }
         eprintln!("seed {seed}: ok, {} acknowledged commits", stats.acked);
         return;
     }
-    let seeds = env_u64("SIM_SEEDS").unwrap_or(2_000);
+    let seeds = env_u64(many).unwrap_or(default_seeds);
     let base = env_u64("SIM_SEED_BASE").unwrap_or(0);
     let threads = env_u64("SIM_THREADS")
         .map(|n| n.max(1) as usize)
@@ -447,7 +509,7 @@ fn simulation_of_the_writer_over_faulty_storage() {
                 if i > 0 && i % 10_000 == 0 {
                     eprintln!("simulation: {i} seeds after {:.0?}", started.elapsed());
                 }
-                let (stats, result) = run_seed(seed, false);
+                let (stats, result) = run_seed(seed, false, windowed);
                 total.lock().unwrap().add(&stats);
                 if let Err(e) = result {
                     failures.lock().unwrap().push((seed, e));
@@ -458,12 +520,17 @@ fn simulation_of_the_writer_over_faulty_storage() {
     std::panic::set_hook(hook);
     let t = *total.lock().unwrap();
     eprintln!(
-        "simulation: {} seeds, {} steps in {:.1?}: {} commits acknowledged, {} restarts \
+        "simulation{}: {} seeds, {} steps in {:.1?}: {} commits acknowledged, {} restarts \
          ({} power cuts, {} kills, {} recoveries interrupted), {} torn tails cut, {} sync \
          failures, {} append failures, {} storage-full refusals, {} checkpoints written, {} \
          restores from a checkpoint, {} commits held for their base ({} staged behind it), \
          {} proposals evicted from a full table, {} refused by one, {} acknowledged pending \
-         proposals restored after a restart, {} submits staged, longest chain {}",
+         proposals restored after a restart, {} submits staged, longest chain {}{}",
+        if windowed {
+            " with a retention window"
+        } else {
+            ""
+        },
         t.seeds,
         t.steps,
         started.elapsed(),
@@ -484,20 +551,28 @@ fn simulation_of_the_writer_over_faulty_storage() {
         t.busy,
         t.pending_restored,
         t.submits_staged,
-        t.max_version
+        t.max_version,
+        if windowed {
+            format!(
+                ", {} drops ({} segments removed), {} boots on a log a window cut",
+                t.drops, t.segments_dropped, t.windowed_boots
+            )
+        } else {
+            String::new()
+        }
     );
     let failures = failures.into_inner().unwrap();
     if let Some((seed, msg)) = failures.first() {
         // Replay the seed with its step trace on stderr.
         eprintln!("--- replaying seed {seed} with its trace ---");
-        let (_, again) = run_seed(*seed, true);
+        let (_, again) = run_seed(*seed, true, windowed);
         let replayed = if again.is_err() {
             "fails again"
         } else {
             "PASSED on replay (non-deterministic!)"
         };
         panic!(
-            "{msg}\n(the replay {replayed})\nreplay: SIM_SEED={seed} cargo test --test simulation -- --nocapture"
+            "{msg}\n(the replay {replayed})\nreplay: {one}={seed} cargo test --test simulation -- --nocapture"
         );
     }
     assert!(

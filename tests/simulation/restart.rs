@@ -133,18 +133,67 @@ impl Sim {
                 self.seed
             ),
         };
+        let cp = match (&opened.streamed_checkpoint, &checkpoint_bytes) {
+            (Some((seq, _)), Some((loaded, bytes))) if seq == loaded => {
+                Some((*seq, bytes.as_slice()))
+            }
+            _ => None,
+        };
+        // A log a retention window cut starts past genesis: only its checkpoint restores it
+        // (there is no full replay to compare with; `check_recovered` replays the model's
+        // copies of the dropped records instead).
+        if history.oldest_version() > 0 {
+            check!(
+                self,
+                self.window > 0,
+                "a log without a window starts at {}",
+                history.oldest_version()
+            );
+            let oldest = history.oldest_version();
+            let covering = cp.filter(|(seq, _)| *seq >= oldest);
+            let Some((seq, _)) = covering else {
+                // Only an injected read error can hide the newest checkpoint (recovery skips
+                // one it cannot read and may fall back to an older one, from before the
+                // drop): restore then refuses to start, and the operator's restart (the fault
+                // has fired) finds the checkpoint again.
+                check!(
+                    self,
+                    self.read_fault_armed(),
+                    "the log starts at version {} and no checkpoint covers it",
+                    history.oldest_version()
+                );
+                let refused = self.restore_over(cp, &history, &frames);
+                check!(
+                    self,
+                    refused.is_err(),
+                    "a windowed log restored without a checkpoint covering its start"
+                );
+                self.log("  the checkpoint did not read back; start refused, restarting".into());
+                self.stats.recovery_interrupted += 1;
+                drop(opened);
+                self.io.kill();
+                self.armed.clear();
+                self.crash_at = None;
+                return self.boot(previous_staged);
+            };
+            self.stats.windowed_boots += 1;
+            let restored = match self.restore_over(cp, &history, &frames) {
+                Ok(r) => r,
+                Err(e) => panic!(
+                    "seed {}: checkpoint {seq} does not restore the windowed log: {e}",
+                    self.seed
+                ),
+            };
+            self.stats.checkpoint_restores += 1;
+            self.check_recovered(&restored.snapshot, previous_staged);
+            return self.start_life(opened, restored);
+        }
         let full = match self.restore_over(None, &history, &frames) {
             Ok(r) => r,
             Err(e) => panic!(
                 "seed {}: the recovered log does not restore: {e}",
                 self.seed
             ),
-        };
-        let cp = match (&opened.streamed_checkpoint, &checkpoint_bytes) {
-            (Some((seq, _)), Some((loaded, bytes))) if seq == loaded => {
-                Some((*seq, bytes.as_slice()))
-            }
-            _ => None,
         };
         let restored = match cp {
             None => full,
@@ -184,7 +233,11 @@ impl Sim {
             }
         };
         self.check_recovered(&restored.snapshot, previous_staged);
+        self.start_life(opened, restored);
+    }
 
+    /// Start a writer on the recovered log and state: the lifetime that follows a boot.
+    fn start_life(&mut self, opened: storage::Opened, restored: restore::Restored) {
         let snapshot = Arc::new(ArcSwap::from_pointee(restored.snapshot));
         let (_req_tx, req_rx) = crossbeam_channel::bounded(1);
         let (_int_tx, int_rx) = crossbeam_channel::unbounded();
@@ -238,6 +291,7 @@ impl Sim {
             verify_rx,
             sync_rx,
             syncer: opened.syncer,
+            reader: opened.reader.clone(),
             poisoned_flag,
             _lock: opened.lock,
             props,
@@ -368,12 +422,8 @@ impl Sim {
         snap: &Snapshot,
         previous_staged: &BTreeMap<u64, String>,
     ) {
-        let history: Vec<Arc<CommitRecord>> = (0..=snap.version())
-            .map(|v| {
-                let rec = self.read_history(snap, v);
-                Arc::new(rec.expect("the power is on after recovery"))
-            })
-            .collect();
+        let history: Vec<Arc<CommitRecord>> =
+            self.chain_of(snap).into_iter().map(Arc::new).collect();
         let head = snap.version();
         let known_head = self.known.len() as u64 - 1;
         check!(
@@ -431,6 +481,9 @@ impl Sim {
             .iter()
             .map(|r| (r.hash.clone(), r.proposal_id.clone()))
             .collect();
+        if self.window > 0 {
+            self.records = history.iter().map(|r| (**r).clone()).collect();
+        }
         self.stats.max_version = self.stats.max_version.max(head);
     }
 
@@ -463,6 +516,56 @@ impl Sim {
         );
         self.log(line);
         self.boot(&staged);
+    }
+
+    /// The chain 0..=HEAD of `snap` as the checks see it, read back from the log; with a
+    /// window, the versions below the node's oldest retained one come from the model's copies
+    /// (read back when they were published), after checking that each of them answers Expired
+    /// naming that oldest version, that the window holds at least `retain_versions` versions
+    /// and that every version inside it reads back (no gap). The power must be on.
+    pub(crate) fn chain_of(&self, snap: &Snapshot) -> Vec<CommitRecord> {
+        let head = snap.version();
+        let oldest = snap.history.oldest_version();
+        check!(
+            self,
+            oldest == 0 || self.window > 0,
+            "versions below {oldest} dropped without a window"
+        );
+        check!(
+            self,
+            oldest <= head && head - oldest + 1 >= self.window.min(head + 1),
+            "the window [{oldest}, {head}] is narrower than retain_versions {}",
+            self.window
+        );
+        check!(
+            self,
+            oldest as usize <= self.records.len() || oldest == 0,
+            "version {oldest} is the oldest kept, but the model saw only {} published",
+            self.records.len()
+        );
+        let mut chain = Vec::with_capacity(head as usize + 1);
+        for v in 0..oldest {
+            let read = snap.history.read(v);
+            check!(
+                self,
+                read == Ok(svc_registry::history::Read::Expired { oldest }),
+                "version {v} below the window answered {read:?}"
+            );
+            chain.push(self.records[v as usize].clone());
+        }
+        for v in oldest..=head {
+            chain.push(
+                self.read_history(snap, v)
+                    .expect("the power is on after recovery"),
+            );
+        }
+        chain
+    }
+
+    /// With a window, whether `v` is below the oldest version `snap` still holds (its reads
+    /// answer Expired: the checks that read it back skip it, `chain_of` checks the answer).
+    pub(crate) fn dropped(&self, snap: &Snapshot, v: u64) -> bool {
+        self.window > 0 && v < snap.history.oldest_version()
     }
 
     // -----------------------------------------------------------------------------------------
@@ -510,6 +613,13 @@ impl Sim {
         // with the power cut, what could not be read is checked at the next boot instead.
         let mut read = Vec::new();
         for version in published + 1..=v {
+            // A drop never reaches a version not yet seen published (it keeps a window
+            // below HEAD and the power-cut case stops reading first).
+            check!(
+                self,
+                !self.dropped(&snap, version),
+                "version {version} dropped before it was read back"
+            );
             match self.read_history(&snap, version) {
                 Some(rec) => read.push(rec),
                 None => break,
@@ -518,7 +628,13 @@ impl Sim {
         let acked: Vec<Option<CommitRecord>> = self
             .acked
             .keys()
-            .map(|av| self.read_history(&snap, *av))
+            .map(|av| {
+                if self.dropped(&snap, *av) {
+                    None
+                } else {
+                    self.read_history(&snap, *av)
+                }
+            })
             .collect();
         let life = self.life.as_mut().expect("a running life");
         let complete = read.len() as u64 == v - published;
@@ -535,6 +651,9 @@ impl Sim {
                 "seed {seed}: known chain gap"
             );
             self.known.push((rec.hash.clone(), rec.proposal_id.clone()));
+            if self.window > 0 {
+                self.records.push(rec);
+            }
         }
         if complete {
             life.published = v;

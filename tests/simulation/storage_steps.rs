@@ -1,4 +1,7 @@
-//! Storage and time steps: syncs, clock jumps, injected faults, checkpoints and proposal reads.
+//! Storage and time steps: syncs, clock jumps, injected faults, checkpoints (with a window,
+//! each followed by the retention drop) and proposal reads.
+
+use svc_registry::roles::retention;
 
 use super::*;
 
@@ -104,7 +107,11 @@ impl Sim {
                 // Each acknowledged record, read back from the log as `/registry/{version}`
                 // serves it, has the acknowledged hash.
                 for (version, hash) in acked_now {
-                    if let Some(rec) = self.read_history(&snap, version) {
+                    let readable = !self.dropped(&snap, version);
+                    if let Some(rec) = readable
+                        .then(|| self.read_history(&snap, version))
+                        .flatten()
+                    {
                         assert_eq!(rec.hash, hash, "seed {seed}: acknowledged hash");
                     }
                     self.acked.insert(version, hash);
@@ -167,11 +174,14 @@ impl Sim {
     }
 
     pub(crate) fn step_checkpoint(&mut self) {
-        let risky = self.faults_pending();
         let snap = self.life().snapshot.load_full();
         if snap.version() == 0 {
             return;
         }
+        if self.window > 0 {
+            self.arm_drop_fault();
+        }
+        let risky = self.faults_pending();
         let bytes = restore::checkpoint_bytes(&snap);
         let result =
             storage::write_checkpoint(Path::new(DATA), &self.io, snap.version(), &bytes, 2);
@@ -183,8 +193,79 @@ impl Sim {
         self.log(line);
         match result {
             Ok(_) => self.stats.checkpoints += 1,
-            Err(e) => check!(self, risky, "checkpoint failed with no fault armed: {e}"),
+            Err(e) => {
+                check!(self, risky, "checkpoint failed with no fault armed: {e}");
+                return;
+            }
         }
+        if self.window == 0 {
+            return;
+        }
+        // The checkpoint thread's `after_checkpoint` (src/app.rs): drop what the window and
+        // this durable checkpoint allow. A kill between the two is a restart right here.
+        if self.rng.chance(10) {
+            self.log("  killed between the checkpoint and the drop".into());
+            return self.restart();
+        }
+        let first_before = self.first_segment();
+        let dropped =
+            retention::drop_window(&snap.history, snap.version(), snap.version(), self.window);
+        let line = format!(
+            "  drop below the window of {} at {} -> {dropped:?}, segments from {first_before} to {}",
+            self.window,
+            snap.version(),
+            self.first_segment()
+        );
+        self.log(line);
+        match dropped {
+            Ok(Some(d)) => {
+                self.stats.drops += 1;
+                self.stats.segments_dropped += self.first_segment() - first_before;
+                check!(
+                    self,
+                    d.oldest + self.window <= snap.version() + 1,
+                    "dropped into the window: oldest {} at {}",
+                    d.oldest,
+                    snap.version()
+                );
+            }
+            Ok(None) => {}
+            Err(e) => check!(self, risky, "a drop failed with no fault armed: {e}"),
+        }
+    }
+
+    /// With a window, sometimes aim a fault at the checkpoint and the drop that follows it: a
+    /// power cut at one of their next mutations (creating and renaming the checkpoint, saving
+    /// genesis, each segment remove, the directory fsync), or EIO on a segment remove or on
+    /// the directory fsync that ends the drop.
+    fn arm_drop_fault(&mut self) {
+        if self.faults_pending() || !self.rng.chance(25) {
+            return;
+        }
+        let (op, nth, kind) = match self.rng.below(4) {
+            0 | 1 => {
+                let n = self.rng.below(24);
+                self.io.crash_at_mutation(n);
+                self.crash_at = Some(self.io.mutations() + n);
+                self.log(format!(
+                    "fault: power cut at mutation +{n} (checkpoint and drop)"
+                ));
+                return;
+            }
+            2 => (Op::Remove, self.rng.below(3), FaultKind::Eio),
+            _ => (Op::SyncDir, self.rng.below(3), FaultKind::Eio),
+        };
+        self.io.inject(op, nth, kind);
+        let at = self.io.calls(op) + nth;
+        self.armed.push((op, at, kind));
+        self.log(format!(
+            "fault: {kind:?} at {op:?} #{at} (checkpoint and drop)"
+        ));
+    }
+
+    /// The first segment the log reader holds.
+    fn first_segment(&self) -> u64 {
+        self.life.as_ref().expect("life").reader.first_segment()
     }
 
     pub(crate) fn step_get_proposal(&mut self) {
@@ -210,6 +291,28 @@ impl Sim {
         if status == 503 && (fault_fired || self.io.powered_off()) {
             self.log(format!(
                 "get proposal {id}: 503 on an injected read fault or power cut"
+            ));
+            return;
+        }
+        if status == 410 && self.window > 0 {
+            // A committed proposal is read back from its commit record: below the window that
+            // read answers 410 naming the oldest retained version, as `/registry/{v}` does.
+            let oldest = self.life().snapshot.load().history.oldest_version();
+            let at = self.known.iter().position(|(_, p)| *p == id);
+            check!(
+                self,
+                self.life().committed.contains(&id) && at.is_some_and(|v| (v as u64) < oldest),
+                "GET proposal {id} answered 410 but its commit is not below the window \
+                 (version {at:?}, oldest {oldest}): {v}"
+            );
+            let names = format!("the oldest retained version is {oldest}");
+            check!(
+                self,
+                v["message"].as_str().is_some_and(|m| m.contains(&names)),
+                "410 does not name the oldest version {oldest}: {v}"
+            );
+            self.log(format!(
+                "get proposal {id}: 410, committed below the window"
             ));
             return;
         }
