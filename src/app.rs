@@ -904,7 +904,7 @@ impl Roles {
 /// The log key, the tree store and the `tlog` thread (src/roles/tlog.rs).
 type TlogStarted = (
     Arc<crate::tlog::Tlog>,
-    Sender<Arc<crate::domain::record::CommitRecord>>,
+    Sender<Vec<Arc<crate::domain::record::CommitRecord>>>,
     (JoinHandle<()>, Arc<AtomicBool>),
 );
 

@@ -33,30 +33,29 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Records queued from the writer at most; past it they are read back from history.
+/// Publications queued from the writer at most; past it their records are read back from
+/// history.
 pub const FEED_QUEUE: usize = 4096;
 /// Versions appended (or checked) between two publications of the served head, so a long
 /// rebuild serves a growing tree instead of none.
 const STEP_VERSIONS: u64 = 16 * 1024;
 
-/// The writer's publisher: hand the newly visible records to the `tlog` thread.
-pub struct TlogFeed(pub Sender<Arc<CommitRecord>>);
+/// The writer's publisher: hand the newly visible records to the `tlog` thread, one message
+/// per publication (a group commit's records together: one send and one wake-up, not one per
+/// record — the send is the tree's whole cost on the writer thread).
+pub struct TlogFeed(pub Sender<Vec<Arc<CommitRecord>>>);
 
 impl crate::snapshot::Publisher for TlogFeed {
     fn published(&mut self, _: &Arc<Snapshot>, records: &[Arc<CommitRecord>]) {
-        for r in records {
-            // Full: the thread is behind and will read this version from the snapshot.
-            if self.0.try_send(r.clone()).is_err() {
-                break;
-            }
-        }
+        // Full: the thread is behind and will read these versions from the snapshot.
+        let _ = self.0.try_send(records.to_vec());
     }
 }
 
 pub struct TlogParts {
     pub tlog: Arc<Tlog>,
     pub snapshot: Arc<ArcSwap<Snapshot>>,
-    pub feed: Receiver<Arc<CommitRecord>>,
+    pub feed: Receiver<Vec<Arc<CommitRecord>>>,
     /// Raised at shutdown: a long start-up check stops between steps.
     pub stop: Arc<AtomicBool>,
     /// Told why the thread stopped, if it stops on an error (`/readyz` reasons).
@@ -259,14 +258,14 @@ pub fn run(p: TlogParts) {
     );
     loop {
         let closed = match p.feed.recv_timeout(Duration::from_secs(1)) {
-            Ok(r) => {
-                fed.push_back(r);
+            Ok(batch) => {
+                fed.extend(batch);
                 false
             }
             Err(RecvTimeoutError::Timeout) => false,
             Err(RecvTimeoutError::Disconnected) => true,
         };
-        fed.extend(p.feed.try_iter());
+        fed.extend(p.feed.try_iter().flatten());
         // The snapshot is loaded after the records: every record received is in it.
         let snap = p.snapshot.load_full();
         if let Err(e) = a.extend(&snap, snap.version() + 1, &mut fed) {
