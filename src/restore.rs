@@ -819,7 +819,7 @@ pub fn restore_history(
             // A base below the window can never commit again (HEAD is past it): pending.
             Ok(b) if b.base_version < records && b.base_version + 1 >= oldest => {
                 match read(b.base_version + 1) {
-                Ok(rec) => rec.proposal_id == p.proposal_id,
+                    Ok(rec) => rec.proposal_id == p.proposal_id,
                     Err(e) => {
                         read_failure.get_or_insert(e);
                         true
