@@ -88,6 +88,17 @@ fn a_proposal_acknowledged_just_before_kill_9_is_pending_after_restart() {
     assert_eq!(again, id);
 }
 
+/// Propose `p`, approve it by `a`, and wait until its (short) TTL has run out. The deadline is
+/// generous: the TTL is a second, but a loaded CI box can take longer to say so.
+fn approved_then_expired(s: &TestServer, p: &[u8], a: &Signer) -> String {
+    let (id, _) = propose(s, p);
+    assert_eq!(approve(s, &id, p, a).status, 200);
+    eventually(Duration::from_secs(20), "the proposal expires", || {
+        json(&s.get(&format!("/proposals/{id}")))["state"] == "expired"
+    });
+    id
+}
+
 #[test]
 fn an_expired_proposal_does_not_come_back_after_a_restart() {
     let s = TestServer::start(Setup {
@@ -96,11 +107,7 @@ fn an_expired_proposal_does_not_come_back_after_a_restart() {
     });
     let a = Signer::new("a", 1);
     let p = payload(0, "n1");
-    let (id, _) = propose(&s, &p);
-    assert_eq!(approve(&s, &id, &p, &a).status, 200);
-    eventually(Duration::from_secs(5), "the proposal expires", || {
-        json(&s.get(&format!("/proposals/{id}")))["state"] == "expired"
-    });
+    let id = approved_then_expired(&s, &p, &a);
     let s = s.restart_killed();
     assert_eq!(s.get(&format!("/proposals/{id}")).status, 404);
     assert_eq!(approve(&s, &id, &p, &a).status, 404);
@@ -191,11 +198,7 @@ fn expired_proposals_stay_expired_through_a_checkpoint() {
     });
     let a = Signer::new("a", 1);
     let p = payload(5, "gone");
-    let (gone, _) = propose(&s, &p);
-    assert_eq!(approve(&s, &gone, &p, &a).status, 200);
-    eventually(Duration::from_secs(5), "the proposal expires", || {
-        json(&s.get(&format!("/proposals/{gone}")))["state"] == "expired"
-    });
+    let gone = approved_then_expired(&s, &p, &a);
     // Proposed just before a checkpoint: carried if the checkpoint comes within its second.
     let q = payload(5, "soon");
     let (soon, _) = propose(&s, &q);
