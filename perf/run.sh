@@ -223,6 +223,24 @@ coldstart() {
 # fill_dir DIR N [OPS]: a data dir with N descriptors (fsync=never while filling, OPS = 1,000
 # puts per proposal by default), shut down cleanly (durable + final checkpoint); sets
 # FILL_VERSION to its head.
+# Build perf/NAME.rs, a test of the main crate (it reuses tests/common), as a release test binary:
+# copied into tests/ for the build and removed again. Prints the executable's path; exits the run
+# status 1 if it does not build. SECTION names the section in the log.
+harness() {
+    local name=$1 section=$2 src="$ROOT/tests/zz_$1.rs" bin
+    cp "$ROOT/perf/$name.rs" "$src"
+    log "$section: building perf/$name.rs (release test binary)"
+    bin=$(cd "$ROOT" && cargo test --release --test "zz_$name" --no-run --message-format=json 2>/dev/null \
+        | python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == sys.argv[1]:
+        print(m["executable"])' "zz_$name") || true
+    rm -f "$src"
+    [ -n "$bin" ] || { log "$section: the harness did not build"; return 1; }
+    echo "$bin"
+}
+
 fill_dir() {
     local dir=$1 n=$2 ops=${3:-1000}
     write_config "$dir" 1 1 never
@@ -503,17 +521,7 @@ fi
 # removed again.
 if want follow; then
     if [ $QUICK = 1 ]; then FN=${FOLLOW_N:-20000}; else FN=${FOLLOW_N:-100000}; fi
-    fm="$ROOT/tests/zz_follow_measure.rs"
-    cp "$ROOT/perf/follow_measure.rs" "$fm"
-    log "follow: building perf/follow_measure.rs (release test binary)"
-    fbin=$(cd "$ROOT" && cargo test --release --test zz_follow_measure --no-run --message-format=json 2>/dev/null \
-        | python3 -c 'import json,sys
-for l in sys.stdin:
-    m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and "zz_follow_measure" in m["target"]["name"]:
-        print(m["executable"])') || true
-    rm -f "$fm"
-    [ -n "$fbin" ] || { log "follow: the harness did not build"; exit 1; }
+    fbin=$(harness follow_measure follow) || exit 1
     rm -f "$RAW/follow.txt"
     log "follow: $FN versions, loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
     SVC_REGISTRY_BIN="$BIN" N=$FN FOLLOW_OUT="$RAW/follow.txt" TMPDIR="$TMPD" \
@@ -586,17 +594,7 @@ fi
 #    with the window on a segment is dropped every few hundred commits during the measurement.
 if want retention; then
     if [ $QUICK = 1 ]; then RN=${RETENTION_N:-40000}; else RN=${RETENTION_N:-200000}; fi
-    rm_="$ROOT/tests/zz_retention_measure.rs"
-    cp "$ROOT/perf/retention_measure.rs" "$rm_"
-    log "retention: building perf/retention_measure.rs (release test binary)"
-    rbin=$(cd "$ROOT" && cargo test --release --test zz_retention_measure --no-run --message-format=json 2>/dev/null \
-        | python3 -c 'import json,sys
-for l in sys.stdin:
-    m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and "zz_retention_measure" in m["target"]["name"]:
-        print(m["executable"])') || true
-    rm -f "$rm_"
-    [ -n "$rbin" ] || { log "retention: the harness did not build"; exit 1; }
+    rbin=$(harness retention_measure retention) || exit 1
     echo "loadavg_start=$(cut -d' ' -f1 /proc/loadavg)" >>"$RAW/retention-env.txt"
     log "retention: $RN versions, loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
     # RETENTION_N=0 keeps the last run's rows and measures only the side-by-side p99.

@@ -48,19 +48,7 @@ fn an_acknowledged_proposal_and_approvals_survive_kill_9_and_the_commit_works_af
         "{}",
         s.logs()
     );
-    let view = json(&s.get(&format!("/proposals/{id}")));
-    assert_eq!(view["state"], "pending");
-    assert_eq!(
-        view["expires_at"],
-        expires_at.as_str(),
-        "the TTL clock survives"
-    );
-    assert_eq!(view["approvals"], j!(["a"]));
-    // One more approval after the restart makes the quorum with the one before it.
-    assert_eq!(approve(&s, &id, &p, &b).status, 200);
-    let r = commit(&s, &id);
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(json(&r)["version"], 1);
+    restored_then_committed(&s, &id, &expires_at, &p, &b, 1);
 
     // After the commit and another crash, the pending frames of the committed proposal are
     // ignored: it is committed, not pending again.
@@ -86,6 +74,26 @@ fn a_proposal_acknowledged_just_before_kill_9_is_pending_after_restart() {
     // Idempotent re-submission after the restart: the same proposal, the same expiry.
     let (again, _) = propose(&s, &p);
     assert_eq!(again, id);
+}
+
+/// Proposal `id`, approved by "a" before a restart, is pending again with its expiry and that
+/// approval; one more approval by `b` makes the quorum and it commits as `version`.
+fn restored_then_committed(
+    s: &TestServer,
+    id: &str,
+    expires_at: &str,
+    p: &[u8],
+    b: &Signer,
+    version: u64,
+) {
+    let view = json(&s.get(&format!("/proposals/{id}")));
+    assert_eq!(view["state"], "pending", "{view}");
+    assert_eq!(view["expires_at"], expires_at, "the TTL clock survives");
+    assert_eq!(view["approvals"], j!(["a"]));
+    assert_eq!(approve(s, id, p, b).status, 200);
+    let r = commit(s, id);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(json(&r)["version"], version);
 }
 
 /// Propose `p`, approve it by `a`, and wait until its (short) TTL has run out. The deadline is
@@ -157,18 +165,7 @@ fn a_proposal_pending_at_a_checkpoint_comes_back_from_it_and_commits() {
         logs.contains("msg=\"pending proposals restored\" count=1"),
         "{logs}"
     );
-    let view = json(&s.get(&format!("/proposals/{id}")));
-    assert_eq!(view["state"], "pending", "{view}");
-    assert_eq!(
-        view["expires_at"],
-        expires_at.as_str(),
-        "the TTL clock survives"
-    );
-    assert_eq!(view["approvals"], j!(["a"]));
-    assert_eq!(approve(&s, &id, &p, &b).status, 200);
-    let r = commit(&s, &id);
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(json(&r)["version"], 3);
+    restored_then_committed(&s, &id, &expires_at, &p, &b, 3);
 
     // The next checkpoint no longer carries it (committed: built below the head), and after
     // another restart it is committed, not pending again.

@@ -631,6 +631,8 @@ fn kill_9_under_load_never_serves_a_checkpoint_beyond_durable_or_inconsistent() 
                 );
                 seen.push(cp);
             }
+            // Spaces the samples and moves the kill point from round to round; nothing waits
+            // for a state here (each sample is checked on its own, the rest after the restart).
             std::thread::sleep(Duration::from_millis(30 + 20 * round));
         }
         s.signal(libc::SIGKILL);
