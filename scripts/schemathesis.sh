@@ -6,7 +6,7 @@
 #
 # Usage: scripts/schemathesis.sh            (about 2 minutes on 2 cores)
 #   ST_MAX_EXAMPLES=N   examples per operation and phase (default 30)
-#   ST_MAX_TIME=S       time budget of each of the two runs, seconds (default 60)
+#   ST_MAX_TIME=S       time budget of each of the two runs, seconds (default 45)
 #   ST_BIN=PATH         server binary (default: builds target/release/svc-registry)
 #
 # Exit: 0 when both runs pass (or, with a visible SKIP line, when schemathesis cannot be
@@ -20,7 +20,7 @@ ROOT=$(pwd)
 
 VENV=target/schemathesis-venv
 MAX_EXAMPLES=${ST_MAX_EXAMPLES:-30}
-MAX_TIME=${ST_MAX_TIME:-60}
+MAX_TIME=${ST_MAX_TIME:-45}
 
 # 1. schemathesis + cryptography in a venv under target/ (works as root and as a user, touches
 #    no system site-packages).
