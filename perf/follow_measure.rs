@@ -25,9 +25,9 @@ mod common;
 use common::*;
 use serde_json::json as j;
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use svc_registry::domain::chain;
@@ -80,38 +80,8 @@ fn spawn(setup: &Setup, flags: &[&str], data: Option<&Path>, wrap: &[String]) ->
         }
         None => Command::new(bin),
     };
-    let mut child = cmd
-        .arg("--config")
-        .arg(&cfg)
-        .args(flags)
-        .env("RUST_LOG", "warn,svc_registry=info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let err = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(err).lines().map_while(Result::ok) {
-            if l.contains("role=read-plane") {
-                let _ = tx.send(l.clone());
-            }
-            if l.contains("level=warn") || l.contains("level=error") {
-                eprintln!("LOG {l}");
-            }
-        }
-    });
-    let line = rx.recv_timeout(Duration::from_secs(600)).unwrap();
-    let registry = line
-        .split(' ')
-        .find_map(|kv| kv.strip_prefix("registry_addr="))
-        .unwrap()
-        .to_string();
-    let metrics = line
-        .split(' ')
-        .find_map(|kv| kv.strip_prefix("metrics_addr="))
-        .unwrap_or_default()
-        .to_string();
+    cmd.arg("--config").arg(&cfg).args(flags);
+    let (child, registry, metrics) = spawn_measured(&mut cmd, Duration::from_secs(600));
     Proc {
         child,
         registry,

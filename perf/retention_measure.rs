@@ -16,8 +16,7 @@
 mod common;
 use common::*;
 use serde_json::json as j;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -43,38 +42,14 @@ fn spawn(setup: &Setup, flags: &[&str]) -> Proc {
     let data_dir = dir.path().join("data");
     std::fs::write(&cfg, setup.config_text(&data_dir)).unwrap();
     let bin = std::env::var("SVC_REGISTRY_BIN").expect("SVC_REGISTRY_BIN: a release svc-registry");
-    let mut child = Command::new(bin)
-        .arg("--config")
-        .arg(&cfg)
-        .args(flags)
-        .env("RUST_LOG", "warn,svc_registry=info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let err = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(err).lines().map_while(Result::ok) {
-            if l.contains("role=read-plane") {
-                let _ = tx.send(l.clone());
-            }
-            if l.contains("level=warn") || l.contains("level=error") {
-                eprintln!("LOG {l}");
-            }
-        }
-    });
-    let line = rx.recv_timeout(Duration::from_secs(60)).unwrap();
-    let field = |key: &str| {
-        line.split(' ')
-            .find_map(|kv| kv.strip_prefix(key))
-            .unwrap()
-            .to_string()
-    };
+    let (child, registry, metrics) = spawn_measured(
+        Command::new(bin).arg("--config").arg(&cfg).args(flags),
+        Duration::from_secs(60),
+    );
     Proc {
         child,
-        registry: field("registry_addr="),
-        metrics: field("metrics_addr="),
+        registry,
+        metrics,
         data_dir,
         _dir: dir,
     }

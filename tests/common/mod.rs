@@ -711,3 +711,43 @@ pub fn ronctl_ok(args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// A release server started by a perf harness (perf/*_measure.rs): `cmd` is spawned with
+/// `RUST_LOG=warn,svc_registry=info`, its stderr read on a thread that echoes warnings and errors
+/// (`LOG …`), and its read-plane ready line awaited for at most `ready_within`. Returns the child
+/// and the addresses that line names (`metrics_addr` empty when the config has none).
+pub fn spawn_measured(
+    cmd: &mut Command,
+    ready_within: Duration,
+) -> (Child, /* registry */ String, /* metrics */ String) {
+    let mut child = cmd
+        .env("RUST_LOG", "warn,svc_registry=info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn svc-registry");
+    let err = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(err).lines().map_while(Result::ok) {
+            if l.contains("role=read-plane") {
+                let _ = tx.send(l.clone());
+            }
+            if l.contains("level=warn") || l.contains("level=error") {
+                eprintln!("LOG {l}");
+            }
+        }
+    });
+    let line = rx
+        .recv_timeout(ready_within)
+        .expect("the server's read-plane ready line");
+    let field = |key: &str| {
+        line.split(' ')
+            .find_map(|kv| kv.strip_prefix(key))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let registry = field("registry_addr=");
+    assert!(!registry.is_empty(), "no registry_addr in {line}");
+    (child, registry, field("metrics_addr="))
+}
