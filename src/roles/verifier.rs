@@ -63,7 +63,8 @@ pub fn start<T: Send + 'static>(
             std::thread::Builder::new()
                 .name(format!("verify-{i}"))
                 .spawn(move || {
-                    for job in jobs.iter() {
+                    // One job per signature, often one at a time: park at once when idle.
+                    while let Ok(job) = super::recv_parked(&jobs) {
                         if done.send(wrap(verify(&job))).is_err() {
                             return;
                         }
