@@ -130,7 +130,11 @@ mod tests {
         assert_eq!(a.0.load(Ordering::SeqCst), 1);
         assert_eq!(b.0.load(Ordering::SeqCst), 1);
         flush();
-        assert_eq!(a.0.load(Ordering::SeqCst), 1, "a flush sends only what was recorded");
+        assert_eq!(
+            a.0.load(Ordering::SeqCst),
+            1,
+            "a flush sends only what was recorded"
+        );
         // What the guard holds when it drops is sent, then the thread stops batching.
         wake(&ta);
         drop(guard);

@@ -13,26 +13,38 @@ pub mod tlog;
 pub mod verifier;
 pub mod writer;
 
-use crossbeam_channel::{Receiver, RecvError, RecvTimeoutError};
+use crossbeam_channel::{Receiver, RecvError, RecvTimeoutError, Select, TryRecvError};
 use std::time::Duration;
 
-/// Receive from `rx`, parking at once when it is empty. `Receiver::recv` first spins and then
-/// calls `sched_yield(2)` about four times before it parks (crossbeam's `Backoff::snooze`);
-/// a thread fed once per group commit (fsync, the verifiers, checkpoint, tlog) never finds a
-/// message in that window, so the spin was only syscalls and a core handed to whoever else
-/// was runnable (docs/PERFORMANCE.md, issue 20, syscalls per write). `select!` tries the
-/// channel once and then registers and parks, with no backoff.
+/// Receive from `rx`, parking at once when it is empty. `Receiver::recv` (and `select!` with one
+/// case, which the macro turns into `recv`) first spins and then calls `sched_yield(2)` four
+/// times before it parks (crossbeam's `Backoff::snooze`); a thread fed once per group commit
+/// (fsync, checkpoint, tlog) rarely finds a message in that window, so the spin
+/// was only syscalls and a core handed to whoever else was runnable (docs/PERFORMANCE.md,
+/// issue 20, syscalls per write). A [`Select`] registers and parks with no backoff.
 pub fn recv_parked<T>(rx: &Receiver<T>) -> Result<T, RecvError> {
-    crossbeam_channel::select! {
-        recv(rx) -> msg => msg,
+    match rx.try_recv() {
+        Ok(msg) => return Ok(msg),
+        Err(TryRecvError::Disconnected) => return Err(RecvError),
+        Err(TryRecvError::Empty) => {}
     }
+    let mut sel = Select::new();
+    sel.recv(rx);
+    sel.select().recv(rx)
 }
 
 /// [`recv_parked`] with a timeout, like `Receiver::recv_timeout`.
 pub fn recv_parked_timeout<T>(rx: &Receiver<T>, timeout: Duration) -> Result<T, RecvTimeoutError> {
-    crossbeam_channel::select! {
-        recv(rx) -> msg => msg.map_err(|_| RecvTimeoutError::Disconnected),
-        default(timeout) => Err(RecvTimeoutError::Timeout),
+    match rx.try_recv() {
+        Ok(msg) => return Ok(msg),
+        Err(TryRecvError::Disconnected) => return Err(RecvTimeoutError::Disconnected),
+        Err(TryRecvError::Empty) => {}
+    }
+    let mut sel = Select::new();
+    sel.recv(rx);
+    match sel.select_timeout(timeout) {
+        Ok(op) => op.recv(rx).map_err(|_| RecvTimeoutError::Disconnected),
+        Err(_) => Err(RecvTimeoutError::Timeout),
     }
 }
 
