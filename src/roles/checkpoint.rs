@@ -127,6 +127,15 @@ impl CheckpointNudge {
             nudged_at: last_version,
         }
     }
+
+    /// Whether publishing `version` calls for a nudge (remembered if so).
+    fn due(&mut self, version: u64) -> bool {
+        let due = version.saturating_sub(self.nudged_at) >= self.every_commits;
+        if due {
+            self.nudged_at = version;
+        }
+        due
+    }
 }
 
 impl crate::snapshot::Publisher for CheckpointNudge {
@@ -135,9 +144,7 @@ impl crate::snapshot::Publisher for CheckpointNudge {
         snapshot: &Arc<Snapshot>,
         _: &[Arc<crate::domain::record::CommitRecord>],
     ) {
-        let version = snapshot.version();
-        if version.saturating_sub(self.nudged_at) >= self.every_commits {
-            self.nudged_at = version;
+        if self.due(snapshot.version()) {
             let _ = self.tx.try_send(());
         }
     }
@@ -213,5 +220,30 @@ pub fn run(mut p: CheckpointParts) {
         if closed {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_nudge_comes_once_per_commit_count_from_the_checkpoint_found_at_start() {
+        let (tx, _rx) = crossbeam_channel::bounded(1);
+        let mut nudge = CheckpointNudge::new(tx, 3, 10);
+        let due: Vec<u64> = (11..=20).filter(|&v| nudge.due(v)).collect();
+        assert_eq!(due, vec![13, 16, 19]);
+        // A group commit that jumps past the count nudges once, and counts on from there.
+        assert!(nudge.due(30));
+        assert!(!nudge.due(32));
+        assert!(nudge.due(33));
+    }
+
+    #[test]
+    fn a_count_of_one_nudges_at_every_publication() {
+        let (tx, _rx) = crossbeam_channel::bounded(1);
+        let mut nudge = CheckpointNudge::new(tx, 1, 0);
+        assert!((1..=5).all(|v| nudge.due(v)));
+        assert!(!nudge.due(5), "no new version, nothing due");
     }
 }
