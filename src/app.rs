@@ -750,7 +750,11 @@ fn start_write_plane(config: &Config, shared: &Shared, restored: Restored) -> Op
         crate::roles::sse::StreamPublisher(sse_hub.clone()),
     )];
     if let Some(tx) = checkpoint_tx {
-        publishers.push(Box::new(crate::roles::checkpoint::CheckpointNudge(tx)));
+        publishers.push(Box::new(crate::roles::checkpoint::CheckpointNudge::new(
+            tx,
+            config.raw.storage.checkpoint_every_commits.max(1),
+            checkpoint_version,
+        )));
     }
     publishers.push(Box::new(crate::roles::retention::RetentionPublisher(
         retention_tx,

@@ -24,3 +24,4 @@ pub mod snapshot;
 pub mod storage;
 pub mod tail;
 pub mod tlog;
+pub mod wake;

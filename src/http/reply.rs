@@ -114,7 +114,10 @@ pub(super) struct Completion {
 
 /// A worker's waker for completions, woken once per batch: the writer answers a whole
 /// group commit at once, and one `eventfd` write per answer would be a syscall each for
-/// nothing while the worker has not looked at the first one yet.
+/// nothing while the worker has not looked at the first one yet. The `pending` flag alone
+/// does not make it once per batch when the worker drains faster than the writer answers (it
+/// clears the flag between two answers); the writer therefore batches its wakes too
+/// ([`crate::wake`]): one per worker per message it handles.
 ///
 /// Invariant: a completion sent before the worker [`CompletionWaker::taking`] is drained by
 /// that pass; one sent after it finds `pending` false and wakes the worker again.
@@ -132,23 +135,27 @@ impl CompletionWaker {
         }
     }
 
-    /// Called after a completion was queued: wake the worker unless a wake is pending.
-    fn wake(&self) {
-        if !self.pending.swap(true, Ordering::SeqCst) {
-            let _ = self.waker.wake();
-        }
-    }
-
     /// The worker is about to drain its completions: later ones need a new wake.
     pub(super) fn taking(&self) {
         self.pending.store(false, Ordering::SeqCst);
     }
 }
 
+impl crate::wake::Wake for CompletionWaker {
+    /// Called after a completion was queued: wake the worker unless a wake is pending.
+    fn wake(&self) {
+        if !self.pending.swap(true, Ordering::SeqCst) {
+            let _ = self.waker.wake();
+        }
+    }
+}
+
 /// Where a [`Replier`] sends its answer: the worker that owns the connection.
 pub(crate) struct ReplyTarget {
     tx: Sender<Completion>,
-    waker: Arc<CompletionWaker>,
+    /// The worker's [`CompletionWaker`]; woken through [`crate::wake::wake`], so a thread that
+    /// answers a batch (the writer) wakes each worker once per batch.
+    waker: Arc<dyn crate::wake::Wake>,
     worker: usize,
     token: usize,
     generation: u64,
@@ -185,7 +192,8 @@ impl ReplyTarget {
         }
     }
 
-    /// Deliver the answer and wake the worker; if the worker is gone, nothing happens.
+    /// Deliver the answer and wake the worker (at once, or at the answering thread's next
+    /// [`crate::wake::flush`] if it batches); if the worker is gone, nothing happens.
     pub(crate) fn complete(self, response: Response) {
         let mut response = Some(response);
         let _ = INLINE.try_with(|slot| {
@@ -209,7 +217,7 @@ impl ReplyTarget {
             response,
         };
         if self.tx.send(completion).is_ok() {
-            self.waker.wake();
+            crate::wake::wake(&self.waker);
         }
     }
 }

@@ -39,7 +39,8 @@ pub struct FsyncParts {
 
 pub fn run(p: FsyncParts) {
     let mut durable = 0u64;
-    while let Ok(first) = p.requests.recv() {
+    // Woken once per sync request: park at once rather than spin-yield (`recv_parked`).
+    while let Ok(first) = super::recv_parked(&p.requests) {
         let mut batch = vec![first];
         if !p.always {
             if !p.batch_max_delay.is_zero() {

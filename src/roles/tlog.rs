@@ -257,7 +257,8 @@ pub fn run(p: TlogParts) {
         p.tlog.vkey()
     );
     loop {
-        let closed = match p.feed.recv_timeout(Duration::from_secs(1)) {
+        // Fed once per publication: park at once rather than spin-yield (`recv_parked`).
+        let closed = match super::recv_parked_timeout(&p.feed, Duration::from_secs(1)) {
             Ok(batch) => {
                 fed.extend(batch);
                 false

@@ -63,6 +63,10 @@ pub fn start<T: Send + 'static>(
             std::thread::Builder::new()
                 .name(format!("verify-{i}"))
                 .spawn(move || {
+                    // Plain `recv` (its spin-then-yield) on purpose, unlike the threads fed once
+                    // per batch: jobs come one per signature, and under load the spin often
+                    // catches the next one; parking at once made the writer pay a futex wake
+                    // per job (docs/PERFORMANCE.md, issue 20, syscalls per write).
                     for job in jobs.iter() {
                         if done.send(wrap(verify(&job))).is_err() {
                             return;

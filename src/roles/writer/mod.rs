@@ -420,6 +420,9 @@ impl Writer {
         // The writer's lines leave in batches (one write(2) each, not one per line): before
         // any answer (Reply::send), before the loop blocks, and when the thread ends.
         let _batch = crate::logging::batch_this_thread();
+        // Wake-ups of the HTTP workers its answers go to leave once per message handled (one
+        // per worker for a whole group commit), not once per answer (src/wake.rs).
+        let _wakes = crate::wake::batch_this_thread();
         loop {
             if self.shutting_down
                 && self.waiting.is_empty()
@@ -440,6 +443,9 @@ impl Writer {
                 self.sync_deferred();
                 crate::logging::flush_thread();
             }
+            // The answers of the last message (and of a deferred sync just above) wake their
+            // workers now, before the loop may block.
+            crate::wake::flush();
             select! {
                 recv(self.p.internal_rx) -> msg => match msg {
                     Ok(msg) => self.on_internal(msg),
