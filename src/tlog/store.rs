@@ -11,7 +11,9 @@
 //! Reads come from a read-only map of the file's first bytes (a proof reads ~2·log₂ n hashes:
 //! one `pread` each cost more than the rest of the request); the newest hashes, past the map,
 //! are read with `pread`. The appender maps the file again once [`REMAP_BYTES`] have been
-//! written past the map.
+//! written past the map, after the start-up check (which may truncate, so it runs unmapped), and
+//! when it has been idle with hashes past the map ([`HashStore::map_to`]): a tree that is not
+//! growing is read with no system call at all.
 
 use super::tree::{Hash, HashReader};
 use arc_swap::ArcSwapOption;
@@ -102,6 +104,25 @@ impl HashStore {
                 Ok(())
             }
         }
+    }
+
+    /// Map the first `count` hashes if the map holds fewer (the appender's call, with `count`
+    /// hashes written; never while the start-up check may still truncate). Returns whether it
+    /// mapped.
+    pub fn map_to(&self, count: u64) -> io::Result<bool> {
+        let HashStore::File(f, map) = self else {
+            return Ok(false);
+        };
+        let end = count * 32;
+        let mapped = map.load().as_ref().map_or(0, |m| m.len() as u64);
+        if end <= mapped {
+            return Ok(false);
+        }
+        // SAFETY: as in `write_at`: read-only, over bytes the file holds, and the file never
+        // shrinks once mapped (`truncate` refuses).
+        let m = unsafe { memmap2::MmapOptions::new().len(end as usize).map(f)? };
+        map.store(Some(std::sync::Arc::new(m)));
+        Ok(true)
     }
 
     /// `count` consecutive hashes from index `at`.
