@@ -385,6 +385,58 @@ mod tests {
         assert!(Arc::ptr_eq(&cp, &t.checkpoint().unwrap()));
     }
 
+    /// Each publication keeps the edges of the last RECENT_EDGES sizes; proofs against any
+    /// served size, with an edge or without, are the proofs folded from stored hashes.
+    #[test]
+    fn published_edges_serve_recent_sizes_and_change_no_proof() {
+        let key = LogKey::from_seed("test/log", [3; 32]).unwrap();
+        let t = Tlog::new("test/log".into(), key, HashStore::memory()).unwrap();
+        let mut f = tree::Frontier::new();
+        let mut out = Vec::new();
+        for n in 1..=40u64 {
+            out.clear();
+            let at = tree::stored_hash_count(n - 1);
+            f.push(tree::leaf_hash(&[n as u8; 32]), &mut out);
+            t.store.write_at(at, &out).unwrap();
+            t.publish(TreeHead {
+                size: n,
+                root: f.root().unwrap(),
+            });
+            let served = t.served.load();
+            let sizes: Vec<u64> = served
+                .as_ref()
+                .unwrap()
+                .edges
+                .iter()
+                .map(|e| e.size())
+                .collect();
+            let want: Vec<u64> = (n.saturating_sub(RECENT_EDGES as u64 - 1).max(1)..=n)
+                .rev()
+                .collect();
+            assert_eq!(sizes, want, "edges kept after publishing {n}");
+        }
+        // Republishing a size (a restart's check, say) does not keep its edge twice.
+        t.publish(t.head().unwrap());
+        assert_eq!(t.served.load().as_ref().unwrap().edges.len(), RECENT_EDGES);
+        let stored = t.store.read_range(0, tree::stored_hash_count(40)).unwrap();
+        for size in 1..=40u64 {
+            for index in 0..size {
+                assert_eq!(
+                    t.inclusion(index, size).unwrap(),
+                    tree::inclusion_proof(index, size, &stored).unwrap(),
+                    "inclusion {index} in {size}"
+                );
+            }
+            for old in 1..=size {
+                assert_eq!(
+                    t.consistency(old, size).unwrap(),
+                    tree::consistency_proof(old, size, &stored).unwrap(),
+                    "consistency {old} -> {size}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn proof_files_round_trip() {
         let t = tlog_of(7);

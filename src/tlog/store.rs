@@ -177,6 +177,31 @@ impl HashReader for HashStore {
 mod tests {
     use super::*;
 
+    /// `map_to` maps a tail the appends left unmapped (a file opened and only checked, or an
+    /// idle appender), never shrinks the map, and is a no-op in memory.
+    #[test]
+    fn map_to_covers_what_appends_left_unmapped() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = HashStore::open(dir.path()).unwrap();
+        let hash = |i: u64| -> Hash { super::super::tree::leaf_hash(&i.to_be_bytes()) };
+        let hashes: Vec<Hash> = (0..100).map(hash).collect();
+        file.write_at(0, &hashes).unwrap();
+        let HashStore::File(_, map) = &file else {
+            unreachable!()
+        };
+        let mapped = || map.load().as_ref().map_or(0, |m| m.len() as u64 / 32);
+        assert_eq!(mapped(), 0, "100 hashes are fewer than REMAP_BYTES");
+        assert!(file.map_to(100).unwrap());
+        assert_eq!(mapped(), 100);
+        assert!(!file.map_to(60).unwrap(), "a shorter map is never taken");
+        assert_eq!(mapped(), 100);
+        for i in 0..100 {
+            assert_eq!(file.read_hash(i).unwrap(), hash(i));
+        }
+        assert!(file.read_hash(100).is_err());
+        assert!(!HashStore::memory().map_to(5).unwrap());
+    }
+
     /// Reads agree whether they come from the map, from `pread` past it, or from memory.
     #[test]
     fn mapped_and_unmapped_reads_agree() {
