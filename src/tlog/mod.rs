@@ -213,14 +213,16 @@ impl Tlog {
     pub fn inclusion(&self, index: u64, size: u64) -> Result<Vec<Hash>, TlogError> {
         let served = self.within(size)?;
         let edge = served.as_ref().and_then(|s| s.edge(size));
-        tree::inclusion_proof_with(index, size, &self.store, edge).map_err(TlogError::Unreadable)
+        tree::inclusion_proof_with(index, size, &self.store.reader(), edge)
+            .map_err(TlogError::Unreadable)
     }
 
     /// The consistency proof from `old` to `new` (1 ≤ old ≤ new checked by the caller).
     pub fn consistency(&self, old: u64, new: u64) -> Result<Vec<Hash>, TlogError> {
         let served = self.within(new)?;
         let edge = served.as_ref().and_then(|s| s.edge(new));
-        tree::consistency_proof_with(old, new, &self.store, edge).map_err(TlogError::Unreadable)
+        tree::consistency_proof_with(old, new, &self.store.reader(), edge)
+            .map_err(TlogError::Unreadable)
     }
 }
 

@@ -153,6 +153,36 @@ impl HashStore {
     }
 }
 
+/// A reader that loads the map once for many reads (a proof's ~log₂ n reads each loading it
+/// cost more than the reads themselves). Reads past that map go to the store as usual.
+pub struct Reader<'a> {
+    store: &'a HashStore,
+    map: Option<arc_swap::Guard<Option<std::sync::Arc<Mmap>>>>,
+}
+
+impl HashStore {
+    /// A [`Reader`] over the map as it is now; hold it for one request, not longer.
+    pub fn reader(&self) -> Reader<'_> {
+        let map = match self {
+            HashStore::File(_, map) => Some(map.load()),
+            HashStore::Memory(_) => None,
+        };
+        Reader { store: self, map }
+    }
+}
+
+impl HashReader for Reader<'_> {
+    fn read_hash(&self, index: u64) -> Result<Hash, String> {
+        let at = (index * 32) as usize;
+        if let Some(Some(m)) = self.map.as_deref() {
+            if let Some(bytes) = m.get(at..at + 32) {
+                return Ok(bytes.try_into().expect("32 bytes"));
+            }
+        }
+        self.store.read_hash(index)
+    }
+}
+
 impl HashReader for HashStore {
     fn read_hash(&self, index: u64) -> Result<Hash, String> {
         match self {
@@ -193,12 +223,20 @@ mod tests {
         assert_eq!(mapped(), 0, "100 hashes are fewer than REMAP_BYTES");
         assert!(file.map_to(100).unwrap());
         assert_eq!(mapped(), 100);
+        let before = file.reader();
+        file.write_at(100, &[hash(100)]).unwrap();
         assert!(!file.map_to(60).unwrap(), "a shorter map is never taken");
         assert_eq!(mapped(), 100);
-        for i in 0..100 {
+        // A reader holds the map it started with; past it, it reads the file.
+        assert!(file.map_to(101).unwrap());
+        for i in 0..=100 {
             assert_eq!(file.read_hash(i).unwrap(), hash(i));
+            assert_eq!(before.read_hash(i).unwrap(), hash(i));
+            assert_eq!(file.reader().read_hash(i).unwrap(), hash(i));
         }
-        assert!(file.read_hash(100).is_err());
+        assert!(file.read_hash(101).is_err());
+        assert!(before.read_hash(101).is_err());
+        assert!(HashStore::memory().reader().read_hash(0).is_err());
         assert!(!HashStore::memory().map_to(5).unwrap());
     }
 
