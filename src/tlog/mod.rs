@@ -199,9 +199,10 @@ impl Tlog {
             indices.iter().map(|i| span[(i - first) as usize]).collect()
         } else {
             use tree::HashReader;
+            let r = self.store.reader();
             indices
                 .iter()
-                .map(|&i| self.store.read_hash(i))
+                .map(|&i| r.read_hash(i))
                 .collect::<Result<_, _>>()
                 .map_err(TlogError::Unreadable)?
         };
