@@ -3,8 +3,9 @@
 //! `/registry/proof/consistency`.
 //!
 //! Invariant: nothing is answered beyond the tree the `tlog` thread published (a size past it is
-//! `404 not_found`, like a version past HEAD); the routes read the tree file with positioned
-//! reads and never wait on another thread.
+//! `404 not_found`, like a version past HEAD); the routes read the tree file (its map, or
+//! positioned reads past it) and the right edges the `tlog` thread folded, and never wait on
+//! another thread. A proof answer allocates its proof and its body and nothing per hash.
 
 use crate::error::ApiError;
 use crate::http::{Request, Response};
@@ -35,32 +36,48 @@ fn failed(e: TlogError) -> ApiError {
     }
 }
 
+/// Base64 characters of one hash (32 bytes: ten 3-byte groups and a padded pair).
+const HASH_B64: usize = 44;
+
 fn hashes_json(hashes: &[Hash]) -> Response {
     // Written out directly (base64 needs no JSON escaping): a proof answer is on the hot read
-    // path, and a `serde_json::Value` of strings costs an allocation per hash.
+    // path, and a `serde_json::Value` of strings costs an allocation per hash. Each hash is
+    // encoded into a stack buffer (`encode_string`'s chunked writer cost as much again).
     let b64 = base64::engine::general_purpose::STANDARD;
-    let mut body = String::with_capacity(14 + hashes.len() * 47);
-    body.push_str("{\"hashes\":[");
+    let mut body = Vec::with_capacity(14 + hashes.len() * (HASH_B64 + 3));
+    body.extend_from_slice(b"{\"hashes\":[");
+    let mut buf = [0u8; HASH_B64];
     for (i, h) in hashes.iter().enumerate() {
         if i > 0 {
-            body.push(',');
+            body.push(b',');
         }
-        body.push('"');
-        b64.encode_string(h, &mut body);
-        body.push('"');
+        let n = b64
+            .encode_slice(h, &mut buf)
+            .expect("44 bytes hold a 32-byte hash in base64");
+        body.push(b'"');
+        body.extend_from_slice(&buf[..n]);
+        body.push(b'"');
     }
-    body.push_str("]}");
-    Response::json(200, body.into_bytes()).header("Cache-Control", IMMUTABLE.to_string())
+    body.extend_from_slice(b"]}");
+    Response::json(200, body).header("Cache-Control", IMMUTABLE.to_string())
+}
+
+/// `v` if it is a canonical decimal u64: digits only, no leading zero but in "0" itself, no
+/// sign (`str::parse` takes a `+`), no overflow.
+fn canonical_decimal(v: &str) -> Option<u64> {
+    let b = v.as_bytes();
+    if b.is_empty() || !b.iter().all(u8::is_ascii_digit) || (b.len() > 1 && b[0] == b'0') {
+        return None;
+    }
+    v.parse().ok()
 }
 
 /// A required canonical decimal query parameter.
 fn required(req: &Request, name: &str) -> Result<u64, ApiError> {
     let v = req
-        .query_param(name)
+        .query_value(name)
         .ok_or_else(|| ApiError::bad_request(format!("{name} is required")))?;
-    v.parse::<u64>()
-        .ok()
-        .filter(|n| n.to_string() == v)
+    canonical_decimal(&v)
         .ok_or_else(|| ApiError::bad_request(format!("{name} must be a canonical decimal number")))
 }
 
@@ -131,4 +148,93 @@ pub fn consistency(tlog: Option<&Tlog>, req: &Request) -> Result<Response, ApiEr
         )));
     }
     Ok(hashes_json(&tlog.consistency(old, new).map_err(failed)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::Method;
+
+    fn request(query: &str) -> Request {
+        Request {
+            method: Method::Get,
+            path: "/registry/proof/inclusion".into(),
+            query: Some(query.into()),
+            headers: Vec::new(),
+            body: Vec::new(),
+            corr_id: "t".into(),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// The borrowed lookup finds what the list of decoded pairs finds, on queries the transport
+    /// lets through.
+    #[test]
+    fn query_values_agree_with_query_params() {
+        for q in [
+            "version=5&size=12",
+            "size=12&version=5",
+            "%76ersion=5&size=1%32",
+            "version=+5&size=",
+            "x&version&size=3",
+            "&&version=7&",
+            "ver=1&version2=2",
+        ] {
+            let r = request(q);
+            for name in ["version", "size", "other"] {
+                assert_eq!(
+                    r.query_value(name).map(|v| v.into_owned()),
+                    r.query_param(name),
+                    "{name} in {q}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn only_canonical_decimals_are_numbers() {
+        let ok = [("0", 0), ("7", 7), ("18446744073709551615", u64::MAX)];
+        for (text, n) in ok {
+            assert_eq!(canonical_decimal(text), Some(n), "{text}");
+        }
+        for bad in [
+            "",
+            "01",
+            "00",
+            "+1",
+            "-1",
+            " 1",
+            "1 ",
+            "1e3",
+            "0x1",
+            "18446744073709551616",
+        ] {
+            assert_eq!(canonical_decimal(bad), None, "{bad}");
+        }
+        // Decoded first: %31 is "1".
+        assert_eq!(required(&request("size=%31"), "size").unwrap(), 1);
+        assert!(required(&request("size=01"), "size").is_err());
+        assert!(required(&request("version=1"), "size").is_err());
+    }
+
+    /// The body is the JSON the spec shows: each hash in standard padded base64.
+    #[test]
+    fn proof_bodies_are_standard_base64() {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let hashes: Vec<Hash> = (0..3u8).map(|i| [i.wrapping_mul(91); 32]).collect();
+        let want = serde_json::json!({
+            "hashes": hashes.iter().map(|h| b64.encode(h)).collect::<Vec<_>>()
+        });
+        for n in 0..=hashes.len() {
+            let r = hashes_json(&hashes[..n]);
+            let got: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            let want = serde_json::json!({"hashes": want["hashes"].as_array().unwrap()[..n]});
+            assert_eq!(got, want);
+            assert_eq!(
+                r.body,
+                serde_json::to_vec(&want).unwrap(),
+                "compact, as before"
+            );
+        }
+    }
 }

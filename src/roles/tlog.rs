@@ -226,6 +226,14 @@ fn check(
     Ok(frontier)
 }
 
+/// Map the tree file's hashes of a tree of `size` leaves, all written. A failure is logged and
+/// costs only speed: reads past the map use `pread`.
+fn map_tree(tlog: &Tlog, size: u64) {
+    if let Err(e) = tlog.store().map_to(stored_hash_count(size)) {
+        log::warn!("msg=\"cannot map the tree file; proofs read it with pread\" error={e:?}");
+    }
+}
+
 pub fn run(p: TlogParts) {
     let started = Instant::now();
     let snap = p.snapshot.load_full();
@@ -240,6 +248,9 @@ pub fn run(p: TlogParts) {
         }
     };
     let checked = frontier.size();
+    // The check is over (it truncated what it had to): from here the file only grows, and a
+    // map of it spares each proof its reads' system calls.
+    map_tree(&p.tlog, checked);
     let mut a = Appender {
         tlog: p.tlog.clone(),
         frontier,
@@ -263,7 +274,11 @@ pub fn run(p: TlogParts) {
                 fed.extend(batch);
                 false
             }
-            Err(RecvTimeoutError::Timeout) => false,
+            Err(RecvTimeoutError::Timeout) => {
+                // Idle: map the newest hashes too (appends remap only every REMAP_BYTES).
+                map_tree(&p.tlog, a.frontier.size());
+                false
+            }
             Err(RecvTimeoutError::Disconnected) => true,
         };
         fed.extend(p.feed.try_iter().flatten());

@@ -3,7 +3,9 @@
 //!
 //! [`Tlog`] is what HTTP workers read: the served tree head (size and root), the stored hashes
 //! ([`store::HashStore`]) and the log key. Only the `tlog` thread (src/roles/tlog.rs) appends
-//! hashes and advances the head.
+//! hashes and advances the head. With each head it publishes the folded right edges
+//! ([`tree::RightEdge`]) of that size and the few sizes served before it, so a proof against a
+//! recent checkpoint only reads stored hashes and hashes nothing.
 //!
 //! Architecture invariant: the served size never exceeds a durable version count — the `tlog`
 //! thread builds the tree only from published snapshots, and the writer publishes only durable
@@ -16,17 +18,36 @@ pub mod store;
 pub mod tool;
 pub mod tree;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use note::{Checkpoint, LogKey};
 use std::sync::Arc;
 use store::HashStore;
-use tree::{Hash, Tile};
+use tree::{Hash, RightEdge, Tile};
+
+/// Right edges kept: the served size's and those of the sizes served just before it (a client
+/// that fetched a checkpoint a moment ago asks for proofs against its size while the tree moves
+/// on). Each is at most 64 folds.
+pub const RECENT_EDGES: usize = 8;
 
 /// The served tree: every hash of a tree of `size` leaves is in the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TreeHead {
     pub size: u64,
     pub root: Hash,
+}
+
+/// What the `tlog` thread publishes at once: the head, and the right edges of it and of the
+/// sizes served before it, newest first (an edge that could not be read is left out: proofs
+/// against its size fold the hashes themselves).
+struct Served {
+    head: TreeHead,
+    edges: Vec<Arc<RightEdge>>,
+}
+
+impl Served {
+    fn edge(&self, size: u64) -> Option<&RightEdge> {
+        self.edges.iter().find(|e| e.size() == size).map(|e| &**e)
+    }
 }
 
 /// A signed checkpoint of one tree size.
@@ -49,7 +70,7 @@ pub struct Tlog {
     key: LogKey,
     store: HashStore,
     /// Written by the `tlog` thread after the hashes it covers are in the store.
-    head: ArcSwap<Option<TreeHead>>,
+    served: ArcSwapOption<Served>,
     /// The last checkpoint a worker signed (signed lazily, on request, once per size).
     signed: ArcSwap<Option<Arc<Signed>>>,
 }
@@ -68,7 +89,7 @@ impl Tlog {
             origin,
             key,
             store,
-            head: ArcSwap::from_pointee(None),
+            served: ArcSwapOption::empty(),
             signed: ArcSwap::from_pointee(None),
         })
     }
@@ -87,13 +108,34 @@ impl Tlog {
 
     /// The served tree head; None until the start-up check has served a first size.
     pub fn head(&self) -> Option<TreeHead> {
-        **self.head.load()
+        self.served.load().as_ref().map(|s| s.head)
     }
 
-    /// Called by the `tlog` thread only, after the hashes of `head` are written.
+    /// Called by the `tlog` thread only, after the hashes of `head` are written. Folds the
+    /// head's right edge here, once (`popcount(size)` reads of the map, one hash less), so that
+    /// no request does.
     pub(crate) fn publish(&self, head: TreeHead) {
-        debug_assert!(self.head().is_none_or(|h| h.size <= head.size));
-        self.head.store(Arc::new(Some(head)));
+        let before = self.served.load_full();
+        debug_assert!(before.as_ref().is_none_or(|s| s.head.size <= head.size));
+        let mut edges = Vec::with_capacity(RECENT_EDGES);
+        match RightEdge::read(head.size, &self.store) {
+            Ok(edge) if edge.root() == head.root => edges.push(Arc::new(edge)),
+            // Never expected (the hashes were written first); proofs against this size then
+            // fold the edge themselves, from the same stored hashes.
+            Ok(_) => log::error!(
+                "msg=\"the tree file's right edge does not fold to the published root\" size={}",
+                head.size
+            ),
+            Err(e) => log::error!(
+                "msg=\"cannot read the tree file's right edge\" size={} error={e:?}",
+                head.size
+            ),
+        }
+        if let Some(before) = &before {
+            let keep = before.edges.iter().filter(|e| e.size() != head.size);
+            edges.extend(keep.take(RECENT_EDGES - edges.len()).cloned());
+        }
+        self.served.store(Some(Arc::new(Served { head, edges })));
         crate::metrics::m().registry_tlog_size.set(head.size as i64);
     }
 
@@ -125,12 +167,15 @@ impl Tlog {
         self.head().map_or(0, |h| h.size)
     }
 
-    fn within(&self, size: u64) -> Result<(), TlogError> {
-        let served = self.served();
-        if size > served {
-            return Err(TlogError::Beyond { size, served });
+    /// The published state, if it covers a tree of `size` leaves.
+    fn within(&self, size: u64) -> Result<arc_swap::Guard<Option<Arc<Served>>>, TlogError> {
+        // A guard, not a clone of the Arc: no reference count written per request.
+        let served = self.served.load();
+        let have = served.as_ref().map_or(0, |s| s.head.size);
+        if size > have {
+            return Err(TlogError::Beyond { size, served: have });
         }
-        Ok(())
+        Ok(served)
     }
 
     /// The bytes of `tile` (concatenated hashes), if the served tree holds it whole.
@@ -154,9 +199,10 @@ impl Tlog {
             indices.iter().map(|i| span[(i - first) as usize]).collect()
         } else {
             use tree::HashReader;
+            let r = self.store.reader();
             indices
                 .iter()
-                .map(|&i| self.store.read_hash(i))
+                .map(|&i| r.read_hash(i))
                 .collect::<Result<_, _>>()
                 .map_err(TlogError::Unreadable)?
         };
@@ -166,14 +212,18 @@ impl Tlog {
     /// The inclusion proof of leaf `index` in the tree of `size` (index < size checked by the
     /// caller).
     pub fn inclusion(&self, index: u64, size: u64) -> Result<Vec<Hash>, TlogError> {
-        self.within(size)?;
-        tree::inclusion_proof(index, size, &self.store).map_err(TlogError::Unreadable)
+        let served = self.within(size)?;
+        let edge = served.as_ref().and_then(|s| s.edge(size));
+        tree::inclusion_proof_with(index, size, &self.store.reader(), edge)
+            .map_err(TlogError::Unreadable)
     }
 
     /// The consistency proof from `old` to `new` (1 ≤ old ≤ new checked by the caller).
     pub fn consistency(&self, old: u64, new: u64) -> Result<Vec<Hash>, TlogError> {
-        self.within(new)?;
-        tree::consistency_proof(old, new, &self.store).map_err(TlogError::Unreadable)
+        let served = self.within(new)?;
+        let edge = served.as_ref().and_then(|s| s.edge(new));
+        tree::consistency_proof_with(old, new, &self.store.reader(), edge)
+            .map_err(TlogError::Unreadable)
     }
 }
 
@@ -336,6 +386,58 @@ mod tests {
         assert!(cp.text.starts_with("test/log\n5\n"));
         // Cached: the same allocation for the same size.
         assert!(Arc::ptr_eq(&cp, &t.checkpoint().unwrap()));
+    }
+
+    /// Each publication keeps the edges of the last RECENT_EDGES sizes; proofs against any
+    /// served size, with an edge or without, are the proofs folded from stored hashes.
+    #[test]
+    fn published_edges_serve_recent_sizes_and_change_no_proof() {
+        let key = LogKey::from_seed("test/log", [3; 32]).unwrap();
+        let t = Tlog::new("test/log".into(), key, HashStore::memory()).unwrap();
+        let mut f = tree::Frontier::new();
+        let mut out = Vec::new();
+        for n in 1..=40u64 {
+            out.clear();
+            let at = tree::stored_hash_count(n - 1);
+            f.push(tree::leaf_hash(&[n as u8; 32]), &mut out);
+            t.store.write_at(at, &out).unwrap();
+            t.publish(TreeHead {
+                size: n,
+                root: f.root().unwrap(),
+            });
+            let served = t.served.load();
+            let sizes: Vec<u64> = served
+                .as_ref()
+                .unwrap()
+                .edges
+                .iter()
+                .map(|e| e.size())
+                .collect();
+            let want: Vec<u64> = (n.saturating_sub(RECENT_EDGES as u64 - 1).max(1)..=n)
+                .rev()
+                .collect();
+            assert_eq!(sizes, want, "edges kept after publishing {n}");
+        }
+        // Republishing a size (a restart's check, say) does not keep its edge twice.
+        t.publish(t.head().unwrap());
+        assert_eq!(t.served.load().as_ref().unwrap().edges.len(), RECENT_EDGES);
+        let stored = t.store.read_range(0, tree::stored_hash_count(40)).unwrap();
+        for size in 1..=40u64 {
+            for index in 0..size {
+                assert_eq!(
+                    t.inclusion(index, size).unwrap(),
+                    tree::inclusion_proof(index, size, &stored).unwrap(),
+                    "inclusion {index} in {size}"
+                );
+            }
+            for old in 1..=size {
+                assert_eq!(
+                    t.consistency(old, size).unwrap(),
+                    tree::consistency_proof(old, size, &stored).unwrap(),
+                    "consistency {old} -> {size}"
+                );
+            }
+        }
     }
 
     #[test]

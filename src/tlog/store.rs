@@ -11,7 +11,9 @@
 //! Reads come from a read-only map of the file's first bytes (a proof reads ~2·log₂ n hashes:
 //! one `pread` each cost more than the rest of the request); the newest hashes, past the map,
 //! are read with `pread`. The appender maps the file again once [`REMAP_BYTES`] have been
-//! written past the map.
+//! written past the map, after the start-up check (which may truncate, so it runs unmapped), and
+//! when it has been idle with hashes past the map ([`HashStore::map_to`]): a tree that is not
+//! growing is read with no system call at all.
 
 use super::tree::{Hash, HashReader};
 use arc_swap::ArcSwapOption;
@@ -104,6 +106,25 @@ impl HashStore {
         }
     }
 
+    /// Map the first `count` hashes if the map holds fewer (the appender's call, with `count`
+    /// hashes written; never while the start-up check may still truncate). Returns whether it
+    /// mapped.
+    pub fn map_to(&self, count: u64) -> io::Result<bool> {
+        let HashStore::File(f, map) = self else {
+            return Ok(false);
+        };
+        let end = count * 32;
+        let mapped = map.load().as_ref().map_or(0, |m| m.len() as u64);
+        if end <= mapped {
+            return Ok(false);
+        }
+        // SAFETY: as in `write_at`: read-only, over bytes the file holds, and the file never
+        // shrinks once mapped (`truncate` refuses).
+        let m = unsafe { memmap2::MmapOptions::new().len(end as usize).map(f)? };
+        map.store(Some(std::sync::Arc::new(m)));
+        Ok(true)
+    }
+
     /// `count` consecutive hashes from index `at`.
     pub fn read_range(&self, at: u64, count: u64) -> io::Result<Vec<Hash>> {
         match self {
@@ -132,6 +153,36 @@ impl HashStore {
     }
 }
 
+/// A reader that loads the map once for many reads (a proof's ~log₂ n reads each loading it
+/// cost more than the reads themselves). Reads past that map go to the store as usual.
+pub struct Reader<'a> {
+    store: &'a HashStore,
+    map: Option<arc_swap::Guard<Option<std::sync::Arc<Mmap>>>>,
+}
+
+impl HashStore {
+    /// A [`Reader`] over the map as it is now; hold it for one request, not longer.
+    pub fn reader(&self) -> Reader<'_> {
+        let map = match self {
+            HashStore::File(_, map) => Some(map.load()),
+            HashStore::Memory(_) => None,
+        };
+        Reader { store: self, map }
+    }
+}
+
+impl HashReader for Reader<'_> {
+    fn read_hash(&self, index: u64) -> Result<Hash, String> {
+        let at = (index * 32) as usize;
+        if let Some(Some(m)) = self.map.as_deref() {
+            if let Some(bytes) = m.get(at..at + 32) {
+                return Ok(bytes.try_into().expect("32 bytes"));
+            }
+        }
+        self.store.read_hash(index)
+    }
+}
+
 impl HashReader for HashStore {
     fn read_hash(&self, index: u64) -> Result<Hash, String> {
         match self {
@@ -155,6 +206,39 @@ impl HashReader for HashStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `map_to` maps a tail the appends left unmapped (a file opened and only checked, or an
+    /// idle appender), never shrinks the map, and is a no-op in memory.
+    #[test]
+    fn map_to_covers_what_appends_left_unmapped() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = HashStore::open(dir.path()).unwrap();
+        let hash = |i: u64| -> Hash { super::super::tree::leaf_hash(&i.to_be_bytes()) };
+        let hashes: Vec<Hash> = (0..100).map(hash).collect();
+        file.write_at(0, &hashes).unwrap();
+        let HashStore::File(_, map) = &file else {
+            unreachable!()
+        };
+        let mapped = || map.load().as_ref().map_or(0, |m| m.len() as u64 / 32);
+        assert_eq!(mapped(), 0, "100 hashes are fewer than REMAP_BYTES");
+        assert!(file.map_to(100).unwrap());
+        assert_eq!(mapped(), 100);
+        let before = file.reader();
+        file.write_at(100, &[hash(100)]).unwrap();
+        assert!(!file.map_to(60).unwrap(), "a shorter map is never taken");
+        assert_eq!(mapped(), 100);
+        // A reader holds the map it started with; past it, it reads the file.
+        assert!(file.map_to(101).unwrap());
+        for i in 0..=100 {
+            assert_eq!(file.read_hash(i).unwrap(), hash(i));
+            assert_eq!(before.read_hash(i).unwrap(), hash(i));
+            assert_eq!(file.reader().read_hash(i).unwrap(), hash(i));
+        }
+        assert!(file.read_hash(101).is_err());
+        assert!(before.read_hash(101).is_err());
+        assert!(HashStore::memory().reader().read_hash(0).is_err());
+        assert!(!HashStore::memory().map_to(5).unwrap());
+    }
 
     /// Reads agree whether they come from the map, from `pread` past it, or from memory.
     #[test]

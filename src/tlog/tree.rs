@@ -173,21 +173,110 @@ fn split(n: u64) -> u64 {
 /// MTH of leaves `lo..hi` (lo < hi) from stored hashes: the maximal complete aligned subtrees,
 /// left to right, folded from the right (Go's `subTreeHash`). `lo..hi` is always a node of the
 /// RFC 6962 recursion, so `lo` is aligned to every subtree it starts.
+///
+/// The parts are the set bits of `hi − lo`, largest first; they are visited smallest (rightmost)
+/// first so the fold needs no list of them: a complete subtree is one read and no hashing, an
+/// incomplete one `popcount − 1` node hashes and no allocation.
 pub fn subtree_hash<R: HashReader + ?Sized>(lo: u64, hi: u64, r: &R) -> Result<Hash, String> {
     assert!(lo < hi, "subtree {lo}..{hi} is empty");
-    let mut parts = Vec::new();
-    let mut at = lo;
-    while at < hi {
-        let level = 63 - (hi - at).leading_zeros();
-        debug_assert_eq!(at & ((1 << level) - 1), 0, "unaligned subtree");
-        parts.push(r.read_hash(stored_hash_index(level, at >> level))?);
-        at += 1 << level;
-    }
-    let mut h = parts.pop().expect("at least one part");
-    while let Some(left) = parts.pop() {
-        h = node_hash(&left, &h);
+    let part = |n: u64| -> Result<Hash, String> {
+        // The rightmost part of lo..lo+n: level = the lowest set bit of n.
+        let level = n.trailing_zeros();
+        let start = lo + n - (1 << level);
+        debug_assert_eq!(start & ((1 << level) - 1), 0, "unaligned subtree");
+        r.read_hash(stored_hash_index(level, start >> level))
+    };
+    let mut n = hi - lo;
+    let mut h = part(n)?;
+    n &= n - 1;
+    while n > 0 {
+        h = node_hash(&part(n)?, &h);
+        n &= n - 1;
     }
     Ok(h)
+}
+
+/// The right edge of one tree size, folded once so that proofs against that size do no
+/// hashing: for each maximal complete subtree of the tree (a "part": leaves `lo..lo+2^level`,
+/// largest first), its hash and MTH of leaves `lo..size`. The first fold is the tree's root.
+///
+/// Why it suffices: in the RFC 6962 recursion of a proof against `size`, the only nodes that are
+/// not complete subtrees (one stored hash each) are those ending at `size`, and each starts at
+/// `size` with its low bits cleared, which is where one of the parts starts. The parts are kept
+/// too: they are the newest large subtrees, whose stored hashes may lie past the tree file's map.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RightEdge {
+    size: u64,
+    /// (lo, part hash, MTH(lo..size)), `lo` increasing.
+    folds: Vec<(u64, Hash, Hash)>,
+}
+
+impl RightEdge {
+    /// The right edge of a tree of `size` ≥ 1 leaves from its stored hashes: `popcount(size)`
+    /// reads and `popcount(size) − 1` node hashes.
+    pub fn read<R: HashReader + ?Sized>(size: u64, r: &R) -> Result<RightEdge, String> {
+        assert!(size >= 1, "the empty tree has no right edge");
+        let mut folds = Vec::with_capacity(size.count_ones() as usize);
+        // Rightmost part first, as in `subtree_hash`, then reversed so `lo` increases.
+        let mut n = size;
+        let mut h: Option<Hash> = None;
+        while n > 0 {
+            let level = n.trailing_zeros();
+            let lo = n - (1 << level);
+            let part = r.read_hash(stored_hash_index(level, lo >> level))?;
+            let folded = match h {
+                None => part,
+                Some(right) => node_hash(&part, &right),
+            };
+            folds.push((lo, part, folded));
+            h = Some(folded);
+            n &= n - 1;
+        }
+        folds.reverse();
+        Ok(RightEdge { size, folds })
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// MTH of the whole tree.
+    pub fn root(&self) -> Hash {
+        self.folds[0].2
+    }
+
+    /// MTH of leaves `lo..hi`, if that is a part or a fold kept here.
+    fn get(&self, lo: u64, hi: u64) -> Option<Hash> {
+        let i = self
+            .folds
+            .binary_search_by_key(&lo, |&(at, _, _)| at)
+            .ok()?;
+        let (_, part, fold) = self.folds[i];
+        let part_end = self
+            .folds
+            .get(i + 1)
+            .map_or(self.size, |&(next, _, _)| next);
+        if hi == self.size {
+            Some(fold)
+        } else if hi == part_end {
+            Some(part)
+        } else {
+            None
+        }
+    }
+}
+
+/// MTH of leaves `lo..hi` from `edge` when it has it, else from stored hashes.
+fn node<R: HashReader + ?Sized>(
+    lo: u64,
+    hi: u64,
+    r: &R,
+    edge: Option<&RightEdge>,
+) -> Result<Hash, String> {
+    match edge.and_then(|e| e.get(lo, hi)) {
+        Some(h) => Ok(h),
+        None => subtree_hash(lo, hi, r),
+    }
 }
 
 /// The root of a tree of `size` ≥ 1 leaves from stored hashes.
@@ -202,9 +291,20 @@ pub fn inclusion_proof<R: HashReader + ?Sized>(
     size: u64,
     r: &R,
 ) -> Result<Vec<Hash>, String> {
+    inclusion_proof_with(index, size, r, None)
+}
+
+/// [`inclusion_proof`], taking the incomplete subtree it needs from `edge` when `edge` is the
+/// right edge of `size` (else it is folded from stored hashes: the same hash either way).
+pub fn inclusion_proof_with<R: HashReader + ?Sized>(
+    index: u64,
+    size: u64,
+    r: &R,
+    edge: Option<&RightEdge>,
+) -> Result<Vec<Hash>, String> {
     assert!(index < size, "leaf {index} is not in a tree of {size}");
-    let mut proof = Vec::new();
-    path(0, size, index, r, &mut proof)?;
+    let mut proof = Vec::with_capacity(64 - size.leading_zeros() as usize);
+    path(0, size, index, r, edge, &mut proof)?;
     Ok(proof)
 }
 
@@ -213,6 +313,7 @@ fn path<R: HashReader + ?Sized>(
     hi: u64,
     index: u64,
     r: &R,
+    edge: Option<&RightEdge>,
     out: &mut Vec<Hash>,
 ) -> Result<(), String> {
     if hi - lo == 1 {
@@ -220,11 +321,11 @@ fn path<R: HashReader + ?Sized>(
     }
     let k = split(hi - lo);
     if index < lo + k {
-        path(lo, lo + k, index, r, out)?;
-        out.push(subtree_hash(lo + k, hi, r)?);
+        path(lo, lo + k, index, r, edge, out)?;
+        out.push(node(lo + k, hi, r, edge)?);
     } else {
-        path(lo + k, hi, index, r, out)?;
-        out.push(subtree_hash(lo, lo + k, r)?);
+        path(lo + k, hi, index, r, edge, out)?;
+        out.push(node(lo, lo + k, r, edge)?);
     }
     Ok(())
 }
@@ -236,12 +337,23 @@ pub fn consistency_proof<R: HashReader + ?Sized>(
     new: u64,
     r: &R,
 ) -> Result<Vec<Hash>, String> {
+    consistency_proof_with(old, new, r, None)
+}
+
+/// [`consistency_proof`], taking the incomplete subtree it needs from `edge` when `edge` is the
+/// right edge of `new`.
+pub fn consistency_proof_with<R: HashReader + ?Sized>(
+    old: u64,
+    new: u64,
+    r: &R,
+    edge: Option<&RightEdge>,
+) -> Result<Vec<Hash>, String> {
     assert!(
         1 <= old && old <= new,
         "no consistency proof from {old} to {new}"
     );
-    let mut proof = Vec::new();
-    subproof(old, 0, new, true, r, &mut proof)?;
+    let mut proof = Vec::with_capacity(2 * (64 - new.leading_zeros() as usize));
+    subproof(old, 0, new, true, r, edge, &mut proof)?;
     Ok(proof)
 }
 
@@ -252,22 +364,23 @@ fn subproof<R: HashReader + ?Sized>(
     hi: u64,
     whole: bool,
     r: &R,
+    edge: Option<&RightEdge>,
     out: &mut Vec<Hash>,
 ) -> Result<(), String> {
     let n = hi - lo;
     if m == n {
         if !whole {
-            out.push(subtree_hash(lo, hi, r)?);
+            out.push(node(lo, hi, r, edge)?);
         }
         return Ok(());
     }
     let k = split(n);
     if m <= k {
-        subproof(m, lo, lo + k, whole, r, out)?;
-        out.push(subtree_hash(lo + k, hi, r)?);
+        subproof(m, lo, lo + k, whole, r, edge, out)?;
+        out.push(node(lo + k, hi, r, edge)?);
     } else {
-        subproof(m - k, lo + k, hi, false, r, out)?;
-        out.push(subtree_hash(lo, lo + k, r)?);
+        subproof(m - k, lo + k, hi, false, r, edge, out)?;
+        out.push(node(lo, lo + k, r, edge)?);
     }
     Ok(())
 }
@@ -628,6 +741,79 @@ mod tests {
         assert_eq!(consistency_proof(1, 2, &s).unwrap(), vec![l[1]]);
         assert_eq!(consistency_proof(2, 3, &s).unwrap(), vec![l[2]]);
         assert!(consistency_proof(3, 3, &s).unwrap().is_empty());
+    }
+
+    /// Proofs taking their incomplete subtree from a folded right edge are the proofs folded
+    /// from stored hashes; an edge of another size is not used.
+    #[test]
+    fn right_edges_give_the_same_proofs() {
+        let (s, _) = stored(300);
+        for size in (1..=300u64).filter(|n| *n < 40 || n % 23 == 0 || SIZES.contains(n)) {
+            let edge = RightEdge::read(size, &s).unwrap();
+            assert_eq!(edge.size(), size);
+            assert_eq!(edge.root(), mth(&leaves(size)), "root of {size}");
+            assert_eq!(edge.folds.len(), size.count_ones() as usize);
+            let ls = leaves(size);
+            assert_eq!(edge.folds[0].0, 0);
+            for (i, &(lo, part, fold)) in edge.folds.iter().enumerate() {
+                let end = edge.folds.get(i + 1).map_or(size, |f| f.0);
+                // Parts are complete aligned subtrees, largest first.
+                assert!(
+                    (end - lo).is_power_of_two() && lo % (end - lo) == 0,
+                    "{lo}..{end}"
+                );
+                assert_eq!(
+                    part,
+                    mth(&ls[lo as usize..end as usize]),
+                    "part {lo}..{end}"
+                );
+                assert_eq!(fold, mth(&ls[lo as usize..]), "fold {lo}..{size}");
+            }
+            let other = RightEdge::read(size.max(2) - 1, &s).unwrap();
+            for index in 0..size {
+                let want = inclusion_proof(index, size, &s).unwrap();
+                let with = inclusion_proof_with(index, size, &s, Some(&edge)).unwrap();
+                assert_eq!(with, want, "inclusion {index} in {size}");
+                let wrong = inclusion_proof_with(index, size, &s, Some(&other)).unwrap();
+                assert_eq!(wrong, want, "inclusion {index} in {size}, another edge");
+            }
+            for old in 1..=size {
+                let want = consistency_proof(old, size, &s).unwrap();
+                let with = consistency_proof_with(old, size, &s, Some(&edge)).unwrap();
+                assert_eq!(with, want, "consistency {old} -> {size}");
+            }
+        }
+    }
+
+    /// With its edge, a proof reads one stored hash per proof hash except the folded one and the
+    /// parts; without, it reads every part of the incomplete subtree and folds them.
+    #[test]
+    fn a_proof_with_its_edge_folds_nothing() {
+        struct Counting<'a>(&'a [Hash], std::cell::Cell<u64>);
+        impl HashReader for Counting<'_> {
+            fn read_hash(&self, index: u64) -> Result<Hash, String> {
+                self.1.set(self.1.get() + 1);
+                self.0.read_hash(index)
+            }
+        }
+        // Leaf 0's sibling at the top is leaves 128..183: parts of 32, 16, 4, 2 and 1 leaves.
+        let size = 0b1011_0111u64;
+        let (s, _) = stored(size);
+        let edge = RightEdge::read(size, &s).unwrap();
+        let r = Counting(&s, std::cell::Cell::new(0));
+        let p = inclusion_proof_with(0, size, &r, Some(&edge)).unwrap();
+        assert_eq!(r.1.get(), p.len() as u64 - 1);
+        r.1.set(0);
+        assert_eq!(inclusion_proof(0, size, &r).unwrap(), p);
+        assert_eq!(r.1.get(), p.len() as u64 - 1 + 5);
+        // The last leaf's siblings are the parts themselves: kept in the edge, so no read at all
+        // (without it, one read each).
+        r.1.set(0);
+        let p = inclusion_proof_with(size - 1, size, &r, Some(&edge)).unwrap();
+        assert_eq!((p.len(), r.1.get()), (5, 0));
+        r.1.set(0);
+        assert_eq!(inclusion_proof(size - 1, size, &r).unwrap(), p);
+        assert_eq!(r.1.get(), 5);
     }
 
     #[test]
