@@ -5,18 +5,17 @@
 //! and how long they are), in an append-only index of fixed blocks of [`BLOCK_LOCS`] entries
 //! that a published snapshot shares with the next one (readers take no lock). Pushing writes the
 //! next slot of the last block in place and allocates nothing, except a whole block every
-//! [`BLOCK_LOCS`] versions: measured in the soak (docs/PERFORMANCE.md), a persistent vector's
-//! copy-on-write of its 1 KiB tail chunk on every commit, between every two publications, left
-//! the heap's pages pinned by scattered long-lived chunks, about 50 B of RssAnon per commit
-//! beyond the 16 B entry itself. The bytes themselves stay in the
-//! journal: the on-disk log read with positioned reads ([`crate::log::LogReader`]), or, with
-//! `--amnesia`, an anonymous in-memory file ([`MemoryStore`]). Genesis is never in a journal and
-//! stays in memory.
+//! [`BLOCK_LOCS`] versions (the persistent vector this replaced copied its 1 KiB tail chunk on
+//! every commit, since the published snapshot shared it: one allocation, one copy and one free
+//! per commit on the writer thread). The bytes themselves stay in the journal: the on-disk log
+//! read with positioned reads ([`crate::log::LogReader`]), or, with `--amnesia`, an anonymous
+//! in-memory file ([`MemoryStore`]). Genesis is never in a journal and stays in memory.
 //!
 //! Invariants: a [`History`] only ever holds locations of records that were written whole to its
 //! source; a slot of a block is written once, by the one history that claimed it (a clone that
-//! pushes where another already did copies the block first), before any reader can reach it; a snapshot is published only once its head is durable, so a reader bounded by a
-//! published snapshot never reads a torn tail. The stored bytes ARE the served JSON of the record
+//! pushes where another already did copies the block first), before any reader can reach it; a
+//! snapshot is published only once its head is durable, so a reader bounded by a published
+//! snapshot never reads a torn tail. The stored bytes ARE the served JSON of the record
 //! (`CommitRecord::to_json`): they are answered as they are, never re-encoded.
 //!
 //! Retention window (SPEC §14): a history may start after genesis. The *floor* is the oldest
@@ -225,9 +224,10 @@ impl History {
             self.blocks.push_back(Arc::new(block));
         } else {
             let block = &self.blocks[b];
-            let claimed = block
-                .claimed
-                .compare_exchange(s, s + 1, Ordering::Relaxed, Ordering::Relaxed);
+            let claimed =
+                block
+                    .claimed
+                    .compare_exchange(s, s + 1, Ordering::Relaxed, Ordering::Relaxed);
             if claimed.is_ok() {
                 block.set(s, loc);
             } else {
@@ -500,7 +500,10 @@ mod tests {
             let head = k.len() - 1;
             assert_eq!(k.loc(head), Some(loc_of(head)));
             assert_eq!(k.loc(head + 1), None);
-            assert!(Arc::ptr_eq(&k.blocks[0], &h.blocks[0]), "shared, not copied");
+            assert!(
+                Arc::ptr_eq(&k.blocks[0], &h.blocks[0]),
+                "shared, not copied"
+            );
         }
         // first_version_from: the first version whose record starts at or after a position.
         let v = BLOCK_LOCS as u64 + 3;
@@ -530,7 +533,10 @@ mod tests {
         for v in 1..=10 {
             assert_eq!(a.loc(v), b.loc(v));
         }
-        assert!(!Arc::ptr_eq(&a.blocks[0], &b.blocks[0]), "b forked its block");
+        assert!(
+            !Arc::ptr_eq(&a.blocks[0], &b.blocks[0]),
+            "b forked its block"
+        );
         // `a` still owns its tip: it keeps appending in place.
         a.push(loc_of(12));
         assert_eq!(a.loc(12), Some(loc_of(12)));
@@ -547,7 +553,11 @@ mod tests {
         let floor = 2 * BLOCK_LOCS as u64 + 10;
         h.raise_floor(floor);
         h.push(loc_of(n + 1));
-        assert_eq!(h.blocks.len(), 2, "the first two blocks lie wholly below the floor");
+        assert_eq!(
+            h.blocks.len(),
+            2,
+            "the first two blocks lie wholly below the floor"
+        );
         assert_eq!(h.loc(floor - 1), None, "trimmed below the floor");
         assert_eq!(h.loc(floor), Some(loc_of(floor)));
         assert_eq!(h.loc(n + 1), Some(loc_of(n + 1)));
@@ -560,7 +570,10 @@ mod tests {
         assert_eq!(h.blocks.len(), 1);
         let mut w = History::starting_at(genesis(), Arc::new(NoSource), 500);
         w.push(loc_of(500));
-        assert_eq!((w.len(), w.loc(499), w.loc(500)), (501, None, Some(loc_of(500))));
+        assert_eq!(
+            (w.len(), w.loc(499), w.loc(500)),
+            (501, None, Some(loc_of(500)))
+        );
     }
 
     #[test]
