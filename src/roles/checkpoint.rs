@@ -109,27 +109,8 @@ impl crate::snapshot::Publisher for CheckpointNudge {
     }
 }
 
-/// How often, at most, the checkpoint thread hands the allocator's free pages back to the OS
-/// (after a checkpoint, off every request path).
-const TRIM_EVERY: Duration = Duration::from_secs(10);
-
-/// Return the allocator's free pages to the OS. glibc keeps what the threads free inside their
-/// arenas; under the soak's load the live heap grew 17 B per commit (heaptrack) while RssAnon
-/// grew 60–140 B: the rest was freed memory (a checkpoint's serialised state, request buffers,
-/// pending proposals evicted) kept resident between live chunks. `malloc_trim(0)` gives back
-/// every whole free page of every arena (docs/PERFORMANCE.md, the soak's RssAnon slope).
-fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim has no preconditions; it locks each arena while it works, so it is
-    // safe to call while other threads allocate.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 pub fn run(mut p: CheckpointParts) {
     let mut last_at = Instant::now();
-    let mut last_trim = Instant::now();
     let mut last_version = p.last_version;
     let tick = Duration::from_secs(1).min(p.interval);
     if let (Some(after), true) = (&mut p.after_checkpoint, last_version > 0) {
@@ -173,10 +154,6 @@ pub fn run(mut p: CheckpointParts) {
                     last_version = snap.version();
                     last_at = Instant::now();
                     m().registry_checkpoint_age_seconds.set(0);
-                    if last_trim.elapsed() >= TRIM_EVERY {
-                        last_trim = Instant::now();
-                        release_free_memory();
-                    }
                     log::info!(
                         "msg=\"checkpoint written\" version={} descriptors={} bytes={} elapsed_ms={}",
                         snap.version(),
