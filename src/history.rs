@@ -2,15 +2,20 @@
 //! `/registry/log`, stream replay and `GET /proposals/{id}` read past records through.
 //!
 //! Per version the heap holds one [`Loc`] (16 bytes: where the record's bytes end in the journal
-//! and how long they are), in a persistent vector that a published snapshot shares with the
-//! next one (pushing is O(1) amortised, readers take no lock). The bytes themselves stay in the
-//! journal: the on-disk log read with positioned reads ([`crate::log::LogReader`]), or, with
-//! `--amnesia`, an anonymous in-memory file ([`MemoryStore`]). Genesis is never in a journal and
-//! stays in memory.
+//! and how long they are), in an append-only index of fixed blocks of [`BLOCK_LOCS`] entries
+//! that a published snapshot shares with the next one (readers take no lock). Pushing writes the
+//! next slot of the last block in place and allocates nothing, except a whole block every
+//! [`BLOCK_LOCS`] versions (the persistent vector this replaced copied its 1 KiB tail chunk on
+//! every commit, since the published snapshot shared it: one allocation, one copy and one free
+//! per commit on the writer thread). The bytes themselves stay in the journal: the on-disk log
+//! read with positioned reads ([`crate::log::LogReader`]), or, with `--amnesia`, an anonymous
+//! in-memory file ([`MemoryStore`]). Genesis is never in a journal and stays in memory.
 //!
 //! Invariants: a [`History`] only ever holds locations of records that were written whole to its
-//! source; a snapshot is published only once its head is durable, so a reader bounded by a
-//! published snapshot never reads a torn tail. The stored bytes ARE the served JSON of the record
+//! source; a slot of a block is written once, by the one history that claimed it (a clone that
+//! pushes where another already did copies the block first), before any reader can reach it; a
+//! snapshot is published only once its head is durable, so a reader bounded by a published
+//! snapshot never reads a torn tail. The stored bytes ARE the served JSON of the record
 //! (`CommitRecord::to_json`): they are answered as they are, never re-encoded.
 //!
 //! Retention window (SPEC §14): a history may start after genesis. The *floor* is the oldest
@@ -19,12 +24,12 @@
 //! snapshot. Order of a drop: raise the floor first, release the bytes second. A read checks the
 //! version against the floor before it reads and again after (a read that raced the release may
 //! have seen a deleted file or zeros): either way an expired version is [`Read::Expired`], never
-//! garbage. The index entries below the floor are trimmed by the next push (the writer), so the
-//! index holds about the window, not the whole history.
+//! garbage. The index entries below the floor are trimmed by the next push (the writer), whole
+//! blocks at a time, so the index holds about the window plus one block, not the whole history.
 
 use crate::domain::record::CommitRecord;
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Where one record's bytes lie in its journal: the journal position just past them (what
@@ -74,15 +79,77 @@ pub enum Read {
     Expired { oldest: u64 },
 }
 
+/// Versions per block of the history index: 4,096 × 16 B = 64 KiB, allocated whole when the
+/// previous block is full (no doubling, no copy of earlier blocks; RssAnon grows in 64 KiB steps,
+/// 16 B per version on average).
+pub const BLOCK_LOCS: usize = 4096;
+
+/// One slot of a block: a [`Loc`] in two atomics, so a block can be shared by every clone of a
+/// history while its owner fills the slots past their lengths without `unsafe`. Relaxed is
+/// enough: a slot is written before the history that holds it is handed to another thread (a
+/// clone, or a snapshot published through `ArcSwap`), which orders the write before any read.
+#[derive(Default)]
+struct Slot {
+    end: AtomicU64,
+    len: AtomicU32,
+}
+
+/// A fixed block of slots. `claimed` counts the slots written, from the first: the history that
+/// claims slot `s` (moving `claimed` from `s` to `s + 1`) is the only one ever to write it.
+struct Block {
+    slots: Box<[Slot]>,
+    claimed: AtomicUsize,
+}
+
+impl Block {
+    fn empty() -> Block {
+        Block {
+            slots: (0..BLOCK_LOCS).map(|_| Slot::default()).collect(),
+            claimed: AtomicUsize::new(0),
+        }
+    }
+
+    fn get(&self, slot: usize) -> Loc {
+        let s = &self.slots[slot];
+        Loc {
+            end: s.end.load(Ordering::Relaxed),
+            len: s.len.load(Ordering::Relaxed),
+        }
+    }
+
+    fn set(&self, slot: usize, loc: Loc) {
+        let s = &self.slots[slot];
+        s.end.store(loc.end, Ordering::Relaxed);
+        s.len.store(loc.len, Ordering::Relaxed);
+    }
+
+    /// A new block holding a copy of this one's first `n` slots (a clone pushing where another
+    /// clone already pushed).
+    fn fork(&self, n: usize) -> Block {
+        let b = Block::empty();
+        for i in 0..n {
+            b.set(i, self.get(i));
+        }
+        b.claimed.store(n, Ordering::Relaxed);
+        b
+    }
+}
+
 /// Every record from genesis (or, with a retention window, from the floor) to a head: genesis
 /// in memory, the others as locations.
 #[derive(Clone)]
 pub struct History {
     genesis: Arc<CommitRecord>,
-    /// `index[i]` is version `first + i`.
-    index: imbl::Vector<Loc>,
-    /// The version of `index[0]` (1 unless entries below a window were trimmed).
+    /// The index: slot `s` of `blocks[b]` is version `start + b * BLOCK_LOCS + s`. Shared with
+    /// every clone; the spine changes only when a block is added, forked or trimmed.
+    blocks: imbl::Vector<Arc<Block>>,
+    /// The version of slot 0 of `blocks[0]`.
+    start: u64,
+    /// The oldest version whose location is kept (>= `start`; 1 unless entries below a window
+    /// were trimmed). Whole blocks below it are dropped.
     first: u64,
+    /// The next version to push (head + 1).
+    end: u64,
     /// The oldest readable version (0: no window); raised only by the retention drop, shared by
     /// every clone.
     floor: Arc<AtomicU64>,
@@ -92,13 +159,7 @@ pub struct History {
 impl History {
     /// A history holding only genesis.
     pub fn new(genesis: Arc<CommitRecord>, source: Arc<dyn HistorySource>) -> History {
-        History {
-            genesis,
-            index: imbl::Vector::new(),
-            first: 1,
-            floor: Arc::new(AtomicU64::new(0)),
-            source,
-        }
+        History::at(genesis, source, 1, 0)
     }
 
     /// A history whose journal starts at version `first` (> 0): the records before it were
@@ -109,18 +170,29 @@ impl History {
         first: u64,
     ) -> History {
         assert!(first >= 1, "version 0 is genesis");
+        History::at(genesis, source, first, if first > 1 { first } else { 0 })
+    }
+
+    fn at(
+        genesis: Arc<CommitRecord>,
+        source: Arc<dyn HistorySource>,
+        first: u64,
+        floor: u64,
+    ) -> History {
         History {
             genesis,
-            index: imbl::Vector::new(),
+            blocks: imbl::Vector::new(),
+            start: first,
             first,
-            floor: Arc::new(AtomicU64::new(if first > 1 { first } else { 0 })),
+            end: first,
+            floor: Arc::new(AtomicU64::new(floor)),
             source,
         }
     }
 
     /// Head version + 1 (genesis counted, whether or not older records are retained).
     pub fn len(&self) -> u64 {
-        self.first + self.index.len() as u64
+        self.end
     }
 
     /// The oldest version that can still be read: 0 without a window.
@@ -140,36 +212,69 @@ impl History {
     }
 
     /// Append the location of the next version's record, and forget the locations of
-    /// versions below the floor (they can no longer be read), keeping the head's.
+    /// versions below the floor (they can no longer be read), keeping the head's; whole blocks
+    /// below them are dropped.
     pub fn push(&mut self, loc: Loc) {
-        self.index.push_back(loc);
+        let i = usize::try_from(self.end - self.start).expect("index fits in memory");
+        let (b, s) = (i / BLOCK_LOCS, i % BLOCK_LOCS);
+        if b == self.blocks.len() {
+            let block = Block::empty();
+            block.claimed.store(1, Ordering::Relaxed);
+            block.set(0, loc);
+            self.blocks.push_back(Arc::new(block));
+        } else {
+            let block = &self.blocks[b];
+            let claimed =
+                block
+                    .claimed
+                    .compare_exchange(s, s + 1, Ordering::Relaxed, Ordering::Relaxed);
+            if claimed.is_ok() {
+                block.set(s, loc);
+            } else {
+                // Another clone already extended this block past our head: ours diverges here.
+                let forked = block.fork(s);
+                forked.claimed.store(s + 1, Ordering::Relaxed);
+                forked.set(s, loc);
+                self.blocks.set(b, Arc::new(forked));
+            }
+        }
+        self.end += 1;
         let floor = self.oldest_version();
-        while self.first < floor && self.index.len() > 1 {
-            self.index.pop_front();
-            self.first += 1;
+        if self.first < floor {
+            self.first = floor.min(self.end - 1);
+            while self.blocks.len() > 1 && self.start + BLOCK_LOCS as u64 <= self.first {
+                self.blocks.pop_front();
+                self.start += BLOCK_LOCS as u64;
+            }
         }
     }
 
     /// The location of `version` (None for genesis, past the head, or trimmed below a window).
     pub fn loc(&self, version: u64) -> Option<Loc> {
-        let i = usize::try_from(version.checked_sub(self.first)?).ok()?;
-        self.index.get(i).copied()
+        if version < self.first || version >= self.end {
+            return None;
+        }
+        let i = usize::try_from(version - self.start).ok()?;
+        Some(self.blocks[i / BLOCK_LOCS].get(i % BLOCK_LOCS))
     }
 
     /// The first version of the retained journal whose record starts at or after journal
     /// position `at` (None if none does). Locations grow with versions: a binary search.
     pub fn first_version_from(&self, at: u64) -> Option<u64> {
-        let start = |loc: &Loc| loc.end - u64::from(loc.len);
-        let (mut lo, mut hi) = (0usize, self.index.len());
+        let starts_before = |v: u64| {
+            let loc = self.loc(v).expect("within the retained versions");
+            loc.end - u64::from(loc.len) < at
+        };
+        let (mut lo, mut hi) = (self.first, self.end);
         while lo < hi {
-            let mid = (lo + hi) / 2;
-            if start(&self.index[mid]) < at {
+            let mid = lo + (hi - lo) / 2;
+            if starts_before(mid) {
                 lo = mid + 1;
             } else {
                 hi = mid;
             }
         }
-        (lo < self.index.len()).then(|| self.first + lo as u64)
+        (lo < self.end).then_some(lo)
     }
 
     pub fn source(&self) -> &Arc<dyn HistorySource> {
@@ -355,6 +460,120 @@ mod tests {
     #[test]
     fn a_loc_is_sixteen_bytes() {
         assert_eq!(std::mem::size_of::<Loc>(), 16);
+        assert_eq!(std::mem::size_of::<Slot>(), 16);
+    }
+
+    fn loc_of(v: u64) -> Loc {
+        Loc {
+            end: v * 100,
+            len: 10 + (v % 7) as u32,
+        }
+    }
+
+    fn genesis() -> Arc<CommitRecord> {
+        Arc::new(CommitRecord::genesis(
+            "r",
+            crate::domain::signers::test_set(1, 1),
+        ))
+    }
+
+    #[test]
+    fn the_index_crosses_blocks_and_a_clone_keeps_what_it_saw() {
+        let mut h = History::new(genesis(), Arc::new(NoSource));
+        let n = 2 * BLOCK_LOCS as u64 + 5;
+        let mut kept = Vec::new();
+        for v in 1..=n {
+            h.push(loc_of(v));
+            if v % 1000 == 0 {
+                kept.push(h.clone());
+            }
+        }
+        assert_eq!(h.len(), n + 1);
+        assert_eq!(h.blocks.len(), 3, "blocks of {BLOCK_LOCS}, no more");
+        for v in 1..=n {
+            assert_eq!(h.loc(v), Some(loc_of(v)), "version {v}");
+        }
+        assert_eq!(h.loc(0), None);
+        assert_eq!(h.loc(n + 1), None);
+        // Clones share the blocks and see exactly the versions they were taken at.
+        for k in &kept {
+            let head = k.len() - 1;
+            assert_eq!(k.loc(head), Some(loc_of(head)));
+            assert_eq!(k.loc(head + 1), None);
+            assert!(
+                Arc::ptr_eq(&k.blocks[0], &h.blocks[0]),
+                "shared, not copied"
+            );
+        }
+        // first_version_from: the first version whose record starts at or after a position.
+        let v = BLOCK_LOCS as u64 + 3;
+        let start = loc_of(v).end - u64::from(loc_of(v).len);
+        assert_eq!(h.first_version_from(start), Some(v));
+        assert_eq!(h.first_version_from(start + 1), Some(v + 1));
+        assert_eq!(h.first_version_from(0), Some(1));
+        assert_eq!(h.first_version_from(u64::MAX), None);
+    }
+
+    #[test]
+    fn clones_that_push_past_the_same_head_diverge_without_touching_each_other() {
+        let mut a = History::new(genesis(), Arc::new(NoSource));
+        for v in 1..=10 {
+            a.push(loc_of(v));
+        }
+        let mut b = a.clone();
+        a.push(loc_of(11));
+        // `b` pushes a different version 11 where `a` already wrote: it must copy, not overwrite.
+        let other = Loc { end: 7, len: 7 };
+        b.push(other);
+        b.push(loc_of(12));
+        assert_eq!(a.loc(11), Some(loc_of(11)));
+        assert_eq!(a.loc(12), None);
+        assert_eq!(b.loc(11), Some(other));
+        assert_eq!(b.loc(12), Some(loc_of(12)));
+        for v in 1..=10 {
+            assert_eq!(a.loc(v), b.loc(v));
+        }
+        assert!(
+            !Arc::ptr_eq(&a.blocks[0], &b.blocks[0]),
+            "b forked its block"
+        );
+        // `a` still owns its tip: it keeps appending in place.
+        a.push(loc_of(12));
+        assert_eq!(a.loc(12), Some(loc_of(12)));
+        assert_eq!(b.loc(11), Some(other));
+    }
+
+    #[test]
+    fn a_window_trims_whole_blocks_below_the_floor_and_keeps_the_head() {
+        let mut h = History::new(genesis(), Arc::new(NoSource));
+        let n = 3 * BLOCK_LOCS as u64;
+        for v in 1..=n {
+            h.push(loc_of(v));
+        }
+        let floor = 2 * BLOCK_LOCS as u64 + 10;
+        h.raise_floor(floor);
+        h.push(loc_of(n + 1));
+        assert_eq!(
+            h.blocks.len(),
+            2,
+            "the first two blocks lie wholly below the floor"
+        );
+        assert_eq!(h.loc(floor - 1), None, "trimmed below the floor");
+        assert_eq!(h.loc(floor), Some(loc_of(floor)));
+        assert_eq!(h.loc(n + 1), Some(loc_of(n + 1)));
+        assert_eq!(h.first_version_from(0), Some(floor));
+        assert_eq!(h.len(), n + 2);
+        // A floor past the head keeps the head's location.
+        h.raise_floor(n + 100);
+        h.push(loc_of(n + 2));
+        assert_eq!(h.loc(n + 2), Some(loc_of(n + 2)));
+        assert_eq!(h.blocks.len(), 1);
+        let mut w = History::starting_at(genesis(), Arc::new(NoSource), 500);
+        w.push(loc_of(500));
+        assert_eq!(
+            (w.len(), w.loc(499), w.loc(500)),
+            (501, None, Some(loc_of(500)))
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //!
 //! Architecture invariant: only the writer thread builds and publishes snapshots, and it publishes
 //! version V only after V is durable. A snapshot never changes after publication; building V+1
-//! shares structure with V (persistent map and vector), so publishing is O(ops · log n).
+//! shares structure with V (persistent map, shared history index): publishing is O(ops · log n).
 //! History is not on the heap: per version the snapshot holds a 16-byte location of the record
 //! in the journal ([`History`]); only genesis and the head are kept as records.
 
