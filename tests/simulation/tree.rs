@@ -59,6 +59,8 @@ pub(crate) struct LifeTree {
     builder: Option<TreeBuilder>,
     /// The tree stopped on an error (an injected read fault): it serves what it had.
     stopped: bool,
+    /// Between the two halves of a wake-up (see `tree_step`).
+    awake: bool,
     stop: std::sync::atomic::AtomicBool,
 }
 
@@ -233,6 +235,7 @@ impl Sim {
             fed: VecDeque::new(),
             builder: None,
             stopped: false,
+            awake: false,
             stop: std::sync::atomic::AtomicBool::new(false),
         };
         Some((life, TlogFeed(tx)))
@@ -315,26 +318,36 @@ impl Sim {
         }
         let start = self.tree_sim().rng.chance(40);
         let wake = self.tree_sim().rng.chance(60);
+        let finish = self.tree_sim().rng.chance(60);
         if start {
             self.tree_start();
         }
-        if wake {
-            let life = self.life.as_mut().expect("a running life");
-            let snapshot = life.snapshot.clone();
-            let lt = life.tree.as_mut().expect("a tree");
-            let woken = match (&mut lt.builder, lt.stopped) {
-                (Some(b), false) => {
-                    // As `run` does: the records received, then the snapshot loaded after them.
-                    lt.fed.extend(lt.feed.try_iter().flatten());
-                    let snap = snapshot.load_full();
-                    let result = b.catch_up(&snap, &mut lt.fed);
-                    lt.stopped = result.is_err();
-                    Some((result, b.size(), snap.version()))
-                }
-                _ => None,
-            };
-            match woken {
-                Some((Err(e), _, _)) => {
+        let life = self.life.as_mut().expect("a running life");
+        let snapshot = life.snapshot.clone();
+        let lt = life.tree.as_mut().expect("a tree");
+        if lt.builder.is_none() || lt.stopped {
+            return self.check_tree();
+        }
+        // `run`'s loop in its two halves, which the writer's publications may come between:
+        // the blocking receive of one batch (or its timeout), then the batches queued since
+        // and the snapshot loaded after them. A batch the full feed dropped before one received
+        // leaves a gap in what is fed, which the tree fills from the snapshot's history.
+        if wake && !lt.awake {
+            if let Ok(batch) = lt.feed.try_recv() {
+                lt.fed.extend(batch);
+            }
+            lt.awake = true;
+        }
+        if lt.awake && finish {
+            lt.awake = false;
+            let b = lt.builder.as_mut().expect("started");
+            lt.fed.extend(lt.feed.try_iter().flatten());
+            let snap = snapshot.load_full();
+            let result = b.catch_up(&snap, &mut lt.fed);
+            lt.stopped = result.is_err();
+            let (size, head) = (b.size(), snap.version());
+            match result {
+                Err(e) => {
                     self.log(format!("  tree stopped: {e}"));
                     check!(
                         self,
@@ -342,13 +355,12 @@ impl Sim {
                         "the tree stopped with no read fault armed: {e}"
                     );
                 }
-                Some((Ok(()), size, head)) => check!(
+                Ok(()) => check!(
                     self,
                     size == head + 1,
                     "the tree caught up to {size} versions; the published log holds {}",
                     head + 1
                 ),
-                None => {}
             }
         }
         self.check_tree();
