@@ -231,6 +231,8 @@ struct Stats {
     tree_proofs: u64,
     tree_power_cuts: u64,
     tree_rebuilt: u64,
+    /// Wake-ups whose records received skipped a version (a batch the full feed dropped).
+    tree_feed_gaps: u64,
 }
 
 impl Stats {
@@ -263,6 +265,7 @@ impl Stats {
         self.tree_proofs += o.tree_proofs;
         self.tree_power_cuts += o.tree_power_cuts;
         self.tree_rebuilt += o.tree_rebuilt;
+        self.tree_feed_gaps += o.tree_feed_gaps;
     }
 }
 
@@ -587,8 +590,13 @@ fn simulate(windowed: bool, one: &str, many: &str, default_seeds: u64) {
         eprintln!(
             "simulation: transparency-log tree checked after {} steps and boots: {} signed \
              checkpoints, {} proofs verified, {} tree files through a power cut, {} cut back \
-             by the start-up check",
-            t.tree_checks, t.tree_checkpoints, t.tree_proofs, t.tree_power_cuts, t.tree_rebuilt
+             by the start-up check, {} wake-ups fed with a gap",
+            t.tree_checks,
+            t.tree_checkpoints,
+            t.tree_proofs,
+            t.tree_power_cuts,
+            t.tree_rebuilt,
+            t.tree_feed_gaps
         );
     }
     let failures = failures.into_inner().unwrap();

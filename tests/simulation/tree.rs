@@ -50,6 +50,24 @@ pub(crate) struct TreeSim {
     verified: BTreeSet<String>,
 }
 
+/// The writer's `TlogFeed`, unchanged, and a count of the publications it drops because the
+/// feed is full (one thread: the feed is full at the send exactly when it was full just before),
+/// so the tree can be woken in the order that leaves a gap in what it receives.
+pub(crate) struct WatchedFeed {
+    feed: TlogFeed,
+    tx: crossbeam_channel::Sender<Vec<Arc<CommitRecord>>>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl svc_registry::snapshot::Publisher for WatchedFeed {
+    fn published(&mut self, snapshot: &Arc<Snapshot>, records: &[Arc<CommitRecord>]) {
+        if self.tx.is_full() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        self.feed.published(snapshot, records);
+    }
+}
+
 /// The tree of one lifetime.
 pub(crate) struct LifeTree {
     tlog: Arc<Tlog>,
@@ -61,6 +79,10 @@ pub(crate) struct LifeTree {
     stopped: bool,
     /// Between the two halves of a wake-up (see `tree_step`).
     awake: bool,
+    /// The chance (%) of each half of a wake-up per step: a slow tree meets a full feed.
+    pace: u64,
+    /// Publications the full feed dropped since the last wake-up (counted by `WatchedFeed`).
+    dropped: Arc<AtomicU64>,
     stop: std::sync::atomic::AtomicBool,
 }
 
@@ -215,7 +237,7 @@ impl Sim {
     /// The lifetime's tree: a store (reopened from the data directory, or new in memory), the
     /// log key, and the feed the writer publishes to. The feed is small at times, so that a
     /// full one makes the tree read versions back from the published history.
-    pub(crate) fn new_life_tree(&mut self) -> Option<(LifeTree, TlogFeed)> {
+    pub(crate) fn new_life_tree(&mut self) -> Option<(LifeTree, WatchedFeed)> {
         let t = self.tree.as_mut()?;
         let store = match &t.dir {
             Some(d) => HashStore::open(d.path()).expect("opening the tree file"),
@@ -229,6 +251,13 @@ impl Sim {
             svc_registry::roles::tlog::FEED_QUEUE
         };
         let (tx, rx) = crossbeam_channel::bounded(capacity);
+        let pace = [4, 30, 70][t.rng.index(3)];
+        let dropped = Arc::new(AtomicU64::new(0));
+        let watched = WatchedFeed {
+            feed: TlogFeed(tx.clone()),
+            tx,
+            dropped: dropped.clone(),
+        };
         let life = LifeTree {
             tlog,
             feed: rx,
@@ -236,9 +265,11 @@ impl Sim {
             builder: None,
             stopped: false,
             awake: false,
+            pace,
+            dropped,
             stop: std::sync::atomic::AtomicBool::new(false),
         };
-        Some((life, TlogFeed(tx)))
+        Some((life, watched))
     }
 
     /// A boot: every checkpoint served before is a prefix of the recovered chain (nothing was
@@ -317,8 +348,20 @@ impl Sim {
             return;
         }
         let start = self.tree_sim().rng.chance(40);
-        let wake = self.tree_sim().rng.chance(60);
-        let finish = self.tree_sim().rng.chance(60);
+        let (pace, dropped, queued) = self.life().tree.as_ref().map_or((0, false, false), |lt| {
+            (
+                lt.pace,
+                lt.dropped.load(Ordering::Relaxed) > 0,
+                !lt.feed.is_empty(),
+            )
+        });
+        // After a drop, the tree is likely to receive now and to drain only once something
+        // more is queued: the interleaving that feeds it records with a gap between them.
+        let wake = self.tree_sim().rng.chance(if dropped { 80 } else { pace });
+        let finish = self
+            .tree_sim()
+            .rng
+            .chance(if dropped && !queued { 10 } else { pace });
         if start {
             self.tree_start();
         }
@@ -340,12 +383,21 @@ impl Sim {
         }
         if lt.awake && finish {
             lt.awake = false;
+            lt.dropped.store(0, Ordering::Relaxed);
             let b = lt.builder.as_mut().expect("started");
             lt.fed.extend(lt.feed.try_iter().flatten());
+            let gap = lt
+                .fed
+                .iter()
+                .zip(lt.fed.iter().skip(1))
+                .any(|(a, b)| b.version != a.version + 1);
             let snap = snapshot.load_full();
             let result = b.catch_up(&snap, &mut lt.fed);
             lt.stopped = result.is_err();
             let (size, head) = (b.size(), snap.version());
+            if gap {
+                self.stats.tree_feed_gaps += 1;
+            }
             match result {
                 Err(e) => {
                     self.log(format!("  tree stopped: {e}"));
