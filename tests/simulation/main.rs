@@ -34,6 +34,11 @@
 //! the window holds at least `retain_versions` versions, and the state at HEAD equals a replay
 //! of the model's copies of the dropped records followed by the retained ones.
 //!
+//! Without a window, the transparency-log tree runs alongside (tree.rs): the writer feeds it as
+//! in the server, the `tlog` thread's library calls build it over a tree file that power cuts
+//! damage, and after every step and boot what it serves (size, root, signed checkpoints,
+//! proofs, tiles) is checked against an independent RFC 6962 computation over the durable chain.
+//!
 //! Determinism: the writer stamps `committed_at` from its injected clock, here the simulated one,
 //! so a record's length (and so which sectors a simulated power cut keeps) depends on the seed
 //! alone.
