@@ -234,12 +234,70 @@ fn map_tree(tlog: &Tlog, size: u64) {
     }
 }
 
+/// The tree under the `tlog` thread, driven one call at a time: [`run`] is a loop around it, and
+/// the deterministic simulation (tests/simulation/) drives the same calls without the thread.
+///
+/// Invariant: the served head never exceeds the versions of the snapshots it was given (each
+/// from the published, hence durable, state), and the stored hashes are exactly those of the
+/// served tree once a call returns Ok.
+pub struct TreeBuilder {
+    appender: Appender,
+    checked: u64,
+}
+
+impl TreeBuilder {
+    /// The start-up check of the tree store against `snap`'s versions (truncating whatever lies
+    /// past its checked prefix), then the tree extended to all of them. An error means the log
+    /// could not be read back: the tree stays where the check stopped.
+    pub fn start(
+        tlog: Arc<Tlog>,
+        snap: &Snapshot,
+        stop: &AtomicBool,
+    ) -> Result<TreeBuilder, String> {
+        let durable = snap.version() + 1;
+        let frontier = check(&tlog, snap, durable, stop)?;
+        let checked = frontier.size();
+        // The check is over (it truncated what it had to): from here the file only grows, and a
+        // map of it spares each proof its reads' system calls.
+        map_tree(&tlog, checked);
+        let mut appender = Appender {
+            tlog,
+            frontier,
+            buf: Vec::with_capacity(1024),
+        };
+        appender.extend(snap, durable, &mut VecDeque::new())?;
+        Ok(TreeBuilder { appender, checked })
+    }
+
+    /// Extend the tree to every version of `snap`, taking hashes from `fed` (the records
+    /// received from the feed, all of them received before `snap` was loaded) where it has them
+    /// and from `snap`'s history otherwise. `fed` is emptied.
+    pub fn catch_up(
+        &mut self,
+        snap: &Snapshot,
+        fed: &mut VecDeque<Arc<CommitRecord>>,
+    ) -> Result<(), String> {
+        self.appender.extend(snap, snap.version() + 1, fed)?;
+        fed.clear();
+        Ok(())
+    }
+
+    /// Leaves in the tree.
+    pub fn size(&self) -> u64 {
+        self.appender.frontier.size()
+    }
+
+    /// Leaves the start-up check found correct in the store (the rest were rebuilt).
+    pub fn checked(&self) -> u64 {
+        self.checked
+    }
+}
+
 pub fn run(p: TlogParts) {
     let started = Instant::now();
     let snap = p.snapshot.load_full();
-    let durable = snap.version() + 1;
-    let frontier = match check(&p.tlog, &snap, durable, &p.stop) {
-        Ok(f) => f,
+    let mut tree = match TreeBuilder::start(p.tlog.clone(), &snap, &p.stop) {
+        Ok(t) => t,
         Err(e) => {
             // The log itself could not be read back: the tree stays where the check stopped
             // (nothing unverified is served) and the thread ends.
@@ -247,26 +305,14 @@ pub fn run(p: TlogParts) {
             return;
         }
     };
-    let checked = frontier.size();
-    // The check is over (it truncated what it had to): from here the file only grows, and a
-    // map of it spares each proof its reads' system calls.
-    map_tree(&p.tlog, checked);
-    let mut a = Appender {
-        tlog: p.tlog.clone(),
-        frontier,
-        buf: Vec::with_capacity(1024),
-    };
-    let mut fed = VecDeque::new();
-    if let Err(e) = a.extend(&snap, durable, &mut fed) {
-        stopped(&p, e);
-        return;
-    }
     log::info!(
-        "msg=\"transparency log ready\" size={} checked={checked} elapsed_ms={} vkey={}",
-        a.frontier.size(),
+        "msg=\"transparency log ready\" size={} checked={} elapsed_ms={} vkey={}",
+        tree.size(),
+        tree.checked(),
         started.elapsed().as_millis(),
         p.tlog.vkey()
     );
+    let mut fed = VecDeque::new();
     loop {
         // Fed once per publication: park at once rather than spin-yield (`recv_parked`).
         let closed = match super::recv_parked_timeout(&p.feed, Duration::from_secs(1)) {
@@ -276,7 +322,7 @@ pub fn run(p: TlogParts) {
             }
             Err(RecvTimeoutError::Timeout) => {
                 // Idle: map the newest hashes too (appends remap only every REMAP_BYTES).
-                map_tree(&p.tlog, a.frontier.size());
+                map_tree(&p.tlog, tree.size());
                 false
             }
             Err(RecvTimeoutError::Disconnected) => true,
@@ -284,11 +330,10 @@ pub fn run(p: TlogParts) {
         fed.extend(p.feed.try_iter().flatten());
         // The snapshot is loaded after the records: every record received is in it.
         let snap = p.snapshot.load_full();
-        if let Err(e) = a.extend(&snap, snap.version() + 1, &mut fed) {
+        if let Err(e) = tree.catch_up(&snap, &mut fed) {
             stopped(&p, e);
             return;
         }
-        fed.clear();
         if closed {
             return;
         }

@@ -34,6 +34,11 @@
 //! the window holds at least `retain_versions` versions, and the state at HEAD equals a replay
 //! of the model's copies of the dropped records followed by the retained ones.
 //!
+//! Without a window, the transparency-log tree runs alongside (tree.rs): the writer feeds it as
+//! in the server, the `tlog` thread's library calls build it over a tree file that power cuts
+//! damage, and after every step and boot what it serves (size, root, signed checkpoints,
+//! proofs, tiles) is checked against an independent RFC 6962 computation over the durable chain.
+//!
 //! Determinism: the writer stamps `committed_at` from its injected clock, here the simulated one,
 //! so a record's length (and so which sectors a simulated power cut keeps) depends on the seed
 //! alone.
@@ -188,6 +193,8 @@ struct Life {
     approves: BTreeMap<u64, PendingApprove>,
     poisoned: bool,
     published: u64,
+    /// The transparency-log tree of this lifetime (tree.rs); None in windowed seeds.
+    tree: Option<tree::LifeTree>,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -221,6 +228,16 @@ struct Stats {
     drops: u64,
     segments_dropped: u64,
     windowed_boots: u64,
+    /// The transparency-log tree (tree.rs): steps whose served tree was checked, checkpoints
+    /// signed and checked, proofs verified, power cuts that damaged or kept the tree file,
+    /// and start-up checks that cut the tree file back.
+    tree_checks: u64,
+    tree_checkpoints: u64,
+    tree_proofs: u64,
+    tree_power_cuts: u64,
+    tree_rebuilt: u64,
+    /// Wake-ups whose records received skipped a version (a batch the full feed dropped).
+    tree_feed_gaps: u64,
 }
 
 impl Stats {
@@ -248,6 +265,12 @@ impl Stats {
         self.drops += o.drops;
         self.segments_dropped += o.segments_dropped;
         self.windowed_boots += o.windowed_boots;
+        self.tree_checks += o.tree_checks;
+        self.tree_checkpoints += o.tree_checkpoints;
+        self.tree_proofs += o.tree_proofs;
+        self.tree_power_cuts += o.tree_power_cuts;
+        self.tree_rebuilt += o.tree_rebuilt;
+        self.tree_feed_gaps += o.tree_feed_gaps;
     }
 }
 
@@ -288,6 +311,8 @@ struct Sim {
     /// With a window only: every record published so far, genesis first, as read back when it
     /// was published (the copies the checks use for the versions the node has dropped).
     records: Vec<CommitRecord>,
+    /// The transparency-log tree's side of the seed (tree.rs); None with a window.
+    tree: Option<tree::TreeSim>,
 }
 
 /// Windowed seeds draw from another stream than the main test's seeds of the same number.
@@ -310,6 +335,7 @@ mod restart;
 mod steps;
 mod storage_steps;
 mod submit_steps;
+mod tree;
 
 use model::*;
 
@@ -350,6 +376,7 @@ impl Sim {
             stats: Stats::default(),
             window,
             records,
+            tree: tree::TreeSim::new(seed, windowed),
         }
     }
 
@@ -387,7 +414,8 @@ impl Sim {
         // A poisoned write plane answers 503 until an operator restarts the process.
         if self.life().poisoned && self.rng.chance(30) {
             self.restart();
-            return self.check_live();
+            self.check_live();
+            return self.tree_step();
         }
         match self.rng.below(100) {
             0..=19 => self.step_propose(),
@@ -404,6 +432,7 @@ impl Sim {
             _ => self.restart(),
         }
         self.check_live();
+        self.tree_step();
     }
 
     /// The end of a seed: one last power cut and recovery, and the whole chain audited.
@@ -418,6 +447,7 @@ impl Sim {
         self.crash_at = None;
         self.lost_sync = false;
         self.log("final power cut".into());
+        self.tree_power_cut();
         self.boot(&staged);
         let snap = self.life().snapshot.load_full();
         // With a window, the versions below the node's oldest are the model's copies.
@@ -561,6 +591,19 @@ fn simulate(windowed: bool, one: &str, many: &str, default_seeds: u64) {
             String::new()
         }
     );
+    if !windowed {
+        eprintln!(
+            "simulation: transparency-log tree checked after {} steps and boots: {} signed \
+             checkpoints, {} proofs verified, {} tree files through a power cut, {} cut back \
+             by the start-up check, {} wake-ups fed with a gap",
+            t.tree_checks,
+            t.tree_checkpoints,
+            t.tree_proofs,
+            t.tree_power_cuts,
+            t.tree_rebuilt,
+            t.tree_feed_gaps
+        );
+    }
     let failures = failures.into_inner().unwrap();
     if let Some((seed, msg)) = failures.first() {
         // Replay the seed with its step trace on stderr.

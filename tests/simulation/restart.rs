@@ -244,6 +244,11 @@ impl Sim {
         let (verify_tx, verify_rx) = crossbeam_channel::unbounded();
         let (sync_tx, sync_rx) = crossbeam_channel::unbounded();
         let poisoned_flag = WritePlane::new();
+        let mut publishers: Vec<Box<dyn svc_registry::snapshot::Publisher>> = Vec::new();
+        let tree = self.new_life_tree().map(|(tree, feed)| {
+            publishers.push(Box::new(feed));
+            tree
+        });
         let mut writer = Writer::new(WriterParts {
             registry_id: REGISTRY.into(),
             snapshot: snapshot.clone(),
@@ -262,7 +267,7 @@ impl Sim {
                 writer: opened.writer,
                 sync: true,
             }),
-            publisher: Box::new(Publishers(Vec::new())),
+            publisher: Box::new(Publishers(publishers)),
             plane: poisoned_flag.clone(),
             clock_ms: || sim_clock() * 1000,
         });
@@ -308,9 +313,12 @@ impl Sim {
             approves: BTreeMap::new(),
             poisoned: false,
             published: snap.version(),
+            tree,
         });
         let line = format!("  booted at version {}", snap.version());
         self.log(line);
+        self.tree_booted();
+        self.check_tree();
     }
 
     /// `restore_history` over the recovered log. An EIO armed for recovery that did not fire
@@ -498,6 +506,7 @@ impl Sim {
             let s = self.rng.next();
             self.io.crash(s);
             self.stats.power_cuts += 1;
+            self.tree_power_cut();
         } else {
             self.io.kill();
             self.stats.kills += 1;
