@@ -456,7 +456,8 @@ fn read_v2(seq: u64, mut w: Window<'_>) -> Result<LoadedCheckpoint, RestoreError
     if !w.need(4).map_err(io_fail)? {
         return Err(short());
     }
-    let head_len = u32::from_le_bytes(w.buf[w.pos..w.pos + 4].try_into().expect("4 bytes")) as usize;
+    let head_len =
+        u32::from_le_bytes(w.buf[w.pos..w.pos + 4].try_into().expect("4 bytes")) as usize;
     w.pos += 4;
     if !w.need(head_len + 8).map_err(io_fail)? {
         return Err(short());
@@ -493,7 +494,9 @@ fn read_v2(seq: u64, mut w: Window<'_>) -> Result<LoadedCheckpoint, RestoreError
                 .ok_or_else(|| bad("the body is not a JSON object's text"))?;
             let d = Descriptor::new(kind, id, version, body);
             if prev.as_ref().is_some_and(|p| p.key() >= d.key()) {
-                return Err(bad("out of order (descriptors are sorted by kind, then id)"));
+                return Err(bad(
+                    "out of order (descriptors are sorted by kind, then id)",
+                ));
             }
             prev = Some(d.clone());
             put(d);
@@ -1639,6 +1642,148 @@ mod tests {
         let (r, got) = asked(serde_json::to_vec(&v).unwrap());
         assert!(r.is_err());
         assert_eq!(got, None);
+    }
+
+    /// The server's payload (version 2, binary descriptors) loads exactly what the previous
+    /// encoder's JSON payload (version 1, still read) of the same state does, whole or streamed
+    /// through any window; restore from either gives the full replay's state; only version 1 is
+    /// marked for a rewrite.
+    #[test]
+    fn a_version_2_checkpoint_loads_what_version_1_does() {
+        let (recs, snaps) = chain_of(6);
+        let frames = one_pending_proposal();
+        for (snap, pending) in [
+            (&snaps[5], None),
+            (&snaps[5], Some(&frames[..])),
+            (&snaps[0], Some(&frames[..])),
+        ] {
+            let v1 = checkpoint_bytes_with(snap, pending);
+            let v2 = checkpoint_payload(snap, pending);
+            assert!(v2.starts_with(b"SVCRST02") && v1.starts_with(b"{"));
+            let old = parse_checkpoint(5, &v1).unwrap();
+            assert_eq!(old.payload_version(), 1);
+            let whole = parse_checkpoint(5, &v2).unwrap();
+            assert_eq!(whole.payload_version(), 2);
+            assert_eq!(contents(&whole), contents(&old));
+            assert_eq!(checkpoint_log_end(&v2), checkpoint_log_end(&v1));
+            for window in [1, 2, 7, 40, 1 << 20] {
+                for step in [1, 3, 1 << 20] {
+                    let streamed = read_checkpoint_in(5, &mut Trickle(&v2, step), window).unwrap();
+                    assert_eq!(
+                        contents(&streamed),
+                        contents(&old),
+                        "window {window} step {step}"
+                    );
+                }
+            }
+        }
+        let full = restore("r", None, &recs).unwrap();
+        for (cp, outdated) in [
+            (checkpoint_payload(&snaps[4], None), false),
+            (checkpoint_bytes(&snaps[4]), true),
+        ] {
+            let r = restore("r", Some((4, &cp)), &recs).unwrap();
+            assert_eq!(r.from_checkpoint, 4);
+            assert_eq!(r.outdated_checkpoint, outdated);
+            assert_eq!(r.snapshot.head_json, full.snapshot.head_json);
+            assert_eq!(
+                format!("{:?}", r.snapshot.descriptors),
+                format!("{:?}", full.snapshot.descriptors)
+            );
+        }
+        assert!(
+            !full.outdated_checkpoint,
+            "no checkpoint: nothing to rewrite"
+        );
+    }
+
+    /// A version-2 payload that is cut short, has bytes after its tail, or holds an entry that
+    /// could not have been written (unknown kind, invalid id, a body that is no object's text,
+    /// keys out of order or repeated) is refused, whatever the window.
+    #[test]
+    fn a_damaged_version_2_checkpoint_is_refused() {
+        let (_, snaps) = chain_of(3);
+        let cp = checkpoint_payload(&snaps[3], Some(&one_pending_proposal()));
+        for cut in 0..cp.len() {
+            assert!(
+                read_checkpoint_in(3, &mut &cp[..cut], 5).is_err(),
+                "cut at {cut}"
+            );
+        }
+        let mut extra = cp.clone();
+        extra.extend_from_slice(b"{}");
+        assert!(parse_checkpoint(3, &extra).is_err());
+        // The first entry: after the tag, the head's length and the head, and the count.
+        let head_len = u32::from_le_bytes(cp[8..12].try_into().unwrap()) as usize;
+        let first = 12 + head_len + 8;
+        assert_eq!(&cp[first + ENTRY_FIXED..first + ENTRY_FIXED + 2], b"n1");
+        let entry_len = ENTRY_FIXED + 2 + br#"{"v":1}"#.len();
+        let damaged = |at: usize, to: &[u8]| {
+            let mut bad = cp.clone();
+            bad[at..at + to.len()].copy_from_slice(to);
+            parse_checkpoint(3, &bad)
+                .err()
+                .map(|e| e.0)
+                .unwrap_or_default()
+        };
+        assert!(damaged(first, &[3]).contains("unknown kind"));
+        assert!(damaged(first + ENTRY_FIXED, b"n/").contains("invalid id"));
+        assert!(damaged(first + entry_len - 1, b"]").contains("JSON object"));
+        // The second entry's id made the first's (a repeat), then one that sorts before it.
+        let second_id = first + entry_len + ENTRY_FIXED;
+        assert!(damaged(second_id, b"n1").contains("out of order"));
+        assert!(damaged(second_id, b"n0").contains("out of order"));
+        // A descriptor count that is not the entries': the tail is read from inside them.
+        let mut count = cp.clone();
+        count[first - 8] = 2;
+        assert!(parse_checkpoint(3, &count).is_err());
+    }
+
+    /// Enough descriptors for the set to be built on its own thread (several batches, every
+    /// kind): the state comes back entry for entry; an entry damaged after some batches went
+    /// across is refused (and the thread is joined, not left behind).
+    #[test]
+    fn a_large_version_2_checkpoint_builds_its_set_alongside() {
+        let (_, snaps) = chain_of(1);
+        let mut set = Descriptors::new();
+        for i in 0..3 * BUILD_BATCH + 17 {
+            let kind = [Kind::Node, Kind::Region, Kind::Service][i % 3];
+            set.insert(Descriptor::new(
+                kind,
+                &format!("id-{i:05}"),
+                i as u64,
+                &format!("{{\"i\":{i}}}"),
+            ));
+        }
+        let s = &snaps[1];
+        let snap = Snapshot {
+            registry_id: s.registry_id.clone(),
+            head: s.head.clone(),
+            head_json: s.head_json.clone(),
+            descriptors: set,
+            history: s.history.clone(),
+            signers: s.signers.clone(),
+        };
+        let cp = checkpoint_payload(&snap, None);
+        let loaded = read_checkpoint_in(1, &mut Trickle(&cp, 4096), 1 << 16).unwrap();
+        let want: Vec<Vec<u8>> = snap.descriptors.values().map(|d| d.to_json()).collect();
+        let got: Vec<Vec<u8>> = loaded
+            .json
+            .descriptors
+            .0
+            .values()
+            .map(|d| d.to_json())
+            .collect();
+        assert_eq!(got, want);
+        let mut bad = cp.clone();
+        let at = cp.len() / 2;
+        let id = bad[at..].windows(3).position(|w| w == b"id-").unwrap() + at;
+        bad[id] = b'/';
+        let err = read_checkpoint_in(1, &mut &bad[..], 1 << 16)
+            .err()
+            .unwrap()
+            .0;
+        assert!(err.contains("invalid id"), "{err}");
     }
 
     /// The quick read of a record's id agrees with a full parse on every record shape.
