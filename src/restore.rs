@@ -232,10 +232,12 @@ impl Window<'_> {
 }
 
 /// Parse a checkpoint payload read as a stream, holding a window of it at a time: its
-/// descriptors are built into the state element by element (parsed in place in the window),
-/// so the payload is never in memory whole beside the state. The layout `checkpoint_bytes`
-/// writes is expected (the head fields, then `descriptors`, then the rest); a payload laid out
-/// otherwise is read whole and parsed as any JSON object.
+/// descriptors are built into the state element by element (read in place in the window),
+/// so the payload is never in memory whole beside the state. Version 2 ([`checkpoint_payload`],
+/// tag `SVCRST02`): binary entries, the set built alongside ([`build_alongside`]). Version 1
+/// (JSON): the layout `checkpoint_bytes` writes is expected (the head fields, then
+/// `descriptors`, then the rest); a payload laid out otherwise is read whole and parsed as any
+/// JSON object.
 pub fn read_checkpoint(
     seq: u64,
     r: &mut dyn std::io::Read,
