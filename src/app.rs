@@ -384,6 +384,8 @@ struct Restored {
     pending_carry: Option<crate::roles::checkpoint::PendingCarry>,
     /// Whether the checkpoint restored from carried them (else it is rewritten at once).
     carried_pending: bool,
+    /// Whether the checkpoint restored from is of an earlier payload version (rewritten at once).
+    outdated_checkpoint: bool,
 }
 
 /// Why storage did not open (already logged).
@@ -461,6 +463,7 @@ fn open_storage(
             storage: None,
             pending_carry: None,
             carried_pending: false,
+            outdated_checkpoint: false,
         }
     } else {
         let opts = crate::log::StorageOptions {
@@ -519,6 +522,7 @@ fn open_storage(
                     pending: opened.restored.pending,
                     checkpoint_version: opened.restored.from_checkpoint,
                     carried_pending: opened.restored.carried_pending,
+                    outdated_checkpoint: opened.restored.outdated_checkpoint,
                     pending_carry: Some(crate::roles::checkpoint::PendingCarry {
                         reader: opened.reader,
                         scanned_to: opened.log_end,
@@ -641,6 +645,7 @@ fn start_write_plane(config: &Config, shared: &Shared, restored: Restored) -> Op
         storage,
         pending_carry,
         carried_pending,
+        outdated_checkpoint,
     } = restored;
     let (requests_tx, requests_rx) = crossbeam_channel::bounded::<WriteRequest>(WRITER_QUEUE);
     // Unbounded on purpose: this channel carries durability notices and
@@ -725,7 +730,7 @@ fn start_write_plane(config: &Config, shared: &Shared, restored: Restored) -> Op
                 every_commits: config.raw.storage.checkpoint_every_commits.max(1),
                 interval: Duration::from_secs(config.raw.storage.checkpoint_interval_secs.max(1)),
                 last_version: checkpoint_version,
-                upgrade: checkpoint_version > 0 && !carried_pending,
+                upgrade: checkpoint_version > 0 && (!carried_pending || outdated_checkpoint),
                 pending: pending_carry,
                 write: Box::new(move |seq, bytes| {
                     crate::log::write_checkpoint(&data_dir, &crate::log::OsIo, seq, bytes, keep)

@@ -43,7 +43,8 @@ pub struct CheckpointParts {
     pub pending: Option<PendingCarry>,
     /// Write a checkpoint at once even if no commit happened: the one found at start does not
     /// carry the pending frames (an older build wrote it), so until a new one is written every
-    /// start would read all of them.
+    /// start would read all of them; or it is of an earlier payload version (JSON), slower to
+    /// load than the one the server writes.
     pub upgrade: bool,
 }
 
@@ -185,7 +186,7 @@ pub fn run(mut p: CheckpointParts) {
                 }
                 None => None,
             };
-            let bytes = crate::restore::checkpoint_bytes_with(&snap, carried.as_deref());
+            let bytes = crate::restore::checkpoint_payload(&snap, carried.as_deref());
             match (p.write)(snap.version(), &bytes) {
                 Ok(()) => {
                     p.upgrade = false;

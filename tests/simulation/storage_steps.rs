@@ -182,7 +182,13 @@ impl Sim {
             self.arm_drop_fault();
         }
         let risky = self.faults_pending();
-        let bytes = restore::checkpoint_bytes(&snap);
+        // Both payload versions the server reads: version 2 (what it writes) at even versions,
+        // version 1 (what earlier builds wrote) at odd ones.
+        let bytes = if snap.version() % 2 == 0 {
+            restore::checkpoint_payload(&snap, None)
+        } else {
+            restore::checkpoint_bytes(&snap)
+        };
         let result =
             storage::write_checkpoint(Path::new(DATA), &self.io, snap.version(), &bytes, 2);
         let line = format!(

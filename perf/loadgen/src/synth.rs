@@ -91,7 +91,8 @@ pub fn run(a: &Args) {
         snap = Arc::new(snap.next(Arc::new(rec), descriptors, loc));
     }
     opened.syncer.sync_to(end).expect("sync");
-    let cp = svc_registry::restore::checkpoint_bytes(&snap);
+    // The payload version the server writes (2), so a start on this dir reads what it would.
+    let cp = svc_registry::restore::checkpoint_payload(&snap, None);
     rlog::write_checkpoint(data, &OsIo, n, &cp, 2).expect("checkpoint");
     println!(
         "{}",
