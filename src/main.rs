@@ -58,7 +58,28 @@ struct Cli {
     check_config: bool,
 }
 
+/// One glibc malloc arena per core (at least two) unless the operator set `MALLOC_ARENA_MAX`.
+///
+/// glibc gives each new thread its own arena, up to 8 per core; the server runs a dozen
+/// threads, and memory freed in one arena is kept resident there for reuse by that arena
+/// only, so the process's anonymous memory crept up with every commit although the live heap
+/// grew by only the history index's 16 bytes per version (docs/PERFORMANCE.md, "What the soak's
+/// RssAnon slope is made of"). On two cores at most two threads allocate at once, so two arenas
+/// cost little contention. Must run before any thread is spawned.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let arenas = libc::c_int::try_from(cores.max(2)).unwrap_or(libc::c_int::MAX);
+        // SAFETY: mallopt only sets an allocator parameter; no thread allocates concurrently yet.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, arenas);
+        }
+    }
+}
+
 fn main() {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     let flags = Flags {
         amnesia: cli.amnesia,
