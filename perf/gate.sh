@@ -20,7 +20,7 @@
 #           SKIP line, neither passed nor failed.
 #   stream  100 subscribers, 20 commits: no event missing, p99 commit ack → event < 50 ms.
 #   start   empty data dir: read-ready < 1 s (goal 100 ms).
-#   history RssAnon growth over 5,000 single-op commits on one descriptor, after 17,000
+#   history RssAnon growth over 10,000 single-op commits on one descriptor, after 17,000
 #           warm-up commits, ≤ 256 B per commit (issue 14: history is read from the log;
 #           keeping every record on the heap again costs ≈ 1,250 B).
 #
@@ -147,7 +147,9 @@ start_registry gate-history "$TMPD/history"
 # checked is growth with history itself.
 "$LG" fill --addr "$RA" --descriptors 17000 --ops 1 --same-id 1 >/dev/null
 rss_status "$SPID" >"$RAW/history-before.txt"
-"$LG" fill --addr "$RA" --descriptors 5000 --ops 1 --same-id 1 >/dev/null
+# 10,000, not fewer: RssAnon moves in allocator steps of up to 1 MiB, which over 5,000 commits
+# alone read as 200 B per commit (seen once in CI at 207 B; 56–77 B in other runs).
+"$LG" fill --addr "$RA" --descriptors 10000 --ops 1 --same-id 1 >/dev/null
 rss_status "$SPID" >"$RAW/history-after.txt"
 stop_registry
 read -r hok hdetail < <(py '
@@ -155,8 +157,8 @@ import sys
 def kb(f):
     return {l.split(":")[0]: int(l.split(":")[1].split()[0]) for l in open(f) if ":" in l}
 b, a = kb(sys.argv[1]), kb(sys.argv[2])
-per = (a["RssAnon"] - b["RssAnon"]) * 1024 / 5000
-print(int(per <= 256), f"RssAnon_{per:.0f}_B/commit_over_5,000_commits_(limit_256)")' \
+per = (a["RssAnon"] - b["RssAnon"]) * 1024 / 10000
+print(int(per <= 256), f"RssAnon_{per:.0f}_B/commit_over_10,000_commits_(limit_256)")' \
     "$RAW/history-before.txt" "$RAW/history-after.txt")
 check "history" "$hok" "${hdetail//_/ }"
 

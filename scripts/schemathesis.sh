@@ -105,9 +105,12 @@ run() { # NAME SCHEMA CONFIG URL ARGS...
     local name=$1 schema=$2 config=$3 url=$4
     shift 4
     echo "=== schemathesis: $name ($schema against $url)"
+    # One worker: with two, schemathesis builds Python ASTs in two threads at once, and CPython
+    # 3.11's AST constructor can then fail with "SystemError: AST constructor recursion depth
+    # mismatch" (CPython gh-106905) — an error of the tool, not of the server, seen once in CI.
     "$ST" --config-file "$config" run "$schema" --url "$url" \
         --checks all --max-examples "$MAX_EXAMPLES" --max-time "$MAX_TIME" \
-        --request-timeout 10 --workers 2 --seed 17 --no-color \
+        --request-timeout 10 --workers 1 --seed 17 --no-color \
         --report junit --report-junit-path "$WORK/report/$name.xml" \
         -H "Authorization: Bearer $TOKEN" "$@" \
         >"$WORK/report/$name.txt" 2>&1

@@ -91,6 +91,29 @@ pub struct LoadedCheckpoint {
 }
 
 impl LoadedCheckpoint {
+    /// A checkpoint read as a stream: its head, its descriptors, then its tail.
+    fn from_parts(
+        seq: u64,
+        head: CheckpointHead,
+        descriptors: Descriptors,
+        tail: CheckpointTail,
+        payload_version: u8,
+    ) -> LoadedCheckpoint {
+        LoadedCheckpoint {
+            seq,
+            json: CheckpointJson {
+                registry_id: head.registry_id,
+                version: head.version,
+                hash: head.hash,
+                log_end: head.log_end,
+                descriptors: CheckpointDescriptors(descriptors),
+                signers: tail.signers,
+                pending: tail.pending,
+            },
+            payload_version,
+        }
+    }
+
     /// The version the checkpoint is of.
     pub fn seq(&self) -> u64 {
         self.seq
@@ -343,19 +366,13 @@ fn read_checkpoint_in(
     } else {
         serde_json::from_slice(&tail[start..]).map_err(|e| fail(e.to_string()))?
     };
-    Ok(LoadedCheckpoint {
+    Ok(LoadedCheckpoint::from_parts(
         seq,
-        json: CheckpointJson {
-            registry_id: head.registry_id,
-            version: head.version,
-            hash: head.hash,
-            log_end: head.log_end,
-            descriptors: CheckpointDescriptors(descriptors),
-            signers: tail.signers,
-            pending: tail.pending,
-        },
-        payload_version: 1,
-    })
+        head,
+        descriptors,
+        tail,
+        1,
+    ))
 }
 
 /// How many descriptors go to the set-building thread at a time (and the fewest a checkpoint
@@ -518,19 +535,13 @@ fn read_v2(seq: u64, mut w: Window<'_>) -> Result<LoadedCheckpoint, RestoreError
     let tail = w.rest().map_err(io_fail)?;
     let tail: CheckpointTail =
         serde_json::from_slice(&tail).map_err(|e| fail(format!("tail: {e}")))?;
-    Ok(LoadedCheckpoint {
+    Ok(LoadedCheckpoint::from_parts(
         seq,
-        json: CheckpointJson {
-            registry_id: head.registry_id,
-            version: head.version,
-            hash: head.hash,
-            log_end: head.log_end,
-            descriptors: CheckpointDescriptors(descriptors),
-            signers: tail.signers,
-            pending: tail.pending,
-        },
-        payload_version: 2,
-    })
+        head,
+        descriptors,
+        tail,
+        2,
+    ))
 }
 
 /// One element of a checkpoint's `descriptors`, borrowed from the payload where it can be (an
