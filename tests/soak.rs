@@ -53,6 +53,18 @@ struct Interval {
     stream_gaps: u64,
 }
 
+impl Interval {
+    /// Add `i`'s counts (not its latencies) to these.
+    fn add_counts(&mut self, i: &Interval) {
+        self.cas_conflicts += i.cas_conflicts;
+        self.errors += i.errors;
+        self.transport_errors += i.transport_errors;
+        self.events += i.events;
+        self.stream_reconnects += i.stream_reconnects;
+        self.stream_gaps += i.stream_gaps;
+    }
+}
+
 #[derive(Default)]
 struct Shared {
     now: Mutex<Interval>,
@@ -330,26 +342,18 @@ fn soak_mixed_load_with_reloads_and_checkpoints() {
     if warmup > 0 {
         let warm_started = Instant::now();
         eprintln!("soak: warm-up: unpaced commits until {warmup} are acknowledged");
-        loop {
-            std::thread::sleep(Duration::from_millis(200));
-            warm_acked = shared.acked.lock().unwrap().len();
-            if warm_acked as u64 >= warmup {
-                break;
-            }
-            assert!(
-                warm_started.elapsed() < Duration::from_secs(1800),
-                "the warm-up made only {warm_acked} commits in 30 minutes"
-            );
-        }
+        warm_acked = poll(Duration::from_secs(1800), || {
+            let acked = shared.acked.lock().unwrap().len();
+            (acked as u64 >= warmup).then_some(acked)
+        })
+        .unwrap_or_else(|| {
+            let acked = shared.acked.lock().unwrap().len();
+            panic!("the warm-up made only {acked} commits in 30 minutes")
+        });
         shared.pace_ms.store(pace_ms, Ordering::Relaxed);
         // The warm-up's latencies are not the soak's; its errors count all the same.
         let i = std::mem::take(&mut *shared.now.lock().unwrap());
-        totals.cas_conflicts += i.cas_conflicts;
-        totals.errors += i.errors;
-        totals.transport_errors += i.transport_errors;
-        totals.events += i.events;
-        totals.stream_reconnects += i.stream_reconnects;
-        totals.stream_gaps += i.stream_gaps;
+        totals.add_counts(&i);
         eprintln!(
             "soak: warm-up done: {warm_acked} commits in {:.0} s, RssAnon {} kB, VmRSS {} kB",
             warm_started.elapsed().as_secs_f64(),
@@ -429,12 +433,7 @@ fn soak_mixed_load_with_reloads_and_checkpoints() {
             );
             eprintln!("{row}");
             rows.push(row);
-            totals.cas_conflicts += i.cas_conflicts;
-            totals.errors += i.errors;
-            totals.transport_errors += i.transport_errors;
-            totals.events += i.events;
-            totals.stream_reconnects += i.stream_reconnects;
-            totals.stream_gaps += i.stream_gaps;
+            totals.add_counts(&i);
             commit_all.extend(i.commit_latency);
             read_all.extend(i.read_latency);
         }

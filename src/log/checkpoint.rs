@@ -264,45 +264,19 @@ pub(crate) fn load_newest_streamed(
     data_dir: &Path,
     parse: &mut StreamParse<'_>,
 ) -> Result<Option<(u64, PathBuf, Lsn)>, LogError> {
-    let dir = checkpoints_dir(data_dir);
-    let found = list(io, &dir)?;
-    for (skipped, (seq, path)) in found.iter().enumerate() {
-        match stream_one(io, path, *seq, parse) {
-            Ok(trusted) => {
-                if skipped == 0 {
-                    log::info!("msg=\"loaded checkpoint\" path={} seq={seq} streamed=1", path.display());
-                } else {
-                    log::warn!(
-                        "msg=\"loaded an older checkpoint; newer ones were unusable\" path={} \
-                         seq={seq} skipped_newer={skipped}",
-                        path.display()
-                    );
-                }
-                return Ok(Some((*seq, path.clone(), trusted)));
-            }
-            Err(e) => log::warn!(
-                "msg=\"skipping unusable checkpoint, trying an older one\" path={} seq={seq} error=\"{e}\"",
-                path.display()
-            ),
-        }
-    }
-    if !found.is_empty() {
-        log::warn!(
-            "msg=\"no checkpoint verified; recovering from the whole log\" checkpoints={}",
-            found.len()
-        );
-    }
-    Ok(None)
+    newest_usable(
+        io,
+        data_dir,
+        |seq, path| stream_one(io, path, seq, parse),
+        |_| " streamed=1".to_string(),
+    )
 }
 
 /// The newest checkpoint that verifies, trying older ones in turn. Unusable ones are skipped
 /// with a warning (and left on disk for an operator to look at).
 pub(crate) fn load_newest(io: &dyn Io, data_dir: &Path) -> Result<Option<Checkpoint>, LogError> {
-    let dir = checkpoints_dir(data_dir);
-    let found = list(io, &dir)?;
-    let mut skipped = 0usize;
-    for (seq, path) in &found {
-        let verdict = read_whole(io, path).and_then(|mut bytes| match decode(*seq, &bytes) {
+    let whole = |seq: u64, path: &Path| {
+        read_whole(io, path).and_then(|mut bytes| match decode(seq, &bytes) {
             Ok(payload) => {
                 // The payload is cut out of the file's bytes in place: a checkpoint of a
                 // million descriptors is ~100 MB, and a copy would double start-up's peak.
@@ -312,36 +286,46 @@ pub(crate) fn load_newest(io: &dyn Io, data_dir: &Path) -> Result<Option<Checkpo
                 Ok(bytes)
             }
             Err(reason) => Err(LogError::corrupt(path, 0, reason)),
-        });
-        match verdict {
-            Ok(payload) => {
+        })
+    };
+    let loaded = newest_usable(io, data_dir, whole, |payload: &Vec<u8>| {
+        format!(" bytes={}", payload.len())
+    })?;
+    Ok(loaded.map(|(seq, path, payload)| Checkpoint { seq, payload, path }))
+}
+
+/// The walk both loaders share: `try_one` on each checkpoint, newest first, until one is
+/// accepted; each refused one is logged and left on disk, and none accepted means recovery
+/// from the whole log. `detail` adds the loader's fields to the "loaded" line.
+fn newest_usable<T, E: std::fmt::Display>(
+    io: &dyn Io,
+    data_dir: &Path,
+    mut try_one: impl FnMut(u64, &Path) -> Result<T, E>,
+    detail: impl Fn(&T) -> String,
+) -> Result<Option<(u64, PathBuf, T)>, LogError> {
+    let found = list(io, &checkpoints_dir(data_dir))?;
+    for (skipped, (seq, path)) in found.iter().enumerate() {
+        match try_one(*seq, path) {
+            Ok(made) => {
+                let detail = detail(&made);
                 if skipped == 0 {
                     log::info!(
-                        "msg=\"loaded checkpoint\" path={} seq={seq} bytes={}",
-                        path.display(),
-                        payload.len()
+                        "msg=\"loaded checkpoint\" path={} seq={seq}{detail}",
+                        path.display()
                     );
                 } else {
                     log::warn!(
                         "msg=\"loaded an older checkpoint; newer ones were unusable\" path={} \
-                         seq={seq} bytes={} skipped_newer={skipped}",
-                        path.display(),
-                        payload.len()
+                         seq={seq}{detail} skipped_newer={skipped}",
+                        path.display()
                     );
                 }
-                return Ok(Some(Checkpoint {
-                    seq: *seq,
-                    payload,
-                    path: path.clone(),
-                }));
+                return Ok(Some((*seq, path.clone(), made)));
             }
-            Err(e) => {
-                skipped += 1;
-                log::warn!(
-                    "msg=\"skipping unusable checkpoint, trying an older one\" path={} seq={seq} error=\"{e}\"",
-                    path.display()
-                );
-            }
+            Err(e) => log::warn!(
+                "msg=\"skipping unusable checkpoint, trying an older one\" path={} seq={seq} error=\"{e}\"",
+                path.display()
+            ),
         }
     }
     if !found.is_empty() {
