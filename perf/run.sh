@@ -159,6 +159,13 @@ if want writes; then
                     >"$RAW/writes-$fsync-$q-c$c.json"
                 log "writes $fsync $q C=$c: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["commits_per_s"], "commits/s p99", d["commit_latency"]["p99_ms"], "ms batch", d["server"].get("mean_batch"))' "$RAW/writes-$fsync-$q-c$c.json")"
             done
+            if [ "$fsync-$q" = batch-2of3 ]; then
+                # The same point with free send order: the writer, not the clients, orders commits.
+                "$LG" writes --addr "$RA" --metrics "$MA" --pid "$SPID" --clients 64 --secs $WD \
+                    --signers "$n" --threshold "$m" --send-order free --max-proposals $((WD * 5000)) \
+                    >"$RAW/writesfree-batch-2of3-c64.json"
+                log "writes batch 2of3 C=64 free order: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["commits_per_s"], "commits/s p99", d["commit_latency"]["p99_ms"], "ms")' "$RAW/writesfree-batch-2of3-c64.json")"
+            fi
             stop_registry
             rm -rf "$dir/data"
         done
@@ -181,8 +188,14 @@ if want writes; then
             --max-proposals $((WD * 6000)) >"$RAW/writes-1of1-c$c.json"
         "$LG" writes --addr "$RA" --metrics "$MA" --pid "$SPID" --clients $c --secs $WD --signers 1 --threshold 1 \
             --flow submit --max-proposals $((WD * 9000)) >"$RAW/writes-submit-1of1-c$c.json"
-        "$LG" etcd-puts --addr "$ETCD_ADDR" --clients $c --secs $WD >"$RAW/etcd-puts-c$c.json"
-        log "1of1 C=$c: ours $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["commits_per_s"])' "$RAW/writes-1of1-c$c.json")/s, /submit $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["commits_per_s"])' "$RAW/writes-submit-1of1-c$c.json")/s, etcd $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["puts_per_s"])' "$RAW/etcd-puts-c$c.json")/s"
+        if [ $c != 1 ]; then
+            "$LG" writes --addr "$RA" --metrics "$MA" --pid "$SPID" --clients $c --secs $WD --signers 1 --threshold 1 \
+                --send-order free --max-proposals $((WD * 6000)) >"$RAW/writesfree-1of1-c$c.json"
+            "$LG" writes --addr "$RA" --metrics "$MA" --pid "$SPID" --clients $c --secs $WD --signers 1 --threshold 1 \
+                --flow submit --send-order free --max-proposals $((WD * 12000)) >"$RAW/writes-submitfree-1of1-c$c.json"
+        fi
+        "$LG" etcd-puts --addr "$ETCD_ADDR" --pid "$ETCD_PID" --clients $c --secs $WD >"$RAW/etcd-puts-c$c.json"
+        log "1of1 C=$c: ours $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["commits_per_s"])' "$RAW/writes-1of1-c$c.json")/s, /submit $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["commits_per_s"])' "$RAW/writes-submit-1of1-c$c.json")/s (free order $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["commits_per_s"])' "$RAW/writes-submitfree-1of1-c$c.json" 2>/dev/null || echo -)/s), etcd $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["puts_per_s"])' "$RAW/etcd-puts-c$c.json")/s"
     done
     stop_pid "$ETCD_PID"; forget_pid "$ETCD_PID"
     stop_registry

@@ -200,6 +200,24 @@ pub fn thread_cpu_ns(pid: u32) -> HashMap<String, u64> {
     out
 }
 
+/// CPU nanoseconds this process (every thread, living or joined) has used so far: the client's
+/// own cost, so that a run can say what the box spent per operation on both sides.
+pub fn self_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer; CLOCK_PROCESS_CPUTIME_ID exists on every Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID)");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// µs per operation of a CPU-nanosecond difference, rounded like every other figure.
+pub fn us_per(ns: u64, ops: usize) -> f64 {
+    round3(ns as f64 / ops.max(1) as f64 / 1000.0)
+}
+
 pub fn sum_cpu(m: &HashMap<String, u64>) -> u64 {
     m.values().sum()
 }

@@ -14,6 +14,10 @@ pub fn run(a: &Args) {
     let value_bytes: usize = a.num("value-bytes", 300);
     let b64 = &base64::engine::general_purpose::STANDARD;
     let value = b64.encode(vec![b'x'; value_bytes]);
+    // etcd's own CPU (every thread of --pid) and ours over the timed window, per put.
+    let pid: u32 = a.num("pid", 0);
+    let server0 = (pid > 0).then(|| common::sum_cpu(&common::thread_cpu_ns(pid)));
+    let client0 = common::self_cpu_ns();
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(secs);
     let handles: Vec<_> = (0..clients)
@@ -48,9 +52,13 @@ pub fn run(a: &Args) {
         errors.extend(e);
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let client_ns = common::self_cpu_ns() - client0;
+    let server_ns = server0.map(|s0| common::sum_cpu(&common::thread_cpu_ns(pid)) - s0);
     println!(
         "{}",
         json!({"clients": clients, "puts": lat.len(), "elapsed_s": common::round3(elapsed),
+               "server_cpu_us_per_put": server_ns.map(|ns| common::us_per(ns, lat.len())),
+               "client_cpu_us_per_put": common::us_per(client_ns, lat.len()),
                "puts_per_s": common::round3(lat.len() as f64 / elapsed),
                "latency": summary_ms(lat), "error_count": errors.len(),
                "errors": errors.iter().take(3).collect::<Vec<_>>()})

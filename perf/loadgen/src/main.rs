@@ -9,7 +9,7 @@
 //! loadgen conncheck --addr A [--path P] [--conns N] [--secs S]
 //! loadgen fill      --addr A --descriptors N [--ops K] [--threshold K] [--same-id 1]
 //! loadgen synth     --dir DATA_DIR --versions N [--segment-bytes B]   (no server: see synth.rs)
-//! loadgen etcd-puts --addr A [--clients C] [--secs S] [--value-bytes B]
+//! loadgen etcd-puts --addr A [--pid ETCD_PID] [--clients C] [--secs S] [--value-bytes B]
 //! loadgen coldstart --bin B --config C [--flags "..."] [--expect-version V] [--idle-ms MS]
 //! loadgen verifyloop [--secs S]        verify_strict/s on one thread (the gate's yardstick)
 //! loadgen signers N [--alg A]          [[signers.keys]] TOML for signers k1..kN (alg A)

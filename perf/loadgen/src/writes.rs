@@ -19,6 +19,13 @@
 //! requests; sent in ticket order like the commits (a submit that overtakes its predecessor is
 //! held by the writer for `proposals.commit_wait_ms`, and retried here on a 409 "not HEAD").
 //!
+//! `--send-order ticket|free` (pipelined only): `ticket` (default) as above, each commit or submit
+//! waits until the previous ticket's is on the wire, a hand-off between client threads per write;
+//! `free` sends as soon as the client is ready and leaves the ordering to the writer, which holds
+//! a commit or submit that arrives before its predecessor (`proposals.commit_wait_ms`): what a
+//! client holding a batch of signed envelopes for consecutive versions (a bulk import, a
+//! follower-like replayer) can do, and the closest analogue of independent etcd puts.
+//!
 //! `--alg ed25519|ml-dsa-65|hybrid` chooses the signers' key algorithm (common.rs's deterministic
 //! seeds; the server's config must come from `loadgen signers N --alg` with the same algorithm).
 //!
@@ -219,6 +226,11 @@ pub fn run(a: &Args) {
         std::process::exit(2);
     }
     let submit = flow == "submit";
+    let ordered = match a.str("send-order", "ticket").as_str() {
+        "ticket" => true,
+        "free" => false,
+        other => panic!("--send-order {other:?}: expected ticket or free"),
+    };
     // The signers' key algorithm: the server's config must list the same keys
     // (`loadgen signers N --alg A`).
     let alg = common::parse_alg(&a.str("alg", "ed25519"));
@@ -233,7 +245,8 @@ pub fn run(a: &Args) {
     let pid: u32 = a.num("pid", 0);
     let cpu0 = (pid > 0).then(|| common::thread_cpu_ns(pid));
     let before = (!metrics.is_empty()).then(|| common::scrape(&metrics));
-    let (tally, elapsed, prep_secs) = if mode == "contended" {
+    let (tally, elapsed, prep_secs, client_ns) = if mode == "contended" {
+        let c0 = common::self_cpu_ns();
         let (t, e) = contended(
             &addr,
             &registry_id,
@@ -243,7 +256,7 @@ pub fn run(a: &Args) {
             clients,
             secs,
         );
-        (t, e, 0.0)
+        (t, e, 0.0, common::self_cpu_ns() - c0)
     } else {
         pipelined(
             &addr,
@@ -254,6 +267,7 @@ pub fn run(a: &Args) {
             secs,
             head,
             submit,
+            ordered,
             alg,
             a,
         )
@@ -303,6 +317,7 @@ pub fn run(a: &Args) {
         "cpu": cpu,
         "mode": mode,
         "flow": flow,
+        "send_order": if ordered { "ticket" } else { "free" },
         "alg": alg.as_str(),
         "clients": clients,
         "threshold": threshold,
@@ -321,6 +336,8 @@ pub fn run(a: &Args) {
         "errors": tally.errors.iter().take(5).collect::<Vec<_>>(),
         "error_count": tally.errors.len(),
         "server": server,
+        // The load generator's own CPU over the timed window (preparation excluded), per commit.
+        "client_cpu_us_per_commit": common::us_per(client_ns, commits),
     });
     println!("{out}");
 }
@@ -335,9 +352,10 @@ fn pipelined(
     secs: f64,
     head: u64,
     submit: bool,
+    ordered: bool,
     alg: KeyAlg,
     a: &Args,
-) -> (Tally, f64, f64) {
+) -> (Tally, f64, f64, u64) {
     // Enough tickets for the run at a generous rate; the run ends early if they run out.
     let max: u64 = a.num("max-proposals", 20_000);
     let t0 = Instant::now();
@@ -358,6 +376,7 @@ fn pipelined(
     let next = Arc::new(AtomicU64::new(head));
     let ring = Arc::new(Progress::new(clients * 2 + 2, head));
     let abort = Arc::new(AtomicBool::new(false));
+    let cpu0 = common::self_cpu_ns();
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(secs);
     let handles: Vec<_> = (0..clients)
@@ -376,7 +395,9 @@ fn pipelined(
                     let Some(p) = prepared.get((ticket - head) as usize) else {
                         break;
                     };
-                    if let Err(e) = one(&mut c, p, ticket, head, &ring, &abort, submit, &mut t) {
+                    if let Err(e) = one(
+                        &mut c, p, ticket, head, &ring, &abort, submit, ordered, &mut t,
+                    ) {
                         t.errors.push(format!("ticket {ticket}: {e}"));
                         abort.store(true, Ordering::SeqCst);
                         ring.answered(ticket);
@@ -391,8 +412,14 @@ fn pipelined(
     for h in handles {
         all.merge(h.join().unwrap());
     }
+    let client_ns = common::self_cpu_ns() - cpu0;
     let last = all.ack_at.iter().max().copied().unwrap_or(start);
-    (all, (last - start).as_secs_f64().max(1e-9), prep_secs)
+    (
+        all,
+        (last - start).as_secs_f64().max(1e-9),
+        prep_secs,
+        client_ns,
+    )
 }
 
 /// One ticket: propose, approve and commit (or one submit), the commit (submit) sent in ticket
@@ -406,6 +433,7 @@ fn one(
     ring: &Progress,
     abort: &AtomicBool,
     submit: bool,
+    ordered: bool,
     t: &mut Tally,
 ) -> Result<(), String> {
     let began = Instant::now();
@@ -426,7 +454,11 @@ fn one(
     } else {
         ("/commit", &p.commit)
     };
-    let mut seen = ring.wait_pred(ticket, first, 0, abort);
+    let mut seen = if ordered {
+        ring.wait_pred(ticket, first, 0, abort)
+    } else {
+        0
+    };
     if abort.load(Ordering::Relaxed) {
         return Err("aborted (an earlier ticket failed)".into());
     }
