@@ -165,6 +165,11 @@ if want writes; then
                     --signers "$n" --threshold "$m" --send-order free --max-proposals $((WD * 5000)) \
                     >"$RAW/writesfree-batch-2of3-c64.json"
                 log "writes batch 2of3 C=64 free order: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["commits_per_s"], "commits/s p99", d["commit_latency"]["p99_ms"], "ms")' "$RAW/writesfree-batch-2of3-c64.json")"
+                # And as one request: /submit of an envelope with both signatures, free order.
+                "$LG" writes --addr "$RA" --metrics "$MA" --pid "$SPID" --clients 64 --secs $WD \
+                    --signers "$n" --threshold "$m" --flow submit --send-order free \
+                    --max-proposals $((WD * 8000)) >"$RAW/writes-submitfree-2of3-c64.json"
+                log "writes batch 2of3 C=64 /submit free order: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["commits_per_s"], "writes/s p99", d["commit_latency"]["p99_ms"], "ms")' "$RAW/writes-submitfree-2of3-c64.json")"
             fi
             stop_registry
             rm -rf "$dir/data"
