@@ -166,8 +166,10 @@ fn caught_up(p: &TlogParts, retry: &mut Option<Behind>, size: u64) {
     }
 }
 
-/// Wait `delay` before a retry, keeping the records the feed delivers meanwhile. False when the
-/// thread must end instead: the writer ended (the feed closed) or shutdown began.
+/// Wait `delay` before a retry, keeping the records the feed delivers meanwhile, up to
+/// [`FEED_QUEUE`] of them (past that they are dropped, as a full feed drops them, and read from
+/// history: an outage of hours holds no more than that). False when the thread must end
+/// instead: the writer ended (the feed closed) or shutdown began.
 fn wait_retry(p: &TlogParts, delay: Duration, fed: &mut VecDeque<Arc<CommitRecord>>) -> bool {
     let until = Instant::now() + delay;
     loop {
@@ -178,7 +180,9 @@ fn wait_retry(p: &TlogParts, delay: Duration, fed: &mut VecDeque<Arc<CommitRecor
             return true;
         };
         match p.feed.recv_timeout(left) {
-            Ok(batch) => fed.extend(batch),
+            // Later batches only are dropped, so what is kept stays in version order.
+            Ok(batch) if fed.len() < FEED_QUEUE => fed.extend(batch),
+            Ok(_) => {}
             Err(RecvTimeoutError::Timeout) => return true,
             Err(RecvTimeoutError::Disconnected) => return false,
         }
