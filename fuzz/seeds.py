@@ -165,6 +165,9 @@ def log_recovery():
 
 
 def checkpoint():
+    # Payload version 1 (JSON) only, typed from the format. The version-2 seeds (and a version-1
+    # file) come from the crate's own encoders and file writer, as `writer-*`:
+    # `FUZZ_SEEDS_WRITE=1 cargo test --test fuzz_corpus`, which also checks them in every run.
     recs = chain(4)
     for v in (2, 4):
         _, h, state = recs[v - 1]

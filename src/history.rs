@@ -47,6 +47,14 @@ pub trait HistorySource: Send + Sync {
     /// frame's CRC). An error says what failed and where.
     fn read(&self, loc: Loc) -> Result<Vec<u8>, String>;
 
+    /// [`HistorySource::read`], saying whether a failure may pass when the read is tried again
+    /// (the medium failed the read: [`ReadFailure::Io`]) or never will (the bytes read are not
+    /// the record: [`ReadFailure::Corrupt`]). The default calls every failure corrupt, so a
+    /// source that cannot tell is never retried. The message is `read`'s.
+    fn read_checked(&self, loc: Loc) -> Result<Vec<u8>, ReadFailure> {
+        self.read(loc).map_err(ReadFailure::Corrupt)
+    }
+
     /// Where a retention drop may cut at or below journal position `start`: sources release
     /// whole units (a log segment, a memory page), so a drop keeps everything from the unit
     /// `start` lies in. The default releases nothing.
@@ -65,6 +73,32 @@ pub trait HistorySource: Send + Sync {
     /// `head_end`, for `registry_log_bytes`.
     fn bytes_held(&self, _head_end: u64) -> u64 {
         0
+    }
+}
+
+/// Why a record could not be read back, for a reader that retries what may pass (the `tlog`
+/// thread); everyone else takes the message ([`History::read`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadFailure {
+    /// A read the medium failed (an I/O error): the same read may succeed later.
+    Io(String),
+    /// Bytes that are not the record (a CRC mismatch, a short frame, a location past a
+    /// segment's end) or a version below the retention window: trying again cannot help.
+    Corrupt(String),
+}
+
+impl ReadFailure {
+    /// Whether the same read may succeed if tried again.
+    pub fn may_pass(&self) -> bool {
+        matches!(self, ReadFailure::Io(_))
+    }
+}
+
+impl std::fmt::Display for ReadFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadFailure::Io(m) | ReadFailure::Corrupt(m) => f.write_str(m),
+        }
     }
 }
 
@@ -289,6 +323,12 @@ impl History {
     /// (checked before the read and again after it, see the module doc). `Err` if the journal
     /// could not be read back intact.
     pub fn read(&self, version: u64) -> Result<Read, String> {
+        self.read_checked(version).map_err(|e| e.to_string())
+    }
+
+    /// [`History::read`], with a failed read told apart from a corrupt one
+    /// ([`HistorySource::read_checked`]).
+    pub fn read_checked(&self, version: u64) -> Result<Read, ReadFailure> {
         let oldest = self.oldest_version();
         if version < oldest {
             return Ok(Read::Expired { oldest });
@@ -299,7 +339,7 @@ impl History {
         let Some(loc) = self.loc(version) else {
             return Ok(Read::Missing);
         };
-        let got = self.source.read(loc);
+        let got = self.source.read_checked(loc);
         let oldest = self.oldest_version();
         if version < oldest {
             // The drop raced this read: whatever was read (an error, zeros) is not served.
@@ -311,10 +351,16 @@ impl History {
     /// The served JSON of `version`: `Ok(None)` past the head, `Err` if the journal could not be
     /// read back intact or the version is below the retention window.
     pub fn bytes(&self, version: u64) -> Result<Option<Vec<u8>>, String> {
-        match self.read(version)? {
+        self.bytes_checked(version).map_err(|e| e.to_string())
+    }
+
+    /// [`History::bytes`], with a failed read told apart from a corrupt one (an expired version
+    /// is [`ReadFailure::Corrupt`]: it will not come back).
+    pub fn bytes_checked(&self, version: u64) -> Result<Option<Vec<u8>>, ReadFailure> {
+        match self.read_checked(version)? {
             Read::Bytes(b) => Ok(Some(b)),
             Read::Missing => Ok(None),
-            Read::Expired { oldest } => Err(expired_message(version, oldest)),
+            Read::Expired { oldest } => Err(ReadFailure::Corrupt(expired_message(version, oldest))),
         }
     }
 

@@ -62,6 +62,10 @@ pub struct Metrics {
     pub registry_tlog_size: IntGauge,
     /// Times the start-up check found the tree file disagreeing with the log and rebuilt it.
     pub registry_tlog_rebuilds_total: IntCounter,
+    /// Failed reads (of the log or the tree file) and tree-file writes the `tlog` thread retried.
+    pub registry_tlog_read_errors_total: IntCounter,
+    /// 1 while the `tlog` thread waits to retry a failed read (the tree is behind), else 0.
+    pub registry_tlog_retrying: IntGauge,
 }
 
 fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
@@ -284,6 +288,16 @@ impl Metrics {
                 "Transparency log: tree files found disagreeing with the log and rebuilt from it",
             )
             .expect("valid"),
+            registry_tlog_read_errors_total: IntCounter::new(
+                "registry_tlog_read_errors_total",
+                "Transparency log: failed reads of the log or the tree file (and tree-file writes) that the tree retries",
+            )
+            .expect("valid"),
+            registry_tlog_retrying: IntGauge::new(
+                "registry_tlog_retrying",
+                "Transparency log: 1 while the tree is behind, waiting to retry a failed read",
+            )
+            .expect("valid"),
         };
         // Every alg's series exists from the start (at zero), so dashboards and alerts see
         // the metric before the first approval of each algorithm.
@@ -331,6 +345,8 @@ impl Metrics {
             Box::new(m.registry_follow_upstreams_expired.clone()),
             Box::new(m.registry_tlog_size.clone()),
             Box::new(m.registry_tlog_rebuilds_total.clone()),
+            Box::new(m.registry_tlog_read_errors_total.clone()),
+            Box::new(m.registry_tlog_retrying.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for c in collectors {

@@ -14,7 +14,7 @@
 use crate::domain::pending::{self, PendingFrame, PendingFrames};
 use crate::domain::record::CommitRecord;
 use crate::domain::signers::SignerSet;
-use crate::history::{History, HistorySource, Loc};
+use crate::history::{History, HistorySource, Loc, ReadFailure};
 use crate::log::{self as rlog, LogError, LogReader, LogWriter, OsIo, StorageOptions, Syncer};
 use crate::restore::{self, Located, Restored};
 use crate::roles::fsync::SyncTarget;
@@ -34,6 +34,14 @@ impl Located for rlog::Record {
 impl HistorySource for LogReader {
     fn read(&self, loc: Loc) -> Result<Vec<u8>, String> {
         LogReader::read(self, loc.end, loc.len).map_err(|e| e.to_string())
+    }
+
+    /// A system call that failed may pass; bytes that do not check will not.
+    fn read_checked(&self, loc: Loc) -> Result<Vec<u8>, ReadFailure> {
+        LogReader::read(self, loc.end, loc.len).map_err(|e| match e {
+            LogError::Io { .. } => ReadFailure::Io(e.to_string()),
+            other => ReadFailure::Corrupt(other.to_string()),
+        })
     }
 }
 
@@ -81,6 +89,10 @@ impl DiskSource {
 impl HistorySource for DiskSource {
     fn read(&self, loc: Loc) -> Result<Vec<u8>, String> {
         HistorySource::read(&*self.reader, loc)
+    }
+
+    fn read_checked(&self, loc: Loc) -> Result<Vec<u8>, ReadFailure> {
+        HistorySource::read_checked(&*self.reader, loc)
     }
 
     fn cut_at_or_below(&self, start: u64) -> u64 {

@@ -141,3 +141,130 @@ fn checkpoints_are_written_and_their_age_is_exported() {
         .text()
         .contains("registry_checkpoint_age_seconds "));
 }
+
+/// A data directory whose newest checkpoint is payload version 1 (the JSON payload builds before
+/// version 2 wrote; docs/FORMATS.md §7), made here by the crate's own version-1 encoder
+/// (`restore::checkpoint_bytes_with`) from the state the log restores to, and its file writer:
+/// the server starts from it (not from a replay of the whole log), serves the same HEAD,
+/// descriptors and pending proposal, and rewrites it at once as version 2, which the next start
+/// loads.
+#[test]
+fn a_version_1_checkpoint_is_loaded_and_rewritten_as_version_2() {
+    let s = TestServer::start(durable_setup());
+    let ops = [
+        j!([
+            put("node", "n1", j!({"addr": "10.0.0.1:9000"})),
+            put("region", "eu-1", j!({}))
+        ]),
+        j!([
+            put("service", "s1", j!({"port": 80})),
+            put("node", "n2", j!({"v": [1, 2]}))
+        ]),
+        j!([{"op": "delete", "kind": "node", "id": "n1"}, put("service", "s2", j!({}))]),
+    ];
+    for (base, ops) in ops.into_iter().enumerate() {
+        s.commit_ops(base as u64, ops);
+    }
+    // A proposal left pending after HEAD: its frame follows the checkpoint's record in the log.
+    let payload = serde_json::to_vec(&j!({
+        "registry_id": s.setup.registry_id,
+        "base_version": 3,
+        "ops": [put("region", "us-1", j!({}))],
+    }))
+    .unwrap();
+    let r = s.post("/propose", &payload);
+    assert_eq!(r.status, 202, "{}", r.text());
+    let pending_id = json(&r)["proposal_id"].as_str().unwrap().to_string();
+    let head = s.head();
+    let all = json(&s.get("/registry/descriptors?limit=100"));
+    assert_eq!(all["descriptors"].as_array().unwrap().len(), 4, "{all}");
+    let s = s.stop();
+
+    // The stop wrote a version-2 checkpoint at HEAD: replace it with the version-1 payload of
+    // the same state, built over the real log (so its `log_end` is where record 3 ends).
+    let seq = head["version"].as_u64().unwrap();
+    let file = s
+        .data_dir
+        .join("checkpoints")
+        .join(format!("checkpoint-{seq:020}.ckpt"));
+    assert!(
+        payload_of(&file).starts_with(b"SVCRST02"),
+        "the server writes version 2"
+    );
+    {
+        let opts = svc_registry::log::StorageOptions {
+            segment_bytes: 1 << 20,
+            checkpoints_kept: 3,
+        };
+        let opened = match svc_registry::storage::open_with(
+            &s.data_dir,
+            &s.setup.registry_id,
+            &opts,
+            &mut || Err("the log exists".to_string()),
+        ) {
+            Ok(o) => o,
+            Err(_) => panic!("the stopped server's data dir opens"),
+        };
+        let snap = &opened.restored.snapshot;
+        assert_eq!(snap.version(), seq);
+        // No frame is carried: the pending proposal's frame comes after the record's end.
+        let v1 = svc_registry::restore::checkpoint_bytes_with(snap, Some(&[]));
+        assert!(v1.starts_with(b"{\"registry_id\""), "a version-1 payload");
+        svc_registry::log::write_checkpoint(&s.data_dir, &svc_registry::log::OsIo, seq, &v1, 3)
+            .unwrap();
+    }
+    let v1_file = std::fs::read(&file).unwrap();
+
+    let s = s.restart_killed();
+    let restored = format!("from_checkpoint={seq} ");
+    assert!(
+        s.logs()
+            .lines()
+            .any(|l| l.contains("msg=\"state restored\"") && l.contains(&restored)),
+        "not restored from the version-1 checkpoint:\n{}",
+        s.logs()
+    );
+    assert_eq!(s.head(), head);
+    assert_eq!(json(&s.get("/registry/descriptors?limit=100")), all);
+    let r = s.get(&format!("/proposals/{pending_id}"));
+    assert_eq!(r.status, 200, "the pending proposal survives: {}", r.text());
+
+    // Rewritten at once (no commit in between): the same version, payload version 2.
+    eventually(
+        TIMEOUT,
+        "the version-1 checkpoint rewritten as version 2",
+        || payload_of(&file).starts_with(b"SVCRST02"),
+    );
+    let rewritten = payload_of(&file);
+    let cp = svc_registry::restore::parse_checkpoint(seq, &rewritten).expect("it parses");
+    assert_eq!(cp.payload_version(), 2);
+    assert_ne!(std::fs::read(&file).unwrap(), v1_file);
+
+    // And the next start loads the rewritten one.
+    let s = s.restart_killed();
+    assert!(
+        s.logs()
+            .lines()
+            .any(|l| l.contains("msg=\"state restored\"") && l.contains(&restored)),
+        "{}",
+        s.logs()
+    );
+    assert_eq!(s.head(), head);
+    assert_eq!(json(&s.get("/registry/descriptors?limit=100")), all);
+}
+
+/// The payload of a checkpoint file whose CRC checks (empty while it is missing, short or being
+/// replaced).
+fn payload_of(path: &std::path::Path) -> Vec<u8> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Vec::new();
+    };
+    if bytes.len() < 28 {
+        return Vec::new();
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    if crc32c::crc32c(body).to_le_bytes() != crc {
+        return Vec::new();
+    }
+    body[24..].to_vec()
+}

@@ -56,6 +56,8 @@ fn fixture() -> &'static Fixture {
                 cors: svc_registry::api::cors::Cors::new(&[]),
                 gate: Arc::new(svc_registry::auth::Gate::open("fuzz")),
                 pending_ops: Arc::default(),
+                // No transparency log: its routes are not what this target fuzzes.
+                tlog: None,
             },
             writer_rx,
         }

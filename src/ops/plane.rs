@@ -31,6 +31,9 @@ pub struct Readiness {
     /// Why the transparency log's thread stopped, if it did (its routes keep serving the last
     /// tree it built, which no longer grows; reported, never taking readiness away).
     pub tlog_problem: Mutex<Option<String>>,
+    /// Why the transparency log's tree is behind while its thread retries a failed read (the
+    /// tree serves what it has; cleared once it has caught up; never taking readiness away).
+    pub tlog_behind: Mutex<Option<String>>,
 }
 
 impl Readiness {
@@ -41,6 +44,9 @@ impl Readiness {
         }
         if let Some(p) = self.tlog_problem.lock().clone() {
             reasons.push(format!("transparency log stopped: {p}"));
+        }
+        if let Some(p) = self.tlog_behind.lock().clone() {
+            reasons.push(format!("transparency log behind: {p}"));
         }
     }
 

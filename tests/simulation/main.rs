@@ -238,6 +238,10 @@ struct Stats {
     tree_rebuilt: u64,
     /// Wake-ups whose records received skipped a version (a batch the full feed dropped).
     tree_feed_gaps: u64,
+    /// Tree calls that failed on an injected read fault and were tried again (as the `tlog`
+    /// thread retries a failed read), and of them those that then caught up.
+    tree_retries: u64,
+    tree_recovered: u64,
 }
 
 impl Stats {
@@ -271,6 +275,8 @@ impl Stats {
         self.tree_power_cuts += o.tree_power_cuts;
         self.tree_rebuilt += o.tree_rebuilt;
         self.tree_feed_gaps += o.tree_feed_gaps;
+        self.tree_retries += o.tree_retries;
+        self.tree_recovered += o.tree_recovered;
     }
 }
 
@@ -595,13 +601,16 @@ fn simulate(windowed: bool, one: &str, many: &str, default_seeds: u64) {
         eprintln!(
             "simulation: transparency-log tree checked after {} steps and boots: {} signed \
              checkpoints, {} proofs verified, {} tree files through a power cut, {} cut back \
-             by the start-up check, {} wake-ups fed with a gap",
+             by the start-up check, {} wake-ups fed with a gap, {} failed reads retried ({} \
+             caught up)",
             t.tree_checks,
             t.tree_checkpoints,
             t.tree_proofs,
             t.tree_power_cuts,
             t.tree_rebuilt,
-            t.tree_feed_gaps
+            t.tree_feed_gaps,
+            t.tree_retries,
+            t.tree_recovered
         );
     }
     let failures = failures.into_inner().unwrap();
@@ -622,4 +631,10 @@ fn simulate(windowed: bool, one: &str, many: &str, default_seeds: u64) {
         t.acked > seeds,
         "the simulation made too little progress to mean anything"
     );
+    if !windowed && t.seeds >= 200 {
+        assert!(
+            t.tree_recovered > 0,
+            "no tree caught up after a failed read: the retry path went unexercised"
+        );
+    }
 }

@@ -75,8 +75,14 @@ pub(crate) struct LifeTree {
     fed: VecDeque<Arc<CommitRecord>>,
     /// None until the (background, in the server) start-up check has run.
     builder: Option<TreeBuilder>,
-    /// The tree stopped on an error (an injected read fault): it serves what it had.
+    /// The tree stopped on an error that cannot pass: it serves what it had. (An injected read
+    /// fault is an I/O error: the call is tried again at a later step, as the thread does.)
     stopped: bool,
+    /// The last call failed on a read fault and is to be tried again.
+    retrying: bool,
+    /// Checked, but its first catch-up failed on a read fault: the next start goes on from it
+    /// (the check is not run twice on one store, as in the thread).
+    starting: Option<TreeBuilder>,
     /// Between the two halves of a wake-up (see `tree_step`).
     awake: bool,
     /// The chance (%) of each half of a wake-up per step: a slow tree meets a full feed.
@@ -264,6 +270,8 @@ impl Sim {
             fed: VecDeque::new(),
             builder: None,
             stopped: false,
+            retrying: false,
+            starting: None,
             awake: false,
             pace,
             dropped,
@@ -302,17 +310,59 @@ impl Sim {
     /// `TreeBuilder::start` on the snapshot of now, as the `tlog` thread begins.
     fn tree_start(&mut self) {
         let snap = self.life().snapshot.load_full();
-        let Some(lt) = self.life().tree.as_mut() else {
-            return;
-        };
-        if lt.builder.is_some() || lt.stopped {
+        let due = self
+            .life()
+            .tree
+            .as_ref()
+            .is_some_and(|lt| lt.builder.is_none() && !lt.stopped);
+        if !due {
             return;
         }
+        // Now and then the start's first read of the log fails (EIO), as a passing disk error
+        // would: the start is tried again at a later step (the thread retries after a backoff).
+        // Only when the start certainly reads the log (version 1 is below HEAD), so the fault
+        // fires in it; one that did not is left armed for the rest of the life to meet.
+        let reads_before = self.io.calls(Op::Read);
+        let inject = snap.version() >= 2 && self.tree_sim().rng.chance(10);
+        if inject {
+            self.io.inject(Op::Read, 0, FaultKind::Eio);
+        }
+        let lt = self
+            .life
+            .as_mut()
+            .expect("a running life")
+            .tree
+            .as_mut()
+            .expect("a tree");
         let stored_before = lt.tlog.store().count().expect("count");
-        match TreeBuilder::start(lt.tlog.clone(), &snap, &lt.stop) {
-            Ok(b) => {
+        // The thread's start: the check (once), then a catch-up to the snapshot of now.
+        let mut builder = match lt.starting.take() {
+            Some(b) => Ok(b),
+            None => TreeBuilder::start(lt.tlog.clone(), &snap, &lt.stop),
+        };
+        let started = match &mut builder {
+            Ok(b) => b.catch_up(&snap, &mut VecDeque::new()),
+            Err(e) => Err(e.clone()),
+        };
+        let fired = inject && self.io.calls(Op::Read) > reads_before;
+        if inject && !fired {
+            self.armed.push((Op::Read, reads_before, FaultKind::Eio));
+        }
+        let lt = self
+            .life
+            .as_mut()
+            .expect("a running life")
+            .tree
+            .as_mut()
+            .expect("a tree");
+        match started {
+            Ok(()) => {
+                let b = builder.expect("caught up");
                 let (size, checked) = (b.size(), b.checked());
                 lt.builder = Some(b);
+                if std::mem::take(&mut lt.retrying) {
+                    self.stats.tree_recovered += 1;
+                }
                 let line = format!(
                     "  tree started: {size} versions, {checked} checked of {stored_before} \
                      stored hashes"
@@ -329,11 +379,22 @@ impl Sim {
                 }
             }
             Err(e) => {
-                lt.stopped = true;
-                self.log(format!("  tree stopped at its start: {e}"));
+                // A failed read is tried again (by a later step here, after a backoff in the
+                // thread); anything else stops the tree.
+                lt.stopped = !e.may_pass();
+                lt.retrying = e.may_pass();
+                if lt.retrying {
+                    lt.starting = builder.ok();
+                }
+                if lt.retrying {
+                    self.stats.tree_retries += 1;
+                    self.log(format!("  tree start failed on a read, to retry: {e}"));
+                } else {
+                    self.log(format!("  tree stopped at its start: {e}"));
+                }
                 check!(
                     self,
-                    self.read_fault_armed(),
+                    fired || self.read_fault_armed(),
                     "the tree's start-up check failed with no read fault armed: {e}"
                 );
             }
@@ -393,14 +454,25 @@ impl Sim {
                 .any(|(a, b)| b.version != a.version + 1);
             let snap = snapshot.load_full();
             let result = b.catch_up(&snap, &mut lt.fed);
-            lt.stopped = result.is_err();
+            lt.stopped = result.as_ref().is_err_and(|e| !e.may_pass());
+            let was_retrying = std::mem::replace(&mut lt.retrying, result.is_err() && !lt.stopped);
+            if lt.retrying {
+                self.stats.tree_retries += 1;
+            } else if was_retrying && result.is_ok() {
+                self.stats.tree_recovered += 1;
+            }
             let (size, head) = (b.size(), snap.version());
             if gap {
                 self.stats.tree_feed_gaps += 1;
             }
             match result {
                 Err(e) => {
-                    self.log(format!("  tree stopped: {e}"));
+                    let what = if e.may_pass() {
+                        "behind, to retry"
+                    } else {
+                        "stopped"
+                    };
+                    self.log(format!("  tree {what}: {e}"));
                     check!(
                         self,
                         self.read_fault_armed(),

@@ -40,7 +40,9 @@ pub fn proposal_bytes(v: u64) -> Vec<u8> {
 pub fn genesis_set() -> Arc<SignerSet> {
     let key = |seed: u8, keyid: &str| SignerKey {
         keyid: keyid.to_string(),
-        public: ed25519_dalek::SigningKey::from_bytes(&[seed; 32]).verifying_key().into(),
+        public: ed25519_dalek::SigningKey::from_bytes(&[seed; 32])
+            .verifying_key()
+            .into(),
         not_before: None,
         not_after: None,
     };
