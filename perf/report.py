@@ -278,24 +278,14 @@ if wf:
             goals.append(("2-of-3, C=64, batch ≥ 10,000 durable writes/s, p99 < 10 ms (issue 20)",
                           f"{d['commits_per_s']:,.0f}/s, p99 {cl['p99_ms']:.1f} ms",
                           verdict(d["commits_per_s"] >= 10000 and cl["p99_ms"] < 10)))
-    d = load("writesfree-batch-2of3-c64.json")
+    d = load("writes-submit-2of3-c64.json")
     if d:
         cl = d["commit_latency"]
-        p(f"Free send order (`--send-order free`: the writer holds a commit that arrives before its "
-          f"predecessor), batch, 2-of-3, C=64: **{d['commits_per_s']:,.0f} commits/s**, commit p50 / p99 "
-          f"{cl['p50_ms']:.2f} / {cl['p99_ms']:.2f} ms, {d['server'].get('mean_batch') or 0:.2f} commits per sync, "
-          f"{d['overtaken_retries']} held-and-retried, server CPU {cpu_cell(d)} µs per commit.\n")
-        goals.append(("2-of-3, C=64, batch, free send order ≥ 10,000 durable writes/s, p99 < 10 ms (issue 20)",
-                      f"{d['commits_per_s']:,.0f}/s, p99 {cl['p99_ms']:.1f} ms",
-                      verdict(d["commits_per_s"] >= 10000 and cl["p99_ms"] < 10)))
-    d = load("writes-submitfree-2of3-c64.json")
-    if d:
-        cl = d["commit_latency"]
-        p(f"The same 2-of-3 point as one `/submit` per write (both signatures in the envelope), free "
-          f"send order, C=64: **{d['commits_per_s']:,.0f} writes/s**, p50 / p99 {cl['p50_ms']:.2f} / "
+        p(f"The same 2-of-3 point as one `/submit` per write (both signatures in the envelope), "
+          f"C=64: **{d['commits_per_s']:,.0f} writes/s**, p50 / p99 {cl['p50_ms']:.2f} / "
           f"{cl['p99_ms']:.2f} ms, {d['server'].get('mean_batch') or 0:.2f} writes per sync, server CPU "
           f"{cpu_cell(d)} µs per write, client {fmt(d.get('client_cpu_us_per_commit'))} µs.\n")
-        goals.append(("2-of-3, C=64, /submit, free send order ≥ 10,000 durable writes/s, p99 < 10 ms (issue 20)",
+        goals.append(("2-of-3, C=64, /submit ≥ 10,000 durable writes/s, p99 < 10 ms (issue 20)",
                       f"{d['commits_per_s']:,.0f}/s, p99 {cl['p99_ms']:.1f} ms",
                       verdict(d["commits_per_s"] >= 10000 and cl["p99_ms"] < 10)))
     p("")
@@ -348,14 +338,6 @@ if w1:
           f"| {fmt(e['latency']['p50_ms'], 2)} / {fmt(e['latency']['p99_ms'], 2)} | {fmt(o['server'].get('mean_batch'), 2)} "
           f"| {fmt(o['overtaken_retries'] / max(o['commits'], 1), 2)} | {cpu_cell(o)} |")
         goals.append((f"1-of-1 durable commits/s ≥ etcd durable puts/s at C={c}", f"{ratio:.2f}×", verdict(ratio >= 1.0)))
-    for c, _, e in w1:
-        f_ = load(f"writesfree-1of1-c{c}.json")
-        if f_ and e["puts_per_s"]:
-            ratio = f_["commits_per_s"] / e["puts_per_s"]
-            p(f"Three-step 1-of-1 with free send order, C={c}: {f_['commits_per_s']:,.0f} commits/s "
-              f"({ratio:.2f}× etcd's {e['puts_per_s']:,.0f}), commit p99 {f_['commit_latency']['p99_ms']:.2f} ms, "
-              f"{f_['overtaken_retries']} held-and-retried, server CPU {cpu_cell(f_)} µs per commit.\n")
-            goals.append((f"three-step 1-of-1 (free send order) ≥ 1.0 × etcd at C={c}", f"{ratio:.2f}×", verdict(ratio >= 1.0)))
     p("")
 ws = [(c, load(f"writes-submit-1of1-c{c}.json"), load(f"etcd-puts-c{c}.json")) for c in (1, 16, 64)]
 ws = [x for x in ws if x[1] and x[2]]
@@ -387,10 +369,6 @@ if ws:
               f"| {fmt(o['commit_latency']['p50_ms'], 2)} / {fmt(o['commit_latency']['p99_ms'], 2)} "
               f"| {fmt(e['latency']['p50_ms'], 2)} / {fmt(e['latency']['p99_ms'], 2)} | {fmt(o['server'].get('mean_batch'), 2)} "
               f"| {o['overtaken_retries']} | {cpu_cell(o)} |")
-            goals.append((f"/submit (free send order) 1-of-1 durable writes/s ≥ 1.5 × etcd durable puts/s at C={c}", f"{ratio:.2f}×", verdict(ratio >= 1.5)))
-            goals.append((f"/submit (free send order) 1-of-1 p99 below etcd's at C={c}",
-                           f"{o['commit_latency']['p99_ms']:.2f} vs {e['latency']['p99_ms']:.2f} ms",
-                           verdict(o['commit_latency']['p99_ms'] < e['latency']['p99_ms'])))
         p("")
     if any(e.get("server_cpu_us_per_put") is not None for _, _, e in ws):
         p("CPU per durable write on each side of the same box (µs; server = every thread of the "

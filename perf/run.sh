@@ -160,16 +160,12 @@ if want writes; then
                 log "writes $fsync $q C=$c: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["commits_per_s"], "commits/s p99", d["commit_latency"]["p99_ms"], "ms batch", d["server"].get("mean_batch"))' "$RAW/writes-$fsync-$q-c$c.json")"
             done
             if [ "$fsync-$q" = batch-2of3 ]; then
-                # The same point with free send order: the writer, not the clients, orders commits.
+                # The same point as one request per write: /submit of an envelope with both
+                # signatures.
                 "$LG" writes --addr "$RA" --metrics "$MA" --pid "$SPID" --clients 64 --secs $WD \
-                    --signers "$n" --threshold "$m" --send-order free --max-proposals $((WD * 5000)) \
-                    >"$RAW/writesfree-batch-2of3-c64.json"
-                log "writes batch 2of3 C=64 free order: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["commits_per_s"], "commits/s p99", d["commit_latency"]["p99_ms"], "ms")' "$RAW/writesfree-batch-2of3-c64.json")"
-                # And as one request: /submit of an envelope with both signatures, free order.
-                "$LG" writes --addr "$RA" --metrics "$MA" --pid "$SPID" --clients 64 --secs $WD \
-                    --signers "$n" --threshold "$m" --flow submit --send-order free \
-                    --max-proposals $((WD * 8000)) >"$RAW/writes-submitfree-2of3-c64.json"
-                log "writes batch 2of3 C=64 /submit free order: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["commits_per_s"], "writes/s p99", d["commit_latency"]["p99_ms"], "ms")' "$RAW/writes-submitfree-2of3-c64.json")"
+                    --signers "$n" --threshold "$m" --flow submit \
+                    --max-proposals $((WD * 8000)) >"$RAW/writes-submit-2of3-c64.json"
+                log "writes batch 2of3 C=64 /submit: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["commits_per_s"], "writes/s p99", d["commit_latency"]["p99_ms"], "ms")' "$RAW/writes-submit-2of3-c64.json")"
             fi
             stop_registry
             rm -rf "$dir/data"
@@ -194,8 +190,8 @@ if want writes; then
         "$LG" writes --addr "$RA" --metrics "$MA" --pid "$SPID" --clients $c --secs $WD --signers 1 --threshold 1 \
             --flow submit --max-proposals $((WD * 9000)) >"$RAW/writes-submit-1of1-c$c.json"
         if [ $c != 1 ]; then
-            "$LG" writes --addr "$RA" --metrics "$MA" --pid "$SPID" --clients $c --secs $WD --signers 1 --threshold 1 \
-                --send-order free --max-proposals $((WD * 6000)) >"$RAW/writesfree-1of1-c$c.json"
+            # Free send order: the writer, not the clients, puts the submits in order (it holds
+            # one that arrives before its predecessor).
             "$LG" writes --addr "$RA" --metrics "$MA" --pid "$SPID" --clients $c --secs $WD --signers 1 --threshold 1 \
                 --flow submit --send-order free --max-proposals $((WD * 12000)) >"$RAW/writes-submitfree-1of1-c$c.json"
         fi
