@@ -57,7 +57,7 @@ pub fn commit_hash(
         h.update(sig.as_bytes());
         h.update(b"\n");
     }
-    hex::encode(h.finalize())
+    super::digest_hex(&h.finalize().into())
 }
 
 #[cfg(test)]
