@@ -192,7 +192,10 @@ impl CommitRecord {
         out.extend_from_slice(b",\"prev_hash\":");
         string(&mut out, &self.prev_hash);
         out.extend_from_slice(b",\"committed_at\":");
-        string(&mut out, &crate::clock::rfc3339_ms(self.committed_at_ms));
+        // RFC 3339 text needs no escaping.
+        out.push(b'"');
+        crate::clock::write_rfc3339_ms(&mut out, self.committed_at_ms);
+        out.push(b'"');
         out.extend_from_slice(b",\"descriptors\":");
         super::write_u64(&mut out, self.descriptors);
         let head_len = out.len();
