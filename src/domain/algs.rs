@@ -173,10 +173,10 @@ impl PublicKey {
         match self.alg {
             KeyAlg::Ed25519MlDsa65 => format!(
                 "{}:{}",
-                hex::encode(&self.bytes[..ED25519_PK_LEN]),
-                hex::encode(&self.bytes[ED25519_PK_LEN..])
+                super::hex_lower(&self.bytes[..ED25519_PK_LEN]),
+                super::hex_lower(&self.bytes[ED25519_PK_LEN..])
             ),
-            _ => hex::encode(&self.bytes),
+            _ => super::hex_lower(&self.bytes),
         }
     }
 

@@ -20,18 +20,16 @@ pub mod state;
 /// Lower-case hex SHA-256.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
-    digest_hex(&sha2::Sha256::digest(bytes).into())
+    hex_lower(&sha2::Sha256::digest(bytes))
 }
 
-/// Lower-case hex of a 32-byte digest. The same text as `hex::encode`, written through a stack
-/// buffer: `hex::encode` collects a `char` iterator, which costs the writer thousands of
-/// instructions per proposal id and commit hash.
-pub fn digest_hex(digest: &[u8; 32]) -> String {
-    let mut buf = [0u8; 64];
-    hex::encode_to_slice(digest, &mut buf).expect("64 bytes hold 32 bytes of hex");
-    std::str::from_utf8(&buf)
-        .expect("hex digits are ASCII")
-        .to_owned()
+/// Lower-case hex of `bytes`: the same text as `hex::encode`, which collects a `char`
+/// iterator and cost the writer thousands of instructions per proposal id, commit hash and
+/// approving key.
+pub fn hex_lower(bytes: &[u8]) -> String {
+    let mut out = vec![0u8; bytes.len() * 2];
+    hex::encode_to_slice(bytes, &mut out).expect("sized for the hex of every byte");
+    String::from_utf8(out).expect("hex digits are ASCII")
 }
 
 /// Append `s` to `out` as a JSON string, byte for byte as `serde_json` writes it. Most strings
@@ -76,15 +74,25 @@ pub fn is_hash_hex(s: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// Append the decimal digits of `n` (with its sign) to `out`, as `write!(out, "{n}")` does.
+pub fn write_i64(out: &mut Vec<u8>, n: i64) {
+    if n < 0 {
+        out.push(b'-');
+    }
+    write_u64(out, n.unsigned_abs());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn digest_hex_is_hex_encode() {
+    fn hex_lower_is_hex_encode() {
         for seed in [0u8, 1, 0x5a, 0xff] {
-            let digest: [u8; 32] = std::array::from_fn(|i| seed.wrapping_mul(i as u8 + 7));
-            assert_eq!(digest_hex(&digest), hex::encode(digest));
+            let bytes: [u8; 41] = std::array::from_fn(|i| seed.wrapping_mul(i as u8 + 7));
+            for len in [0, 1, 32, 41] {
+                assert_eq!(hex_lower(&bytes[..len]), hex::encode(&bytes[..len]));
+            }
         }
         assert_eq!(sha256_hex(b"abc"), hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"abc")));
     }
@@ -118,6 +126,11 @@ mod tests {
         for n in [0, 1, 9, 10, 99, 100, 12_345, u64::from(u32::MAX) + 1, u64::MAX] {
             let mut out = vec![b'x'];
             write_u64(&mut out, n);
+            assert_eq!(out, format!("x{n}").into_bytes());
+        }
+        for n in [0, 1, -1, 10, -10, 1_767_225_600, i64::MAX, i64::MIN] {
+            let mut out = vec![b'x'];
+            write_i64(&mut out, n);
             assert_eq!(out, format!("x{n}").into_bytes());
         }
     }
