@@ -36,7 +36,7 @@ pub fn rfc3339_ms(unix_ms: i64) -> String {
     String::from_utf8(out).expect("RFC 3339 is ASCII")
 }
 
-/// The last millisecond of year 9999, the last instant RFC 3339 can write.
+/// The last millisecond of year 9999: RFC 3339 has four-digit years.
 const MAX_HAND_WRITTEN_MS: i64 = 253_402_300_799_999;
 
 /// Append [`rfc3339_ms`]'s text to `out`. Written by hand for 1970 to 9999 (the commit record's
@@ -135,11 +135,11 @@ mod tests {
             59_999,
             86_399_999,
             86_400_000,
-            951_782_400_000,     // 2000-02-29
-            951_868_799_999,     // 2000-02-29T23:59:59.999
-            4_107_542_400_000,   // 2100-03-01
-            1_767_225_600_000,   // 2026-01-01
-            1_798_761_599_990,   // 2026-12-31T23:59:59.99
+            951_782_400_000,   // 2000-02-29
+            951_868_799_999,   // 2000-02-29T23:59:59.999
+            4_107_542_400_000, // 2100-03-01
+            1_767_225_600_000, // 2026-01-01
+            1_798_761_599_990, // 2026-12-31T23:59:59.99
             MAX_HAND_WRITTEN_MS,
             MAX_HAND_WRITTEN_MS + 1,
             -1,
@@ -147,7 +147,7 @@ mod tests {
             i64::MIN,
             i64::MAX,
         ];
-        // Every day of a few centuries at a varying time of day and millisecond.
+        // Every seventh day of 800 years (leap centuries included), at a varying time of day.
         let mut x: u64 = 0x2545_f491_4f6c_dd1d;
         for day in (0..146_097 * 2).step_by(7) {
             x ^= x << 13;

@@ -38,9 +38,9 @@ pub fn hex_lower(bytes: &[u8]) -> String {
 pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
     // serde_json escapes exactly the control bytes, `"` and `\` (not DEL, not `/`, nothing
     // non-ASCII). A fold without an early exit, so the scan vectorises.
-    let needs_escape = s
-        .bytes()
-        .fold(false, |any, b| any | (b < 0x20) | (b == b'"') | (b == b'\\'));
+    let needs_escape = s.bytes().fold(false, |any, b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
     if needs_escape {
         serde_json::to_writer(&mut *out, s).expect("a string serializes");
         return;
@@ -67,19 +67,19 @@ pub fn write_u64(out: &mut Vec<u8>, mut n: u64) {
     out.extend_from_slice(&buf[at..]);
 }
 
-/// Is `s` 64 lower-case hex digits (a SHA-256 in the form the formats use)?
-pub fn is_hash_hex(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
 /// Append the decimal digits of `n` (with its sign) to `out`, as `write!(out, "{n}")` does.
 pub fn write_i64(out: &mut Vec<u8>, n: i64) {
     if n < 0 {
         out.push(b'-');
     }
     write_u64(out, n.unsigned_abs());
+}
+
+/// Is `s` 64 lower-case hex digits (a SHA-256 in the form the formats use)?
+pub fn is_hash_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[cfg(test)]
@@ -94,7 +94,10 @@ mod tests {
                 assert_eq!(hex_lower(&bytes[..len]), hex::encode(&bytes[..len]));
             }
         }
-        assert_eq!(sha256_hex(b"abc"), hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"abc")));
+        assert_eq!(
+            sha256_hex(b"abc"),
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"abc"))
+        );
     }
 
     #[test]
@@ -123,7 +126,17 @@ mod tests {
 
     #[test]
     fn write_u64_is_display() {
-        for n in [0, 1, 9, 10, 99, 100, 12_345, u64::from(u32::MAX) + 1, u64::MAX] {
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            12_345,
+            u64::from(u32::MAX) + 1,
+            u64::MAX,
+        ] {
             let mut out = vec![b'x'];
             write_u64(&mut out, n);
             assert_eq!(out, format!("x{n}").into_bytes());
