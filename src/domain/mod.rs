@@ -27,8 +27,18 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// iterator and cost the writer thousands of instructions per proposal id, commit hash and
 /// approving key.
 pub fn hex_lower(bytes: &[u8]) -> String {
-    let mut out = vec![0u8; bytes.len() * 2];
-    hex::encode_to_slice(bytes, &mut out).expect("sized for the hex of every byte");
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    // Through a stack buffer per 32 bytes: no zero-filled heap buffer (a `calloc`) and no
+    // capacity check per digit.
+    let mut out = Vec::with_capacity(bytes.len() * 2);
+    for chunk in bytes.chunks(32) {
+        let mut buf = [0u8; 64];
+        for (pair, &b) in buf.chunks_exact_mut(2).zip(chunk) {
+            pair[0] = DIGITS[usize::from(b >> 4)];
+            pair[1] = DIGITS[usize::from(b & 0x0f)];
+        }
+        out.extend_from_slice(&buf[..chunk.len() * 2]);
+    }
     String::from_utf8(out).expect("hex digits are ASCII")
 }
 
@@ -89,8 +99,8 @@ mod tests {
     #[test]
     fn hex_lower_is_hex_encode() {
         for seed in [0u8, 1, 0x5a, 0xff] {
-            let bytes: [u8; 41] = std::array::from_fn(|i| seed.wrapping_mul(i as u8 + 7));
-            for len in [0, 1, 32, 41] {
+            let bytes: [u8; 71] = std::array::from_fn(|i| seed.wrapping_mul(i as u8 + 7));
+            for len in [0, 1, 31, 32, 33, 64, 71] {
                 assert_eq!(hex_lower(&bytes[..len]), hex::encode(&bytes[..len]));
             }
         }
