@@ -46,7 +46,6 @@ fn emit(bytes: &[u8]) {
 
 /// Append one logfmt line for `record` to `buf`.
 fn format_line(buf: &mut Vec<u8>, record: &log::Record) {
-    let ts = crate::clock::rfc3339_ms(crate::clock::now_unix_ms());
     let level = match record.level() {
         log::Level::Error => "error",
         log::Level::Warn => "warn",
@@ -54,7 +53,12 @@ fn format_line(buf: &mut Vec<u8>, record: &log::Record) {
         log::Level::Debug => "debug",
         log::Level::Trace => "trace",
     };
-    let _ = write!(buf, "ts={ts} level={level} ");
+    // The prefix without `core::fmt` or a timestamp `String`: the writer logs a line per commit.
+    buf.extend_from_slice(b"ts=");
+    crate::clock::write_rfc3339_ms(buf, crate::clock::now_unix_ms());
+    buf.extend_from_slice(b" level=");
+    buf.extend_from_slice(level.as_bytes());
+    buf.push(b' ');
     let start = buf.len();
     let _ = write!(buf, "{}", record.args());
     // Our own lines are already logfmt (their first word is a key=value); quote anything else

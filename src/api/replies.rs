@@ -63,16 +63,18 @@ pub fn submitted(c: SubmitCommitted) -> Response {
 /// (sorted): written straight into one buffer, because these closures run on the writer
 /// thread, which pays for every `Value` map it would build.
 fn commit_body(hash: &str, proposal_id: Option<&str>, version: u64) -> Vec<u8> {
-    use std::io::Write;
+    use crate::domain::{write_json_str, write_u64};
     let mut out = Vec::with_capacity(80 + hash.len() + proposal_id.map_or(0, str::len));
-    // Writing to a Vec cannot fail; strings are escaped by serde_json as in a `Value`.
+    // Strings are escaped as serde_json escapes them in a `Value`.
     out.extend_from_slice(b"{\"hash\":");
-    serde_json::to_writer(&mut out, hash).expect("a string serializes");
+    write_json_str(&mut out, hash);
     if let Some(id) = proposal_id {
         out.extend_from_slice(b",\"proposal_id\":");
-        serde_json::to_writer(&mut out, id).expect("a string serializes");
+        write_json_str(&mut out, id);
     }
-    let _ = write!(out, ",\"version\":{version}}}");
+    out.extend_from_slice(b",\"version\":");
+    write_u64(&mut out, version);
+    out.push(b'}');
     out
 }
 

@@ -57,7 +57,7 @@ pub fn commit_hash(
         h.update(sig.as_bytes());
         h.update(b"\n");
     }
-    hex::encode(h.finalize())
+    super::hex_lower(&h.finalize())
 }
 
 #[cfg(test)]

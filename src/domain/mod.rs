@@ -20,7 +20,69 @@ pub mod state;
 /// Lower-case hex SHA-256.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
+    hex_lower(&sha2::Sha256::digest(bytes))
+}
+
+/// Lower-case hex of `bytes`: the same text as `hex::encode`, which collects a `char`
+/// iterator and cost the writer thousands of instructions per proposal id, commit hash and
+/// approving key.
+pub fn hex_lower(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    // Through a stack buffer per 32 bytes: no zero-filled heap buffer (a `calloc`) and no
+    // capacity check per digit.
+    let mut out = Vec::with_capacity(bytes.len() * 2);
+    for chunk in bytes.chunks(32) {
+        let mut buf = [0u8; 64];
+        for (pair, &b) in buf.chunks_exact_mut(2).zip(chunk) {
+            pair[0] = DIGITS[usize::from(b >> 4)];
+            pair[1] = DIGITS[usize::from(b & 0x0f)];
+        }
+        out.extend_from_slice(&buf[..chunk.len() * 2]);
+    }
+    String::from_utf8(out).expect("hex digits are ASCII")
+}
+
+/// Append `s` to `out` as a JSON string, byte for byte as `serde_json` writes it. Most strings
+/// on the commit path (hashes, ids, base64, timestamps) hold nothing to escape: those are
+/// copied whole after one branch-free scan; any other goes through serde_json itself.
+pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    // serde_json escapes exactly the control bytes, `"` and `\` (not DEL, not `/`, nothing
+    // non-ASCII). A fold without an early exit, so the scan vectorises.
+    let needs_escape = s.bytes().fold(false, |any, b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if needs_escape {
+        serde_json::to_writer(&mut *out, s).expect("a string serializes");
+        return;
+    }
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
+}
+
+/// Append the decimal digits of `n` to `out`, as `write!(out, "{n}")` does, without
+/// `core::fmt`.
+pub fn write_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[at..]);
+}
+
+/// Append the decimal digits of `n` (with its sign) to `out`, as `write!(out, "{n}")` does.
+pub fn write_i64(out: &mut Vec<u8>, n: i64) {
+    if n < 0 {
+        out.push(b'-');
+    }
+    write_u64(out, n.unsigned_abs());
 }
 
 /// Is `s` 64 lower-case hex digits (a SHA-256 in the form the formats use)?
@@ -28,4 +90,71 @@ pub fn is_hash_hex(s: &str) -> bool {
     s.len() == 64
         && s.bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_lower_is_hex_encode() {
+        for seed in [0u8, 1, 0x5a, 0xff] {
+            let bytes: [u8; 71] = std::array::from_fn(|i| seed.wrapping_mul(i as u8 + 7));
+            for len in [0, 1, 31, 32, 33, 64, 71] {
+                assert_eq!(hex_lower(&bytes[..len]), hex::encode(&bytes[..len]));
+            }
+        }
+        assert_eq!(
+            sha256_hex(b"abc"),
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"abc"))
+        );
+    }
+
+    #[test]
+    fn write_json_str_is_serde_json_for_every_byte() {
+        let mut cases: Vec<String> = (0u8..0x80).map(|b| format!("a{}z", b as char)).collect();
+        cases.extend(
+            [
+                "",
+                "plain",
+                "\u{7f}",
+                "é/ü\u{2028}😀",
+                "two \"quotes\" and \\ a backslash",
+                "tab\tnew\nline",
+                "2026-12-01T03:00:00.000Z",
+            ]
+            .map(String::from),
+        );
+        for s in cases {
+            let mut out = b"prefix".to_vec();
+            write_json_str(&mut out, &s);
+            let mut want = b"prefix".to_vec();
+            want.extend(serde_json::to_vec(&s).unwrap());
+            assert_eq!(out, want, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn write_u64_is_display() {
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            12_345,
+            u64::from(u32::MAX) + 1,
+            u64::MAX,
+        ] {
+            let mut out = vec![b'x'];
+            write_u64(&mut out, n);
+            assert_eq!(out, format!("x{n}").into_bytes());
+        }
+        for n in [0, 1, -1, 10, -10, 1_767_225_600, i64::MAX, i64::MIN] {
+            let mut out = vec![b'x'];
+            write_i64(&mut out, n);
+            assert_eq!(out, format!("x{n}").into_bytes());
+        }
+    }
 }

@@ -11,6 +11,7 @@ use super::signers::{SignerKeyJson, SignerSet, SignerSetJson};
 use crate::error::ApiError;
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// Bounds a proposal must stay within; from `[proposals]` and `max_body_bytes`.
@@ -80,12 +81,15 @@ impl Proposal {
     }
 }
 
+/// The proposal as submitted. Its ops' strings and bodies borrow from the request bytes (an
+/// escaped string is decoded into its own `Cow`): the writer parses every proposal.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawProposal {
+struct RawProposal<'a> {
     registry_id: String,
     base_version: u64,
-    ops: Vec<RawOp>,
+    #[serde(borrow)]
+    ops: Vec<RawOp<'a>>,
     #[serde(default)]
     note: Option<String>,
 }
@@ -99,12 +103,14 @@ enum OpName {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawOp {
+struct RawOp<'a> {
     op: OpName,
-    kind: String,
-    id: String,
-    #[serde(default)]
-    body: Option<Box<RawValue>>,
+    #[serde(borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(default, borrow)]
+    body: Option<&'a RawValue>,
 }
 
 /// The proposal with its ops left raw, to find a `set_signers` op among them.
@@ -133,6 +139,64 @@ struct RawSetSigners {
     op: String,
     threshold: usize,
     keys: Vec<SignerKeyJson>,
+}
+
+/// Any JSON value, walked the way `serde_json::Value` is parsed but keeping nothing: every
+/// string (object keys included) is decoded through `deserialize_any`, so serde_json checks its
+/// escapes and refuses a lone UTF-16 surrogate, and numbers, depth and syntax get the checks a
+/// `Value` gets; no tree is allocated. (`serde::de::IgnoredAny` will not do: serde_json skips
+/// the strings it ignores without decoding their `\u` escapes.)
+struct StrictJson;
+
+impl<'de> Deserialize<'de> for StrictJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<StrictJson, D::Error> {
+        d.deserialize_any(StrictJson)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for StrictJson {
+    type Value = StrictJson;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<StrictJson, E> {
+        Ok(StrictJson)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<StrictJson, E> {
+        Ok(StrictJson)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<StrictJson, E> {
+        Ok(StrictJson)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<StrictJson, E> {
+        Ok(StrictJson)
+    }
+
+    // Borrowed and decoded strings both arrive here (serde's defaults forward them).
+    fn visit_str<E>(self, _: &str) -> Result<StrictJson, E> {
+        Ok(StrictJson)
+    }
+
+    fn visit_unit<E>(self) -> Result<StrictJson, E> {
+        Ok(StrictJson)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<StrictJson, A::Error> {
+        while seq.next_element::<StrictJson>()?.is_some() {}
+        Ok(StrictJson)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<StrictJson, A::Error> {
+        while map.next_key::<StrictJson>()?.is_some() {
+            map.next_value::<StrictJson>()?;
+        }
+        Ok(StrictJson)
+    }
 }
 
 /// Parse and validate proposal bytes for a registry. Every failure is `400 bad_request` except
@@ -170,8 +234,10 @@ pub fn parse(
         )));
     }
     let mut ops = Vec::with_capacity(raw.ops.len());
+    // A lone op cannot target anything twice: no set to build for the usual proposal.
     let mut seen = std::collections::HashSet::new();
-    for (i, op) in raw.ops.into_iter().enumerate() {
+    let many = raw.ops.len() > 1;
+    for (i, op) in raw.ops.iter().enumerate() {
         let kind = Kind::parse(&op.kind).ok_or_else(|| {
             ApiError::bad_request(format!(
                 "ops[{i}].kind {:?} is not node, service or region",
@@ -184,15 +250,15 @@ pub fn parse(
                 op.id
             )));
         }
-        if !seen.insert((kind, op.id.clone())) {
+        if many && !seen.insert((kind, &*op.id)) {
             return Err(ApiError::bad_request(format!(
                 "ops[{i}] targets {}/{} a second time",
                 kind.as_str(),
                 op.id
             )));
         }
-        let id: Arc<str> = op.id.into();
-        ops.push(match (op.op, op.body) {
+        let id: Arc<str> = Arc::from(&*op.id);
+        ops.push(match (&op.op, op.body) {
             (OpName::Put, Some(body)) => {
                 if !body.get().starts_with('{') {
                     return Err(ApiError::bad_request(format!(
@@ -208,8 +274,9 @@ pub fn parse(
                 }
                 // RawValue skips string escapes without decoding them, so a lone UTF-16
                 // surrogate (`"\udc00"`) gets through it although no strict JSON parser reads it
-                // back (and the read plane's listing panicked on it): parse the body for real.
-                if serde_json::from_str::<serde_json::Value>(body.get()).is_err() {
+                // back (and the read plane's listing panicked on it): parse the body for real,
+                // decoding every string but keeping none of it.
+                if serde_json::from_str::<StrictJson>(body.get()).is_err() {
                     return Err(ApiError::bad_request(format!(
                         "ops[{i}].body is not valid JSON (a lone UTF-16 surrogate escape?)"
                     )));
@@ -217,7 +284,7 @@ pub fn parse(
                 Op::Put {
                     kind,
                     id,
-                    body: Arc::from(body),
+                    body: Arc::from(body.to_owned()),
                 }
             }
             (OpName::Put, None) => {
@@ -353,6 +420,52 @@ mod tests {
         // A proper pair is fine.
         let ok = r#"{"registry_id":"r","base_version":0,"ops":[{"op":"put","kind":"node","id":"n","body":{"k":"\ud83d\ude00"}}]}"#;
         assert!(check(ok).is_ok());
+    }
+
+    #[test]
+    fn a_lone_surrogate_in_a_nested_key_or_value_is_refused() {
+        for body in [
+            r#"{"a":{"\udc00":1}}"#,
+            r#"{"a":[{"b":{"\ud800":null}}]}"#,
+            r#"{"a":{"b":["x","\udc00"]}}"#,
+            r#"{"a":[[{"b":"\ud800x"}]]}"#,
+        ] {
+            let text = format!(
+                r#"{{"registry_id":"r","base_version":0,"ops":[{{"op":"put","kind":"node","id":"n","body":{body}}}]}}"#
+            );
+            assert_eq!(check(&text).err(), Some(Code::BadRequest), "{text}");
+        }
+        // The same shapes with proper escapes and every kind of value are accepted.
+        for body in [
+            r#"{"a":{"\u00e9\ud83d\ude00":1}}"#,
+            r#"{"a":[{"b":{"\n":null}}],"t":true,"f":false}"#,
+            r#"{"a":{"b":["x","\ud83d\ude00",-1,2.5e3]}}"#,
+        ] {
+            let text = format!(
+                r#"{{"registry_id":"r","base_version":0,"ops":[{{"op":"put","kind":"node","id":"n","body":{body}}}]}}"#
+            );
+            assert!(check(&text).is_ok(), "{text}");
+        }
+    }
+
+    /// What a `serde_json::Value` parse of the body refused beyond a lone surrogate is still
+    /// refused: a number out of range and nesting past serde_json's depth limit, both of which
+    /// RawValue lets through.
+    #[test]
+    fn a_body_a_value_parse_refuses_is_refused() {
+        let limits = ProposalLimits {
+            max_ops: 3,
+            max_descriptor_bytes: 4096,
+        };
+        let deep = format!(r#"{{"a":{}1{}}}"#, "[".repeat(200), "]".repeat(200));
+        for body in [r#"{"a":1e400}"#.to_string(), deep] {
+            assert!(serde_json::from_str::<serde_json::Value>(&body).is_err());
+            let text = format!(
+                r#"{{"registry_id":"r","base_version":0,"ops":[{{"op":"put","kind":"node","id":"n","body":{body}}}]}}"#
+            );
+            let got = parse(text.as_bytes(), "r", &limits).map_err(|e| e.code);
+            assert_eq!(got.err(), Some(Code::BadRequest), "{text}");
+        }
     }
 
     const PK_A: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";

@@ -18,7 +18,7 @@
 //!   approvals, not on their order.
 
 use super::signers::SignerSet;
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// One approval as the caller found it.
@@ -151,7 +151,9 @@ pub fn count(in_force: &SignerSet, new: Option<&SignerSet>, approvals: &[Approva
 
 /// Count distinct public keys of `set` among `approvals`, adding each counted (keyid, sig) to `s`.
 fn tally(set: &SignerSet, approvals: &[&Approval], s: &mut BTreeSet<(String, String)>) -> Tally {
-    let mut keys: HashSet<&[u8]> = HashSet::new();
+    // Ordered rather than hashed: the writer counts every commit, and a set of a few keys is
+    // cheaper to search than to hash into (no per-set random keys, no SipHash of each key).
+    let mut keys: BTreeSet<&[u8]> = BTreeSet::new();
     for a in approvals {
         if !a.verified {
             continue;

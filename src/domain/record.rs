@@ -170,7 +170,6 @@ impl CommitRecord {
             return (json, head.into());
         }
         use base64::Engine;
-        use std::io::Write;
         let payload_b64 = base64::encoded_len(self.payload.len(), true).unwrap_or(0);
         let sigs: usize = self
             .signatures
@@ -184,18 +183,21 @@ impl CommitRecord {
                 + payload_b64
                 + sigs,
         );
-        // Writing to a Vec cannot fail; serde_json escapes each string exactly as it would
-        // inside the struct.
-        let string = |out: &mut Vec<u8>, s: &str| {
-            serde_json::to_writer(&mut *out, s).expect("a string serializes")
-        };
-        let _ = write!(out, "{{\"version\":{},\"hash\":", self.version);
+        // Each string escaped exactly as serde_json would inside the struct.
+        let string = super::write_json_str;
+        out.extend_from_slice(b"{\"version\":");
+        super::write_u64(&mut out, self.version);
+        out.extend_from_slice(b",\"hash\":");
         string(&mut out, &self.hash);
         out.extend_from_slice(b",\"prev_hash\":");
         string(&mut out, &self.prev_hash);
         out.extend_from_slice(b",\"committed_at\":");
-        string(&mut out, &crate::clock::rfc3339_ms(self.committed_at_ms));
-        let _ = write!(out, ",\"descriptors\":{}", self.descriptors);
+        // RFC 3339 text needs no escaping.
+        out.push(b'"');
+        crate::clock::write_rfc3339_ms(&mut out, self.committed_at_ms);
+        out.push(b'"');
+        out.extend_from_slice(b",\"descriptors\":");
+        super::write_u64(&mut out, self.descriptors);
         let head_len = out.len();
         out.extend_from_slice(b",\"proposal_id\":");
         string(&mut out, &self.proposal_id);

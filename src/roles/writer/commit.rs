@@ -154,8 +154,12 @@ impl Writer {
         });
         let new_signers = proposal.new_signers().cloned();
         self.stage_record(&base, record, descriptors, new_signers, false)?;
-        self.pending.remove(id);
-        self.pending_ops.remove(id);
+        // `pending_ops` mirrors `pending` (filled and emptied together), so only a proposal
+        // that was pending has ops to drop; a `/submit` (usually nothing pending at all) skips
+        // both look-ups and the shared map's lock.
+        if !self.pending.is_empty() && self.pending.remove(id).is_some() {
+            self.pending_ops.remove(id);
+        }
         self.remember_committed(id.to_string(), version);
         Ok(version)
     }

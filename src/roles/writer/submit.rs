@@ -65,7 +65,9 @@ impl Writer {
         };
         let request = self.next_request;
         self.next_request += 1;
-        let mut jobs = Vec::new();
+        // Sized exactly: a job is a few hundred bytes, and a grown vector of them is an
+        // allocation past malloc's per-thread cache.
+        let mut jobs = Vec::with_capacity(signatures.iter().map(|s| s.candidates.len()).sum());
         for (i, s) in signatures.iter().enumerate() {
             for (c, (public, _)) in s.candidates.iter().enumerate() {
                 // The signer set's parsed key: no point decompression on the writer thread.
