@@ -25,19 +25,15 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Lower-case hex of `bytes`: the same text as `hex::encode`, which collects a `char`
 /// iterator and cost the writer thousands of instructions per proposal id, commit hash and
-/// approving key.
+/// approving key; `hex::encode_to_slice` fills a stack buffer per 32 bytes instead (no
+/// zero-filled heap buffer, no capacity check per digit).
 pub fn hex_lower(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    // Through a stack buffer per 32 bytes: no zero-filled heap buffer (a `calloc`) and no
-    // capacity check per digit.
     let mut out = Vec::with_capacity(bytes.len() * 2);
     for chunk in bytes.chunks(32) {
         let mut buf = [0u8; 64];
-        for (pair, &b) in buf.chunks_exact_mut(2).zip(chunk) {
-            pair[0] = DIGITS[usize::from(b >> 4)];
-            pair[1] = DIGITS[usize::from(b & 0x0f)];
-        }
-        out.extend_from_slice(&buf[..chunk.len() * 2]);
+        let hex = &mut buf[..chunk.len() * 2];
+        hex::encode_to_slice(chunk, hex).expect("the buffer holds two digits per byte");
+        out.extend_from_slice(hex);
     }
     String::from_utf8(out).expect("hex digits are ASCII")
 }
@@ -61,28 +57,15 @@ pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-/// Append the decimal digits of `n` to `out`, as `write!(out, "{n}")` does, without
-/// `core::fmt`.
-pub fn write_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[at..]);
+/// Append the decimal digits of `n` to `out`, as `write!(out, "{n}")` does, through `itoa`
+/// (the formatter serde_json itself uses) rather than `core::fmt`.
+pub fn write_u64(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// Append the decimal digits of `n` (with its sign) to `out`, as `write!(out, "{n}")` does.
 pub fn write_i64(out: &mut Vec<u8>, n: i64) {
-    if n < 0 {
-        out.push(b'-');
-    }
-    write_u64(out, n.unsigned_abs());
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// Is `s` 64 lower-case hex digits (a SHA-256 in the form the formats use)?
