@@ -219,6 +219,16 @@ impl Sim {
         self.tree.as_mut().expect("a seed with a tree")
     }
 
+    /// The running life's tree (a seed with a tree, between a boot and a crash).
+    fn life_tree(&mut self) -> &mut LifeTree {
+        self.life
+            .as_mut()
+            .expect("a running life")
+            .tree
+            .as_mut()
+            .expect("a tree")
+    }
+
     /// MTH(D[lo:hi]) over the model's chain (RFC 6962 §2.1), complete subtrees memoized.
     fn mth(&mut self, lo: u64, hi: u64) -> Hash {
         let n = hi - lo;
@@ -327,13 +337,7 @@ impl Sim {
         if inject {
             self.io.inject(Op::Read, 0, FaultKind::Eio);
         }
-        let lt = self
-            .life
-            .as_mut()
-            .expect("a running life")
-            .tree
-            .as_mut()
-            .expect("a tree");
+        let lt = self.life_tree();
         let stored_before = lt.tlog.store().count().expect("count");
         // The thread's start: the check (once), then a catch-up to the snapshot of now.
         let mut builder = match lt.starting.take() {
@@ -348,13 +352,7 @@ impl Sim {
         if inject && !fired {
             self.armed.push((Op::Read, reads_before, FaultKind::Eio));
         }
-        let lt = self
-            .life
-            .as_mut()
-            .expect("a running life")
-            .tree
-            .as_mut()
-            .expect("a tree");
+        let lt = self.life_tree();
         match started {
             Ok(()) => {
                 let b = builder.expect("caught up");
