@@ -152,6 +152,7 @@ impl crate::snapshot::Publisher for CheckpointNudge {
 }
 
 pub fn run(mut p: CheckpointParts) {
+    super::background_priority("checkpoint");
     let mut last_at = Instant::now();
     let mut last_version = p.last_version;
     let tick = Duration::from_secs(1).min(p.interval);

@@ -48,8 +48,64 @@ pub fn recv_parked_timeout<T>(rx: &Receiver<T>, timeout: Duration) -> Result<T, 
     }
 }
 
+/// Lower the calling thread's scheduling priority to nice 10 (or leave it where it is if it is
+/// already lower): for background work (checkpoints) that must not take the cores from the
+/// write path when they are contended. Under CFS a nice-10 thread still gets about a tenth of a
+/// contended core's time, so it is slowed, never starved; on idle cores it runs as fast as
+/// before. Raising a nice value needs no privilege; a failure is logged and changes nothing else.
+pub fn background_priority(role: &str) {
+    const NICE: libc::c_int = 10;
+    // SAFETY: gettid takes nothing and cannot fail; getpriority and setpriority take plain
+    // integers; errno is this thread's own.
+    let result = unsafe {
+        let tid = libc::gettid() as libc::id_t;
+        // getpriority may return -1 as a nice value: errno tells a failure apart.
+        *libc::__errno_location() = 0;
+        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+        if now == -1 && *libc::__errno_location() != 0 {
+            Err(std::io::Error::last_os_error())
+        } else if now >= NICE {
+            Ok(())
+        } else if libc::setpriority(libc::PRIO_PROCESS, tid, NICE) != 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    if let Err(e) = result {
+        log::warn!(
+            "msg=\"could not lower the thread's priority\" role={role} error={:?}",
+            e.to_string()
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn background_priority_lowers_only_the_calling_thread() {
+        // nice is field 19 of /proc/thread-self/stat (after the parenthesised name).
+        let nice = || {
+            let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("stat");
+            let after_name = &stat[stat.rfind(')').expect("name") + 2..];
+            after_name
+                .split(' ')
+                .nth(16)
+                .expect("field 19")
+                .parse::<i32>()
+                .expect("nice")
+        };
+        let before = nice();
+        let in_thread = std::thread::spawn(move || {
+            super::background_priority("test");
+            nice()
+        })
+        .join()
+        .expect("thread");
+        assert_eq!(in_thread, before.max(10));
+        assert_eq!(nice(), before, "the caller's thread is untouched");
+    }
+
     use super::*;
 
     #[test]
