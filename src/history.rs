@@ -87,13 +87,6 @@ pub enum ReadFailure {
     Corrupt(String),
 }
 
-impl ReadFailure {
-    /// Whether the same read may succeed if tried again.
-    pub fn may_pass(&self) -> bool {
-        matches!(self, ReadFailure::Io(_))
-    }
-}
-
 impl std::fmt::Display for ReadFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -215,17 +215,21 @@ fn a_version_1_checkpoint_is_loaded_and_rewritten_as_version_2() {
     }
     let v1_file = std::fs::read(&file).unwrap();
 
-    let s = s.restart_killed();
+    // Restored from checkpoint `seq`, with the same HEAD and descriptors as before the kill.
     let restored = format!("from_checkpoint={seq} ");
-    assert!(
-        s.logs()
-            .lines()
-            .any(|l| l.contains("msg=\"state restored\"") && l.contains(&restored)),
-        "not restored from the version-1 checkpoint:\n{}",
-        s.logs()
-    );
-    assert_eq!(s.head(), head);
-    assert_eq!(json(&s.get("/registry/descriptors?limit=100")), all);
+    let same_state = |s: &TestServer, which: &str| {
+        assert!(
+            s.logs()
+                .lines()
+                .any(|l| l.contains("msg=\"state restored\"") && l.contains(&restored)),
+            "not restored from the {which} checkpoint:\n{}",
+            s.logs()
+        );
+        assert_eq!(s.head(), head);
+        assert_eq!(json(&s.get("/registry/descriptors?limit=100")), all);
+    };
+    let s = s.restart_killed();
+    same_state(&s, "version-1");
     let r = s.get(&format!("/proposals/{pending_id}"));
     assert_eq!(r.status, 200, "the pending proposal survives: {}", r.text());
 
@@ -242,15 +246,7 @@ fn a_version_1_checkpoint_is_loaded_and_rewritten_as_version_2() {
 
     // And the next start loads the rewritten one.
     let s = s.restart_killed();
-    assert!(
-        s.logs()
-            .lines()
-            .any(|l| l.contains("msg=\"state restored\"") && l.contains(&restored)),
-        "{}",
-        s.logs()
-    );
-    assert_eq!(s.head(), head);
-    assert_eq!(json(&s.get("/registry/descriptors?limit=100")), all);
+    same_state(&s, "rewritten version-2");
 }
 
 /// The payload of a checkpoint file whose CRC checks (empty while it is missing, short or being
