@@ -16,7 +16,7 @@ use crate::metrics::m;
 use crate::ops::{
     BackupSource, Backups, Chaos, CommitBudget, Maintenance, Readiness, SyncHealth, WritePlane,
 };
-use crate::roles::fsync::{FsyncParts, SyncTarget};
+use crate::roles::fsync::{FsyncParts, LogSync, SyncTarget};
 use crate::roles::sse::SseHub;
 use crate::roles::verifier;
 use crate::roles::writer::{
@@ -672,25 +672,31 @@ fn start_write_plane(config: &Config, shared: &Shared, restored: Restored) -> Op
             Internal::Verified,
         )
     };
-    let (sync_tx, fsync_thread) = match sync_target {
+    let always = config.raw.storage.fsync == crate::config::FsyncMode::Always;
+    let batch_max_delay = Duration::from_millis(config.raw.storage.fsync_batch_max_delay_ms);
+    // One `LogSync` for the fsync thread and the writer's inline path (`Writer::sync_due`).
+    let (sync_tx, fsync_thread, log_sync) = match sync_target {
         Some(target) => {
             let (tx, rx) = crossbeam_channel::bounded(SYNC_QUEUE);
-            let parts = FsyncParts {
+            let log_sync = Arc::new(LogSync::new(
                 target,
+                shared.chaos.storage_latency_ms.clone(),
+                shared.sync_health.clone(),
+            ));
+            let parts = FsyncParts {
+                sync: log_sync.clone(),
                 requests: rx,
                 done: internal_tx.clone(),
-                always: config.raw.storage.fsync == crate::config::FsyncMode::Always,
-                batch_max_delay: Duration::from_millis(config.raw.storage.fsync_batch_max_delay_ms),
-                chaos_delay_ms: shared.chaos.storage_latency_ms.clone(),
-                health: shared.sync_health.clone(),
+                always,
+                batch_max_delay,
             };
             let handle = std::thread::Builder::new()
                 .name("fsync".into())
                 .spawn(move || crate::roles::fsync::run(parts))
                 .expect("spawning the fsync thread");
-            (Some(tx), Some(handle))
+            (Some(tx), Some(handle), Some(log_sync))
         }
-        None => (None, None),
+        None => (None, None, None),
     };
     // On a follower the pool does not hold the writer's internal channel; this clone keeps it
     // open (the writer ends on a closed one) until the writer is joined, as the pool's would.
@@ -841,6 +847,9 @@ fn start_write_plane(config: &Config, shared: &Shared, restored: Restored) -> Op
         clock_ms: crate::clock::now_unix_ms,
     });
     writer.verify_inline_when_idle();
+    if let Some(log_sync) = log_sync {
+        writer.sync_inline_when_idle(log_sync, always, batch_max_delay);
+    }
     for (proposal_id, version) in recent_commits {
         writer.remember_committed(proposal_id, version);
     }

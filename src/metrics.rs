@@ -66,6 +66,9 @@ pub struct Metrics {
     pub registry_tlog_read_errors_total: IntCounter,
     /// 1 while the `tlog` thread waits to retry a failed read (the tree is behind), else 0.
     pub registry_tlog_retrying: IntGauge,
+    /// Log syncs the writer ran itself because the group-commit pipeline was idle (a subset of
+    /// the syncs `fsync_seconds` counts).
+    pub registry_fsync_inline_total: IntCounter,
 }
 
 fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
@@ -298,6 +301,11 @@ impl Metrics {
                 "Transparency log: 1 while the tree is behind, waiting to retry a failed read",
             )
             .expect("valid"),
+            registry_fsync_inline_total: IntCounter::new(
+                "registry_fsync_inline_total",
+                "Log syncs run by the writer itself because the group-commit pipeline was idle (also counted in fsync_seconds)",
+            )
+            .expect("valid"),
         };
         // Every alg's series exists from the start (at zero), so dashboards and alerts see
         // the metric before the first approval of each algorithm.
@@ -347,6 +355,7 @@ impl Metrics {
             Box::new(m.registry_tlog_rebuilds_total.clone()),
             Box::new(m.registry_tlog_read_errors_total.clone()),
             Box::new(m.registry_tlog_retrying.clone()),
+            Box::new(m.registry_fsync_inline_total.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for c in collectors {

@@ -1,11 +1,14 @@
 //! The commit protocol and durability: check quorum → CAS on base_version against the staged
 //! head → apply ops → append to the journal → ask for a sync → on its notice publish and answer.
+//! The sync is the fsync thread's, or — when the group-commit pipeline is idle — this thread's
+//! own call of the same [`LogSync::sync`] ([`Writer::sync_due`]; the rule is
+//! `Writer::may_sync_inline`).
 //!
 //! Invariant: a commit is answered `Committed` only after the sync that covers its record, and
 //! the snapshot of version V is published only once V is durable; nothing changes on a refusal.
 
 use super::proposals::tally;
-use super::{Committed, Staged, Work, Writer, STOPPED};
+use super::{Committed, Internal, Staged, Work, Writer, STOPPED};
 use crate::domain::chain;
 use crate::domain::proposal::Proposal;
 use crate::domain::quorum::QuorumCount;
@@ -14,14 +17,138 @@ use crate::domain::state;
 use crate::error::{ApiError, Code};
 use crate::history::Loc;
 use crate::metrics::m;
+use crate::roles::fsync::LogSync;
 use crate::roles::reply::Reply;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// At most this many applies in a row share one deferred sync (about a log page).
 const APPLY_GROUP_MAX: usize = 1024;
 
+/// The writer's own path to durability (see [`Writer::sync_inline_when_idle`]).
+pub(super) struct InlineSync {
+    /// The sync the fsync thread runs too.
+    sync: Arc<LogSync>,
+    /// `fsync = "always"`: one sync per commit, so an inline sync covers one position only.
+    always: bool,
+    /// `storage.fsync_batch_max_delay_ms`: non-zero means the operator wants batching, and
+    /// every sync stays the fsync thread's.
+    batch_max_delay: Duration,
+}
+
 impl Writer {
+    /// Let this thread run the log sync itself when the group-commit pipeline is idle (see
+    /// `may_sync_inline`): a lone client (C = 1) then pays no hand-off to the fsync thread
+    /// and back (two thread wake-ups per write); under load the fsync thread batches as before.
+    /// `sync` must be the one the fsync thread runs. Off by default: simulations and step tests
+    /// play the fsync thread themselves.
+    pub fn sync_inline_when_idle(
+        &mut self,
+        sync: Arc<LogSync>,
+        always: bool,
+        batch_max_delay: Duration,
+    ) {
+        self.inline_sync = Some(InlineSync {
+            sync,
+            always,
+            batch_max_delay,
+        });
+    }
+
+    /// Ask for the sync of everything appended up to `position`. Without the inline path the
+    /// position goes to the fsync thread now; with it, it waits for the end of the message
+    /// being handled ([`Writer::sync_due`]), where the choice between the two paths is made
+    /// once for everything the message appended (the commits a release of held commits staged
+    /// too). An `Err` means the write plane is poisoned.
+    pub(super) fn ask_sync(&mut self, position: u64) -> Result<(), ApiError> {
+        if !self.p.journal.needs_sync() || self.p.sync_tx.is_none() {
+            return Ok(());
+        }
+        if self.inline_sync.is_some() {
+            self.due.push(position);
+            return Ok(());
+        }
+        self.send_sync(position)
+    }
+
+    /// Hand `position` to the fsync thread.
+    fn send_sync(&mut self, position: u64) -> Result<(), ApiError> {
+        let Some(tx) = &self.p.sync_tx else {
+            return Ok(());
+        };
+        if tx.send(position).is_err() {
+            self.poison("the fsync thread is gone".to_string());
+            return Err(ApiError::unavailable(STOPPED));
+        }
+        self.sent = self.sent.max(position);
+        Ok(())
+    }
+
+    /// Get the positions the last message appended synced: on this thread if
+    /// `may_sync_inline` allows it, handled exactly like the fsync thread's notice (a success
+    /// as [`Internal::Durable`], a failure as [`Internal::SyncFailed`]: the same handlers);
+    /// else sent to the fsync thread. The thread body calls it after every message; step tests
+    /// call it where the loop would.
+    pub fn sync_due(&mut self) {
+        if self.due.is_empty() {
+            return;
+        }
+        let mut due = std::mem::take(&mut self.due);
+        if self.may_sync_inline(&due) {
+            m().registry_fsync_inline_total.inc();
+            let result = self
+                .inline_sync
+                .as_ref()
+                .expect("may_sync_inline checked it")
+                .sync
+                .sync(&due);
+            match result {
+                Ok(durable) => self.on_internal(Internal::Durable(durable)),
+                Err(reason) => self.on_internal(Internal::SyncFailed(reason)),
+            }
+        } else {
+            for &position in &due {
+                if self.send_sync(position).is_err() {
+                    break;
+                }
+            }
+        }
+        // Keep the allocation for the next message.
+        due.clear();
+        if self.due.is_empty() {
+            self.due = due;
+        }
+    }
+
+    /// Whether the positions `due` may be synced on this thread now. All of:
+    /// (a) the inline path is on (`fsync` is `batch` or `always`), and in `always` mode `due`
+    ///     is one position (one sync per commit);
+    /// (b) `fsync_batch_max_delay_ms` is 0 (a configured delay means the operator wants
+    ///     batching);
+    /// (c) nothing is queued for this thread right now (no request, verifier result or
+    ///     notice): whatever arrives next would otherwise wait for the sync;
+    /// (d) no sync is in flight: every position sent to the fsync thread has come back durable
+    ///     (`sent <= durable`; only this thread sends there, so it knows exactly).
+    ///
+    /// Why durability is unchanged: the call is the same [`LogSync::sync`] the fsync thread
+    /// makes, over the same positions, and this thread publishes and answers only once it has
+    /// returned, through the same `on_durable`; a failure poisons the write plane through the
+    /// same handler as the fsync thread's notice, and `LogSync` never syncs again after it
+    /// (nor is anything sent to the fsync thread: a poisoned writer appends nothing). By (d)
+    /// the fsync thread has nothing queued, so the two never sync the same positions; were they
+    /// ever to overlap, the log's `sync_lock` serializes them and `LogSync`'s durable position
+    /// only grows. Under load (c) or (d) fails, and group commit batches as before.
+    fn may_sync_inline(&self, due: &[u64]) -> bool {
+        let Some(inline) = &self.inline_sync else {
+            return false;
+        };
+        (!inline.always || due.len() == 1)
+            && inline.batch_max_delay.is_zero()
+            && self.p.requests.is_empty()
+            && self.p.internal_rx.is_empty()
+            && self.sent <= self.durable
+    }
+
     /// Stage `work` (a `/commit` of a pending proposal or a verified `/submit`) and answer
     /// `reply` once it is durable. `may_hold`: whether work whose base is ahead of the staged
     /// head may wait for it.
@@ -238,11 +365,8 @@ impl Writer {
             self.on_durable(position);
             return;
         }
-        if let Some(tx) = &self.p.sync_tx {
-            if tx.send(position).is_err() {
-                self.poison("the fsync thread is gone".to_string());
-            }
-        }
+        // A failure poisoned the write plane, which answered every waiting apply.
+        let _ = self.ask_sync(position);
     }
 
     /// Append `record` (version `base + 1`, state `descriptors`) to the journal, stage its
@@ -291,12 +415,7 @@ impl Writer {
         // A later position covers the deferred ones.
         self.unsynced = None;
         self.unsynced_count = 0;
-        if let Some(tx) = &self.p.sync_tx {
-            if self.p.journal.needs_sync() && tx.send(position).is_err() {
-                self.poison("the fsync thread is gone".to_string());
-                return Err(ApiError::unavailable(STOPPED));
-            }
-        }
+        self.ask_sync(position)?;
         Ok(version)
     }
 

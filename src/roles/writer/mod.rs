@@ -19,7 +19,10 @@
 //! apply ops (a conflict changes nothing) → append the record to the journal → ask the fsync
 //! thread for durability → on its notice, publish the snapshot of the newest durable version,
 //! answer every commit it covers and emit their events. A journal or sync failure poisons the
-//! write plane: every later write answers 503, reads keep working.
+//! write plane: every later write answers 503, reads keep working. When the group-commit
+//! pipeline is idle (nothing queued for the writer, no sync in flight) the writer runs that sync
+//! itself, the same [`LogSync`](crate::roles::fsync::LogSync) call, and handles its outcome as it
+//! would the fsync thread's notice (`commit.rs`, [`Writer::sync_due`]).
 //!
 //! Shutdown: on [`WriteRequest::Shutdown`] the writer stops taking requests, waits for
 //! durability of everything appended, answers, and exits.
@@ -362,6 +365,15 @@ pub struct Writer {
     /// A one-signature `/submit` that finds the writer and the verifier pool idle is verified
     /// here rather than on the pool (see [`Writer::verify_inline_when_idle`]).
     verify_inline: bool,
+    /// The sync this thread may run itself when the pipeline is idle (see
+    /// [`Writer::sync_inline_when_idle`]); `None`: every sync is the fsync thread's.
+    inline_sync: Option<commit::InlineSync>,
+    /// Positions appended while handling the current message whose sync is not asked for yet
+    /// (only with `inline_sync`): [`Writer::sync_due`] asks at the end of the message.
+    due: Vec<u64>,
+    /// The highest position sent to the fsync thread. Only this thread sends there, so a sync
+    /// is in flight exactly while `sent > durable`.
+    sent: u64,
 }
 
 impl Writer {
@@ -387,6 +399,9 @@ impl Writer {
             unsynced: None,
             unsynced_count: 0,
             verify_inline: false,
+            inline_sync: None,
+            due: Vec::new(),
+            sent: 0,
         }
     }
 
@@ -424,6 +439,9 @@ impl Writer {
         // per worker for a whole group commit), not once per answer (src/wake.rs).
         let _wakes = crate::wake::batch_this_thread();
         loop {
+            // What the last message appended gets its sync now: here when the pipeline is
+            // idle, else from the fsync thread.
+            self.sync_due();
             if self.shutting_down
                 && self.waiting.is_empty()
                 && self.approvals_in_flight.is_empty()
@@ -441,6 +459,7 @@ impl Writer {
             // no deferred sync for the next request.
             if self.p.internal_rx.is_empty() && self.p.requests.is_empty() {
                 self.sync_deferred();
+                self.sync_due();
                 crate::logging::flush_thread();
             }
             // The answers of the last message (and of a deferred sync just above) wake their
@@ -489,6 +508,8 @@ impl Writer {
         self.staged = self.p.snapshot.load_full();
         self.unsynced = None;
         self.unsynced_count = 0;
+        // Appended, never synced: no sync is asked for after a failure, inline or not.
+        self.due.clear();
     }
 
     /// Handle one request (the thread body calls this; simulations call it directly).

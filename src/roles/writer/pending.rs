@@ -20,12 +20,7 @@ impl Writer {
     /// Append a pending frame and ask for its sync; returns the journal position past it.
     pub(super) fn append_pending(&mut self, frame: &PendingFrame) -> Result<u64, ApiError> {
         let position = self.append_frame(&frame.to_bytes(), "pending frame")?;
-        if let Some(tx) = &self.p.sync_tx {
-            if self.p.journal.needs_sync() && tx.send(position).is_err() {
-                self.poison("the fsync thread is gone".to_string());
-                return Err(ApiError::unavailable(STOPPED));
-            }
-        }
+        self.ask_sync(position)?;
         Ok(position)
     }
 
