@@ -1,8 +1,9 @@
 //! The writer driven step by step (no HTTP, no threads): group commit ordering, a failed sync
 //! poisoning the write plane, a full disk refusing without applying anything, commits held
 //! until the staged head reaches their base, one-request submits batched and held like
-//! commits, and a follower's apply of a verified record (alone, and a page of them as one group
-//! commit).
+//! commits, a follower's apply of a verified record (alone, and a page of them as one group
+//! commit), and the writer's own sync when the pipeline is idle (when it is taken, and a failed
+//! one stopping the write plane on a real log over `FaultIo`).
 
 use arc_swap::ArcSwap;
 use crossbeam_channel::{Receiver, Sender};
@@ -15,6 +16,7 @@ use svc_registry::domain::proposal::ProposalLimits;
 use svc_registry::domain::signers::{sign_payload, SignerKey, SignerSet};
 use svc_registry::http::{Replier, Response};
 use svc_registry::ops::WritePlane;
+use svc_registry::roles::fsync::{LogSync, SyncTarget};
 use svc_registry::roles::reply::Reply;
 use svc_registry::roles::verifier::{Verified, VerifyJob};
 use svc_registry::roles::writer::*;
@@ -61,6 +63,16 @@ struct Rig {
 }
 
 fn rig() -> Rig {
+    let full = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let journal = TestJournal {
+        end: 0,
+        full: full.clone(),
+    };
+    rig_on(Box::new(journal), full)
+}
+
+/// A rig whose writer appends to `journal` (`full` is what the test journal watches).
+fn rig_on(journal: Box<dyn Journal>, full: Arc<std::sync::atomic::AtomicBool>) -> Rig {
     let keys: Vec<SigningKey> = (1..=3).map(|i| SigningKey::from_bytes(&[i; 32])).collect();
     let set = SignerSet::new(
         2,
@@ -81,7 +93,6 @@ fn rig() -> Rig {
     let (verify_tx, verify_rx) = crossbeam_channel::unbounded();
     let (sync_tx, sync_rx) = crossbeam_channel::unbounded();
     let plane = WritePlane::new();
-    let full = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = Writer::new(WriterParts {
         registry_id: "r".into(),
         snapshot: snapshot.clone(),
@@ -99,10 +110,7 @@ fn rig() -> Rig {
         internal_rx: int_rx,
         verify_tx,
         sync_tx: Some(sync_tx),
-        journal: Box::new(TestJournal {
-            end: 0,
-            full: full.clone(),
-        }),
+        journal,
         publisher: Box::new(Publishers(Vec::new())),
         plane: plane.clone(),
         clock_ms: || CLOCK_MS.with(Cell::get),
@@ -630,4 +638,169 @@ fn a_burst_of_applies_asks_for_one_sync_when_the_queue_drains() {
         follower.snapshot.load().head.to_json(),
         records[2].to_json()
     );
+}
+
+/// A sync target that records what it was asked and always succeeds.
+#[derive(Clone, Default)]
+struct CountingTarget(Arc<std::sync::Mutex<Vec<u64>>>);
+
+impl SyncTarget for CountingTarget {
+    fn sync_to(&self, position: u64) -> Result<u64, String> {
+        self.0.lock().unwrap().push(position);
+        Ok(position)
+    }
+}
+
+/// The shared sync over `target`, as app.rs builds it.
+fn log_sync(target: Box<dyn SyncTarget>) -> Arc<LogSync> {
+    Arc::new(LogSync::new(
+        target,
+        Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        Arc::new(svc_registry::ops::SyncHealth::default()),
+    ))
+}
+
+/// The inline path's rule (`Writer::may_sync_inline`): a lone write is synced by the writer
+/// itself; a position goes to the fsync thread instead while anything is queued for the
+/// writer, while a sync is in flight there, or when a batch delay is configured.
+#[test]
+fn the_writer_syncs_inline_only_when_nothing_is_queued_and_no_sync_is_in_flight() {
+    let mut rig = rig();
+    let target = CountingTarget::default();
+    rig.writer
+        .sync_inline_when_idle(log_sync(Box::new(target.clone())), false, Duration::ZERO);
+    let synced = || target.0.lock().unwrap().len();
+
+    // Something queued for the writer: the position goes to the fsync thread.
+    let s1 = rig.submit(&rig.payload(0, "a"));
+    rig.req_tx.send(WriteRequest::Shutdown).unwrap();
+    rig.writer.sync_due();
+    let sent1: Vec<u64> = rig.sync_rx.try_iter().collect();
+    assert_eq!((sent1.len(), synced()), (1, 0), "asked of the fsync thread");
+    assert!(s1.try_recv().is_err(), "not durable yet");
+    assert!(rig.req_rx.try_recv().is_ok());
+
+    // Nothing queued, but the first sync is still in flight: the fsync thread again.
+    let s2 = rig.submit(&rig.payload(1, "b"));
+    rig.writer.sync_due();
+    let sent2: Vec<u64> = rig.sync_rx.try_iter().collect();
+    assert_eq!((sent2.len(), synced()), (1, 0), "a sync is in flight");
+    assert_eq!(rig.snapshot.load().version(), 0);
+    // The fsync thread's notice covers both.
+    rig.writer.on_internal(Internal::Durable(sent2[0]));
+    assert_eq!(answer(&s1).1["version"], 1);
+    assert_eq!(answer(&s2).1["version"], 2);
+
+    // Idle: the writer syncs itself, nothing goes to the fsync thread, and the answer and the
+    // publication follow the sync at once.
+    let s3 = rig.submit(&rig.payload(2, "c"));
+    assert!(s3.try_recv().is_err(), "nothing answered before the sync");
+    assert_eq!(rig.snapshot.load().version(), 2);
+    rig.writer.sync_due();
+    assert_eq!(rig.sync_rx.try_iter().count(), 0);
+    assert_eq!(synced(), 1);
+    assert_eq!(answer(&s3).1["version"], 3);
+    assert_eq!(rig.snapshot.load().version(), 3);
+
+    // A configured batch delay: the operator wants batching, so never inline.
+    let mut rig = self::rig();
+    let target = CountingTarget::default();
+    rig.writer.sync_inline_when_idle(
+        log_sync(Box::new(target.clone())),
+        false,
+        Duration::from_millis(2),
+    );
+    let s = rig.submit(&rig.payload(0, "a"));
+    rig.writer.sync_due();
+    let sent: Vec<u64> = rig.sync_rx.try_iter().collect();
+    assert_eq!((sent.len(), target.0.lock().unwrap().len()), (1, 0));
+    rig.writer.on_internal(Internal::Durable(sent[0]));
+    assert_eq!(answer(&s).0, 200);
+}
+
+/// A failed inline sync stops the write plane exactly like the fsync thread's `SyncFailed`: the
+/// write it covered answers 503 and is neither published nor on disk after a power cut, every
+/// later write answers 503, nothing is asked of the fsync thread, and the shared sync never
+/// syncs again. Runs on a real log over `FaultIo` (its "failed and lost" sync fault).
+#[test]
+fn a_failed_inline_sync_answers_503_and_nothing_unsynced_is_published_or_acknowledged() {
+    use svc_registry::log::{FaultIo, FaultKind, Op, StorageOptions};
+    let io = FaultIo::new();
+    let opts = StorageOptions {
+        segment_bytes: 1 << 20,
+        checkpoints_kept: 3,
+    };
+    let data = std::path::Path::new("/data");
+    let opened = svc_registry::log::open(data, &opts, Arc::new(io.clone())).unwrap();
+    let _lock = opened.lock;
+    let journal = svc_registry::storage::DiskJournal {
+        writer: opened.writer,
+        sync: true,
+    };
+    let mut rig = rig_on(Box::new(journal), Arc::default());
+    let sync = log_sync(Box::new(opened.syncer.clone()));
+    rig.writer
+        .sync_inline_when_idle(sync.clone(), false, Duration::ZERO);
+
+    // A lone submit: synced inline, answered, published.
+    let s1 = rig.submit(&rig.payload(0, "a"));
+    let syncs = io.calls(Op::MapSync);
+    rig.writer.sync_due();
+    assert!(io.calls(Op::MapSync) > syncs, "the writer synced the log");
+    let (status, v) = answer(&s1);
+    assert_eq!((status, v["version"].as_u64()), (200, Some(1)), "{v}");
+
+    // The next one's sync fails, and its pages are lost.
+    io.inject(Op::MapSync, 0, FaultKind::SyncFailedLost);
+    let s2 = rig.submit(&rig.payload(1, "b"));
+    assert!(s2.try_recv().is_err());
+    rig.writer.sync_due();
+    let (status, v) = answer(&s2);
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (503, Some("unavailable")),
+        "{v}"
+    );
+    assert!(
+        rig.plane.poisoned().unwrap().contains("log sync failed"),
+        "{:?}",
+        rig.plane.poisoned()
+    );
+    assert_eq!(
+        rig.snapshot.load().version(),
+        1,
+        "nothing unsynced published"
+    );
+
+    // Every later write: 503, nothing appended, nothing asked of the fsync thread.
+    let (r, rx) = reply(replies::accepted);
+    rig.writer.on_request(WriteRequest::Propose {
+        bytes: rig.payload(1, "z"),
+        reply: r,
+    });
+    assert_eq!(answer(&rx).0, 503);
+    rig.writer.sync_due();
+    assert_eq!(
+        rig.sync_rx.try_iter().count(),
+        0,
+        "the fsync thread got nothing"
+    );
+    // The shared sync (the fsync thread's too) refuses without touching the log again.
+    let syncs = io.calls(Op::MapSync);
+    assert!(sync.sync(&[u64::MAX]).is_err());
+    assert_eq!(io.calls(Op::MapSync), syncs);
+
+    // A power cut: the acknowledged version is on disk, the refused one is not.
+    io.crash(7);
+    let reopened = svc_registry::log::open(data, &opts, Arc::new(io.clone())).unwrap();
+    let versions: Vec<u64> = reopened
+        .records
+        .iter()
+        .map(|r| {
+            serde_json::from_slice::<serde_json::Value>(&r.payload).unwrap()["version"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(versions, [1]);
 }

@@ -89,8 +89,7 @@ impl LogSync {
                     crate::metrics::m()
                         .fsync_batch_size
                         .observe(group.len() as f64);
-                    self.durable
-                        .fetch_max(covered.max(upto), Ordering::AcqRel);
+                    self.durable.fetch_max(covered.max(upto), Ordering::AcqRel);
                 }
                 Err(reason) => {
                     self.failed.store(true, Ordering::Release);
