@@ -542,3 +542,85 @@ fn a_lone_one_signature_submit_is_verified_and_timed_like_any_other() {
         "each verification is timed"
     );
 }
+
+/// The writer syncs the log itself when the group-commit pipeline is idle
+/// (docs/ARCHITECTURE.md "Commit protocol"): a lone client's every submit takes that path
+/// (`registry_fsync_inline_total` counts them), and a burst of concurrent submits is still group
+/// committed by the fsync thread (more than one write per sync on average).
+#[test]
+fn a_lone_client_is_synced_inline_and_a_burst_is_still_group_committed() {
+    let mut setup = Setup {
+        threshold: 1,
+        ..Setup::default()
+    };
+    // A submit that overtakes its predecessor (another client's) waits for it.
+    setup.tables = "[proposals]\ncommit_wait_ms = 5000\n".into();
+    let s = Arc::new(TestServer::start(setup));
+    let inline = "registry_fsync_inline_total";
+    let (syncs, writes) = ("fsync_batch_size_count", "fsync_batch_size_sum");
+
+    let before = (s.metric(inline), s.metric(syncs));
+    const LONE: u64 = 5;
+    for v in 0..LONE {
+        let p = proposal(&s, v, j!([put("node", &format!("lone-{v}"), j!({"v": v}))]));
+        let r = s.post("/submit", &signed_by(&s, &p, 1));
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(
+        (s.metric(inline) - before.0, s.metric(syncs) - before.1),
+        (LONE as f64, LONE as f64),
+        "one sync per lone submit, each run by the writer"
+    );
+
+    // A burst: every client takes the next version and submits it at once, so the writer
+    // always has work queued and syncs are in flight.
+    const BURST: u64 = 96;
+    const CLIENTS: usize = 12;
+    let before = (s.metric(inline), s.metric(syncs), s.metric(writes));
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(LONE));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (s, next) = (s.clone(), next.clone());
+            std::thread::spawn(move || {
+                let mut statuses = Vec::new();
+                loop {
+                    let base = next.fetch_add(1, Ordering::Relaxed);
+                    if base >= LONE + BURST {
+                        return statuses;
+                    }
+                    let p = proposal(&s, base, j!([put("node", &format!("b-{base}"), j!({}))]));
+                    let body = signed_by(&s, &p, 1);
+                    // A full queue answers 429: the same envelope again.
+                    let status = loop {
+                        let r = s.post("/submit", &body);
+                        if r.status != 429 {
+                            break r.status;
+                        }
+                        std::thread::sleep(Duration::from_millis(5));
+                    };
+                    statuses.push(status);
+                }
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    assert_eq!(statuses.len() as u64, BURST);
+    assert!(statuses.iter().all(|&st| st == 200), "{statuses:?}");
+    assert_eq!(s.head()["version"], LONE + BURST);
+    let synced = s.metric(syncs) - before.1;
+    let written = s.metric(writes) - before.2;
+    let inline_syncs = s.metric(inline) - before.0;
+    eprintln!("burst: {written} writes in {synced} syncs, {inline_syncs} of them inline");
+    assert_eq!(written, BURST as f64, "a submit appends one record");
+    assert!(
+        written / synced > 1.0,
+        "{written} writes in {synced} syncs ({inline_syncs} inline): no group commit"
+    );
+    assert!(
+        synced > inline_syncs,
+        "the fsync thread took no part in the burst ({synced} syncs, all inline)"
+    );
+}
