@@ -350,7 +350,8 @@ pub struct Writer {
     /// Set while held commits are being retried (a retry that stages must not start another).
     releasing: bool,
     shutting_down: bool,
-    /// Journal position known durable (from the fsync thread's notices).
+    /// Journal position known durable (from the fsync thread's notices and the writer's own
+    /// syncs).
     durable: u64,
     /// Answers to `/propose` and `/approve` waiting for durability, by journal position.
     acks: VecDeque<(u64, Ack)>,

@@ -4,8 +4,8 @@
 //! appended before it; no sync of its own). At start-up the restored frames become pending
 //! proposals again, with their absolute expiry.
 //!
-//! Invariant: a 202 or 200 is sent only when `durable` (the fsync thread's notices) has reached
-//! the position of the frame that recorded it, or at once when the journal needs no sync
+//! Invariant: a 202 or 200 is sent only when `durable` (the fsync thread's notices, or the
+//! writer's own sync when idle) has reached the position of the frame that recorded it, or at once when the journal needs no sync
 //! (`--amnesia`, `fsync = "never"`); a failed append changes nothing and answers the error.
 
 use super::{Ack, Approval, JournalError, Pending, Writer, STOPPED};
