@@ -90,33 +90,36 @@ impl Writer {
     /// else sent to the fsync thread. The thread body calls it after every message; step tests
     /// call it where the loop would.
     pub fn sync_due(&mut self) {
-        if self.due.is_empty() {
-            return;
-        }
-        let mut due = std::mem::take(&mut self.due);
-        if self.may_sync_inline(&due) {
-            m().registry_fsync_inline_total.inc();
-            let result = self
-                .inline_sync
-                .as_ref()
-                .expect("may_sync_inline checked it")
-                .sync
-                .sync(&due);
-            match result {
-                Ok(durable) => self.on_internal(Internal::Durable(durable)),
-                Err(reason) => self.on_internal(Internal::SyncFailed(reason)),
-            }
-        } else {
-            for &position in &due {
-                if self.send_sync(position).is_err() {
-                    break;
+        // An inline sync's `on_durable` may append again (it answers and expires, and whatever
+        // that stages asks for its own sync): loop until nothing is left, so no position waits
+        // for the next message while the loop blocks.
+        while !self.due.is_empty() {
+            let mut due = std::mem::take(&mut self.due);
+            if self.may_sync_inline(&due) {
+                m().registry_fsync_inline_total.inc();
+                let result = self
+                    .inline_sync
+                    .as_ref()
+                    .expect("may_sync_inline checked it")
+                    .sync
+                    .sync(&due);
+                match result {
+                    Ok(durable) => self.on_internal(Internal::Durable(durable)),
+                    Err(reason) => self.on_internal(Internal::SyncFailed(reason)),
+                }
+            } else {
+                for &position in &due {
+                    if self.send_sync(position).is_err() {
+                        break;
+                    }
                 }
             }
-        }
-        // Keep the allocation for the next message.
-        due.clear();
-        if self.due.is_empty() {
-            self.due = due;
+            // Keep the allocation for the next message.
+            due.clear();
+            if self.due.is_empty() {
+                self.due = due;
+                return;
+            }
         }
     }
 
