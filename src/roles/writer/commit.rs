@@ -442,7 +442,6 @@ impl Writer {
         self.p.snapshot.store(snapshot.clone());
         m().registry_head_version.set(snapshot.version() as i64);
         m().registry_commits_total.inc_by(made_visible.len() as u64);
-        self.p.publisher.published(&snapshot, &made_visible);
         // Every audit line first, then the answers (the pending acks this sync covers, then the
         // commits): the first answer writes all the batched lines in one write(2), still before
         // any 2xx leaves.
@@ -464,6 +463,12 @@ impl Writer {
                 hash: record.hash.clone(),
             }));
         }
+        // The answered workers are woken first, then the publishers (tlog feed, stream, bus,
+        // checkpoint nudge, gauges) wake their threads: none of them is part of the answer (the
+        // snapshot a read after the answer sees is stored above), and at one client their
+        // wake-ups and the threads they start sat between the sync and the 2xx.
+        crate::wake::flush();
+        self.p.publisher.published(&snapshot, &made_visible);
         self.expire();
     }
 }
