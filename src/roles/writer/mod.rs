@@ -362,6 +362,8 @@ pub struct Writer {
     /// A one-signature `/submit` that finds the writer and the verifier pool idle is verified
     /// here rather than on the pool (see [`Writer::verify_inline_when_idle`]).
     verify_inline: bool,
+    /// The checkpoint thread's feed of appended pending frames ([`Writer::feed_pending`]).
+    pending_feed: Option<crate::roles::checkpoint::PendingFeed>,
 }
 
 impl Writer {
@@ -387,6 +389,7 @@ impl Writer {
             unsynced: None,
             unsynced_count: 0,
             verify_inline: false,
+            pending_feed: None,
         }
     }
 
