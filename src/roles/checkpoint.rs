@@ -285,6 +285,24 @@ impl crate::snapshot::Publisher for CheckpointNudge {
     }
 }
 
+/// Run `f` on the carry, if any; when it fails the carry is dropped (later checkpoints go
+/// without pending frames, and start-up reads them all from the log).
+fn with_carry<T>(
+    carry: &mut Option<PendingCarry>,
+    f: impl FnOnce(&mut PendingCarry) -> Result<T, String>,
+) -> Option<T> {
+    match f(carry.as_mut()?) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            log::error!(
+                "msg=\"cannot gather the log's pending frames; checkpoints go without them\" error={e:?}"
+            );
+            *carry = None;
+            None
+        }
+    }
+}
+
 pub fn run(mut p: CheckpointParts) {
     super::background_priority("checkpoint");
     let mut last_at = Instant::now();
@@ -310,17 +328,7 @@ pub fn run(mut p: CheckpointParts) {
         if due {
             let started = Instant::now();
             let now_unix = crate::clock::now_unix_ms().div_euclid(1000);
-            let carried = match p.pending.as_mut().map(|c| c.frames_for(&snap, now_unix)) {
-                Some(Ok(frames)) => frames,
-                Some(Err(e)) => {
-                    log::error!(
-                        "msg=\"cannot gather the log's pending frames; checkpoints go without them\" error={e:?}"
-                    );
-                    p.pending = None;
-                    None
-                }
-                None => None,
-            };
+            let carried = with_carry(&mut p.pending, |c| c.frames_for(&snap, now_unix)).flatten();
             let bytes = crate::restore::checkpoint_payload(&snap, carried.as_deref());
             match (p.write)(snap.version(), &bytes) {
                 Ok(()) => {
@@ -355,14 +363,8 @@ pub fn run(mut p: CheckpointParts) {
                 last_at = Instant::now();
             }
             // Take the writer's frames now, so its feed stays short between checkpoints.
-            let end = snap.history.loc(snap.version()).map(|l| l.end);
-            if let (Some(carry), Some(end)) = (p.pending.as_mut(), end) {
-                if let Err(e) = carry.gather(end, snap.version()) {
-                    log::error!(
-                        "msg=\"cannot gather the log's pending frames; checkpoints go without them\" error={e:?}"
-                    );
-                    p.pending = None;
-                }
+            if let Some(loc) = snap.history.loc(snap.version()) {
+                with_carry(&mut p.pending, |c| c.gather(loc.end, snap.version()));
             }
         }
         if closed {
@@ -462,19 +464,28 @@ mod tests {
         (by_scan, by_feed, fed)
     }
 
-    fn ids(frames: &[PendingFrame]) -> Vec<(&str, &str)> {
+    /// A checkpoint's carried frames as (kind, proposal id) pairs, in the order compaction
+    /// writes them (by proposal id, each proposal before its approvals).
+    type Shape = Vec<(&'static str, String)>;
+
+    fn sorted(mut shape: Shape) -> Shape {
+        shape.sort_by(|x, y| (&x.1, x.0 == "approvals").cmp(&(&y.1, y.0 == "approvals")));
+        shape
+    }
+
+    fn shape(frames: &[PendingFrame]) -> Shape {
         frames
             .iter()
             .map(|f| match f {
-                PendingFrame::Proposal { proposal_id, .. } => ("proposal", proposal_id.as_str()),
-                PendingFrame::Approvals { proposal_id, .. } => ("approvals", proposal_id.as_str()),
+                PendingFrame::Proposal { proposal_id, .. } => ("proposal", proposal_id.clone()),
+                PendingFrame::Approvals { proposal_id, .. } => ("approvals", proposal_id.clone()),
             })
             .collect()
     }
 
     /// Committed, stale (lost its compare-and-swap), expired, re-proposed and live proposals,
     /// approvals before and after a checkpoint, frames appended past the published record.
-    fn mixed_log() -> (Vec<Step>, Vec<Vec<(&'static str, String)>>) {
+    fn mixed_log() -> (Vec<Step>, Vec<Shape>) {
         let (a, p_a) = proposal("committed at 2", 1, 1000);
         let (s, p_s) = proposal("stale at 2", 1, 1000);
         let (c, p_c) = proposal("committed at 3", 2, 1000);
@@ -540,22 +551,7 @@ mod tests {
         let (steps, want) = mixed_log();
         let (by_scan, by_feed, fed) = replay(steps, Some(PENDING_FEED));
         assert_eq!(by_feed, by_scan);
-        let got: Vec<Vec<(&str, String)>> = by_scan
-            .iter()
-            .map(|c| {
-                let mut c: Vec<(&str, String)> = ids(c)
-                    .into_iter()
-                    .map(|(k, i)| (k, i.to_string()))
-                    .collect();
-                // Compaction orders proposals by id; compare them as a set of pairs.
-                c.sort_by(|x, y| (&x.1, x.0 == "approvals").cmp(&(&y.1, y.0 == "approvals")));
-                c
-            })
-            .collect();
-        let sorted = |mut w: Vec<(&'static str, String)>| {
-            w.sort_by(|x, y| (&x.1, x.0 == "approvals").cmp(&(&y.1, y.0 == "approvals")));
-            w
-        };
+        let got: Vec<Shape> = by_scan.iter().map(|c| shape(c)).collect();
         assert_eq!(got, want.into_iter().map(sorted).collect::<Vec<_>>());
         let approvals_of_live = by_scan[1].iter().find_map(|f| match f {
             PendingFrame::Approvals { approvals, .. } => Some(approvals.len()),
