@@ -28,7 +28,6 @@ use crate::metrics::m;
 use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -67,9 +66,11 @@ pub struct PendingCarry {
 }
 
 /// How many appended pending frames may wait for the checkpoint thread. It takes them at every
-/// wake-up (its tick is at most a second); three-step writes append two to four frames each,
-/// so this is seconds of the fastest three-step load measured (≈ 3,600 commits/s,
-/// docs/PERFORMANCE.md). A full channel costs only a read of the log for the range it lost.
+/// wake-up (its tick is at most a second) up to the published record; three-step writes append
+/// two to four frames each, so this is seconds of the fastest three-step load measured
+/// (≈ 3,600 commits/s, docs/PERFORMANCE.md). A full channel (that load, or a long stretch of
+/// proposals and approvals with no commit published) costs only a read of the log for the
+/// range it lost.
 pub const PENDING_FEED: usize = 32_768;
 
 /// A pending frame the writer appended, as it built it.
@@ -111,8 +112,27 @@ pub struct FeedEnd {
     rx: Receiver<Appended>,
     /// The highest position of a frame the channel could not take (0: none).
     lost: Arc<AtomicU64>,
-    /// Frames taken from the channel and past the published record when taken, in log order.
-    waiting: VecDeque<Appended>,
+    /// The first frame taken past the published record it was taken for; every later one is
+    /// still in the channel (which bounds them: the writer appends in log order).
+    waiting: Option<Appended>,
+}
+
+impl FeedEnd {
+    /// The next fed frame if it ends at or below `end`. Every frame sent before the record
+    /// ending at `end` was published is in the channel by the time the thread sees that
+    /// record published (the writer sends before it appends the record).
+    fn next_up_to(&mut self, end: u64) -> Option<Appended> {
+        let a = match self.waiting.take() {
+            Some(a) => a,
+            None => self.rx.try_recv().ok()?,
+        };
+        if a.end <= end {
+            Some(a)
+        } else {
+            self.waiting = Some(a);
+            None
+        }
+    }
 }
 
 impl PendingCarry {
@@ -124,7 +144,7 @@ impl PendingCarry {
         self.feed = Some(FeedEnd {
             rx,
             lost: lost.clone(),
-            waiting: VecDeque::new(),
+            waiting: None,
         });
         PendingFeed { tx, lost }
     }
@@ -140,12 +160,6 @@ impl PendingCarry {
     /// built below too. Otherwise the range is read back from the log and every frame in it
     /// added, and the feed's frames up to `end` are dropped.
     pub fn gather(&mut self, end: u64, head: u64) -> Result<(), String> {
-        if let Some(feed) = &mut self.feed {
-            // After the snapshot was loaded: everything sent before its publication is here.
-            while let Ok(a) = feed.rx.try_recv() {
-                feed.waiting.push_back(a);
-            }
-        }
         if end <= self.scanned_to {
             return Ok(());
         }
@@ -158,8 +172,7 @@ impl PendingCarry {
         }
         let frames = &mut self.frames;
         if let Some(feed) = &mut self.feed {
-            while feed.waiting.front().is_some_and(|a| a.end <= end) {
-                let a = feed.waiting.pop_front().expect("front exists");
+            while let Some(a) = feed.next_up_to(end) {
                 if a.end <= self.scanned_to {
                     // Read back from the log already.
                     continue;
@@ -573,6 +586,52 @@ mod tests {
         let (by_scan, by_feed, fed) = replay(steps, Some(2));
         assert!(fed.feed.as_ref().unwrap().lost.load(Ordering::SeqCst) > 0);
         assert_eq!(by_feed, by_scan);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Any log of proposals (six ids, any base and expiry, re-proposed at will), approvals,
+        /// commit records, wake-ups and checkpoints, with a feed of any size: every checkpoint
+        /// carries what reading the log back carries.
+        #[test]
+        fn any_log_carries_the_same_frames_fed_or_read_back(
+            ops in proptest::collection::vec((0u8..5, 0usize..6, 0u64..8, 0i64..40), 1..80),
+            capacity in proptest::prop_oneof![1usize..6, proptest::strategy::Just(PENDING_FEED)],
+        ) {
+            let (mut head, mut now) = (0u64, 0i64);
+            // The id each name was last proposed under: approvals go to it (or, before any
+            // proposal of the name, to an id never proposed).
+            let mut ids = std::collections::HashMap::new();
+            let mut steps = Vec::new();
+            for (op, n, base, t) in ops {
+                match op {
+                    0 => {
+                        let (id, step) = proposal(&format!("p{n}"), base, t);
+                        ids.insert(n, id);
+                        steps.push(step);
+                    }
+                    1 => {
+                        let unknown = format!("never proposed {n}");
+                        let id = ids.get(&n).unwrap_or(&unknown);
+                        steps.push(approval(id, (t % 3) as u8 + 1));
+                    }
+                    2 => {
+                        head += 1;
+                        steps.push(Step::Record);
+                    }
+                    3 => steps.push(Step::Tick(head)),
+                    _ => {
+                        now += t / 4;
+                        steps.push(Step::Checkpoint(head, now));
+                    }
+                }
+            }
+            steps.push(Step::Record);
+            steps.push(Step::Checkpoint(head + 1, now));
+            let (by_scan, by_feed, _) = replay(steps, Some(capacity));
+            proptest::prop_assert_eq!(by_feed, by_scan);
+        }
     }
 
     /// Once the range of a lost frame is read back, the feed is read again (a frame only the

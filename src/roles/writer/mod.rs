@@ -3,7 +3,8 @@
 //! Thread: `writer`. Input: `requests` (bounded; HTTP workers `try_send` and answer `429 busy`
 //! when it is full) and `internal` (verifier results and durability notices). Output: replies
 //! through each request's typed [`Reply`], verify jobs to the verifier pool, sync requests to the
-//! fsync thread, and published snapshots (`ArcSwap`) plus commit events.
+//! fsync thread, and published snapshots (`ArcSwap`) plus commit events; each pending frame it
+//! appends also goes to the checkpoint thread (`try_send`, never waits; [`Writer::feed_pending`]).
 //!
 //! Owned state (no other thread touches it): the pending proposals, the *staged* head (appended
 //! to the log, maybe not yet durable) and the queue of staged commits waiting for their sync.
