@@ -19,8 +19,10 @@
 //! forgets the proposals that can no longer come back. The log is read back only for a range
 //! in which the feed lost a frame (its channel was full), or when there is no feed.
 //! Invariant: the carried frames are what replaying every pending frame up to `scanned_to`
-//! gathers, minus such proposals; if a read fails they are dropped, and later checkpoints go
-//! without them (start-up then reads every pending frame, as before).
+//! gathers, minus such proposals, where `scanned_to` is always the end of a published (so
+//! durable) record or where the writer continued at start: no frame past it is ever taken, fed
+//! or read back. If a gathering fails they are dropped, and later checkpoints go without them
+//! (start-up then reads every pending frame, as before).
 
 use crate::domain::pending::{self, PendingFrame, PendingFrames};
 use crate::log::LogReader;
