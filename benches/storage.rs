@@ -1,15 +1,20 @@
 //! Storage micro-benchmarks: commit-record encode/decode with the frame CRC, appends into the
 //! mapped log, and the cost of making a batch of 1 / 8 / 64 records durable on the real disk
-//! (a temp dir on the file system `tempfile` picks, normally /tmp).
+//! (a temp dir on the file system `tempfile` picks, normally /tmp), and the checkpoint thread's
+//! gathering of pending frames: read back from the log, or fed by the writer (issue 20).
 //!
 //! Run: `cargo bench --bench storage` (figures in docs/PERFORMANCE.md).
 
-use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{
+    black_box, criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput,
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use svc_registry::domain::pending::{PendingApproval, PendingFrame, PendingFrames};
 use svc_registry::domain::record::CommitRecord;
 use svc_registry::domain::{chain, dsse, sha256_hex};
 use svc_registry::log::{self as rlog, OsIo, StorageOptions};
+use svc_registry::roles::checkpoint::PendingCarry;
 
 const PROPOSAL: &[u8] = br#"{"registry_id":"bench","base_version":41,"ops":[{"op":"put","kind":"node","id":"node-7","body":{"addr":"10.0.0.7:9000","zone":"eu-1","weight":10}}],"note":"a typical single-op proposal of about three hundred bytes, padded with a note to look like the real thing"}"#;
 
@@ -128,6 +133,143 @@ fn sync_batches(c: &mut Criterion) {
     drop(opened);
 }
 
+/// Commits per gathering: the checkpoint thread gathers every `checkpoint_every_commits`
+/// (10,000 by default); 1,000 keeps a sample short and the cost is per frame either way.
+const CARRY_COMMITS: u64 = 1_000;
+
+/// The pending frames of `CARRY_COMMITS` three-step 2-of-3 commits (a proposal frame and two
+/// approvals frames each, as `/propose` and two `/approve`s append them), with where each
+/// ends in a log that holds them and the commit records, and that log's end.
+fn three_step_log(opened: &mut rlog::Opened) -> (Vec<(u64, PendingFrame, Option<u64>)>, u64) {
+    let record = record().to_json();
+    let approval = |id: &str, seed: u8| PendingFrame::Approvals {
+        proposal_id: id.to_string(),
+        approvals: vec![PendingApproval {
+            keyid: format!("signer-{seed}"),
+            public_key: hex::encode([seed; 32]),
+            sig: dsse::encode_sig(&[seed; 64]),
+        }],
+    };
+    let mut frames = Vec::new();
+    let mut end = 0;
+    for base in 0..CARRY_COMMITS {
+        let payload = String::from_utf8_lossy(PROPOSAL)
+            .replace("\"base_version\":41", &format!("\"base_version\":{base}"));
+        let id = sha256_hex(payload.as_bytes());
+        let proposal = PendingFrame::Proposal {
+            proposal_id: id.clone(),
+            payload: dsse::b64(payload.as_bytes()),
+            expires_at: 1_767_225_600,
+        };
+        for (frame, base) in [
+            (proposal, Some(base)),
+            (approval(&id, 1), None),
+            (approval(&id, 2), None),
+        ] {
+            let at = opened.writer.append(&frame.to_bytes()).unwrap();
+            frames.push((at, frame, base));
+        }
+        end = opened.writer.append(&record).unwrap();
+    }
+    (frames, end)
+}
+
+fn pending_carry(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut opened = rlog::open(dir.path(), &opts(), Arc::new(OsIo)).expect("open log");
+    let start = opened.writer.end();
+    let (frames, end) = three_step_log(&mut opened);
+    // Every proposal committed: the head is past every base, as at a checkpoint.
+    let head = CARRY_COMMITS + 1;
+    let carry = |reader: &Arc<rlog::LogReader>| PendingCarry {
+        reader: reader.clone(),
+        scanned_to: start,
+        frames: PendingFrames::default(),
+        feed: None,
+    };
+    let mut g = c.benchmark_group("pending_carry_per_commit");
+    g.throughput(Throughput::Elements(CARRY_COMMITS));
+    // Before issue 20's change: every frame read back, parsed, its payload decoded and hashed.
+    g.bench_function("read_back", |b| {
+        b.iter(|| {
+            let mut c = carry(&opened.reader);
+            assert!(c.carried(end, head, 0).unwrap().is_empty());
+        })
+    });
+    // The floor of any pre-filter that still reads the log: the frames read and checked,
+    // nothing parsed.
+    g.bench_function("read_back_floor_no_parse", |b| {
+        b.iter(|| {
+            let mut n = 0;
+            opened
+                .reader
+                .scan(start, end, b"{\"pending\":", &mut |_, p| n += p.len())
+                .unwrap();
+            black_box(n)
+        })
+    });
+    // A pre-filter by base version: each frame parsed, a proposal's payload decoded and its
+    // base_version read, nothing hashed or kept.
+    g.bench_function("read_back_prefilter_base_version", |b| {
+        #[derive(serde::Deserialize)]
+        struct Base {
+            base_version: u64,
+        }
+        b.iter(|| {
+            let mut live = 0;
+            opened
+                .reader
+                .scan(start, end, b"{\"pending\":", &mut |_, p| {
+                    if let Ok(PendingFrame::Proposal { payload, .. }) = PendingFrame::from_bytes(&p)
+                    {
+                        let bytes = dsse::unb64(&payload).unwrap();
+                        let base: Base = serde_json::from_slice(&bytes).unwrap();
+                        live += usize::from(base.base_version >= head);
+                    }
+                })
+                .unwrap();
+            assert_eq!(live, 0);
+        })
+    });
+    // After: the checkpoint thread takes the writer's frames from the feed.
+    g.bench_function("fed", |b| {
+        b.iter_batched(
+            || {
+                let mut c = carry(&opened.reader);
+                let feed = c.feed(frames.len());
+                for (at, frame, base) in frames.iter().cloned() {
+                    feed.send(at, frame, base);
+                }
+                (c, feed)
+            },
+            |(mut c, feed)| {
+                assert!(c.carried(end, head, 0).unwrap().is_empty());
+                (c, feed)
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    // The writer's side of the feed: three sends per commit.
+    g.bench_function("feed_send_writer_side", |b| {
+        b.iter_batched(
+            || {
+                let mut c = carry(&opened.reader);
+                let feed = c.feed(frames.len());
+                (c, feed, frames.clone())
+            },
+            |(c, feed, frames)| {
+                for (at, frame, base) in frames {
+                    feed.send(at, frame, base);
+                }
+                (c, feed)
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+    drop(opened);
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .sample_size(30)
@@ -138,6 +280,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = codec, append, sync_batches
+    targets = codec, append, sync_batches, pending_carry
 }
 criterion_main!(benches);

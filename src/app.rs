@@ -527,6 +527,7 @@ fn open_storage(
                         reader: opened.reader,
                         scanned_to: opened.log_end,
                         frames: opened.restored.pending_frames,
+                        feed: None,
                     }),
                     storage: Some((opened.syncer, opened.lock, opened.data_dir)),
                 }
@@ -725,6 +726,12 @@ fn start_write_plane(config: &Config, shared: &Shared, restored: Restored) -> Op
     };
     crate::roles::retention::set_gauges(&snapshot.load());
     // Checkpoints (not with --amnesia).
+    // The writer hands its pending frames to the checkpoint thread rather than it reading
+    // them back (roles/checkpoint.rs).
+    let mut pending_carry = pending_carry;
+    let pending_feed = pending_carry
+        .as_mut()
+        .map(|c| c.feed(crate::roles::checkpoint::PENDING_FEED));
     let (checkpoint_tx, checkpoint_thread) = match &storage {
         Some((_, _, data_dir)) => {
             let (tx, rx) = crossbeam_channel::bounded(1);
@@ -850,6 +857,7 @@ fn start_write_plane(config: &Config, shared: &Shared, restored: Restored) -> Op
     if let Some(log_sync) = log_sync {
         writer.sync_inline_when_idle(log_sync, always, batch_max_delay);
     }
+    writer.feed_pending(pending_feed);
     for (proposal_id, version) in recent_commits {
         writer.remember_committed(proposal_id, version);
     }

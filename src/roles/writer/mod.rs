@@ -3,7 +3,8 @@
 //! Thread: `writer`. Input: `requests` (bounded; HTTP workers `try_send` and answer `429 busy`
 //! when it is full) and `internal` (verifier results and durability notices). Output: replies
 //! through each request's typed [`Reply`], verify jobs to the verifier pool, sync requests to the
-//! fsync thread, and published snapshots (`ArcSwap`) plus commit events.
+//! fsync thread, and published snapshots (`ArcSwap`) plus commit events; each pending frame it
+//! appends also goes to the checkpoint thread (`try_send`, never waits; [`Writer::feed_pending`]).
 //!
 //! Owned state (no other thread touches it): the pending proposals, the *staged* head (appended
 //! to the log, maybe not yet durable) and the queue of staged commits waiting for their sync.
@@ -375,6 +376,8 @@ pub struct Writer {
     /// The highest position sent to the fsync thread. Only this thread sends there, so a sync
     /// is in flight exactly while `sent > durable`.
     sent: u64,
+    /// The checkpoint thread's feed of appended pending frames ([`Writer::feed_pending`]).
+    pending_feed: Option<crate::roles::checkpoint::PendingFeed>,
 }
 
 impl Writer {
@@ -403,6 +406,7 @@ impl Writer {
             inline_sync: None,
             due: Vec::new(),
             sent: 0,
+            pending_feed: None,
         }
     }
 

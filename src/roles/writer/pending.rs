@@ -17,11 +17,26 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 impl Writer {
-    /// Append a pending frame and ask for its sync; returns the journal position past it.
-    pub(super) fn append_pending(&mut self, frame: &PendingFrame) -> Result<u64, ApiError> {
+    /// Append a pending frame and ask for its sync; returns the journal position past it. The
+    /// frame then goes to the checkpoint thread's feed, if any (`base_version`: a proposal's).
+    pub(super) fn append_pending(
+        &mut self,
+        frame: PendingFrame,
+        base_version: Option<u64>,
+    ) -> Result<u64, ApiError> {
         let position = self.append_frame(&frame.to_bytes(), "pending frame")?;
         self.ask_sync(position)?;
+        if let Some(feed) = &self.pending_feed {
+            // The frame is dropped here anyway: moving it costs the writer a `try_send`.
+            feed.send(position, frame, base_version);
+        }
         Ok(position)
+    }
+
+    /// Hand every pending frame appended from now on to the checkpoint thread (`app` does, with
+    /// durable storage), which then need not read them back from the log.
+    pub fn feed_pending(&mut self, feed: Option<crate::roles::checkpoint::PendingFeed>) {
+        self.pending_feed = feed;
     }
 
     /// Append one frame (a commit record or a pending frame) to the journal, mapping its

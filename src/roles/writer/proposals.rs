@@ -94,11 +94,14 @@ impl Writer {
         let expires_unix = now + settings.ttl.as_secs() as i64;
         // Durable before the 202 (docs/FORMATS.md): the frame goes through the journal first, and a
         // failed append changes nothing.
-        let frame = self.append_pending(&PendingFrame::Proposal {
-            proposal_id: id.clone(),
-            payload: dsse::b64(&bytes),
-            expires_at: expires_unix,
-        })?;
+        let frame = self.append_pending(
+            PendingFrame::Proposal {
+                proposal_id: id.clone(),
+                payload: dsse::b64(&bytes),
+                expires_at: expires_unix,
+            },
+            Some(parsed.base_version),
+        )?;
         let bytes: Arc<[u8]> = bytes.into();
         let parsed = Arc::new(parsed);
         self.pending_ops.insert(id.clone(), parsed.clone());
@@ -398,7 +401,7 @@ impl Writer {
                     })
                     .collect(),
             };
-            let position = match self.append_pending(&frame) {
+            let position = match self.append_pending(frame, None) {
                 Ok(position) => position,
                 Err(e) => return a.reply.send(Err(e)),
             };
