@@ -463,12 +463,12 @@ impl Writer {
                 hash: record.hash.clone(),
             }));
         }
-        // The answered workers are woken first, then the publishers (tlog feed, stream, bus,
-        // checkpoint nudge, gauges) wake their threads: none of them is part of the answer (the
-        // snapshot a read after the answer sees is stored above), and at one client their
-        // wake-ups and the threads they start sat between the sync and the 2xx.
+        // What a client may read right after its answer is set first (the snapshot above, the
+        // pending gauge here); then the answered workers are woken, and only then do the
+        // publishers (tlog feed, stream, bus, checkpoint nudge, log gauges) wake their threads:
+        // at one client their wake-ups and the threads they start sat between sync and 2xx.
+        self.expire();
         crate::wake::flush();
         self.p.publisher.published(&snapshot, &made_visible);
-        self.expire();
     }
 }
