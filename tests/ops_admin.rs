@@ -286,7 +286,9 @@ fn a_commit_budget_sheds_commits_cleanly_while_storage_is_slow() {
     // Proposals, approvals and reads go on.
     let (other, _) = proposal(&s, 0);
     assert_eq!(s.get("/registry/head").status, 200);
-    assert!(s.logs().contains("msg=\"write rejected\" audit=1"));
+    // The log line arrives through the child's stderr pipe and the reader thread, after the
+    // answer: polled, not read once (read once, it failed under load).
+    assert!(s.wait_log("msg=\"write rejected\" audit=1", Duration::from_secs(5)));
     // Under the budget, the very same proposal commits.
     inject(20);
     let r = s.post("/commit", format!(r#"{{"proposal_id":"{id}"}}"#).as_bytes());
