@@ -115,7 +115,7 @@ fn sighup_with_a_different_signer_set_warns_and_keeps_the_log_set_and_refuses_br
         reload(&s, &config_text(&s, 3, &keys, "", "")),
         Reload::Applied
     );
-    assert!(s.logs().contains("msg=reloaded audit=1"), "{}", s.logs());
+    assert!(s.wait_log("msg=reloaded audit=1", TIMEOUT), "{}", s.logs());
     assert!(
         s.logs()
             .contains("msg=\"config signer set differs from the log; the log is authoritative\""),
@@ -175,7 +175,7 @@ fn sighup_with_a_different_signer_set_warns_and_keeps_the_log_set_and_refuses_br
     );
     assert_eq!(reload(&s, &text), Reload::Applied);
     assert!(
-        s.logs().contains("restart_needed_for=\"registry_addr\""),
+        s.wait_log("restart_needed_for=\"registry_addr\"", TIMEOUT),
         "{}",
         s.logs()
     );
@@ -312,9 +312,10 @@ fn sighup_applies_limits_log_level_chaos_and_maintenance_live() {
     let ready = s.admin("GET", "/readyz", None);
     assert_eq!(ready.status, 200);
     assert!(ready.text().contains("disk swap"), "{}", ready.text());
-    assert!(s
-        .logs()
-        .contains("msg=\"maintenance switched\" audit=1 source=sighup"));
+    assert!(s.wait_log(
+        "msg=\"maintenance switched\" audit=1 source=sighup",
+        TIMEOUT
+    ));
     assert_eq!(s.metric("registry_read_only"), 1.0);
     // Switched off at run time; a reload that leaves [maintenance] alone keeps it off.
     let r = s.admin(
