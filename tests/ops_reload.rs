@@ -148,7 +148,12 @@ fn sighup_with_a_different_signer_set_warns_and_keeps_the_log_set_and_refuses_br
             "registry_id",
         ),
     ] {
+        let refusals = || s.logs().matches("reload refused").count();
+        let seen = refusals();
         assert_eq!(reload(&s, &text), Reload::Refused, "{needle}");
+        // The metric moves before the log line has come through the stderr reader: wait for
+        // this refusal's line, so the newest one below is this refusal's.
+        poll_until(TIMEOUT, || refusals() > seen);
         let logs = s.logs();
         let line = logs
             .lines()
