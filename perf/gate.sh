@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # perf/gate.sh: the CI performance gate. On 2 cores: ≈ 45 s with a warm target/release (the
-# checks themselves; the release build of every dependency is shared with .ci/run's other
-# release builds, so a cold CI compiles them once).
+# checks themselves; .ci/run makes the same release build just before, from the same workspace,
+# so a cold CI compiles the dependencies and the svc-registry library once).
 #
 # Fails only on a gross regression, judged by ratios measured side by side in this run (never
 # by absolute figures from another run or machine), with tolerances wide enough for a shared,

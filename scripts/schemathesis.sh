@@ -8,6 +8,7 @@
 #   ST_MAX_EXAMPLES=N   examples per operation and phase (default 30)
 #   ST_MAX_TIME=S       time budget of each of the two runs, seconds (default 45)
 #   ST_BIN=PATH         server binary (default: builds target/release/svc-registry)
+#   ST_RONCTL=PATH      ronctl binary that mints the token (default: builds target/release/ronctl)
 #
 # Exit: 0 when both runs pass (or, with a visible SKIP line, when schemathesis cannot be
 # installed); non-zero on any failure. The server runs on a temp copy of configs/dev.toml with
@@ -68,8 +69,12 @@ REGISTRY_ID=$(sed -n 's/^registry_id = "\(.*\)"/\1/p' "$WORK/config.toml")
 # dev.toml turns capabilities on ([auth], DEV ONLY keys): every request carries a token with
 # every scope, minted from the dev keys file (the checks' "ignored_auth" then also sends requests
 # without it and with a wrong one, which must be refused).
-cargo build --release --quiet --bin ronctl || exit 1
-TOKEN=$(target/release/ronctl cap mint --keys-file configs/dev-keys/auth-keys.toml \
+RONCTL=${ST_RONCTL:-}
+if [ -z "$RONCTL" ]; then
+    cargo build --release --quiet --bin ronctl || exit 1
+    RONCTL=target/release/ronctl
+fi
+TOKEN=$("$RONCTL" cap mint --keys-file configs/dev-keys/auth-keys.toml \
     --scope propose,approve,commit,admin,read 2>/dev/null) || { echo "FAIL: cannot mint a token"; exit 1; }
 env -u RUST_LOG -u REGISTRY_ADDR -u METRICS_ADDR -u RON_CONFIG \
     "$BIN" --config "$WORK/config.toml" </dev/null >/dev/null 2>"$WORK/server.log" &

@@ -96,7 +96,7 @@ fn maintenance_switches_at_run_time_with_its_reason_in_readyz_and_the_audit_log(
     assert!(out.contains("writes enabled"), "{out}");
     s.commit_ops(1, j!([put("node", "b", j!({}))]));
     assert_eq!(s.metric("registry_write_plane_ready"), 1.0);
-    assert!(s.logs().contains("role=write-plane source=admin"));
+    assert!(s.wait_log("role=write-plane source=admin", TIMEOUT));
     let r = s.admin(
         "POST",
         "/admin/maintenance",
@@ -286,7 +286,9 @@ fn a_commit_budget_sheds_commits_cleanly_while_storage_is_slow() {
     // Proposals, approvals and reads go on.
     let (other, _) = proposal(&s, 0);
     assert_eq!(s.get("/registry/head").status, 200);
-    assert!(s.logs().contains("msg=\"write rejected\" audit=1"));
+    // The log line arrives through the child's stderr pipe and the reader thread, after the
+    // answer: polled, not read once (read once, it failed under load).
+    assert!(s.wait_log("msg=\"write rejected\" audit=1", TIMEOUT));
     // Under the budget, the very same proposal commits.
     inject(20);
     let r = s.post("/commit", format!(r#"{{"proposal_id":"{id}"}}"#).as_bytes());
@@ -482,7 +484,7 @@ fn a_backup_under_commit_load_restores_every_acknowledged_commit() {
     let (ok, _, err) = s.ronctl(&["backup", "--to", target.to_str().unwrap()]);
     assert!(!ok);
     assert!(err.contains("409 conflict"), "{err}");
-    assert!(s.logs().contains("msg=\"backup done\" audit=1"));
+    assert!(s.wait_log("msg=\"backup done\" audit=1", TIMEOUT));
 
     // Restore: a second server on the backup directory.
     let mut setup = Setup::default();

@@ -115,7 +115,7 @@ fn sighup_with_a_different_signer_set_warns_and_keeps_the_log_set_and_refuses_br
         reload(&s, &config_text(&s, 3, &keys, "", "")),
         Reload::Applied
     );
-    assert!(s.logs().contains("msg=reloaded audit=1"), "{}", s.logs());
+    assert!(s.wait_log("msg=reloaded audit=1", TIMEOUT), "{}", s.logs());
     assert!(
         s.logs()
             .contains("msg=\"config signer set differs from the log; the log is authoritative\""),
@@ -148,7 +148,12 @@ fn sighup_with_a_different_signer_set_warns_and_keeps_the_log_set_and_refuses_br
             "registry_id",
         ),
     ] {
+        let refusals = || s.logs().matches("reload refused").count();
+        let seen = refusals();
         assert_eq!(reload(&s, &text), Reload::Refused, "{needle}");
+        // The metric moves before the log line has come through the stderr reader: wait for
+        // this refusal's line, so the newest one below is this refusal's.
+        poll_until(TIMEOUT, || refusals() > seen);
         let logs = s.logs();
         let line = logs
             .lines()
@@ -175,7 +180,7 @@ fn sighup_with_a_different_signer_set_warns_and_keeps_the_log_set_and_refuses_br
     );
     assert_eq!(reload(&s, &text), Reload::Applied);
     assert!(
-        s.logs().contains("restart_needed_for=\"registry_addr\""),
+        s.wait_log("restart_needed_for=\"registry_addr\"", TIMEOUT),
         "{}",
         s.logs()
     );
@@ -312,9 +317,10 @@ fn sighup_applies_limits_log_level_chaos_and_maintenance_live() {
     let ready = s.admin("GET", "/readyz", None);
     assert_eq!(ready.status, 200);
     assert!(ready.text().contains("disk swap"), "{}", ready.text());
-    assert!(s
-        .logs()
-        .contains("msg=\"maintenance switched\" audit=1 source=sighup"));
+    assert!(s.wait_log(
+        "msg=\"maintenance switched\" audit=1 source=sighup",
+        TIMEOUT
+    ));
     assert_eq!(s.metric("registry_read_only"), 1.0);
     // Switched off at run time; a reload that leaves [maintenance] alone keeps it off.
     let r = s.admin(
