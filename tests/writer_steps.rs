@@ -145,13 +145,19 @@ impl Rig {
         format!(r#"{{"registry_id":"r","base_version":{base},"ops":[{{"op":"put","kind":"node","id":"{id}","body":{{}}}}]}}"#).into_bytes()
     }
 
-    /// Propose and approve with two keys, verifying on this thread; returns the proposal id.
-    fn approved(&mut self, payload: &[u8]) -> String {
+    /// Propose `payload`; the answer (if any yet) is on the returned channel.
+    fn propose(&mut self, payload: &[u8]) -> Receiver<Response> {
         let (r, rx) = reply(replies::accepted);
         self.writer.on_request(WriteRequest::Propose {
             bytes: payload.to_vec(),
             reply: r,
         });
+        rx
+    }
+
+    /// Propose and approve with two keys, verifying on this thread; returns the proposal id.
+    fn approved(&mut self, payload: &[u8]) -> String {
+        let rx = self.propose(payload);
         // A 202 waits for its pending frame to be durable (docs/FORMATS.md): play the fsync thread.
         self.sync_pending();
         let (status, v) = answer(&rx);
@@ -283,18 +289,8 @@ fn a_failed_sync_answers_503_and_stops_every_later_write_but_not_reads() {
         "nothing unsynced was published"
     );
     // Every later write: 503, nothing retried.
-    let (r, rx) = reply(replies::accepted);
-    rig.writer.on_request(WriteRequest::Propose {
-        bytes: rig.payload(0, "z"),
-        reply: r,
-    });
-    assert_eq!(answer(&rx).0, 503);
-    let (r, rx) = reply(replies::committed);
-    rig.writer.on_request(WriteRequest::Commit {
-        proposal_id: id1,
-        reply: r,
-    });
-    assert_eq!(answer(&rx).0, 503);
+    assert_eq!(answer(&rig.propose(&rig.payload(0, "z"))).0, 503);
+    assert_eq!(answer(&rig.commit(&id1)).0, 503);
     assert_eq!(
         rig.sync_rx.try_iter().count(),
         0,
@@ -773,12 +769,7 @@ fn a_failed_inline_sync_answers_503_and_nothing_unsynced_is_published_or_acknowl
     );
 
     // Every later write: 503, nothing appended, nothing asked of the fsync thread.
-    let (r, rx) = reply(replies::accepted);
-    rig.writer.on_request(WriteRequest::Propose {
-        bytes: rig.payload(1, "z"),
-        reply: r,
-    });
-    assert_eq!(answer(&rx).0, 503);
+    assert_eq!(answer(&rig.propose(&rig.payload(1, "z"))).0, 503);
     rig.writer.sync_due();
     assert_eq!(
         rig.sync_rx.try_iter().count(),
