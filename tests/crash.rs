@@ -266,7 +266,7 @@ fn sigterm_under_load_exits_zero_and_loses_nothing_acknowledged() {
         .wait_exit(Duration::from_secs(10))
         .expect("exits within the drain deadline");
     assert!(status.success(), "{status:?}\n{}", server.logs());
-    assert!(server.logs().contains("shutdown_complete=1"));
+    assert!(server.wait_log("shutdown_complete=1", Duration::from_secs(5)));
     // Restart on the same data: everything acknowledged is there.
     let again = server.restart_killed();
     again.assert_holds_acked(&acked.lock().unwrap());

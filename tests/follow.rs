@@ -157,7 +157,7 @@ fn a_chain_of_three_serves_identical_bytes_and_refuses_writes() {
     let f2 = f2.stop();
     let f1 = f1.stop();
     assert!(
-        f1.logs().contains("msg=\"follower stopped\""),
+        f1.wait_log("msg=\"follower stopped\"", Duration::from_secs(5)),
         "{}",
         f1.logs()
     );
@@ -396,7 +396,11 @@ fn assert_refused(auth: &TestServer, tamper: Tamper, t: u64, why: &str) {
         );
     }
     assert_eq!(f.metric("registry_follow_verify_failures_total"), 1.0);
-    assert!(f.logs().contains("upstream refused"), "{}", f.logs());
+    assert!(
+        f.wait_log("upstream refused", Duration::from_secs(5)),
+        "{}",
+        f.logs()
+    );
 }
 
 #[test]

@@ -9,6 +9,7 @@ use common::*;
 use serde_json::json;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// One record frame of a log segment: its offset in the file and its payload.
 struct Frame {
@@ -215,7 +216,11 @@ fn a_payload_damaged_below_the_checkpoint_is_never_served() {
         "{}",
         s.logs()
     );
-    assert!(s.logs().contains("trusted_end="), "{}", s.logs());
+    assert!(
+        s.wait_log("trusted_end=", Duration::from_secs(5)),
+        "{}",
+        s.logs()
+    );
     let r = s.admin("GET", "/readyz", None);
     assert_eq!(r.status, 503);
     let reasons = r.text();

@@ -48,7 +48,7 @@ fn a_torn_tail_is_truncated_with_a_warning_and_everything_before_it_survives() {
     drop(f);
     let s = s.restart_killed();
     assert_eq!(s.head(), head);
-    assert!(s.logs().contains("torn"), "{}", s.logs());
+    assert!(s.wait_log("torn", Duration::from_secs(5)), "{}", s.logs());
     // Appends continue after the cut.
     s.commit_ops(3, j!([put("node", "after", j!({}))]));
     assert_eq!(s.head()["version"], 4);
@@ -82,7 +82,11 @@ fn a_bit_flip_mid_log_refuses_to_start_with_the_file_and_offset() {
     assert_eq!(body["ready"], false);
     let reasons = body["reasons"].to_string();
     assert!(reasons.contains("segment-0000000000.log"), "{reasons}");
-    assert!(s.logs().contains("level=error"), "{}", s.logs());
+    assert!(
+        s.wait_log("level=error", Duration::from_secs(5)),
+        "{}",
+        s.logs()
+    );
     assert!(
         !s.logs().contains("role=read-plane"),
         "must not serve a corrupt state"
@@ -112,7 +116,7 @@ fn a_corrupt_newest_checkpoint_falls_back_to_an_older_one() {
     std::fs::write(&newest, &bytes).unwrap();
     let s = s.restart_killed();
     assert!(
-        s.logs().contains("skipping unusable checkpoint"),
+        s.wait_log("skipping unusable checkpoint", Duration::from_secs(5)),
         "{}",
         s.logs()
     );

@@ -229,7 +229,7 @@ fn sigterm_ends_streams_with_a_final_event() {
     assert!(st.next().is_none(), "the stream closes");
     let status = s.wait_exit(Duration::from_secs(10)).expect("exits");
     assert!(status.success());
-    assert!(s.logs().contains("shutdown_complete=1"));
+    assert!(s.wait_log("shutdown_complete=1", Duration::from_secs(5)));
 }
 
 #[test]

@@ -262,7 +262,7 @@ fn a_deleted_truncated_corrupted_or_ahead_tree_file_is_rebuilt_from_the_log() {
         );
         if what == "corrupted" {
             assert!(
-                s.logs().contains("rebuilding it from the log"),
+                s.wait_log("rebuilding it from the log", Duration::from_secs(5)),
                 "{}",
                 s.logs()
             );
@@ -280,8 +280,12 @@ fn an_amnesiac_registry_keeps_its_tree_and_key_in_memory() {
     commit_n(&s, 0, 3);
     let cp = checkpoint_at(&s, 4);
     assert_eq!(cp.root, mth(&leaves(&s, 4)));
-    assert!(s.logs().contains("log key generated"), "{}", s.logs());
-    assert!(s.logs().contains(&vkey(&s).name));
+    assert!(
+        s.wait_log("log key generated", Duration::from_secs(5)),
+        "{}",
+        s.logs()
+    );
+    assert!(s.wait_log(&vkey(&s).name, Duration::from_secs(5)));
     assert!(!s.data_dir.join("tlog.hashes").exists());
     assert!(!s.data_dir.join("tlog.key").exists());
 }
