@@ -214,11 +214,13 @@ fn health_readiness_and_metrics_are_served_on_the_metrics_listener() {
     // A request is observed once its response is written: the scrape may race the worker.
     let text = eventually_some(
         std::time::Duration::from_secs(5),
-        "the 404 of /registry/7 is counted",
+        "the head request's latency and the 404 of /registry/7 are both observed",
         || {
             let text = s.admin("GET", "/metrics", None).text();
-            text.contains(r#"code="404",route="/registry/{version}""#)
-                .then_some(text)
+            // Each on its own worker: the second's count does not imply the first's.
+            (text.contains(r#"request_latency_seconds_bucket{route="/registry/head""#)
+                && text.contains(r#"code="404",route="/registry/{version}""#))
+            .then_some(text)
         },
     );
     for name in [
