@@ -590,14 +590,11 @@ fn a_lone_client_is_synced_inline_and_a_burst_is_still_group_committed() {
                     }
                     let p = proposal(&s, base, j!([put("node", &format!("b-{base}"), j!({}))]));
                     let body = signed_by(&s, &p, 1);
-                    // A full queue answers 429: the same envelope again.
-                    let status = loop {
-                        let r = s.post("/submit", &body);
-                        if r.status != 429 {
-                            break r.status;
-                        }
-                        std::thread::sleep(Duration::from_millis(5));
-                    };
+                    // A full queue answers 429: the same envelope again, within a deadline.
+                    let status =
+                        eventually_some(Duration::from_secs(30), "a submit past 429 busy", || {
+                            Some(s.post("/submit", &body).status).filter(|&st| st != 429)
+                        });
                     statuses.push(status);
                 }
             })
