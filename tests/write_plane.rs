@@ -587,3 +587,41 @@ fn a_commit_that_overtakes_its_predecessor_waits_for_it_within_commit_wait_ms() 
     assert_eq!(s.head()["version"], 2);
     assert_eq!(s.metric("registry_commits_held"), 0.0);
 }
+
+/// A lone one-signature approval finds the writer and the pool idle and is verified on the
+/// writer (docs/ARCHITECTURE.md invariant 6), like a lone `/submit`: a bad signature is still
+/// refused 403 with nothing recorded, a good one is recorded and counts, and both
+/// verifications are timed like the pool's.
+#[test]
+fn a_lone_one_signature_approval_is_verified_and_timed_like_any_other() {
+    let s = TestServer::start(Setup::default());
+    let verified = r#"approval_verify_seconds_count{alg="ed25519"}"#;
+    let before = s.metric(verified);
+    let payload = proposal(
+        &s,
+        0,
+        j!([{"op": "put", "kind": "node", "id": "lone", "body": {}}]),
+    );
+    let id = propose(&s, &payload);
+    let r = approve(&s, &id, &[("a", s.setup.signers[0].sign(b"other bytes"))]);
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(json(&r)["error"], "forbidden");
+    assert!(r.text().contains("does not verify"), "{}", r.text());
+    assert_eq!(
+        json(&s.get(&format!("/proposals/{id}")))["approvals"],
+        j!([])
+    );
+    let r = approve(&s, &id, &[("a", s.setup.signers[0].sign(&payload))]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let view = json(&s.get(&format!("/proposals/{id}")));
+    assert_eq!(
+        view["approvals"].as_array().map(Vec::len),
+        Some(1),
+        "{view}"
+    );
+    assert_eq!(
+        s.metric(verified),
+        before + 2.0,
+        "each verification is timed"
+    );
+}

@@ -582,7 +582,7 @@ impl WriteAllNonblocking for Socket {
     }
 }
 
-/// The writer's publisher: wake the fan-out thread after each publication.
+/// The writer's publisher: wake the fan-out thread after each publication ([`SseHub::notify`]).
 pub struct StreamPublisher(pub Arc<SseHub>);
 
 impl crate::snapshot::Publisher for StreamPublisher {

@@ -6,9 +6,9 @@
 //! channel. State: none. Shutdown: when the writer drops the job sender, each thread drains and
 //! exits.
 //!
-//! The writer verifies inline only a one-signature `/submit` that finds it and the pool idle
-//! (a lone client's latency); a burst of approvals or submits uses every core while the writer
-//! keeps sequencing commits.
+//! The writer verifies inline only a one-signature `/submit` or `/approve` that finds it and the
+//! pool idle (a lone client's latency); a burst of approvals or submits uses every core while
+//! the writer keeps sequencing commits.
 
 use crate::domain::signers::{PublicKey, Sig};
 use crossbeam_channel::{Receiver, Sender};

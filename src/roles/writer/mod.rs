@@ -364,8 +364,8 @@ pub struct Writer {
     /// and how many applies wait on it.
     unsynced: Option<u64>,
     unsynced_count: usize,
-    /// A one-signature `/submit` that finds the writer and the verifier pool idle is verified
-    /// here rather than on the pool (see [`Writer::verify_inline_when_idle`]).
+    /// A one-signature `/submit` or `/approve` that finds the writer and the verifier pool idle
+    /// is verified here rather than on the pool (see [`Writer::verify_inline_when_idle`]).
     verify_inline: bool,
     /// The sync this thread may run itself when the pipeline is idle (see
     /// [`Writer::sync_inline_when_idle`]); `None`: every sync is the fsync thread's.
@@ -410,9 +410,9 @@ impl Writer {
         }
     }
 
-    /// Verify a one-signature `/submit` on this thread when nothing else waits for the writer
-    /// or the pool: a lone client (C = 1) then pays no round trip through a verifier thread
-    /// (two thread wake-ups per write). Under load the pool keeps verifying, so the writer
+    /// Verify a one-signature `/submit` or `/approve` on this thread when nothing else waits
+    /// for the writer or the pool: a lone client (C = 1) then pays no round trip through a
+    /// verifier thread (two thread wake-ups per write). Under load the pool keeps verifying, so the writer
     /// keeps sequencing. Off by default: simulations and step tests drive the pool themselves.
     pub fn verify_inline_when_idle(&mut self) {
         self.verify_inline = true;

@@ -316,6 +316,13 @@ impl Writer {
             reply,
         };
         let none = jobs.is_empty();
+        if jobs.len() == 1 && self.idle_for_inline_verify() {
+            // A lone approval, as a lone `/submit` (`Writer::verify_inline_when_idle`): the
+            // same verification here, without the hand-offs to the pool and back.
+            let verified = crate::roles::verifier::verify(&jobs[0]);
+            self.approvals_in_flight.insert(request, inflight);
+            return self.on_verified(verified);
+        }
         for job in jobs {
             if let Err(e) = self.p.verify_tx.try_send(job) {
                 let msg = match e {

@@ -120,7 +120,7 @@ impl Writer {
     /// writer (no request, result or durability notice queued) or for the pool (no job queued,
     /// no approval or submit in flight). Racy by nature and harmless either way: a request
     /// arriving meanwhile waits one verification, as it would behind any other step.
-    fn idle_for_inline_verify(&self) -> bool {
+    pub(super) fn idle_for_inline_verify(&self) -> bool {
         self.verify_inline
             && self.p.requests.is_empty()
             && self.p.internal_rx.is_empty()
