@@ -1,7 +1,8 @@
-//! The `checkpoint` fuzz target's committed seeds, checked in a plain `cargo test` (cargo-fuzz
-//! and nightly are not needed): every file of `fuzz/corpus/checkpoint/` runs once through the
-//! target's own entry point (`fuzz/fuzz_targets/checkpoint_input.rs`, compiled here as is), and
-//! the seeds made by the real encoders are what those encoders write today.
+//! The fuzz targets' committed seeds, checked in a plain `cargo test` (cargo-fuzz and nightly
+//! are not needed): every file of `fuzz/corpus/<target>/` runs once through that target's own
+//! entry point (`fuzz/fuzz_targets/<target>_input.rs`, compiled here as is), so each seed —
+//! the regression inputs of past findings included — is checked on every run of the suite, and
+//! the `checkpoint` seeds made by the real encoders are what those encoders write today.
 //!
 //! Invariant: the seeds named `writer-*` are produced by the crate's checkpoint encoders
 //! (`restore::checkpoint_payload`, version 2, what the server writes; `restore::checkpoint_bytes…`,
@@ -16,13 +17,69 @@ mod common;
 #[path = "../fuzz/fuzz_targets/checkpoint_input.rs"]
 mod checkpoint_input;
 
+#[path = "../fuzz/fuzz_targets/approve_request_input.rs"]
+mod approve_request_input;
+#[path = "../fuzz/fuzz_targets/commit_record_input.rs"]
+mod commit_record_input;
+#[path = "../fuzz/fuzz_targets/config_input.rs"]
+mod config_input;
+#[path = "../fuzz/fuzz_targets/http_head_input.rs"]
+mod http_head_input;
+#[path = "../fuzz/fuzz_targets/log_recovery_input.rs"]
+mod log_recovery_input;
+#[path = "../fuzz/fuzz_targets/proposal_input.rs"]
+mod proposal_input;
+
 use checkpoint_input::{fixture, run};
 use std::path::{Path, PathBuf};
 use svc_registry::log::{checkpoints_dir, write_checkpoint, OsIo};
 use svc_registry::restore;
 
+/// The committed seeds of `target`.
+fn corpus_of(target: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target)
+}
+
 fn corpus() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/checkpoint")
+    corpus_of("checkpoint")
+}
+
+/// A fuzz target's entry point (`<target>_input::run`).
+type Run = fn(&[u8]);
+
+/// The committed seeds of `target`, in name order.
+fn seed_paths(target: &str) -> Vec<PathBuf> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(corpus_of(target))
+        .unwrap_or_else(|e| panic!("the {target} corpus: {e}"))
+        .map(|e| e.expect("a corpus entry").path())
+        .filter(|p| {
+            // libFuzzer's hidden files (`.state` and the like) are not seeds.
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| !n.starts_with('.'))
+        })
+        .collect();
+    names.sort();
+    assert!(!names.is_empty(), "the {target} corpus has no seed");
+    names
+}
+
+/// Every committed seed of `target` through `run` once, in name order; a seed that panics
+/// fails the test with its name. Returns the names.
+fn replay(target: &str, run: Run) -> Vec<PathBuf> {
+    let names = seed_paths(target);
+    for path in &names {
+        let data = std::fs::read(path).expect("read a seed");
+        let outcome = std::panic::catch_unwind(|| run(&data));
+        assert!(
+            outcome.is_ok(),
+            "seed {} fails the {target} target",
+            path.display()
+        );
+    }
+    names
 }
 
 /// Input modes of the target (see `checkpoint_input.rs`).
@@ -125,29 +182,123 @@ fn checkpoint_writer_seeds_are_what_the_writers_write() {
 /// panics (each checks its own properties, see `checkpoint_input.rs`).
 #[test]
 fn checkpoint_corpus_replays_through_the_fuzz_target() {
-    let mut names: Vec<PathBuf> = std::fs::read_dir(corpus())
-        .expect("the checkpoint corpus")
-        .map(|e| e.expect("a corpus entry").path())
-        .filter(|p| {
-            // libFuzzer's hidden files (`.state` and the like) are not seeds.
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| !n.starts_with('.'))
-        })
-        .collect();
-    names.sort();
+    let names = replay("checkpoint", run);
     assert!(
         names.iter().any(|p| p.ends_with("writer-v2-payload-seq4")),
         "the corpus has no version-2 seed"
     );
-    for path in &names {
-        let data = std::fs::read(path).expect("read a seed");
-        let outcome = std::panic::catch_unwind(|| run(&data));
-        assert!(
-            outcome.is_ok(),
-            "seed {} fails the checkpoint target",
-            path.display()
-        );
-    }
     assert!(names.len() >= 17, "{} seeds only", names.len());
+}
+
+/// The other targets' committed seeds, each through its target's entry point (what each
+/// checks: the module doc of its `<target>_input.rs`).
+#[test]
+fn every_other_targets_corpus_replays_through_its_fuzz_target() {
+    let targets: [(&str, Run); 6] = [
+        ("approve_request", approve_request_input::run),
+        ("commit_record", commit_record_input::run),
+        ("config", config_input::run),
+        ("http_head", http_head_input::run),
+        ("log_recovery", log_recovery_input::run),
+        ("proposal", proposal_input::run),
+    ];
+    for (target, run) in targets {
+        replay(target, run);
+    }
+}
+
+/// A fixed-seed generator for [`mutate`] (SplitMix64): the same mutants on every run, so a
+/// failure reproduces with plain `cargo test`.
+struct Mix(u64);
+
+impl Mix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// One to four of libFuzzer's basic mutations of `seed`: a bit flipped, a byte set to a
+/// boundary value, a range erased, a range repeated, random bytes inserted, or the tail
+/// replaced by another seed's (a crossover).
+fn mutate(seed: &[u8], other: &[u8], mix: &mut Mix) -> Vec<u8> {
+    let mut v = seed.to_vec();
+    for _ in 0..1 + mix.below(4) {
+        let at = mix.below(v.len() + 1);
+        match mix.below(6) {
+            0 if !v.is_empty() => {
+                let i = at.min(v.len() - 1);
+                v[i] ^= 1 << mix.below(8);
+            }
+            1 if !v.is_empty() => {
+                let i = at.min(v.len() - 1);
+                v[i] = [0, 1, 0x7f, 0x80, 0xff, b'"', b'{', b'9'][mix.below(8)];
+            }
+            2 => {
+                let n = mix.below(16).min(v.len() - at.min(v.len()));
+                v.drain(at..at + n);
+            }
+            3 if !v.is_empty() => {
+                let start = at.min(v.len() - 1);
+                let n = 1 + mix.below(16).min(v.len() - start - 1);
+                let piece = v[start..start + n].to_vec();
+                v.splice(start..start, piece);
+            }
+            4 => {
+                let bytes: Vec<u8> = (0..1 + mix.below(8)).map(|_| mix.next() as u8).collect();
+                v.splice(at..at, bytes);
+            }
+            _ => {
+                let from = mix.below(other.len() + 1);
+                v.truncate(at);
+                v.extend_from_slice(&other[from..]);
+            }
+        }
+    }
+    v
+}
+
+/// Bounded fuzzing inside the README's test command, for a machine without cargo-fuzz (a cold
+/// `cargo fuzz build` alone takes longer than CI's budget allows, docs/PERFORMANCE.md): every
+/// target's seeds, each mutated `rounds` times by [`mutate`] with a fixed seed, through the
+/// target's entry point. Far weaker than libFuzzer's coverage-guided search (`scripts/fuzz.sh`),
+/// but it runs the targets' property checks on inputs nobody wrote, every time the suite runs.
+#[test]
+fn fixed_seed_mutants_of_every_corpus_keep_each_targets_properties() {
+    // (target, entry point, mutants per seed): fewer for the targets whose every input opens
+    // a socket or restores a log; ≈ 42,000 inputs, about 2.5 s of a debug build in all.
+    let targets: [(&str, Run, usize); 7] = [
+        ("approve_request", approve_request_input::run, 1000),
+        ("checkpoint", run, 60),
+        ("commit_record", commit_record_input::run, 2000),
+        ("config", config_input::run, 1000),
+        ("http_head", http_head_input::run, 100),
+        ("log_recovery", log_recovery_input::run, 200),
+        ("proposal", proposal_input::run, 2000),
+    ];
+    let mut mix = Mix(0x5eed_f022);
+    for (target, run, rounds) in targets {
+        let seeds: Vec<Vec<u8>> = seed_paths(target)
+            .iter()
+            .map(|p| std::fs::read(p).expect("read a seed"))
+            .collect();
+        for (i, seed) in seeds.iter().enumerate() {
+            let other = &seeds[(i + 1) % seeds.len()];
+            for round in 0..rounds {
+                let input = mutate(seed, other, &mut mix);
+                let outcome = std::panic::catch_unwind(|| run(&input));
+                assert!(
+                    outcome.is_ok(),
+                    "mutant {round} of seed {i} fails the {target} target; its bytes: {input:?}"
+                );
+            }
+        }
+    }
 }
