@@ -412,8 +412,9 @@ impl Writer {
 
     /// Verify a one-signature `/submit` or `/approve` on this thread when nothing else waits
     /// for the writer or the pool: a lone client (C = 1) then pays no round trip through a
-    /// verifier thread (two thread wake-ups per write). Under load the pool keeps verifying, so the writer
-    /// keeps sequencing. Off by default: simulations and step tests drive the pool themselves.
+    /// verifier thread (two thread wake-ups per write). Under load the pool keeps verifying, so
+    /// the writer keeps sequencing. Off by default: simulations and step tests drive the pool
+    /// themselves.
     pub fn verify_inline_when_idle(&mut self) {
         self.verify_inline = true;
     }
