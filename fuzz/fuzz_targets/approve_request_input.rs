@@ -67,6 +67,19 @@ fn fixture() -> &'static Fixture {
     })
 }
 
+/// The signatures the writer got are at most 64, and each keyid and signature exactly as the
+/// body `v` listed them.
+fn same_signatures(v: &serde_json::Value, signatures: &[(String, Sig)]) {
+    assert!(signatures.len() <= 64);
+    let listed = v["signatures"].as_array().expect("signatures array");
+    assert_eq!(listed.len(), signatures.len());
+    for ((keyid, sig), s) in signatures.iter().zip(listed) {
+        assert_eq!(s["keyid"].as_str(), Some(keyid.as_str()));
+        let text = s["sig"].as_str().expect("sig string");
+        assert_eq!(Sig::decode(text).as_ref(), Some(sig));
+    }
+}
+
 fn is_hash_hex(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
@@ -132,14 +145,7 @@ pub fn run(data: &[u8]) {
                     assert!(path == "/approve");
                     assert!(is_hash_hex(&proposal_id), "{proposal_id:?}");
                     assert_eq!(v["proposal_id"].as_str(), Some(proposal_id.as_str()));
-                    assert!(signatures.len() <= 64);
-                    let listed = v["signatures"].as_array().expect("signatures array");
-                    assert_eq!(listed.len(), signatures.len());
-                    for ((keyid, sig), s) in signatures.iter().zip(listed) {
-                        assert_eq!(s["keyid"].as_str(), Some(keyid.as_str()));
-                        let text = s["sig"].as_str().expect("sig string");
-                        assert_eq!(Sig::decode(text).as_ref(), Some(sig));
-                    }
+                    same_signatures(&v, &signatures);
                     drop(reply);
                 }
                 WriteRequest::Commit { proposal_id, reply } => {
@@ -157,14 +163,7 @@ pub fn run(data: &[u8]) {
                     assert_eq!(v["payloadType"].as_str(), Some(dsse::PAYLOAD_TYPE));
                     let payload = v["payload"].as_str().and_then(dsse::unb64);
                     assert_eq!(payload.as_deref(), Some(bytes.as_slice()));
-                    assert!(signatures.len() <= 64);
-                    let listed = v["signatures"].as_array().expect("signatures array");
-                    assert_eq!(listed.len(), signatures.len());
-                    for ((keyid, sig), s) in signatures.iter().zip(listed) {
-                        assert_eq!(s["keyid"].as_str(), Some(keyid.as_str()));
-                        let text = s["sig"].as_str().expect("sig string");
-                        assert_eq!(Sig::decode(text).as_ref(), Some(sig));
-                    }
+                    same_signatures(&v, &signatures);
                     drop(reply);
                 }
                 WriteRequest::GetProposal { id, reply } => {
