@@ -32,7 +32,7 @@ mod proposal_input;
 
 use checkpoint_input::{fixture, run};
 use std::path::{Path, PathBuf};
-use svc_registry::log::{checkpoints_dir, write_checkpoint, OsIo};
+use svc_registry::log::{checkpoints_dir, write_checkpoint, OsIo, SplitMix};
 use svc_registry::restore;
 
 /// The committed seeds of `target`.
@@ -207,56 +207,40 @@ fn every_other_targets_corpus_replays_through_its_fuzz_target() {
     }
 }
 
-/// A fixed-seed generator for [`mutate`] (SplitMix64): the same mutants on every run, so a
-/// failure reproduces with plain `cargo test`.
-struct Mix(u64);
-
-impl Mix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
 /// One to four of libFuzzer's basic mutations of `seed`: a bit flipped, a byte set to a
 /// boundary value, a range erased, a range repeated, random bytes inserted, or the tail
 /// replaced by another seed's (a crossover).
-fn mutate(seed: &[u8], other: &[u8], mix: &mut Mix) -> Vec<u8> {
+fn mutate(seed: &[u8], other: &[u8], mix: &mut SplitMix) -> Vec<u8> {
     let mut v = seed.to_vec();
-    for _ in 0..1 + mix.below(4) {
-        let at = mix.below(v.len() + 1);
-        match mix.below(6) {
+    for _ in 0..1 + mix.index(4) {
+        let at = mix.index(v.len() + 1);
+        match mix.index(6) {
             0 if !v.is_empty() => {
                 let i = at.min(v.len() - 1);
-                v[i] ^= 1 << mix.below(8);
+                v[i] ^= 1 << mix.index(8);
             }
             1 if !v.is_empty() => {
                 let i = at.min(v.len() - 1);
-                v[i] = [0, 1, 0x7f, 0x80, 0xff, b'"', b'{', b'9'][mix.below(8)];
+                v[i] = [0, 1, 0x7f, 0x80, 0xff, b'"', b'{', b'9'][mix.index(8)];
             }
             2 => {
-                let n = mix.below(16).min(v.len() - at.min(v.len()));
+                let n = mix.index(16).min(v.len() - at.min(v.len()));
                 v.drain(at..at + n);
             }
             3 if !v.is_empty() => {
                 let start = at.min(v.len() - 1);
-                let n = 1 + mix.below(16).min(v.len() - start - 1);
+                let n = 1 + mix.index(16).min(v.len() - start - 1);
                 let piece = v[start..start + n].to_vec();
                 v.splice(start..start, piece);
             }
             4 => {
-                let bytes: Vec<u8> = (0..1 + mix.below(8)).map(|_| mix.next() as u8).collect();
+                let bytes: Vec<u8> = (0..1 + mix.index(8))
+                    .map(|_| mix.next_u64() as u8)
+                    .collect();
                 v.splice(at..at, bytes);
             }
             _ => {
-                let from = mix.below(other.len() + 1);
+                let from = mix.index(other.len() + 1);
                 v.truncate(at);
                 v.extend_from_slice(&other[from..]);
             }
@@ -283,7 +267,7 @@ fn fixed_seed_mutants_of_every_corpus_keep_each_targets_properties() {
         ("log_recovery", log_recovery_input::run, 200),
         ("proposal", proposal_input::run, 2000),
     ];
-    let mut mix = Mix(0x5eed_f022);
+    let mut mix = SplitMix(0x5eed_f022);
     for (target, run, rounds) in targets {
         let seeds: Vec<Vec<u8>> = seed_paths(target)
             .iter()

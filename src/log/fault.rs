@@ -322,11 +322,12 @@ impl State {
     }
 }
 
-/// Deterministic RNG (splitmix64) for crash resolution.
-struct Rng(u64);
+/// A deterministic generator (SplitMix64): `FaultIo`'s crash resolution, and the seeded
+/// schedules of the tests (the simulation, the fuzz corpus's mutants), so a seed replays.
+pub struct SplitMix(pub u64);
 
-impl Rng {
-    fn next(&mut self) -> u64 {
+impl SplitMix {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -334,8 +335,19 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+    /// Uniform enough below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    /// An index into a slice of `len` (0 when it is empty).
+    pub fn index(&mut self, len: usize) -> usize {
+        self.below(len as u64) as usize
+    }
+
+    /// True with probability `percent`/100.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
     }
 }
 
@@ -405,7 +417,7 @@ impl FaultIo {
     /// seeded by `seed` (see the module doc). Old handles and locks are gone afterwards.
     pub fn crash(&self, seed: u64) {
         let mut s = self.state.lock();
-        let mut rng = Rng(seed ^ 0x05EE_D0FC_4A54_u64);
+        let mut rng = SplitMix(seed ^ 0x05EE_D0FC_4A54_u64);
         let pending = std::mem::take(&mut s.ns_pending);
         let landed = rng.below(pending.len() as u64 + 1) as usize;
         for op in pending.into_iter().take(landed) {
@@ -425,7 +437,8 @@ impl FaultIo {
                         0 => inode.land(at, piece, None),
                         1 => {}
                         _ => {
-                            let garbage: Vec<u8> = (0..piece).map(|_| rng.next() as u8).collect();
+                            let garbage: Vec<u8> =
+                                (0..piece).map(|_| rng.next_u64() as u8).collect();
                             inode.land(at, piece, Some(&garbage));
                         }
                     }

@@ -41,7 +41,7 @@ use parking_lot::Mutex;
 
 pub use checkpoint::{checkpoints_dir, write_checkpoint, Checkpoint, StreamParse};
 pub use error::LogError;
-pub use fault::{FaultIo, FaultKind, Op};
+pub use fault::{FaultIo, FaultKind, Op, SplitMix};
 pub use io::{write_atomic, FileHandle, Io, LockHandle, MapSyncer, MapWriter, OsIo};
 pub use lock::{lock_dir, DirLock};
 pub use read::LogReader;

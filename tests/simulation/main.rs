@@ -98,28 +98,8 @@ fn advance_clock(secs: i64) {
     NOW.with(|c| c.set(c.get() + secs));
 }
 
-/// splitmix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn index(&mut self, len: usize) -> usize {
-        self.below(len as u64) as usize
-    }
-    /// True with probability `percent`/100.
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
+/// The seeded generator (SplitMix64), shared with `FaultIo`.
+use svc_registry::log::SplitMix as Rng;
 
 // ---------------------------------------------------------------------------------------------
 // The model.
@@ -447,7 +427,7 @@ impl Sim {
         let staged = previous.staged_ids.clone();
         self.acked_pending = previous.props.clone();
         drop(previous);
-        let s = self.rng.next();
+        let s = self.rng.next_u64();
         self.io.crash(s);
         self.armed.clear();
         self.crash_at = None;

@@ -87,7 +87,7 @@ impl Sim {
                     self.stats.recovery_interrupted += 1;
                     self.log(format!("  recovery failed ({e}); restarting"));
                     if self.io.powered_off() {
-                        let s = self.rng.next();
+                        let s = self.rng.next_u64();
                         self.io.crash(s);
                     } else {
                         self.io.kill();
@@ -503,7 +503,7 @@ impl Sim {
         drop(previous);
         let power_cut = self.io.powered_off() || self.lost_sync || self.rng.chance(60);
         if power_cut {
-            let s = self.rng.next();
+            let s = self.rng.next_u64();
             self.io.crash(s);
             self.stats.power_cuts += 1;
             self.tree_power_cut();

@@ -191,11 +191,11 @@ impl Sim {
         let committed: Vec<String> = life.committed.iter().cloned().collect();
         match self.rng.below(20) {
             0 if !committed.is_empty() => committed[self.rng.index(committed.len())].clone(),
-            1 => sha256_hex(&self.rng.next().to_le_bytes()),
+            1 => sha256_hex(&self.rng.next_u64().to_le_bytes()),
             2..=4 if !any.is_empty() => any[self.rng.index(any.len())].clone(),
             _ if !preferred.is_empty() => preferred[self.rng.index(preferred.len())].clone(),
             _ if !any.is_empty() => any[self.rng.index(any.len())].clone(),
-            _ => sha256_hex(&self.rng.next().to_le_bytes()),
+            _ => sha256_hex(&self.rng.next_u64().to_le_bytes()),
         }
     }
 

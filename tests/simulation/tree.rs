@@ -717,7 +717,7 @@ impl Sim {
             _ => {
                 let extra = 1 + t.rng.below(32 * 8);
                 for _ in 0..extra {
-                    bytes.push(t.rng.next() as u8);
+                    bytes.push(t.rng.next_u64() as u8);
                 }
                 format!("{extra} junk bytes past its {len}")
             }
