@@ -18,7 +18,7 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use svc_registry::http::{
@@ -56,8 +56,8 @@ impl Handler for Checker {
 fn server() -> &'static (ServerHandle, PathBuf) {
     static S: OnceLock<(ServerHandle, PathBuf)> = OnceLock::new();
     S.get_or_init(|| {
-        let dir =
-            std::env::temp_dir().join(format!("svc-registry-fuzz-http-{}", std::process::id()));
+        remove_dead_runs_dirs();
+        let dir = std::env::temp_dir().join(format!("{DIR_PREFIX}{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("s.sock");
         let limits = Limits {
@@ -78,6 +78,27 @@ fn server() -> &'static (ServerHandle, PathBuf) {
         let handle = Server::start("fuzz", listener, limits, Arc::new(Checker)).unwrap();
         (handle, path)
     })
+}
+
+/// The per-process directory of the server's socket, under the temp dir, ends in the pid.
+const DIR_PREFIX: &str = "svc-registry-fuzz-http-";
+
+/// The server lives as long as the process (a static), so its directory cannot be removed when
+/// the run ends: each run removes the ones of processes that are gone instead (a fuzz run or a
+/// `cargo test` of `tests/fuzz_corpus.rs` would otherwise leave one behind each time).
+fn remove_dead_runs_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(DIR_PREFIX)) else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 const KNOWN: &[u16] = &[100, 200, 400, 408, 413, 429, 431, 501, 503, 505];
