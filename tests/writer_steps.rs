@@ -73,6 +73,15 @@ fn rig() -> Rig {
 
 /// A rig whose writer appends to `journal` (`full` is what the test journal watches).
 fn rig_on(journal: Box<dyn Journal>, full: Arc<std::sync::atomic::AtomicBool>) -> Rig {
+    rig_with(journal, full, None)
+}
+
+/// [`rig_on`] with the verifier queue bounded at `verify_capacity` (None: unbounded).
+fn rig_with(
+    journal: Box<dyn Journal>,
+    full: Arc<std::sync::atomic::AtomicBool>,
+    verify_capacity: Option<usize>,
+) -> Rig {
     let keys: Vec<SigningKey> = (1..=3).map(|i| SigningKey::from_bytes(&[i; 32])).collect();
     let set = SignerSet::new(
         2,
@@ -90,7 +99,10 @@ fn rig_on(journal: Box<dyn Journal>, full: Arc<std::sync::atomic::AtomicBool>) -
     let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::genesis("r", Arc::new(set))));
     let (req_tx, req_rx) = crossbeam_channel::bounded(1);
     let (int_tx, int_rx) = crossbeam_channel::unbounded();
-    let (verify_tx, verify_rx) = crossbeam_channel::unbounded();
+    let (verify_tx, verify_rx) = match verify_capacity {
+        Some(n) => crossbeam_channel::bounded(n),
+        None => crossbeam_channel::unbounded(),
+    };
     let (sync_tx, sync_rx) = crossbeam_channel::unbounded();
     let plane = WritePlane::new();
     let writer = Writer::new(WriterParts {
@@ -794,4 +806,73 @@ fn a_failed_inline_sync_answers_503_and_nothing_unsynced_is_published_or_acknowl
         })
         .collect();
     assert_eq!(versions, [1]);
+}
+
+/// A verifier queue that cannot take every signature of a request refuses it 429 busy (a
+/// `/submit` with a retry time) and records nothing: the jobs it did queue come back to no
+/// request in flight, and neither the approval nor the write happens.
+#[test]
+fn a_full_verifier_queue_refuses_an_approval_and_a_submit_busy_and_records_nothing() {
+    let full = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let journal = TestJournal {
+        end: 0,
+        full: full.clone(),
+    };
+    // Room for one job: a request's second signature does not fit.
+    let mut rig = rig_with(Box::new(journal), full, Some(1));
+    let payload = rig.payload(0, "a");
+    let rx = rig.propose(&payload);
+    rig.sync_pending();
+    assert_eq!(answer(&rx).0, 202);
+    let id = svc_registry::domain::sha256_hex(&payload);
+    let two_sigs = |rig: &Rig, payload: &[u8]| -> Vec<(String, _)> {
+        (0..2)
+            .map(|i| (format!("k{i}"), sign_payload(&rig.keys[i], payload).into()))
+            .collect()
+    };
+    let (r, rx) = reply(replies::approved);
+    rig.writer.on_request(WriteRequest::Approve {
+        proposal_id: id.clone(),
+        signatures: two_sigs(&rig, &payload),
+        reply: r,
+    });
+    let refused = rx.try_recv().expect("answered at once");
+    assert_eq!(refused.status, 429);
+    assert!(!refused
+        .headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("retry-after")));
+
+    let other = rig.payload(0, "b");
+    let (r, rx) = reply(replies::submitted);
+    rig.writer.on_request(WriteRequest::Submit {
+        bytes: other.clone(),
+        signatures: two_sigs(&rig, &other),
+        reply: r,
+    });
+    let refused = rx.try_recv().expect("answered at once");
+    assert_eq!(refused.status, 429);
+    assert!(refused
+        .headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("retry-after")));
+
+    // The one job each request queued comes back verified: nothing is waiting for it.
+    for job in rig.verify_rx.try_iter().collect::<Vec<_>>() {
+        rig.writer.on_internal(Internal::Verified(Verified {
+            request: job.request,
+            index: job.index,
+            ok: true,
+        }));
+    }
+    rig.sync_pending();
+    let (status, v) = rig.proposal_status(&payload);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["approvals"], serde_json::json!([]), "{v}");
+    assert_eq!(
+        rig.proposal_status(&other).0,
+        404,
+        "the refused submit left a proposal"
+    );
+    assert_eq!(rig.snapshot.load().version(), 0);
 }

@@ -18,7 +18,6 @@ use crate::error::{ApiError, Code};
 use crate::metrics::m;
 use crate::roles::reply::Reply;
 use crate::roles::verifier::{Verified, VerifyJob};
-use crossbeam_channel::TrySendError;
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -316,28 +315,15 @@ impl Writer {
             reply,
         };
         let none = jobs.is_empty();
-        if jobs.len() == 1 && self.idle_for_inline_verify() {
-            // A lone approval, as a lone `/submit` (`Writer::verify_inline_when_idle`): the
-            // same verification here, without the hand-offs to the pool and back.
-            let verified = crate::roles::verifier::verify(&jobs[0]);
-            self.approvals_in_flight.insert(request, inflight);
-            return self.on_verified(verified);
-        }
-        for job in jobs {
-            if let Err(e) = self.p.verify_tx.try_send(job) {
-                let msg = match e {
-                    TrySendError::Full(_) => "the verifier queue is full",
-                    TrySendError::Disconnected(_) => "the verifier pool is gone",
-                };
-                m().rejected_total.with_label_values(&["busy"]).inc();
-                // Jobs already queued for this request will come back and find no entry.
-                return inflight.reply.send(Err(ApiError::busy(msg)));
+        match self.start_verifying(jobs) {
+            Err(msg) => inflight.reply.send(Err(ApiError::busy(msg))),
+            Ok(_) if none => self.finish_approve(inflight),
+            Ok(inline) => {
+                self.approvals_in_flight.insert(request, inflight);
+                if let Some(verified) = inline {
+                    self.on_verified(verified);
+                }
             }
-        }
-        if none {
-            self.finish_approve(inflight);
-        } else {
-            self.approvals_in_flight.insert(request, inflight);
         }
     }
 

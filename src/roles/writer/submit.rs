@@ -92,35 +92,50 @@ impl Writer {
             reply,
             started,
         };
-        if remaining == 1 && self.idle_for_inline_verify() {
-            // A lone write: its one signature costs the same here as on the pool, without the
-            // two thread hand-offs there and back.
-            let verified = crate::roles::verifier::verify(&jobs[0]);
-            self.submits_in_flight.insert(request, in_flight);
-            return self.on_submit_verified(verified);
-        }
-        self.submits_in_flight.insert(request, in_flight);
-        for job in jobs {
-            if let Err(e) = self.p.verify_tx.try_send(job) {
-                let msg = match e {
-                    TrySendError::Full(_) => "the verifier queue is full",
-                    TrySendError::Disconnected(_) => "the verifier pool is gone",
-                };
-                m().rejected_total.with_label_values(&["busy"]).inc();
-                // Jobs already queued for this request will come back and find no entry.
-                if let Some(f) = self.submits_in_flight.remove(&request) {
-                    f.reply.send(Err(ApiError::busy(msg).retry_after(1)));
+        match self.start_verifying(jobs) {
+            Err(msg) => in_flight
+                .reply
+                .send(Err(ApiError::busy(msg).retry_after(1))),
+            Ok(inline) => {
+                self.submits_in_flight.insert(request, in_flight);
+                if let Some(verified) = inline {
+                    self.on_submit_verified(verified);
                 }
-                return;
             }
         }
+    }
+
+    /// Start verifying a request's `jobs`: a lone one here, when the writer and the pool are
+    /// idle ([`Writer::verify_inline_when_idle`]: its result is returned, to be handled as the
+    /// pool's would be), or all of them queued on the pool (their results come back on the
+    /// internal channel, after this message). Err: the pool's queue refused a job (counted as
+    /// a busy rejection); jobs already queued come back and find no request in flight.
+    pub(super) fn start_verifying(
+        &mut self,
+        jobs: Vec<VerifyJob>,
+    ) -> Result<Option<Verified>, &'static str> {
+        if jobs.len() == 1 && self.idle_for_inline_verify() {
+            // A lone write: its one signature costs the same here as on the pool, without the
+            // two thread hand-offs there and back.
+            return Ok(Some(crate::roles::verifier::verify(&jobs[0])));
+        }
+        for job in jobs {
+            if let Err(e) = self.p.verify_tx.try_send(job) {
+                m().rejected_total.with_label_values(&["busy"]).inc();
+                return Err(match e {
+                    TrySendError::Full(_) => "the verifier queue is full",
+                    TrySendError::Disconnected(_) => "the verifier pool is gone",
+                });
+            }
+        }
+        Ok(None)
     }
 
     /// Whether a verification may run on this thread: enabled, and nothing waits for the
     /// writer (no request, result or durability notice queued) or for the pool (no job queued,
     /// no approval or submit in flight). Racy by nature and harmless either way: a request
     /// arriving meanwhile waits one verification, as it would behind any other step.
-    pub(super) fn idle_for_inline_verify(&self) -> bool {
+    fn idle_for_inline_verify(&self) -> bool {
         self.verify_inline
             && self.p.requests.is_empty()
             && self.p.internal_rx.is_empty()
