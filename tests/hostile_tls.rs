@@ -471,7 +471,7 @@ fn ten_thousand_tls_connections_opened_and_abandoned_cost_nothing_once_gone() {
         s.proc_status("Threads"),
     );
     let addr: std::net::SocketAddr = s.registry.parse().unwrap();
-    let mut rss_after_wave = Vec::new();
+    let mut rss_after_waves = Vec::new();
     for wave in 0..3 {
         let started = Instant::now();
         let mut held: Vec<Box<dyn std::any::Any>> = Vec::with_capacity(n as usize);
@@ -522,17 +522,8 @@ fn ten_thousand_tls_connections_opened_and_abandoned_cost_nothing_once_gone() {
         drop(held);
         let closed = poll_until(Duration::from_secs(10), || s.fd_count() <= fds_before + 2);
         let closed_in = started.elapsed() - opened_in;
-        // Memory goes back as the connections go (the workers trim in their 100 ms sweep, one
-        // step per halving of their connections): wait, bounded, for RSS to come down under
-        // the bounds asserted at the end instead of sampling it once.
-        let first = rss_after_wave.first().copied();
-        let rss_after = poll(Duration::from_secs(5), || {
-            let rss = s.proc_status("VmRSS");
-            let settled = rss < rss_before + 8 * 1024 && first.is_none_or(|f| rss <= f + 2 * 1024);
-            settled.then_some(rss)
-        })
-        .unwrap_or_else(|| s.proc_status("VmRSS"));
-        rss_after_wave.push(rss_after);
+        let rss_after = rss_after_wave(s.pid(), rss_before, &rss_after_waves);
+        rss_after_waves.push(rss_after);
         eprintln!(
             "TLS wave {wave}: {n} connections opened in {opened_in:.1?} and abandoned: server \
              fds {fds_before} -> {fds_open} -> {}, RSS {rss_before} kB -> {rss_open} kB -> \
@@ -557,16 +548,7 @@ fn ten_thousand_tls_connections_opened_and_abandoned_cost_nothing_once_gone() {
             "RSS {rss_before} kB -> {rss_open} kB for {n} connections"
         );
     }
-    // Once they are gone, memory is near the baseline (the workers give freed session memory
-    // back to the OS after an ebb: `Worker::ebb`) and does not grow wave after wave.
-    let (first, last) = (rss_after_wave[0], *rss_after_wave.last().unwrap());
-    assert!(
-        last < rss_before + 8 * 1024,
-        "RSS {rss_before} kB -> {last} kB after the connections left"
-    );
-    assert!(
-        last <= first + 2 * 1024,
-        "RSS grows wave after wave: {rss_after_wave:?} kB"
-    );
+    // The workers give freed session memory back to the OS after an ebb (`Worker::ebb`).
+    assert_rss_flat_across_waves(rss_before, &rss_after_waves);
     assert_eq!(get(&s, &config, "/registry/head"), 200);
 }

@@ -92,6 +92,36 @@ pub fn proc_status_of(pid: u32, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The server's RSS once the connections of a wave have left, in kB: polled (5 s at most)
+/// until it is under `rss_before` + 8 MiB and within 2 MiB of the first wave's figure, because
+/// the workers give freed memory back in their 100 ms sweep, a step per halving of their
+/// connections, and a sample taken at once can precede it (a CI run sampled
+/// [20308, 22844, 22844] kB that way: the first wave trimmed, the next two not yet). A figure
+/// that never settles is returned as it stands, for [`assert_rss_flat_across_waves`] to refuse.
+pub fn rss_after_wave(pid: u32, rss_before: u64, earlier: &[u64]) -> u64 {
+    let first = earlier.first().copied();
+    poll(Duration::from_secs(5), || {
+        let rss = proc_status_of(pid, "VmRSS");
+        let settled = rss < rss_before + 8 * 1024 && first.is_none_or(|f| rss <= f + 2 * 1024);
+        settled.then_some(rss)
+    })
+    .unwrap_or_else(|| proc_status_of(pid, "VmRSS"))
+}
+
+/// Once a flood's connections are gone, memory is near the baseline (the connection slab
+/// keeps its capacity) and does not grow wave after wave.
+pub fn assert_rss_flat_across_waves(rss_before: u64, waves: &[u64]) {
+    let (first, last) = (waves[0], *waves.last().unwrap());
+    assert!(
+        last < rss_before + 8 * 1024,
+        "RSS {rss_before} kB -> {last} kB after the connections left"
+    );
+    assert!(
+        last <= first + 2 * 1024,
+        "RSS grows wave after wave: {waves:?} kB"
+    );
+}
+
 /// A signer of the test registry.
 pub struct Signer {
     pub keyid: String,
